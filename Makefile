@@ -1,0 +1,128 @@
+# SoundHash — GNU Make. Read top to bottom: what is built, from what, and how it is tested.
+#
+#   make            build build/soundhash (installs missing Debian packages first)
+#   make test       unit tests (cmocka), fuzz-corpus replay and integration tests, plain and
+#                   under ASan+UBSan
+#   make demo       the whole pipeline end to end on a local stack (see README)
+#   make bench      benchmarks, printing figures
+#   make fuzz       libFuzzer builds (clang) of every fuzz target; FUZZ_SECONDS per target
+#   make format     clang-format every source file
+
+CC       ?= cc
+BUILD    ?= build
+SAN      ?= 0
+# Every dependency comes through pkg-config.
+PKGS     := rdkafka libpq avro-c sndfile fftw3f soxr libzstd lmdb libmicrohttpd jansson libcurl \
+            libcrypto
+CPPFLAGS += -D_GNU_SOURCE -Icore -Ischemas -Icli
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=c17 -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wvla -fno-common -pthread
+LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
+CFLAGS   += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+
+ifeq ($(SAN),1)
+CFLAGS   += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS  += -fsanitize=address,undefined
+endif
+
+# The shared library: core (fingerprinting, shard, errors, config, kafka/pg/http helpers) and the
+# Avro schemas codec. Components below depend on it and never on each other.
+LIB_SRC  := $(wildcard core/*.c schemas/*.c)
+# Components: one folder each; each provides `int sh_cmd_<name>(int argc, char **argv)`.
+CMD_SRC  := $(wildcard cli/cmd_*.c ingest/*.c broker/*.c workers/*.c replicator/*.c edge/*.c)
+MAIN_SRC := cli/main.c
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+BENCH_SRC:= $(wildcard bench/*.c)
+
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+CMD_OBJ  := $(CMD_SRC:%.c=$(BUILD)/obj/%.o)
+MAIN_OBJ := $(MAIN_SRC:%.c=$(BUILD)/obj/%.o)
+LIBA     := $(BUILD)/libsoundhash.a
+CMDA     := $(BUILD)/libsoundhash-cmd.a
+BIN      := $(BUILD)/soundhash
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+BENCH_BIN:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+.PHONY: all deps test test-unit test-fuzz test-integration demo bench fuzz format clean
+.DEFAULT_GOAL := all
+
+all: deps
+	@$(MAKE) --no-print-directory $(BIN)
+
+# Installs missing Debian packages (apt-get only when something is missing).
+deps:
+	@ops/install-deps.sh
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(LIBA): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(CMDA): $(CMD_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BIN): $(MAIN_OBJ) $(CMDA) $(LIBA)
+	$(CC) $(LDFLAGS) -o $@ $(MAIN_OBJ) $(CMDA) $(LIBA) $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(CMDA) $(LIBA)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Itests -MMD -MP $(LDFLAGS) -o $@ $< $(CMDA) $(LIBA) $(LDLIBS) -lcmocka
+
+# Fuzz targets built with a replay driver (no libFuzzer needed): they run the saved corpus.
+$(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/replay.c $(CMDA) $(LIBA)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP $(LDFLAGS) -o $@ $< tests/fuzz/replay.c $(CMDA) $(LIBA) $(LDLIBS)
+
+$(BUILD)/bench/%: bench/%.c $(CMDA) $(LIBA)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP $(LDFLAGS) -o $@ $< $(CMDA) $(LIBA) $(LDLIBS)
+
+# ---- tests -------------------------------------------------------------------------------------
+# `make test` = everything, twice: the optimised build and the ASan+UBSan build.
+test: deps
+	@$(MAKE) --no-print-directory test-unit test-fuzz BUILD=build SAN=0
+	@$(MAKE) --no-print-directory test-unit test-fuzz BUILD=build/asan SAN=1
+	@$(MAKE) --no-print-directory $(BIN) BUILD=build SAN=0
+	@$(MAKE) --no-print-directory $(BIN) BUILD=build/asan SAN=1
+	@tests/integration/run.sh build/soundhash build/asan/soundhash
+
+test-unit: $(UNIT_BIN)
+	@tests/run-unit.sh $(UNIT_BIN)
+
+test-fuzz: $(FUZZ_BIN)
+	@tests/fuzz/replay-all.sh $(BUILD)/fuzz
+
+test-integration: all
+	@tests/integration/run.sh build/soundhash build/asan/soundhash
+
+# ---- demo, bench, fuzz, format ----------------------------------------------------------------
+demo: all
+	@ops/demo.sh
+
+bench: all $(BENCH_BIN)
+	@bench/run.sh
+
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@$(MAKE) --no-print-directory $(LIBA) $(CMDA) BUILD=build/fuzz CC=clang \
+	  CFLAGS="-O1 -g -fsanitize=fuzzer-no-link,address,undefined"
+	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
+	  clang $(CPPFLAGS) -O1 -g -fsanitize=fuzzer,address,undefined $$(pkg-config --cflags $(PKGS)) \
+	    -o build/fuzz/$$n $$f build/fuzz/libsoundhash-cmd.a build/fuzz/libsoundhash.a $(LDLIBS) && \
+	  mkdir -p tests/fuzz/corpus/$$n && \
+	  build/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -max_len=65536 tests/fuzz/corpus/$$n || exit 1; \
+	done
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

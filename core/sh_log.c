@@ -1,0 +1,84 @@
+#include "sh_log.h"
+
+#include "sh_err.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The one process-wide setting: written by main() before threads start, read atomically. */
+static atomic_int g_level = SH_LOG_INFO;
+
+static const char *const level_names[] = {"debug", "info", "warn", "error", "off"};
+
+int sh_log_level_parse(const char *s, int *out)
+{
+    for (int i = 0; i <= SH_LOG_OFF; i++) {
+        if (s && strcasecmp(s, level_names[i]) == 0) {
+            *out = i;
+            return 0;
+        }
+    }
+    return SH_EINVAL;
+}
+
+void sh_log_set_level(int level) { atomic_store(&g_level, level); }
+
+int sh_log_enabled(int level) { return level >= atomic_load(&g_level); }
+
+void sh_log(int level, const char *event, const char *fmt, ...)
+{
+    if (level < 0 || level >= SH_LOG_OFF || !sh_log_enabled(level))
+        return;
+    char line[2048];
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    int n = snprintf(line, sizeof line, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s event=%s",
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     ts.tv_nsec / 1000000, level_names[level], event);
+    if (n < 0)
+        return;
+    if ((size_t)n < sizeof line - 2 && fmt && fmt[0]) {
+        line[n++] = ' ';
+        va_list ap;
+        va_start(ap, fmt);
+        int m = vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+        va_end(ap);
+        if (m > 0)
+            n += m;
+    }
+    if ((size_t)n > sizeof line - 2)
+        n = (int)sizeof line - 2;
+    line[n++] = '\n';
+    /* One write(2) per line so lines of concurrent threads never interleave. */
+    ssize_t w = write(STDERR_FILENO, line, (size_t)n);
+    (void)w;
+}
+
+const char *sh_log_q(char *buf, unsigned len, const char *value)
+{
+    if (!buf || len < 3)
+        return "";
+    unsigned o = 0;
+    buf[o++] = '"';
+    for (const char *p = value ? value : ""; *p && o + 3 < len; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"' || c == '\\') {
+            buf[o++] = '\\';
+            buf[o++] = (char)c;
+        } else if (c < 0x20 || c == 0x7f) {
+            buf[o++] = '?';
+        } else {
+            buf[o++] = (char)c;
+        }
+    }
+    buf[o++] = '"';
+    buf[o] = '\0';
+    return buf;
+}
