@@ -51,10 +51,9 @@ int sh_err_wrap(sh_err *e, int code, const char *fmt, ...)
     va_end(ap);
     char old[SH_ERR_MSG_MAX];
     memcpy(old, e->msg, sizeof old);
-    if (old[0])
-        snprintf(e->msg, sizeof e->msg, "%s: %s", prefix, old);
-    else
-        snprintf(e->msg, sizeof e->msg, "%s: %s", prefix, sh_strerror(code));
+    /* Context first, then the original message; both bounded so the result always fits. */
+    const char *tail = old[0] ? old : sh_strerror(code);
+    snprintf(e->msg, sizeof e->msg, "%.200s: %.300s", prefix, tail);
     e->code = code;
     return code;
 }

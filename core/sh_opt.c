@@ -1,0 +1,635 @@
+#include "sh_opt.h"
+
+#include "sh_log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum { SH_OPT_LINE_MAX = 4096, SH_OPT_FILE_MAX = 1 << 20, SH_OPT_SECRET_MAX = 64 << 10 };
+
+/* ---- small parsers ---------------------------------------------------------------------------- */
+
+int sh_parse_long(const char *s, long *out)
+{
+    if (!s || !*s)
+        return SH_EINVAL;
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || !end || *end != '\0')
+        return SH_EINVAL;
+    *out = v;
+    return 0;
+}
+
+int sh_parse_double(const char *s, double *out)
+{
+    if (!s || !*s)
+        return SH_EINVAL;
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || !end || *end != '\0' || !isfinite(v))
+        return SH_EINVAL;
+    *out = v;
+    return 0;
+}
+
+int sh_parse_size(const char *s, size_t *out)
+{
+    if (!s || !*s || *s == '-')
+        return SH_EINVAL;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s)
+        return SH_EINVAL;
+    unsigned shift = 0;
+    switch (toupper((unsigned char)*end)) {
+    case '\0':
+        break;
+    case 'K':
+        shift = 10;
+        break;
+    case 'M':
+        shift = 20;
+        break;
+    case 'G':
+        shift = 30;
+        break;
+    default:
+        return SH_EINVAL;
+    }
+    if (*end) {
+        end++;
+        if (toupper((unsigned char)*end) == 'I')
+            end++;
+        if (toupper((unsigned char)*end) == 'B')
+            end++;
+        if (*end)
+            return SH_EINVAL;
+    }
+    if (shift && v > (SIZE_MAX >> shift))
+        return SH_EINVAL;
+    *out = (size_t)(v << shift);
+    return 0;
+}
+
+/* ---- string lists ----------------------------------------------------------------------------- */
+
+int sh_strlist_push(sh_strlist *l, const char *s)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 8;
+        char **v = realloc(l->v, cap * sizeof *v);
+        if (!v)
+            return SH_ENOMEM;
+        l->v = v;
+        l->cap = cap;
+    }
+    char *copy = strdup(s);
+    if (!copy)
+        return SH_ENOMEM;
+    l->v[l->n++] = copy;
+    return 0;
+}
+
+void sh_strlist_clear(sh_strlist *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+    l->v = NULL;
+    l->n = l->cap = 0;
+}
+
+/* ---- option lookup and assignment ------------------------------------------------------------- */
+
+static sh_opt *find_long(sh_opt *opts, const char *name, size_t len)
+{
+    for (sh_opt *o = opts; o->name; o++) {
+        if (strlen(o->name) == len && !strncmp(o->name, name, len))
+            return o;
+    }
+    return NULL;
+}
+
+static sh_opt *find_short(sh_opt *opts, char c)
+{
+    for (sh_opt *o = opts; o->name; o++) {
+        if (o->short_name && o->short_name == c)
+            return o;
+    }
+    return NULL;
+}
+
+static int parse_bool(const char *v, bool *out)
+{
+    static const char *const yes[] = {"1", "true", "yes", "on"};
+    static const char *const no[] = {"0", "false", "no", "off"};
+    for (size_t i = 0; i < 4; i++) {
+        if (!strcasecmp(v, yes[i])) {
+            *out = true;
+            return 0;
+        }
+        if (!strcasecmp(v, no[i])) {
+            *out = false;
+            return 0;
+        }
+    }
+    return SH_EINVAL;
+}
+
+/* Stores text `v` into the option's target. `src` names where it came from, for messages. A list
+ * assigned from a lower-precedence source is replaced, not appended to, by a higher one: callers
+ * clear lists when the source changes (see reset_list_once). */
+static int assign(sh_opt *o, const char *v, const char *src, sh_err *e)
+{
+    switch (o->type) {
+    case SH_OPT_STR: {
+        char *copy = strdup(v);
+        if (!copy)
+            return sh_err_set(e, SH_ENOMEM, "out of memory");
+        free(*(char **)o->target);
+        *(char **)o->target = copy;
+        return 0;
+    }
+    case SH_OPT_INT: {
+        long x;
+        if (sh_parse_long(v, &x))
+            return sh_err_set(e, SH_EUSAGE, "%s: --%s wants an integer, got '%s'", src, o->name, v);
+        if (o->min != o->max && (x < o->min || x > o->max))
+            return sh_err_set(e, SH_EUSAGE, "%s: --%s must be in %ld..%ld, got %ld", src, o->name,
+                              o->min, o->max, x);
+        *(long *)o->target = x;
+        return 0;
+    }
+    case SH_OPT_DOUBLE:
+        if (sh_parse_double(v, (double *)o->target))
+            return sh_err_set(e, SH_EUSAGE, "%s: --%s wants a number, got '%s'", src, o->name, v);
+        return 0;
+    case SH_OPT_BOOL:
+        if (parse_bool(v, (bool *)o->target))
+            return sh_err_set(e, SH_EUSAGE, "%s: --%s wants true/false, got '%s'", src, o->name, v);
+        return 0;
+    case SH_OPT_SIZE:
+        if (sh_parse_size(v, (size_t *)o->target))
+            return sh_err_set(e, SH_EUSAGE, "%s: --%s wants a size (e.g. 900K, 5M), got '%s'", src,
+                              o->name, v);
+        return 0;
+    case SH_OPT_LIST:
+        if (sh_strlist_push((sh_strlist *)o->target, v))
+            return sh_err_set(e, SH_ENOMEM, "out of memory");
+        return 0;
+    }
+    return sh_err_set(e, SH_EINTERNAL, "option --%s has an unknown type", o->name);
+}
+
+/* Reads a secret from a file: the whole content, trailing newlines stripped, capped. */
+static int read_secret_file(const char *path, char **out, sh_err *e)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return sh_err_set(e, SH_EIO, "cannot open secret file %s: %s", path, strerror(errno));
+    char *buf = malloc(SH_OPT_SECRET_MAX + 1);
+    if (!buf) {
+        fclose(f);
+        return sh_err_set(e, SH_ENOMEM, "out of memory");
+    }
+    size_t n = fread(buf, 1, SH_OPT_SECRET_MAX + 1, f);
+    fclose(f);
+    if (n > SH_OPT_SECRET_MAX) {
+        free(buf);
+        return sh_err_set(e, SH_ETOOBIG, "secret file %s is over %d bytes", path,
+                          SH_OPT_SECRET_MAX);
+    }
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        n--;
+    buf[n] = '\0';
+    *out = buf;
+    return 0;
+}
+
+static int assign_secret_file(sh_opt *o, const char *path, sh_err *e)
+{
+    char *secret = NULL;
+    int rc = read_secret_file(path, &secret, e);
+    if (rc)
+        return rc;
+    free(*(char **)o->target);
+    *(char **)o->target = secret;
+    return 0;
+}
+
+/* SOUNDHASH_<NAME> with '-' → '_' and upper case. */
+static void env_name(const char *name, const char *suffix, char *buf, size_t len)
+{
+    size_t o = (size_t)snprintf(buf, len, "SOUNDHASH_");
+    for (const char *p = name; *p && o + 1 < len; p++)
+        buf[o++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+    buf[o < len ? o : len - 1] = '\0';
+    if (suffix) {
+        size_t cur = strlen(buf);
+        snprintf(buf + cur, len - cur, "%s", suffix);
+    }
+}
+
+/* ---- the layers --------------------------------------------------------------------------------- */
+
+static int apply_defaults(sh_cmd_spec *spec, sh_err *e)
+{
+    for (sh_opt *o = spec->opts; o->name; o++) {
+        if (o->def) {
+            int rc = assign(o, o->def, "default", e);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    char *end = s + strlen(s);
+    while (end > s && isspace((unsigned char)end[-1]))
+        *--end = '\0';
+    return s;
+}
+
+/* Config file: `key = value` per line, '#' comments. Secrets are refused here. */
+static int apply_config_file(sh_cmd_spec *spec, const char *path, sh_err *e)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return sh_err_set(e, SH_EIO, "cannot open config file %s: %s", path, strerror(errno));
+    char line[SH_OPT_LINE_MAX];
+    int lineno = 0, rc = 0;
+    bool list_reset[256] = {false};
+    while (!rc && fgets(line, sizeof line, f)) {
+        lineno++;
+        if (!strchr(line, '\n') && !feof(f)) {
+            rc = sh_err_set(e, SH_EUSAGE, "%s:%d: line too long", path, lineno);
+            break;
+        }
+        char *s = trim(line);
+        if (!*s || *s == '#')
+            continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            rc = sh_err_set(e, SH_EUSAGE, "%s:%d: expected 'key = value'", path, lineno);
+            break;
+        }
+        *eq = '\0';
+        char *key = trim(s), *val = trim(eq + 1);
+        sh_opt *o = find_long(spec->opts, key, strlen(key));
+        if (!o) {
+            rc = sh_err_set(e, SH_EUSAGE, "%s:%d: unknown key '%s'", path, lineno, key);
+            break;
+        }
+        if (o->flags & SH_OPT_SECRET) {
+            rc = sh_err_set(e, SH_EUSAGE,
+                            "%s:%d: '%s' is a secret: give it via SOUNDHASH_* environment or a file",
+                            path, lineno, key);
+            break;
+        }
+        size_t idx = (size_t)(o - spec->opts);
+        if (o->type == SH_OPT_LIST && idx < 256 && !list_reset[idx]) {
+            sh_strlist_clear((sh_strlist *)o->target);
+            list_reset[idx] = true;
+        }
+        char src[300];
+        snprintf(src, sizeof src, "%.250s:%d", path, lineno);
+        rc = assign(o, val, src, e);
+    }
+    fclose(f);
+    return rc;
+}
+
+static int apply_env(sh_cmd_spec *spec, sh_err *e)
+{
+    char name[128];
+    for (sh_opt *o = spec->opts; o->name; o++) {
+        if (o->flags & SH_OPT_SECRET) {
+            env_name(o->name, "_FILE", name, sizeof name);
+            const char *path = getenv(name);
+            if (path && *path) {
+                int rc = assign_secret_file(o, path, e);
+                if (rc)
+                    return rc;
+            }
+        }
+        env_name(o->name, NULL, name, sizeof name);
+        const char *v = getenv(name);
+        if (!v)
+            continue;
+        if (o->type == SH_OPT_LIST) {
+            /* A list from the environment is comma-separated and replaces lower layers. */
+            sh_strlist_clear((sh_strlist *)o->target);
+            char *copy = strdup(v), *save = NULL;
+            if (!copy)
+                return sh_err_set(e, SH_ENOMEM, "out of memory");
+            int rc = 0;
+            for (char *tok = strtok_r(copy, ",", &save); tok && !rc; tok = strtok_r(NULL, ",", &save))
+                rc = assign(o, trim(tok), name, e);
+            free(copy);
+            if (rc)
+                return rc;
+            continue;
+        }
+        int rc = assign(o, v, name, e);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* Looks for --config / SOUNDHASH_CONFIG before anything else so the layers apply in order. */
+static const char *find_config_path(int argc, char **argv)
+{
+    const char *path = getenv("SOUNDHASH_CONFIG");
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--"))
+            break;
+        if (!strcmp(argv[i], "--config") && i + 1 < argc)
+            path = argv[i + 1];
+        else if (!strncmp(argv[i], "--config=", 9))
+            path = argv[i] + 9;
+    }
+    return path && *path ? path : NULL;
+}
+
+typedef struct flag_state {
+    bool list_reset[256]; /* a list given on the command line replaces lower layers */
+} flag_state;
+
+static int apply_flag_value(sh_cmd_spec *spec, sh_opt *o, const char *v, flag_state *fs, sh_err *e)
+{
+    size_t idx = (size_t)(o - spec->opts);
+    if (o->type == SH_OPT_LIST && idx < 256 && !fs->list_reset[idx]) {
+        sh_strlist_clear((sh_strlist *)o->target);
+        fs->list_reset[idx] = true;
+    }
+    return assign(o, v, "command line", e);
+}
+
+enum { BUILTIN_NONE, BUILTIN_HELP, BUILTIN_VERSION, BUILTIN_PRINT };
+
+/* Handles one `--name[=value]` argument; may consume argv[*i + 1]. */
+static int parse_long_flag(sh_cmd_spec *spec, int argc, char **argv, int *i, flag_state *fs,
+                           int *builtin, sh_err *e)
+{
+    const char *arg = argv[*i] + 2;
+    const char *eq = strchr(arg, '=');
+    size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
+    if (!eq && !strcmp(arg, "help"))
+        return *builtin = BUILTIN_HELP, 0;
+    if (!eq && !strcmp(arg, "version"))
+        return *builtin = BUILTIN_VERSION, 0;
+    if (!eq && !strcmp(arg, "print-config"))
+        return *builtin = BUILTIN_PRINT, 0;
+    if (len == 6 && !strncmp(arg, "config", 6)) {
+        if (!eq)
+            (*i)++; /* already applied by find_config_path */
+        return 0;
+    }
+    if (len == 9 && !strncmp(arg, "log-level", 9)) {
+        const char *v = eq ? eq + 1 : (*i + 1 < argc ? argv[++*i] : NULL);
+        int level;
+        if (!v || sh_log_level_parse(v, &level))
+            return sh_err_set(e, SH_EUSAGE, "--log-level wants debug|info|warn|error|off");
+        sh_log_set_level(level);
+        return 0;
+    }
+    sh_opt *o = find_long(spec->opts, arg, len);
+    bool secret_file = false;
+    if (!o && len > 5 && !strncmp(arg + len - 5, "-file", 5)) {
+        o = find_long(spec->opts, arg, len - 5);
+        secret_file = o && (o->flags & SH_OPT_SECRET);
+        if (!secret_file)
+            o = NULL;
+    }
+    if (!o && len > 3 && !strncmp(arg, "no-", 3)) {
+        sh_opt *b = find_long(spec->opts, arg + 3, len - 3);
+        if (b && b->type == SH_OPT_BOOL && !eq) {
+            *(bool *)b->target = false;
+            return 0;
+        }
+    }
+    if (!o)
+        return sh_err_set(e, SH_EUSAGE, "unknown option --%.*s", (int)len, arg);
+    if (o->type == SH_OPT_BOOL && !eq) {
+        *(bool *)o->target = true;
+        return 0;
+    }
+    const char *v = eq ? eq + 1 : (*i + 1 < argc ? argv[++*i] : NULL);
+    if (!v)
+        return sh_err_set(e, SH_EUSAGE, "--%s needs a value", o->name);
+    if (secret_file)
+        return assign_secret_file(o, v, e);
+    if (o->flags & SH_OPT_SECRET)
+        return sh_err_set(e, SH_EUSAGE,
+                          "--%s is a secret: use SOUNDHASH_* environment or --%s-file FILE",
+                          o->name, o->name);
+    return apply_flag_value(spec, o, v, fs, e);
+}
+
+static int parse_short_flag(sh_cmd_spec *spec, int argc, char **argv, int *i, flag_state *fs,
+                            int *builtin, sh_err *e)
+{
+    const char *arg = argv[*i];
+    if (!strcmp(arg, "-h"))
+        return *builtin = BUILTIN_HELP, 0;
+    sh_opt *o = find_short(spec->opts, arg[1]);
+    if (!o)
+        return sh_err_set(e, SH_EUSAGE, "unknown option %s", arg);
+    if (o->type == SH_OPT_BOOL && !arg[2]) {
+        *(bool *)o->target = true;
+        return 0;
+    }
+    const char *v = arg[2] ? arg + 2 : (*i + 1 < argc ? argv[++*i] : NULL);
+    if (!v)
+        return sh_err_set(e, SH_EUSAGE, "-%c needs a value", o->short_name);
+    return apply_flag_value(spec, o, v, fs, e);
+}
+
+static int apply_flags(sh_cmd_spec *spec, int argc, char **argv, int *builtin, sh_err *e)
+{
+    flag_state fs = {{false}};
+    bool only_args = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int rc = 0;
+        if (only_args || a[0] != '-' || !a[1])
+            rc = sh_strlist_push(&spec->args, a) ? sh_err_set(e, SH_ENOMEM, "out of memory") : 0;
+        else if (!strcmp(a, "--"))
+            only_args = true;
+        else if (a[1] == '-')
+            rc = parse_long_flag(spec, argc, argv, &i, &fs, builtin, e);
+        else
+            rc = parse_short_flag(spec, argc, argv, &i, &fs, builtin, e);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static bool is_set(const sh_opt *o)
+{
+    switch (o->type) {
+    case SH_OPT_STR:
+        return *(char *const *)o->target != NULL;
+    case SH_OPT_LIST:
+        return ((const sh_strlist *)o->target)->n > 0;
+    default:
+        return true;
+    }
+}
+
+static int check_required(const sh_cmd_spec *spec, sh_err *e)
+{
+    char env[128];
+    for (const sh_opt *o = spec->opts; o->name; o++) {
+        if ((o->flags & SH_OPT_REQUIRED) && !is_set(o)) {
+            env_name(o->name, NULL, env, sizeof env);
+            return sh_err_set(e, SH_EUSAGE, "--%s is required (or set %s)", o->name, env);
+        }
+    }
+    return 0;
+}
+
+int sh_opt_parse(sh_cmd_spec *spec, int argc, char **argv, sh_err *e)
+{
+    sh_err_clear(e);
+    int rc = apply_defaults(spec, e);
+    const char *cfg = find_config_path(argc, argv);
+    if (!rc && cfg)
+        rc = apply_config_file(spec, cfg, e);
+    if (!rc)
+        rc = apply_env(spec, e);
+    int builtin = BUILTIN_NONE;
+    if (!rc)
+        rc = apply_flags(spec, argc, argv, &builtin, e);
+    if (rc)
+        return rc;
+    switch (builtin) {
+    case BUILTIN_HELP:
+        sh_opt_usage(spec, stdout);
+        return SH_OPT_HANDLED;
+    case BUILTIN_VERSION:
+        printf("soundhash %s\n", SH_VERSION);
+        return SH_OPT_HANDLED;
+    case BUILTIN_PRINT:
+        sh_opt_print(spec, stdout);
+        return SH_OPT_HANDLED;
+    }
+    return check_required(spec, e);
+}
+
+/* ---- output ----------------------------------------------------------------------------------- */
+
+static const char *type_hint(sh_opt_type t)
+{
+    static const char *const hints[] = {"STR", "N", "X", "", "SIZE", "VALUE"};
+    return (unsigned)t < sizeof hints / sizeof hints[0] ? hints[t] : "";
+}
+
+void sh_opt_usage(const sh_cmd_spec *spec, void *out)
+{
+    FILE *f = out;
+    fprintf(f, "usage: soundhash %s %s\n\n", spec->name, spec->usage ? spec->usage : "[options]");
+    if (spec->summary)
+        fprintf(f, "%s\n\n", spec->summary);
+    fprintf(f, "options (precedence: flags > SOUNDHASH_* environment > --config file > default):\n");
+    char env[128], flag[96];
+    for (const sh_opt *o = spec->opts; o->name; o++) {
+        env_name(o->name, (o->flags & SH_OPT_SECRET) ? "[_FILE]" : NULL, env, sizeof env);
+        if (o->flags & SH_OPT_SECRET)
+            snprintf(flag, sizeof flag, "--%s-file FILE", o->name);
+        else if (o->short_name)
+            snprintf(flag, sizeof flag, "-%c, --%s %s", o->short_name, o->name, type_hint(o->type));
+        else
+            snprintf(flag, sizeof flag, "--%s %s", o->name, type_hint(o->type));
+        fprintf(f, "  %-30s %s", flag, o->help ? o->help : "");
+        if (o->def)
+            fprintf(f, " (default: %s)", o->def);
+        if (o->flags & SH_OPT_REQUIRED)
+            fprintf(f, " (required)");
+        fprintf(f, " [%s]\n", env);
+    }
+    fprintf(f, "  %-30s %s\n", "--config FILE", "config file of `key = value` lines [SOUNDHASH_CONFIG]");
+    fprintf(f, "  %-30s %s\n", "--log-level L", "debug|info|warn|error|off (default: info)");
+    fprintf(f, "  %-30s %s\n", "--print-config", "print the effective configuration and exit");
+    fprintf(f, "  %-30s %s\n", "-h, --help / --version", "this help / the version");
+}
+
+void sh_opt_print(const sh_cmd_spec *spec, void *out)
+{
+    FILE *f = out;
+    for (const sh_opt *o = spec->opts; o->name; o++) {
+        if (o->flags & SH_OPT_SECRET) {
+            fprintf(f, "%s = %s\n", o->name, *(char *const *)o->target ? "(set, hidden)" : "(unset)");
+            continue;
+        }
+        switch (o->type) {
+        case SH_OPT_STR: {
+            const char *s = *(char *const *)o->target;
+            fprintf(f, "%s = %s\n", o->name, s ? s : "");
+            break;
+        }
+        case SH_OPT_INT:
+            fprintf(f, "%s = %ld\n", o->name, *(const long *)o->target);
+            break;
+        case SH_OPT_DOUBLE:
+            fprintf(f, "%s = %g\n", o->name, *(const double *)o->target);
+            break;
+        case SH_OPT_BOOL:
+            fprintf(f, "%s = %s\n", o->name, *(const bool *)o->target ? "true" : "false");
+            break;
+        case SH_OPT_SIZE:
+            fprintf(f, "%s = %zu\n", o->name, *(const size_t *)o->target);
+            break;
+        case SH_OPT_LIST: {
+            const sh_strlist *l = o->target;
+            for (size_t i = 0; i < l->n; i++)
+                fprintf(f, "%s = %s\n", o->name, l->v[i]);
+            if (!l->n)
+                fprintf(f, "%s =\n", o->name);
+            break;
+        }
+        }
+    }
+}
+
+void sh_opt_free(sh_cmd_spec *spec)
+{
+    for (sh_opt *o = spec->opts; o && o->name; o++) {
+        if (o->type == SH_OPT_STR) {
+            free(*(char **)o->target);
+            *(char **)o->target = NULL;
+        } else if (o->type == SH_OPT_LIST) {
+            sh_strlist_clear((sh_strlist *)o->target);
+        }
+    }
+    sh_strlist_clear(&spec->args);
+}
+
+int sh_opt_exit_code(const sh_cmd_spec *spec, int rc, const sh_err *e)
+{
+    if (rc == SH_OK)
+        return -1;
+    if (rc == SH_OPT_HANDLED)
+        return SH_EXIT_OK;
+    fprintf(stderr, "soundhash %s: %s\n", spec->name, sh_err_text(e));
+    if (rc == SH_EUSAGE)
+        fprintf(stderr, "(see `soundhash %s --help`)\n", spec->name);
+    return rc == SH_EUSAGE ? SH_EXIT_USAGE : SH_EXIT_RUNTIME;
+}
