@@ -1,0 +1,210 @@
+/* Unit tests for core/sh_opt (configuration layering) and core/sh_err (the error table). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "sh_err.h"
+#include "sh_opt.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct cfg {
+    char *brokers;
+    long threads;
+    double rate;
+    bool verbose;
+    size_t cap;
+    sh_strlist props;
+    char *password;
+} cfg;
+
+static sh_cmd_spec make_spec(cfg *c, sh_opt *opts)
+{
+    sh_opt tmpl[] = {
+        {"brokers", 'b', SH_OPT_STR, &c->brokers, "localhost:9092", "bootstrap servers", 0, 0, 0},
+        {"threads", 't', SH_OPT_INT, &c->threads, "2", "threads", 0, 1, 64},
+        {"rate", 0, SH_OPT_DOUBLE, &c->rate, "1.5", "rate", 0, 0, 0},
+        {"verbose", 'v', SH_OPT_BOOL, &c->verbose, "false", "chatty", 0, 0, 0},
+        {"cap", 0, SH_OPT_SIZE, &c->cap, "900K", "cap", 0, 0, 0},
+        {"prop", 'X', SH_OPT_LIST, &c->props, NULL, "key=value", 0, 0, 0},
+        {"password", 0, SH_OPT_STR, &c->password, NULL, "secret", SH_OPT_SECRET, 0, 0},
+        {NULL, 0, 0, NULL, NULL, NULL, 0, 0, 0},
+    };
+    memcpy(opts, tmpl, sizeof tmpl);
+    sh_cmd_spec s = {.name = "test", .usage = "[options] FILE...", .summary = "test", .opts = opts};
+    return s;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    unsetenv("SOUNDHASH_THREADS");
+    unsetenv("SOUNDHASH_BROKERS");
+    unsetenv("SOUNDHASH_PROP");
+    unsetenv("SOUNDHASH_CONFIG");
+    unsetenv("SOUNDHASH_PASSWORD");
+    unsetenv("SOUNDHASH_PASSWORD_FILE");
+    return 0;
+}
+
+static void test_defaults(void **state)
+{
+    (void)state;
+    cfg c = {0};
+    sh_opt opts[8];
+    sh_cmd_spec s = make_spec(&c, opts);
+    char *argv[] = {"test", "a.wav", "b.wav", NULL};
+    sh_err e;
+    assert_int_equal(sh_opt_parse(&s, 3, argv, &e), SH_OK);
+    assert_string_equal(c.brokers, "localhost:9092");
+    assert_int_equal(c.threads, 2);
+    assert_true(c.rate > 1.49 && c.rate < 1.51);
+    assert_false(c.verbose);
+    assert_int_equal(c.cap, 900 * 1024);
+    assert_int_equal(s.args.n, 2);
+    assert_string_equal(s.args.v[1], "b.wav");
+    sh_opt_free(&s);
+    assert_null(c.brokers);
+}
+
+static void test_precedence(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/sh-opt-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char *text = "# comment\nthreads = 4\nbrokers = file:1\nprop = a=1\nprop = b=2\n";
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    setenv("SOUNDHASH_THREADS", "8", 1);
+    cfg c = {0};
+    sh_opt opts[8];
+    sh_cmd_spec s = make_spec(&c, opts);
+    char *argv[] = {"test", "--config", path, "-b", "flag:2", "-v", NULL};
+    sh_err e;
+    assert_int_equal(sh_opt_parse(&s, 6, argv, &e), SH_OK);
+    assert_string_equal(c.brokers, "flag:2"); /* flag beats file */
+    assert_int_equal(c.threads, 8);           /* env beats file */
+    assert_true(c.verbose);
+    assert_int_equal(c.props.n, 2); /* the file's list */
+    assert_string_equal(c.props.v[1], "b=2");
+    sh_opt_free(&s);
+
+    /* A list on the command line replaces the file's. */
+    cfg d = {0};
+    s = make_spec(&d, opts);
+    char *argv2[] = {"test", "--config", path, "-X", "c=3", NULL};
+    assert_int_equal(sh_opt_parse(&s, 5, argv2, &e), SH_OK);
+    assert_int_equal(d.props.n, 1);
+    assert_string_equal(d.props.v[0], "c=3");
+    sh_opt_free(&s);
+    unlink(path);
+}
+
+static void test_errors(void **state)
+{
+    (void)state;
+    sh_opt opts[8];
+    sh_err e;
+    struct {
+        int argc;
+        char *argv[4];
+    } bad[] = {
+        {2, {"test", "--nope"}},         {3, {"test", "--threads", "x"}},
+        {3, {"test", "--threads", "0"}}, {2, {"test", "--threads"}},
+        {3, {"test", "--cap", "9Q"}},    {3, {"test", "--password", "hunter2"}},
+        {2, {"test", "--config=/nonexistent/file"}},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cfg c = {0};
+        sh_cmd_spec s = make_spec(&c, opts);
+        int rc = sh_opt_parse(&s, bad[i].argc, bad[i].argv, &e);
+        assert_true(rc < 0);
+        assert_true(strlen(e.msg) > 0);
+        sh_opt_free(&s);
+    }
+}
+
+static void test_secret_from_file_and_env(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/sh-secret-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "s3cret\n", 7), 7);
+    close(fd);
+    sh_opt opts[8];
+    sh_err e;
+    cfg c = {0};
+    sh_cmd_spec s = make_spec(&c, opts);
+    char *argv[] = {"test", "--password-file", path, NULL};
+    assert_int_equal(sh_opt_parse(&s, 3, argv, &e), SH_OK);
+    assert_string_equal(c.password, "s3cret");
+    sh_opt_free(&s);
+
+    setenv("SOUNDHASH_PASSWORD", "fromenv", 1);
+    cfg d = {0};
+    s = make_spec(&d, opts);
+    char *argv2[] = {"test", NULL};
+    assert_int_equal(sh_opt_parse(&s, 1, argv2, &e), SH_OK);
+    assert_string_equal(d.password, "fromenv");
+    sh_opt_free(&s);
+    unsetenv("SOUNDHASH_PASSWORD");
+    unlink(path);
+}
+
+static void test_double_dash_and_sizes(void **state)
+{
+    (void)state;
+    sh_opt opts[8];
+    sh_err e;
+    cfg c = {0};
+    sh_cmd_spec s = make_spec(&c, opts);
+    char *argv[] = {"test", "--cap=5M", "--", "--verbose", NULL};
+    assert_int_equal(sh_opt_parse(&s, 4, argv, &e), SH_OK);
+    assert_int_equal(c.cap, 5u << 20);
+    assert_false(c.verbose);
+    assert_int_equal(s.args.n, 1);
+    assert_string_equal(s.args.v[0], "--verbose");
+    sh_opt_free(&s);
+    size_t z;
+    assert_int_equal(sh_parse_size("1GiB", &z), 0);
+    assert_int_equal(z, 1u << 30);
+    assert_int_equal(sh_parse_size("-1", &z), SH_EINVAL);
+    assert_int_equal(sh_parse_size("99999999999999999999", &z), SH_EINVAL);
+    long l;
+    assert_int_equal(sh_parse_long("12x", &l), SH_EINVAL);
+}
+
+static void test_err_table(void **state)
+{
+    (void)state;
+    assert_string_equal(sh_err_name(SH_EINVAL), "SH_EINVAL");
+    assert_string_equal(sh_strerror(SH_OK), "success");
+    assert_string_equal(sh_strerror(-9999), "unknown error");
+    sh_err e;
+    sh_err_clear(&e);
+    assert_string_equal(sh_err_text(&e), "success");
+    assert_int_equal(sh_err_set(&e, SH_EIO, "read %s", "x.wav"), SH_EIO);
+    assert_int_equal(sh_err_wrap(&e, SH_EIO, "track %d", 7), SH_EIO);
+    assert_string_equal(e.msg, "track 7: read x.wav");
+    assert_int_equal(sh_err_set(NULL, SH_EDB, "ignored"), SH_EDB);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_defaults, setup),
+        cmocka_unit_test_setup(test_precedence, setup),
+        cmocka_unit_test_setup(test_errors, setup),
+        cmocka_unit_test_setup(test_secret_from_file_and_env, setup),
+        cmocka_unit_test_setup(test_double_dash_and_sizes, setup),
+        cmocka_unit_test_setup(test_err_table, setup),
+    };
+    return cmocka_run_group_tests_name("opt", tests, NULL, NULL);
+}
