@@ -68,7 +68,7 @@ $(CMDA): $(CMD_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 $(BIN): $(MAIN_OBJ) $(CMDA) $(LIBA)
-	$(CC) $(LDFLAGS) -o $@ $(MAIN_OBJ) $(CMDA) $(LIBA) $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $(MAIN_OBJ) -Wl,--whole-archive $(CMDA) -Wl,--no-whole-archive $(LIBA) $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(CMDA) $(LIBA)
 	@mkdir -p $(dir $@)

@@ -1,0 +1,191 @@
+/* sh_kafka.c — topics, client configuration, error translation, reachability check. */
+#include "sh_kafka.h"
+
+#include "sh_log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+static const sh_kafka_topic_def topics[] = {
+    {SH_TOPIC_AUDIO_EVENTS, SH_TOPIC_AUDIO_EVENTS_PARTITIONS,
+     "live audio events (upsert/delete) from upload services; key = track id"},
+    {SH_TOPIC_AUDIO_REINDEX, SH_TOPIC_AUDIO_REINDEX_PARTITIONS,
+     "reindex events from batch jobs; separate so live ingest never waits behind them"},
+    {SH_TOPIC_AUDIO_DLQ, SH_TOPIC_AUDIO_DLQ_PARTITIONS, "dead-letter records of rejected events"},
+    {SH_TOPIC_INDEX_DELTAS, SH_TOPIC_INDEX_DELTAS_PARTITIONS,
+     "zstd index deltas from the replicator; partition = shard"},
+};
+
+const sh_kafka_topic_def *sh_kafka_topics(size_t *n)
+{
+    *n = sizeof topics / sizeof topics[0];
+    return topics;
+}
+
+int sh_kafka_topic_partitions(const char *topic)
+{
+    for (size_t i = 0; i < sizeof topics / sizeof topics[0]; i++) {
+        if (!strcmp(topics[i].name, topic))
+            return topics[i].partitions;
+    }
+    return 0;
+}
+
+/* librdkafka logs from its own threads; sh_log writes one line atomically, so this is safe. */
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    char qfac[64], qmsg[512];
+    int lvl = level <= 3 ? SH_LOG_ERROR : level == 4 ? SH_LOG_WARN : level <= 6 ? SH_LOG_INFO
+                                                                                 : SH_LOG_DEBUG;
+    sh_log(lvl, "kafka_log", "client=%s facility=%s msg=%s", rd_kafka_name(rk),
+           sh_log_q(qfac, sizeof qfac, fac), sh_log_q(qmsg, sizeof qmsg, buf));
+}
+
+int sh_kafka_conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, sh_err *e)
+{
+    char errstr[512];
+    rd_kafka_conf_res_t r = rd_kafka_conf_set(conf, key, value, errstr, sizeof errstr);
+    if (r == RD_KAFKA_CONF_OK)
+        return 0;
+    return sh_err_set(e, SH_EINVAL, "kafka property %s: %s", key, errstr);
+}
+
+int sh_kafka_conf_set_kv(rd_kafka_conf_t *conf, const char *kv, sh_err *e)
+{
+    const char *eq = strchr(kv, '=');
+    if (!eq || eq == kv)
+        return sh_err_set(e, SH_EUSAGE, "-X '%s': expected key=value (a librdkafka property)", kv);
+    char key[256];
+    size_t klen = (size_t)(eq - kv);
+    if (klen >= sizeof key)
+        return sh_err_set(e, SH_EUSAGE, "-X: property name longer than %zu bytes", sizeof key - 1);
+    memcpy(key, kv, klen);
+    key[klen] = '\0';
+    return sh_kafka_conf_set(conf, key, eq + 1, e);
+}
+
+int sh_kafka_conf_new(const char *bootstrap, const sh_strlist *props, rd_kafka_conf_t **out,
+                      sh_err *e)
+{
+    *out = NULL;
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (!conf)
+        return sh_err_set(e, SH_ENOMEM, "out of memory creating kafka configuration");
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    int rc = 0;
+    if (bootstrap && *bootstrap)
+        rc = sh_kafka_conf_set(conf, "bootstrap.servers", bootstrap, e);
+    for (size_t i = 0; !rc && props && i < props->n; i++)
+        rc = sh_kafka_conf_set_kv(conf, props->v[i], e);
+    if (rc) {
+        rd_kafka_conf_destroy(conf);
+        return rc;
+    }
+    *out = conf;
+    return 0;
+}
+
+int sh_kafka_errcode(rd_kafka_resp_err_t err)
+{
+    switch (err) {
+    case RD_KAFKA_RESP_ERR_NO_ERROR:
+        return 0;
+    case RD_KAFKA_RESP_ERR__TIMED_OUT:
+    case RD_KAFKA_RESP_ERR__MSG_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR__TIMED_OUT_QUEUE:
+    case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+        return SH_ETIMEOUT;
+    case RD_KAFKA_RESP_ERR__TRANSPORT:
+    case RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN:
+    case RD_KAFKA_RESP_ERR__RESOLVE:
+    case RD_KAFKA_RESP_ERR__QUEUE_FULL:
+    case RD_KAFKA_RESP_ERR__WAIT_COORD:
+    case RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION:
+    case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS:
+    case RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS_AFTER_APPEND:
+    case RD_KAFKA_RESP_ERR_NETWORK_EXCEPTION:
+    case RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS:
+    case RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR_NOT_COORDINATOR:
+    case RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS:
+        return SH_ETRANSIENT;
+    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+    case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
+    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+    case RD_KAFKA_RESP_ERR__NOENT:
+        return SH_ENOTFOUND;
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+        return SH_ETOOBIG;
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+    case RD_KAFKA_RESP_ERR__INVALID_TYPE:
+    case RD_KAFKA_RESP_ERR_INVALID_CONFIG:
+    case RD_KAFKA_RESP_ERR_INVALID_PARTITIONS:
+        return SH_EINVAL;
+    case RD_KAFKA_RESP_ERR__NOT_IMPLEMENTED:
+    case RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE:
+    case RD_KAFKA_RESP_ERR_UNSUPPORTED_VERSION:
+        return SH_EUNSUPPORTED;
+    case RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS:
+        return SH_EEXIST;
+    case RD_KAFKA_RESP_ERR__DESTROY:
+        return SH_ECANCELED;
+    default:
+        return SH_EKAFKA;
+    }
+}
+
+int sh_kafka_err_set(sh_err *e, rd_kafka_resp_err_t err, const char *fmt, ...)
+{
+    int code = sh_kafka_errcode(err);
+    if (!code)
+        return 0;
+    if (e) {
+        char what[SH_ERR_MSG_MAX];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(what, sizeof what, fmt, ap);
+        va_end(ap);
+        sh_err_set(e, code, "%s: %s", what, rd_kafka_err2str(err));
+    }
+    return code;
+}
+
+int sh_kafka_wait_ready(rd_kafka_t *rk, const char *bootstrap, int timeout_ms, sh_err *e)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    /* all_topics=0 with no topic asks only for brokers: the cheapest request that proves a broker
+     * answers, and it never auto-creates a topic. */
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, NULL, &md, timeout_ms);
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    if (!err)
+        return 0;
+    int code = sh_kafka_errcode(err);
+    if (code == SH_ETIMEOUT || code == SH_ETRANSIENT)
+        return sh_err_set(e, SH_ETIMEOUT, "no Kafka broker reachable at %s within %d ms (%s)",
+                          bootstrap ? bootstrap : "(bootstrap.servers)", timeout_ms,
+                          rd_kafka_err2str(err));
+    return sh_kafka_err_set(e, err, "kafka metadata request to %s",
+                            bootstrap ? bootstrap : "(bootstrap.servers)");
+}
+
+int sh_kafka_describe_topic(rd_kafka_t *rk, const char *topic, int timeout_ms, int *partitions,
+                            sh_err *e)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    *partitions = 0;
+    /* all_topics=1 lists what exists; asking for one topic by handle could auto-create it. */
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 1, NULL, &md, timeout_ms);
+    if (err)
+        return sh_kafka_err_set(e, err, "kafka metadata request for topic %s", topic);
+    for (int i = 0; i < md->topic_cnt; i++) {
+        const struct rd_kafka_metadata_topic *t = &md->topics[i];
+        if (!strcmp(t->topic, topic) && !t->err)
+            *partitions = t->partition_cnt;
+    }
+    rd_kafka_metadata_destroy(md);
+    return 0;
+}
