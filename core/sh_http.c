@@ -1,0 +1,350 @@
+/* sh_http.c — libmicrohttpd wrapper: exact-path routing, bounded bodies, a thread pool. */
+#include "sh_http.h"
+
+#include "sh_log.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#define MAX_ROUTES 32
+#define MAX_ADDR 128
+
+typedef struct route {
+    char *method;
+    char *path;
+    sh_http_handler fn;
+    void *ud;
+} route;
+
+struct sh_http {
+    sh_http_opts opts;
+    route routes[MAX_ROUTES];
+    size_t nroutes;
+    struct MHD_Daemon *daemon;
+    int port;
+};
+
+/* Per-request state, created on the first callback of a request, freed on completion. */
+typedef struct req_state {
+    char *body;
+    size_t len, cap;
+    int answered;     /* a response was queued (possibly before the body ended) */
+    int too_big;      /* the body passed the cap: discard the rest, then answer 413 */
+    size_t discarded; /* bytes seen since the cap was passed */
+} req_state;
+
+void sh_http_opts_default(sh_http_opts *o)
+{
+    o->max_body = 1u << 20;
+    o->timeout_s = 10;
+    o->threads = 2;
+    o->max_conns = 64;
+}
+
+int sh_http_new(const sh_http_opts *o, sh_http **out, sh_err *e)
+{
+    sh_http *h = calloc(1, sizeof *h);
+    if (!h)
+        return sh_err_set(e, SH_ENOMEM, "http: out of memory");
+    sh_http_opts_default(&h->opts);
+    if (o)
+        h->opts = *o;
+    if (h->opts.threads == 0 || h->opts.threads > 64 || h->opts.max_conns == 0) {
+        free(h);
+        return sh_err_set(e, SH_EINVAL, "http: threads must be 1..64 and max_conns > 0");
+    }
+    *out = h;
+    return 0;
+}
+
+int sh_http_route(sh_http *h, const char *method, const char *path, sh_http_handler fn, void *ud)
+{
+    if (!h || h->daemon || !method || !path || path[0] != '/' || !fn)
+        return SH_EINVAL;
+    if (h->nroutes >= MAX_ROUTES)
+        return SH_ENOMEM;
+    for (size_t i = 0; i < h->nroutes; i++) {
+        if (!strcmp(h->routes[i].method, method) && !strcmp(h->routes[i].path, path))
+            return SH_EEXIST;
+    }
+    route *r = &h->routes[h->nroutes];
+    r->method = strdup(method);
+    r->path = strdup(path);
+    if (!r->method || !r->path) {
+        free(r->method);
+        free(r->path);
+        return SH_ENOMEM;
+    }
+    r->fn = fn;
+    r->ud = ud;
+    h->nroutes++;
+    return 0;
+}
+
+/* Splits "host:port" / ":port" / "[v6]:port" into a socket address. */
+static int parse_addr(const char *addr, struct sockaddr_storage *ss, socklen_t *sl, int *v6)
+{
+    char host[MAX_ADDR];
+    const char *colon = addr ? strrchr(addr, ':') : NULL;
+    if (!colon || (size_t)(colon - addr) >= sizeof host)
+        return SH_EINVAL;
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    char *end;
+    unsigned long port = strtoul(colon + 1, &end, 10);
+    if (!colon[1] || *end || port > 65535)
+        return SH_EINVAL;
+    memset(ss, 0, sizeof *ss);
+    size_t hl = strlen(host);
+    if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
+        host[hl - 1] = '\0';
+        struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+        *sl = sizeof *a6;
+        *v6 = 1;
+        return inet_pton(AF_INET6, host + 1, &a6->sin6_addr) == 1 ? 0 : SH_EINVAL;
+    }
+    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons((uint16_t)port);
+    *sl = sizeof *a4;
+    *v6 = 0;
+    if (!host[0]) {
+        a4->sin_addr.s_addr = htonl(INADDR_ANY);
+        return 0;
+    }
+    return inet_pton(AF_INET, host, &a4->sin_addr) == 1 ? 0 : SH_EINVAL;
+}
+
+static enum MHD_Result queue_buffer(struct MHD_Connection *c, int status, const char *ctype,
+                                    char *body, size_t len)
+{
+    /* MUST_FREE: libmicrohttpd free()s the body when the response is destroyed. */
+    struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (!r) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            ctype ? ctype : "text/plain; charset=utf-8");
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static enum MHD_Result queue_text(struct MHD_Connection *c, int status, const char *text)
+{
+    char *b = strdup(text);
+    return b ? queue_buffer(c, status, NULL, b, strlen(b)) : MHD_NO;
+}
+
+static const route *find_route(const sh_http *h, const char *method, const char *url, int *path_ok)
+{
+    *path_ok = 0;
+    for (size_t i = 0; i < h->nroutes; i++) {
+        if (strcmp(h->routes[i].path, url) != 0)
+            continue;
+        *path_ok = 1;
+        if (strcmp(h->routes[i].method, method) == 0)
+            return &h->routes[i];
+    }
+    return NULL;
+}
+
+static int body_append(req_state *st, const char *data, size_t n, size_t max)
+{
+    if (n > max || st->len > max - n)
+        return SH_ETOOBIG;
+    if (st->len + n + 1 > st->cap) {
+        size_t cap = st->cap ? st->cap : 1024;
+        while (cap < st->len + n + 1)
+            cap *= 2;
+        char *p = realloc(st->body, cap);
+        if (!p)
+            return SH_ENOMEM;
+        st->body = p;
+        st->cap = cap;
+    }
+    memcpy(st->body + st->len, data, n);
+    st->len += n;
+    st->body[st->len] = '\0';
+    return 0;
+}
+
+/* First callback of a request: reject declared oversize bodies before reading them. */
+static enum MHD_Result on_first(sh_http *h, struct MHD_Connection *c, void **con_cls)
+{
+    req_state *st = calloc(1, sizeof *st);
+    if (!st)
+        return MHD_NO;
+    *con_cls = st;
+    const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl) {
+        char *end;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (*end || (unsigned long long)h->opts.max_body < n) {
+            st->answered = 1;
+            return queue_text(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large\n");
+        }
+    }
+    return MHD_YES;
+}
+
+static enum MHD_Result run_handler(const route *r, struct MHD_Connection *c, const char *method,
+                                   const char *url, req_state *st)
+{
+    sh_http_req req = {method, url, st->body ? st->body : "", st->len, c};
+    sh_http_resp resp = {200, NULL, NULL, 0};
+    int rc = r->fn(&req, &resp, r->ud);
+    if (rc < 0) {
+        free(resp.body);
+        SH_WARN("http_handler_failed", "path=%s code=%s", url, sh_err_name(rc));
+        return queue_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal error\n");
+    }
+    char *body = resp.body ? resp.body : strdup("");
+    if (!body)
+        return MHD_NO;
+    return queue_buffer(c, resp.status, resp.content_type, body, resp.body ? resp.body_len : 0);
+}
+
+/* A body chunk. libmicrohttpd accepts a response only once the body has been read, so an
+ * oversize body is discarded (not stored) up to a bound and answered 413 at its end; a client
+ * that keeps sending far past the cap is disconnected. */
+static enum MHD_Result on_body(const sh_http *h, req_state *st, const char *data, size_t n)
+{
+    if (st->too_big) {
+        st->discarded += n;
+        return st->discarded > 4 * h->opts.max_body + 65536 ? MHD_NO : MHD_YES;
+    }
+    int rc = body_append(st, data, n, h->opts.max_body);
+    if (rc == SH_ETOOBIG) {
+        st->too_big = 1;
+        st->discarded = st->len + n;
+        return MHD_YES;
+    }
+    return rc == 0 ? MHD_YES : MHD_NO;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    (void)version;
+    sh_http *h = cls;
+    if (!*con_cls)
+        return on_first(h, c, con_cls);
+    req_state *st = *con_cls;
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (st->answered)
+            return MHD_YES;
+        return on_body(h, st, upload_data, n);
+    }
+    if (st->answered)
+        return MHD_YES;
+    st->answered = 1;
+    if (st->too_big)
+        return queue_text(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large\n");
+    int path_ok;
+    const route *r = find_route(h, method, url, &path_ok);
+    if (!r)
+        return path_ok ? queue_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n")
+                       : queue_text(c, MHD_HTTP_NOT_FOUND, "not found\n");
+    return run_handler(r, c, method, url, st);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls;
+    (void)c;
+    (void)toe;
+    req_state *st = *con_cls;
+    if (st) {
+        free(st->body);
+        free(st);
+        *con_cls = NULL;
+    }
+}
+
+int sh_http_start(sh_http *h, const char *addr, sh_err *e)
+{
+    if (!h || h->daemon)
+        return sh_err_set(e, SH_EINVAL, "http: server missing or already started");
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    int v6;
+    if (parse_addr(addr, &ss, &sl, &v6))
+        return sh_err_set(e, SH_EINVAL, "http: bad listen address '%s' (want HOST:PORT)",
+                          addr ? addr : "");
+    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | (v6 ? MHD_USE_IPv6 : 0);
+    h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h,
+                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+                                 MHD_OPTION_THREAD_POOL_SIZE, h->opts.threads,
+                                 MHD_OPTION_CONNECTION_TIMEOUT, h->opts.timeout_s,
+                                 MHD_OPTION_CONNECTION_LIMIT, h->opts.max_conns,
+                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
+    if (!h->daemon)
+        return sh_err_set(e, SH_EIO, "http: cannot listen on %s", addr);
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    h->port = di ? di->port : 0;
+    SH_INFO("http_listening", "addr=%s port=%d", addr, h->port);
+    return 0;
+}
+
+int sh_http_port(const sh_http *h) { return h ? h->port : 0; }
+
+void sh_http_free(sh_http *h)
+{
+    if (!h)
+        return;
+    if (h->daemon)
+        MHD_stop_daemon(h->daemon);
+    for (size_t i = 0; i < h->nroutes; i++) {
+        free(h->routes[i].method);
+        free(h->routes[i].path);
+    }
+    free(h);
+}
+
+int sh_http_resp_set(sh_http_resp *r, int status, const char *content_type, const char *body,
+                     size_t len)
+{
+    char *b = malloc(len + 1);
+    if (!b)
+        return SH_ENOMEM;
+    if (len)
+        memcpy(b, body, len);
+    b[len] = '\0';
+    sh_http_resp_take(r, status, content_type, b, len);
+    return 0;
+}
+
+void sh_http_resp_take(sh_http_resp *r, int status, const char *content_type, char *body,
+                       size_t len)
+{
+    free(r->body);
+    r->status = status;
+    r->content_type = content_type;
+    r->body = body;
+    r->body_len = len;
+}
+
+const char *sh_http_req_query(const sh_http_req *req, const char *key)
+{
+    return MHD_lookup_connection_value(req->conn_, MHD_GET_ARGUMENT_KIND, key);
+}
+
+const char *sh_http_req_header(const sh_http_req *req, const char *name)
+{
+    return MHD_lookup_connection_value(req->conn_, MHD_HEADER_KIND, name);
+}

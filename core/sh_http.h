@@ -1,0 +1,83 @@
+/* sh_http.h — a small HTTP server over libmicrohttpd for /health, /metrics and small JSON APIs.
+ *
+ * Routes are (method, exact path) pairs registered before sh_http_start(). Each request is served
+ * by a thread of an internal pool (opts.threads); handlers therefore run concurrently and must be
+ * thread-safe. Bodies are buffered up to opts.max_body bytes: a larger declared Content-Length or a
+ * larger streamed body is answered 413 without calling the handler. Idle connections are closed
+ * after opts.timeout_s. Unknown paths get 404, a known path with another method gets 405.
+ *
+ * Nothing here is global; several servers may run in one process.
+ */
+#ifndef SH_HTTP_H
+#define SH_HTTP_H
+
+#include "sh_err.h"
+
+#include <stddef.h>
+
+typedef struct sh_http sh_http;
+
+typedef struct sh_http_opts {
+    size_t max_body;    /* request body cap in bytes; default 1 MiB */
+    unsigned timeout_s; /* idle connection timeout; default 10 s */
+    unsigned threads;   /* worker threads of the pool; default 2 */
+    unsigned max_conns; /* concurrent connections; default 64 */
+} sh_http_opts;
+
+/* One request, valid only during the handler call. */
+typedef struct sh_http_req {
+    const char *method;
+    const char *path;
+    const char *body; /* NUL-terminated copy of the body (may be empty, never NULL) */
+    size_t body_len;
+    void *conn_;      /* private: the libmicrohttpd connection */
+} sh_http_req;
+
+/* The response a handler fills. The handler sets `status` (default 200), `content_type` (static
+ * string; default "text/plain; charset=utf-8") and the body via sh_http_resp_set/_take. */
+typedef struct sh_http_resp {
+    int status;
+    const char *content_type;
+    char *body; /* owned by the server once set */
+    size_t body_len;
+} sh_http_resp;
+
+/* A handler returns 0, or a negative SH_E* code to make the server answer 500 (the body, if
+ * already set, is discarded). `ud` is the pointer given at registration. */
+typedef int (*sh_http_handler)(const sh_http_req *req, sh_http_resp *resp, void *ud);
+
+/* Fills the defaults listed above. */
+void sh_http_opts_default(sh_http_opts *o);
+
+/* Creates a stopped server. `o` may be NULL for defaults. Errors: SH_EINVAL, SH_ENOMEM. */
+int sh_http_new(const sh_http_opts *o, sh_http **out, sh_err *e);
+
+/* Registers `fn` for `method` ("GET", "POST", ...) and the exact `path` ("/health"); strings are
+ * copied. Only before sh_http_start(). Errors: SH_EINVAL (after start, bad args), SH_EEXIST,
+ * SH_ENOMEM. */
+int sh_http_route(sh_http *h, const char *method, const char *path, sh_http_handler fn, void *ud);
+
+/* Binds and starts serving. `addr` is "HOST:PORT", ":PORT" (all interfaces) or "[V6]:PORT", with
+ * numeric hosts only; PORT 0 picks a free port (see sh_http_port). Errors: SH_EINVAL (bad addr),
+ * SH_EIO (bind/listen failed, e.g. port in use). */
+int sh_http_start(sh_http *h, const char *addr, sh_err *e);
+
+/* The bound TCP port after a successful start, else 0. */
+int sh_http_port(const sh_http *h);
+
+/* Stops serving (waits for running handlers) and frees; accepts NULL. */
+void sh_http_free(sh_http *h);
+
+/* Copies `len` bytes of `body` as the response body. Returns 0 or SH_ENOMEM. */
+int sh_http_resp_set(sh_http_resp *r, int status, const char *content_type, const char *body,
+                     size_t len);
+/* Takes ownership of a malloc'd `body`. Never fails. */
+void sh_http_resp_take(sh_http_resp *r, int status, const char *content_type, char *body,
+                       size_t len);
+
+/* Value of query argument `key` (URL-decoded) or NULL; valid during the handler call. */
+const char *sh_http_req_query(const sh_http_req *req, const char *key);
+/* Value of request header `name` (case-insensitive) or NULL; valid during the handler call. */
+const char *sh_http_req_header(const sh_http_req *req, const char *name);
+
+#endif

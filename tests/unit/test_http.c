@@ -1,0 +1,311 @@
+/* test_http.c — the HTTP wrapper against real sockets: port 0 binding, routing (200/404/405),
+ * bodies and their cap (413), handler failures (500), query arguments, bad listen addresses. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "sh_http.h"
+#include "sh_metrics.h"
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct fetched {
+    long status;
+    char body[8192];
+    size_t len;
+    char ctype[128];
+} fetched;
+
+static size_t on_data(char *p, size_t sz, size_t n, void *ud)
+{
+    fetched *f = ud;
+    size_t take = sz * n;
+    if (take > sizeof f->body - 1 - f->len)
+        take = sizeof f->body - 1 - f->len;
+    memcpy(f->body + f->len, p, take);
+    f->len += take;
+    f->body[f->len] = '\0';
+    return sz * n;
+}
+
+/* Performs one request; `body` non-NULL makes it a POST. Returns the curl result. */
+static CURLcode http_do(int port, const char *path, const char *body, size_t blen, fetched *f)
+{
+    char url[256];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s", port, path);
+    memset(f, 0, sizeof *f);
+    CURL *c = curl_easy_init();
+    assert_non_null(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, f);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+    if (body) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)blen);
+    }
+    CURLcode rc = curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &f->status);
+    char *ct = NULL;
+    curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ct);
+    if (ct)
+        snprintf(f->ctype, sizeof f->ctype, "%s", ct);
+    curl_easy_cleanup(c);
+    return rc;
+}
+
+static int on_health(const sh_http_req *req, sh_http_resp *resp, void *ud)
+{
+    (void)req;
+    (void)ud;
+    const char *j = "{\"status\":\"ok\"}";
+    return sh_http_resp_set(resp, 200, "application/json", j, strlen(j));
+}
+
+static int on_metrics(const sh_http_req *req, sh_http_resp *resp, void *ud)
+{
+    (void)req;
+    char *out;
+    size_t len;
+    int rc = sh_metrics_render(ud, &out, &len);
+    if (rc)
+        return rc;
+    sh_http_resp_take(resp, 200, "text/plain; version=0.0.4", out, len);
+    return 0;
+}
+
+/* Echoes the body length and the query argument "q". */
+static int on_echo(const sh_http_req *req, sh_http_resp *resp, void *ud)
+{
+    (void)ud;
+    char b[256];
+    const char *q = sh_http_req_query(req, "q");
+    int n = snprintf(b, sizeof b, "%s %zu %s", req->method, req->body_len, q ? q : "-");
+    return sh_http_resp_set(resp, 201, NULL, b, (size_t)n);
+}
+
+static int on_fail(const sh_http_req *req, sh_http_resp *resp, void *ud)
+{
+    (void)req;
+    (void)ud;
+    sh_http_resp_set(resp, 200, NULL, "partial", 7);
+    return SH_EDB;
+}
+
+typedef struct fixture {
+    sh_http *h;
+    sh_metrics *m;
+    int port;
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *fx = calloc(1, sizeof *fx);
+    sh_http_opts o;
+    sh_http_opts_default(&o);
+    o.max_body = 1000;
+    assert_int_equal(sh_metrics_new(&fx->m), 0);
+    sh_metric *c;
+    assert_int_equal(sh_metrics_counter(fx->m, "t_total", "Test.", NULL, &c), 0);
+    sh_series_add(sh_metric_series(c, NULL), 42);
+    assert_int_equal(sh_http_new(&o, &fx->h, NULL), 0);
+    assert_int_equal(sh_http_route(fx->h, "GET", "/health", on_health, NULL), 0);
+    assert_int_equal(sh_http_route(fx->h, "GET", "/metrics", on_metrics, fx->m), 0);
+    assert_int_equal(sh_http_route(fx->h, "POST", "/echo", on_echo, NULL), 0);
+    assert_int_equal(sh_http_route(fx->h, "GET", "/fail", on_fail, NULL), 0);
+    assert_int_equal(sh_http_route(fx->h, "GET", "/health", on_health, NULL), SH_EEXIST);
+    assert_int_equal(sh_http_route(fx->h, "GET", "nopath", on_health, NULL), SH_EINVAL);
+    assert_int_equal(sh_http_port(fx->h), 0);
+    sh_err e = {0};
+    assert_int_equal(sh_http_start(fx->h, "127.0.0.1:0", &e), 0);
+    fx->port = sh_http_port(fx->h);
+    assert_true(fx->port > 0);
+    /* Routes cannot change once serving. */
+    assert_int_equal(sh_http_route(fx->h, "GET", "/late", on_health, NULL), SH_EINVAL);
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *fx = *state;
+    sh_http_free(fx->h);
+    sh_metrics_free(fx->m);
+    free(fx);
+    return 0;
+}
+
+static void test_health_and_metrics(void **state)
+{
+    fixture *fx = *state;
+    fetched f;
+    assert_int_equal(http_do(fx->port, "/health", NULL, 0, &f), CURLE_OK);
+    assert_int_equal(f.status, 200);
+    assert_string_equal(f.body, "{\"status\":\"ok\"}");
+    assert_string_equal(f.ctype, "application/json");
+    assert_int_equal(http_do(fx->port, "/metrics", NULL, 0, &f), CURLE_OK);
+    assert_int_equal(f.status, 200);
+    assert_string_equal(f.body, "# HELP t_total Test.\n# TYPE t_total counter\nt_total 42\n");
+}
+
+static void test_not_found_and_method(void **state)
+{
+    fixture *fx = *state;
+    fetched f;
+    assert_int_equal(http_do(fx->port, "/nope", NULL, 0, &f), CURLE_OK);
+    assert_int_equal(f.status, 404);
+    assert_int_equal(http_do(fx->port, "/health/", NULL, 0, &f), CURLE_OK);
+    assert_int_equal(f.status, 404);
+    assert_int_equal(http_do(fx->port, "/health", "x", 1, &f), CURLE_OK);
+    assert_int_equal(f.status, 405);
+}
+
+static void test_body_and_query(void **state)
+{
+    fixture *fx = *state;
+    fetched f;
+    char body[1000];
+    memset(body, 'a', sizeof body);
+    assert_int_equal(http_do(fx->port, "/echo?q=h%20i", body, sizeof body, &f), CURLE_OK);
+    assert_int_equal(f.status, 201);
+    assert_string_equal(f.body, "POST 1000 h i");
+    assert_int_equal(http_do(fx->port, "/echo", "", 0, &f), CURLE_OK);
+    assert_int_equal(f.status, 201);
+    assert_string_equal(f.body, "POST 0 -");
+}
+
+static void test_oversized_body(void **state)
+{
+    fixture *fx = *state;
+    fetched f;
+    size_t n = 1001;
+    char *body = malloc(200000);
+    memset(body, 'b', 200000);
+    assert_int_equal(http_do(fx->port, "/echo", body, n, &f), CURLE_OK);
+    assert_int_equal(f.status, 413);
+    /* A large body is refused too, without the server reading all of it into memory. */
+    CURLcode rc = http_do(fx->port, "/echo", body, 200000, &f);
+    assert_true(rc == CURLE_OK || rc == CURLE_SEND_ERROR || rc == CURLE_RECV_ERROR);
+    if (rc == CURLE_OK)
+        assert_int_equal(f.status, 413);
+    free(body);
+    /* The server still works afterwards. */
+    assert_int_equal(http_do(fx->port, "/health", NULL, 0, &f), CURLE_OK);
+    assert_int_equal(f.status, 200);
+}
+
+typedef struct reader {
+    size_t left;
+} reader;
+
+static size_t on_read(char *p, size_t sz, size_t n, void *ud)
+{
+    reader *r = ud;
+    size_t take = sz * n < r->left ? sz * n : r->left;
+    memset(p, 'c', take);
+    r->left -= take;
+    return take;
+}
+
+/* A chunked body declares no length: the cap must hold while streaming. */
+static void test_oversized_chunked_body(void **state)
+{
+    fixture *fx = *state;
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/echo", fx->port);
+    fetched f = {0};
+    reader r = {5000};
+    CURL *c = curl_easy_init();
+    struct curl_slist *hd = curl_slist_append(NULL, "Transfer-Encoding: chunked");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_POST, 1L);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hd);
+    curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+    curl_easy_setopt(c, CURLOPT_READDATA, &r);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &f);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+    CURLcode rc = curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &f.status);
+    curl_slist_free_all(hd);
+    curl_easy_cleanup(c);
+    assert_int_equal(rc, CURLE_OK);
+    assert_int_equal(f.status, 413);
+    assert_null(strstr(f.body, "POST"));
+}
+
+static void test_handler_failure(void **state)
+{
+    fixture *fx = *state;
+    fetched f;
+    assert_int_equal(http_do(fx->port, "/fail", NULL, 0, &f), CURLE_OK);
+    assert_int_equal(f.status, 500);
+    assert_null(strstr(f.body, "partial"));
+}
+
+static void test_bad_addresses(void **state)
+{
+    (void)state;
+    const char *bad[] = {"", "127.0.0.1", "127.0.0.1:", "127.0.0.1:70000", "host.example:80",
+                         "1.2.3:80", "[::1:80", "127.0.0.1:8x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sh_http *h;
+        assert_int_equal(sh_http_new(NULL, &h, NULL), 0);
+        sh_err e = {0};
+        assert_int_equal(sh_http_start(h, bad[i], &e), SH_EINVAL);
+        sh_http_free(h);
+    }
+    sh_http_free(NULL);
+}
+
+static void test_port_in_use(void **state)
+{
+    fixture *fx = *state;
+    sh_http *h;
+    assert_int_equal(sh_http_new(NULL, &h, NULL), 0);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", fx->port);
+    sh_err e = {0};
+    assert_int_equal(sh_http_start(h, addr, &e), SH_EIO);
+    sh_http_free(h);
+}
+
+static void test_ipv6_loopback(void **state)
+{
+    (void)state;
+    sh_http *h;
+    assert_int_equal(sh_http_new(NULL, &h, NULL), 0);
+    assert_int_equal(sh_http_route(h, "GET", "/health", on_health, NULL), 0);
+    sh_err e = {0};
+    int rc = sh_http_start(h, "[::1]:0", &e);
+    /* Hosts without IPv6 cannot bind ::1; that is an environment property, not a failure. */
+    if (rc == 0)
+        assert_true(sh_http_port(h) > 0);
+    else
+        assert_int_equal(rc, SH_EIO);
+    sh_http_free(h);
+}
+
+int main(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_health_and_metrics, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_not_found_and_method, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_body_and_query, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_oversized_body, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_oversized_chunked_body, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_handler_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_port_in_use, setup, teardown),
+        cmocka_unit_test(test_bad_addresses),
+        cmocka_unit_test(test_ipv6_loopback),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    curl_global_cleanup();
+    return rc;
+}
