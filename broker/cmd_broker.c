@@ -304,12 +304,10 @@ static int report_topics(rd_kafka_t *rk, int timeout_ms, sh_err *e)
     return bad;
 }
 
-static int run_topics(const topics_conf *c, sh_err *e)
+/* Takes over `conf`. */
+static int run_topics(const topics_conf *c, rd_kafka_conf_t *conf, sh_err *e)
 {
-    rd_kafka_conf_t *conf;
-    int rc = sh_kafka_conf_new(c->bootstrap, &c->props, &conf, e);
-    if (rc)
-        return rc;
+    int rc;
     char errstr[512];
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     if (!rk) {
@@ -361,8 +359,11 @@ static int cmd_topics(int argc, char **argv)
         sh_err_set(&e, SH_EUSAGE, "--timeout must be in (0, 3600] seconds");
         code = sh_opt_exit_code(&spec, SH_EUSAGE, &e);
     }
+    rd_kafka_conf_t *conf = NULL;
+    if (code < 0 && (rc = sh_kafka_conf_new(c.bootstrap, &c.props, &conf, &e)) != 0)
+        code = sh_opt_exit_code(&spec, SH_EUSAGE, &e); /* a bad -X is a usage error */
     if (code < 0) {
-        rc = run_topics(&c, &e);
+        rc = run_topics(&c, conf, &e);
         if (rc)
             fprintf(stderr, "soundhash broker topics: %s\n", sh_err_text(&e));
         code = rc ? SH_EXIT_RUNTIME : SH_EXIT_OK;
