@@ -361,15 +361,12 @@ int sh_audio_open_file(const char *path, const sh_audio_opts *o, sh_audio **out,
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
     if (fd < 0) {
         int code = errno == ENOENT || errno == ENOTDIR ? SH_ENOTFOUND : SH_EIO;
-        return sh_err_set(e, code, "%s: %s", path, strerror(errno));
+        return sh_err_set(e, code, "audio: open: %s", strerror(errno));
     }
     int fl = fcntl(fd, F_GETFL);
     if (fl >= 0)
         fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
-    int rc = sh_audio_open_fd(fd, o, out, e);
-    if (rc)
-        sh_err_wrap(e, rc, "%s", path);
-    return rc;
+    return sh_audio_open_fd(fd, o, out, e);
 }
 
 const sh_audio_info *sh_audio_get_info(const sh_audio *a)
