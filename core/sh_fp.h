@@ -1,5 +1,32 @@
-/* sh_fp.h — landmark fingerprints: STFT (FFTW3) → spectral peaks → hashes.
- * (Owner: fingerprint module. Draft interface — the implementer may refine it, keeping the shape.)
+/* sh_fp.h — landmark fingerprints: STFT (FFTW3) → spectral peaks → pitch-tolerant pair hashes.
+ *
+ * Pipeline (all in sh_fp.c):
+ *   mono float samples at `rate` → Hann-windowed FFT frames (`fft_size`, `hop`) → power spectrum
+ *   → 2-D local maxima inside the band [fmin_hz, fmax_hz] (±peak_df bins, ±peak_dt frames)
+ *   → density cap: a peak survives if it is among the `peaks_per_window` most prominent peaks of the
+ *     window of ±rank_half frames centred on it (translation invariant, so a query cut anywhere in a
+ *     track selects the same peaks as the track) → landmark pairs: each anchor with its `fanout`
+ *     nearest-in-time targets in the zone dt ∈ [dt_min, dt_max] frames, |log2(f2/f1)| ≤ df_max_oct
+ *   → one 32-bit hash per pair.
+ *
+ * Hash bit layout (SH_FP_VERSION 2):
+ *   bits 31..24  f1  anchor frequency, log scale: floor(log2(f1/fmin_hz) * f1_steps)      (8 bits)
+ *   bits 23..14  df  frequency RATIO target/anchor: floor(log2(f2/f1) * df_steps) + 512   (10 bits)
+ *   bits 13..0   dt  time difference: floor((t2 - t1) / dt_step), t in interpolated frames (14 bits)
+ * df is invariant to a pitch shift and f1 is coarse (f1_steps per octave), which is what makes
+ * ±2 % speed changes (pitch and tempo together) matchable. Frequencies and times are refined by
+ * parabolic interpolation, so df and dt are stable to a fraction of a bin/frame.
+ *
+ * Index vs query mode: an index extracts exactly the hashes above. A query (`query = 1`) extracts
+ * a superset — more peaks per window (`q_peaks_per_window`), more targets (`q_fanout`), and every
+ * quantisation cell that a ±q_scale_tol time/pitch scale change plus ±q_jitter of measurement noise
+ * could move a value into — so that degraded or speed-changed audio still finds the indexed hashes,
+ * while the index stays small. Hashes of the two modes are the same function; only coverage differs.
+ *
+ * Bounds: peaks ≤ (peaks_per_window) per (2*rank_half+1) frames in any window, pairs ≤ fanout per
+ * peak, and in query mode ≤ q_max_variants hashes per pair; so the hash count per second of audio is
+ * bounded (sh_fp_max_hashes_per_s()). Silence, DC, clipping, NaN/Inf samples and input shorter than
+ * one frame give zero or bounded hashes, never an error.
  */
 #ifndef SH_FP_H
 #define SH_FP_H
@@ -9,8 +36,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Changes whenever any hash for the same audio would change (layout, tunables, rate). */
-#define SH_FP_VERSION 1
+/* Changes whenever any hash for the same audio would change (layout, index-mode tunables, rate).
+ * Index-mode tunables are all fields below except those starting with q_ and `query`. */
+#define SH_FP_VERSION 2
 
 /* One landmark hash: `hash` is the 32-bit key; `t` the anchor time in analysis frames. */
 typedef struct sh_hash {
@@ -18,32 +46,79 @@ typedef struct sh_hash {
     uint32_t t;
 } sh_hash;
 
-/* Every tunable of the extractor, documented where defined (sh_fp.c / below). */
+/* Bit layout helpers (see the table above). */
+#define SH_FP_F1_BITS 8
+#define SH_FP_DF_BITS 10
+#define SH_FP_DT_BITS 14
+#define SH_FP_DF_BIAS 512
+static inline uint32_t sh_fp_hash_pack(uint32_t f1, uint32_t df, uint32_t dt)
+{
+    return (f1 & 0xffu) << 24 | (df & 0x3ffu) << 14 | (dt & 0x3fffu);
+}
+static inline uint32_t sh_fp_hash_f1(uint32_t h) { return h >> 24; }
+static inline uint32_t sh_fp_hash_df(uint32_t h) { return (h >> 14) & 0x3ffu; }
+static inline uint32_t sh_fp_hash_dt(uint32_t h) { return h & 0x3fffu; }
+
+/* Every tunable of the extractor. sh_fp_config_default() fills the defaults given in brackets. */
 typedef struct sh_fp_config {
-    int rate; /* analysis sample rate, Hz */
-    int fft_size;
-    int hop;
-    /* ... peak picking and pairing tunables, filled by sh_fp_config_default() */
+    int rate;     /* analysis sample rate in Hz [8000]; audio must be resampled to it */
+    int fft_size; /* FFT length in samples, a power of two 64..8192 [512 = 64 ms] */
+    int hop;      /* frame advance in samples [128 = 16 ms]; one frame = one time unit */
+    float fmin_hz, fmax_hz; /* band searched for peaks [150, 3400]: survives 8 kHz telephony */
+    int peak_df;            /* a peak is the maximum of ±peak_df bins ... [3] */
+    int peak_dt;            /* ... and ±peak_dt frames around it [4] */
+    float floor_db;         /* peaks weaker than this power (dB, full scale sine ≈ 0) ignored [-75] */
+    int prom_bins;   /* prominence = peak power / mean power of ±prom_bins bins in its frame [12] */
+    int rank_half;   /* density window: ±rank_half frames [16] */
+    int peaks_per_window; /* peaks kept per density window, index mode [5] */
+    int dt_min, dt_max;   /* target zone in frames [2, 48] */
+    float df_max_oct;     /* target zone half-height in octaves [1.0] */
+    int fanout;           /* targets per anchor, index mode [4] */
+    float f1_steps;       /* anchor frequency cells per octave [6] */
+    float df_steps;       /* frequency-ratio cells per octave [24] */
+    float dt_step;        /* time-difference cell in frames [2.0] */
+    /* Query mode (does not change hash values, only which are produced): */
+    int query;              /* 0 = index extraction, 1 = query extraction [0] */
+    int q_peaks_per_window; /* [8] */
+    int q_fanout;           /* [8] */
+    float q_scale_tol;      /* relative time/pitch scale change to cover, e.g. 0.025 [0.025] */
+    float q_jitter;         /* ± cells of measurement noise covered for df and dt [0.2] */
+    int q_max_variants;     /* hard cap on hashes per pair in query mode [8] */
 } sh_fp_config;
 
+/* Fills the defaults (index mode). */
 void sh_fp_config_default(sh_fp_config *c);
+
+/* Defaults with query = 1. */
+void sh_fp_config_query(sh_fp_config *c);
+
+/* Checks ranges. Returns 0 or SH_EINVAL (message in e). */
+int sh_fp_config_check(const sh_fp_config *c, sh_err *e);
 
 /* Seconds per analysis frame (hop / rate). */
 double sh_fp_frame_seconds(const sh_fp_config *c);
 
+/* Upper bound of hashes per second of audio for this config (used to size and cap buffers). */
+double sh_fp_max_hashes_per_s(const sh_fp_config *c);
+
 typedef struct sh_fp sh_fp; /* streaming extractor; one per thread */
 
-/* Creates an extractor. FFTW planning is serialized internally (FFTW's planner is not
- * thread-safe); execution is concurrent. Errors: SH_EINVAL, SH_ENOMEM. */
+/* Creates an extractor (copies *c). FFTW planning is serialized internally by a mutex (FFTW's
+ * planner is not thread-safe); execution is concurrent (new-array execute on private buffers).
+ * Errors: SH_EINVAL (bad config), SH_ENOMEM. */
 int sh_fp_new(const sh_fp_config *c, sh_fp **out, sh_err *e);
 
-/* Feeds mono samples at c->rate; hashes accumulate inside. */
+/* Feeds mono samples at c->rate, any chunk size (the result does not depend on chunking);
+ * non-finite samples count as 0. Errors: SH_ENOMEM (then the extractor must be reset). */
 int sh_fp_feed(sh_fp *fp, const float *x, size_t n, sh_err *e);
 
-/* Flushes the tail; after this sh_fp_hashes() is complete. */
+/* Flushes the tail (frames that lack look-ahead are evaluated with what exists); after this
+ * sh_fp_hashes() is complete. Further feeding needs sh_fp_reset(). Errors: SH_ENOMEM, SH_EINVAL
+ * (called twice). */
 int sh_fp_finish(sh_fp *fp, sh_err *e);
 
-/* The hashes so far, sorted by t; valid until the next feed/reset/free. */
+/* The hashes produced so far, sorted by t (ties in production order); owned by fp, valid until the
+ * next feed/finish/reset/free. *n receives the count. */
 const sh_hash *sh_fp_hashes(const sh_fp *fp, size_t *n);
 
 /* Samples fed so far (for the duration). */
@@ -52,6 +127,7 @@ uint64_t sh_fp_samples(const sh_fp *fp);
 /* Ready for a new stream; keeps plans and buffers. */
 void sh_fp_reset(sh_fp *fp);
 
+/* Frees the extractor; accepts NULL. */
 void sh_fp_free(sh_fp *fp);
 
 #endif

@@ -1,7 +1,18 @@
 /* sh_match.h — offset-histogram voting over postings, independent of where postings are stored.
- * The store (LMDB shard, in-memory index) calls sh_matcher_vote() for every posting that shares a
- * hash with the query; sh_matcher_result() then ranks candidates.
- * (Owner: fingerprint module. Draft interface — the implementer may refine it, keeping the shape.)
+ *
+ * A store (LMDB shard, in-memory index) looks up every hash of a QUERY-mode fingerprint
+ * (sh_fp_config_query) and calls sh_matcher_vote() for every posting (track, t_db) that shares the
+ * hash at query time t_query. sh_matcher_result() then ranks candidates:
+ *   1. coarse: votes are counted per (track, (t_db - t_query) / coarse_frames); a candidate's
+ *      coarse score sums three adjacent cells, so the linear drift of a ±2 % speed change (0.2 s
+ *      over 10 s) stays inside it;
+ *   2. fine: for the best `refine` coarse candidates, the offset t_db - (1 + s) * t_query is
+ *      histogrammed for time-scale factors s in [-max_scale, +max_scale] (steps of scale_step);
+ *      score = the most votes within ±tol_frames of one offset over all s;
+ *   3. no-match threshold: a candidate is reported only when score ≥ min_score and its confidence,
+ *      a calibrated function of score and the score of the best *other* track (the noise floor
+ *      of this very query), is ≥ min_confidence.
+ * One matcher per thread; sh_matcher_reset() between queries keeps its buffers.
  */
 #ifndef SH_MATCH_H
 #define SH_MATCH_H
@@ -14,23 +25,51 @@
 
 typedef struct sh_match_result {
     uint32_t track;    /* shard-internal track number */
-    double offset_s;   /* where the query starts within the track */
-    double duration_s; /* span of the query covered by matching hashes */
+    double offset_s;   /* where the query starts within the track (negative if it starts before) */
+    double duration_s; /* span of the query covered by aligned votes */
     int score;         /* aligned votes */
-    double confidence; /* 0..1, calibrated: below the threshold means "no match" */
+    double confidence; /* 0..1; reported results have confidence ≥ min_confidence */
+    double scale;      /* estimated time-scale factor (1.02 = query plays 2 % fast) */
 } sh_match_result;
+
+/* Tunables of the matcher; sh_match_config_default() gives the values in brackets. */
+typedef struct sh_match_config {
+    int coarse_frames;     /* coarse offset cell in frames [16 = 0.26 s] */
+    int tol_frames;        /* ± frames of one fine offset [1] */
+    double max_scale;      /* largest |s| searched [0.03] */
+    double scale_step;     /* step of s [0.005] */
+    int refine;            /* coarse candidates refined [8] */
+    int min_score;         /* absolute floor on aligned votes [6] */
+    double min_confidence; /* no-match threshold on the confidence [0.5] */
+    size_t max_votes;      /* votes beyond this are dropped (hostile/huge queries) [4000000] */
+} sh_match_config;
+
+void sh_match_config_default(sh_match_config *mc);
 
 typedef struct sh_matcher sh_matcher;
 
+/* Creates a matcher for fingerprints made with *c (frame duration) and default match tunables.
+ * Errors: SH_EINVAL, SH_ENOMEM. */
 int sh_matcher_new(const sh_fp_config *c, sh_matcher **out, sh_err *e);
+
+/* Replaces the match tunables (copied). Errors: SH_EINVAL for out-of-range values. */
+int sh_matcher_configure(sh_matcher *m, const sh_match_config *mc, sh_err *e);
+
+/* Forgets all votes; keeps buffers. */
 void sh_matcher_reset(sh_matcher *m);
 
-/* Hot path: one posting (track, t_db) found for a query hash at t_query. */
+/* Hot path: one posting (track, t_db) found for a query hash at t_query. Never fails: beyond
+ * max_votes votes are counted as dropped and ignored. */
 void sh_matcher_vote(sh_matcher *m, uint32_t track, uint32_t t_db, uint32_t t_query);
 
-/* Best candidates above the no-match threshold, best first; *n ≤ k. */
+/* Votes so far (including dropped ones). */
+size_t sh_matcher_votes(const sh_matcher *m);
+
+/* Best candidates above the no-match threshold, best first, at most one per track; *n ≤ k
+ * (0 = no match). Does not consume the votes. Errors: SH_EINVAL (NULL), SH_ENOMEM. */
 int sh_matcher_result(sh_matcher *m, sh_match_result *out, size_t k, size_t *n);
 
+/* Frees the matcher; accepts NULL. */
 void sh_matcher_free(sh_matcher *m);
 
 #endif

@@ -1,0 +1,595 @@
+/* sh_fp.c — see sh_fp.h for the pipeline and the hash layout. */
+#include "sh_fp.h"
+
+#include <fftw3.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* FFTW's planner (and plan destruction) is not thread-safe; execution with new-array execute is.
+ * This mutex serialises planning only; it is the one piece of static state here and is immutable
+ * configuration-wise (no tunable lives in it). */
+static pthread_mutex_t plan_lock = PTHREAD_MUTEX_INITIALIZER;
+
+typedef struct peak {
+    uint32_t frame;   /* integer frame of the maximum */
+    float t;          /* interpolated frame */
+    float lf;         /* log2(f / fmin_hz), interpolated */
+    float strength;   /* ranking key (prominence, dB) */
+    uint32_t k;       /* bin, for deterministic tie breaks */
+} peak;
+
+/* A growable array consumed from the front (head); memory follows the live window, not the
+ * stream length. */
+typedef struct peakvec {
+    peak *v;
+    size_t head, n, cap; /* live elements are v[head..n) */
+    size_t next;         /* first element not yet processed by the next stage, head ≤ next ≤ n */
+} peakvec;
+
+struct sh_fp {
+    sh_fp_config c;
+    int nb;         /* fft_size/2 + 1 */
+    int kmin, kmax; /* peak search band, bins */
+    int ring;       /* frames kept for the 2-D maximum: 2*peak_dt + 1 */
+    int ppw, fanout;/* effective density for the mode */
+    float floor_pow;
+    float *win;          /* Hann window */
+    float *in;           /* FFT input (fftwf_malloc) */
+    fftwf_complex *out;  /* FFT output (fftwf_malloc) */
+    fftwf_plan plan;
+    float *pend;         /* pending samples, fft_size */
+    size_t npend;
+    float *pow;          /* ring * nb power spectra */
+    float *fmax;         /* ring * nb frequency-max-filtered spectra */
+    double *prefix;      /* nb + 1 prefix sums for the prominence */
+    uint64_t nframes;    /* frames computed */
+    uint64_t next_c;     /* next centre frame to search for peaks */
+    peakvec raw;         /* 2-D maxima; .next = first not yet ranked */
+    peakvec kept;        /* peaks that survived the density cap; .next = next anchor */
+    sh_hash *h;
+    size_t nh, caph;
+    uint64_t samples;
+    int finished;
+};
+
+void sh_fp_config_default(sh_fp_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->rate = 8000;
+    c->fft_size = 512;
+    c->hop = 128;
+    c->fmin_hz = 150.0f;
+    c->fmax_hz = 3400.0f;
+    c->peak_df = 3;
+    c->peak_dt = 4;
+    c->floor_db = -75.0f;
+    c->prom_bins = 12;
+    c->rank_half = 16;
+    c->peaks_per_window = 5;
+    c->dt_min = 2;
+    c->dt_max = 48;
+    c->df_max_oct = 1.0f;
+    c->fanout = 4;
+    c->f1_steps = 6.0f;
+    c->df_steps = 24.0f;
+    c->dt_step = 2.0f;
+    c->query = 0;
+    c->q_peaks_per_window = 8;
+    c->q_fanout = 8;
+    c->q_scale_tol = 0.025f;
+    c->q_jitter = 0.2f;
+    c->q_max_variants = 12;
+}
+
+void sh_fp_config_query(sh_fp_config *c)
+{
+    sh_fp_config_default(c);
+    c->query = 1;
+}
+
+int sh_fp_config_check(const sh_fp_config *c, sh_err *e)
+{
+    if (!c)
+        return sh_err_set(e, SH_EINVAL, "fp config: NULL");
+    if (c->rate < 4000 || c->rate > 192000)
+        return sh_err_set(e, SH_EINVAL, "fp config: rate %d outside 4000..192000", c->rate);
+    if (c->fft_size < 64 || c->fft_size > 8192 || (c->fft_size & (c->fft_size - 1)))
+        return sh_err_set(e, SH_EINVAL, "fp config: fft_size %d not a power of two 64..8192",
+                          c->fft_size);
+    if (c->hop < 1 || c->hop > c->fft_size)
+        return sh_err_set(e, SH_EINVAL, "fp config: hop %d outside 1..fft_size", c->hop);
+    if (!(c->fmin_hz > 0.0f) || !(c->fmax_hz > c->fmin_hz) || c->fmax_hz > c->rate / 2.0f)
+        return sh_err_set(e, SH_EINVAL, "fp config: band %g..%g Hz invalid", (double)c->fmin_hz,
+                          (double)c->fmax_hz);
+    if (c->peak_df < 1 || c->peak_df > 64 || c->peak_dt < 0 || c->peak_dt > 64)
+        return sh_err_set(e, SH_EINVAL, "fp config: peak neighbourhood out of range");
+    if (c->prom_bins < 0 || c->prom_bins > 256 || c->rank_half < 0 || c->rank_half > 1024)
+        return sh_err_set(e, SH_EINVAL, "fp config: prom_bins/rank_half out of range");
+    if (c->peaks_per_window < 1 || c->q_peaks_per_window < 1 || c->fanout < 1 ||
+        c->q_fanout < 1 || c->peaks_per_window > 1000 || c->q_peaks_per_window > 1000 ||
+        c->fanout > 64 || c->q_fanout > 64)
+        return sh_err_set(e, SH_EINVAL, "fp config: density/fanout out of range");
+    if (c->dt_min < 1 || c->dt_max < c->dt_min || c->dt_max > 4096)
+        return sh_err_set(e, SH_EINVAL, "fp config: target zone dt out of range");
+    if (!(c->df_max_oct > 0.0f) || !(c->f1_steps > 0.0f) || !(c->df_steps > 0.0f) ||
+        !(c->dt_step > 0.0f))
+        return sh_err_set(e, SH_EINVAL, "fp config: quantisation steps must be > 0");
+    /* Every field value must fit its bits, or hashes would alias silently. */
+    if (log2f(c->fmax_hz / c->fmin_hz) * c->f1_steps >= (float)(1u << SH_FP_F1_BITS) ||
+        c->df_max_oct * c->df_steps + 2.0f >= (float)SH_FP_DF_BIAS ||
+        (c->dt_max + 1.0f) * (1.0f + c->q_scale_tol) / c->dt_step + 2.0f >=
+            (float)(1u << SH_FP_DT_BITS))
+        return sh_err_set(e, SH_EINVAL, "fp config: quantised values overflow the hash fields");
+    if (!(c->q_scale_tol >= 0.0f) || c->q_scale_tol > 0.2f || !(c->q_jitter >= 0.0f) ||
+        c->q_jitter > 2.0f || c->q_max_variants < 1 || c->q_max_variants > 64)
+        return sh_err_set(e, SH_EINVAL, "fp config: query tolerances out of range");
+    return 0;
+}
+
+double sh_fp_frame_seconds(const sh_fp_config *c)
+{
+    return (double)c->hop / (double)c->rate;
+}
+
+double sh_fp_max_hashes_per_s(const sh_fp_config *c)
+{
+    const double fps = (double)c->rate / c->hop;
+    const int ppw = c->query ? c->q_peaks_per_window : c->peaks_per_window;
+    const int fan = c->query ? c->q_fanout : c->fanout;
+    const int var = c->query ? c->q_max_variants : 1;
+    /* A kept peak is among the ppw strongest of the window centred on it, so any window of
+     * rank_half+1 frames holds at most ppw kept peaks... conservatively 2*ppw per full window. */
+    const double peaks_per_s = 2.0 * ppw * fps / (2.0 * c->rank_half + 1.0);
+    const double cap_2d = fps; /* at most one 2-D maximum per frame and (2*peak_df+1) bins */
+    const double bins = (double)c->fft_size * (c->fmax_hz - c->fmin_hz) / c->rate;
+    const double p = fmin(peaks_per_s, cap_2d * (bins / (2.0 * c->peak_df + 1.0) + 1.0));
+    return p * fan * var;
+}
+
+/* ---- growable arrays ------------------------------------------------------------------------ */
+
+static int pv_push(peakvec *pv, const peak *p)
+{
+    if (pv->n == pv->cap) {
+        if (pv->head > 0 && pv->head >= pv->cap / 2) {
+            /* Slide live elements to the front instead of growing. */
+            memmove(pv->v, pv->v + pv->head, (pv->n - pv->head) * sizeof *pv->v);
+            pv->n -= pv->head;
+            pv->next -= pv->head;
+            pv->head = 0;
+        } else {
+            const size_t nc = pv->cap ? pv->cap * 2 : 256;
+            peak *nv = realloc(pv->v, nc * sizeof *nv);
+            if (!nv)
+                return SH_ENOMEM;
+            pv->v = nv;
+            pv->cap = nc;
+        }
+    }
+    pv->v[pv->n++] = *p;
+    return 0;
+}
+
+static int push_hash(sh_fp *fp, uint32_t hash, uint32_t t)
+{
+    if (fp->nh == fp->caph) {
+        const size_t nc = fp->caph ? fp->caph * 2 : 1024;
+        sh_hash *nh = realloc(fp->h, nc * sizeof *nh);
+        if (!nh)
+            return SH_ENOMEM;
+        fp->h = nh;
+        fp->caph = nc;
+    }
+    fp->h[fp->nh].hash = hash;
+    fp->h[fp->nh].t = t;
+    fp->nh++;
+    return 0;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------------ */
+
+int sh_fp_new(const sh_fp_config *c, sh_fp **out, sh_err *e)
+{
+    if (!out)
+        return sh_err_set(e, SH_EINVAL, "sh_fp_new: out is NULL");
+    *out = NULL;
+    int rc = sh_fp_config_check(c, e);
+    if (rc)
+        return rc;
+    sh_fp *fp = calloc(1, sizeof *fp);
+    if (!fp)
+        return sh_err_set(e, SH_ENOMEM, "sh_fp_new: out of memory");
+    fp->c = *c;
+    const int n = c->fft_size;
+    fp->nb = n / 2 + 1;
+    const double binhz = (double)c->rate / n;
+    fp->kmin = (int)ceil(c->fmin_hz / binhz);
+    fp->kmax = (int)floor(c->fmax_hz / binhz);
+    if (fp->kmin < 1)
+        fp->kmin = 1; /* never DC */
+    if (fp->kmax > fp->nb - 2)
+        fp->kmax = fp->nb - 2; /* never Nyquist: interpolation needs k+1 */
+    fp->ring = 2 * c->peak_dt + 1;
+    fp->ppw = c->query ? c->q_peaks_per_window : c->peaks_per_window;
+    fp->fanout = c->query ? c->q_fanout : c->fanout;
+    /* Full-scale sine through a Hann window peaks at |X| = N/4. */
+    fp->floor_pow = (float)((n / 4.0) * (n / 4.0) * pow(10.0, c->floor_db / 10.0));
+    fp->win = malloc((size_t)n * sizeof *fp->win);
+    fp->pend = malloc((size_t)n * sizeof *fp->pend);
+    fp->pow = calloc((size_t)fp->ring * fp->nb, sizeof *fp->pow);
+    fp->fmax = calloc((size_t)fp->ring * fp->nb, sizeof *fp->fmax);
+    fp->prefix = malloc(((size_t)fp->nb + 1) * sizeof *fp->prefix);
+    fp->in = fftwf_malloc((size_t)n * sizeof *fp->in);
+    fp->out = fftwf_malloc((size_t)fp->nb * sizeof *fp->out);
+    if (!fp->win || !fp->pend || !fp->pow || !fp->fmax || !fp->prefix || !fp->in || !fp->out) {
+        sh_fp_free(fp);
+        return sh_err_set(e, SH_ENOMEM, "sh_fp_new: out of memory");
+    }
+    for (int i = 0; i < n; i++)
+        fp->win[i] = (float)(0.5 - 0.5 * cos(2.0 * M_PI * i / n));
+    /* FFTW_ESTIMATE: the plan (hence float rounding, hence hashes) does not depend on timing. */
+    pthread_mutex_lock(&plan_lock);
+    fp->plan = fftwf_plan_dft_r2c_1d(n, fp->in, fp->out, FFTW_ESTIMATE);
+    pthread_mutex_unlock(&plan_lock);
+    if (!fp->plan) {
+        sh_fp_free(fp);
+        return sh_err_set(e, SH_ENOMEM, "sh_fp_new: FFTW planning failed");
+    }
+    *out = fp;
+    return 0;
+}
+
+void sh_fp_reset(sh_fp *fp)
+{
+    if (!fp)
+        return;
+    fp->npend = 0;
+    fp->nframes = 0;
+    fp->next_c = 0;
+    fp->raw.head = fp->raw.n = fp->raw.next = 0;
+    fp->kept.head = fp->kept.n = fp->kept.next = 0;
+    fp->nh = 0;
+    fp->samples = 0;
+    fp->finished = 0;
+}
+
+void sh_fp_free(sh_fp *fp)
+{
+    if (!fp)
+        return;
+    if (fp->plan) {
+        pthread_mutex_lock(&plan_lock);
+        fftwf_destroy_plan(fp->plan);
+        pthread_mutex_unlock(&plan_lock);
+    }
+    fftwf_free(fp->in);
+    fftwf_free(fp->out);
+    free(fp->win);
+    free(fp->pend);
+    free(fp->pow);
+    free(fp->fmax);
+    free(fp->prefix);
+    free(fp->raw.v);
+    free(fp->kept.v);
+    free(fp->h);
+    free(fp);
+}
+
+const sh_hash *sh_fp_hashes(const sh_fp *fp, size_t *n)
+{
+    *n = fp ? fp->nh : 0;
+    return fp ? fp->h : NULL;
+}
+
+uint64_t sh_fp_samples(const sh_fp *fp)
+{
+    return fp ? fp->samples : 0;
+}
+
+/* ---- spectra -------------------------------------------------------------------------------- */
+
+static float *pow_at(const sh_fp *fp, uint64_t t)
+{
+    return fp->pow + (size_t)(t % (uint64_t)fp->ring) * (size_t)fp->nb;
+}
+
+static float *fmax_at(const sh_fp *fp, uint64_t t)
+{
+    return fp->fmax + (size_t)(t % (uint64_t)fp->ring) * (size_t)fp->nb;
+}
+
+/* Windowed FFT of the pending samples into the ring slot of frame fp->nframes. */
+static void compute_frame(sh_fp *fp)
+{
+    const int n = fp->c.fft_size;
+    for (int i = 0; i < n; i++)
+        fp->in[i] = fp->pend[i] * fp->win[i];
+    fftwf_execute_dft_r2c(fp->plan, fp->in, fp->out);
+    float *p = pow_at(fp, fp->nframes);
+    /* Only the band plus the neighbourhoods the 2-D maximum, interpolation and prominence use. */
+    const int margin = fp->c.peak_df > fp->c.prom_bins ? fp->c.peak_df : fp->c.prom_bins;
+    const int lo = fp->kmin - margin - 1 < 0 ? 0 : fp->kmin - margin - 1;
+    const int hi = fp->kmax + margin + 1 >= fp->nb ? fp->nb - 1 : fp->kmax + margin + 1;
+    for (int k = lo; k <= hi; k++)
+        p[k] = fp->out[k][0] * fp->out[k][0] + fp->out[k][1] * fp->out[k][1];
+    float *m = fmax_at(fp, fp->nframes);
+    const int df = fp->c.peak_df;
+    for (int k = fp->kmin; k <= fp->kmax; k++) {
+        float v = p[k - df < lo ? lo : k - df];
+        const int e = k + df > hi ? hi : k + df;
+        for (int j = (k - df < lo ? lo : k - df) + 1; j <= e; j++)
+            v = p[j] > v ? p[j] : v;
+        m[k] = v;
+    }
+    fp->nframes++;
+}
+
+/* Parabolic vertex offset of (a, b, c) around b, in [-0.5, 0.5]; inputs are log powers. */
+static float vertex(float a, float b, float c)
+{
+    const float d = a - 2.0f * b + c;
+    if (!(d < 0.0f))
+        return 0.0f;
+    float x = 0.5f * (a - c) / d;
+    return x < -0.5f ? -0.5f : x > 0.5f ? 0.5f : x;
+}
+
+static float lg(float x)
+{
+    return logf(x + 1e-30f);
+}
+
+/* Is (c, k) the maximum of its ±peak_dt × ±peak_df neighbourhood within frames [t0, t1]?
+ * Ties go to the earlier frame / lower bin, so exactly one of equal neighbours wins. */
+static int is_2d_max(const sh_fp *fp, uint64_t c, int k, uint64_t t0, uint64_t t1)
+{
+    const float *p = pow_at(fp, c);
+    const float v = p[k];
+    if (v < fmax_at(fp, c)[k])
+        return 0;
+    for (int j = 1; j <= fp->c.peak_df; j++)
+        if (p[k - j] >= v) /* a lower bin with the same value wins the tie */
+            return 0;
+    for (uint64_t t = t0; t <= t1; t++) {
+        if (t == c)
+            continue;
+        const float m = fmax_at(fp, t)[k];
+        if (m > v || (m == v && t < c))
+            return 0;
+    }
+    return 1;
+}
+
+/* Finds the 2-D maxima of centre frame c given frames up to `last`, appends them to raw. */
+static int detect(sh_fp *fp, uint64_t c, uint64_t last)
+{
+    const uint64_t dt = (uint64_t)fp->c.peak_dt;
+    const uint64_t t0 = c >= dt ? c - dt : 0;
+    const uint64_t t1 = c + dt <= last ? c + dt : last;
+    const float *p = pow_at(fp, c);
+    const int W = fp->c.prom_bins;
+    if (W > 0) {
+        const int lo = fp->kmin - W < 0 ? 0 : fp->kmin - W;
+        const int hi = fp->kmax + W >= fp->nb ? fp->nb - 1 : fp->kmax + W;
+        fp->prefix[lo] = 0.0;
+        for (int k = lo; k <= hi; k++)
+            fp->prefix[k + 1] = fp->prefix[k] + p[k];
+    }
+    const double binhz = (double)fp->c.rate / fp->c.fft_size;
+    for (int k = fp->kmin; k <= fp->kmax; k++) {
+        if (p[k] < fp->floor_pow || !is_2d_max(fp, c, k, t0, t1))
+            continue;
+        const float lb = lg(p[k]);
+        const float fk = (float)k + vertex(lg(p[k - 1]), lb, lg(p[k + 1]));
+        float tk = (float)c;
+        if (c > 0 && c + 1 <= last)
+            tk += vertex(lg(pow_at(fp, c - 1)[k]), lb, lg(pow_at(fp, c + 1)[k]));
+        float strength = lb;
+        if (W > 0) {
+            const int lo = fp->kmin - W < 0 ? 0 : fp->kmin - W;
+            const int a = k - W < lo ? lo : k - W;
+            const int b = k + W >= fp->nb ? fp->nb - 1 : k + W;
+            const double mean = (fp->prefix[b + 1] - fp->prefix[a]) / (b - a + 1);
+            strength = lb - lg((float)mean);
+        }
+        peak pk = {.frame = (uint32_t)c,
+                   .t = tk,
+                   .lf = log2f((float)(fk * binhz) / fp->c.fmin_hz),
+                   .strength = strength,
+                   .k = (uint32_t)k};
+        if (pv_push(&fp->raw, &pk))
+            return SH_ENOMEM;
+    }
+    return 0;
+}
+
+/* Strict total order for ranking: stronger first, then earlier, then lower bin. */
+static int stronger(const peak *a, const peak *b)
+{
+    if (a->strength != b->strength)
+        return a->strength > b->strength;
+    if (a->frame != b->frame)
+        return a->frame < b->frame;
+    return a->k < b->k;
+}
+
+/* Decides raw peaks with frame ≤ upto (all raw peaks with frame ≤ upto + rank_half are known). */
+static int decide(sh_fp *fp, uint64_t upto, int all)
+{
+    const uint64_t future = fp->next_c; /* peaks found later have frame ≥ this */
+    peakvec *r = &fp->raw;
+    const uint32_t H = (uint32_t)fp->c.rank_half;
+    while (fp->raw.next < r->n && (all || r->v[fp->raw.next].frame <= upto)) {
+        const peak *p = &r->v[fp->raw.next];
+        int above = 0;
+        for (size_t j = fp->raw.next; j-- > r->head && p->frame - r->v[j].frame <= H;)
+            above += stronger(&r->v[j], p);
+        for (size_t j = fp->raw.next + 1; j < r->n && r->v[j].frame - p->frame <= H; j++)
+            above += stronger(&r->v[j], p);
+        if (above < fp->ppw && pv_push(&fp->kept, p))
+            return SH_ENOMEM;
+        fp->raw.next++;
+    }
+    /* Drop raw peaks that can no longer be in the window of an undecided or future peak. */
+    const uint64_t lowest = fp->raw.next < r->n ? r->v[fp->raw.next].frame : future;
+    while (r->head < fp->raw.next && (uint64_t)r->v[r->head].frame + H < lowest)
+        r->head++;
+    return 0;
+}
+
+/* Narrows [*lo, *hi] to at most maxn cells around centre cell c. */
+static void narrow(int *lo, int *hi, int c, int maxn)
+{
+    while (*hi - *lo + 1 > maxn) {
+        if (*hi - c >= c - *lo)
+            (*hi)--;
+        else
+            (*lo)++;
+    }
+}
+
+static int floor_i(float x)
+{
+    return (int)floorf(x);
+}
+
+/* Emits the hash(es) of one anchor/target pair. */
+static int emit_pair(sh_fp *fp, const peak *a, const peak *b)
+{
+    const sh_fp_config *c = &fp->c;
+    const float xf = a->lf * c->f1_steps;
+    const float xd = (b->lf - a->lf) * c->df_steps;
+    const float xt = (b->t - a->t) / c->dt_step;
+    const int cf = floor_i(xf), cd = floor_i(xd), ct = floor_i(xt);
+    int f0 = cf, f1 = cf, d0 = cd, d1 = cd, t0 = ct, t1 = ct;
+    if (c->query) {
+        const float sl = log2f(1.0f + c->q_scale_tol) * c->f1_steps;
+        f0 = floor_i(xf - sl);
+        f1 = floor_i(xf + sl);
+        d0 = floor_i(xd - c->q_jitter);
+        d1 = floor_i(xd + c->q_jitter);
+        t0 = floor_i(xt * (1.0f - c->q_scale_tol) - c->q_jitter);
+        t1 = floor_i(xt * (1.0f + c->q_scale_tol) + c->q_jitter);
+        const int cap = c->q_max_variants;
+        const int nfd = (f1 - f0 + 1) * (d1 - d0 + 1);
+        narrow(&t0, &t1, ct, cap / nfd > 0 ? cap / nfd : 1);
+        const int nft = (f1 - f0 + 1) * (t1 - t0 + 1);
+        narrow(&d0, &d1, cd, cap / nft > 0 ? cap / nft : 1);
+        const int ndt = (d1 - d0 + 1) * (t1 - t0 + 1);
+        narrow(&f0, &f1, cf, cap / ndt > 0 ? cap / ndt : 1);
+    }
+    const int fmaxv = (1 << SH_FP_F1_BITS) - 1, tmaxv = (1 << SH_FP_DT_BITS) - 1;
+    for (int f = f0 < 0 ? 0 : f0; f <= (f1 > fmaxv ? fmaxv : f1); f++)
+        for (int d = d0; d <= d1; d++)
+            for (int t = t0 < 0 ? 0 : t0; t <= (t1 > tmaxv ? tmaxv : t1); t++) {
+                const uint32_t h = sh_fp_hash_pack((uint32_t)f, (uint32_t)(d + SH_FP_DF_BIAS),
+                                                   (uint32_t)t);
+                if (push_hash(fp, h, a->frame))
+                    return SH_ENOMEM;
+            }
+    return 0;
+}
+
+/* Pairs kept anchors whose whole target zone is decided (frame + dt_max ≤ upto, or all). */
+static int pair(sh_fp *fp, uint64_t upto, int all)
+{
+    peakvec *kv = &fp->kept;
+    const float dfmax = fp->c.df_max_oct;
+    const uint32_t dmin = (uint32_t)fp->c.dt_min, dmax = (uint32_t)fp->c.dt_max;
+    while (fp->kept.next < kv->n && (all || kv->v[fp->kept.next].frame + dmax <= upto)) {
+        const peak *a = &kv->v[fp->kept.next];
+        int used = 0;
+        for (size_t j = fp->kept.next + 1; j < kv->n && used < fp->fanout; j++) {
+            const peak *b = &kv->v[j];
+            const uint32_t d = b->frame - a->frame;
+            if (d > dmax)
+                break;
+            if (d < dmin || fabsf(b->lf - a->lf) > dfmax)
+                continue;
+            if (emit_pair(fp, a, b))
+                return SH_ENOMEM;
+            used++;
+        }
+        fp->kept.next++;
+    }
+    /* Kept peaks before the next anchor are no longer needed (targets lie after anchors). */
+    kv->head = fp->kept.next;
+    return 0;
+}
+
+/* Runs the stages for every centre frame whose look-ahead is complete. */
+static int advance(sh_fp *fp, int final)
+{
+    const uint64_t dt = (uint64_t)fp->c.peak_dt;
+    if (fp->nframes == 0)
+        return 0;
+    const uint64_t last = fp->nframes - 1;
+    while (fp->next_c <= last && (final || fp->next_c + dt <= last)) {
+        if (detect(fp, fp->next_c, last))
+            return SH_ENOMEM;
+        fp->next_c++;
+    }
+    /* Raw peaks are known for frames < next_c. */
+    const uint64_t H = (uint64_t)fp->c.rank_half;
+    const uint64_t known = fp->next_c; /* frames [0, known) searched */
+    if (final || known > H) {
+        const uint64_t upto = final ? UINT64_MAX : known - 1 - H;
+        if (decide(fp, upto, final))
+            return SH_ENOMEM;
+        /* Kept peaks are final for frames ≤ upto. */
+        if (pair(fp, upto, final))
+            return SH_ENOMEM;
+    }
+    return 0;
+}
+
+int sh_fp_feed(sh_fp *fp, const float *x, size_t n, sh_err *e)
+{
+    if (!fp || (!x && n))
+        return sh_err_set(e, SH_EINVAL, "sh_fp_feed: NULL argument");
+    if (fp->finished)
+        return sh_err_set(e, SH_EINVAL, "sh_fp_feed: stream already finished (reset first)");
+    const size_t N = (size_t)fp->c.fft_size, hop = (size_t)fp->c.hop;
+    fp->samples += n;
+    while (n > 0) {
+        size_t take = N - fp->npend;
+        if (take > n)
+            take = n;
+        for (size_t i = 0; i < take; i++) {
+            float v = x[i];
+            /* NaN/Inf would poison a whole frame; absurd magnitudes would overflow the power. */
+            if (!isfinite(v))
+                v = 0.0f;
+            else if (v > 1e4f)
+                v = 1e4f;
+            else if (v < -1e4f)
+                v = -1e4f;
+            fp->pend[fp->npend + i] = v;
+        }
+        fp->npend += take;
+        x += take;
+        n -= take;
+        if (fp->npend == N) {
+            compute_frame(fp);
+            memmove(fp->pend, fp->pend + hop, (N - hop) * sizeof *fp->pend);
+            fp->npend = N - hop;
+            if (advance(fp, 0))
+                return sh_err_set(e, SH_ENOMEM, "sh_fp_feed: out of memory");
+        }
+    }
+    return 0;
+}
+
+int sh_fp_finish(sh_fp *fp, sh_err *e)
+{
+    if (!fp)
+        return sh_err_set(e, SH_EINVAL, "sh_fp_finish: NULL");
+    if (fp->finished)
+        return sh_err_set(e, SH_EINVAL, "sh_fp_finish: already finished");
+    fp->finished = 1;
+    if (advance(fp, 1))
+        return sh_err_set(e, SH_ENOMEM, "sh_fp_finish: out of memory");
+    return 0;
+}

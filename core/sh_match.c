@@ -1,0 +1,350 @@
+/* sh_match.c — see sh_match.h for the algorithm. */
+#include "sh_match.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct vote {
+    uint32_t track, t_db, t_q;
+} vote;
+
+typedef struct cell {
+    uint64_t key; /* track << 32 | coarse offset cell; 0 = empty (cells start at 1) */
+    uint32_t count;
+} cell;
+
+typedef struct cand {
+    uint32_t track;
+    uint32_t cell;
+    uint32_t coarse;
+    sh_match_result r;
+} cand;
+
+/* Offsets t_db - t_q are biased so that a query starting up to 2^30 frames before t_db = 0 stays
+ * positive. */
+#define OFF_BIAS ((int64_t)1 << 30)
+#define MAX_REFINE 64
+#define MAX_SLOPES 257
+
+struct sh_matcher {
+    double frame_s;
+    sh_match_config mc;
+    vote *v;
+    size_t n, cap, dropped;
+    cell *tab;
+    size_t tabcap; /* power of two */
+    uint32_t *hist;
+    size_t histcap;
+};
+
+void sh_match_config_default(sh_match_config *mc)
+{
+    mc->coarse_frames = 16;
+    mc->tol_frames = 1;
+    mc->max_scale = 0.03;
+    mc->scale_step = 0.005;
+    mc->refine = 8;
+    mc->min_score = 6;
+    mc->min_confidence = 0.5;
+    mc->max_votes = 4000000;
+}
+
+int sh_matcher_configure(sh_matcher *m, const sh_match_config *mc, sh_err *e)
+{
+    if (!m || !mc)
+        return sh_err_set(e, SH_EINVAL, "sh_matcher_configure: NULL argument");
+    if (mc->coarse_frames < 1 || mc->coarse_frames > 4096 || mc->tol_frames < 0 ||
+        mc->tol_frames > 64 || !(mc->max_scale >= 0.0) || mc->max_scale > 0.2 ||
+        !(mc->scale_step > 0.0) || mc->max_scale / mc->scale_step > (MAX_SLOPES - 1) / 2 ||
+        mc->refine < 1 || mc->refine > MAX_REFINE || mc->min_score < 1 ||
+        !(mc->min_confidence >= 0.0) || mc->min_confidence > 1.0 || mc->max_votes < 1 ||
+        mc->max_votes > ((size_t)1 << 30))
+        return sh_err_set(e, SH_EINVAL, "sh_matcher_configure: tunable out of range");
+    m->mc = *mc;
+    return 0;
+}
+
+int sh_matcher_new(const sh_fp_config *c, sh_matcher **out, sh_err *e)
+{
+    if (!c || !out)
+        return sh_err_set(e, SH_EINVAL, "sh_matcher_new: NULL argument");
+    *out = NULL;
+    int rc = sh_fp_config_check(c, e);
+    if (rc)
+        return rc;
+    sh_matcher *m = calloc(1, sizeof *m);
+    if (!m)
+        return sh_err_set(e, SH_ENOMEM, "sh_matcher_new: out of memory");
+    m->frame_s = sh_fp_frame_seconds(c);
+    sh_match_config_default(&m->mc);
+    *out = m;
+    return 0;
+}
+
+void sh_matcher_reset(sh_matcher *m)
+{
+    if (m)
+        m->n = m->dropped = 0;
+}
+
+void sh_matcher_free(sh_matcher *m)
+{
+    if (!m)
+        return;
+    free(m->v);
+    free(m->tab);
+    free(m->hist);
+    free(m);
+}
+
+size_t sh_matcher_votes(const sh_matcher *m)
+{
+    return m ? m->n + m->dropped : 0;
+}
+
+void sh_matcher_vote(sh_matcher *m, uint32_t track, uint32_t t_db, uint32_t t_query)
+{
+    if (m->n == m->cap) {
+        size_t nc = m->cap ? m->cap * 2 : 4096;
+        if (nc > m->mc.max_votes)
+            nc = m->mc.max_votes;
+        vote *nv = nc > m->cap ? realloc(m->v, nc * sizeof *nv) : NULL;
+        if (!nv) { /* cap reached or out of memory: the query is judged on the votes kept */
+            m->dropped++;
+            return;
+        }
+        m->v = nv;
+        m->cap = nc;
+    }
+    m->v[m->n++] = (vote){track, t_db, t_query};
+}
+
+/* ---- coarse stage: counts per (track, offset cell) in an open-addressing table ------------- */
+
+static uint32_t coarse_cell(const sh_matcher *m, const vote *v)
+{
+    const int64_t off = (int64_t)v->t_db - (int64_t)v->t_q + OFF_BIAS;
+    return (uint32_t)(off / m->mc.coarse_frames) + 1; /* never 0: 0 marks empty slots */
+}
+
+static size_t slot_of(uint64_t key, size_t mask)
+{
+    uint64_t h = key * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 32) & mask;
+}
+
+static cell *tab_find(const sh_matcher *m, uint64_t key)
+{
+    const size_t mask = m->tabcap - 1;
+    for (size_t i = slot_of(key, mask);; i = (i + 1) & mask)
+        if (m->tab[i].key == key || m->tab[i].key == 0)
+            return &m->tab[i];
+}
+
+static uint32_t tab_count(const sh_matcher *m, uint32_t track, uint32_t c)
+{
+    const cell *x = tab_find(m, (uint64_t)track << 32 | c);
+    return x->key ? x->count : 0;
+}
+
+static int count_cells(sh_matcher *m)
+{
+    size_t need = 64;
+    while (need < 2 * m->n)
+        need *= 2;
+    if (need > m->tabcap) {
+        cell *t = realloc(m->tab, need * sizeof *t);
+        if (!t)
+            return SH_ENOMEM;
+        m->tab = t;
+        m->tabcap = need;
+    }
+    /* Keep the table no larger than needed to clear, so small queries stay cheap. */
+    m->tabcap = need;
+    memset(m->tab, 0, m->tabcap * sizeof *m->tab);
+    for (size_t i = 0; i < m->n; i++) {
+        const uint64_t key = (uint64_t)m->v[i].track << 32 | coarse_cell(m, &m->v[i]);
+        cell *x = tab_find(m, key);
+        x->key = key;
+        x->count++;
+    }
+    return 0;
+}
+
+/* Inserts (track, cell, score) into the best-first list unless a neighbour cell of the same
+ * track is already there with a higher score (then it is the same alignment). */
+static void cand_insert(cand *cs, int *nc, int cap, uint32_t track, uint32_t c, uint32_t score)
+{
+    for (int i = 0; i < *nc; i++) {
+        if (cs[i].track == track && (cs[i].cell > c ? cs[i].cell - c : c - cs[i].cell) <= 2) {
+            if (cs[i].coarse >= score)
+                return;
+            /* Replace the weaker neighbour: remove it, then insert below. */
+            memmove(&cs[i], &cs[i + 1], (size_t)(*nc - i - 1) * sizeof *cs);
+            (*nc)--;
+            break;
+        }
+    }
+    if (*nc == cap && cs[cap - 1].coarse >= score)
+        return;
+    int pos = *nc < cap ? *nc : cap - 1;
+    while (pos > 0 && cs[pos - 1].coarse < score) {
+        cs[pos] = cs[pos - 1];
+        pos--;
+    }
+    cs[pos] = (cand){.track = track, .cell = c, .coarse = score};
+    if (*nc < cap)
+        (*nc)++;
+}
+
+static int coarse_candidates(sh_matcher *m, cand *cs, int *nc)
+{
+    int rc = count_cells(m);
+    if (rc)
+        return rc;
+    *nc = 0;
+    for (size_t i = 0; i < m->tabcap; i++) {
+        const cell *x = &m->tab[i];
+        if (!x->key)
+            continue;
+        const uint32_t track = (uint32_t)(x->key >> 32), c = (uint32_t)x->key;
+        const uint32_t s = x->count + tab_count(m, track, c - 1) + tab_count(m, track, c + 1);
+        if (s >= (uint32_t)m->mc.min_score)
+            cand_insert(cs, nc, m->mc.refine, track, c, s);
+    }
+    return 0;
+}
+
+/* ---- fine stage: offset histogram per time-scale factor -------------------------------------- */
+
+static int refine(sh_matcher *m, cand *cd)
+{
+    const int W = m->mc.coarse_frames, tol = m->mc.tol_frames;
+    const int ns = 2 * (int)floor(m->mc.max_scale / m->mc.scale_step + 1e-9) + 1;
+    /* Raw offsets of this candidate lie in cells [cell-1, cell+1]. */
+    const int64_t lo = ((int64_t)cd->cell - 2) * W - OFF_BIAS;
+    uint32_t tq_max = 0;
+    for (size_t i = 0; i < m->n; i++)
+        if (m->v[i].track == cd->track && m->v[i].t_q > tq_max)
+            tq_max = m->v[i].t_q;
+    const int64_t slack = (int64_t)ceil(m->mc.max_scale * tq_max) + 1;
+    const int64_t base = lo - slack;
+    const size_t span = (size_t)(3 * W + 2 * slack + 2);
+    if (span * (size_t)ns > m->histcap) {
+        uint32_t *h = realloc(m->hist, span * (size_t)ns * sizeof *h);
+        if (!h)
+            return SH_ENOMEM;
+        m->hist = h;
+        m->histcap = span * (size_t)ns;
+    }
+    memset(m->hist, 0, span * (size_t)ns * sizeof *m->hist);
+    for (size_t i = 0; i < m->n; i++) {
+        const vote *v = &m->v[i];
+        if (v->track != cd->track)
+            continue;
+        const uint32_t c = coarse_cell(m, v);
+        if (c + 1 < cd->cell || c > cd->cell + 1)
+            continue;
+        const double raw = (double)((int64_t)v->t_db - (int64_t)v->t_q - base);
+        for (int j = 0; j < ns; j++) {
+            const double s = (j - ns / 2) * m->mc.scale_step;
+            const int64_t idx = (int64_t)floor(raw - s * v->t_q + 0.5);
+            if (idx >= 0 && (size_t)idx < span)
+                m->hist[(size_t)j * span + (size_t)idx]++;
+        }
+    }
+    uint32_t best = 0;
+    int best_j = ns / 2;
+    int64_t best_idx = 0;
+    for (int j = 0; j < ns; j++) {
+        const uint32_t *h = m->hist + (size_t)j * span;
+        uint32_t run = 0;
+        for (size_t x = 0; x < span; x++) {
+            run += h[x];
+            if (x >= (size_t)(2 * tol + 1))
+                run -= h[x - (size_t)(2 * tol + 1)];
+            /* Prefer s = 0 on ties: scan order is symmetric around it, so use a strict '>'
+             * except for the centre row. */
+            if (run > best || (run == best && j == ns / 2 && run > 0)) {
+                best = run;
+                best_j = j;
+                best_idx = (int64_t)x - tol;
+            }
+        }
+    }
+    const double s = (best_j - ns / 2) * m->mc.scale_step;
+    const double off = (double)(best_idx + base);
+    /* Matched span: first to last query time among the aligned votes. */
+    uint32_t t0 = UINT32_MAX, t1 = 0;
+    for (size_t i = 0; i < m->n; i++) {
+        const vote *v = &m->v[i];
+        if (v->track != cd->track)
+            continue;
+        const double o = (double)((int64_t)v->t_db - (int64_t)v->t_q) - s * v->t_q;
+        if (fabs(o - off) <= tol + 0.5) {
+            t0 = v->t_q < t0 ? v->t_q : t0;
+            t1 = v->t_q > t1 ? v->t_q : t1;
+        }
+    }
+    cd->r.track = cd->track;
+    cd->r.score = (int)best;
+    cd->r.offset_s = off * m->frame_s;
+    cd->r.duration_s = t1 >= t0 && best ? (t1 - t0 + 1) * m->frame_s : 0.0;
+    cd->r.scale = 1.0 + s;
+    return 0;
+}
+
+/* Calibrated on the dev query set: see bench/eval_accuracy.c. `other` is the best score of any
+ * other track — the noise floor of this query. */
+static double confidence(const sh_match_config *mc, int score, int other)
+{
+    if (score < mc->min_score)
+        return 0.0;
+    const double margin = (double)score - 1.5 * other - 2.0;
+    if (margin <= 0.0)
+        return 0.0;
+    return 1.0 - exp(-margin / 6.0);
+}
+
+static int by_score(const void *a, const void *b)
+{
+    const cand *x = a, *y = b;
+    if (x->r.score != y->r.score)
+        return x->r.score < y->r.score ? 1 : -1;
+    return x->track < y->track ? -1 : x->track > y->track;
+}
+
+int sh_matcher_result(sh_matcher *m, sh_match_result *out, size_t k, size_t *n)
+{
+    if (!m || !n || (!out && k))
+        return SH_EINVAL;
+    *n = 0;
+    if (m->n == 0 || k == 0)
+        return 0;
+    cand cs[MAX_REFINE];
+    int nc = 0;
+    int rc = coarse_candidates(m, cs, &nc);
+    if (rc)
+        return rc;
+    for (int i = 0; i < nc; i++)
+        if ((rc = refine(m, &cs[i])))
+            return rc;
+    qsort(cs, (size_t)nc, sizeof *cs, by_score);
+    /* One result per track: the best alignment. */
+    int nu = 0;
+    for (int i = 0; i < nc; i++) {
+        int dup = 0;
+        for (int j = 0; j < nu; j++)
+            dup |= cs[j].track == cs[i].track;
+        if (!dup)
+            cs[nu++] = cs[i];
+    }
+    for (int i = 0; i < nu && *n < k; i++) {
+        const int other = nu > 1 ? (i == 0 ? cs[1].r.score : cs[0].r.score) : 0;
+        cs[i].r.confidence = confidence(&m->mc, cs[i].r.score, other);
+        if (cs[i].r.confidence >= m->mc.min_confidence && cs[i].r.confidence > 0.0)
+            out[(*n)++] = cs[i].r;
+    }
+    return 0;
+}
