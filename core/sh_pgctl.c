@@ -1,0 +1,503 @@
+/* sh_pgctl.c — private local PostgreSQL cluster: initdb, pg_ctl start/stop. See sh_pgctl.h. */
+#include "sh_pgctl.h"
+
+#include "sh_log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <glob.h>
+#include <grp.h>
+#include <libpq-fe.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define SH_PG_PATH_MAX 1024
+#define SH_PG_ROLE "soundhash"
+#define SH_PG_DB "soundhash"
+
+/* Everything resolved once per call: absolute paths and who runs the server. */
+typedef struct sh_pgctx {
+    char dir[SH_PG_PATH_MAX];
+    char bin[SH_PG_PATH_MAX];
+    char data[SH_PG_PATH_MAX];
+    char pgversion[SH_PG_PATH_MAX]; /* DATA/PG_VERSION: exists once initdb has run */
+    int as_other; /* caller is root: run binaries as uid/gid */
+    uid_t uid;
+    gid_t gid;
+    char user[64];
+    int timeout_s;
+} sh_pgctx;
+
+/* ---- small helpers --------------------------------------------------------------------------- */
+
+static int sh_path(char *out, size_t cap, const char *dir, const char *name)
+{
+    int n = snprintf(out, cap, "%s/%s", dir, name);
+    return n < 0 || (size_t)n >= cap ? SH_EINVAL : 0;
+}
+
+static int sh_write_file(const char *path, const char *text, mode_t mode, sh_err *e)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0)
+        return sh_err_set(e, SH_EIO, "%s: %s", path, strerror(errno));
+    size_t n = strlen(text);
+    ssize_t w = write(fd, text, n);
+    int rc = (w == (ssize_t)n) ? 0 : sh_err_set(e, SH_EIO, "%s: short write", path);
+    if (fchmod(fd, mode) != 0 && !rc)
+        rc = sh_err_set(e, SH_EIO, "%s: chmod: %s", path, strerror(errno));
+    close(fd);
+    return rc;
+}
+
+/* Reads a small text file (first line, newline stripped) into buf. */
+static int sh_read_line(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return SH_ENOTFOUND;
+    int ok = fgets(buf, (int)cap, f) != NULL;
+    fclose(f);
+    if (!ok)
+        return SH_EIO;
+    buf[strcspn(buf, "\r\n")] = '\0';
+    return 0;
+}
+
+/* Last non-empty line of a log, for error messages. */
+static void sh_log_tail(const char *path, char *out, size_t cap)
+{
+    out[0] = '\0';
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return;
+    char line[512];
+    if (fseek(f, -4096, SEEK_END) != 0)
+        rewind(f);
+    while (fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\r\n")] = '\0';
+        size_t n = strlen(line);
+        if (n) {
+            n = n < cap ? n : cap - 1; /* truncating is fine: it is a hint */
+            memcpy(out, line, n);
+            out[n] = '\0';
+        }
+    }
+    fclose(f);
+}
+
+/* Highest-numbered /usr/lib/postgresql/N/bin holding initdb. */
+static int sh_find_bin(const char *given, char *out, size_t cap, sh_err *e)
+{
+    const char *env = getenv("SOUNDHASH_PG_BIN");
+    const char *dir = given && *given ? given : (env && *env ? env : NULL);
+    if (dir) {
+        snprintf(out, cap, "%s", dir);
+        return 0;
+    }
+    glob_t g;
+    if (glob("/usr/lib/postgresql/*/bin/initdb", 0, NULL, &g) != 0)
+        return sh_err_set(e, SH_ENOTFOUND,
+                          "no PostgreSQL server binaries in /usr/lib/postgresql/*/bin "
+                          "(apt-get install postgresql, or set SOUNDHASH_PG_BIN)");
+    long best = -1;
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        long v = strtol(g.gl_pathv[i] + strlen("/usr/lib/postgresql/"), NULL, 10);
+        if (v > best) {
+            best = v;
+            snprintf(out, cap, "%.*s", (int)(strlen(g.gl_pathv[i]) - strlen("/initdb")),
+                     g.gl_pathv[i]);
+        }
+    }
+    globfree(&g);
+    return 0;
+}
+
+/* ---- running binaries (as another user when root) -------------------------------------------- */
+
+/* Runs argv[0] from the bin dir with output appended to DIR/ctl.log; returns its exit status
+ * (0..255) or -1 if it could not run. */
+static int sh_run(const sh_pgctx *c, char *const argv[])
+{
+    char prog[SH_PG_PATH_MAX + 32], logp[SH_PG_PATH_MAX + 16];
+    if (snprintf(prog, sizeof prog, "%s/%s", c->bin, argv[0]) >= (int)sizeof prog ||
+        sh_path(logp, sizeof logp, c->dir, "ctl.log"))
+        return -1;
+    int logfd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    pid_t pid = fork();
+    if (pid < 0) {
+        if (logfd >= 0)
+            close(logfd);
+        return -1;
+    }
+    if (pid == 0) {
+        /* Child: only async-signal-safe calls until exec. */
+        int nul = open("/dev/null", O_RDONLY);
+        if (nul >= 0)
+            dup2(nul, 0);
+        if (logfd >= 0) {
+            dup2(logfd, 1);
+            dup2(logfd, 2);
+        }
+        closefrom(3); /* the postmaster must not inherit the caller's sockets */
+        if (c->as_other &&
+            (setgroups(0, NULL) != 0 || setgid(c->gid) != 0 || setuid(c->uid) != 0))
+            _exit(126);
+        if (chdir(c->dir) != 0)
+            _exit(126);
+        execv(prog, argv);
+        _exit(127);
+    }
+    if (logfd >= 0)
+        close(logfd);
+    int st;
+    while (waitpid(pid, &st, 0) < 0) {
+        if (errno != EINTR)
+            return -1;
+    }
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* When root: make sure c->uid can reach DIR. Ancestors it cannot search get o+x. */
+static int sh_grant_traverse(const sh_pgctx *c, sh_err *e)
+{
+    char p[SH_PG_PATH_MAX];
+    snprintf(p, sizeof p, "%s", c->dir);
+    for (char *s = p + 1;; s++) {
+        char saved = *s;
+        if (saved != '/' && saved != '\0')
+            continue;
+        *s = '\0';
+        struct stat st;
+        int last = saved == '\0';
+        if (!last && stat(p, &st) == 0) {
+            mode_t need = st.st_uid == c->uid ? S_IXUSR : st.st_gid == c->gid ? S_IXGRP : S_IXOTH;
+            if (!(st.st_mode & need)) {
+                if (chmod(p, (st.st_mode & 07777) | S_IXOTH) != 0)
+                    return sh_err_set(e, SH_EIO, "chmod o+x %s: %s", p, strerror(errno));
+                char q[SH_PG_PATH_MAX + 8];
+                SH_WARN("db_dir_traverse", "path=%s granted=o+x reason=\"postgres runs as %s\"",
+                        sh_log_q(q, sizeof q, p), c->user);
+            }
+        }
+        *s = saved;
+        if (last)
+            return 0;
+    }
+}
+
+static int sh_ctx_init(sh_pgctx *c, const sh_pgctl_opts *o, int create, sh_err *e)
+{
+    memset(c, 0, sizeof *c);
+    if (!o || !o->dir || !*o->dir)
+        return sh_err_set(e, SH_EINVAL, "db: --dir is required");
+    if (create && mkdir(o->dir, 0700) != 0 && errno != EEXIST)
+        return sh_err_set(e, SH_EIO, "mkdir %s: %s", o->dir, strerror(errno));
+    char real[PATH_MAX];
+    if (!realpath(o->dir, real))
+        return sh_err_set(e, SH_ENOTFOUND, "%s: %s", o->dir, strerror(errno));
+    if (strlen(real) > SH_PG_PATH_MAX - 64)
+        return sh_err_set(e, SH_EINVAL, "%s: path too long", real);
+    snprintf(c->dir, sizeof c->dir, "%s", real);
+    if (sh_path(c->data, sizeof c->data, real, "data") ||
+        sh_path(c->pgversion, sizeof c->pgversion, c->data, "PG_VERSION"))
+        return sh_err_set(e, SH_EINVAL, "%s: path too long", real);
+    c->timeout_s = o->timeout_s > 0 ? o->timeout_s : 60;
+    int rc = sh_find_bin(o->bin_dir, c->bin, sizeof c->bin, e);
+    if (rc)
+        return rc;
+    if (geteuid() != 0)
+        return 0;
+    const char *user = o->run_as && *o->run_as ? o->run_as : "postgres";
+    struct passwd *pw = getpwnam(user);
+    if (!pw)
+        return sh_err_set(e, SH_ENOTFOUND,
+                          "running as root: PostgreSQL refuses root and user '%s' does not exist "
+                          "(create it: useradd --system postgres, or pass --run-as USER)",
+                          user);
+    c->as_other = 1;
+    c->uid = pw->pw_uid;
+    c->gid = pw->pw_gid;
+    snprintf(c->user, sizeof c->user, "%s", user);
+    if (create) {
+        if (chown(c->dir, c->uid, c->gid) != 0 || chmod(c->dir, 0700) != 0)
+            return sh_err_set(e, SH_EIO, "chown %s to %s: %s", c->dir, user, strerror(errno));
+        return sh_grant_traverse(c, e);
+    }
+    return 0;
+}
+
+/* ---- init ------------------------------------------------------------------------------------ */
+
+static int sh_random_hex(char *out, size_t nbytes)
+{
+    unsigned char raw[32];
+    if (nbytes > sizeof raw || getrandom(raw, nbytes, 0) != (ssize_t)nbytes)
+        return SH_EIO;
+    for (size_t i = 0; i < nbytes; i++)
+        snprintf(out + 2 * i, 3, "%02x", raw[i]);
+    return 0;
+}
+
+/* Settings appended to postgresql.conf. wal_level=logical lets the publication be decoded;
+ * fsync and friends stay at their (safe) defaults. */
+static int sh_write_conf(const sh_pgctx *c, sh_err *e)
+{
+    char sock[SH_PG_PATH_MAX + 8], conf[SH_PG_PATH_MAX + 32], text[4096];
+    snprintf(sock, sizeof sock, "%s/sock", c->dir);
+    /* sun_path holds 108 bytes including "/.s.PGSQL.NNNNN": too long → TCP only. */
+    int use_sock = strlen(sock) + 18 < 108;
+    if (use_sock && mkdir(sock, 0700) != 0 && errno != EEXIST)
+        return sh_err_set(e, SH_EIO, "mkdir %s: %s", sock, strerror(errno));
+    if (use_sock && c->as_other && chown(sock, c->uid, c->gid) != 0)
+        return sh_err_set(e, SH_EIO, "chown %s: %s", sock, strerror(errno));
+    snprintf(text, sizeof text,
+             "\n# --- soundhash db start ---\n"
+             "listen_addresses = '127.0.0.1'\n"
+             "unix_socket_directories = '%s'\n"
+             "wal_level = logical\n"
+             "max_wal_senders = 10\n"
+             "max_replication_slots = 10\n"
+             "max_connections = 100\n"
+             "logging_collector = off\n",
+             use_sock ? sock : "");
+    snprintf(conf, sizeof conf, "%s/postgresql.conf", c->data);
+    FILE *f = fopen(conf, "ae");
+    if (!f)
+        return sh_err_set(e, SH_EIO, "%s: %s", conf, strerror(errno));
+    int ok = fputs(text, f) >= 0;
+    ok &= fclose(f) == 0;
+    return ok ? 0 : sh_err_set(e, SH_EIO, "%s: write failed", conf);
+}
+
+static int sh_initdb(const sh_pgctx *c, sh_err *e)
+{
+    char pw[65], pwfile[SH_PG_PATH_MAX + 16], pgpass[SH_PG_PATH_MAX + 16];
+    char line[128], pwopt[SH_PG_PATH_MAX + 32], logp[SH_PG_PATH_MAX + 16];
+    if (sh_random_hex(pw, 24))
+        return sh_err_set(e, SH_EIO, "getrandom failed");
+    sh_path(pwfile, sizeof pwfile, c->dir, "initdb.pw");
+    sh_path(pgpass, sizeof pgpass, c->dir, "pgpass");
+    sh_path(logp, sizeof logp, c->dir, "ctl.log");
+    snprintf(line, sizeof line, "%s\n", pw);
+    int rc = sh_write_file(pwfile, line, 0600, e);
+    if (!rc && c->as_other && chown(pwfile, c->uid, c->gid) != 0)
+        rc = sh_err_set(e, SH_EIO, "chown %s: %s", pwfile, strerror(errno));
+    if (rc)
+        return rc;
+    snprintf(pwopt, sizeof pwopt, "--pwfile=%s", pwfile);
+    char *argv[] = {"initdb", "-D", (char *)c->data, "-U", SH_PG_ROLE, pwopt,
+                    "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C", NULL};
+    SH_INFO("db_initdb", "dir=%s", c->dir);
+    int st = sh_run(c, argv);
+    unlink(pwfile);
+    if (st != 0) {
+        char tail[300];
+        sh_log_tail(logp, tail, sizeof tail);
+        return sh_err_set(e, SH_EIO, "initdb failed (status %d; see %s): %s", st, logp, tail);
+    }
+    snprintf(line, sizeof line, "*:*:*:%s:%s\n", SH_PG_ROLE, pw);
+    rc = sh_write_file(pgpass, line, 0600, e);
+    if (!rc)
+        rc = sh_write_conf(c, e);
+    return rc;
+}
+
+/* ---- port and DSN ---------------------------------------------------------------------------- */
+
+/* Binds 127.0.0.1:port (0 = any) to test it is free; returns the port or -1. */
+static int sh_free_port(int port)
+{
+    int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    int got = -1;
+    if (bind(s, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(s, (struct sockaddr *)&a, &len) == 0)
+        got = ntohs(a.sin_port);
+    close(s);
+    return got;
+}
+
+/* Conninfo value quoting: '...' with \ and ' escaped. */
+static void sh_quote_value(char *out, size_t cap, const char *v)
+{
+    size_t o = 0;
+    if (cap < 3)
+        return;
+    out[o++] = '\'';
+    for (; *v && o + 3 < cap; v++) {
+        if (*v == '\'' || *v == '\\')
+            out[o++] = '\\';
+        out[o++] = *v;
+    }
+    out[o++] = '\'';
+    out[o] = '\0';
+}
+
+static int sh_make_dsn(const sh_pgctx *c, int port, const char *db, char *out, size_t cap)
+{
+    char pgpass[SH_PG_PATH_MAX + 16], q[2 * SH_PG_PATH_MAX + 40];
+    sh_path(pgpass, sizeof pgpass, c->dir, "pgpass");
+    sh_quote_value(q, sizeof q, pgpass);
+    int n = snprintf(out, cap, "host=127.0.0.1 port=%d dbname=%s user=%s passfile=%s", port, db,
+                     SH_PG_ROLE, q);
+    return n < 0 || (size_t)n >= cap ? SH_EINVAL : 0;
+}
+
+/* Creates database "soundhash" if missing (CREATE DATABASE cannot run in a transaction or take
+ * parameters; the name is our constant). */
+static int sh_create_db(const sh_pgctx *c, int port, sh_err *e)
+{
+    char dsn[SH_PGCTL_DSN_MAX];
+    if (sh_make_dsn(c, port, "postgres", dsn, sizeof dsn))
+        return sh_err_set(e, SH_EINVAL, "DSN too long");
+    PGconn *pc = PQconnectdb(dsn);
+    int rc = 0;
+    if (PQstatus(pc) != CONNECTION_OK) {
+        rc = sh_err_set(e, SH_EDB, "connect to new cluster: %s", PQerrorMessage(pc));
+    } else {
+        const char *p[1] = {SH_PG_DB};
+        PGresult *r = PQexecParams(pc, "SELECT 1 FROM pg_database WHERE datname = $1", 1, NULL,
+                                   p, NULL, NULL, 0);
+        int exists = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+        PQclear(r);
+        if (!exists) {
+            r = PQexec(pc, "CREATE DATABASE " SH_PG_DB " OWNER " SH_PG_ROLE);
+            if (PQresultStatus(r) != PGRES_COMMAND_OK)
+                rc = sh_err_set(e, SH_EDB, "create database: %s", PQresultErrorMessage(r));
+            PQclear(r);
+        }
+    }
+    PQfinish(pc);
+    return rc;
+}
+
+/* ---- start / stop ---------------------------------------------------------------------------- */
+
+static int sh_status(const sh_pgctx *c)
+{
+    char *argv[] = {"pg_ctl", "status", "-D", (char *)c->data, NULL};
+    return sh_run(c, argv) == 0;
+}
+
+int sh_pgctl_running(const sh_pgctl_opts *o)
+{
+    sh_pgctx c;
+    if (sh_ctx_init(&c, o, 0, NULL))
+        return 0;
+    return access(c.pgversion, F_OK) == 0 && sh_status(&c);
+}
+
+static int sh_pick_port(const sh_pgctx *c, int want, int attempt)
+{
+    if (want > 0)
+        return want;
+    char pf[SH_PG_PATH_MAX + 16], buf[32];
+    sh_path(pf, sizeof pf, c->dir, "port");
+    long prev = 0;
+    if (attempt == 0 && sh_read_line(pf, buf, sizeof buf) == 0)
+        prev = strtol(buf, NULL, 10);
+    if (prev > 0 && prev < 65536 && sh_free_port((int)prev) == prev)
+        return (int)prev;
+    return sh_free_port(0);
+}
+
+static int sh_pg_start(const sh_pgctx *c, int port, sh_err *e)
+{
+    char logp[SH_PG_PATH_MAX + 16], popt[32], tmo[16], ctl[SH_PG_PATH_MAX + 16];
+    sh_path(logp, sizeof logp, c->dir, "postgres.log");
+    sh_path(ctl, sizeof ctl, c->dir, "ctl.log");
+    snprintf(popt, sizeof popt, "-p %d", port);
+    snprintf(tmo, sizeof tmo, "%d", c->timeout_s);
+    char *argv[] = {"pg_ctl", "start", "-D", (char *)c->data, "-l", logp, "-w", "-t", tmo, "-o",
+                    popt, NULL};
+    int st = sh_run(c, argv);
+    if (st == 0)
+        return 0;
+    char tail[300];
+    sh_log_tail(logp, tail, sizeof tail);
+    return sh_err_set(e, SH_EIO, "pg_ctl start failed (status %d; see %s): %s", st, logp, tail);
+}
+
+int sh_pgctl_start(const sh_pgctl_opts *o, char *dsn, size_t cap, sh_err *e)
+{
+    sh_pgctx c;
+    int rc = sh_ctx_init(&c, o, 1, e);
+    if (rc)
+        return rc;
+    char pf[SH_PG_PATH_MAX + 16], df[SH_PG_PATH_MAX + 16], buf[32];
+    sh_path(pf, sizeof pf, c.dir, "port");
+    sh_path(df, sizeof df, c.dir, "dsn");
+    if (access(c.pgversion, F_OK) != 0 && (rc = sh_initdb(&c, e)) != 0)
+        return rc;
+    int port = -1;
+    if (sh_status(&c)) {
+        /* Already running: its port is the one we recorded when starting it. */
+        if (sh_read_line(pf, buf, sizeof buf) == 0)
+            port = (int)strtol(buf, NULL, 10);
+        if (port <= 0)
+            return sh_err_set(e, SH_EIO, "server in %s is running but %s is unreadable", c.dir,
+                              pf);
+    } else {
+        /* An auto-picked port can be taken between the probe and the bind: retry a few. */
+        for (int attempt = 0; attempt < 3; attempt++) {
+            port = sh_pick_port(&c, o->port, attempt);
+            if (port <= 0)
+                return sh_err_set(e, SH_EIO, "no free loopback port");
+            rc = sh_pg_start(&c, port, e);
+            if (!rc || o->port > 0)
+                break;
+        }
+        if (rc)
+            return rc;
+        snprintf(buf, sizeof buf, "%d\n", port);
+        if ((rc = sh_write_file(pf, buf, 0644, e)) != 0)
+            return rc;
+    }
+    if ((rc = sh_create_db(&c, port, e)) != 0)
+        return rc;
+    char line[SH_PGCTL_DSN_MAX + 2];
+    if (sh_make_dsn(&c, port, SH_PG_DB, dsn, cap))
+        return sh_err_set(e, SH_EINVAL, "DSN buffer too small");
+    snprintf(line, sizeof line, "%s\n", dsn);
+    rc = sh_write_file(df, line, 0644, e);
+    if (!rc)
+        SH_INFO("db_started", "dir=%s port=%d", c.dir, port);
+    return rc;
+}
+
+int sh_pgctl_stop(const sh_pgctl_opts *o, sh_err *e)
+{
+    sh_pgctx c;
+    int rc = sh_ctx_init(&c, o, 0, e);
+    if (rc)
+        return rc;
+    char tmo[16];
+    if (access(c.pgversion, F_OK) != 0)
+        return sh_err_set(e, SH_ENOTFOUND, "%s holds no PostgreSQL cluster", c.dir);
+    if (!sh_status(&c))
+        return 0;
+    snprintf(tmo, sizeof tmo, "%d", c.timeout_s);
+    char *argv[] = {"pg_ctl", "stop", "-D", c.data, "-m", "fast", "-w", "-t", tmo, NULL};
+    int st = sh_run(&c, argv);
+    if (st != 0)
+        return sh_err_set(e, SH_EIO, "pg_ctl stop failed (status %d; see %s/ctl.log)", st,
+                          c.dir);
+    SH_INFO("db_stopped", "dir=%s", c.dir);
+    return 0;
+}
