@@ -209,7 +209,7 @@ static int sh_ctx_init(sh_pgctx *c, const sh_pgctl_opts *o, int create, sh_err *
         return sh_err_set(e, SH_ENOTFOUND, "%s: %s", o->dir, strerror(errno));
     if (strlen(real) > SH_PG_PATH_MAX - 64)
         return sh_err_set(e, SH_EINVAL, "%s: path too long", real);
-    snprintf(c->dir, sizeof c->dir, "%s", real);
+    memcpy(c->dir, real, strlen(real) + 1); /* length checked above */
     if (sh_path(c->data, sizeof c->data, real, "data") ||
         sh_path(c->pgversion, sizeof c->pgversion, c->data, "PG_VERSION"))
         return sh_err_set(e, SH_EINVAL, "%s: path too long", real);
@@ -322,6 +322,10 @@ static int sh_free_port(int port)
     int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (s < 0)
         return -1;
+    /* Like the postmaster's own listen socket: TIME_WAIT leftovers must not make a port look
+     * taken (else a restart would move to another port and change the DSN). */
+    int one = 1;
+    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t len = sizeof a;

@@ -1,0 +1,592 @@
+/* test_primary.c — the PostgreSQL primary against a real private server (one per test binary,
+ * started with sh_pgctl into a temp dir): round trips, version checks, tombstones, gap-free
+ * commit-ordered change log under concurrent writers, transient errors when the server stops,
+ * SQL injection stored literally, batch writes with per-track atomicity. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "sh_fpblob.h"
+#include "sh_pgctl.h"
+#include "sh_primary.h"
+
+#include <ftw.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct fixture {
+    char tmp[64];
+    char dir[96];
+    char dsn[SH_PGCTL_DSN_MAX];
+    sh_primary *db;
+} fixture;
+
+static fixture F;
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(p);
+}
+
+static sh_pgctl_opts pg_opts(void)
+{
+    sh_pgctl_opts o = {.dir = F.dir, .timeout_s = 60};
+    return o;
+}
+
+static sh_primary *connect_db(void)
+{
+    sh_primary_config c;
+    sh_primary_config_default(&c);
+    c.dsn = F.dsn;
+    sh_primary *db = NULL;
+    sh_err e = {0};
+    int rc = sh_primary_new(&c, &db, &e);
+    if (rc)
+        fprintf(stderr, "connect: %s\n", e.msg);
+    assert_int_equal(rc, 0);
+    return db;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(F.tmp, sizeof F.tmp, "/tmp/sh-ut-primary.XXXXXX");
+    if (!mkdtemp(F.tmp))
+        return -1;
+    snprintf(F.dir, sizeof F.dir, "%s/pg", F.tmp);
+    sh_err e = {0};
+    sh_pgctl_opts o = pg_opts();
+    if (sh_pgctl_start(&o, F.dsn, sizeof F.dsn, &e)) {
+        fprintf(stderr, "test_primary: cannot start PostgreSQL: %s\n", e.msg);
+        return -1;
+    }
+    sh_primary_config c;
+    sh_primary_config_default(&c);
+    c.dsn = F.dsn;
+    if (sh_primary_new(&c, &F.db, &e) || sh_primary_migrate(F.db, NULL, 0, NULL, &e)) {
+        fprintf(stderr, "test_primary: %s\n", e.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    sh_primary_free(F.db);
+    sh_pgctl_opts o = pg_opts();
+    sh_pgctl_stop(&o, NULL);
+    nftw(F.tmp, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    return 0;
+}
+
+/* A track with `n` synthetic postings encoded as a real blob; the caller frees tw->fp_blob. */
+static sh_track_write make_track(const char *id, const char *tenant, int64_t version, size_t n)
+{
+    sh_hash *h = calloc(n ? n : 1, sizeof *h);
+    assert_non_null(h);
+    for (size_t i = 0; i < n; i++)
+        h[i] = (sh_hash){.hash = (uint32_t)(i * 2654435761u) ^ (uint32_t)version,
+                         .t = (uint32_t)(i / 3)};
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    assert_int_equal(sh_fpblob_encode(h, n, 0, &blob, &len, NULL), 0);
+    free(h);
+    sh_track_write tw = {.external_id = id,
+                         .tenant = tenant,
+                         .metadata_json = "{\"title\": \"t\"}",
+                         .sha256_hex = "00112233445566778899AABBCCDDEEFF00112233445566778899aabbccddeeff",
+                         .source_uri = "file:///media/a.ogg",
+                         .duration_s = 12.5,
+                         .fp_version = 1,
+                         .version = version,
+                         .n_hashes = (uint32_t)n,
+                         .fp_blob = blob,
+                         .fp_blob_len = len};
+    return tw;
+}
+
+static int write_n(sh_primary *db, const char *id, int64_t version, size_t n, int64_t *seq)
+{
+    sh_track_write tw = make_track(id, "acme", version, n);
+    int rc = sh_primary_write_track(db, &tw, seq, NULL);
+    free((void *)tw.fp_blob);
+    return rc;
+}
+
+static sh_primary_counts counts(void)
+{
+    sh_primary_counts k;
+    assert_int_equal(sh_primary_counts_get(F.db, &k, NULL), 0);
+    return k;
+}
+
+static void test_migrate_idempotent(void **state)
+{
+    (void)state;
+    size_t n = 99;
+    int v[8];
+    assert_int_equal(sh_primary_migrate(F.db, v, 8, &n, NULL), 0);
+    assert_int_equal(n, 0); /* everything was applied by setup */
+    assert_int_equal(sh_primary_applied_versions(F.db, v, 8, &n, NULL), 0);
+    assert_int_equal(n, (size_t)sh_primary_schema_version());
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(v[i], (int)i + 1);
+}
+
+static void test_write_read_back(void **state)
+{
+    (void)state;
+    sh_track_write tw = make_track("rt-1", "acme", 1000, 500);
+    int64_t seq = 0;
+    assert_int_equal(sh_primary_write_track(F.db, &tw, &seq, NULL), 0);
+    assert_true(seq > 0);
+    sh_track t = {0};
+    assert_int_equal(sh_primary_get_track(F.db, "rt-1", SH_PRIMARY_WITH_BLOB, &t, NULL), 0);
+    assert_string_equal(t.external_id, "rt-1");
+    assert_string_equal(t.tenant, "acme");
+    assert_string_equal(t.metadata_json, "{\"title\": \"t\"}");
+    assert_string_equal(t.source_uri, "file:///media/a.ogg");
+    assert_string_equal(t.sha256_hex,
+                        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff");
+    assert_true(t.duration_s == 12.5);
+    assert_int_equal(t.fp_version, 1);
+    assert_int_equal(t.version, 1000);
+    assert_int_equal(t.deleted, 0);
+    assert_int_equal(t.n_hashes, 500);
+    assert_true(t.id > 0);
+    assert_int_equal(t.fp_blob_len, tw.fp_blob_len);
+    assert_memory_equal(t.fp_blob, tw.fp_blob, tw.fp_blob_len);
+    sh_hash *h = NULL;
+    size_t n = 0;
+    assert_int_equal(sh_fpblob_decode(t.fp_blob, t.fp_blob_len, 0, &h, &n, NULL), 0);
+    assert_int_equal(n, 500);
+    free(h);
+    sh_track_clear(&t);
+    assert_int_equal(sh_primary_get_track(F.db, "rt-1", 0, &t, NULL), 0);
+    assert_null(t.fp_blob); /* not asked for */
+    sh_track_clear(&t);
+    free((void *)tw.fp_blob);
+    sh_err e = {0};
+    assert_int_equal(sh_primary_get_track(F.db, "rt-missing", 0, &t, &e), SH_ENOTFOUND);
+}
+
+static void test_redelivery_is_noop(void **state)
+{
+    (void)state;
+    int64_t seq;
+    assert_int_equal(write_n(F.db, "rd-1", 500, 50, &seq), 0);
+    sh_track before = {0}, after = {0};
+    assert_int_equal(sh_primary_get_track(F.db, "rd-1", 0, &before, NULL), 0);
+    sh_primary_counts k0 = counts();
+    sh_err e = {0};
+    sh_track_write tw = make_track("rd-1", "other-tenant", 500, 7);
+    assert_int_equal(sh_primary_write_track(F.db, &tw, &seq, &e), SH_ESTALE);
+    free((void *)tw.fp_blob);
+    assert_int_equal(seq, 0);
+    sh_primary_counts k1 = counts();
+    assert_int_equal(k1.last_seq, k0.last_seq); /* no change appended */
+    assert_int_equal(k1.changes, k0.changes);
+    assert_int_equal(sh_primary_get_track(F.db, "rd-1", 0, &after, NULL), 0);
+    assert_string_equal(after.tenant, "acme");
+    assert_int_equal(after.n_hashes, 50);
+    assert_int_equal(after.updated_ms, before.updated_ms);
+    sh_track_clear(&before);
+    sh_track_clear(&after);
+}
+
+static void test_older_never_overwrites(void **state)
+{
+    (void)state;
+    assert_int_equal(write_n(F.db, "ov-1", 200, 20, NULL), 0);
+    assert_int_equal(write_n(F.db, "ov-1", 150, 30, NULL), SH_ESTALE);
+    assert_int_equal(write_n(F.db, "ov-1", 199, 30, NULL), SH_ESTALE);
+    sh_track t = {0};
+    assert_int_equal(sh_primary_get_track(F.db, "ov-1", SH_PRIMARY_WITH_BLOB, &t, NULL), 0);
+    assert_int_equal(t.version, 200);
+    assert_int_equal(t.n_hashes, 20);
+    size_t n = 0;
+    assert_int_equal(sh_fpblob_count(t.fp_blob, t.fp_blob_len, &n, NULL), 0);
+    assert_int_equal(n, 20);
+    sh_track_clear(&t);
+    assert_int_equal(write_n(F.db, "ov-1", 201, 40, NULL), 0); /* newer wins */
+    assert_int_equal(sh_primary_get_track(F.db, "ov-1", 0, &t, NULL), 0);
+    assert_int_equal(t.version, 201);
+    assert_int_equal(t.n_hashes, 40);
+    sh_track_clear(&t);
+}
+
+static void test_delete_tombstone(void **state)
+{
+    (void)state;
+    assert_int_equal(write_n(F.db, "del-1", 10, 25, NULL), 0);
+    sh_primary_counts k0 = counts();
+    int64_t seq = 0;
+    assert_int_equal(sh_primary_delete_track(F.db, "del-1", NULL, 20, &seq, NULL), 0);
+    assert_int_equal(seq, k0.last_seq + 1);
+    sh_primary_counts k1 = counts();
+    assert_int_equal(k1.fingerprint_rows, k0.fingerprint_rows - 1);
+    assert_int_equal(k1.hashes, k0.hashes - 25);
+    assert_int_equal(k1.tracks_deleted, k0.tracks_deleted + 1);
+    sh_track t = {0};
+    assert_int_equal(sh_primary_get_track(F.db, "del-1", SH_PRIMARY_WITH_BLOB, &t, NULL), 0);
+    assert_int_equal(t.deleted, 1);
+    assert_int_equal(t.version, 20);
+    assert_null(t.fp_blob);
+    assert_string_equal(t.tenant, "acme"); /* kept from the live row */
+    sh_track_clear(&t);
+    /* An older upsert arriving after the delete stays out; so does a re-delivered delete. */
+    assert_int_equal(write_n(F.db, "del-1", 15, 25, NULL), SH_ESTALE);
+    assert_int_equal(sh_primary_delete_track(F.db, "del-1", NULL, 20, NULL, NULL), SH_ESTALE);
+    assert_int_equal(counts().fingerprint_rows, k1.fingerprint_rows);
+    /* Delete of a never-seen track leaves a tombstone that blocks the late older upsert. */
+    assert_int_equal(sh_primary_delete_track(F.db, "del-2", "acme", 5, NULL, NULL), 0);
+    assert_int_equal(write_n(F.db, "del-2", 4, 10, NULL), SH_ESTALE);
+    assert_int_equal(sh_primary_get_track(F.db, "del-2", 0, &t, NULL), 0);
+    assert_int_equal(t.deleted, 1);
+    sh_track_clear(&t);
+    /* A newer upsert resurrects. */
+    assert_int_equal(write_n(F.db, "del-1", 30, 5, NULL), 0);
+    assert_int_equal(sh_primary_get_track(F.db, "del-1", 0, &t, NULL), 0);
+    assert_int_equal(t.deleted, 0);
+    assert_int_equal(t.n_hashes, 5);
+    sh_track_clear(&t);
+}
+
+/* ---- concurrency: 4 writers × 50 writes while a reader checks it never sees a gap ---------- */
+
+enum { WRITERS = 4, PER_WRITER = 50 };
+
+typedef struct writer_arg {
+    int idx;
+    int64_t seqs[PER_WRITER];
+    int failures;
+} writer_arg;
+
+static void *writer(void *p)
+{
+    writer_arg *a = p;
+    sh_primary *db = connect_db();
+    for (int i = 0; i < PER_WRITER; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "cc-%d-%d", a->idx, i % 10); /* rewrites: versions grow */
+        if (write_n(db, id, 1 + i, 8, &a->seqs[i]) != 0)
+            a->failures++;
+    }
+    sh_primary_free(db);
+    return NULL;
+}
+
+typedef struct reader_arg {
+    int64_t start, end;
+    atomic_int stop;
+    int gaps, polls;
+} reader_arg;
+
+/* Polls the log: whatever it sees must be exactly the next seqs, never N without N-1. */
+static void *reader(void *p)
+{
+    reader_arg *a = p;
+    sh_primary *db = connect_db();
+    int64_t last = a->start;
+    while (last < a->end && !atomic_load(&a->stop)) {
+        sh_change_list l = {0};
+        if (sh_primary_changes_since(db, last, 1000, 0, &l, NULL) != 0) {
+            a->gaps++;
+            break;
+        }
+        for (size_t i = 0; i < l.n; i++) {
+            if (l.v[i].seq != last + 1)
+                a->gaps++;
+            last = l.v[i].seq;
+        }
+        a->polls++;
+        sh_change_list_clear(&l);
+    }
+    sh_primary_free(db);
+    return NULL;
+}
+
+static int cmp_i64(const void *x, const void *y)
+{
+    int64_t a = *(const int64_t *)x, b = *(const int64_t *)y;
+    return (a > b) - (a < b);
+}
+
+static void test_changelog_gap_free_concurrent(void **state)
+{
+    (void)state;
+    int64_t s0 = counts().last_seq;
+    writer_arg w[WRITERS] = {{0}};
+    reader_arg r = {.start = s0, .end = s0 + WRITERS * PER_WRITER};
+    pthread_t th[WRITERS], rt;
+    assert_int_equal(pthread_create(&rt, NULL, reader, &r), 0);
+    for (int i = 0; i < WRITERS; i++) {
+        w[i].idx = i;
+        assert_int_equal(pthread_create(&th[i], NULL, writer, &w[i]), 0);
+    }
+    for (int i = 0; i < WRITERS; i++)
+        pthread_join(th[i], NULL);
+    pthread_join(rt, NULL);
+    assert_int_equal(r.gaps, 0);
+    int64_t all[WRITERS * PER_WRITER];
+    for (int i = 0; i < WRITERS; i++) {
+        assert_int_equal(w[i].failures, 0);
+        memcpy(all + i * PER_WRITER, w[i].seqs, sizeof w[i].seqs);
+        for (int k = 1; k < PER_WRITER; k++)
+            assert_true(w[i].seqs[k] > w[i].seqs[k - 1]); /* one writer's commits stay in order */
+    }
+    qsort(all, WRITERS * PER_WRITER, sizeof all[0], cmp_i64);
+    for (int i = 0; i < WRITERS * PER_WRITER; i++)
+        assert_int_equal(all[i], s0 + 1 + i); /* exactly s0+1 .. s0+200, no gaps, no repeats */
+    sh_change_list l = {0};
+    assert_int_equal(sh_primary_changes_since(F.db, s0, 1000, 0, &l, NULL), 0);
+    assert_int_equal(l.n, WRITERS * PER_WRITER);
+    for (size_t i = 0; i < l.n; i++) {
+        assert_int_equal(l.v[i].seq, s0 + 1 + (int64_t)i);
+        assert_int_equal(l.v[i].op, SH_CHANGE_UPSERT);
+        /* appends serialize on the counter lock: their clock follows seq order */
+        if (i)
+            assert_true(l.v[i].committed_ms >= l.v[i - 1].committed_ms);
+    }
+    sh_change_list_clear(&l);
+}
+
+static void test_changes_with_blob(void **state)
+{
+    (void)state;
+    int64_t s0 = counts().last_seq, seq1, seq2;
+    assert_int_equal(write_n(F.db, "cb-1", 1, 30, &seq1), 0);
+    assert_int_equal(write_n(F.db, "cb-1", 2, 31, &seq2), 0);
+    assert_int_equal(sh_primary_delete_track(F.db, "cb-1", NULL, 3, NULL, NULL), 0);
+    assert_int_equal(write_n(F.db, "cb-2", 1, 32, NULL), 0);
+    sh_change_list l = {0};
+    assert_int_equal(sh_primary_changes_since(F.db, s0, 0, SH_PRIMARY_WITH_BLOB, &l, NULL), 0);
+    assert_int_equal(l.n, 4);
+    assert_int_equal(l.v[0].seq, seq1);
+    assert_int_equal(l.v[0].superseded, 1); /* version 1 was overwritten: no blob */
+    assert_null(l.v[0].fp_blob);
+    assert_int_equal(l.v[1].seq, seq2);
+    assert_int_equal(l.v[1].superseded, 1); /* deleted afterwards */
+    assert_int_equal(l.v[2].op, SH_CHANGE_DELETE);
+    assert_int_equal(l.v[2].version, 3);
+    assert_string_equal(l.v[3].external_id, "cb-2");
+    assert_int_equal(l.v[3].superseded, 0);
+    assert_int_equal(l.v[3].n_hashes, 32);
+    size_t n = 0;
+    assert_int_equal(sh_fpblob_count(l.v[3].fp_blob, l.v[3].fp_blob_len, &n, NULL), 0);
+    assert_int_equal(n, 32);
+    sh_change_list_clear(&l);
+    /* limit and the cursor */
+    assert_int_equal(sh_primary_changes_since(F.db, s0 + 1, 2, 0, &l, NULL), 0);
+    assert_int_equal(l.n, 2);
+    assert_int_equal(l.v[0].seq, s0 + 2);
+    sh_change_list_clear(&l);
+}
+
+static void test_injection_stored_literally(void **state)
+{
+    (void)state;
+    const char *id = "x'); DROP TABLE tracks; --";
+    const char *tenant = "t' OR '1'='1";
+    sh_track_write tw = make_track(id, tenant, 1, 3);
+    tw.metadata_json = "{\"q\": \"'; DELETE FROM fingerprints; --\"}";
+    tw.source_uri = "file:///a'b\\c";
+    assert_int_equal(sh_primary_write_track(F.db, &tw, NULL, NULL), 0);
+    free((void *)tw.fp_blob);
+    sh_track t = {0};
+    assert_int_equal(sh_primary_get_track(F.db, id, 0, &t, NULL), 0);
+    assert_string_equal(t.external_id, id);
+    assert_string_equal(t.tenant, tenant);
+    assert_string_equal(t.metadata_json, "{\"q\": \"'; DELETE FROM fingerprints; --\"}");
+    assert_string_equal(t.source_uri, "file:///a'b\\c");
+    sh_track_clear(&t);
+    sh_track_filter f = {.tenant = tenant};
+    sh_track_list l = {0};
+    assert_int_equal(sh_primary_list_tracks(F.db, &f, &l, NULL), 0);
+    assert_int_equal(l.n, 1); /* the tenant matched literally, not as `OR '1'='1'` */
+    sh_track_list_clear(&l);
+    assert_true(counts().fingerprint_rows > 1); /* nothing was dropped or deleted */
+    assert_int_equal(sh_primary_delete_track(F.db, id, tenant, 2, NULL, NULL), 0);
+}
+
+static void test_batch_per_track_atomic(void **state)
+{
+    (void)state;
+    assert_int_equal(write_n(F.db, "b-stale", 100, 4, NULL), 0);
+    sh_track_write tws[5] = {make_track("b-1", "acme", 1, 10), make_track("b-badsha", "acme", 1, 10),
+                             make_track("b-stale", "acme", 50, 10), make_track("b-badjson", "acme", 1, 10),
+                             make_track("b-2", "acme", 1, 11)};
+    tws[1].sha256_hex = "nothex";
+    tws[3].metadata_json = "{not json";
+    int res[5];
+    int64_t seqs[5];
+    sh_err e = {0};
+    assert_int_equal(sh_primary_write_tracks(F.db, tws, 5, res, seqs, &e), 0);
+    assert_int_equal(res[0], 0);
+    assert_int_equal(res[1], SH_EINVAL);
+    assert_int_equal(res[2], SH_ESTALE);
+    assert_int_equal(res[3], SH_EDB); /* permanent: goes to the dead-letter topic */
+    assert_int_equal(res[4], 0);
+    assert_true(seqs[0] > 0 && seqs[4] == seqs[0] + 1);
+    assert_int_equal(seqs[2], 0);
+    for (int i = 0; i < 5; i++)
+        free((void *)tws[i].fp_blob);
+    sh_track t = {0};
+    assert_int_equal(sh_primary_get_track(F.db, "b-2", SH_PRIMARY_WITH_BLOB, &t, NULL), 0);
+    assert_int_equal(t.n_hashes, 11);
+    assert_non_null(t.fp_blob);
+    sh_track_clear(&t);
+    assert_int_equal(sh_primary_get_track(F.db, "b-badjson", 0, &t, NULL), SH_ENOTFOUND);
+    assert_int_equal(sh_primary_get_track(F.db, "b-badsha", 0, &t, NULL), SH_ENOTFOUND);
+    /* More than one pipeline chunk, all whole. */
+    enum { N = 150 };
+    static sh_track_write big[N];
+    static char ids[N][16];
+    for (int i = 0; i < N; i++) {
+        snprintf(ids[i], sizeof ids[i], "bb-%03d", i);
+        big[i] = make_track(ids[i], "bulk", 7, (size_t)i % 13);
+    }
+    int rb[N];
+    int64_t sb[N];
+    assert_int_equal(sh_primary_write_tracks(F.db, big, N, rb, sb, NULL), 0);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(rb[i], 0);
+        if (i)
+            assert_int_equal(sb[i], sb[i - 1] + 1);
+        free((void *)big[i].fp_blob);
+    }
+}
+
+static void test_list_filters_and_cursor(void **state)
+{
+    (void)state;
+    /* tenant "bulk" holds bb-000..bb-149 from the batch test; page through it by 40. */
+    sh_track_filter f = {.tenant = "bulk", .limit = 40};
+    char after[64] = "";
+    size_t total = 0;
+    for (int page = 0; page < 10; page++) {
+        sh_track_list l = {0};
+        f.after_id = after[0] ? after : NULL;
+        assert_int_equal(sh_primary_list_tracks(F.db, &f, &l, NULL), 0);
+        if (l.n == 0)
+            break;
+        for (size_t i = 0; i < l.n; i++) {
+            char want[16];
+            snprintf(want, sizeof want, "bb-%03zu", total + i);
+            assert_string_equal(l.v[i].external_id, want);
+            assert_null(l.v[i].fp_blob);
+        }
+        total += l.n;
+        snprintf(after, sizeof after, "%s", l.v[l.n - 1].external_id);
+        sh_track_list_clear(&l);
+    }
+    assert_int_equal(total, 150);
+    /* fp_version filter: everything is version 1, so "< 2" lists some and "< 1" none. */
+    sh_track_filter g = {.fp_version_below = 1, .limit = 10};
+    sh_track_list l = {0};
+    assert_int_equal(sh_primary_list_tracks(F.db, &g, &l, NULL), 0);
+    assert_int_equal(l.n, 0);
+    g.fp_version_below = 2;
+    assert_int_equal(sh_primary_list_tracks(F.db, &g, &l, NULL), 0);
+    assert_int_equal(l.n, 10);
+    sh_track_list_clear(&l);
+    /* tombstones only with include_deleted */
+    sh_track_filter d = {.after_id = "del-1", .limit = 1};
+    assert_int_equal(sh_primary_list_tracks(F.db, &d, &l, NULL), 0);
+    assert_int_equal(l.n, 1);
+    assert_string_not_equal(l.v[0].external_id, "del-2");
+    sh_track_list_clear(&l);
+    d.include_deleted = 1;
+    assert_int_equal(sh_primary_list_tracks(F.db, &d, &l, NULL), 0);
+    assert_string_equal(l.v[0].external_id, "del-2");
+    assert_int_equal(l.v[0].deleted, 1);
+    sh_track_list_clear(&l);
+    sh_track_filter bad = {.limit = SH_PRIMARY_LIST_MAX + 1};
+    assert_int_equal(sh_primary_list_tracks(F.db, &bad, &l, NULL), SH_EINVAL);
+}
+
+static void test_invalid_arguments(void **state)
+{
+    (void)state;
+    char longid[SH_PRIMARY_ID_MAX + 2];
+    memset(longid, 'a', sizeof longid - 1);
+    longid[sizeof longid - 1] = '\0';
+    sh_track_write tw = {.external_id = longid, .tenant = "t", .fp_version = 1, .version = 1};
+    sh_err e = {0};
+    assert_int_equal(sh_primary_write_track(F.db, &tw, NULL, &e), SH_EINVAL);
+    tw.external_id = "ok";
+    tw.version = 0;
+    assert_int_equal(sh_primary_write_track(F.db, &tw, NULL, &e), SH_EINVAL);
+    tw.version = 1;
+    tw.tenant = NULL;
+    assert_int_equal(sh_primary_write_track(F.db, &tw, NULL, &e), SH_EINVAL);
+    assert_int_equal(sh_primary_delete_track(F.db, "", NULL, 1, NULL, &e), SH_EINVAL);
+    sh_primary_config c;
+    sh_primary_config_default(&c);
+    c.dsn = "this is not a dsn";
+    sh_primary *db = NULL;
+    assert_int_equal(sh_primary_new(&c, &db, &e), SH_EINVAL);
+    assert_null(db);
+}
+
+static void test_wait_changes(void **state)
+{
+    (void)state;
+    sh_primary *listener = connect_db();
+    sh_err e = {0};
+    assert_int_equal(sh_primary_wait_changes(listener, 10, &e), SH_ETIMEOUT); /* LISTENs */
+    assert_int_equal(write_n(F.db, "wc-1", 1, 3, NULL), 0);
+    assert_int_equal(sh_primary_wait_changes(listener, 30000, &e), 0);
+    sh_primary_free(listener);
+}
+
+/* Last: stops the server under an open connection, then brings it back. */
+static void test_transient_when_server_stops(void **state)
+{
+    (void)state;
+    assert_int_equal(sh_primary_ping(F.db, NULL), 0);
+    sh_pgctl_opts o = pg_opts();
+    sh_err e = {0};
+    assert_int_equal(sh_pgctl_stop(&o, &e), 0);
+    assert_int_equal(write_n(F.db, "tr-1", 1, 3, NULL), SH_ETRANSIENT);
+    sh_track t = {0};
+    assert_int_equal(sh_primary_get_track(F.db, "rt-1", 0, &t, &e), SH_ETRANSIENT);
+    assert_int_equal(sh_primary_ping(F.db, &e), SH_ETRANSIENT); /* refused: still transient */
+    char dsn[SH_PGCTL_DSN_MAX];
+    assert_int_equal(sh_pgctl_start(&o, dsn, sizeof dsn, &e), 0);
+    assert_string_equal(dsn, F.dsn); /* same port again: the DSN stays valid */
+    assert_int_equal(sh_primary_ping(F.db, &e), 0); /* reconnected by itself */
+    assert_int_equal(write_n(F.db, "tr-1", 1, 3, NULL), 0);
+    assert_int_equal(sh_primary_get_track(F.db, "rt-1", 0, &t, NULL), 0); /* data survived */
+    sh_track_clear(&t);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_migrate_idempotent),
+        cmocka_unit_test(test_write_read_back),
+        cmocka_unit_test(test_redelivery_is_noop),
+        cmocka_unit_test(test_older_never_overwrites),
+        cmocka_unit_test(test_delete_tombstone),
+        cmocka_unit_test(test_changelog_gap_free_concurrent),
+        cmocka_unit_test(test_changes_with_blob),
+        cmocka_unit_test(test_injection_stored_literally),
+        cmocka_unit_test(test_batch_per_track_atomic),
+        cmocka_unit_test(test_list_filters_and_cursor),
+        cmocka_unit_test(test_invalid_arguments),
+        cmocka_unit_test(test_wait_changes),
+        cmocka_unit_test(test_transient_when_server_stops),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
