@@ -67,6 +67,8 @@ typedef struct sh_registry_config {
     const char *url;        /* e.g. "http://127.0.0.1:8081"; NULL or "" = embedded registry */
     long connect_timeout_ms; /* [2000] */
     long timeout_ms;        /* total per request [5000] */
+    const char *userinfo;   /* "user:password" for HTTP basic auth, or NULL (a secret: take it
+                               from the environment, SOUNDHASH_SCHEMA_REGISTRY_USERINFO) */
 } sh_registry_config;
 
 /* Embedded registry (fixed ids above). Returns 0, or SH_ENOMEM / SH_EAVRO (an embedded schema
@@ -77,8 +79,9 @@ int sh_registry_new_embedded(sh_registry **out, sh_err *e);
  * Returns 0, SH_EINVAL (url not http:// or https://), SH_ENOMEM. */
 int sh_registry_new(const sh_registry_config *cfg, sh_registry **out, sh_err *e);
 
-/* Like sh_registry_new() with url = getenv("SOUNDHASH_SCHEMA_REGISTRY_URL") and timeouts from
- * SOUNDHASH_SCHEMA_REGISTRY_TIMEOUT_MS (optional). */
+/* Like sh_registry_new() with url = getenv("SOUNDHASH_SCHEMA_REGISTRY_URL"), userinfo =
+ * getenv("SOUNDHASH_SCHEMA_REGISTRY_USERINFO") and both timeouts from
+ * SOUNDHASH_SCHEMA_REGISTRY_TIMEOUT_MS (optional, 1..600000; else SH_EINVAL). */
 int sh_registry_new_from_env(sh_registry **out, sh_err *e);
 
 /* Frees the registry and every cached schema. Accepts NULL. */

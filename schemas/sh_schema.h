@@ -167,6 +167,11 @@ const char *sh_meta_get(const sh_meta *m, const char *key);
  * plus NUL into `out`. Returns 0 or SH_EIO (getrandom failed). */
 int sh_event_id_new(char out[SH_EVENT_ID_LEN + 1], sh_err *e);
 
+/* Replaces, in place, bytes of a NUL-terminated string that are not well-formed UTF-8, and
+ * control characters other than tab and newline, with '?', so that arbitrary text (library error
+ * messages, file names) can go into a string field. Returns how many bytes were replaced. */
+size_t sh_text_sanitize(char *s);
+
 /* Op names as in the schema ("UPSERT", ...); NULL for invalid values. */
 const char *sh_event_op_name(sh_event_op op);
 
