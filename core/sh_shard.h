@@ -1,0 +1,183 @@
+/* sh_shard.h — the local shard index: the on-disk format edge caches, secondary regions and the
+ * `soundhash index` / `match` commands keep. One LMDB environment (a directory holding data.mdb and
+ * lock.mdb): readers never block the writer (MVCC), every change is one ACID transaction.
+ *
+ * Layout (named LMDB databases):
+ *   post    postings, as "range blobs": key u32 K (MDB_INTEGERKEY) holds every posting whose hash
+ *           is in (previous key, K], sorted by (hash, track, t), bit-packed: Rice-coded hash
+ *           deltas, then fixed-width track and t columns. Blobs stay under ~1 KB (split when they
+ *           grow) so a lookup decodes a few hundred postings and a write rewrites one small node.
+ *   ids     external track id (1..256 bytes) -> {internal track number, version}; a deleted track
+ *           keeps its entry with track number 0 so older versions stay refused after a delete.
+ *   tracks  internal track number (u32, never reused) -> metadata record.
+ *   dead    track numbers deleted or replaced whose postings are still in `post` -> count left.
+ *           Lookups ignore them; every rewrite of a range drops them and a bounded sweep per
+ *           commit (plus sh_shard_vacuum()) removes the rest, so deletes cost O(1) up front and
+ *           the index needs no per-track posting list (which would cost ~50 % more space).
+ *   cursor  opaque key -> opaque value: the applied position of each delta source (e.g. a Kafka
+ *           partition -> epoch/sequence), written in the same transaction as the changes.
+ *   meta    format magic/version, fp_version, counters.
+ *
+ * Threads: one sh_shard may be shared by many threads for lookups and reads; one batch at a time
+ * writes (sh_shard_batch_begin() blocks while another batch of the same handle is committing).
+ * Other processes may open the same directory (LMDB's lock file coordinates them).
+ */
+#ifndef SH_SHARD_H
+#define SH_SHARD_H
+
+#include "sh_err.h"
+#include "sh_fp.h"
+#include "sh_match.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum {
+    SH_SHARD_ID_MAX = 256,        /* bytes of an external track id */
+    SH_SHARD_TENANT_MAX = 128,    /* bytes of a tenant name */
+    SH_SHARD_META_MAX = 64 << 10, /* bytes of a track's metadata JSON */
+    SH_SHARD_CURSOR_KEY_MAX = 256,
+    SH_SHARD_CURSOR_VAL_MAX = 1024,
+};
+
+/* Version value meaning "one more than the current version" (CLI adds/replacements). */
+#define SH_SHARD_VERSION_NEXT 0
+
+typedef struct sh_shard_opts {
+    size_t map_size;     /* initial LMDB map size (virtual; the file grows as used); default 64 MiB */
+    size_t map_size_max; /* growth stops here (SH_ETOOBIG); default 1 TiB */
+    bool read_only;      /* open an existing shard read-only; never creates */
+    int fp_version;      /* fingerprint version of the postings a new shard will hold; 0 =
+                            SH_FP_VERSION. An existing shard with another version is refused
+                            (SH_EUNSUPPORTED) unless this is -1 (any: stats, delete). */
+} sh_shard_opts;
+
+void sh_shard_opts_default(sh_shard_opts *o);
+
+typedef struct sh_shard sh_shard;
+
+/* Opens (creating the directory and the shard unless read_only) the shard in `dir`.
+ * Errors: SH_ENOTFOUND (read_only and no shard there), SH_EIO (directory not creatable/readable),
+ * SH_EFORMAT (the files are not an LMDB environment or not a SoundHash shard, or corrupted; the
+ * message says which), SH_EUNSUPPORTED (format or fp_version mismatch), SH_ELMDB, SH_ENOMEM. */
+int sh_shard_open(const char *dir, const sh_shard_opts *o, sh_shard **out, sh_err *e);
+
+/* Closes; accepts NULL. No batch may be open. */
+void sh_shard_free(sh_shard *s);
+
+/* fp_version of the postings stored. */
+int sh_shard_fp_version(const sh_shard *s);
+
+/* ---- writing: batches ------------------------------------------------------------------------ */
+
+typedef struct sh_shard_batch sh_shard_batch;
+
+/* One track as written. Strings are copied by sh_shard_batch_put(). */
+typedef struct sh_shard_track {
+    const char *id;        /* required, 1..SH_SHARD_ID_MAX bytes */
+    const char *tenant;    /* may be NULL */
+    uint64_t version;      /* SH_SHARD_VERSION_NEXT or the producer's version (e.g. change seq) */
+    int fp_version;        /* 0 = the shard's */
+    double duration_s;     /* of the audio */
+    const char *meta_json; /* may be NULL; ≤ SH_SHARD_META_MAX bytes */
+} sh_shard_track;
+
+/* Starts a batch. Operations are recorded in memory and applied by sh_shard_batch_commit() in a
+ * single LMDB write transaction, together with the cursors; sh_shard_batch_abort() leaves no
+ * trace. `max_postings` caps the postings held by the batch (0 = 16 M): past it, put fails with
+ * SH_ETOOBIG and the caller commits and starts another batch. Errors: SH_ENOMEM. */
+int sh_shard_batch_begin(sh_shard *s, size_t max_postings, sh_shard_batch **out, sh_err *e);
+
+/* Records an upsert: the track `t` with `n` postings `h` (copied). At commit it is applied only if
+ * t->version is newer than the stored version of the id (a deleted id remembers its version);
+ * otherwise it is counted as stale and skipped, so re-applying a delta is harmless.
+ * Errors: SH_EINVAL (bad id/tenant/meta, fp_version differs from the shard's), SH_ETOOBIG, SH_ENOMEM. */
+int sh_shard_batch_put(sh_shard_batch *b, const sh_shard_track *t, const sh_hash *h, size_t n,
+                       sh_err *e);
+
+/* Records a delete of `id` at `version` (SH_SHARD_VERSION_NEXT: whatever is stored). Applied at
+ * commit if version ≥ the stored version; deleting a missing id records the version (so an older
+ * upsert delivered later stays refused). Errors: SH_EINVAL, SH_ENOMEM. */
+int sh_shard_batch_delete(sh_shard_batch *b, const char *id, uint64_t version, sh_err *e);
+
+/* Records the applied position of a delta source, written in the same transaction. */
+int sh_shard_batch_set_cursor(sh_shard_batch *b, const char *key, const void *val, size_t len,
+                              sh_err *e);
+
+typedef struct sh_shard_commit_stats {
+    size_t upserts;        /* tracks added or replaced */
+    size_t deletes;        /* tracks deleted */
+    size_t stale;          /* operations skipped: not newer than what is stored */
+    size_t not_found;      /* deletes of ids never seen (version recorded) */
+    size_t postings_added; /* postings written */
+    size_t ranges_written; /* range blobs rewritten */
+    size_t resizes;        /* map growths needed */
+} sh_shard_commit_stats;
+
+/* Applies everything recorded, atomically, then frees the batch (also on failure, after which
+ * nothing was applied). When the map is full it grows the map (doubling, up to map_size_max) and
+ * retries. `st` may be NULL. Errors: SH_ETOOBIG (map_size_max reached or the transaction would
+ * dirty more pages than LMDB allows: use smaller batches), SH_EFORMAT (corrupted range), SH_ELMDB. */
+int sh_shard_batch_commit(sh_shard_batch *b, sh_shard_commit_stats *st, sh_err *e);
+
+/* Discards the batch; accepts NULL. */
+void sh_shard_batch_abort(sh_shard_batch *b);
+
+/* Reads a cursor into buf (cap bytes); *len gets its length. Errors: SH_ENOTFOUND, SH_ETOOBIG
+ * (cap too small; *len says how much is needed), SH_ELMDB. */
+int sh_shard_get_cursor(sh_shard *s, const char *key, void *buf, size_t cap, size_t *len,
+                        sh_err *e);
+
+/* Removes every posting of deleted/replaced tracks now (walks the whole index in one
+ * transaction). Commits already do this incrementally. Errors: as commit. */
+int sh_shard_vacuum(sh_shard *s, sh_err *e);
+
+/* ---- reading ------------------------------------------------------------------------------- */
+
+/* Votes, into `m`, every stored posting (track, t_db) whose hash equals a query hash (at
+ * t_query): sh_matcher_vote(m, track, t_db, t_query). Postings of deleted tracks are skipped.
+ * Does not reset `m`. Runs in one read transaction; safe from many threads at once.
+ * `*postings` (may be NULL) gets the number of votes cast. Errors: SH_ENOMEM, SH_EFORMAT, SH_ELMDB. */
+int sh_shard_lookup(sh_shard *s, const sh_hash *q, size_t n, sh_matcher *m, size_t *postings,
+                    sh_err *e);
+
+/* What is stored about a track. The strings point into `buf` (caller-provided, `cap` bytes:
+ * SH_SHARD_ID_MAX + SH_SHARD_TENANT_MAX + SH_SHARD_META_MAX + 3 always suffices). */
+typedef struct sh_shard_info {
+    uint32_t track; /* internal number */
+    uint64_t version;
+    int fp_version;
+    double duration_s;
+    uint32_t postings;
+    const char *id;
+    const char *tenant;    /* "" when none */
+    const char *meta_json; /* "" when none */
+} sh_shard_info;
+
+/* By internal number (as reported by the matcher) or by external id.
+ * Errors: SH_ENOTFOUND (unknown or deleted), SH_ETOOBIG (buf too small), SH_EFORMAT, SH_ELMDB. */
+int sh_shard_info_by_track(sh_shard *s, uint32_t track, sh_shard_info *out, char *buf, size_t cap,
+                           sh_err *e);
+int sh_shard_info_by_id(sh_shard *s, const char *id, sh_shard_info *out, char *buf, size_t cap,
+                        sh_err *e);
+
+typedef struct sh_shard_stats {
+    uint64_t tracks;         /* live tracks */
+    uint64_t postings;       /* postings of live tracks */
+    uint64_t dead_postings;  /* postings of deleted tracks not yet vacuumed */
+    uint64_t ranges;         /* range blobs */
+    uint64_t file_bytes;     /* size of data.mdb */
+    uint64_t used_bytes;     /* pages in use (file minus LMDB's free list) */
+    double audio_s;          /* sum of live track durations */
+    double bytes_per_posting; /* file_bytes / postings (0 when empty) */
+    int fp_version;
+} sh_shard_stats;
+
+int sh_shard_stats_get(sh_shard *s, sh_shard_stats *out, sh_err *e);
+
+/* Writes a compacted copy of the shard into `dir` (which must exist and be empty): the snapshot a
+ * new edge node bootstraps from. Errors: SH_EIO, SH_ELMDB. */
+int sh_shard_snapshot(sh_shard *s, const char *dir, sh_err *e);
+
+#endif

@@ -1,0 +1,219 @@
+#include "sh_shard_range.h"
+
+#include "sh_varint.h"
+
+#include <string.h>
+
+enum { SH_RANGE_HDR_MAX = 3 * SH_VARINT_MAX + 3 + SH_VARINT_MAX };
+
+/* ---- bit writer (LSB first) ------------------------------------------------------------------ */
+
+typedef struct bitw {
+    uint8_t *p;
+    uint64_t acc;
+    unsigned nacc;
+    size_t bits;
+} bitw;
+
+static void bw_put(bitw *w, uint64_t v, unsigned nbits)
+{
+    /* nbits ≤ 32, so acc (≤ 7 bits pending) never overflows. */
+    w->acc |= v << w->nacc;
+    w->nacc += nbits;
+    w->bits += nbits;
+    while (w->nacc >= 8) {
+        *w->p++ = (uint8_t)w->acc;
+        w->acc >>= 8;
+        w->nacc -= 8;
+    }
+}
+
+static void bw_flush(bitw *w)
+{
+    if (w->nacc)
+        *w->p++ = (uint8_t)w->acc;
+    w->acc = 0;
+    w->nacc = 0;
+}
+
+static unsigned bits_for(uint32_t v)
+{
+    return v ? 32u - (unsigned)__builtin_clz(v) : 0;
+}
+
+/* Rice codes with an escape: a quotient ≥ SH_RICE_QESC is written as SH_RICE_QESC zeros followed
+ * by the raw 32-bit delta, so one large gap cannot force a large k on the whole blob. */
+enum { SH_RICE_QESC = 24, SH_RICE_MAXBITS = SH_RICE_QESC + 32 };
+
+static uint64_t rice_cost(uint32_t d, unsigned k)
+{
+    uint32_t q = d >> k;
+    return q < SH_RICE_QESC ? q + 1 + k : SH_RICE_MAXBITS;
+}
+
+/* Rice parameter minimising the coded size of the n-1 deltas. */
+static unsigned best_k(const sh_posting *p, size_t n, uint64_t *cost)
+{
+    unsigned best = 0;
+    uint64_t best_cost = UINT64_MAX;
+    for (unsigned k = 0; k < 32; k++) {
+        uint64_t c = 0;
+        for (size_t i = 1; i < n; i++)
+            c += rice_cost(p[i].hash - p[i - 1].hash, k);
+        if (c < best_cost) {
+            best_cost = c;
+            best = k;
+        }
+    }
+    *cost = n > 1 ? best_cost : 0;
+    return best;
+}
+
+size_t sh_range_bound(size_t n)
+{
+    return SH_RANGE_HDR_MAX + (n * (SH_RICE_MAXBITS + 64) + 7) / 8 + 8;
+}
+
+size_t sh_range_encode(const sh_posting *p, size_t n, uint8_t *buf)
+{
+    uint32_t tmin = UINT32_MAX, tmax = 0, timax = 0;
+    for (size_t i = 0; i < n; i++) {
+        tmin = p[i].track < tmin ? p[i].track : tmin;
+        tmax = p[i].track > tmax ? p[i].track : tmax;
+        timax = p[i].t > timax ? p[i].t : timax;
+    }
+    uint64_t hbits;
+    unsigned k = best_k(p, n, &hbits);
+    unsigned wtr = bits_for(tmax - tmin), wt = bits_for(timax);
+    size_t len = sh_varint_put(buf, n);
+    len += sh_varint_put(buf + len, p[0].hash);
+    buf[len++] = (uint8_t)k;
+    buf[len++] = (uint8_t)wtr;
+    buf[len++] = (uint8_t)wt;
+    len += sh_varint_put(buf + len, tmin);
+    len += sh_varint_put(buf + len, hbits);
+    bitw w = {.p = buf + len};
+    for (size_t i = 1; i < n; i++) {
+        uint32_t d = p[i].hash - p[i - 1].hash, q = d >> k;
+        if (q >= SH_RICE_QESC) {
+            bw_put(&w, 0, SH_RICE_QESC);
+            bw_put(&w, d, 32);
+            continue;
+        }
+        bw_put(&w, 1ull << q, q + 1); /* unary: q zeros then a one */
+        if (k)
+            bw_put(&w, d & ((1u << k) - 1), k);
+    }
+    for (size_t i = 0; i < n && wtr; i++)
+        bw_put(&w, p[i].track - tmin, wtr);
+    for (size_t i = 0; i < n && wt; i++)
+        bw_put(&w, p[i].t, wt);
+    bw_flush(&w);
+    return (size_t)(w.p - buf);
+}
+
+/* ---- reading ------------------------------------------------------------------------------- */
+
+static uint64_t load64(const uint8_t *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v; /* little-endian hosts only, like LMDB's native integer keys */
+}
+
+/* Reads nbits (≤ 32) at bit offset off of the padded stream. */
+static uint32_t get_bits(const uint8_t *bits, uint64_t off, unsigned nbits)
+{
+    if (!nbits)
+        return 0;
+    uint64_t v = load64(bits + (off >> 3)) >> (off & 7);
+    return (uint32_t)(v & ((1ull << nbits) - 1));
+}
+
+int sh_range_open(const uint8_t *buf, size_t len, uint32_t key, uint8_t *scratch, sh_range *r)
+{
+    const uint8_t *p = buf, *end = buf + len;
+    uint64_t n, first, tmin, hbits;
+    if (sh_varint_get(&p, end, &n) || sh_varint_get(&p, end, &first) || end - p < 3)
+        return -1;
+    unsigned k = p[0], wtr = p[1], wt = p[2];
+    p += 3;
+    if (sh_varint_get(&p, end, &tmin) || sh_varint_get(&p, end, &hbits))
+        return -1;
+    if (n < 1 || n > SH_RANGE_MAX_POSTINGS || first > key || k > 31 || wtr > 32 || wt > 32 ||
+        tmin > UINT32_MAX)
+        return -1;
+    /* The encoder's widest column value is ≥ 2^(w-1) and track_min + it fits 32 bits. (Columns
+     * carry no checksum: LMDB pages are trusted beyond these structural checks.) */
+    if (wtr && tmin + (1ull << (wtr - 1)) > UINT32_MAX)
+        return -1;
+    /* n-1 Rice codes take k+1 .. SH_RICE_MAXBITS bits each. */
+    if (hbits < (n - 1) * (k + 1) || hbits > (n - 1) * (uint64_t)SH_RICE_MAXBITS)
+        return -1;
+    uint64_t total = hbits + n * (uint64_t)(wtr + wt);
+    size_t hdr = (size_t)(p - buf);
+    if ((uint64_t)(len - hdr) != (total + 7) / 8)
+        return -1;
+    memcpy(scratch, p, len - hdr);
+    memset(scratch + (len - hdr), 0, 8);
+    *r = (sh_range){.n = (size_t)n, .first_hash = (uint32_t)first, .k = k, .w_track = wtr,
+                    .w_t = wt, .track_min = (uint32_t)tmin, .hash_bits = hbits, .bits = scratch};
+    return 0;
+}
+
+int sh_range_hashes(const sh_range *r, uint32_t key, uint32_t *hashes)
+{
+    uint64_t off = 0, h = r->first_hash;
+    const uint64_t end = r->hash_bits;
+    hashes[0] = r->first_hash;
+    for (size_t i = 1; i < r->n; i++) {
+        /* At most SH_RICE_QESC zeros: one 64-bit load (≥ 57 valid bits) sees them all. */
+        uint64_t left = end - off;
+        if (!left)
+            return -1;
+        uint64_t w = load64(r->bits + (off >> 3)) >> (off & 7);
+        unsigned avail = left < 57 ? (unsigned)left : 57;
+        w &= (1ull << avail) - 1;
+        unsigned z = w ? (unsigned)__builtin_ctzll(w) : 64;
+        uint64_t d;
+        if (z < SH_RICE_QESC) {
+            off += z + 1;
+            if (off + r->k > end)
+                return -1;
+            d = ((uint64_t)z << r->k) | get_bits(r->bits, off, r->k);
+            off += r->k;
+        } else {
+            if (left < SH_RICE_MAXBITS)
+                return -1;
+            d = get_bits(r->bits, off + SH_RICE_QESC, 32);
+            off += SH_RICE_MAXBITS;
+        }
+        h += d;
+        if (h > key)
+            return -1;
+        hashes[i] = (uint32_t)h;
+    }
+    return off == end ? 0 : -1;
+}
+
+uint32_t sh_range_track(const sh_range *r, size_t i)
+{
+    return r->track_min + get_bits(r->bits, r->hash_bits + i * r->w_track, r->w_track);
+}
+
+uint32_t sh_range_t(const sh_range *r, size_t i)
+{
+    return get_bits(r->bits, r->hash_bits + r->n * r->w_track + i * r->w_t, r->w_t);
+}
+
+int sh_range_decode(const sh_range *r, uint32_t key, uint32_t *hash_scratch, sh_posting *out)
+{
+    if (sh_range_hashes(r, key, hash_scratch))
+        return -1;
+    for (size_t i = 0; i < r->n; i++) {
+        out[i].hash = hash_scratch[i];
+        out[i].track = sh_range_track(r, i);
+        out[i].t = sh_range_t(r, i);
+    }
+    return 0;
+}

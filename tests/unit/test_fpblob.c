@@ -1,0 +1,220 @@
+/* Unit tests for core/sh_fpblob (posting blob codec) and core/sh_shard_range (range blobs). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "sh_fpblob.h"
+#include "sh_shard_range.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint32_t rnd(void)
+{
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(rng_state >> 32);
+}
+
+static sh_hash *random_hashes(size_t n)
+{
+    sh_hash *h = malloc(n * sizeof *h);
+    assert_non_null(h);
+    for (size_t i = 0; i < n; i++)
+        h[i] = (sh_hash){.hash = rnd(), .t = rnd() % 20000};
+    return h;
+}
+
+static int cmp_t_hash(const void *a, const void *b)
+{
+    const sh_hash *x = a, *y = b;
+    if (x->t != y->t)
+        return x->t < y->t ? -1 : 1;
+    return x->hash < y->hash ? -1 : x->hash > y->hash;
+}
+
+static void test_round_trip(void **state)
+{
+    (void)state;
+    const size_t sizes[] = {0, 1, 2, 100, 20000};
+    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+        size_t n = sizes[s];
+        sh_hash *h = random_hashes(n ? n : 1);
+        uint8_t *blob;
+        size_t len;
+        assert_int_equal(sh_fpblob_encode(h, n, 0, &blob, &len, NULL), 0);
+        size_t cnt;
+        assert_int_equal(sh_fpblob_count(blob, len, &cnt, NULL), 0);
+        assert_int_equal(cnt, n);
+        sh_hash *out;
+        size_t m;
+        assert_int_equal(sh_fpblob_decode(blob, len, 0, &out, &m, NULL), 0);
+        assert_int_equal(m, n);
+        qsort(h, n, sizeof *h, cmp_t_hash);
+        if (n)
+            assert_memory_equal(out, h, n * sizeof *h);
+        else
+            assert_null(out);
+        /* Deterministic: the same multiset in another order gives the same bytes. */
+        if (n > 1) {
+            sh_hash tmp = h[0];
+            h[0] = h[n - 1];
+            h[n - 1] = tmp;
+            uint8_t *blob2;
+            size_t len2;
+            assert_int_equal(sh_fpblob_encode(h, n, 0, &blob2, &len2, NULL), 0);
+            assert_int_equal(len2, len);
+            assert_memory_equal(blob2, blob, len);
+            free(blob2);
+        }
+        if (n == 20000) /* random 32-bit hashes: ~4 bytes each, times ~1 byte */
+            assert_true(len < n * 6);
+        free(out);
+        free(blob);
+        free(h);
+    }
+}
+
+static void test_caps(void **state)
+{
+    (void)state;
+    sh_hash *h = random_hashes(1000);
+    uint8_t *blob;
+    size_t len, m;
+    sh_hash *out;
+    assert_int_equal(sh_fpblob_encode(h, 1000, 0, &blob, &len, NULL), 0);
+    sh_err e = {0};
+    assert_int_equal(sh_fpblob_decode(blob, len, 999, &out, &m, &e), SH_ETOOBIG);
+    assert_int_equal(sh_fpblob_decode(blob, len, 1000, &out, &m, NULL), 0);
+    free(out);
+    free(blob);
+    free(h);
+}
+
+/* Every truncation and every single-bit flip is either rejected or decodes within the caps. */
+static void test_hostile(void **state)
+{
+    (void)state;
+    sh_hash *h = random_hashes(200);
+    uint8_t *blob;
+    size_t len, m;
+    sh_hash *out;
+    assert_int_equal(sh_fpblob_encode(h, 200, 0, &blob, &len, NULL), 0);
+    for (size_t cut = 0; cut < len; cut++) {
+        uint8_t *tr = malloc(cut ? cut : 1);
+        memcpy(tr, blob, cut);
+        int rc = sh_fpblob_decode(tr, cut, 0, &out, &m, NULL);
+        assert_int_not_equal(rc, 0); /* the frame size is checked: no prefix is valid */
+        assert_null(out);
+        free(tr);
+    }
+    size_t accepted = 0;
+    for (size_t bit = 0; bit < len * 8; bit++) {
+        uint8_t *x = malloc(len);
+        memcpy(x, blob, len);
+        x[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+        int rc = sh_fpblob_decode(x, len, 250, &out, &m, NULL);
+        if (rc == 0) {
+            accepted++;
+            assert_true(m <= 250);
+            free(out);
+        } else {
+            assert_true(rc == SH_EFORMAT || rc == SH_ETOOBIG);
+        }
+        free(x);
+    }
+    /* zstd checks no checksum by default: a flipped literal can decode; most flips must not. */
+    assert_true(accepted < len * 8);
+    const uint8_t junk[] = {'H', 1, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x00};
+    assert_int_equal(sh_fpblob_decode(junk, sizeof junk, 0, &out, &m, NULL), SH_ETOOBIG);
+    const uint8_t badver[] = {'H', 9, 0, 0};
+    assert_int_equal(sh_fpblob_decode(badver, sizeof badver, 0, &out, &m, NULL), SH_EFORMAT);
+    free(blob);
+    free(h);
+}
+
+static int cmp_posting(const void *x, const void *y)
+{
+    const sh_posting *p = x, *q = y;
+    if (p->hash != q->hash)
+        return p->hash < q->hash ? -1 : 1;
+    if (p->track != q->track)
+        return p->track < q->track ? -1 : 1;
+    return p->t < q->t ? -1 : p->t > q->t;
+}
+
+static void range_round_trip(sh_posting *p, size_t n)
+{
+    qsort(p, n, sizeof *p, cmp_posting);
+    uint8_t *buf = malloc(sh_range_bound(n));
+    size_t len = sh_range_encode(p, n, buf);
+    assert_true(len <= sh_range_bound(n));
+    uint8_t *pad = malloc(len + 8);
+    sh_range r;
+    uint32_t key = p[n - 1].hash;
+    assert_int_equal(sh_range_open(buf, len, key, pad, &r), 0);
+    assert_int_equal(r.n, n);
+    uint32_t *hs = malloc(n * sizeof *hs);
+    sh_posting *out = malloc(n * sizeof *out);
+    assert_int_equal(sh_range_decode(&r, key, hs, out), 0);
+    assert_memory_equal(out, p, n * sizeof *p);
+    /* A key below the largest hash is a corrupt range. */
+    if (key > 0 && n > 1 && p[0].hash < key) {
+        assert_int_equal(sh_range_open(buf, len, key - 1, pad, &r) == 0 &&
+                             sh_range_hashes(&r, key - 1, hs) == 0,
+                         0);
+    }
+    /* Every truncation is rejected; bit flips never read out of bounds (ASan) and never give
+     * hashes above the key. */
+    for (size_t cut = 0; cut < len; cut++)
+        assert_int_not_equal(sh_range_open(buf, cut, key, pad, &r), 0);
+    for (size_t bit = 0; bit < len * 8; bit++) {
+        buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+        if (sh_range_open(buf, len, key, pad, &r) == 0 && r.n <= n &&
+            sh_range_hashes(&r, key, hs) == 0) {
+            for (size_t i = 0; i < r.n; i++) {
+                assert_true(hs[i] <= key);
+                (void)sh_range_t(&r, i);
+                (void)sh_range_track(&r, i);
+            }
+        }
+        buf[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+    }
+    free(out);
+    free(hs);
+    free(pad);
+    free(buf);
+}
+
+static void test_range_codec(void **state)
+{
+    (void)state;
+    size_t n = 300;
+    sh_posting *p = malloc(n * sizeof *p);
+    for (size_t i = 0; i < n; i++) /* dense hashes, a few tracks */
+        p[i] = (sh_posting){.hash = 1000000 + rnd() % 2000000, .track = 1 + rnd() % 40,
+                            .t = rnd() % 30000};
+    range_round_trip(p, n);
+    for (size_t i = 0; i < n; i++) /* sparse: huge gaps use the escape code */
+        p[i] = (sh_posting){.hash = rnd(), .track = rnd(), .t = rnd()};
+    range_round_trip(p, n);
+    for (size_t i = 0; i < n; i++) /* one hash everywhere, zero widths */
+        p[i] = (sh_posting){.hash = 42, .track = 7, .t = 0};
+    range_round_trip(p, n);
+    p[0] = (sh_posting){.hash = UINT32_MAX, .track = UINT32_MAX, .t = UINT32_MAX};
+    range_round_trip(p, 1);
+    free(p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_caps),
+        cmocka_unit_test(test_hostile),
+        cmocka_unit_test(test_range_codec),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

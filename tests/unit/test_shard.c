@@ -1,0 +1,455 @@
+/* Unit tests for core/sh_shard: add/replace/delete/stats exact counts, version checks, batches and
+ * cursors (atomic, aborted batches leave no trace), reopen, map growth, vacuum, corrupted and
+ * foreign files, and lookups checked against a brute-force count of matching postings. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "sh_match.h"
+#include "sh_shard.h"
+
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct fixture {
+    char dir[256];
+    sh_shard *s;
+    sh_matcher *m;
+} fixture;
+
+static uint64_t rng = 88172645463325252ull;
+static uint32_t rnd(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)rng;
+}
+
+/* Track `k`'s postings: hashes drawn from a seed so they can be regenerated. */
+static sh_hash *track_hashes(uint32_t seed, size_t n)
+{
+    sh_hash *h = malloc(n * sizeof *h);
+    uint64_t save = rng;
+    rng = 0x1234567ull * (seed + 1) + 99;
+    for (size_t i = 0; i < n; i++)
+        h[i] = (sh_hash){.hash = rnd(), .t = (uint32_t)(i * 3)};
+    rng = save;
+    return h;
+}
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/sh-test-shard.XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    sh_err e = {0};
+    sh_shard_opts o;
+    sh_shard_opts_default(&o);
+    assert_int_equal(sh_shard_open(f->dir, &o, &f->s, &e), 0);
+    sh_fp_config qc;
+    sh_fp_config_query(&qc);
+    assert_int_equal(sh_matcher_new(&qc, &f->m, &e), 0);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    sh_shard_free(f->s);
+    sh_matcher_free(f->m);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
+    assert_int_equal(system(cmd), 0);
+    free(f);
+    return 0;
+}
+
+static void put_track(sh_shard *s, const char *id, uint64_t version, uint32_t seed, size_t n,
+                      sh_shard_commit_stats *st)
+{
+    sh_shard_batch *b;
+    sh_err e = {0};
+    assert_int_equal(sh_shard_batch_begin(s, 0, &b, &e), 0);
+    sh_hash *h = track_hashes(seed, n);
+    sh_shard_track t = {.id = id, .tenant = "acme", .version = version, .duration_s = 10.0,
+                        .meta_json = "{\"title\":\"x\"}"};
+    assert_int_equal(sh_shard_batch_put(b, &t, h, n, &e), 0);
+    free(h);
+    assert_int_equal(sh_shard_batch_commit(b, st, &e), 0);
+}
+
+/* Votes cast for the hashes of (seed, n). */
+static size_t votes_for(fixture *f, uint32_t seed, size_t n)
+{
+    sh_hash *h = track_hashes(seed, n);
+    size_t votes = 0;
+    sh_matcher_reset(f->m);
+    assert_int_equal(sh_shard_lookup(f->s, h, n, f->m, &votes, NULL), 0);
+    free(h);
+    return votes;
+}
+
+static void get_stats(fixture *f, sh_shard_stats *st)
+{
+    sh_err e = {0};
+    assert_int_equal(sh_shard_stats_get(f->s, st, &e), 0);
+}
+
+static void test_add_replace_delete(void **state)
+{
+    fixture *f = *state;
+    sh_shard_commit_stats cs;
+    put_track(f->s, "a", 1, 1, 500, &cs);
+    assert_int_equal(cs.upserts, 1);
+    put_track(f->s, "b", 1, 2, 700, &cs);
+    put_track(f->s, "c", 1, 3, 300, &cs);
+    sh_shard_stats st;
+    get_stats(f, &st);
+    assert_int_equal(st.tracks, 3);
+    assert_int_equal(st.postings, 1500);
+    assert_int_equal(st.dead_postings, 0);
+    assert_true(st.audio_s > 29.9 && st.audio_s < 30.1);
+    assert_true(st.file_bytes > 0);
+    assert_int_equal(votes_for(f, 2, 700), 700);
+
+    /* The matcher names b for b's hashes shifted in time. */
+    sh_hash *h = track_hashes(2, 700);
+    for (size_t i = 0; i < 700; i++)
+        h[i].t -= 30;
+    sh_matcher_reset(f->m);
+    assert_int_equal(sh_shard_lookup(f->s, h + 30, 300, f->m, NULL, NULL), 0);
+    free(h);
+    sh_match_result r[2];
+    size_t nr = 0;
+    assert_int_equal(sh_matcher_result(f->m, r, 2, &nr), 0);
+    assert_true(nr >= 1);
+    char buf[SH_SHARD_ID_MAX + SH_SHARD_TENANT_MAX + SH_SHARD_META_MAX + 3];
+    sh_shard_info info;
+    assert_int_equal(sh_shard_info_by_track(f->s, r[0].track, &info, buf, sizeof buf, NULL), 0);
+    assert_string_equal(info.id, "b");
+    assert_string_equal(info.tenant, "acme");
+    assert_string_equal(info.meta_json, "{\"title\":\"x\"}");
+    assert_int_equal(info.postings, 700);
+
+    /* Replace b: the old postings are gone, the new ones found. */
+    put_track(f->s, "b", 2, 20, 400, &cs);
+    assert_int_equal(cs.upserts, 1);
+    get_stats(f, &st);
+    assert_int_equal(st.tracks, 3);
+    assert_int_equal(st.postings, 1200);
+    assert_int_equal(st.dead_postings, 0); /* small index: the commit's sweep removed them */
+    assert_int_equal(votes_for(f, 2, 700), 0);
+    assert_int_equal(votes_for(f, 20, 400), 400);
+    assert_int_equal(sh_shard_info_by_id(f->s, "b", &info, buf, sizeof buf, NULL), 0);
+    assert_int_equal(info.version, 2);
+
+    /* Older and equal versions are ignored (re-delivered deltas). */
+    put_track(f->s, "b", 1, 2, 700, &cs);
+    assert_int_equal(cs.stale, 1);
+    assert_int_equal(cs.upserts, 0);
+    put_track(f->s, "b", 2, 2, 700, &cs);
+    assert_int_equal(cs.stale, 1);
+    assert_int_equal(votes_for(f, 2, 700), 0);
+    get_stats(f, &st);
+    assert_int_equal(st.postings, 1200);
+
+    /* Delete: gone; an older upsert delivered afterwards stays refused; a newer one applies. */
+    sh_shard_batch *b;
+    assert_int_equal(sh_shard_batch_begin(f->s, 0, &b, NULL), 0);
+    assert_int_equal(sh_shard_batch_delete(b, "b", 3, NULL), 0);
+    assert_int_equal(sh_shard_batch_delete(b, "never-seen", 5, NULL), 0);
+    assert_int_equal(sh_shard_batch_commit(b, &cs, NULL), 0);
+    assert_int_equal(cs.deletes, 1);
+    assert_int_equal(cs.not_found, 1);
+    get_stats(f, &st);
+    assert_int_equal(st.tracks, 2);
+    assert_int_equal(st.postings, 800);
+    assert_int_equal(votes_for(f, 20, 400), 0);
+    assert_int_equal(sh_shard_info_by_id(f->s, "b", &info, buf, sizeof buf, NULL), SH_ENOTFOUND);
+    put_track(f->s, "b", 2, 2, 700, &cs);
+    assert_int_equal(cs.stale, 1);
+    put_track(f->s, "never-seen", 4, 9, 10, &cs);
+    assert_int_equal(cs.stale, 1);
+    put_track(f->s, "b", SH_SHARD_VERSION_NEXT, 21, 50, &cs);
+    assert_int_equal(cs.upserts, 1);
+    assert_int_equal(sh_shard_info_by_id(f->s, "b", &info, buf, sizeof buf, NULL), 0);
+    assert_int_equal(info.version, 4);
+    assert_int_equal(votes_for(f, 21, 50), 50);
+    get_stats(f, &st);
+    assert_int_equal(st.tracks, 3);
+    assert_int_equal(st.postings, 850);
+}
+
+static void test_batch_cursor_atomic(void **state)
+{
+    fixture *f = *state;
+    sh_shard_batch *b;
+    sh_err e = {0};
+    char cur[64];
+    size_t len = 0;
+    assert_int_equal(sh_shard_get_cursor(f->s, "deltas/0", cur, sizeof cur, &len, NULL),
+                     SH_ENOTFOUND);
+    /* Several tracks, a delete of one added in the same batch, and the cursor: one commit. */
+    assert_int_equal(sh_shard_batch_begin(f->s, 0, &b, &e), 0);
+    for (uint32_t i = 0; i < 5; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "t%u", i);
+        sh_hash *h = track_hashes(100 + i, 200);
+        sh_shard_track t = {.id = id, .version = 10};
+        assert_int_equal(sh_shard_batch_put(b, &t, h, 200, &e), 0);
+        free(h);
+    }
+    assert_int_equal(sh_shard_batch_delete(b, "t3", 11, &e), 0);
+    assert_int_equal(sh_shard_batch_set_cursor(b, "deltas/0", "e1:s42", 6, &e), 0);
+    sh_shard_commit_stats cs;
+    assert_int_equal(sh_shard_batch_commit(b, &cs, &e), 0);
+    assert_int_equal(cs.upserts, 5);
+    assert_int_equal(cs.deletes, 1);
+    assert_int_equal(cs.postings_added, 800); /* t3's postings never reached the disk */
+    assert_int_equal(sh_shard_get_cursor(f->s, "deltas/0", cur, sizeof cur, &len, NULL), 0);
+    assert_int_equal(len, 6);
+    assert_memory_equal(cur, "e1:s42", 6);
+    sh_shard_stats st;
+    get_stats(f, &st);
+    assert_int_equal(st.tracks, 4);
+    assert_int_equal(st.postings, 800);
+    assert_int_equal(votes_for(f, 103, 200), 0);
+    assert_int_equal(votes_for(f, 104, 200), 200);
+
+    /* An aborted batch leaves no trace. */
+    assert_int_equal(sh_shard_batch_begin(f->s, 0, &b, &e), 0);
+    sh_hash *h = track_hashes(200, 100);
+    sh_shard_track t = {.id = "aborted", .version = 1};
+    assert_int_equal(sh_shard_batch_put(b, &t, h, 100, &e), 0);
+    assert_int_equal(sh_shard_batch_delete(b, "t0", 99, &e), 0);
+    assert_int_equal(sh_shard_batch_set_cursor(b, "deltas/0", "e1:s99", 6, &e), 0);
+    sh_shard_batch_abort(b);
+    get_stats(f, &st);
+    assert_int_equal(st.tracks, 4);
+    assert_int_equal(st.postings, 800);
+    assert_int_equal(votes_for(f, 200, 100), 0);
+    assert_int_equal(votes_for(f, 100, 200), 200);
+    assert_int_equal(sh_shard_get_cursor(f->s, "deltas/0", cur, sizeof cur, &len, NULL), 0);
+    assert_memory_equal(cur, "e1:s42", 6);
+    assert_int_equal(sh_shard_get_cursor(f->s, "deltas/0", cur, 2, &len, NULL), SH_ETOOBIG);
+
+    /* The batch cap: put refuses past it; the batch stays usable. */
+    assert_int_equal(sh_shard_batch_begin(f->s, 150, &b, &e), 0);
+    assert_int_equal(sh_shard_batch_put(b, &t, h, 100, &e), 0);
+    assert_int_equal(sh_shard_batch_put(b, &t, h, 100, &e), SH_ETOOBIG);
+    sh_shard_batch_abort(b);
+    free(h);
+
+    /* Bad arguments. */
+    assert_int_equal(sh_shard_batch_begin(f->s, 0, &b, &e), 0);
+    char long_id[SH_SHARD_ID_MAX + 2];
+    memset(long_id, 'x', sizeof long_id - 1);
+    long_id[sizeof long_id - 1] = '\0';
+    sh_shard_track bad = {.id = long_id, .version = 1};
+    assert_int_equal(sh_shard_batch_put(b, &bad, NULL, 0, &e), SH_EINVAL);
+    bad.id = "";
+    assert_int_equal(sh_shard_batch_put(b, &bad, NULL, 0, &e), SH_EINVAL);
+    bad.id = "ok";
+    bad.fp_version = sh_shard_fp_version(f->s) + 1;
+    assert_int_equal(sh_shard_batch_put(b, &bad, NULL, 0, &e), SH_EINVAL);
+    sh_shard_batch_abort(b);
+}
+
+/* A batch that fails at commit (map limit reached) applies nothing, cursor included. */
+static void test_failed_commit_no_trace(void **state)
+{
+    fixture *f = *state;
+    sh_shard_free(f->s);
+    sh_shard_opts o;
+    sh_shard_opts_default(&o);
+    o.map_size = 1 << 20;
+    o.map_size_max = 1 << 20;
+    assert_int_equal(sh_shard_open(f->dir, &o, &f->s, NULL), 0);
+    put_track(f->s, "small", 1, 1, 100, NULL);
+    sh_shard_batch *b;
+    sh_err e = {0};
+    assert_int_equal(sh_shard_batch_begin(f->s, 0, &b, &e), 0);
+    sh_hash *h = track_hashes(7, 400000);
+    sh_shard_track t = {.id = "huge", .version = 1};
+    assert_int_equal(sh_shard_batch_put(b, &t, h, 400000, &e), 0);
+    free(h);
+    assert_int_equal(sh_shard_batch_set_cursor(b, "src", "x", 1, &e), 0);
+    assert_int_equal(sh_shard_batch_commit(b, NULL, &e), SH_ETOOBIG);
+    sh_shard_stats st;
+    get_stats(f, &st);
+    assert_int_equal(st.tracks, 1);
+    assert_int_equal(st.postings, 100);
+    char cur[8];
+    size_t len;
+    assert_int_equal(sh_shard_get_cursor(f->s, "src", cur, sizeof cur, &len, NULL), SH_ENOTFOUND);
+    assert_int_equal(votes_for(f, 1, 100), 100);
+}
+
+/* A small map grows on demand; many tracks exercise range splits, the incremental path and
+ * lookups, checked against exact expected vote counts. Then reopen. */
+static void test_growth_reopen_vacuum(void **state)
+{
+    fixture *f = *state;
+    sh_shard_free(f->s);
+    sh_shard_opts o;
+    sh_shard_opts_default(&o);
+    o.map_size = 256 << 10;
+    assert_int_equal(sh_shard_open(f->dir, &o, &f->s, NULL), 0);
+    sh_shard_batch *b;
+    sh_err e = {0};
+    sh_shard_commit_stats cs;
+    /* Bulk: 40 tracks in one batch (append path). */
+    assert_int_equal(sh_shard_batch_begin(f->s, 0, &b, &e), 0);
+    for (uint32_t i = 0; i < 40; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "bulk%u", i);
+        sh_hash *h = track_hashes(1000 + i, 3000);
+        sh_shard_track t = {.id = id, .version = 1, .duration_s = 60};
+        assert_int_equal(sh_shard_batch_put(b, &t, h, 3000, &e), 0);
+        free(h);
+    }
+    assert_int_equal(sh_shard_batch_commit(b, &cs, &e), 0);
+    assert_true(cs.resizes > 0);
+    /* Incremental: one track per batch (merge into existing ranges). */
+    for (uint32_t i = 0; i < 10; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "inc%u", i);
+        put_track(f->s, id, 1, 2000 + i, 3000, &cs);
+    }
+    sh_shard_stats st;
+    get_stats(f, &st);
+    assert_int_equal(st.tracks, 50);
+    assert_int_equal(st.postings, 150000);
+    assert_true(st.ranges > 64);
+    for (uint32_t i = 0; i < 40; i += 13)
+        assert_int_equal(votes_for(f, 1000 + i, 3000), 3000);
+    assert_int_equal(votes_for(f, 2005, 3000), 3000);
+    assert_int_equal(votes_for(f, 5555, 3000), 0); /* random 32-bit hashes: no collisions here */
+
+    /* Delete 20 tracks in one batch: the bounded sweep leaves dead postings; vacuum removes. */
+    assert_int_equal(sh_shard_batch_begin(f->s, 0, &b, &e), 0);
+    for (uint32_t i = 0; i < 20; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "bulk%u", i);
+        assert_int_equal(sh_shard_batch_delete(b, id, SH_SHARD_VERSION_NEXT, &e), 0);
+    }
+    assert_int_equal(sh_shard_batch_commit(b, &cs, &e), 0);
+    assert_int_equal(cs.deletes, 20);
+    get_stats(f, &st);
+    assert_int_equal(st.tracks, 30);
+    assert_int_equal(st.postings, 90000);
+    assert_true(st.dead_postings > 0 && st.dead_postings <= 60000);
+    assert_int_equal(votes_for(f, 1000, 3000), 0); /* dead postings are never voted */
+    assert_int_equal(sh_shard_vacuum(f->s, &e), 0);
+    get_stats(f, &st);
+    assert_int_equal(st.dead_postings, 0);
+    assert_int_equal(st.postings, 90000);
+
+    /* Reopen: everything persisted. */
+    sh_shard_free(f->s);
+    o.read_only = true;
+    assert_int_equal(sh_shard_open(f->dir, &o, &f->s, &e), 0);
+    get_stats(f, &st);
+    assert_int_equal(st.tracks, 30);
+    assert_int_equal(votes_for(f, 1039, 3000), 3000);
+    assert_int_equal(votes_for(f, 2009, 3000), 3000);
+    assert_int_equal(sh_shard_batch_begin(f->s, 0, &b, &e), SH_EINVAL); /* read-only */
+
+    /* Snapshot: a compacted copy opens and answers the same. */
+    char snap[300];
+    snprintf(snap, sizeof snap, "%s/snap", f->dir);
+    assert_int_equal(mkdir(snap, 0755), 0);
+    assert_int_equal(sh_shard_snapshot(f->s, snap, &e), 0);
+    sh_shard *s2;
+    assert_int_equal(sh_shard_open(snap, &o, &s2, &e), 0);
+    sh_shard_stats st2;
+    assert_int_equal(sh_shard_stats_get(s2, &st2, &e), 0);
+    assert_int_equal(st2.postings, 90000);
+    assert_true(st2.file_bytes <= st.file_bytes);
+    sh_shard_free(s2);
+}
+
+static void write_file(const char *path, const void *data, size_t n)
+{
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(data, 1, n, fp), n);
+    fclose(fp);
+}
+
+static void test_bad_files(void **state)
+{
+    fixture *f = *state;
+    sh_err e = {0};
+    sh_shard *s = NULL;
+    sh_shard_opts o;
+    sh_shard_opts_default(&o);
+    char dir[300], path[400];
+
+    /* Garbage where data.mdb should be. */
+    snprintf(dir, sizeof dir, "%s/garbage", f->dir);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    char junk[16384];
+    for (size_t i = 0; i < sizeof junk; i++)
+        junk[i] = (char)rnd();
+    write_file(path, junk, sizeof junk);
+    assert_int_equal(sh_shard_open(dir, &o, &s, &e), SH_EFORMAT);
+    assert_null(s);
+    assert_non_null(strstr(e.msg, "not a SoundHash shard"));
+
+    /* A valid LMDB environment that is not a shard. */
+    snprintf(dir, sizeof dir, "%s/foreign", f->dir);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0644), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, NULL, 0, &dbi), 0);
+    MDB_val k = {3, "key"}, v = {5, "value"};
+    assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+    assert_int_equal(sh_shard_open(dir, &o, &s, &e), SH_EFORMAT);
+
+    /* Read-only open of nothing; an index path that is a file. */
+    snprintf(dir, sizeof dir, "%s/missing", f->dir);
+    o.read_only = true;
+    assert_int_equal(sh_shard_open(dir, &o, &s, &e), SH_ENOTFOUND);
+    assert_int_equal(sh_shard_open(path, &o, &s, &e), SH_EIO);
+
+    /* A shard built for another fp_version is refused unless asked for "any". */
+    o.read_only = false;
+    o.fp_version = SH_FP_VERSION + 7;
+    snprintf(dir, sizeof dir, "%s/otherfp", f->dir);
+    assert_int_equal(sh_shard_open(dir, &o, &s, &e), 0);
+    sh_shard_free(s);
+    o.fp_version = 0;
+    assert_int_equal(sh_shard_open(dir, &o, &s, &e), SH_EUNSUPPORTED);
+    o.fp_version = -1;
+    assert_int_equal(sh_shard_open(dir, &o, &s, &e), 0);
+    assert_int_equal(sh_shard_fp_version(s), SH_FP_VERSION + 7);
+    sh_shard_free(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_add_replace_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_cursor_atomic, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_commit_no_trace, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_growth_reopen_vacuum, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_files, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
