@@ -1,0 +1,364 @@
+/* consume.c — the main thread: group membership, fetching with live events first, back-pressure
+ * and database-down pausing, offset commits of the finished prefix, and graceful shutdown. */
+#include "worker.h"
+
+#include "sh_kafka.h"
+#include "sh_log.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define COMMIT_EVERY_S 0.2
+#define PING_EVERY_S 1.0
+#define MAX_COMMITS 256
+
+/* The only process-wide state: set by the signal handler, read by the main loop. */
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    g_stop = 1;
+}
+
+static void install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+/* ---- offsets ------------------------------------------------------------------------------- */
+
+static void commit_now(wk *w)
+{
+    sh_offset_commit c[MAX_COMMITS];
+    pthread_mutex_lock(&w->lock);
+    size_t n = sh_offsets_collect(w->offsets, c, MAX_COMMITS);
+    pthread_mutex_unlock(&w->lock);
+    if (!n)
+        return;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n);
+    for (size_t i = 0; i < n; i++)
+        rd_kafka_topic_partition_list_add(l, c[i].topic, c[i].partition)->offset = c[i].offset;
+    rd_kafka_resp_err_t err = rd_kafka_commit(w->consumer, l, 0);
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        SH_WARN("commit_failed", "err=\"%s\"", rd_kafka_err2str(err));
+    pthread_mutex_lock(&w->lock);
+    for (int i = 0; i < l->cnt; i++) {
+        const rd_kafka_topic_partition_t *p = &l->elems[i];
+        if (!err && !p->err)
+            sh_offsets_committed(w->offsets, p->topic, p->partition, p->offset);
+    }
+    pthread_mutex_unlock(&w->lock);
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* ---- rebalancing --------------------------------------------------------------------------- */
+
+static bool is_reindex(const char *topic) { return strcmp(topic, SH_TOPIC_AUDIO_REINDEX) == 0; }
+
+/* Reindex partitions feed their own queue, so the main loop can serve live ones first. */
+static void route_queues(wk *w, const rd_kafka_topic_partition_list_t *parts, bool on)
+{
+    for (int i = 0; i < parts->cnt; i++) {
+        if (!is_reindex(parts->elems[i].topic))
+            continue;
+        rd_kafka_queue_t *q =
+            rd_kafka_queue_get_partition(w->consumer, parts->elems[i].topic, parts->elems[i].partition);
+        if (q) {
+            rd_kafka_queue_forward(q, on ? w->reindex_q : NULL);
+            rd_kafka_queue_destroy(q);
+        }
+    }
+}
+
+static bool cooperative(const wk *w)
+{
+    const char *p = rd_kafka_rebalance_protocol(w->consumer);
+    return p && strcmp(p, "COOPERATIVE") == 0;
+}
+
+static void on_assign(wk *w, rd_kafka_topic_partition_list_t *parts, bool paused)
+{
+    if (cooperative(w))
+        rd_kafka_error_destroy(rd_kafka_incremental_assign(w->consumer, parts));
+    else
+        rd_kafka_assign(w->consumer, parts);
+    route_queues(w, parts, true);
+    if (paused)
+        rd_kafka_pause_partitions(w->consumer, parts);
+    atomic_fetch_add(&w->assigned, parts->cnt);
+    SH_INFO("partitions_assigned", "count=%d", parts->cnt);
+}
+
+static void on_revoke(wk *w, rd_kafka_topic_partition_list_t *parts)
+{
+    /* Commit what is finished while we still own it; unfinished events go to the next owner. */
+    commit_now(w);
+    pthread_mutex_lock(&w->lock);
+    for (int i = 0; i < parts->cnt; i++)
+        sh_offsets_reset(w->offsets, parts->elems[i].topic, parts->elems[i].partition);
+    pthread_mutex_unlock(&w->lock);
+    route_queues(w, parts, false);
+    if (cooperative(w)) {
+        rd_kafka_error_destroy(rd_kafka_incremental_unassign(w->consumer, parts));
+        atomic_fetch_sub(&w->assigned, parts->cnt);
+    } else {
+        rd_kafka_assign(w->consumer, NULL);
+        atomic_store(&w->assigned, 0);
+    }
+    SH_INFO("partitions_revoked", "count=%d", parts->cnt);
+}
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    (void)rk;
+    wk *w = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+        on_assign(w, parts, sh_series_value(w->m.paused_s) > 0);
+    else
+        on_revoke(w, parts);
+}
+
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)rk;
+    wk *w = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+        atomic_store(&w->kafka_up, false);
+        sh_series_set(w->m.kafka_up_s, 0);
+    }
+    SH_WARN("kafka_error", "err=%s reason=\"%.300s\"", rd_kafka_err2name(err), reason);
+}
+
+int wk_consumer_new(wk *w, sh_err *e)
+{
+    rd_kafka_conf_t *conf = NULL;
+    int rc = sh_kafka_conf_new(w->cfg.brokers, NULL, &conf, e);
+    const char *defaults[][2] = {
+        {"group.id", w->cfg.group},
+        {"enable.auto.commit", "false"}, /* we commit the finished prefix ourselves */
+        {"auto.offset.reset", "earliest"},
+        {"statistics.interval.ms", "1000"},
+        {"session.timeout.ms", "10000"},
+        {"client.id", w->cfg.worker_id},
+    };
+    for (size_t i = 0; rc == 0 && i < sizeof defaults / sizeof defaults[0]; i++)
+        rc = sh_kafka_conf_set(conf, defaults[i][0], defaults[i][1], e);
+    for (size_t i = 0; rc == 0 && i < w->cfg.kafka_props.n; i++)
+        rc = sh_kafka_conf_set_kv(conf, w->cfg.kafka_props.v[i], e);
+    if (rc) {
+        rd_kafka_conf_destroy(conf);
+        return rc;
+    }
+    rd_kafka_conf_set_opaque(conf, w);
+    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    rd_kafka_conf_set_stats_cb(conf, wk_stats_cb);
+    rd_kafka_conf_set_error_cb(conf, on_error);
+    char errstr[512];
+    w->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    if (!w->consumer) {
+        rd_kafka_conf_destroy(conf);
+        return sh_err_set(e, SH_EKAFKA, "consumer: %s", errstr);
+    }
+    rd_kafka_poll_set_consumer(w->consumer);
+    w->live_q = rd_kafka_queue_get_consumer(w->consumer);
+    w->reindex_q = rd_kafka_queue_new(w->consumer);
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(2);
+    rd_kafka_topic_partition_list_add(topics, SH_TOPIC_AUDIO_EVENTS, RD_KAFKA_PARTITION_UA);
+    rd_kafka_topic_partition_list_add(topics, SH_TOPIC_AUDIO_REINDEX, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(w->consumer, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    return err ? sh_kafka_err_set(e, err, "subscribe") : 0;
+}
+
+/* ---- dispatch ------------------------------------------------------------------------------ */
+
+static void dispatch(wk *w, rd_kafka_message_t *m)
+{
+    if (m->err) {
+        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            SH_WARN("consume_error", "err=\"%s\"", rd_kafka_message_errstr(m));
+        rd_kafka_message_destroy(m);
+        return;
+    }
+    wk_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        /* Not tracked, so not committed: the event comes back after a restart or rebalance. */
+        SH_ERROR("out_of_memory", "what=job");
+        rd_kafka_message_destroy(m);
+        return;
+    }
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    j->msg = m;
+    j->live = !is_reindex(topic);
+    j->t0 = wk_now();
+    pthread_mutex_lock(&w->lock);
+    if (sh_offsets_add(w->offsets, topic, m->partition, m->offset) == SH_EINVAL) {
+        /* A rewind (offset reset, re-seek): older in-flight entries no longer matter. */
+        sh_offsets_reset(w->offsets, topic, m->partition);
+        sh_offsets_add(w->offsets, topic, m->partition, m->offset);
+    }
+    w->inflight++;
+    sh_series_set(w->m.inflight_s, (double)w->inflight);
+    wk_fifo_push(j->live ? &w->live_jobs : &w->reindex_jobs, j);
+    pthread_cond_signal(&w->job_cv);
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* Live first; reindex only when no live job is waiting for a thread. */
+static rd_kafka_message_t *next_message(wk *w, int timeout_ms)
+{
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(w->consumer, 0);
+    if (m)
+        return m;
+    pthread_mutex_lock(&w->lock);
+    bool live_waiting = w->live_jobs.n > 0;
+    pthread_mutex_unlock(&w->lock);
+    if (!live_waiting && (m = rd_kafka_consume_queue(w->reindex_q, 0)))
+        return m;
+    return rd_kafka_consumer_poll(w->consumer, timeout_ms);
+}
+
+/* ---- pausing ------------------------------------------------------------------------------- */
+
+static void set_paused(wk *w, bool pause, const char *why)
+{
+    rd_kafka_topic_partition_list_t *a = NULL;
+    if (rd_kafka_assignment(w->consumer, &a) == 0 && a) {
+        if (pause)
+            rd_kafka_pause_partitions(w->consumer, a);
+        else
+            rd_kafka_resume_partitions(w->consumer, a);
+        rd_kafka_topic_partition_list_destroy(a);
+    }
+    sh_series_set(w->m.paused_s, pause ? 1 : 0);
+    SH_INFO(pause ? "consumption_paused" : "consumption_resumed", "why=%s", why);
+}
+
+typedef struct loop_state {
+    bool paused;
+    double last_commit, last_ping;
+    sh_primary *ctl; /* the main thread's own connection: database health while idle */
+} loop_state;
+
+static void ping_db(wk *w, loop_state *s)
+{
+    s->last_ping = wk_now();
+    sh_err e = {0};
+    int rc = SH_ETRANSIENT;
+    if (!s->ctl) {
+        sh_primary_config pc;
+        sh_primary_config_default(&pc);
+        pc.dsn = w->cfg.dsn;
+        pc.connect_timeout_s = 2;
+        pc.application_name = "soundhash-worker-ctl";
+        rc = sh_primary_new(&pc, &s->ctl, &e);
+    }
+    if (s->ctl)
+        rc = sh_primary_ping(s->ctl, &e);
+    bool was_down = atomic_load(&w->db_down);
+    if (rc && !was_down)
+        SH_WARN("db_down", "msg=\"%.300s\"", sh_err_text(&e));
+    /* Only the ping may declare the database back; the writer clears it on its own success. */
+    if (rc)
+        atomic_store(&w->db_down, true);
+    else if (was_down)
+        atomic_store(&w->db_down, false);
+    sh_series_set(w->m.db_up_s, rc ? 0 : 1);
+}
+
+static void housekeeping(wk *w, loop_state *s)
+{
+    double now = wk_now();
+    if (now - s->last_ping >= PING_EVERY_S)
+        ping_db(w, s);
+    pthread_mutex_lock(&w->lock);
+    size_t inflight = w->inflight;
+    pthread_mutex_unlock(&w->lock);
+    bool db_down = atomic_load(&w->db_down);
+    bool full = inflight >= (size_t)w->cfg.max_inflight;
+    if (!s->paused && (db_down || full || atomic_load(&w->stop_fetch))) {
+        set_paused(w, true, db_down ? "db_down" : full ? "inflight_full" : "shutdown");
+        s->paused = true;
+    } else if (s->paused && !db_down && inflight <= (size_t)w->cfg.max_inflight / 2 &&
+               !atomic_load(&w->stop_fetch)) {
+        set_paused(w, false, "ok");
+        s->paused = false;
+    }
+    if (now - s->last_commit >= COMMIT_EVERY_S) {
+        commit_now(w);
+        s->last_commit = now;
+    }
+}
+
+/* After SIGTERM: keep serving the group and committing until in-flight work is finished, or the
+ * grace period ends (then retries are abandoned and those events are left for redelivery). */
+static void drain(wk *w, loop_state *s)
+{
+    double deadline = wk_now() + (double)w->cfg.shutdown_grace_s;
+    SH_INFO("shutdown_draining", "inflight=%zu", w->inflight);
+    for (;;) {
+        pthread_mutex_lock(&w->lock);
+        size_t inflight = w->inflight;
+        pthread_mutex_unlock(&w->lock);
+        if (inflight == 0)
+            break;
+        if (wk_now() > deadline && !atomic_load(&w->abandon)) {
+            SH_WARN("shutdown_grace_expired", "inflight=%zu", inflight);
+            atomic_store(&w->abandon, true);
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(w->consumer, 50);
+        if (m)
+            rd_kafka_message_destroy(m); /* fetched before the pause: not ours to start now */
+        housekeeping(w, s);
+    }
+    commit_now(w);
+}
+
+int wk_run(wk *w)
+{
+    install_signals();
+    loop_state s = {0};
+    ping_db(w, &s);
+    while (!g_stop) {
+        housekeeping(w, &s);
+        if (s.paused) {
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(w->consumer, 50);
+            if (m)
+                dispatch(w, m); /* fetched just before the pause: handle it rather than lose
+                                   its place */
+            continue;
+        }
+        rd_kafka_message_t *m = next_message(w, 50);
+        if (m)
+            dispatch(w, m);
+    }
+    atomic_store(&w->stop_fetch, true);
+    housekeeping(w, &s);
+    drain(w, &s);
+    sh_primary_free(s.ctl);
+    return 0;
+}
+
+void wk_consumer_close(wk *w)
+{
+    if (!w->consumer)
+        return;
+    rd_kafka_resp_err_t err = rd_kafka_consumer_close(w->consumer); /* leaves the group */
+    if (err)
+        SH_WARN("consumer_close", "err=\"%s\"", rd_kafka_err2str(err));
+    if (w->reindex_q)
+        rd_kafka_queue_destroy(w->reindex_q);
+    if (w->live_q)
+        rd_kafka_queue_destroy(w->live_q);
+    rd_kafka_destroy(w->consumer);
+    w->consumer = NULL;
+}

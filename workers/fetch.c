@@ -1,0 +1,274 @@
+/* fetch.c — where an event's audio comes from: a file under the media root, an http(s) URL
+ * (downloaded to an unlinked temporary file, so memory stays bounded), or inline bytes. The sha256
+ * given in the event is checked before decoding, on exactly the bytes that will be decoded. */
+#include "worker.h"
+
+#include "sh_log.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define HASH_CHUNK (256 * 1024)
+
+void wk_fetch_global_init(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
+
+static void audio_opts(const wk *w, sh_audio_opts *o)
+{
+    sh_audio_opts_default(o);
+    o->rate = w->fpc.rate;
+    o->max_duration_s = w->cfg.max_duration_s;
+    o->max_bytes = w->cfg.max_fetch_bytes;
+}
+
+static int check_digest(const wk_job *j, const uint8_t got[SH_SHA256_LEN], sh_err *e)
+{
+    if (!j->ev.has_sha256 || memcmp(got, j->ev.sha256, SH_SHA256_LEN) == 0)
+        return 0;
+    char want_hex[SH_SHA256_HEX_LEN + 1], got_hex[SH_SHA256_HEX_LEN + 1];
+    sh_hex_encode(j->ev.sha256, SH_SHA256_LEN, want_hex);
+    sh_hex_encode(got, SH_SHA256_LEN, got_hex);
+    return sh_err_set(e, SH_ECHECKSUM, "sha256 mismatch: event says %s, audio is %s", want_hex,
+                      got_hex);
+}
+
+/* SHA-256 of a whole descriptor with pread (its offset is left alone), chunk by chunk. */
+static int sha256_fd(int fd, uint8_t out[SH_SHA256_LEN], sh_err *e)
+{
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    uint8_t *buf = malloc(HASH_CHUNK);
+    int rc = (ctx && buf && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1)
+                 ? 0
+                 : sh_err_set(e, SH_ENOMEM, "sha256: cannot allocate");
+    off_t pos = 0;
+    while (rc == 0) {
+        ssize_t n = pread(fd, buf, HASH_CHUNK, pos);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            rc = sh_err_set(e, SH_EIO, "sha256: read: %s", strerror(errno));
+        else if (n == 0)
+            break;
+        else if (EVP_DigestUpdate(ctx, buf, (size_t)n) != 1)
+            rc = sh_err_set(e, SH_EINTERNAL, "sha256: digest update failed");
+        pos += n > 0 ? n : 0;
+    }
+    unsigned len = 0;
+    if (rc == 0 && (EVP_DigestFinal_ex(ctx, out, &len) != 1 || len != SH_SHA256_LEN))
+        rc = sh_err_set(e, SH_EINTERNAL, "sha256: digest final failed");
+    EVP_MD_CTX_free(ctx);
+    free(buf);
+    return rc;
+}
+
+/* Verifies (if asked) and opens a descriptor; takes ownership of fd in every case. */
+static int open_fd_checked(const wk *w, wk_job *j, int fd, sh_audio **out, sh_err *e)
+{
+    struct stat st;
+    if (fstat(fd, &st) == 0 && (uint64_t)st.st_size > w->cfg.max_fetch_bytes) {
+        close(fd);
+        return sh_err_set(e, SH_ETOOBIG, "audio is %lld bytes, cap %zu", (long long)st.st_size,
+                          w->cfg.max_fetch_bytes);
+    }
+    uint8_t dig[SH_SHA256_LEN];
+    int rc = sha256_fd(fd, dig, e);
+    if (rc == 0)
+        rc = check_digest(j, dig, e);
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    sh_hex_encode(dig, SH_SHA256_LEN, j->sha256_hex);
+    sh_audio_opts o;
+    audio_opts(w, &o);
+    return sh_audio_open_fd(fd, &o, out, e);
+}
+
+static int fetch_file(const wk *w, wk_job *j, const char *uri, sh_audio **out, sh_err *e)
+{
+    int fd = -1;
+    int rc = sh_media_open(w->media, uri, &fd, e);
+    if (rc)
+        return rc;
+    return open_fd_checked(w, j, fd, out, e);
+}
+
+/* ---- http(s) ------------------------------------------------------------------------------- */
+
+typedef struct dl {
+    int fd;
+    size_t len, cap;
+    bool too_big, io_error;
+} dl;
+
+static size_t on_body(char *p, size_t sz, size_t n, void *ud)
+{
+    dl *d = ud;
+    size_t len = sz * n;
+    if (len > d->cap - d->len) {
+        d->too_big = true;
+        return 0; /* aborts the transfer */
+    }
+    for (size_t off = 0; off < len;) {
+        ssize_t wr = write(d->fd, p + off, len - off);
+        if (wr < 0 && errno == EINTR)
+            continue;
+        if (wr <= 0) {
+            d->io_error = true;
+            return 0;
+        }
+        off += (size_t)wr;
+    }
+    d->len += len;
+    return len;
+}
+
+/* An unlinked temporary file: nothing to clean up whatever happens. */
+static int tmp_fd(const char *dir, sh_err *e)
+{
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        return fd;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/soundhash-dl-XXXXXX", dir);
+    fd = mkostemp(path, O_CLOEXEC);
+    if (fd < 0)
+        return sh_err_set(e, SH_EIO, "temporary file in %s: %s", dir, strerror(errno));
+    unlink(path);
+    return fd;
+}
+
+/* Maps a finished transfer to an error: 5xx, 408, 429, timeouts and connection trouble are worth a
+ * retry; other 4xx and oversize bodies are not. */
+static int http_result(CURLcode cc, long status, const dl *d, const char *url, sh_err *e)
+{
+    if (d->too_big)
+        return sh_err_set(e, SH_ETOOBIG, "GET %s: body over %zu bytes", url, d->cap);
+    if (d->io_error)
+        return sh_err_set(e, SH_ETRANSIENT, "GET %s: cannot write temporary file", url);
+    if (cc == CURLE_OPERATION_TIMEDOUT)
+        return sh_err_set(e, SH_ETRANSIENT, "GET %s: timed out", url);
+    if (cc == CURLE_FILESIZE_EXCEEDED)
+        return sh_err_set(e, SH_ETOOBIG, "GET %s: declared size over %zu bytes", url, d->cap);
+    if (cc == CURLE_UNSUPPORTED_PROTOCOL || cc == CURLE_URL_MALFORMAT)
+        return sh_err_set(e, SH_EUNSUPPORTED, "GET %s: %s", url, curl_easy_strerror(cc));
+    if (cc != CURLE_OK)
+        return sh_err_set(e, SH_ETRANSIENT, "GET %s: %s", url, curl_easy_strerror(cc));
+    if (status >= 500 || status == 408 || status == 429)
+        return sh_err_set(e, SH_ETRANSIENT, "GET %s: HTTP %ld", url, status);
+    if (status != 200)
+        return sh_err_set(e, SH_EHTTP, "GET %s: HTTP %ld", url, status);
+    return 0;
+}
+
+static int download(const wk *w, const char *url, int fd, sh_err *e)
+{
+    CURL *c = curl_easy_init();
+    if (!c)
+        return sh_err_set(e, SH_ENOMEM, "curl_easy_init failed");
+    dl d = {fd, 0, w->cfg.max_fetch_bytes, false, false};
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(c, CURLOPT_MAXREDIRS, 5L);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, w->cfg.http_timeout_s);
+    curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)w->cfg.max_fetch_bytes);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &d);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "soundhash-worker/" SH_VERSION);
+    CURLcode cc = curl_easy_perform(c);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    return http_result(cc, status, &d, url, e);
+}
+
+static int fetch_url(const wk *w, wk_job *j, const char *url, sh_audio **out, sh_err *e)
+{
+    int fd = tmp_fd(w->cfg.tmp_dir, e);
+    if (fd < 0)
+        return SH_ETRANSIENT; /* a full or missing temp dir is the host's problem, not the event's */
+    int rc = download(w, url, fd, e);
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    return open_fd_checked(w, j, fd, out, e);
+}
+
+static int fetch_inline(const wk *w, wk_job *j, sh_audio **out, sh_err *e)
+{
+    uint8_t dig[SH_SHA256_LEN];
+    int rc = sh_sha256(j->ev.source.data, j->ev.source.data_len, dig, e);
+    if (rc == 0)
+        rc = check_digest(j, dig, e);
+    if (rc)
+        return rc;
+    sh_hex_encode(dig, SH_SHA256_LEN, j->sha256_hex);
+    sh_audio_opts o;
+    audio_opts(w, &o);
+    /* The buffer belongs to the job, which outlives the reader. */
+    return sh_audio_open_mem(j->ev.source.data, j->ev.source.data_len, &o, out, e);
+}
+
+static int fetch_uri(const wk *w, wk_job *j, const char *uri, sh_audio **out, sh_err *e)
+{
+    sh_uri_kind kind;
+    int rc = sh_uri_classify(uri, &kind, e);
+    if (rc)
+        return rc;
+    free(j->source_uri);
+    j->source_uri = strdup(uri);
+    if (!j->source_uri)
+        return sh_err_set(e, SH_ENOMEM, "out of memory");
+    switch (kind) {
+    case SH_URI_FILE:
+        return fetch_file(w, j, uri, out, e);
+    case SH_URI_HTTP:
+    case SH_URI_HTTPS:
+        return fetch_url(w, j, uri, out, e);
+    default:
+        return sh_err_set(e, SH_EUNSUPPORTED, "unsupported audio reference '%.64s'", uri);
+    }
+}
+
+/* A reindex event without a source re-reads the audio the primary recorded for the track. */
+static int fetch_stored(const wk *w, wk_job *j, sh_primary *db, sh_audio **out, sh_err *e)
+{
+    if (!db)
+        return sh_err_set(e, SH_ETRANSIENT, "no database connection to look up the stored audio");
+    sh_track t = {0};
+    int rc = sh_primary_get_track(db, j->ev.track_id, 0, &t, e);
+    if (rc == 0 && (t.deleted || !t.source_uri))
+        rc = sh_err_set(e, SH_ENOTFOUND, "track has no stored audio to reindex");
+    if (rc == 0)
+        rc = fetch_uri(w, j, t.source_uri, out, e);
+    sh_track_clear(&t);
+    return rc;
+}
+
+int wk_fetch_open(wk *w, wk_job *j, sh_primary *db, sh_audio **out, sh_err *e)
+{
+    *out = NULL;
+    switch (j->ev.source.kind) {
+    case SH_SRC_FILE:
+    case SH_SRC_URL:
+        return fetch_uri(w, j, j->ev.source.uri, out, e);
+    case SH_SRC_INLINE:
+        return fetch_inline(w, j, out, e);
+    case SH_SRC_NONE:
+        if (j->ev.op == SH_OP_REINDEX)
+            return fetch_stored(w, j, db, out, e);
+        break;
+    }
+    return sh_err_set(e, SH_EINVAL, "event has no audio source");
+}

@@ -1,0 +1,173 @@
+/* process.c — fingerprinting threads: event bytes → decoded event → audio → hashes → blob, then
+ * the writer queue. Each thread owns one sh_fp (FFTW plans and buffers are reused across tracks)
+ * and decodes in bounded chunks (sh_extract), so a thread's memory does not depend on the file
+ * length except for the hash list itself (bounded by sh_fp_max_hashes_per_s × the duration cap). */
+#include "worker.h"
+
+#include "sh_extract.h"
+#include "sh_fpblob.h"
+#include "sh_log.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct fp_ctx {
+    wk *w;
+    sh_fp *fp;
+    sh_primary *db; /* opened lazily, only for reindex events that re-read stored audio */
+} fp_ctx;
+
+/* Next job, live ones first; NULL when the worker is shutting down and nothing is left. */
+static wk_job *next_job(wk *w)
+{
+    pthread_mutex_lock(&w->lock);
+    wk_job *j = NULL;
+    for (;;) {
+        j = wk_fifo_pop(&w->live_jobs);
+        if (!j)
+            j = wk_fifo_pop(&w->reindex_jobs);
+        if (j || atomic_load(&w->threads_exit))
+            break;
+        pthread_cond_wait(&w->job_cv, &w->lock);
+    }
+    pthread_mutex_unlock(&w->lock);
+    return j;
+}
+
+static void to_writer(wk *w, wk_job *j)
+{
+    pthread_mutex_lock(&w->lock);
+    wk_fifo_push(&w->writes, j);
+    pthread_cond_signal(&w->write_cv);
+    pthread_mutex_unlock(&w->lock);
+}
+
+static int meta_to_json(wk_job *j, sh_err *e)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; o && i < j->ev.meta.n; i++)
+        json_object_set_new(o, j->ev.meta.kv[i].key, json_string(j->ev.meta.kv[i].value));
+    j->meta_json = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(o);
+    return j->meta_json ? 0 : sh_err_set(e, SH_EFORMAT, "metadata is not valid UTF-8 JSON");
+}
+
+/* Streams the whole reader through the extractor and encodes the blob into the job. */
+static int fingerprint(fp_ctx *c, wk_job *j, sh_audio *a, sh_err *e)
+{
+    int rc = sh_extract_audio(a, c->fp, e);
+    if (rc)
+        return rc;
+    size_t n = 0;
+    const sh_hash *h = sh_fp_hashes(c->fp, &n);
+    rc = sh_fpblob_encode(h, n, 0, &j->blob, &j->blob_len, e);
+    if (rc)
+        return rc;
+    j->n_hashes = (uint32_t)n;
+    j->duration_s = sh_audio_decoded_seconds(a);
+    return 0;
+}
+
+static void ensure_db(fp_ctx *c)
+{
+    if (c->db)
+        return;
+    sh_primary_config pc;
+    sh_primary_config_default(&pc);
+    pc.dsn = c->w->cfg.dsn;
+    pc.application_name = "soundhash-worker";
+    sh_err e = {0};
+    if (sh_primary_new(&pc, &c->db, &e))
+        SH_WARN("db_connect_failed", "msg=\"%s\"", sh_err_text(&e));
+}
+
+/* One attempt at everything before the database write. */
+static int prepare(fp_ctx *c, wk_job *j, sh_err *e)
+{
+    wk *w = c->w;
+    if (!j->decoded) {
+        const rd_kafka_message_t *m = j->msg;
+        int rc = sh_event_decode(m->payload, m->len, w->reg, &w->lim, &j->ev, e);
+        if (rc)
+            return rc == SH_EHTTP ? SH_ETRANSIENT : rc; /* a registry that is down recovers */
+        j->decoded = true;
+    }
+    if (j->ev.op == SH_OP_DELETE)
+        return 0;
+    if (j->ev.fp_version != 0 && j->ev.fp_version != SH_FP_VERSION)
+        return sh_err_set(e, SH_EUNSUPPORTED, "fp_version %d requested, this worker makes %d",
+                          (int)j->ev.fp_version, SH_FP_VERSION);
+    if (!j->meta_json && meta_to_json(j, e))
+        return SH_EFORMAT;
+    if (j->ev.op == SH_OP_REINDEX && j->ev.source.kind == SH_SRC_NONE)
+        ensure_db(c);
+    sh_audio *a = NULL;
+    int rc = wk_fetch_open(w, j, c->db, &a, e);
+    if (rc == 0)
+        rc = fingerprint(c, j, a, e);
+    sh_audio_free(a);
+    return rc;
+}
+
+static void finish_bad(wk *w, wk_job *j, int code, const sh_err *e)
+{
+    wk_count_failure(w, code);
+    if (wk_dlq_send(w, j, code, sh_err_text(e)) == 0)
+        wk_job_done(w, j, "dlq");
+    else
+        wk_job_abandon(w, j);
+}
+
+static void process_job(fp_ctx *c, wk_job *j)
+{
+    wk *w = c->w;
+    for (;;) {
+        sh_err e = {0};
+        j->attempts++;
+        int rc = prepare(c, j, &e);
+        if (rc == 0) {
+            sh_audio_event *ev = &j->ev;
+            if (ev->op != SH_OP_DELETE)
+                sh_series_add(w->m.audio_total, j->duration_s);
+            to_writer(w, j);
+            return;
+        }
+        if (!wk_transient(rc)) {
+            SH_INFO("event_rejected", "track=%s code=%s attempts=%d msg=\"%.300s\"",
+                    j->decoded ? j->ev.track_id : "-", sh_err_name(rc), j->attempts,
+                    sh_err_text(&e));
+            finish_bad(w, j, rc, &e);
+            return;
+        }
+        wk_count_retry(w, rc);
+        SH_WARN("event_retry", "track=%s code=%s attempt=%d msg=\"%.300s\"",
+                j->decoded ? j->ev.track_id : "-", sh_err_name(rc), j->attempts, sh_err_text(&e));
+        free(j->blob);
+        j->blob = NULL;
+        if (wk_backoff(w, j->attempts - 1)) {
+            wk_job_abandon(w, j);
+            return;
+        }
+    }
+}
+
+void *wk_fp_thread(void *arg)
+{
+    fp_ctx c = {.w = arg};
+    sh_err e = {0};
+    if (sh_fp_new(&c.w->fpc, &c.fp, &e)) {
+        /* Cannot happen with a checked config short of OOM; the main thread notices via
+         * /health (no progress) — keep draining so shutdown does not hang. */
+        SH_ERROR("fp_thread_init_failed", "msg=\"%s\"", sh_err_text(&e));
+    }
+    for (wk_job *j; (j = next_job(c.w));) {
+        if (!c.fp)
+            wk_job_abandon(c.w, j);
+        else
+            process_job(&c, j);
+    }
+    sh_fp_free(c.fp);
+    sh_primary_free(c.db);
+    return NULL;
+}

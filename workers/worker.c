@@ -1,0 +1,206 @@
+/* worker.c — `soundhash worker`: options, start-up and tear-down. The moving parts are described
+ * in worker.h. */
+#include "worker.h"
+
+#include "sh_cmds.h"
+#include "sh_kafka.h"
+#include "sh_log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *const SUMMARY =
+    "Consumes audio events from soundhash.audio.events (live, favoured) and "
+    "soundhash.audio.reindex, fetches and fingerprints the audio with --threads threads, and "
+    "writes each track and its fingerprints to the primary PostgreSQL in one version-checked "
+    "transaction. Offsets are committed only up to events that are fully done (written, or "
+    "delivered to soundhash.audio.dlq with the reason when bad), so a worker killed at any "
+    "instant loses nothing. Pauses while the database is down and resumes by itself. "
+    "SIGTERM/SIGINT: finishes in-flight work, commits, leaves the group, exits 0. "
+    "/health and /metrics on --http.";
+
+/* The option table without targets (immutable); init_opts() copies it and points the copy at a
+ * config struct. */
+static const sh_opt OPTS[] = {
+    {"brokers", 'b', SH_OPT_STR, NULL, NULL, "Kafka bootstrap servers host:port,...",
+     SH_OPT_REQUIRED, 0, 0},
+    {"dsn", 0, SH_OPT_STR, NULL, NULL,
+     "primary PostgreSQL connection string (password: env SOUNDHASH_DB_PASSWORD)",
+     SH_OPT_REQUIRED, 0, 0},
+    {"media-root", 0, SH_OPT_STR, NULL, NULL, "directory file:// audio must lie under",
+     SH_OPT_REQUIRED, 0, 0},
+    {"threads", 't', SH_OPT_INT, NULL, "2", "fingerprinting threads", 0, 1, 64},
+    {"group", 'g', SH_OPT_STR, NULL, "soundhash-workers", "consumer group id", 0, 0, 0},
+    {"http", 0, SH_OPT_STR, NULL, "", "serve /health and /metrics on HOST:PORT (\"\": off)", 0,
+     0, 0},
+    {"worker-id", 0, SH_OPT_STR, NULL, "", "name in logs and dead letters (\"\": host-pid)", 0,
+     0, 0},
+    {"property", 'X', SH_OPT_LIST, NULL, NULL, "librdkafka property key=value (repeatable)", 0,
+     0, 0},
+    {"max-inflight", 0, SH_OPT_INT, NULL, "0",
+     "events received and unfinished before pausing (0: 4 x threads)", 0, 0, 100000},
+    {"batch", 0, SH_OPT_INT, NULL, "16", "tracks per database round trip", 0, 1, 256},
+    {"max-duration", 0, SH_OPT_DOUBLE, NULL, "10800", "longest audio accepted, seconds", 0, 0,
+     0},
+    {"max-fetch-bytes", 0, SH_OPT_SIZE, NULL, "1G", "largest audio file accepted", 0, 0, 0},
+    {"http-timeout", 0, SH_OPT_INT, NULL, "120", "seconds for one http(s) audio download", 0,
+     1, 3600},
+    {"retry-max-ms", 0, SH_OPT_INT, NULL, "10000", "longest backoff between retries", 0, 100,
+     600000},
+    {"shutdown-grace", 0, SH_OPT_INT, NULL, "60",
+     "seconds to finish in-flight work after SIGTERM", 0, 0, 3600},
+    {"tmp-dir", 0, SH_OPT_STR, NULL, "/tmp", "where http(s) downloads are spooled", 0, 0, 0},
+    {NULL, 0, 0, NULL, NULL, NULL, 0, 0, 0},
+};
+#define N_OPTS (sizeof OPTS / sizeof OPTS[0])
+
+static void init_opts(wk_config *c, sh_opt *opts, sh_cmd_spec *spec)
+{
+    void *targets[] = {&c->brokers,      &c->dsn,           &c->media_root,   &c->threads,
+                       &c->group,        &c->http,          &c->worker_id,    &c->kafka_props,
+                       &c->max_inflight, &c->batch,         &c->max_duration_s,
+                       &c->max_fetch_bytes, &c->http_timeout_s, &c->retry_max_ms,
+                       &c->shutdown_grace_s, &c->tmp_dir};
+    _Static_assert(sizeof targets / sizeof targets[0] == N_OPTS - 1, "one target per option");
+    memcpy(opts, OPTS, sizeof OPTS);
+    for (size_t i = 0; i < N_OPTS - 1; i++)
+        opts[i].target = targets[i];
+    spec->name = "worker";
+    spec->usage = "--brokers B --dsn DSN --media-root DIR [options]";
+    spec->summary = SUMMARY;
+    spec->opts = opts;
+}
+
+/* Derived settings and checks the option table cannot express. */
+static int finish_config(wk *w, sh_err *e)
+{
+    wk_config *c = &w->cfg;
+    if (c->max_inflight == 0)
+        c->max_inflight = 4 * c->threads;
+    if (!(c->max_duration_s > 0))
+        return sh_err_set(e, SH_EUSAGE, "--max-duration must be > 0");
+    if (c->max_fetch_bytes == 0)
+        return sh_err_set(e, SH_EUSAGE, "--max-fetch-bytes must be > 0");
+    if (!c->worker_id || !c->worker_id[0]) {
+        char host[64] = "worker", id[128];
+        gethostname(host, sizeof host - 1);
+        snprintf(id, sizeof id, "%s-%ld", host, (long)getpid());
+        free(c->worker_id); /* owned by the parser, like its replacement */
+        c->worker_id = strdup(id);
+        if (!c->worker_id)
+            return sh_err_set(e, SH_ENOMEM, "out of memory");
+    }
+    return 0;
+}
+
+static int start(wk *w, sh_err *e)
+{
+    int rc = sh_registry_new_from_env(&w->reg, e);
+    sh_schema_limits_default(&w->lim);
+    sh_fp_config_default(&w->fpc);
+    if (rc == 0)
+        rc = sh_media_new(w->cfg.media_root, 0, &w->media, e);
+    if (rc == 0 && (rc = sh_offsets_new(&w->offsets)))
+        sh_err_set(e, rc, "out of memory");
+    if (rc == 0 && (rc = wk_metrics_init(&w->m)))
+        sh_err_set(e, rc, "metrics registry");
+    if (rc == 0)
+        rc = wk_dlq_new(w, e);
+    if (rc == 0)
+        rc = wk_consumer_new(w, e);
+    if (rc == 0)
+        rc = wk_http_start(w, e);
+    return rc;
+}
+
+static int start_threads(wk *w, sh_err *e)
+{
+    w->fp_threads = calloc((size_t)w->cfg.threads, sizeof *w->fp_threads);
+    if (!w->fp_threads)
+        return sh_err_set(e, SH_ENOMEM, "out of memory");
+    for (long i = 0; i < w->cfg.threads; i++) {
+        if (pthread_create(&w->fp_threads[i], NULL, wk_fp_thread, w))
+            return sh_err_set(e, SH_EINTERNAL, "cannot start thread %ld", i);
+        w->n_fp_threads++;
+    }
+    if (pthread_create(&w->writer_thread, NULL, wk_writer_thread, w))
+        return sh_err_set(e, SH_EINTERNAL, "cannot start the writer thread");
+    w->writer_started = true;
+    return 0;
+}
+
+static void stop_threads(wk *w)
+{
+    atomic_store(&w->threads_exit, true);
+    pthread_mutex_lock(&w->lock);
+    pthread_cond_broadcast(&w->job_cv);
+    pthread_cond_broadcast(&w->write_cv);
+    pthread_mutex_unlock(&w->lock);
+    for (long i = 0; i < w->n_fp_threads; i++)
+        pthread_join(w->fp_threads[i], NULL);
+    if (w->writer_started)
+        pthread_join(w->writer_thread, NULL);
+    free(w->fp_threads);
+    /* Left-over jobs (only after an abandon) are dropped without committing their offsets. */
+    for (wk_fifo *q = &w->live_jobs; q; q = q == &w->live_jobs ? &w->reindex_jobs
+                                           : q == &w->reindex_jobs ? &w->writes
+                                                                   : NULL) {
+        for (wk_job *j; (j = wk_fifo_pop(q));)
+            wk_job_free(j);
+    }
+}
+
+static void teardown(wk *w)
+{
+    sh_http_free(w->http); /* first: its handlers read the state freed below */
+    wk_consumer_close(w);
+    wk_dlq_free(w);
+    sh_offsets_free(w->offsets);
+    wk_metrics_free(&w->m);
+    sh_media_free(w->media);
+    sh_registry_free(w->reg);
+    pthread_mutex_destroy(&w->lock);
+    pthread_cond_destroy(&w->job_cv);
+    pthread_cond_destroy(&w->write_cv);
+}
+
+int sh_cmd_worker(int argc, char **argv)
+{
+    wk w;
+    memset(&w, 0, sizeof w);
+    sh_cmd_spec spec;
+    memset(&spec, 0, sizeof spec);
+    sh_err e = {0};
+    sh_opt opts[N_OPTS];
+    init_opts(&w.cfg, opts, &spec);
+    int rc = sh_opt_parse(&spec, argc, argv, &e);
+    int code = sh_opt_exit_code(&spec, rc, &e);
+    if (code < 0 && finish_config(&w, &e))
+        code = sh_opt_exit_code(&spec, SH_EUSAGE, &e);
+    if (code >= 0) {
+        sh_opt_free(&spec);
+        return code;
+    }
+    pthread_mutex_init(&w.lock, NULL);
+    pthread_cond_init(&w.job_cv, NULL);
+    pthread_cond_init(&w.write_cv, NULL);
+    wk_fetch_global_init();
+    rc = start(&w, &e);
+    if (rc == 0)
+        rc = start_threads(&w, &e);
+    if (rc == 0) {
+        SH_INFO("worker_started", "id=%s threads=%ld group=%s max_inflight=%ld", w.cfg.worker_id,
+                w.cfg.threads, w.cfg.group, w.cfg.max_inflight);
+        wk_run(&w);
+    } else {
+        fprintf(stderr, "soundhash worker: %s\n", sh_err_text(&e));
+        atomic_store(&w.abandon, true);
+    }
+    stop_threads(&w);
+    teardown(&w);
+    SH_INFO("worker_stopped", "rc=%d", rc);
+    sh_opt_free(&spec);
+    return rc ? SH_EXIT_RUNTIME : SH_EXIT_OK;
+}

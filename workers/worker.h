@@ -1,0 +1,183 @@
+/* worker.h — internals of `soundhash worker`, shared by the files of workers/ (not a public API).
+ *
+ * Threads and data flow:
+ *
+ *   main (consume.c)   polls the consumer: live events first, reindex events only when no live
+ *                      event waits; pushes jobs to the job queue; pauses all partitions when the
+ *                      queue is full (back-pressure) or the database is down; commits offsets of
+ *                      the finished prefix (offsets.h); handles rebalances and SIGTERM.
+ *   N fp threads       (process.c) take a job (live before reindex), decode the Avro event, fetch
+ *                      the audio (fetch.c), fingerprint it with their own sh_fp, encode the blob,
+ *                      and hand the result to the writer queue; bad events go to the DLQ (dlq.c).
+ *   1 writer thread    (writer.c) drains the writer queue in batches: sh_primary_write_tracks (one
+ *                      transaction per track, version-checked), deletes one by one; retries
+ *                      transient failures with jittered exponential backoff while flagging the
+ *                      database down; permanent failures go to the DLQ.
+ *   1 dr thread        (dlq.c) serves the DLQ producer's delivery reports.
+ *   http pool          (wmetrics.c) /health and /metrics.
+ *
+ * A job is "done" once its database transaction committed (or was a stale no-op) or its dead
+ * letter was delivered; only then does its offset count as finished. Jobs whose work was abandoned
+ * at shutdown are never marked done: their events are redelivered to the next owner.
+ */
+#ifndef SH_WORKER_H
+#define SH_WORKER_H
+
+#include "offsets.h"
+#include "sh_audio.h"
+#include "sh_err.h"
+#include "sh_fp.h"
+#include "sh_http.h"
+#include "sh_media.h"
+#include "sh_metrics.h"
+#include "sh_opt.h"
+#include "sh_primary.h"
+#include "sh_registry.h"
+#include "sh_schema.h"
+
+#include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* ---- configuration (documented defaults in worker.c's option table) ------------------------- */
+typedef struct wk_config {
+    char *brokers;
+    char *dsn;
+    char *media_root;
+    long threads;
+    char *group;
+    char *http;
+    char *worker_id;
+    sh_strlist kafka_props; /* -X */
+    long max_inflight;
+    long batch;
+    double max_duration_s;
+    size_t max_fetch_bytes;
+    long http_timeout_s;
+    long retry_max_ms;
+    long shutdown_grace_s;
+    char *tmp_dir;
+} wk_config;
+
+/* ---- jobs ------------------------------------------------------------------------------------ */
+typedef struct wk_job {
+    rd_kafka_message_t *msg; /* owned until the job is done */
+    bool live;               /* from the live topic (else reindex) */
+    double t0;               /* monotonic seconds when received */
+    sh_audio_event ev;       /* decoded event (owned) */
+    bool decoded;
+    int attempts;
+    /* Result of fingerprinting, consumed by the writer. */
+    uint8_t *blob;
+    size_t blob_len;
+    uint32_t n_hashes;
+    double duration_s;
+    char sha256_hex[SH_SHA256_HEX_LEN + 1];
+    char *meta_json;
+    char *source_uri;
+    struct wk_job *next;
+} wk_job;
+
+/* A FIFO of jobs. */
+typedef struct wk_fifo {
+    wk_job *head, *tail;
+    size_t n;
+} wk_fifo;
+
+/* ---- metrics --------------------------------------------------------------------------------- */
+typedef struct wk_metrics {
+    sh_metrics *reg;
+    sh_metric *events, *failed, *retries, *latency, *audio_s, *lag, *db_latency, *inflight,
+        *paused, *kafka_up, *db_up, *hashes, *lag_total;
+    sh_series *audio_total, *inflight_s, *paused_s, *kafka_up_s, *db_up_s, *hashes_total,
+        *lag_total_s;
+} wk_metrics;
+
+/* ---- the worker ------------------------------------------------------------------------------ */
+typedef struct wk {
+    wk_config cfg;
+    sh_registry *reg;
+    sh_schema_limits lim;
+    sh_media *media;
+    sh_fp_config fpc;
+    wk_metrics m;
+    sh_http *http;
+
+    rd_kafka_t *consumer;
+    rd_kafka_queue_t *live_q;    /* the consumer queue: live partitions */
+    rd_kafka_queue_t *reindex_q; /* reindex partitions are forwarded here */
+    rd_kafka_t *producer;        /* dead letters */
+    pthread_t dr_thread;
+
+    /* Job queue (main → fp threads) and writer queue (fp threads → writer). */
+    pthread_mutex_t lock;
+    pthread_cond_t job_cv, write_cv;
+    wk_fifo live_jobs, reindex_jobs, writes;
+    size_t inflight; /* received and not yet done or abandoned */
+    sh_offsets *offsets; /* guarded by lock */
+
+    pthread_t *fp_threads;
+    long n_fp_threads;
+    pthread_t writer_thread;
+    bool writer_started;
+
+    atomic_bool stop_fetch;   /* SIGTERM: no new jobs */
+    atomic_bool abandon;      /* grace expired: give up retries */
+    atomic_bool threads_exit; /* queues drained (or abandoned): threads leave */
+    atomic_bool db_down;      /* set by the writer on SH_ETRANSIENT, cleared on success/ping */
+    atomic_bool kafka_up;
+    atomic_bool dr_stop;      /* the DLQ delivery-report thread leaves */
+    atomic_int assigned;      /* partitions currently assigned */
+} wk;
+
+/* queue.c */
+void wk_fifo_push(wk_fifo *q, wk_job *j);
+wk_job *wk_fifo_pop(wk_fifo *q);
+void wk_job_free(wk_job *j);
+/* Marks the job finished (offset may be committed), frees it, wakes the main thread's bookkeeping.
+ * Thread-safe. */
+void wk_job_done(wk *w, wk_job *j, const char *result);
+/* Drops a job without marking its offset finished (shutdown abandon). Thread-safe. */
+void wk_job_abandon(wk *w, wk_job *j);
+
+/* process.c: the fp thread body. */
+void *wk_fp_thread(void *arg);
+/* fetch.c: opens the event's audio as a streaming reader, verifying sha256 when given; fills
+ * job->sha256_hex and job->source_uri. Errors are permanent unless SH_ETRANSIENT. */
+int wk_fetch_open(wk *w, wk_job *j, sh_primary *db, sh_audio **out, sh_err *e);
+void wk_fetch_global_init(void);
+
+/* writer.c */
+void *wk_writer_thread(void *arg);
+
+/* dlq.c */
+int wk_dlq_new(wk *w, sh_err *e);
+void wk_dlq_free(wk *w);
+/* Produces the dead letter of `j` and waits for its delivery report, retrying transient failures
+ * with backoff until delivered or w->abandon. Returns 0 (delivered) or SH_ECANCELED. */
+int wk_dlq_send(wk *w, wk_job *j, int code, const char *reason);
+
+/* backoff: sleeps min(cap, base * 2^attempt) with +-50% jitter, in slices, returning early when
+ * `w->abandon` is set. Returns 0, or SH_ECANCELED when abandoned. */
+int wk_backoff(wk *w, int attempt);
+double wk_now(void);
+/* True for errors a retry may cure. */
+bool wk_transient(int code);
+
+/* wmetrics.c */
+int wk_metrics_init(wk_metrics *m);
+void wk_metrics_free(wk_metrics *m);
+void wk_count_event(wk *w, const wk_job *j, const char *result);
+void wk_count_failure(wk *w, int code);
+void wk_count_retry(wk *w, int code);
+int wk_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque);
+int wk_http_start(wk *w, sh_err *e);
+
+/* consume.c */
+int wk_consumer_new(wk *w, sh_err *e);
+int wk_run(wk *w);
+void wk_consumer_close(wk *w);
+
+#endif
