@@ -116,9 +116,11 @@ static int entry_new(int32_t id, const char *json, size_t len, int version, sh_r
                 kind = k;
     }
     if (kind < 0) {
+        /* Format before freeing: ns and name belong to the schema. */
+        sh_err_set(e, SH_ESCHEMA, "schema id %" PRId32 " is not a SoundHash record (%s.%s)", id,
+                   ns ? ns : "", name ? name : "?");
         entry_free(s);
-        return sh_err_set(e, SH_ESCHEMA, "schema id %" PRId32 " is not a SoundHash record (%s.%s)",
-                          id, ns ? ns : "", name ? name : "?");
+        return SH_ESCHEMA;
     }
     s->kind = (sh_schema_kind)kind;
     s->iface = avro_generic_class_from_schema(s->schema);
