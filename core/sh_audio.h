@@ -13,9 +13,17 @@
  * duration (opts.max_duration_s), zero-length audio, and truncation the container reveals (a WAV/AIFF
  * data chunk larger than the file, an Ogg stream without its final page). Checked while decoding,
  * because headers lie: decoded duration against the cap, decode errors, fewer frames than the header
- * declared (truncated FLAC/Vorbis/Opus/WAV). Samples that are not finite (float WAV) become 0.
+ * declared (truncated FLAC/Vorbis/Opus/WAV). Output samples are finite and within ±16 (float files
+ * may hold anything: NaN/Inf become 0, the rest is clamped); ordinary audio lies within ±1.
+ * Error messages do not repeat the path or buffer name: callers add it.
  * Known gap: MP3 has no reliable length field, so an MP3 cut at a frame boundary decodes as a shorter
  * stream (a partial last frame is dropped), like every player does.
+ * libsndfile 1.2.0 quirks: (1) a WAV/AIFF data chunk that claims more than the file holds is
+ * silently clamped and only logged — we read its log to refuse it; (2) a truncated Ogg stream
+ * reports an unknown length rather than an error — we refuse it; (3) libmpg123 prints "Note:" and
+ * "Warning:" lines on stderr for damaged MP3s (not silenceable through libsndfile); (4) a Vorbis
+ * header that fails to parse leaks ~5.8 KB inside libsndfile (suppressed for LeakSanitizer in
+ * sh_audio.c; bounded per bad file, not per sample).
  *
  * Thread safety: one reader per thread; distinct readers are independent.
  */
