@@ -1,0 +1,360 @@
+/* cmd_index.c — `soundhash index add|delete|stats`: maintain a local shard index (core/sh_shard.h).
+ *
+ *   index add --index DIR [--id ID] [--tenant T] [--meta JSON] FILE...
+ *       {"file","track_id","status":"added"|"replaced","hashes","duration_s"} per file
+ *   index delete --index DIR ID...     {"track_id","deleted":true|false} per id
+ *   index stats --index DIR            one object: tracks, postings, sizes, bytes per posting ...
+ *
+ * Files are fingerprinted one by one and written in batches (one LMDB transaction per batch), so
+ * a crash loses at most the current batch and never leaves a half track. A file that fails is
+ * named on stderr and the others go on; the exit code is then 1. Usage errors exit 2.
+ */
+#include "sh_cmds.h"
+#include "sh_extract.h"
+#include "sh_fp.h"
+#include "sh_opt.h"
+#include "sh_shard.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct index_cfg {
+    char *index;
+    char *id;
+    char *tenant;
+    char *meta;
+    long batch;
+    double max_duration_s;
+    size_t map_size;
+    bool progress;
+} index_cfg;
+
+/* Prints one compact JSON object as a line; consumes `o`. */
+static int print_json(json_t *o)
+{
+    char *line = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
+    json_decref(o);
+    if (!line) {
+        fprintf(stderr, "soundhash index: cannot encode JSON (out of memory?)\n");
+        return SH_ENOMEM;
+    }
+    puts(line);
+    free(line);
+    return 0;
+}
+
+/* The default track id: the file name without directory and extension. */
+static void default_id(const char *path, char *out, size_t cap)
+{
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    const char *dot = strrchr(base, '.');
+    size_t n = dot && dot != base ? (size_t)(dot - base) : strlen(base);
+    snprintf(out, cap, "%.*s", (int)(n < cap - 1 ? n : cap - 1), base);
+}
+
+static void progress(const index_cfg *c, size_t done, size_t total, const char *name)
+{
+    if (!c->progress)
+        return;
+    enum { WIDTH = 30 };
+    size_t fill = total ? done * WIDTH / total : WIDTH;
+    char bar[WIDTH + 1];
+    memset(bar, '#', fill);
+    memset(bar + fill, '-', WIDTH - fill);
+    bar[WIDTH] = '\0';
+    fprintf(stderr, "\r[%s] %zu/%zu %-40.40s", bar, done, total, name);
+    if (done == total)
+        fputc('\n', stderr);
+    fflush(stderr);
+}
+
+/* One pending output line per file of the current batch, printed after its commit. */
+typedef struct add_line {
+    const char *file;
+    char id[SH_SHARD_ID_MAX + 1];
+    bool existed;
+    size_t hashes;
+    double duration_s;
+} add_line;
+
+static int commit_batch(sh_shard_batch **b, add_line *lines, size_t *nlines)
+{
+    sh_err e = {0};
+    int rc = sh_shard_batch_commit(*b, NULL, &e);
+    *b = NULL;
+    if (rc) {
+        fprintf(stderr, "soundhash index add: writing the index: %s\n", sh_err_text(&e));
+        *nlines = 0;
+        return rc;
+    }
+    for (size_t i = 0; i < *nlines; i++)
+        print_json(json_pack("{s:s, s:s, s:s, s:I, s:f}", "file", lines[i].file, "track_id",
+                             lines[i].id, "status", lines[i].existed ? "replaced" : "added",
+                             "hashes", (json_int_t)lines[i].hashes, "duration_s",
+                             lines[i].duration_s));
+    fflush(stdout);
+    *nlines = 0;
+    return 0;
+}
+
+/* Fingerprints one file and records it in the batch. Returns 0, or an error already reported. */
+static int add_one(sh_shard *s, sh_shard_batch *b, const index_cfg *c, const char *path,
+                   sh_fp *fp, const sh_audio_opts *ao, add_line *line, char *infobuf,
+                   size_t infocap)
+{
+    sh_err e = {0};
+    sh_extract_result r;
+    int rc = sh_extract_file(path, ao, fp, &r, &e);
+    if (rc) {
+        fprintf(stderr, "soundhash index add: %s: %s (%s)\n", path, sh_err_text(&e),
+                sh_err_name(rc));
+        return rc;
+    }
+    line->file = path;
+    if (c->id)
+        snprintf(line->id, sizeof line->id, "%s", c->id);
+    else
+        default_id(path, line->id, sizeof line->id);
+    sh_shard_info info;
+    line->existed = sh_shard_info_by_id(s, line->id, &info, infobuf, infocap, NULL) == 0;
+    size_t n;
+    const sh_hash *h = sh_fp_hashes(fp, &n);
+    sh_shard_track t = {.id = line->id, .tenant = c->tenant, .version = SH_SHARD_VERSION_NEXT,
+                        .duration_s = r.duration_s, .meta_json = c->meta};
+    if ((rc = sh_shard_batch_put(b, &t, h, n, &e))) {
+        fprintf(stderr, "soundhash index add: %s: %s\n", path, sh_err_text(&e));
+        return rc;
+    }
+    line->hashes = n;
+    line->duration_s = r.duration_s;
+    return 0;
+}
+
+static int open_shard(const index_cfg *c, bool any_fp, bool read_only, sh_shard **s)
+{
+    sh_shard_opts o;
+    sh_shard_opts_default(&o);
+    if (c->map_size)
+        o.map_size = c->map_size;
+    o.read_only = read_only;
+    o.fp_version = any_fp ? -1 : 0;
+    sh_err e = {0};
+    int rc = sh_shard_open(c->index, &o, s, &e);
+    if (rc)
+        fprintf(stderr, "soundhash index: %s\n", sh_err_text(&e));
+    return rc;
+}
+
+static int run_add(const index_cfg *c, const sh_strlist *files)
+{
+    if (c->id && files->n != 1) {
+        fprintf(stderr, "soundhash index add: --id needs exactly one FILE\n");
+        return SH_EXIT_USAGE;
+    }
+    json_t *meta = c->meta ? json_loads(c->meta, JSON_DECODE_ANY, NULL) : NULL;
+    if (c->meta && !meta) {
+        fprintf(stderr, "soundhash index add: --meta is not valid JSON\n");
+        return SH_EXIT_USAGE;
+    }
+    json_decref(meta);
+    sh_shard *s = NULL;
+    if (open_shard(c, false, false, &s))
+        return SH_EXIT_RUNTIME;
+    sh_fp_config fc;
+    sh_fp_config_default(&fc);
+    sh_audio_opts ao;
+    sh_audio_opts_default(&ao);
+    ao.rate = fc.rate;
+    ao.max_duration_s = c->max_duration_s;
+    sh_err e = {0};
+    sh_fp *fp = NULL;
+    size_t infocap = SH_SHARD_ID_MAX + SH_SHARD_TENANT_MAX + SH_SHARD_META_MAX + 3;
+    char *infobuf = malloc(infocap);
+    add_line *lines = calloc((size_t)c->batch, sizeof *lines);
+    sh_shard_batch *b = NULL;
+    int code = SH_EXIT_OK;
+    if (!infobuf || !lines || sh_fp_new(&fc, &fp, &e)) {
+        fprintf(stderr, "soundhash index add: %s\n", e.msg[0] ? e.msg : "out of memory");
+        code = SH_EXIT_RUNTIME;
+        goto out;
+    }
+    size_t nlines = 0;
+    for (size_t i = 0; i < files->n; i++) {
+        progress(c, i, files->n, files->v[i]);
+        if (!b && sh_shard_batch_begin(s, 0, &b, &e)) {
+            fprintf(stderr, "soundhash index add: %s\n", sh_err_text(&e));
+            code = SH_EXIT_RUNTIME;
+            break;
+        }
+        if (add_one(s, b, c, files->v[i], fp, &ao, &lines[nlines], infobuf, infocap) == 0)
+            nlines++;
+        else
+            code = SH_EXIT_RUNTIME;
+        if (nlines == (size_t)c->batch && commit_batch(&b, lines, &nlines))
+            code = SH_EXIT_RUNTIME;
+    }
+    if (b && commit_batch(&b, lines, &nlines))
+        code = SH_EXIT_RUNTIME;
+    progress(c, files->n, files->n, "done");
+out:
+    sh_shard_batch_abort(b);
+    free(lines);
+    free(infobuf);
+    sh_fp_free(fp);
+    sh_shard_free(s);
+    return code;
+}
+
+static int run_delete(const index_cfg *c, const sh_strlist *ids)
+{
+    sh_shard *s = NULL;
+    if (open_shard(c, true, false, &s))
+        return SH_EXIT_RUNTIME;
+    sh_err e = {0};
+    sh_shard_batch *b = NULL;
+    size_t infocap = SH_SHARD_ID_MAX + SH_SHARD_TENANT_MAX + SH_SHARD_META_MAX + 3;
+    char *infobuf = malloc(infocap);
+    bool *found = calloc(ids->n, sizeof *found);
+    int code = SH_EXIT_OK;
+    if (!infobuf || !found || sh_shard_batch_begin(s, 0, &b, &e)) {
+        fprintf(stderr, "soundhash index delete: %s\n", e.msg[0] ? e.msg : "out of memory");
+        code = SH_EXIT_RUNTIME;
+        goto out;
+    }
+    for (size_t i = 0; i < ids->n; i++) {
+        sh_shard_info info;
+        found[i] = sh_shard_info_by_id(s, ids->v[i], &info, infobuf, infocap, NULL) == 0;
+        if (!found[i]) {
+            fprintf(stderr, "soundhash index delete: %s: not in the index\n", ids->v[i]);
+            code = SH_EXIT_RUNTIME;
+        } else if (sh_shard_batch_delete(b, ids->v[i], SH_SHARD_VERSION_NEXT, &e)) {
+            fprintf(stderr, "soundhash index delete: %s: %s\n", ids->v[i], sh_err_text(&e));
+            found[i] = false;
+            code = SH_EXIT_RUNTIME;
+        }
+    }
+    int rc = sh_shard_batch_commit(b, NULL, &e);
+    b = NULL;
+    /* A CLI shard is small: remove the deleted postings now rather than over later commits. */
+    if (!rc)
+        rc = sh_shard_vacuum(s, &e);
+    if (rc) {
+        fprintf(stderr, "soundhash index delete: %s\n", sh_err_text(&e));
+        code = SH_EXIT_RUNTIME;
+        goto out;
+    }
+    for (size_t i = 0; i < ids->n; i++)
+        print_json(json_pack("{s:s, s:b}", "track_id", ids->v[i], "deleted", found[i]));
+out:
+    sh_shard_batch_abort(b);
+    free(found);
+    free(infobuf);
+    sh_shard_free(s);
+    return code;
+}
+
+static int run_stats(const index_cfg *c)
+{
+    sh_shard *s = NULL;
+    if (open_shard(c, true, true, &s))
+        return SH_EXIT_RUNTIME;
+    sh_err e = {0};
+    sh_shard_stats st;
+    int rc = sh_shard_stats_get(s, &st, &e);
+    sh_shard_free(s);
+    if (rc) {
+        fprintf(stderr, "soundhash index stats: %s\n", sh_err_text(&e));
+        return SH_EXIT_RUNTIME;
+    }
+    double hours = st.audio_s / 3600.0;
+    json_t *o = json_pack(
+        "{s:s, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f}", "index", c->index,
+        "fp_version", st.fp_version, "tracks", (json_int_t)st.tracks, "postings",
+        (json_int_t)st.postings, "dead_postings", (json_int_t)st.dead_postings, "ranges",
+        (json_int_t)st.ranges, "file_bytes", (json_int_t)st.file_bytes, "used_bytes",
+        (json_int_t)st.used_bytes, "audio_s", st.audio_s, "bytes_per_posting",
+        st.bytes_per_posting, "postings_per_s", st.audio_s > 0 ? st.postings / st.audio_s : 0.0,
+        "mb_per_audio_hour", hours > 0 ? st.file_bytes / 1e6 / hours : 0.0);
+    return print_json(o) ? SH_EXIT_RUNTIME : SH_EXIT_OK;
+}
+
+static void overview(FILE *out)
+{
+    fprintf(out, "usage: soundhash index <add|delete|stats> --index DIR [options] [args]\n\n"
+                 "  add     FILE...  fingerprint audio files and add them (replacing same ids)\n"
+                 "  delete  ID...    delete tracks by id\n"
+                 "  stats            print the index's counts and sizes (JSON)\n\n"
+                 "`soundhash index <verb> --help` lists the options of each.\n");
+}
+
+int sh_cmd_index(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        overview(argc < 2 ? stderr : stdout);
+        return argc < 2 ? SH_EXIT_USAGE : SH_EXIT_OK;
+    }
+    const char *verb = argv[1];
+    bool add = !strcmp(verb, "add"), del = !strcmp(verb, "delete"), stats = !strcmp(verb, "stats");
+    if (!add && !del && !stats) {
+        fprintf(stderr, "soundhash index: unknown verb '%s'\n", verb);
+        overview(stderr);
+        return SH_EXIT_USAGE;
+    }
+    index_cfg c = {0};
+    bool tty = isatty(STDERR_FILENO);
+    sh_opt opts[] = {
+        {"index", 'i', SH_OPT_STR, &c.index, NULL, "index directory (created by add)",
+         SH_OPT_REQUIRED, 0, 0},
+        {"id", 0, SH_OPT_STR, &c.id, NULL, "add: track id (default: file name without extension)",
+         0, 0, 0},
+        {"tenant", 0, SH_OPT_STR, &c.tenant, NULL, "add: tenant recorded with the tracks", 0, 0,
+         0},
+        {"meta", 0, SH_OPT_STR, &c.meta, NULL, "add: metadata JSON recorded with the tracks", 0, 0,
+         0},
+        {"batch", 0, SH_OPT_INT, &c.batch, "64", "add: files per transaction", 0, 1, 100000},
+        {"max-duration", 0, SH_OPT_DOUBLE, &c.max_duration_s, "10800",
+         "add: reject audio longer than this many seconds", 0, 0, 0},
+        {"map-size", 0, SH_OPT_SIZE, &c.map_size, "64M",
+         "initial LMDB map size (grows when full)", 0, 0, 0},
+        {"progress", 0, SH_OPT_BOOL, &c.progress, tty ? "true" : "false",
+         "add: progress bar on stderr (default: when stderr is a terminal)", 0, 0, 0},
+        {NULL, 0, 0, NULL, NULL, NULL, 0, 0, 0},
+    };
+    sh_cmd_spec spec = {
+        .name = add ? "index add" : del ? "index delete" : "index stats",
+        .usage = add ? "--index DIR [options] FILE..." : del ? "--index DIR ID..." : "--index DIR",
+        .summary = add ? "Fingerprints each audio file and adds it to the shard index in DIR "
+                         "(created if missing), replacing a track of the same id. One JSON line "
+                         "per file."
+                 : del ? "Deletes tracks by id; one JSON line per id. Exit 1 if an id is missing."
+                       : "Prints the index's counts and sizes as one JSON object.",
+        .opts = opts,
+    };
+    sh_err err = {0};
+    int rc = sh_opt_parse(&spec, argc - 1, argv + 1, &err);
+    int code = sh_opt_exit_code(&spec, rc, &err);
+    if (code >= 0) {
+        sh_opt_free(&spec);
+        return code;
+    }
+    if ((add || del) && spec.args.n == 0) {
+        fprintf(stderr, "soundhash %s: no %s given (see --help)\n", spec.name,
+                add ? "FILE" : "ID");
+        code = SH_EXIT_USAGE;
+    } else if (stats && spec.args.n) {
+        fprintf(stderr, "soundhash index stats: unexpected argument '%s'\n", spec.args.v[0]);
+        code = SH_EXIT_USAGE;
+    } else if (!(c.max_duration_s > 0)) {
+        fprintf(stderr, "soundhash %s: --max-duration must be > 0\n", spec.name);
+        code = SH_EXIT_USAGE;
+    } else {
+        code = add ? run_add(&c, &spec.args) : del ? run_delete(&c, &spec.args) : run_stats(&c);
+    }
+    sh_opt_free(&spec);
+    return code;
+}

@@ -1,0 +1,197 @@
+/* cmd_match.c — `soundhash match --index DIR [--top K] FILE...`: identify clips against a shard.
+ *
+ * One JSON object per line per file:
+ *   {"query":"clip.wav","match":{"track_id","offset_s","duration_s","score","confidence"}|null,
+ *    "elapsed_ms":1.9[,"candidates":[{...},...]]}
+ * `candidates` (with --top K > 1) lists up to K tracks above the no-match threshold, best first.
+ * elapsed_ms covers decode + fingerprint + lookup + ranking of that file (not process start or
+ * opening the index). A file that fails is named on stderr, the others go on, and the exit code is
+ * then 1. Usage errors exit 2.
+ */
+#include "sh_cmds.h"
+#include "sh_extract.h"
+#include "sh_fp.h"
+#include "sh_match.h"
+#include "sh_opt.h"
+#include "sh_shard.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+enum { SH_MATCH_TOP_MAX = 100 };
+
+typedef struct match_cfg {
+    char *index;
+    long top;
+    double max_duration_s;
+    double min_confidence;
+} match_cfg;
+
+typedef struct match_ctx {
+    const match_cfg *c;
+    sh_shard *s;
+    sh_fp *fp;
+    sh_matcher *m;
+    sh_audio_opts ao;
+    char *infobuf;
+    size_t infocap;
+} match_ctx;
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* A result as JSON, or NULL when its track vanished meanwhile (deleted by another process). */
+static json_t *result_json(match_ctx *x, const sh_match_result *r)
+{
+    sh_shard_info info;
+    if (sh_shard_info_by_track(x->s, r->track, &info, x->infobuf, x->infocap, NULL))
+        return NULL;
+    return json_pack("{s:s, s:f, s:f, s:i, s:f}", "track_id", info.id, "offset_s", r->offset_s,
+                     "duration_s", r->duration_s, "score", r->score, "confidence",
+                     r->confidence);
+}
+
+/* Matches one file and prints its line. Returns 0 or an error already reported. */
+static int match_one(match_ctx *x, const char *path)
+{
+    sh_err e = {0};
+    const double t0 = now_ms();
+    int rc = sh_extract_file(path, &x->ao, x->fp, NULL, &e);
+    if (rc) {
+        fprintf(stderr, "soundhash match: %s: %s (%s)\n", path, sh_err_text(&e), sh_err_name(rc));
+        return rc;
+    }
+    size_t n;
+    const sh_hash *h = sh_fp_hashes(x->fp, &n);
+    sh_matcher_reset(x->m);
+    if ((rc = sh_shard_lookup(x->s, h, n, x->m, NULL, &e))) {
+        fprintf(stderr, "soundhash match: %s: %s\n", path, sh_err_text(&e));
+        return rc;
+    }
+    sh_match_result res[SH_MATCH_TOP_MAX];
+    size_t nr = 0;
+    if ((rc = sh_matcher_result(x->m, res, (size_t)x->c->top, &nr))) {
+        fprintf(stderr, "soundhash match: %s: ranking failed (%s)\n", path, sh_strerror(rc));
+        return rc;
+    }
+    json_t *cands = json_array(), *best = NULL;
+    for (size_t i = 0; i < nr; i++) {
+        json_t *j = result_json(x, &res[i]);
+        if (!j)
+            continue;
+        if (!best)
+            best = json_incref(j);
+        json_array_append_new(cands, j);
+    }
+    const double elapsed = now_ms() - t0;
+    json_t *o = json_pack("{s:s, s:o, s:f}", "query", path, "match", best ? best : json_null(),
+                          "elapsed_ms", elapsed);
+    if (o && x->c->top > 1)
+        json_object_set(o, "candidates", cands);
+    json_decref(cands);
+    char *line = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
+    json_decref(o);
+    if (!line) {
+        fprintf(stderr, "soundhash match: %s: cannot encode JSON (out of memory?)\n", path);
+        return SH_ENOMEM;
+    }
+    puts(line);
+    free(line);
+    return 0;
+}
+
+static int run(const match_cfg *c, const sh_strlist *files)
+{
+    match_ctx x = {.c = c};
+    sh_err e = {0};
+    sh_shard_opts so;
+    sh_shard_opts_default(&so);
+    so.read_only = true;
+    sh_fp_config qc;
+    sh_fp_config_query(&qc);
+    sh_audio_opts_default(&x.ao);
+    x.ao.rate = qc.rate;
+    x.ao.max_duration_s = c->max_duration_s;
+    x.infocap = SH_SHARD_ID_MAX + SH_SHARD_TENANT_MAX + SH_SHARD_META_MAX + 3;
+    int code = SH_EXIT_RUNTIME;
+    if (sh_shard_open(c->index, &so, &x.s, &e) || sh_fp_new(&qc, &x.fp, &e) ||
+        sh_matcher_new(&qc, &x.m, &e)) {
+        fprintf(stderr, "soundhash match: %s\n", sh_err_text(&e));
+        goto out;
+    }
+    if (c->min_confidence >= 0) {
+        sh_match_config mc;
+        sh_match_config_default(&mc);
+        mc.min_confidence = c->min_confidence;
+        if (sh_matcher_configure(x.m, &mc, &e)) {
+            fprintf(stderr, "soundhash match: --min-confidence: %s\n", sh_err_text(&e));
+            code = SH_EXIT_USAGE;
+            goto out;
+        }
+    }
+    if (!(x.infobuf = malloc(x.infocap))) {
+        fprintf(stderr, "soundhash match: out of memory\n");
+        goto out;
+    }
+    code = SH_EXIT_OK;
+    for (size_t i = 0; i < files->n; i++) {
+        if (match_one(&x, files->v[i]))
+            code = SH_EXIT_RUNTIME;
+        fflush(stdout);
+    }
+out:
+    free(x.infobuf);
+    sh_matcher_free(x.m);
+    sh_fp_free(x.fp);
+    sh_shard_free(x.s);
+    return code;
+}
+
+int sh_cmd_match(int argc, char **argv)
+{
+    match_cfg c = {0};
+    sh_opt opts[] = {
+        {"index", 'i', SH_OPT_STR, &c.index, NULL, "index directory (see `soundhash index`)",
+         SH_OPT_REQUIRED, 0, 0},
+        {"top", 'k', SH_OPT_INT, &c.top, "1", "also list up to K candidates when K > 1", 0, 1,
+         SH_MATCH_TOP_MAX},
+        {"max-duration", 0, SH_OPT_DOUBLE, &c.max_duration_s, "600",
+         "reject clips longer than this many seconds", 0, 0, 0},
+        {"min-confidence", 0, SH_OPT_DOUBLE, &c.min_confidence, "-1",
+         "no-match threshold on the confidence, 0..1 (default: the matcher's calibrated one)",
+         0, 0, 0},
+        {NULL, 0, 0, NULL, NULL, NULL, 0, 0, 0},
+    };
+    sh_cmd_spec spec = {
+        .name = "match",
+        .usage = "--index DIR [--top K] FILE...",
+        .summary = "Identifies each audio clip against the shard index in DIR. One JSON line per "
+                   "file: query, match (track_id, offset_s, duration_s, score, confidence) or "
+                   "null when nothing in the index matches, elapsed_ms.",
+        .opts = opts,
+    };
+    sh_err err = {0};
+    int rc = sh_opt_parse(&spec, argc, argv, &err);
+    int code = sh_opt_exit_code(&spec, rc, &err);
+    if (code >= 0) {
+        sh_opt_free(&spec);
+        return code;
+    }
+    if (spec.args.n == 0) {
+        fprintf(stderr, "soundhash match: no FILE given (see --help)\n");
+        code = SH_EXIT_USAGE;
+    } else if (!(c.max_duration_s > 0) || c.min_confidence > 1) {
+        fprintf(stderr, "soundhash match: --max-duration must be > 0, --min-confidence ≤ 1\n");
+        code = SH_EXIT_USAGE;
+    } else {
+        code = run(&c, &spec.args);
+    }
+    sh_opt_free(&spec);
+    return code;
+}
