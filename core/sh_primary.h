@@ -39,8 +39,11 @@
  *
  * Connections. One sh_primary is one libpq connection: use it from one thread at a time (one per
  * worker thread). After SH_ETRANSIENT the next call reconnects by itself (bounded by
- * connect_timeout); prepared statements are re-prepared. All SQL that carries data uses parameters
- * (PQexecParams / PQprepare); the only literal SQL is the embedded migrations.
+ * connect_timeout); nothing is cached per connection except LISTEN. All SQL that carries data uses
+ * parameters (PQexecParams / PQsendQueryParams; the blob travels in binary); the only literal SQL is
+ * the embedded migrations. Connection failures carry no SQLSTATE: authentication, missing
+ * database/role and pg_hba rejections are SH_EDB, everything else (refused, timeout, starting up,
+ * too many clients) SH_ETRANSIENT.
  */
 #ifndef SH_PRIMARY_H
 #define SH_PRIMARY_H
@@ -204,9 +207,9 @@ typedef struct sh_change {
     int64_t version;       /* the version this change wrote */
     int fp_version;
     int64_t committed_ms;  /* clock at the append, just before commit (unix ms) */
-    /* With SH_PRIMARY_WITH_BLOB, for upserts: the track's CURRENT blob, only if the track's
-     * current version still equals this change's version; otherwise superseded = 1 and no blob
-     * (a later change in the log carries the newer state). */
+    /* superseded = 1 when the track's current version differs from this change's version (a
+     * later change in the log carries the newer state). With SH_PRIMARY_WITH_BLOB, an upsert that
+     * is not superseded comes with the track's blob, read in the same snapshot. */
     int superseded;
     uint32_t n_hashes;
     void *fp_blob;         /* owned; NULL unless fetched */
