@@ -130,12 +130,14 @@ int sh_primary_write_track(sh_primary *db, const sh_track_write *tw, int64_t *se
 int sh_primary_delete_track(sh_primary *db, const char *external_id, const char *tenant,
                             int64_t version, int64_t *seq_out, sh_err *e);
 
-/* Writes n tracks in one round trip (libpq pipeline mode): each track is its own transaction, so
- * each is whole or absent and one bad track does not sink the others. results[i] gets what
- * sh_primary_write_track would have returned for tws[i] (0, SH_ESTALE, SH_EINVAL, SH_EDB,
- * SH_ETRANSIENT); seqs (may be NULL) gets the change seqs (0 when nothing was written).
- * Returns 0 when the batch ran (inspect results[]), SH_ETRANSIENT if the connection broke (then
- * tracks whose results[i] == 0 are committed, the rest hold SH_ETRANSIENT and should be retried),
+/* Writes n tracks pipelined (libpq pipeline mode, one round trip per 64 tracks): each track is
+ * its own transaction, so each is whole or absent and one bad track does not sink the others.
+ * results[i] gets what sh_primary_write_track would have returned for tws[i] (0, SH_ESTALE,
+ * SH_EINVAL, SH_EDB, SH_ETRANSIENT); seqs (may be NULL) gets the change seqs (0 when nothing was
+ * written). A result of 0 is only reported once the track's commit is confirmed.
+ * Returns 0 when the batch ran (inspect results[]), SH_ETRANSIENT if the connection broke (tracks
+ * with results[i] == 0 are committed; those whose outcome is unknown or never sent hold
+ * SH_ETRANSIENT: retry them — the version check makes a retry of a committed one SH_ESTALE),
  * SH_EINVAL (n > SH_PRIMARY_LIST_MAX or NULL arrays). e describes the first failure. */
 int sh_primary_write_tracks(sh_primary *db, const sh_track_write *tws, size_t n, int *results,
                             int64_t *seqs, sh_err *e);
