@@ -15,4 +15,7 @@ section() { # section NAME CMD... : prints a header, runs CMD, remembers failure
 # Publish throughput of metadata-only audio events to a broker over loopback TCP (target >= 50k/s).
 section publish "$BUILD/bench/bench_publish" 200000
 
+# Encode/decode throughput of the Avro contract (audio event, inline clip, index delta).
+section schema "$BUILD/bench/bench_schema" 200000
+
 [ "$failed" -eq 0 ] || { echo "bench: $failed section(s) failed"; exit 1; }

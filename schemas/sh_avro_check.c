@@ -45,7 +45,8 @@ static int read_long(cursor *c, int64_t *out, const char *what)
 static int skip(cursor *c, uint64_t n, const char *what)
 {
     if (n > c->len - c->pos)
-        return truncated(c, what);
+        return sh_err_set(c->e, SH_EFORMAT, "avro: truncated %s: %llu bytes at byte %zu, %zu left",
+                          what, (unsigned long long)n, c->pos, c->len - c->pos);
     c->pos += (size_t)n;
     return 0;
 }

@@ -535,7 +535,7 @@ int sh_frame_decode(const uint8_t *buf, size_t len, sh_registry *reg, sh_schema_
     if ((rc = sh_registry_lookup(reg, id, &w, e)))
         return rc;
     if (w->kind != kind)
-        return sh_err_set(e, SH_ESCHEMA, "frame: schema id %" PRId32 " is a %s, expected %s", id,
+        return sh_err_set(e, SH_ESCHEMA, "frame: schema id %" PRId32 " belongs to %s, expected %s", id,
                           kind_name(w->kind), kind_name(kind));
     const uint8_t *body = buf + SH_FRAME_HEADER_LEN;
     size_t n = len - SH_FRAME_HEADER_LEN;
