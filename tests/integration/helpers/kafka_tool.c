@@ -1,0 +1,165 @@
+/* kafka_tool.c — a tiny test helper, compiled by the integration tests that need it (not part of
+ * the build): produces raw bytes that no SoundHash producer would send, and reads back what the
+ * workers leave in Kafka.
+ *
+ *   kafka_tool produce BROKERS TOPIC KEY FILE     one message whose value is FILE's bytes
+ *   kafka_tool dlq BROKERS N TIMEOUT_S            reads the DLQ topic from the start until N
+ *                                                 records were decoded; prints one line each:
+ *                                                 track_id|event_id|error_name|source_topic|
+ *                                                 source_partition|source_offset|attempts|
+ *                                                 original_len|schema_id|worker|reason
+ *                                                 exit 1 if fewer than N arrived in time
+ *   kafka_tool committed BROKERS GROUP TOPIC      prints "partition offset" per partition
+ *   kafka_tool end BROKERS TOPIC                  prints "partition high_watermark" per partition
+ */
+#include "sh_kafka.h"
+#include "sh_registry.h"
+#include "sh_schema.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static rd_kafka_t *client(rd_kafka_type_t type, const char *brokers, const char *group)
+{
+    char err[512];
+    rd_kafka_conf_t *c = rd_kafka_conf_new();
+    rd_kafka_conf_set(c, "bootstrap.servers", brokers, err, sizeof err);
+    if (group) {
+        rd_kafka_conf_set(c, "group.id", group, err, sizeof err);
+        rd_kafka_conf_set(c, "enable.auto.commit", "false", err, sizeof err);
+    }
+    rd_kafka_t *rk = rd_kafka_new(type, c, err, sizeof err);
+    if (!rk)
+        fprintf(stderr, "kafka_tool: %s\n", err);
+    return rk;
+}
+
+static int produce(const char *brokers, const char *topic, const char *key, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return perror(path), 1;
+    static char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    rd_kafka_t *rk = client(RD_KAFKA_PRODUCER, brokers, NULL);
+    if (!rk)
+        return 1;
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE(buf, n),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+    if (!err)
+        err = rd_kafka_flush(rk, 10000);
+    rd_kafka_destroy(rk);
+    if (err)
+        fprintf(stderr, "kafka_tool produce: %s\n", rd_kafka_err2str(err));
+    return err ? 1 : 0;
+}
+
+static int partitions_of(rd_kafka_t *rk, const char *topic)
+{
+    const struct rd_kafka_metadata *md;
+    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
+    int n = 0;
+    if (rd_kafka_metadata(rk, 0, t, &md, 10000) == 0) {
+        n = md->topic_cnt ? md->topics[0].partition_cnt : 0;
+        rd_kafka_metadata_destroy(md);
+    }
+    rd_kafka_topic_destroy(t);
+    return n;
+}
+
+static void print_dlq(const sh_dlq_record *r)
+{
+    printf("%s|%s|%s|%s|%d|%lld|%d|%zu|%d|%s|%s\n", r->track_id, r->event_id, r->error_name,
+           r->source_topic, (int)r->source_partition, (long long)r->source_offset,
+           (int)r->attempts, r->original_len, (int)r->schema_id, r->worker,
+           r->reason ? r->reason : "");
+}
+
+static int dlq(const char *brokers, int want, int timeout_s)
+{
+    rd_kafka_t *rk = client(RD_KAFKA_CONSUMER, brokers, "kafka-tool-dlq");
+    sh_registry *reg = NULL;
+    if (!rk || sh_registry_new_from_env(&reg, NULL))
+        return 1;
+    int np = partitions_of(rk, SH_TOPIC_AUDIO_DLQ);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(np);
+    for (int p = 0; p < np; p++)
+        rd_kafka_topic_partition_list_add(l, SH_TOPIC_AUDIO_DLQ, p)->offset =
+            RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_assign(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    int got = 0;
+    time_t end = time(NULL) + timeout_s;
+    while (got < want && time(NULL) < end) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (!m)
+            continue;
+        if (!m->err) {
+            sh_dlq_record r = {0};
+            sh_err e = {0};
+            if (sh_dlq_decode(m->payload, m->len, reg, NULL, &r, &e) == 0) {
+                print_dlq(&r);
+                got++;
+            } else {
+                printf("UNDECODABLE|%s\n", sh_err_text(&e));
+            }
+            sh_dlq_clear(&r);
+        }
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    sh_registry_free(reg);
+    return got >= want ? 0 : 1;
+}
+
+static int committed(const char *brokers, const char *group, const char *topic)
+{
+    rd_kafka_t *rk = client(RD_KAFKA_CONSUMER, brokers, group);
+    if (!rk)
+        return 1;
+    int np = partitions_of(rk, topic);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(np);
+    for (int p = 0; p < np; p++)
+        rd_kafka_topic_partition_list_add(l, topic, p);
+    rd_kafka_resp_err_t err = rd_kafka_committed(rk, l, 10000);
+    for (int i = 0; !err && i < l->cnt; i++)
+        printf("%d %lld\n", (int)l->elems[i].partition, (long long)l->elems[i].offset);
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_destroy(rk);
+    return err ? 1 : 0;
+}
+
+static int end_offsets(const char *brokers, const char *topic)
+{
+    rd_kafka_t *rk = client(RD_KAFKA_CONSUMER, brokers, "kafka-tool-end");
+    if (!rk)
+        return 1;
+    int np = partitions_of(rk, topic), rc = 0;
+    for (int p = 0; p < np && !rc; p++) {
+        int64_t lo, hi;
+        rc = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 10000) ? 1 : 0;
+        if (!rc)
+            printf("%d %lld\n", p, (long long)hi);
+    }
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 6 && !strcmp(argv[1], "produce"))
+        return produce(argv[2], argv[3], argv[4], argv[5]);
+    if (argc == 5 && !strcmp(argv[1], "dlq"))
+        return dlq(argv[2], (int)strtol(argv[3], NULL, 10), (int)strtol(argv[4], NULL, 10));
+    if (argc == 5 && !strcmp(argv[1], "committed"))
+        return committed(argv[2], argv[3], argv[4]);
+    if (argc == 4 && !strcmp(argv[1], "end"))
+        return end_offsets(argv[2], argv[3]);
+    fprintf(stderr, "usage: see the comment at the top of kafka_tool.c\n");
+    return 2;
+}
