@@ -1,6 +1,7 @@
 /* cmd_ingest.c — `soundhash ingest publish | delete | reindex`. */
 #include "items.h"
 #include "manifest.h"
+#include "reindex.h"
 #include "sh_cmds.h"
 #include "sh_ingest.h"
 #include "sh_kafka.h"
@@ -294,6 +295,8 @@ int sh_cmd_ingest(int argc, char **argv)
         return cmd_publish(argc - 1, argv + 1);
     if (!strcmp(sub, "delete"))
         return cmd_delete(argc - 1, argv + 1);
+    if (!strcmp(sub, "reindex"))
+        return ingest_cmd_reindex(argc - 1, argv + 1);
     if (!strcmp(sub, "--help") || !strcmp(sub, "-h") || !strcmp(sub, "help")) {
         usage(stdout);
         return SH_EXIT_OK;

@@ -1,0 +1,596 @@
+/* reindex.c — `soundhash ingest reindex`: re-fingerprint a catalogue at a controlled rate.
+ *
+ * Selects tracks from the primary (sh_primary_list_tracks, ordered by external id, or a list
+ * file), publishes one REINDEX event per track to soundhash.audio.reindex (its own topic, so live
+ * uploads never wait behind it) at most --rate events/s, and after each page is DELIVERED writes
+ * a checkpoint (tmp + fsync + rename) naming the last track of the page. A killed job re-run with
+ * the same command resumes after the checkpoint; at most one page is sent twice, which is
+ * harmless (workers treat reindex events idempotently). The checkpoint records the selection, so
+ * resuming with a different one is refused (--restart starts over).
+ */
+#include "reindex.h"
+
+#include "manifest.h"
+#include "sh_fp.h"
+#include "sh_ingest.h"
+#include "sh_kafka.h"
+#include "sh_log.h"
+#include "sh_media.h"
+#include "sh_opt.h"
+#include "sh_primary.h"
+
+#include <jansson.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SH_STR_(x) #x
+#define SH_STR(x) SH_STR_(x)
+#define SH_REINDEX_FP_VERSION_TEXT SH_STR(SH_FP_VERSION)
+
+enum {
+    CHECKPOINT_MAX = 64 * 1024,    /* bytes of a checkpoint file */
+    LIST_FILE_MAX = 256 << 20,     /* bytes of a --list file */
+};
+
+typedef struct reindex_conf {
+    char *brokers;
+    sh_strlist props;
+    double timeout_s;
+    double delivery_timeout_s;
+    char *dsn;
+    char *tenant;
+    bool older;
+    char *list;
+    bool all;
+    char *rate_text;
+    char *checkpoint;
+    long batch;
+    long fp_version;
+    bool restart;
+} reindex_conf;
+
+/* Where a job stands; persisted as JSON in the checkpoint file. */
+typedef struct job_state {
+    char selection[512];                   /* "all", "tenant:X", "fp_below:N", "list:PATH" */
+    char after[SH_PRIMARY_ID_MAX + 1];     /* last external id delivered ("" = start) */
+    long long list_pos;                    /* --list: lines consumed */
+    long long published;
+    bool done;
+} job_state;
+
+static volatile sig_atomic_t stop_flag;
+
+static void on_signal(int sig)
+{
+    stop_flag = sig;
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- checkpoint ------------------------------------------------------------------------------- */
+
+static int write_atomic(const char *path, const char *text, sh_err *e)
+{
+    char tmp[4096];
+    int n = snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    if (n < 0 || (size_t)n >= sizeof tmp)
+        return sh_err_set(e, SH_EINVAL, "checkpoint path too long");
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return sh_err_set(e, SH_EIO, "checkpoint %s: %s", tmp, strerror(errno));
+    size_t len = strlen(text), off = 0;
+    int rc = 0;
+    while (off < len && !rc) {
+        ssize_t w = write(fd, text + off, len - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            rc = sh_err_set(e, SH_EIO, "checkpoint %s: %s", tmp, strerror(errno));
+        else
+            off += (size_t)w;
+    }
+    /* fsync before rename: after a crash the file is the old or the new state, never empty. */
+    if (!rc && fsync(fd) != 0)
+        rc = sh_err_set(e, SH_EIO, "checkpoint fsync: %s", strerror(errno));
+    if (close(fd) != 0 && !rc)
+        rc = sh_err_set(e, SH_EIO, "checkpoint close: %s", strerror(errno));
+    if (!rc && rename(tmp, path) != 0)
+        rc = sh_err_set(e, SH_EIO, "checkpoint rename to %s: %s", path, strerror(errno));
+    if (rc)
+        unlink(tmp);
+    return rc;
+}
+
+static int save_state(const char *path, const job_state *s, sh_err *e)
+{
+    json_t *o = json_pack("{s:i,s:s,s:s,s:I,s:I,s:b}", "version", 1, "selection", s->selection,
+                          "after", s->after, "list_pos", (json_int_t)s->list_pos, "published",
+                          (json_int_t)s->published, "done", s->done);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!text)
+        return sh_err_set(e, SH_ENOMEM, "out of memory");
+    size_t len = strlen(text);
+    char *line = malloc(len + 2);
+    int rc = line ? 0 : sh_err_set(e, SH_ENOMEM, "out of memory");
+    if (line) {
+        memcpy(line, text, len);
+        memcpy(line + len, "\n", 2);
+        rc = write_atomic(path, line, e);
+    }
+    free(line);
+    free(text);
+    return rc;
+}
+
+/* Loads `path` into `s`. Returns 0 (loaded), SH_ENOTFOUND (no checkpoint yet), SH_EFORMAT. */
+static int load_state(const char *path, job_state *s, sh_err *e)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? SH_ENOTFOUND
+                               : sh_err_set(e, SH_EIO, "checkpoint %s: %s", path, strerror(errno));
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = sh_read_fd(fd, CHECKPOINT_MAX, &buf, &len, e);
+    close(fd);
+    if (rc)
+        return rc;
+    json_error_t jerr;
+    json_t *o = json_loadb((const char *)buf, len, 0, &jerr);
+    free(buf);
+    const char *sel = NULL, *after = NULL;
+    json_int_t pos = 0, pub = 0;
+    int done = 0, version = 0;
+    if (!o || json_unpack(o, "{s:i,s:s,s:s,s:I,s:I,s:b}", "version", &version, "selection", &sel,
+                          "after", &after, "list_pos", &pos, "published", &pub, "done",
+                          &done) != 0 ||
+        version != 1 || strlen(sel) >= sizeof s->selection || strlen(after) >= sizeof s->after ||
+        pos < 0 || pub < 0) {
+        json_decref(o);
+        return sh_err_set(e, SH_EFORMAT, "checkpoint %s is not a reindex checkpoint (remove it or "
+                                         "pass --restart)", path);
+    }
+    snprintf(s->selection, sizeof s->selection, "%s", sel);
+    snprintf(s->after, sizeof s->after, "%s", after);
+    s->list_pos = pos;
+    s->published = pub;
+    s->done = done;
+    json_decref(o);
+    return 0;
+}
+
+/* ---- events ----------------------------------------------------------------------------------- */
+
+static int track_event(const sh_track *t, int fp_version, sh_audio_event *ev, sh_err *e)
+{
+    memset(ev, 0, sizeof *ev);
+    ev->op = SH_OP_REINDEX;
+    ev->size_bytes = -1;
+    ev->fp_version = fp_version;
+    ev->priority = -1; /* below live uploads */
+    int rc = sh_event_set_string(ev, "track_id", t->external_id, e);
+    if (!rc)
+        rc = sh_event_set_string(ev, "tenant", t->tenant && *t->tenant ? t->tenant : "default", e);
+    sh_uri_kind kind;
+    if (!rc && t->source_uri && *t->source_uri && !sh_uri_classify(t->source_uri, &kind, NULL) &&
+        kind != SH_URI_INLINE)
+        rc = sh_event_set_uri(ev, kind == SH_URI_FILE ? SH_SRC_FILE : SH_SRC_URL, t->source_uri, e);
+    size_t n = 0;
+    if (!rc && t->sha256_hex[0] && !sh_hex_decode(t->sha256_hex, ev->sha256, 32, &n, NULL) &&
+        n == 32)
+        ev->has_sha256 = true;
+    return rc;
+}
+
+/* ---- the job ---------------------------------------------------------------------------------- */
+
+typedef struct job {
+    const reindex_conf *c;
+    double rate;
+    sh_primary *db;
+    sh_ingest *p;
+    job_state st;
+    long long total;      /* -1 unknown */
+    long long skipped;    /* --list ids not in the primary */
+    size_t page_failed;   /* delivery failures in the current page */
+    double t0;
+    long long sent_since_t0;
+    double last_progress;
+    bool tty;
+    char **list;          /* --list ids */
+    size_t list_n;
+} job;
+
+static void on_result(const sh_ingest_result *r, void *opaque)
+{
+    job *j = opaque;
+    if (r->code) {
+        j->page_failed++;
+        fprintf(stderr, "soundhash ingest reindex: FAILED track '%s' (event %s): %s\n", r->track_id,
+                r->event_id, r->message);
+    }
+}
+
+static void progress(job *j, bool final)
+{
+    double now = mono_s();
+    if (!final && now - j->last_progress < 1.0)
+        return;
+    j->last_progress = now;
+    double el = now - j->t0;
+    double rate = el > 0 ? (double)j->sent_since_t0 / el : 0;
+    long long left = j->total >= 0 ? j->total - j->st.published - j->skipped : -1;
+    double eta = left >= 0 && rate > 0 ? (double)(left > 0 ? left : 0) / rate : -1;
+    if (j->tty) {
+        if (j->total >= 0)
+            fprintf(stderr, "\rreindex: %lld/%lld tracks  %.1f/s  ETA %.0f s   %s",
+                    j->st.published, j->total, rate, eta < 0 ? 0 : eta, final ? "\n" : "");
+        else
+            fprintf(stderr, "\rreindex: %lld tracks  %.1f/s   %s", j->st.published, rate,
+                    final ? "\n" : "");
+    } else {
+        sh_log(SH_LOG_INFO, "reindex_progress", "published=%lld total=%lld rate=%.1f eta_s=%.0f",
+               j->st.published, j->total, rate, eta);
+    }
+}
+
+/* Waits until the next event may go out under --rate, serving delivery reports meanwhile. */
+static void pace(job *j)
+{
+    for (;;) {
+        double due = j->t0 + (double)j->sent_since_t0 / j->rate;
+        double wait = due - mono_s();
+        if (wait <= 0 || stop_flag)
+            return;
+        sh_ingest_poll(j->p, (int)(wait * 1000.0) + 1);
+    }
+}
+
+static int publish_track(job *j, const sh_track *t, sh_err *e)
+{
+    sh_audio_event ev;
+    int rc = track_event(t, (int)j->c->fp_version, &ev, e);
+    if (!rc) {
+        pace(j);
+        rc = sh_ingest_publish(j->p, &ev, on_result, j, NULL, e);
+    }
+    sh_event_clear(&ev);
+    if (!rc)
+        j->sent_since_t0++;
+    return rc;
+}
+
+/* Delivers what was sent, then moves the checkpoint past this page. */
+static int end_page(job *j, const char *last_id, long long list_pos, long long n, sh_err *e)
+{
+    int rc = sh_ingest_flush(j->p, (int)(j->c->delivery_timeout_s * 1000.0) + 5000, e);
+    if (!rc && j->page_failed)
+        rc = sh_err_set(e, SH_EKAFKA, "%zu event(s) of the page failed; the checkpoint stays "
+                                      "before it, re-run to retry", j->page_failed);
+    if (rc)
+        return rc;
+    snprintf(j->st.after, sizeof j->st.after, "%s", last_id);
+    j->st.list_pos = list_pos;
+    j->st.published += n;
+    rc = save_state(j->c->checkpoint, &j->st, e);
+    progress(j, false);
+    return rc;
+}
+
+static int run_db_pages(job *j, sh_err *e)
+{
+    sh_track_filter f = {.tenant = j->c->tenant,
+                         .fp_version_below = j->c->older ? (int)j->c->fp_version : 0,
+                         .limit = (size_t)j->c->batch};
+    for (;;) {
+        if (stop_flag)
+            return sh_err_set(e, SH_ECANCELED, "interrupted; re-run the same command to resume");
+        sh_track_list l = {0};
+        f.after_id = j->st.after[0] ? j->st.after : NULL;
+        int rc = sh_primary_list_tracks(j->db, &f, &l, e);
+        if (rc)
+            return rc;
+        if (l.n == 0)
+            return 0;
+        for (size_t i = 0; !rc && i < l.n; i++)
+            rc = publish_track(j, &l.v[i], e);
+        if (!rc)
+            rc = end_page(j, l.v[l.n - 1].external_id, 0, (long long)l.n, e);
+        sh_track_list_clear(&l);
+        if (rc)
+            return rc;
+    }
+}
+
+static int run_list_pages(job *j, sh_err *e)
+{
+    size_t pos = (size_t)j->st.list_pos;
+    while (pos < j->list_n) {
+        if (stop_flag)
+            return sh_err_set(e, SH_ECANCELED, "interrupted; re-run the same command to resume");
+        size_t end = pos + (size_t)j->c->batch < j->list_n ? pos + (size_t)j->c->batch : j->list_n;
+        long long n = 0;
+        int rc = 0;
+        for (size_t i = pos; !rc && i < end; i++) {
+            sh_track t = {0};
+            rc = sh_primary_get_track(j->db, j->list[i], 0, &t, e);
+            if (rc == SH_ENOTFOUND || (!rc && t.deleted)) {
+                sh_log(SH_LOG_WARN, "reindex_skip", "track=%s reason=%s", j->list[i],
+                       rc ? "not_in_primary" : "deleted");
+                j->skipped++;
+                rc = 0;
+            } else if (!rc) {
+                rc = publish_track(j, &t, e);
+                n += !rc;
+            }
+            sh_track_clear(&t);
+        }
+        if (!rc)
+            rc = end_page(j, j->list[end - 1], (long long)end, n, e);
+        if (rc)
+            return rc;
+        pos = end;
+    }
+    return 0;
+}
+
+/* Total for the ETA: exact for --all and --list; for filters, one counting pass over the ids. */
+static long long count_selected(job *j, sh_err *e)
+{
+    if (j->list)
+        return (long long)j->list_n;
+    sh_primary_counts pc;
+    if (!j->c->tenant && !j->c->older)
+        return sh_primary_counts_get(j->db, &pc, e) ? -1 : pc.tracks_active;
+    sh_track_filter f = {.tenant = j->c->tenant,
+                         .fp_version_below = j->c->older ? (int)j->c->fp_version : 0,
+                         .limit = SH_PRIMARY_LIST_MAX};
+    char after[SH_PRIMARY_ID_MAX + 1] = "";
+    long long total = 0;
+    for (;;) {
+        sh_track_list l = {0};
+        f.after_id = after[0] ? after : NULL;
+        if (sh_primary_list_tracks(j->db, &f, &l, e))
+            return -1;
+        if (l.n == 0)
+            break;
+        total += (long long)l.n;
+        snprintf(after, sizeof after, "%s", l.v[l.n - 1].external_id);
+        sh_track_list_clear(&l);
+    }
+    return total; /* counted from the start, like `published` */
+}
+
+static int load_list(job *j, sh_err *e)
+{
+    int fd = open(j->c->list, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return sh_err_set(e, SH_EIO, "--list %s: %s", j->c->list, strerror(errno));
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = sh_read_fd(fd, LIST_FILE_MAX, &buf, &len, e);
+    close(fd);
+    if (rc)
+        return sh_err_wrap(e, rc, "--list %s", j->c->list);
+    size_t cap = 0, line = 0, bad = 0;
+    for (size_t pos = 0; pos < len && !rc;) {
+        const char *s = (const char *)buf + pos;
+        const char *nl = memchr(s, '\n', len - pos);
+        size_t l = nl ? (size_t)(nl - s) : len - pos;
+        pos += l + (nl ? 1 : 0);
+        line++;
+        if (l && s[l - 1] == '\r')
+            l--;
+        if (l == 0)
+            continue;
+        sh_err le = {0};
+        if (memchr(s, '\0', l) || ingest_check_track_id(s, l, &le)) {
+            fprintf(stderr, "soundhash ingest reindex: %s line %zu: %s\n", j->c->list, line,
+                    le.msg[0] ? le.msg : "NUL byte");
+            bad++;
+            continue;
+        }
+        if (j->list_n == cap) {
+            cap = cap ? 2 * cap : 256;
+            char **v = realloc(j->list, cap * sizeof *v);
+            if (!v) {
+                rc = sh_err_set(e, SH_ENOMEM, "out of memory");
+                break;
+            }
+            j->list = v;
+        }
+        j->list[j->list_n] = strndup(s, l);
+        rc = j->list[j->list_n++] ? 0 : sh_err_set(e, SH_ENOMEM, "out of memory");
+    }
+    free(buf);
+    if (!rc && bad)
+        rc = sh_err_set(e, SH_EFORMAT, "--list %s: %zu bad line(s); nothing published", j->c->list,
+                        bad);
+    return rc;
+}
+
+static void selection_name(const reindex_conf *c, char *out, size_t cap)
+{
+    if (c->list)
+        snprintf(out, cap, "list:%s", c->list);
+    else if (c->tenant && c->older)
+        snprintf(out, cap, "tenant:%s,fp_below:%ld", c->tenant, c->fp_version);
+    else if (c->tenant)
+        snprintf(out, cap, "tenant:%s", c->tenant);
+    else if (c->older)
+        snprintf(out, cap, "fp_below:%ld", c->fp_version);
+    else
+        snprintf(out, cap, "all");
+}
+
+/* Loads or starts the job state; returns 0, SH_EEXIST when the job is already complete. */
+static int prepare_state(job *j, sh_err *e)
+{
+    char sel[sizeof j->st.selection];
+    selection_name(j->c, sel, sizeof sel);
+    int rc = j->c->restart ? SH_ENOTFOUND : load_state(j->c->checkpoint, &j->st, e);
+    if (rc == SH_ENOTFOUND) {
+        memset(&j->st, 0, sizeof j->st);
+        snprintf(j->st.selection, sizeof j->st.selection, "%s", sel);
+        return save_state(j->c->checkpoint, &j->st, e); /* fail early on an unwritable path */
+    }
+    if (rc)
+        return rc;
+    if (strcmp(j->st.selection, sel))
+        return sh_err_set(e, SH_EUSAGE, "checkpoint %s belongs to selection '%s', not '%s' (use "
+                                        "another --checkpoint or --restart)",
+                          j->c->checkpoint, j->st.selection, sel);
+    if (j->st.done)
+        return SH_EEXIST;
+    sh_log(SH_LOG_INFO, "reindex_resume", "after=%s published=%lld", j->st.after, j->st.published);
+    return 0;
+}
+
+static int run_job(job *j, sh_err *e)
+{
+    sh_primary_config pc;
+    sh_primary_config_default(&pc);
+    pc.dsn = j->c->dsn;
+    pc.application_name = "soundhash-reindex";
+    int rc = j->c->list ? load_list(j, e) : 0;
+    if (!rc)
+        rc = prepare_state(j, e);
+    if (rc == SH_EEXIST) {
+        printf("{\"published\":%lld,\"done\":true,\"already_complete\":true}\n", j->st.published);
+        return 0;
+    }
+    if (!rc)
+        rc = sh_primary_new(&pc, &j->db, e);
+    if (!rc) {
+        sh_ingest_config cfg;
+        sh_ingest_config_default(&cfg);
+        cfg.brokers = j->c->brokers;
+        cfg.props = &j->c->props;
+        cfg.topic = SH_TOPIC_AUDIO_REINDEX;
+        cfg.connect_timeout_ms = (int)(j->c->timeout_s * 1000.0);
+        cfg.delivery_timeout_ms = (int)(j->c->delivery_timeout_s * 1000.0);
+        rc = sh_ingest_new(&cfg, &j->p, e);
+    }
+    if (rc)
+        return rc;
+    j->total = count_selected(j, e);
+    j->t0 = mono_s();
+    j->last_progress = j->t0;
+    rc = j->list ? run_list_pages(j, e) : run_db_pages(j, e);
+    if (!rc) {
+        j->st.done = true;
+        rc = save_state(j->c->checkpoint, &j->st, e);
+    }
+    progress(j, true);
+    printf("{\"published\":%lld,\"skipped\":%lld,\"done\":%s}\n", j->st.published, j->skipped,
+           j->st.done ? "true" : "false");
+    fflush(stdout);
+    return rc;
+}
+
+static int parse_rate(const char *text, double *rate)
+{
+    char buf[64];
+    snprintf(buf, sizeof buf, "%s", text ? text : "");
+    size_t n = strlen(buf);
+    if (n > 2 && !strcmp(buf + n - 2, "/s"))
+        buf[n - 2] = '\0';
+    return sh_parse_double(buf, rate) || !(*rate > 0 && *rate <= 1e6) ? SH_EUSAGE : 0;
+}
+
+static int check_conf(const reindex_conf *c, double *rate, sh_err *e)
+{
+    int modes = (c->tenant != NULL || c->older) + (c->list != NULL) + c->all;
+    if (modes != 1)
+        return sh_err_set(e, SH_EUSAGE, "choose the tracks: --all, --list FILE, or --tenant T "
+                                        "and/or --older-than-fp-version");
+    if (parse_rate(c->rate_text, rate))
+        return sh_err_set(e, SH_EUSAGE, "--rate: expected N or N/s with 0 < N <= 1000000");
+    if (!(c->timeout_s > 0 && c->timeout_s <= 3600) ||
+        !(c->delivery_timeout_s > 0 && c->delivery_timeout_s <= 3600))
+        return sh_err_set(e, SH_EUSAGE, "timeouts must be in (0, 3600] seconds");
+    return 0;
+}
+
+static void install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+int ingest_cmd_reindex(int argc, char **argv)
+{
+    reindex_conf c = {0};
+    sh_opt opts[] = {
+        {"brokers", 'b', SH_OPT_STR, &c.brokers, NULL, "Kafka bootstrap servers host:port,...",
+         SH_OPT_REQUIRED, 0, 0},
+        {"property", 'X', SH_OPT_LIST, &c.props, NULL, "librdkafka property key=value", 0, 0, 0},
+        {"timeout", 0, SH_OPT_DOUBLE, &c.timeout_s, "10", "seconds to wait for a broker", 0, 0, 0},
+        {"delivery-timeout", 0, SH_OPT_DOUBLE, &c.delivery_timeout_s, "30",
+         "seconds librdkafka retries one event", 0, 0, 0},
+        {"dsn", 0, SH_OPT_STR, &c.dsn, NULL,
+         "primary PostgreSQL (libpq DSN; password via SOUNDHASH_DB_PASSWORD or a passfile)",
+         SH_OPT_REQUIRED, 0, 0},
+        {"tenant", 0, SH_OPT_STR, &c.tenant, NULL, "only this tenant's tracks", 0, 0, 0},
+        {"older-than-fp-version", 0, SH_OPT_BOOL, &c.older, "false",
+         "only tracks fingerprinted with a version older than --fp-version", 0, 0, 0},
+        {"fp-version", 0, SH_OPT_INT, &c.fp_version, SH_REINDEX_FP_VERSION_TEXT,
+         "target fingerprint version (default: this build's)", 0, 1, 1000000},
+        {"list", 0, SH_OPT_STR, &c.list, NULL, "file of track ids, one per line", 0, 0, 0},
+        {"all", 0, SH_OPT_BOOL, &c.all, "false", "every active track", 0, 0, 0},
+        {"rate", 0, SH_OPT_STR, &c.rate_text, "100/s", "events per second, e.g. 500/s", 0, 0, 0},
+        {"checkpoint", 0, SH_OPT_STR, &c.checkpoint, NULL,
+         "progress file; a re-run resumes after it", SH_OPT_REQUIRED, 0, 0},
+        {"batch", 0, SH_OPT_INT, &c.batch, "500",
+         "tracks per page (delivered and checkpointed together)", 0, 1, SH_PRIMARY_LIST_MAX},
+        {"restart", 0, SH_OPT_BOOL, &c.restart, "false", "ignore an existing checkpoint", 0, 0, 0},
+        {0},
+    };
+    sh_cmd_spec spec = {
+        .name = "ingest reindex",
+        .usage = "--brokers B --dsn DSN (--all | --tenant T | --older-than-fp-version | --list F) "
+                 "--rate N/s --checkpoint FILE",
+        .summary = "Publishes a REINDEX event per selected track of the primary database to "
+                   "soundhash.audio.reindex (workers favour live uploads), at most --rate events "
+                   "per second, checkpointing after each delivered page so that a killed job "
+                   "resumes where it stopped. Shows progress and ETA on stderr; prints a JSON "
+                   "summary line.",
+        .opts = opts};
+    sh_err e = {0};
+    int rc = sh_opt_parse(&spec, argc, argv, &e);
+    int code = sh_opt_exit_code(&spec, rc, &e);
+    job j = {.c = &c, .total = -1, .tty = isatty(2)};
+    if (code < 0 && check_conf(&c, &j.rate, &e))
+        code = sh_opt_exit_code(&spec, SH_EUSAGE, &e);
+    if (code < 0) {
+        install_signals();
+        rc = run_job(&j, &e);
+        if (rc)
+            fprintf(stderr, "soundhash ingest reindex: %s\n", sh_err_text(&e));
+        code = rc == 0 ? SH_EXIT_OK : rc == SH_EUSAGE ? SH_EXIT_USAGE : SH_EXIT_RUNTIME;
+    }
+    sh_ingest_free(j.p);
+    sh_primary_free(j.db);
+    for (size_t i = 0; i < j.list_n; i++)
+        free(j.list[i]);
+    free(j.list);
+    sh_opt_free(&spec);
+    return code;
+}

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# `soundhash ingest reindex` against a private PostgreSQL and `soundhash broker`: selections
+# (all / tenant / older fp_version / list), the reindex topic only, the rate limit, a killed job
+# resuming from its checkpoint, and refusals (mixed selections, foreign checkpoint, bad list).
+source "$SH_ROOT/tests/integration/lib.sh"
+source "$SH_ROOT/tests/lib/pg.sh"
+pg_migrate
+
+"$SH_BIN" broker --bootstrap-file "$SH_TMP/bs" > /dev/null 2> "$SH_TMP/broker.err" &
+broker=$!
+trap 'kill $broker 2> /dev/null || true; pg_stop' EXIT
+wait_for 20 test -s "$SH_TMP/bs"
+B=$(cat "$SH_TMP/bs")
+
+# 40 tracks: t00..t39; tenants a (even) and b (odd); fp_version 1 for the first 10, else 2.
+sql="SELECT count(*) FROM ("
+for i in $(seq 0 39); do
+  id=$(printf 't%02d' "$i"); ten=$([ $((i % 2)) -eq 0 ] && echo a || echo b)
+  fp=$([ "$i" -lt 10 ] && echo 1 || echo 2)
+  sql+="SELECT sh_write_track('$id', '$ten', '{}', NULL, 1.0, 'file:///srv/media/$id.flac', $fp, 5, 0, ''::bytea)"
+  [ "$i" -lt 39 ] && sql+=" UNION ALL "
+done
+pg_sql "$sql) s" > /dev/null
+check "40 tracks in the primary" test "$(pg_sql 'SELECT count(*) FROM tracks')" -eq 40
+
+count() { # messages in topic $1
+  "$SH_BIN" broker topics --brokers "$B" | grep "\"$1\"" | sed 's/.*"messages":\([0-9]*\).*/\1/'
+}
+ck="$SH_TMP/ck.json"
+
+# --tenant a: 20 events, all on the reindex topic, none on the live topic.
+expect_exit 0 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --tenant a --rate 1000/s \
+  --checkpoint "$ck" --batch 7
+check "tenant a: summary" grep -q '{"published":20,"skipped":0,"done":true}' "$SH_TMP/out"
+check "20 reindex events" test "$(count soundhash.audio.reindex)" -eq 20
+check "live topic untouched" test "$(count soundhash.audio.events)" -eq 0
+check "checkpoint done" grep -q '"done":true' "$ck"
+expect_exit 0 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --tenant a --rate 1000/s \
+  --checkpoint "$ck"
+check "re-run of a finished job publishes nothing" grep -q '"already_complete":true' "$SH_TMP/out"
+check "still 20" test "$(count soundhash.audio.reindex)" -eq 20
+expect_exit 2 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --all --rate 1000/s \
+  --checkpoint "$ck"
+check "a checkpoint of another selection is refused" grep -q "belongs to selection 'tenant:a'" "$SH_TMP/err"
+
+# --older-than-fp-version (this build's version is 2): the 10 tracks at version 1.
+expect_exit 0 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --older-than-fp-version \
+  --rate 1000/s --checkpoint "$SH_TMP/old.json"
+check "older fp_version: 10" grep -q '"published":10,' "$SH_TMP/out"
+check "30 reindex events" test "$(count soundhash.audio.reindex)" -eq 30
+
+# --list: unknown ids are skipped (and said so), bad lines refuse the whole job.
+printf 't05\nnope\nt07\n\n' > "$SH_TMP/list"
+expect_exit 0 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --list "$SH_TMP/list" \
+  --rate 1000/s --checkpoint "$SH_TMP/list.json"
+check "list: 2 published, 1 skipped" grep -q '{"published":2,"skipped":1,"done":true}' "$SH_TMP/out"
+check "skip is logged" grep -q 'reindex_skip.*track=nope' "$SH_TMP/err"
+printf 't05\nbad\001id\n' > "$SH_TMP/badlist"
+expect_exit 1 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --list "$SH_TMP/badlist" \
+  --rate 1000/s --checkpoint "$SH_TMP/badlist.json"
+check "bad list line named" grep -q "badlist line 2: track id contains a control character" "$SH_TMP/err"
+check "32 reindex events" test "$(count soundhash.audio.reindex)" -eq 32
+
+# Rate limit + kill + resume: --all at 20/s in pages of 5; kill once 10 are checkpointed.
+before=$(count soundhash.audio.reindex)
+"$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --all --rate 20/s --batch 5 \
+  --checkpoint "$SH_TMP/all.json" > "$SH_TMP/all.out" 2> "$SH_TMP/all.err" &
+job=$!
+start_ms=$(( $(date +%s%N) / 1000000 ))
+wait_for 30 grep -Eq '"published":(1[0-9]|[2-9][0-9])' "$SH_TMP/all.json"
+kill -TERM "$job"; set +e; wait "$job"; rc=$?; set -e
+check "interrupted job exits 1 (got $rc)" test "$rc" -eq 1
+check "interruption explained" grep -q "interrupted; re-run the same command to resume" "$SH_TMP/all.err"
+done1=$(sed 's/.*"published":\([0-9]*\).*/\1/' "$SH_TMP/all.json")
+check "not done yet ($done1 of 40)" test "$done1" -lt 40
+expect_exit 0 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --all --rate 20/s \
+  --batch 5 --checkpoint "$SH_TMP/all.json"
+elapsed_ms=$(( $(date +%s%N) / 1000000 - start_ms ))
+check "resumed job completes all 40" grep -q '{"published":40,"skipped":0,"done":true}' "$SH_TMP/out"
+added=$(( $(count soundhash.audio.reindex) - before ))
+check "resume re-sent at most one page ($added events for 40 tracks)" \
+  test "$added" -ge 40 -a "$added" -le 45
+check "rate limit held: 40 events at 20/s took >= 1.5 s ($elapsed_ms ms)" \
+  test "$elapsed_ms" -ge 1500
+
+# Usage errors.
+expect_exit 2 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --all --tenant a \
+  --checkpoint "$SH_TMP/x.json"
+expect_exit 2 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --all --rate fast \
+  --checkpoint "$SH_TMP/x.json"
+expect_exit 2 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --all
