@@ -11,17 +11,20 @@ D="$SH_DATA_DIR/corpus/dev"
 mapfile -t T < <(tail -n +2 "$D/manifest.csv" | sort -t, -k6 -n | head -9 | cut -d, -f1)
 [ "${#T[@]}" -eq 9 ] || fail "corpus has fewer than 9 tracks"
 IDX="$SH_TMP/idx"; Q="$SH_TMP/q"; mkdir -p "$Q"
-json() { python3 -c "import json,sys; d=json.loads(sys.stdin.readline()); print(eval(sys.argv[1]))" "$1"; }
+jcheck() { # jcheck "description" FILE JQ_FILTER : the filter must be true on FILE's first line
+  local what="$1" file="$2"; shift 2
+  if head -n 1 "$file" | jq -e "$@" > /dev/null; then echo "ok: $what"; else fail "$what: $(head -c 400 "$file")"; fi
+}
 
 files=(); for i in 0 1 2 3 4 5 6 7; do files+=("$D/${T[$i]}.ogg"); done
 expect_exit 0 "$SH_BIN" index add --index "$IDX" "${files[@]}"
 check "add prints one line per file" [ "$(wc -l < "$SH_TMP/out")" -eq 8 ]
 check "default id is the file name" grep -q "\"track_id\":\"${T[1]}\",\"status\":\"added\"" "$SH_TMP/out"
-total=$(python3 -c "import json,sys; print(sum(json.loads(l)['hashes'] for l in open(sys.argv[1])))" "$SH_TMP/out")
+total=$(jq -s 'map(.hashes) | add' "$SH_TMP/out")
 
 expect_exit 0 "$SH_BIN" index stats --index "$IDX"
-check "stats: 8 tracks" [ "$(json "d['tracks']" < "$SH_TMP/out")" -eq 8 ]
-check "stats: postings = sum of hashes ($total)" [ "$(json "d['postings']" < "$SH_TMP/out")" -eq "$total" ]
+jcheck "stats: 8 tracks" "$SH_TMP/out" '.tracks == 8'
+jcheck "stats: postings = sum of hashes ($total)" "$SH_TMP/out" --argjson n "$total" '.postings == $n'
 
 # Excerpts: 8 s from 20.5 s of track 1 (clean), 10 s from 30 s of track 2 with pink noise, and
 # 10 s of the never-indexed track.
@@ -32,27 +35,27 @@ sox "$D/${T[8]}.ogg" "$Q/neg.wav" trim 10 10
 expect_exit 0 "$SH_BIN" match --index "$IDX" --top 3 "$Q/a.wav" "$Q/b.wav" "$Q/neg.wav"
 sed -n 1p "$SH_TMP/out" > "$SH_TMP/a.json"; sed -n 2p "$SH_TMP/out" > "$SH_TMP/b.json"
 sed -n 3p "$SH_TMP/out" > "$SH_TMP/n.json"
-check "clean excerpt: right track" [ "$(json "d['match']['track_id']" < "$SH_TMP/a.json")" = "${T[1]}" ]
-check "clean excerpt: offset 20.5 s ± 0.2" python3 -c "import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if abs(d['match']['offset_s']-20.5) < 0.2 else 1)" "$SH_TMP/a.json"
-check "noisy excerpt: right track" [ "$(json "d['match']['track_id']" < "$SH_TMP/b.json")" = "${T[2]}" ]
-check "noisy excerpt: offset 30 s ± 0.2" python3 -c "import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if abs(d['match']['offset_s']-30) < 0.2 else 1)" "$SH_TMP/b.json"
-check "top 3 gives candidates" [ "$(json "len(d['candidates']) >= 1" < "$SH_TMP/a.json")" = True ]
-check "never-indexed track: match null" [ "$(json "d['match']" < "$SH_TMP/n.json")" = None ]
+jcheck "clean excerpt: right track" "$SH_TMP/a.json" --arg t "${T[1]}" '.match.track_id == $t'
+jcheck "clean excerpt: offset 20.5 s ± 0.2" "$SH_TMP/a.json" '(.match.offset_s - 20.5) | . < 0.2 and . > -0.2'
+jcheck "noisy excerpt: right track" "$SH_TMP/b.json" --arg t "${T[2]}" '.match.track_id == $t'
+jcheck "noisy excerpt: offset 30 s ± 0.2" "$SH_TMP/b.json" '(.match.offset_s - 30) | . < 0.2 and . > -0.2'
+jcheck "top 3 gives candidates" "$SH_TMP/a.json" '(.candidates | length) >= 1'
+jcheck "never-indexed track: match null" "$SH_TMP/n.json" '.match == null'
 
 # Replace: adding the same id again replaces (counts unchanged); the ASan build does the writes.
 expect_exit 0 "$SH_BIN_ASAN" index add --index "$IDX" "$D/${T[0]}.ogg"
 check "re-add reports replaced" grep -q '"status":"replaced"' "$SH_TMP/out"
 expect_exit 0 "$SH_BIN_ASAN" index stats --index "$IDX"
-check "replace keeps postings exact" [ "$(json "d['postings']" < "$SH_TMP/out")" -eq "$total" ]
+jcheck "replace keeps postings exact" "$SH_TMP/out" --argjson n "$total" '.postings == $n and .tracks == 8'
 
 expect_exit 0 "$SH_BIN_ASAN" index delete --index "$IDX" "${T[1]}"
 check "delete reports deleted" grep -q "\"deleted\":true" "$SH_TMP/out"
 expect_exit 0 "$SH_BIN_ASAN" match --index "$IDX" "$Q/a.wav"
-check "deleted track: match null" [ "$(json "d['match']" < "$SH_TMP/out")" = None ]
+jcheck "deleted track: match null" "$SH_TMP/out" '.match == null'
 expect_exit 0 "$SH_BIN" index stats --index "$IDX"
-check "stats after delete: 7 tracks, no dead postings" [ "$(json "(d['tracks'], d['dead_postings'])" < "$SH_TMP/out")" = "(7, 0)" ]
+jcheck "stats after delete: 7 tracks, no dead postings" "$SH_TMP/out" '.tracks == 7 and .dead_postings == 0'
 expect_exit 0 "$SH_BIN" match --index "$IDX" "$Q/b.wav"
-check "other tracks still match" [ "$(json "d['match']['track_id']" < "$SH_TMP/out")" = "${T[2]}" ]
+jcheck "other tracks still match" "$SH_TMP/out" --arg t "${T[2]}" '.match.track_id == $t'
 
 # Errors: usage → 2, runtime → 1 with a message.
 expect_exit 2 "$SH_BIN" match "$Q/a.wav"
