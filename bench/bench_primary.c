@@ -101,9 +101,13 @@ static int bench_blob(sh_primary *db, PGconn *c, size_t tracks, size_t per, resu
             if (sh_fpblob_encode(h, per, 0, &blob, &len, NULL))
                 return 1;
             snprintf(ids[k], sizeof ids[k], "bench-%07zu", i + k);
-            tw[k] = (sh_track_write){.external_id = ids[k], .tenant = "bench", .fp_version = 1,
-                                     .version = 1, .duration_s = per / 35.0,
-                                     .n_hashes = (uint32_t)per, .fp_blob = blob,
+            tw[k] = (sh_track_write){.external_id = ids[k],
+                                     .tenant = "bench",
+                                     .fp_version = 1,
+                                     .version = 1,
+                                     .duration_s = per / 35.0,
+                                     .n_hashes = (uint32_t)per,
+                                     .fp_blob = blob,
                                      .fp_blob_len = len};
         }
         if (i <= tail_from && tail_from < i + m) {
@@ -129,14 +133,14 @@ static int bench_blob(sh_primary *db, PGconn *c, size_t tracks, size_t per, resu
     out->bytes = one_int(c, "SELECT pg_total_relation_size('fingerprints') + "
                             "pg_total_relation_size('tracks')");
     double r0 = now_s();
-    PGresult *r = PQexecParams(c, "SELECT external_id, blob FROM fingerprints", 0, NULL, NULL,
-                               NULL, NULL, 1);
+    PGresult *r =
+        PQexecParams(c, "SELECT external_id, blob FROM fingerprints", 0, NULL, NULL, NULL, NULL, 1);
     int ok = PQresultStatus(r) == PGRES_TUPLES_OK && (size_t)PQntuples(r) == tracks;
     for (int i = 0; ok && i < PQntuples(r); i++) { /* decode like a shard bootstrap would */
         sh_hash *d = NULL;
         size_t n = 0;
-        ok = sh_fpblob_decode(PQgetvalue(r, i, 1), (size_t)PQgetlength(r, i, 1), 0, &d, &n,
-                              NULL) == 0 &&
+        ok = sh_fpblob_decode(PQgetvalue(r, i, 1), (size_t)PQgetlength(r, i, 1), 0, &d, &n, NULL) ==
+                 0 &&
              n == per;
         free(d);
     }

@@ -32,7 +32,7 @@ typedef struct sh_pgctx {
     char bin[SH_PG_PATH_MAX];
     char data[SH_PG_PATH_MAX];
     char pgversion[SH_PG_PATH_MAX]; /* DATA/PG_VERSION: exists once initdb has run */
-    int as_other; /* caller is root: run binaries as uid/gid */
+    int as_other;                   /* caller is root: run binaries as uid/gid */
     uid_t uid;
     gid_t gid;
     char user[64];
@@ -151,8 +151,7 @@ static int sh_run(const sh_pgctx *c, char *const argv[])
             dup2(logfd, 2);
         }
         closefrom(3); /* the postmaster must not inherit the caller's sockets */
-        if (c->as_other &&
-            (setgroups(0, NULL) != 0 || setgid(c->gid) != 0 || setuid(c->uid) != 0))
+        if (c->as_other && (setgroups(0, NULL) != 0 || setgid(c->gid) != 0 || setuid(c->uid) != 0))
             _exit(126);
         if (chdir(c->dir) != 0)
             _exit(126);
@@ -297,8 +296,9 @@ static int sh_initdb(const sh_pgctx *c, sh_err *e)
     if (rc)
         return rc;
     snprintf(pwopt, sizeof pwopt, "--pwfile=%s", pwfile);
-    char *argv[] = {"initdb", "-D", (char *)c->data, "-U", SH_PG_ROLE, pwopt,
-                    "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C", NULL};
+    char *argv[] = {"initdb",     "-D",  (char *)c->data,        "-U",
+                    SH_PG_ROLE,   pwopt, "--auth=scram-sha-256", "--encoding=UTF8",
+                    "--locale=C", NULL};
     SH_INFO("db_initdb", "dir=%s", c->dir);
     int st = sh_run(c, argv);
     unlink(pwfile);
@@ -376,8 +376,8 @@ static int sh_create_db(const sh_pgctx *c, int port, sh_err *e)
         rc = sh_err_set(e, SH_EDB, "connect to new cluster: %s", PQerrorMessage(pc));
     } else {
         const char *p[1] = {SH_PG_DB};
-        PGresult *r = PQexecParams(pc, "SELECT 1 FROM pg_database WHERE datname = $1", 1, NULL,
-                                   p, NULL, NULL, 0);
+        PGresult *r = PQexecParams(pc, "SELECT 1 FROM pg_database WHERE datname = $1", 1, NULL, p,
+                                   NULL, NULL, 0);
         int exists = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
         PQclear(r);
         if (!exists) {
@@ -428,8 +428,8 @@ static int sh_pg_start(const sh_pgctx *c, int port, sh_err *e)
     sh_path(ctl, sizeof ctl, c->dir, "ctl.log");
     snprintf(popt, sizeof popt, "-p %d", port);
     snprintf(tmo, sizeof tmo, "%d", c->timeout_s);
-    char *argv[] = {"pg_ctl", "start", "-D", (char *)c->data, "-l", logp, "-w", "-t", tmo, "-o",
-                    popt, NULL};
+    char *argv[] = {"pg_ctl", "start", "-D", (char *)c->data, "-l", logp, "-w", "-t", tmo,
+                    "-o",     popt,    NULL};
     int st = sh_run(c, argv);
     if (st == 0)
         return 0;
@@ -455,8 +455,7 @@ int sh_pgctl_start(const sh_pgctl_opts *o, char *dsn, size_t cap, sh_err *e)
         if (sh_read_line(pf, buf, sizeof buf) == 0)
             port = (int)strtol(buf, NULL, 10);
         if (port <= 0)
-            return sh_err_set(e, SH_EIO, "server in %s is running but %s is unreadable", c.dir,
-                              pf);
+            return sh_err_set(e, SH_EIO, "server in %s is running but %s is unreadable", c.dir, pf);
     } else {
         /* An auto-picked port can be taken between the probe and the bind: retry a few. */
         for (int attempt = 0; attempt < 3; attempt++) {
@@ -500,8 +499,7 @@ int sh_pgctl_stop(const sh_pgctl_opts *o, sh_err *e)
     char *argv[] = {"pg_ctl", "stop", "-D", c.data, "-m", "fast", "-w", "-t", tmo, NULL};
     int st = sh_run(&c, argv);
     if (st != 0)
-        return sh_err_set(e, SH_EIO, "pg_ctl stop failed (status %d; see %s/ctl.log)", st,
-                          c.dir);
+        return sh_err_set(e, SH_EIO, "pg_ctl stop failed (status %d; see %s/ctl.log)", st, c.dir);
     SH_INFO("db_stopped", "dir=%s", c.dir);
     return 0;
 }

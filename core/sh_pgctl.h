@@ -21,8 +21,8 @@
 #include <stddef.h>
 
 typedef struct sh_pgctl_opts {
-    const char *dir;    /* required */
-    int port;           /* 0: DIR/port if still free, else any free loopback port */
+    const char *dir; /* required */
+    int port;        /* 0: DIR/port if still free, else any free loopback port */
     const char *bin_dir;
     const char *run_as; /* only used when root; NULL → "postgres" */
     int timeout_s;      /* bound on initdb/pg_ctl waits; 0 → 60 */

@@ -212,8 +212,8 @@ static int sh_connect_error(PGconn *c, sh_err *e)
     char msg[400];
     sh_trim_copy(msg, sizeof msg, PQerrorMessage(c));
     static const char *const permanent[] = {"authentication failed", "does not exist",
-                                            "no pg_hba.conf entry", "permission denied",
-                                            "no password supplied", "invalid "};
+                                            "no pg_hba.conf entry",  "permission denied",
+                                            "no password supplied",  "invalid "};
     int code = SH_ETRANSIENT;
     if (PQconnectionNeedsPassword(c))
         code = SH_EDB;
@@ -251,9 +251,8 @@ static int sh_connect(sh_primary *db, sh_err *e)
     char st[24];
     snprintf(st, sizeof st, "%d", db->statement_timeout_ms);
     const char *p[1] = {st};
-    PGresult *r =
-        PQexecParams(c, "SELECT set_config('statement_timeout', $1, false)", 1, NULL, p, NULL,
-                     NULL, 0);
+    PGresult *r = PQexecParams(c, "SELECT set_config('statement_timeout', $1, false)", 1, NULL, p,
+                               NULL, NULL, 0);
     int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
     PQclear(r);
     if (!ok) {
@@ -571,8 +570,7 @@ int sh_primary_applied_versions(sh_primary *db, int *versions, size_t cap, size_
 {
     *n = 0;
     PGresult *r;
-    int rc = sh_query(db,
-                      "SELECT version::int4 FROM schema_migrations ORDER BY version", 0, NULL,
+    int rc = sh_query(db, "SELECT version::int4 FROM schema_migrations ORDER BY version", 0, NULL,
                       NULL, NULL, &r, e, "schema_migrations");
     if (rc)
         return rc;
@@ -659,9 +657,16 @@ static void sh_write_params_fill(sh_write_params *p, const sh_track_write *tw)
     snprintf(p->fpv, sizeof p->fpv, "%d", tw->fp_version);
     snprintf(p->ver, sizeof p->ver, "%" PRId64, tw->version);
     snprintf(p->nh, sizeof p->nh, "%" PRIu32, tw->n_hashes);
-    const char *v[10] = {tw->external_id, tw->tenant,  tw->metadata_json,
-                         tw->sha256_hex ? p->sha : NULL, p->dur, tw->source_uri, p->fpv, p->ver,
-                         p->nh, tw->fp_blob ? (const char *)tw->fp_blob : ""};
+    const char *v[10] = {tw->external_id,
+                         tw->tenant,
+                         tw->metadata_json,
+                         tw->sha256_hex ? p->sha : NULL,
+                         p->dur,
+                         tw->source_uri,
+                         p->fpv,
+                         p->ver,
+                         p->nh,
+                         tw->fp_blob ? (const char *)tw->fp_blob : ""};
     memcpy(p->vals, v, sizeof v);
     p->lens[9] = (int)tw->fp_blob_len;
     p->fmts[9] = 1; /* the blob goes binary: no hex escaping, half the bytes on the wire */
@@ -869,10 +874,10 @@ void sh_track_list_clear(sh_track_list *l)
 
 /* Columns 0..12 of every track query, in this order. */
 #define SQL_TRACK_COLS                                                                             \
-    "t.id::int8, t.external_id::text, t.tenant::text, t.metadata::text, t.source_uri::text, "    \
-    "t.sha256::text, t.duration_s::float8, t.fp_version::int4, t.version::int8, "                 \
-    "(t.status = 'deleted')::bool, t.n_hashes::int8, "                                            \
-    "(extract(epoch FROM t.created_at) * 1000)::int8, "                                           \
+    "t.id::int8, t.external_id::text, t.tenant::text, t.metadata::text, t.source_uri::text, "      \
+    "t.sha256::text, t.duration_s::float8, t.fp_version::int4, t.version::int8, "                  \
+    "(t.status = 'deleted')::bool, t.n_hashes::int8, "                                             \
+    "(extract(epoch FROM t.created_at) * 1000)::int8, "                                            \
     "(extract(epoch FROM t.updated_at) * 1000)::int8"
 
 static int sh_track_from_row(const PGresult *r, int row, sh_track *t, int blob_col)
@@ -925,8 +930,7 @@ int sh_primary_get_track(sh_primary *db, const char *external_id, unsigned flags
     return rc;
 }
 
-int sh_primary_list_tracks(sh_primary *db, const sh_track_filter *f, sh_track_list *out,
-                           sh_err *e)
+int sh_primary_list_tracks(sh_primary *db, const sh_track_filter *f, sh_track_list *out, sh_err *e)
 {
     static const sh_track_filter all = {0};
     if (!f)

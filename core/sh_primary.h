@@ -19,16 +19,17 @@
  * transaction therefore increments the single row of change_counter as its LAST statement before
  * COMMIT: the row lock is held until commit, so change-log appends serialize on it, seqs are
  * assigned in commit order, and a rolled-back transaction rolls its increment back too. Hence:
- * seqs are gap-free (1, 2, 3, ...) and a reader that sees seq N also sees every seq < N. The price is
- * that commits of track writes are serialized (only the short tail of each transaction; the upsert
- * of the track and its blob run concurrently). Every change also NOTIFYs channel "sh_changes" with
- * the seq as payload, delivered at commit (sh_primary_wait_changes).
+ * seqs are gap-free (1, 2, 3, ...) and a reader that sees seq N also sees every seq < N. The price
+ * is that commits of track writes are serialized (only the short tail of each transaction; the
+ * upsert of the track and its blob run concurrently). Every change also NOTIFYs channel
+ * "sh_changes" with the seq as payload, delivered at commit (sh_primary_wait_changes).
  *
  * Versions. Every track carries a bigint version chosen by the writer (e.g. the event's
  * submitted-at milliseconds, or an explicit version). A write or delete whose version is <= the
  * stored one changes nothing and returns SH_ESTALE: re-delivery is harmless and an older event
  * never overwrites a newer one. A delete leaves a tombstone row (status 'deleted', its version, no
- * fingerprints) so an older upsert arriving later does not resurrect the track; a newer upsert does.
+ * fingerprints) so an older upsert arriving later does not resurrect the track; a newer upsert
+ * does.
  *
  * Errors: SH_EINVAL (bad argument, caught before any SQL), SH_EDB (permanent: constraint,
  * malformed metadata JSON, permission, ...), SH_ETRANSIENT (retry later: connection lost or
@@ -40,8 +41,8 @@
  * Connections. One sh_primary is one libpq connection: use it from one thread at a time (one per
  * worker thread). After SH_ETRANSIENT the next call reconnects by itself (bounded by
  * connect_timeout); nothing is cached per connection except LISTEN. All SQL that carries data uses
- * parameters (PQexecParams / PQsendQueryParams; the blob travels in binary); the only literal SQL is
- * the embedded migrations. Connection failures carry no SQLSTATE: authentication, missing
+ * parameters (PQexecParams / PQsendQueryParams; the blob travels in binary); the only literal SQL
+ * is the embedded migrations. Connection failures carry no SQLSTATE: authentication, missing
  * database/role and pg_hba rejections are SH_EDB, everything else (refused, timeout, starting up,
  * too many clients) SH_ETRANSIENT.
  */
@@ -54,19 +55,19 @@
 #include <stdint.h>
 
 /* Hard caps on what is accepted from callers (and hence from events). */
-#define SH_PRIMARY_ID_MAX 256          /* external_id bytes */
-#define SH_PRIMARY_TENANT_MAX 128      /* tenant bytes */
-#define SH_PRIMARY_META_MAX (64 * 1024) /* metadata JSON bytes */
-#define SH_PRIMARY_URI_MAX 4096        /* source_uri bytes */
+#define SH_PRIMARY_ID_MAX 256                   /* external_id bytes */
+#define SH_PRIMARY_TENANT_MAX 128               /* tenant bytes */
+#define SH_PRIMARY_META_MAX (64 * 1024)         /* metadata JSON bytes */
+#define SH_PRIMARY_URI_MAX 4096                 /* source_uri bytes */
 #define SH_PRIMARY_BLOB_MAX (64u * 1024 * 1024) /* fingerprint blob bytes */
-#define SH_PRIMARY_LIST_MAX 10000      /* rows per list/changes call */
+#define SH_PRIMARY_LIST_MAX 10000               /* rows per list/changes call */
 
 typedef struct sh_primary_config {
-    const char *dsn;          /* libpq connection string or URI; required */
-    const char *password;     /* NULL: env SOUNDHASH_DB_PASSWORD, else libpq's own PGPASSWORD /
-                                 passfile / ~/.pgpass. Never put it in argv. */
-    int connect_timeout_s;    /* default 5 (0 → default); bounds every (re)connect */
-    int statement_timeout_ms; /* default 30000 (0 → default); server-side per statement */
+    const char *dsn;              /* libpq connection string or URI; required */
+    const char *password;         /* NULL: env SOUNDHASH_DB_PASSWORD, else libpq's own PGPASSWORD /
+                                     passfile / ~/.pgpass. Never put it in argv. */
+    int connect_timeout_s;        /* default 5 (0 → default); bounds every (re)connect */
+    int statement_timeout_ms;     /* default 30000 (0 → default); server-side per statement */
     const char *application_name; /* default "soundhash" */
 } sh_primary_config;
 
@@ -147,19 +148,19 @@ int sh_primary_write_tracks(sh_primary *db, const sh_track_write *tws, size_t n,
 /* A stored track. Strings and blob are malloc'd and owned by the struct: sh_track_clear() frees
  * them (and zeroes the struct). */
 typedef struct sh_track {
-    int64_t id;           /* internal numeric id: stable, never reused */
+    int64_t id; /* internal numeric id: stable, never reused */
     char *external_id;
     char *tenant;
-    char *metadata_json;  /* the jsonb as text */
-    char *source_uri;     /* NULL when not stored */
-    char sha256_hex[65];  /* "" when not stored */
+    char *metadata_json; /* the jsonb as text */
+    char *source_uri;    /* NULL when not stored */
+    char sha256_hex[65]; /* "" when not stored */
     double duration_s;
     int fp_version;
     int64_t version;
-    int deleted;          /* 1: tombstone */
+    int deleted; /* 1: tombstone */
     uint32_t n_hashes;
     int64_t created_ms, updated_ms; /* unix milliseconds */
-    void *fp_blob;        /* only with SH_PRIMARY_WITH_BLOB; NULL for tombstones */
+    void *fp_blob;                  /* only with SH_PRIMARY_WITH_BLOB; NULL for tombstones */
     size_t fp_blob_len;
 } sh_track;
 
@@ -183,38 +184,38 @@ void sh_track_list_clear(sh_track_list *l);
 
 /* Filter for the reindex job; zero-initialised = every active track from the start. */
 typedef struct sh_track_filter {
-    const char *tenant;       /* NULL: all tenants */
-    int fp_version_below;     /* 0: any; else only tracks whose fp_version < this */
-    const char *after_id;     /* cursor: only external_id > after_id (byte order); NULL: start */
-    int include_deleted;      /* 0: active only */
-    size_t limit;             /* 1..SH_PRIMARY_LIST_MAX; 0 → 1000 */
+    const char *tenant;   /* NULL: all tenants */
+    int fp_version_below; /* 0: any; else only tracks whose fp_version < this */
+    const char *after_id; /* cursor: only external_id > after_id (byte order); NULL: start */
+    int include_deleted;  /* 0: active only */
+    size_t limit;         /* 1..SH_PRIMARY_LIST_MAX; 0 → 1000 */
 } sh_track_filter;
 
 /* Lists tracks ordered by external_id (byte order, COLLATE "C"), without blobs. Resume by passing
  * the last external_id as after_id; an empty list means done. `out` must be zeroed; on success the
  * caller owns it (sh_track_list_clear). Returns 0, SH_EINVAL, SH_EDB, SH_ETRANSIENT. */
-int sh_primary_list_tracks(sh_primary *db, const sh_track_filter *f, sh_track_list *out,
-                           sh_err *e);
+int sh_primary_list_tracks(sh_primary *db, const sh_track_filter *f, sh_track_list *out, sh_err *e);
 
-/* ---- change log (replicator) ------------------------------------------------------------------ */
+/* ---- change log (replicator) ------------------------------------------------------------------
+ */
 
 enum sh_change_op { SH_CHANGE_UPSERT = 1, SH_CHANGE_DELETE = 2 };
 
 typedef struct sh_change {
     int64_t seq;
-    int op;                /* enum sh_change_op */
-    char *external_id;     /* owned */
-    char *tenant;          /* owned */
-    int64_t track_id;      /* tracks.id */
-    int64_t version;       /* the version this change wrote */
+    int op;            /* enum sh_change_op */
+    char *external_id; /* owned */
+    char *tenant;      /* owned */
+    int64_t track_id;  /* tracks.id */
+    int64_t version;   /* the version this change wrote */
     int fp_version;
-    int64_t committed_ms;  /* clock at the append, just before commit (unix ms) */
+    int64_t committed_ms; /* clock at the append, just before commit (unix ms) */
     /* superseded = 1 when the track's current version differs from this change's version (a
      * later change in the log carries the newer state). With SH_PRIMARY_WITH_BLOB, an upsert that
      * is not superseded comes with the track's blob, read in the same snapshot. */
     int superseded;
     uint32_t n_hashes;
-    void *fp_blob;         /* owned; NULL unless fetched */
+    void *fp_blob; /* owned; NULL unless fetched */
     size_t fp_blob_len;
 } sh_change;
 

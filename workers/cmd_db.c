@@ -146,8 +146,7 @@ static int db_status(const db_cfg *c)
     printf("schema_version=%d known=%d\n", n ? v[n - 1] : 0, sh_primary_schema_version());
     printf("tracks_active=%" PRId64 " tracks_deleted=%" PRId64 " fingerprint_rows=%" PRId64
            " hashes=%" PRId64 " changes=%" PRId64 " last_seq=%" PRId64 "\n",
-           k.tracks_active, k.tracks_deleted, k.fingerprint_rows, k.hashes, k.changes,
-           k.last_seq);
+           k.tracks_active, k.tracks_deleted, k.fingerprint_rows, k.hashes, k.changes, k.last_seq);
     return SH_EXIT_OK;
 }
 
@@ -169,8 +168,8 @@ int sh_cmd_db(int argc, char **argv)
          0, 0},
         {"run-as", 0, SH_OPT_STR, &c.run_as, "postgres",
          "when root: the unprivileged user that runs the server", 0, 0, 0},
-        {"timeout", 0, SH_OPT_INT, &c.timeout_s, "60", "seconds to wait for initdb/start/stop",
-         0, 1, 3600},
+        {"timeout", 0, SH_OPT_INT, &c.timeout_s, "60", "seconds to wait for initdb/start/stop", 0,
+         1, 3600},
         {NULL, 0, 0, NULL, NULL, NULL, 0, 0, 0},
     };
     sh_opt dsn_opts[] = {
