@@ -10,7 +10,7 @@
  *   postings per second of audio, extraction speed in x realtime on one core (fingerprinting only,
  *   on samples decoded beforehand; minimum over --repeat runs), with --decode-speed also decode
  *   alone and decode + fingerprint, and per-query latency p50/p99 (query fingerprint + lookups +
- *   voting, excluding decoding).
+ *   voting, excluding decoding). All times are CPU time of the measuring thread (see now_s).
  * Decoded samples are cached as raw float files in --cache (default /tmp/sh-fp-cache) so reruns
  * while tuning skip decoding; the cache key is the file name plus its size and mtime.
  * --set changes a tunable for this run: fp fields by their sh_fp_config name (applied to index and
@@ -50,10 +50,12 @@ typedef struct query {
 /* snprintf that reports truncation (paths longer than the buffer are refused, not cut). */
 #define FMT(buf, ...) (snprintf((buf), sizeof(buf), __VA_ARGS__) >= (int)sizeof(buf) ? -1 : 0)
 
+/* CPU time of this thread: on a machine shared with other builds, wall time measures the
+ * neighbours; CPU time measures us (it still includes cache and memory contention). */
 static double now_s(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
@@ -70,7 +72,7 @@ typedef struct knob {
 #define FPF(f) {#f, 'f', 0, offsetof(sh_fp_config, f)}
 static const knob knobs[] = {
     FPI(fft_size), FPI(hop), FPF(fmin_hz), FPF(fmax_hz), FPI(peak_df), FPI(peak_dt),
-    FPF(floor_db), FPI(prom_bins), FPI(rank_half), FPI(peaks_per_window), FPI(dt_min),
+    FPF(floor_db), FPI(rank_half), FPI(peaks_per_window), FPI(dt_min),
     FPI(dt_max), FPF(df_max_oct), FPI(fanout), FPF(f1_steps), FPF(df_steps), FPF(dt_step),
     FPI(q_peaks_per_window), FPI(q_fanout), FPF(q_scale_tol), FPF(q_jitter), FPI(q_max_variants),
     {"coarse_frames", 'i', 1, offsetof(sh_match_config, coarse_frames)},

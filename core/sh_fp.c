@@ -16,7 +16,7 @@ typedef struct peak {
     uint32_t frame;   /* integer frame of the maximum */
     float t;          /* interpolated frame */
     float lf;         /* log2(f / fmin_hz), interpolated */
-    float strength;   /* ranking key (prominence, dB) */
+    float strength;   /* ranking key: log power */
     uint32_t k;       /* bin, for deterministic tie breaks */
 } peak;
 
@@ -43,7 +43,7 @@ struct sh_fp {
     size_t npend;
     float *pow;          /* ring * nb power spectra */
     float *fmax;         /* ring * nb frequency-max-filtered spectra */
-    double *prefix;      /* nb + 1 prefix sums for the prominence */
+    float *scratch;      /* 2 * nb floats for the running maximum */
     uint64_t nframes;    /* frames computed */
     uint64_t next_c;     /* next centre frame to search for peaks */
     peakvec raw;         /* 2-D maxima; .next = first not yet ranked */
@@ -65,7 +65,6 @@ void sh_fp_config_default(sh_fp_config *c)
     c->peak_df = 3;
     c->peak_dt = 4;
     c->floor_db = -75.0f;
-    c->prom_bins = 12;
     c->rank_half = 16;
     c->peaks_per_window = 5;
     c->dt_min = 2;
@@ -74,7 +73,7 @@ void sh_fp_config_default(sh_fp_config *c)
     c->fanout = 4;
     c->f1_steps = 6.0f;
     c->df_steps = 24.0f;
-    c->dt_step = 2.0f;
+    c->dt_step = 1.0f;
     c->query = 0;
     c->q_peaks_per_window = 8;
     c->q_fanout = 8;
@@ -103,10 +102,10 @@ int sh_fp_config_check(const sh_fp_config *c, sh_err *e)
     if (!(c->fmin_hz > 0.0f) || !(c->fmax_hz > c->fmin_hz) || c->fmax_hz > c->rate / 2.0f)
         return sh_err_set(e, SH_EINVAL, "fp config: band %g..%g Hz invalid", (double)c->fmin_hz,
                           (double)c->fmax_hz);
-    if (c->peak_df < 1 || c->peak_df > 64 || c->peak_dt < 0 || c->peak_dt > 64)
+    if (c->peak_df < 1 || c->peak_df > 64 || c->peak_dt < 0 || c->peak_dt > 63)
         return sh_err_set(e, SH_EINVAL, "fp config: peak neighbourhood out of range");
-    if (c->prom_bins < 0 || c->prom_bins > 256 || c->rank_half < 0 || c->rank_half > 1024)
-        return sh_err_set(e, SH_EINVAL, "fp config: prom_bins/rank_half out of range");
+    if (c->rank_half < 0 || c->rank_half > 1024)
+        return sh_err_set(e, SH_EINVAL, "fp config: rank_half out of range");
     if (c->peaks_per_window < 1 || c->q_peaks_per_window < 1 || c->fanout < 1 ||
         c->q_fanout < 1 || c->peaks_per_window > 1000 || c->q_peaks_per_window > 1000 ||
         c->fanout > 64 || c->q_fanout > 64)
@@ -207,10 +206,15 @@ int sh_fp_new(const sh_fp_config *c, sh_fp **out, sh_err *e)
     const double binhz = (double)c->rate / n;
     fp->kmin = (int)ceil(c->fmin_hz / binhz);
     fp->kmax = (int)floor(c->fmax_hz / binhz);
-    if (fp->kmin < 1)
-        fp->kmin = 1; /* never DC */
-    if (fp->kmax > fp->nb - 2)
-        fp->kmax = fp->nb - 2; /* never Nyquist: interpolation needs k+1 */
+    /* Never DC or Nyquist, and the ±peak_df neighbourhood stays inside the spectrum. */
+    if (fp->kmin < c->peak_df + 1)
+        fp->kmin = c->peak_df + 1;
+    if (fp->kmax > fp->nb - 2 - c->peak_df)
+        fp->kmax = fp->nb - 2 - c->peak_df;
+    if (fp->kmax < fp->kmin) {
+        sh_fp_free(fp);
+        return sh_err_set(e, SH_EINVAL, "sh_fp_new: band narrower than the peak neighbourhood");
+    }
     fp->ring = 2 * c->peak_dt + 1;
     fp->ppw = c->query ? c->q_peaks_per_window : c->peaks_per_window;
     fp->fanout = c->query ? c->q_fanout : c->fanout;
@@ -220,10 +224,10 @@ int sh_fp_new(const sh_fp_config *c, sh_fp **out, sh_err *e)
     fp->pend = malloc((size_t)n * sizeof *fp->pend);
     fp->pow = calloc((size_t)fp->ring * fp->nb, sizeof *fp->pow);
     fp->fmax = calloc((size_t)fp->ring * fp->nb, sizeof *fp->fmax);
-    fp->prefix = malloc(((size_t)fp->nb + 1) * sizeof *fp->prefix);
+    fp->scratch = malloc(2 * (size_t)fp->nb * sizeof *fp->scratch);
     fp->in = fftwf_malloc((size_t)n * sizeof *fp->in);
     fp->out = fftwf_malloc((size_t)fp->nb * sizeof *fp->out);
-    if (!fp->win || !fp->pend || !fp->pow || !fp->fmax || !fp->prefix || !fp->in || !fp->out) {
+    if (!fp->win || !fp->pend || !fp->pow || !fp->fmax || !fp->scratch || !fp->in || !fp->out) {
         sh_fp_free(fp);
         return sh_err_set(e, SH_ENOMEM, "sh_fp_new: out of memory");
     }
@@ -270,7 +274,7 @@ void sh_fp_free(sh_fp *fp)
     free(fp->pend);
     free(fp->pow);
     free(fp->fmax);
-    free(fp->prefix);
+    free(fp->scratch);
     free(fp->raw.v);
     free(fp->kept.v);
     free(fp->h);
@@ -308,20 +312,26 @@ static void compute_frame(sh_fp *fp)
         fp->in[i] = fp->pend[i] * fp->win[i];
     fftwf_execute_dft_r2c(fp->plan, fp->in, fp->out);
     float *p = pow_at(fp, fp->nframes);
-    /* Only the band plus the neighbourhoods the 2-D maximum, interpolation and prominence use. */
-    const int margin = fp->c.peak_df > fp->c.prom_bins ? fp->c.peak_df : fp->c.prom_bins;
+    /* Only the band plus the neighbourhoods the 2-D maximum and the interpolation use. */
+    const int margin = fp->c.peak_df;
     const int lo = fp->kmin - margin - 1 < 0 ? 0 : fp->kmin - margin - 1;
     const int hi = fp->kmax + margin + 1 >= fp->nb ? fp->nb - 1 : fp->kmax + margin + 1;
     for (int k = lo; k <= hi; k++)
         p[k] = fp->out[k][0] * fp->out[k][0] + fp->out[k][1] * fp->out[k][1];
+    /* Running maximum over ±peak_df bins (van Herk / Gil-Werman: three comparisons per bin
+     * whatever the width): g = prefix maxima and h = suffix maxima within blocks of w bins. */
     float *m = fmax_at(fp, fp->nframes);
-    const int df = fp->c.peak_df;
+    const int df = fp->c.peak_df, w = 2 * df + 1;
+    const int a0 = fp->kmin - df, nw = fp->kmax + df - a0 + 1; /* bins a0 .. a0+nw-1 */
+    float *g = fp->scratch, *h = fp->scratch + nw;
+    for (int i = 0; i < nw; i++)
+        g[i] = i % w ? (p[a0 + i] > g[i - 1] ? p[a0 + i] : g[i - 1]) : p[a0 + i];
+    for (int i = nw - 1; i >= 0; i--)
+        h[i] = (i + 1) % w && i + 1 < nw ? (p[a0 + i] > h[i + 1] ? p[a0 + i] : h[i + 1])
+                                        : p[a0 + i];
     for (int k = fp->kmin; k <= fp->kmax; k++) {
-        float v = p[k - df < lo ? lo : k - df];
-        const int e = k + df > hi ? hi : k + df;
-        for (int j = (k - df < lo ? lo : k - df) + 1; j <= e; j++)
-            v = p[j] > v ? p[j] : v;
-        m[k] = v;
+        const int i = k - df - a0; /* window [i, i + w - 1] */
+        m[k] = h[i] > g[i + w - 1] ? h[i] : g[i + w - 1];
     }
     fp->nframes++;
 }
@@ -341,63 +351,46 @@ static float lg(float x)
     return logf(x + 1e-30f);
 }
 
-/* Is (c, k) the maximum of its ±peak_dt × ±peak_df neighbourhood within frames [t0, t1]?
- * Ties go to the earlier frame / lower bin, so exactly one of equal neighbours wins. */
-static int is_2d_max(const sh_fp *fp, uint64_t c, int k, uint64_t t0, uint64_t t1)
-{
-    const float *p = pow_at(fp, c);
-    const float v = p[k];
-    if (v < fmax_at(fp, c)[k])
-        return 0;
-    for (int j = 1; j <= fp->c.peak_df; j++)
-        if (p[k - j] >= v) /* a lower bin with the same value wins the tie */
-            return 0;
-    for (uint64_t t = t0; t <= t1; t++) {
-        if (t == c)
-            continue;
-        const float m = fmax_at(fp, t)[k];
-        if (m > v || (m == v && t < c))
-            return 0;
-    }
-    return 1;
-}
-
-/* Finds the 2-D maxima of centre frame c given frames up to `last`, appends them to raw. */
+/* Finds the 2-D maxima of centre frame c given frames up to `last`, appends them to raw.
+ * (c, k) is a peak when it is the maximum of its ±peak_dt × ±peak_df neighbourhood; ties go to the
+ * earlier frame / lower bin, so exactly one of equal neighbours wins. */
 static int detect(sh_fp *fp, uint64_t c, uint64_t last)
 {
     const uint64_t dt = (uint64_t)fp->c.peak_dt;
     const uint64_t t0 = c >= dt ? c - dt : 0;
     const uint64_t t1 = c + dt <= last ? c + dt : last;
     const float *p = pow_at(fp, c);
-    const int W = fp->c.prom_bins;
-    if (W > 0) {
-        const int lo = fp->kmin - W < 0 ? 0 : fp->kmin - W;
-        const int hi = fp->kmax + W >= fp->nb ? fp->nb - 1 : fp->kmax + W;
-        fp->prefix[lo] = 0.0;
-        for (int k = lo; k <= hi; k++)
-            fp->prefix[k + 1] = fp->prefix[k] + p[k];
-    }
+    const float *cm = fmax_at(fp, c);
+    /* Row pointers once per centre: the ring index costs a division. */
+    const float *before[64], *after[64];
+    int nb = 0, na = 0;
+    for (uint64_t t = t0; t < c; t++)
+        before[nb++] = fmax_at(fp, t);
+    for (uint64_t t = c + 1; t <= t1; t++)
+        after[na++] = fmax_at(fp, t);
+    const float *prev = c > 0 && c + 1 <= last ? pow_at(fp, c - 1) : NULL;
+    const float *next = prev ? pow_at(fp, c + 1) : NULL;
     const double binhz = (double)fp->c.rate / fp->c.fft_size;
     for (int k = fp->kmin; k <= fp->kmax; k++) {
-        if (p[k] < fp->floor_pow || !is_2d_max(fp, c, k, t0, t1))
+        const float v = p[k];
+        if (v < fp->floor_pow || v < cm[k])
             continue;
-        const float lb = lg(p[k]);
+        int win = 1;
+        for (int j = 1; j <= fp->c.peak_df && win; j++)
+            win = p[k - j] < v; /* a lower bin with the same value wins the tie */
+        for (int i = 0; i < nb && win; i++)
+            win = before[i][k] < v; /* an earlier frame wins ties */
+        for (int i = 0; i < na && win; i++)
+            win = after[i][k] <= v;
+        if (!win)
+            continue;
+        const float lb = lg(v);
         const float fk = (float)k + vertex(lg(p[k - 1]), lb, lg(p[k + 1]));
-        float tk = (float)c;
-        if (c > 0 && c + 1 <= last)
-            tk += vertex(lg(pow_at(fp, c - 1)[k]), lb, lg(pow_at(fp, c + 1)[k]));
-        float strength = lb;
-        if (W > 0) {
-            const int lo = fp->kmin - W < 0 ? 0 : fp->kmin - W;
-            const int a = k - W < lo ? lo : k - W;
-            const int b = k + W >= fp->nb ? fp->nb - 1 : k + W;
-            const double mean = (fp->prefix[b + 1] - fp->prefix[a]) / (b - a + 1);
-            strength = lb - lg((float)mean);
-        }
+        const float tk = (float)c + (prev ? vertex(lg(prev[k]), lb, lg(next[k])) : 0.0f);
         peak pk = {.frame = (uint32_t)c,
                    .t = tk,
                    .lf = log2f((float)(fk * binhz) / fp->c.fmin_hz),
-                   .strength = strength,
+                   .strength = lb,
                    .k = (uint32_t)k};
         if (pv_push(&fp->raw, &pk))
             return SH_ENOMEM;

@@ -3,7 +3,7 @@
  * Pipeline (all in sh_fp.c):
  *   mono float samples at `rate` → Hann-windowed FFT frames (`fft_size`, `hop`) → power spectrum
  *   → 2-D local maxima inside the band [fmin_hz, fmax_hz] (±peak_df bins, ±peak_dt frames)
- *   → density cap: a peak survives if it is among the `peaks_per_window` most prominent peaks of the
+ *   → density cap: a peak survives if it is among the `peaks_per_window` strongest peaks of the
  *     window of ±rank_half frames centred on it (translation invariant, so a query cut anywhere in a
  *     track selects the same peaks as the track) → landmark pairs: each anchor with its `fanout`
  *     nearest-in-time targets in the zone dt ∈ [dt_min, dt_max] frames, |log2(f2/f1)| ≤ df_max_oct
@@ -68,7 +68,6 @@ typedef struct sh_fp_config {
     int peak_df;            /* a peak is the maximum of ±peak_df bins ... [3] */
     int peak_dt;            /* ... and ±peak_dt frames around it [4] */
     float floor_db;         /* peaks weaker than this power (dB, full scale sine ≈ 0) ignored [-75] */
-    int prom_bins;   /* prominence = peak power / mean power of ±prom_bins bins in its frame [12] */
     int rank_half;   /* density window: ±rank_half frames [16] */
     int peaks_per_window; /* peaks kept per density window, index mode [5] */
     int dt_min, dt_max;   /* target zone in frames [2, 48] */

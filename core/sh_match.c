@@ -36,6 +36,8 @@ struct sh_matcher {
     size_t tabcap; /* power of two */
     uint32_t *hist;
     size_t histcap;
+    vote *sel; /* votes of the refined candidates */
+    size_t selcap;
 };
 
 void sh_match_config_default(sh_match_config *mc)
@@ -95,6 +97,7 @@ void sh_matcher_free(sh_matcher *m)
     free(m->v);
     free(m->tab);
     free(m->hist);
+    free(m->sel);
     free(m);
 }
 
@@ -218,16 +221,48 @@ static int coarse_candidates(sh_matcher *m, cand *cs, int *nc)
 
 /* ---- fine stage: offset histogram per time-scale factor -------------------------------------- */
 
-static int refine(sh_matcher *m, cand *cd)
+/* Copies every vote of every candidate (its track, coarse cells cell-1..cell+1) into one buffer in
+ * a single pass over all votes; candidate i owns sel[first[i] .. first[i] + cs[i].coarse). The
+ * coarse score is exactly that vote count, so the slices are sized before the pass. */
+static int select_votes(sh_matcher *m, const cand *cs, int nc, size_t *first)
+{
+    size_t total = 0;
+    for (int i = 0; i < nc; i++) {
+        first[i] = total;
+        total += cs[i].coarse;
+    }
+    if (total > m->selcap) {
+        vote *s = realloc(m->sel, total * sizeof *s);
+        if (!s)
+            return SH_ENOMEM;
+        m->sel = s;
+        m->selcap = total;
+    }
+    size_t fill[MAX_REFINE];
+    for (int i = 0; i < nc; i++)
+        fill[i] = first[i];
+    for (size_t j = 0; j < m->n; j++) {
+        const vote *v = &m->v[j];
+        for (int i = 0; i < nc; i++) {
+            if (v->track != cs[i].track)
+                continue;
+            const uint32_t c = coarse_cell(m, v);
+            if (c + 1 >= cs[i].cell && c <= cs[i].cell + 1 && fill[i] < first[i] + cs[i].coarse)
+                m->sel[fill[i]++] = *v;
+        }
+    }
+    return 0;
+}
+
+static int refine(sh_matcher *m, cand *cd, const vote *sv, size_t nv)
 {
     const int W = m->mc.coarse_frames, tol = m->mc.tol_frames;
     const int ns = 2 * (int)floor(m->mc.max_scale / m->mc.scale_step + 1e-9) + 1;
     /* Raw offsets of this candidate lie in cells [cell-1, cell+1]. */
     const int64_t lo = ((int64_t)cd->cell - 2) * W - OFF_BIAS;
     uint32_t tq_max = 0;
-    for (size_t i = 0; i < m->n; i++)
-        if (m->v[i].track == cd->track && m->v[i].t_q > tq_max)
-            tq_max = m->v[i].t_q;
+    for (size_t i = 0; i < nv; i++)
+        tq_max = sv[i].t_q > tq_max ? sv[i].t_q : tq_max;
     const int64_t slack = (int64_t)ceil(m->mc.max_scale * tq_max) + 1;
     const int64_t base = lo - slack;
     const size_t span = (size_t)(3 * W + 2 * slack + 2);
@@ -239,17 +274,11 @@ static int refine(sh_matcher *m, cand *cd)
         m->histcap = span * (size_t)ns;
     }
     memset(m->hist, 0, span * (size_t)ns * sizeof *m->hist);
-    for (size_t i = 0; i < m->n; i++) {
-        const vote *v = &m->v[i];
-        if (v->track != cd->track)
-            continue;
-        const uint32_t c = coarse_cell(m, v);
-        if (c + 1 < cd->cell || c > cd->cell + 1)
-            continue;
-        const double raw = (double)((int64_t)v->t_db - (int64_t)v->t_q - base);
+    for (size_t i = 0; i < nv; i++) {
+        const double raw = (double)((int64_t)sv[i].t_db - (int64_t)sv[i].t_q - base);
         for (int j = 0; j < ns; j++) {
             const double s = (j - ns / 2) * m->mc.scale_step;
-            const int64_t idx = (int64_t)floor(raw - s * v->t_q + 0.5);
+            const int64_t idx = (int64_t)floor(raw - s * sv[i].t_q + 0.5);
             if (idx >= 0 && (size_t)idx < span)
                 m->hist[(size_t)j * span + (size_t)idx]++;
         }
@@ -264,8 +293,7 @@ static int refine(sh_matcher *m, cand *cd)
             run += h[x];
             if (x >= (size_t)(2 * tol + 1))
                 run -= h[x - (size_t)(2 * tol + 1)];
-            /* Prefer s = 0 on ties: scan order is symmetric around it, so use a strict '>'
-             * except for the centre row. */
+            /* On ties the unscaled row (s = 0) wins: most queries are not time-scaled. */
             if (run > best || (run == best && j == ns / 2 && run > 0)) {
                 best = run;
                 best_j = j;
@@ -277,14 +305,11 @@ static int refine(sh_matcher *m, cand *cd)
     const double off = (double)(best_idx + base);
     /* Matched span: first to last query time among the aligned votes. */
     uint32_t t0 = UINT32_MAX, t1 = 0;
-    for (size_t i = 0; i < m->n; i++) {
-        const vote *v = &m->v[i];
-        if (v->track != cd->track)
-            continue;
-        const double o = (double)((int64_t)v->t_db - (int64_t)v->t_q) - s * v->t_q;
+    for (size_t i = 0; i < nv; i++) {
+        const double o = (double)((int64_t)sv[i].t_db - (int64_t)sv[i].t_q) - s * sv[i].t_q;
         if (fabs(o - off) <= tol + 0.5) {
-            t0 = v->t_q < t0 ? v->t_q : t0;
-            t1 = v->t_q > t1 ? v->t_q : t1;
+            t0 = sv[i].t_q < t0 ? sv[i].t_q : t0;
+            t1 = sv[i].t_q > t1 ? sv[i].t_q : t1;
         }
     }
     cd->r.track = cd->track;
@@ -327,8 +352,11 @@ int sh_matcher_result(sh_matcher *m, sh_match_result *out, size_t k, size_t *n)
     int rc = coarse_candidates(m, cs, &nc);
     if (rc)
         return rc;
+    size_t first[MAX_REFINE];
+    if ((rc = select_votes(m, cs, nc, first)))
+        return rc;
     for (int i = 0; i < nc; i++)
-        if ((rc = refine(m, &cs[i])))
+        if ((rc = refine(m, &cs[i], m->sel + first[i], cs[i].coarse)))
             return rc;
     qsort(cs, (size_t)nc, sizeof *cs, by_score);
     /* One result per track: the best alignment. */
@@ -343,7 +371,8 @@ int sh_matcher_result(sh_matcher *m, sh_match_result *out, size_t k, size_t *n)
     for (int i = 0; i < nu && *n < k; i++) {
         const int other = nu > 1 ? (i == 0 ? cs[1].r.score : cs[0].r.score) : 0;
         cs[i].r.confidence = confidence(&m->mc, cs[i].r.score, other);
-        if (cs[i].r.confidence >= m->mc.min_confidence && cs[i].r.confidence > 0.0)
+        if (cs[i].r.confidence >= m->mc.min_confidence &&
+            (cs[i].r.confidence > 0.0 || m->mc.min_confidence == 0.0))
             out[(*n)++] = cs[i].r;
     }
     return 0;
