@@ -89,3 +89,10 @@ expect_exit 2 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --all --te
 expect_exit 2 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --all --rate fast \
   --checkpoint "$SH_TMP/x.json"
 expect_exit 2 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --all
+
+# The ASan+UBSan build runs a whole job (database, paging, checkpoint, publish) cleanly too.
+if [ -x "${SH_BIN_ASAN:-}" ]; then
+  expect_exit 0 "$SH_BIN_ASAN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --tenant b \
+    --rate 1000/s --batch 6 --checkpoint "$SH_TMP/asan.json"
+  check "ASan build: tenant b, 20 published" grep -q '{"published":20,"skipped":0,"done":true}' "$SH_TMP/out"
+fi
