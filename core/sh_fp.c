@@ -12,6 +12,9 @@
  * configuration-wise (no tunable lives in it). */
 static pthread_mutex_t plan_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* fft_size ≤ 8192, so the band has at most 4097 bins. */
+#define SH_FP_MAX_BINS 4097
+
 typedef struct peak {
     uint32_t frame;   /* integer frame of the maximum */
     float t;          /* interpolated frame */
@@ -71,12 +74,12 @@ void sh_fp_config_default(sh_fp_config *c)
     c->dt_max = 48;
     c->df_max_oct = 1.0f;
     c->fanout = 4;
-    c->f1_steps = 6.0f;
-    c->df_steps = 24.0f;
+    c->f1_steps = 12.0f;
+    c->df_steps = 48.0f;
     c->dt_step = 1.0f;
     c->query = 0;
-    c->q_peaks_per_window = 8;
-    c->q_fanout = 8;
+    c->q_peaks_per_window = 6;
+    c->q_fanout = 6;
     c->q_scale_tol = 0.025f;
     c->q_jitter = 0.2f;
     c->q_max_variants = 12;
@@ -324,11 +327,16 @@ static void compute_frame(sh_fp *fp)
     const int df = fp->c.peak_df, w = 2 * df + 1;
     const int a0 = fp->kmin - df, nw = fp->kmax + df - a0 + 1; /* bins a0 .. a0+nw-1 */
     float *g = fp->scratch, *h = fp->scratch + nw;
-    for (int i = 0; i < nw; i++)
-        g[i] = i % w ? (p[a0 + i] > g[i - 1] ? p[a0 + i] : g[i - 1]) : p[a0 + i];
-    for (int i = nw - 1; i >= 0; i--)
-        h[i] = (i + 1) % w && i + 1 < nw ? (p[a0 + i] > h[i + 1] ? p[a0 + i] : h[i + 1])
-                                        : p[a0 + i];
+    const float *x = p + a0;
+    for (int b = 0; b < nw; b += w) {
+        const int e = b + w < nw ? b + w : nw;
+        g[b] = x[b];
+        for (int i = b + 1; i < e; i++)
+            g[i] = x[i] > g[i - 1] ? x[i] : g[i - 1];
+        h[e - 1] = x[e - 1];
+        for (int i = e - 2; i >= b; i--)
+            h[i] = x[i] > h[i + 1] ? x[i] : h[i + 1];
+    }
     for (int k = fp->kmin; k <= fp->kmax; k++) {
         const int i = k - df - a0; /* window [i, i + w - 1] */
         m[k] = h[i] > g[i + w - 1] ? h[i] : g[i + w - 1];
@@ -371,10 +379,15 @@ static int detect(sh_fp *fp, uint64_t c, uint64_t last)
     const float *prev = c > 0 && c + 1 <= last ? pow_at(fp, c - 1) : NULL;
     const float *next = prev ? pow_at(fp, c + 1) : NULL;
     const double binhz = (double)fp->c.rate / fp->c.fft_size;
+    /* Candidates first (a tight loop over the band), then the full test on the few. */
+    int cand[SH_FP_MAX_BINS], ncand = 0;
     for (int k = fp->kmin; k <= fp->kmax; k++) {
+        cand[ncand] = k;
+        ncand += p[k] >= cm[k] && p[k] >= fp->floor_pow;
+    }
+    for (int ci = 0; ci < ncand; ci++) {
+        const int k = cand[ci];
         const float v = p[k];
-        if (v < fp->floor_pow || v < cm[k])
-            continue;
         int win = 1;
         for (int j = 1; j <= fp->c.peak_df && win; j++)
             win = p[k - j] < v; /* a lower bin with the same value wins the tie */
@@ -452,7 +465,8 @@ static int floor_i(float x)
 static int emit_pair(sh_fp *fp, const peak *a, const peak *b)
 {
     const sh_fp_config *c = &fp->c;
-    const float xf = a->lf * c->f1_steps;
+    /* Interpolation can put an edge peak a fraction of a bin outside the band: clamp. */
+    const float xf = (a->lf > 0.0f ? a->lf : 0.0f) * c->f1_steps;
     const float xd = (b->lf - a->lf) * c->df_steps;
     const float xt = (b->t - a->t) / c->dt_step;
     const int cf = floor_i(xf), cd = floor_i(xd), ct = floor_i(xt);
@@ -473,7 +487,10 @@ static int emit_pair(sh_fp *fp, const peak *a, const peak *b)
         const int ndt = (d1 - d0 + 1) * (t1 - t0 + 1);
         narrow(&f0, &f1, cf, cap / ndt > 0 ? cap / ndt : 1);
     }
+    /* Config checks keep centre cells in range; variants at the edges are clipped. */
     const int fmaxv = (1 << SH_FP_F1_BITS) - 1, tmaxv = (1 << SH_FP_DT_BITS) - 1;
+    d0 = d0 < -SH_FP_DF_BIAS ? -SH_FP_DF_BIAS : d0;
+    d1 = d1 > SH_FP_DF_BIAS - 1 ? SH_FP_DF_BIAS - 1 : d1;
     for (int f = f0 < 0 ? 0 : f0; f <= (f1 > fmaxv ? fmaxv : f1); f++)
         for (int d = d0; d <= d1; d++)
             for (int t = t0 < 0 ? 0 : t0; t <= (t1 > tmaxv ? tmaxv : t1); t++) {

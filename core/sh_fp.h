@@ -9,10 +9,12 @@
  *     nearest-in-time targets in the zone dt ∈ [dt_min, dt_max] frames, |log2(f2/f1)| ≤ df_max_oct
  *   → one 32-bit hash per pair.
  *
- * Hash bit layout (SH_FP_VERSION 2):
- *   bits 31..24  f1  anchor frequency, log scale: floor(log2(f1/fmin_hz) * f1_steps)      (8 bits)
- *   bits 23..14  df  frequency RATIO target/anchor: floor(log2(f2/f1) * df_steps) + 512   (10 bits)
- *   bits 13..0   dt  time difference: floor((t2 - t1) / dt_step), t in interpolated frames (14 bits)
+ * Hash bit layout (SH_FP_VERSION 2), packed into the low 22 bits so that sorted hashes have small
+ * gaps (the shard Rice-codes hash deltas):
+ *   bits 31..22  0   reserved
+ *   bits 21..16  f1  anchor frequency, log scale: floor(log2(f1/fmin_hz) * f1_steps)      (6 bits)
+ *   bits 15..8   df  frequency RATIO target/anchor: floor(log2(f2/f1) * df_steps) + 128   (8 bits)
+ *   bits  7..0   dt  time difference: floor((t2 - t1) / dt_step), t in interpolated frames (8 bits)
  * df is invariant to a pitch shift and f1 is coarse (f1_steps per octave), which is what makes
  * ±2 % speed changes (pitch and tempo together) matchable. Frequencies and times are refined by
  * parabolic interpolation, so df and dt are stable to a fraction of a bin/frame.
@@ -47,17 +49,17 @@ typedef struct sh_hash {
 } sh_hash;
 
 /* Bit layout helpers (see the table above). */
-#define SH_FP_F1_BITS 8
-#define SH_FP_DF_BITS 10
-#define SH_FP_DT_BITS 14
-#define SH_FP_DF_BIAS 512
+#define SH_FP_F1_BITS 6
+#define SH_FP_DF_BITS 8
+#define SH_FP_DT_BITS 8
+#define SH_FP_DF_BIAS 128
 static inline uint32_t sh_fp_hash_pack(uint32_t f1, uint32_t df, uint32_t dt)
 {
-    return (f1 & 0xffu) << 24 | (df & 0x3ffu) << 14 | (dt & 0x3fffu);
+    return (f1 & 0x3fu) << 16 | (df & 0xffu) << 8 | (dt & 0xffu);
 }
-static inline uint32_t sh_fp_hash_f1(uint32_t h) { return h >> 24; }
-static inline uint32_t sh_fp_hash_df(uint32_t h) { return (h >> 14) & 0x3ffu; }
-static inline uint32_t sh_fp_hash_dt(uint32_t h) { return h & 0x3fffu; }
+static inline uint32_t sh_fp_hash_f1(uint32_t h) { return (h >> 16) & 0x3fu; }
+static inline uint32_t sh_fp_hash_df(uint32_t h) { return (h >> 8) & 0xffu; }
+static inline uint32_t sh_fp_hash_dt(uint32_t h) { return h & 0xffu; }
 
 /* Every tunable of the extractor. sh_fp_config_default() fills the defaults given in brackets. */
 typedef struct sh_fp_config {
@@ -73,13 +75,13 @@ typedef struct sh_fp_config {
     int dt_min, dt_max;   /* target zone in frames [2, 48] */
     float df_max_oct;     /* target zone half-height in octaves [1.0] */
     int fanout;           /* targets per anchor, index mode [4] */
-    float f1_steps;       /* anchor frequency cells per octave [6] */
-    float df_steps;       /* frequency-ratio cells per octave [24] */
-    float dt_step;        /* time-difference cell in frames [2.0] */
+    float f1_steps;       /* anchor frequency cells per octave [12] */
+    float df_steps;       /* frequency-ratio cells per octave [48] */
+    float dt_step;        /* time-difference cell in frames [1.0] */
     /* Query mode (does not change hash values, only which are produced): */
     int query;              /* 0 = index extraction, 1 = query extraction [0] */
-    int q_peaks_per_window; /* [8] */
-    int q_fanout;           /* [8] */
+    int q_peaks_per_window; /* [6] */
+    int q_fanout;           /* [6] */
     float q_scale_tol;      /* relative time/pitch scale change to cover, e.g. 0.025 [0.025] */
     float q_jitter;         /* ± cells of measurement noise covered for df and dt [0.2] */
     int q_max_variants;     /* hard cap on hashes per pair in query mode [8] */

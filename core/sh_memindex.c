@@ -14,6 +14,7 @@ struct sh_memindex {
     posting *p;
     size_t n, cap;
     uint32_t *dir; /* (1 << DIR_BITS) + 1 start offsets; NULL until built */
+    int shift;     /* directory bucket = hash >> shift, fitted to the largest hash */
 };
 
 int sh_memindex_new(sh_memindex **out, sh_err *e)
@@ -77,9 +78,13 @@ int sh_memindex_build(sh_memindex *mi, sh_err *e)
     mi->dir = malloc((((size_t)1 << DIR_BITS) + 1) * sizeof *mi->dir);
     if (!mi->dir)
         return sh_err_set(e, SH_ENOMEM, "memindex: out of memory");
+    const uint32_t top = mi->n ? mi->p[mi->n - 1].hash : 0;
+    mi->shift = 0;
+    while (mi->shift < 32 && (top >> mi->shift) >= (1u << DIR_BITS))
+        mi->shift++;
     size_t j = 0;
     for (size_t b = 0; b <= ((size_t)1 << DIR_BITS); b++) {
-        while (j < mi->n && (mi->p[j].hash >> (32 - DIR_BITS)) < b)
+        while (j < mi->n && (mi->p[j].hash >> mi->shift) < b)
             j++;
         mi->dir[b] = (uint32_t)j;
     }
@@ -92,7 +97,9 @@ size_t sh_memindex_query(const sh_memindex *mi, const sh_hash *q, size_t n, sh_m
         return 0;
     size_t visited = 0;
     for (size_t i = 0; i < n; i++) {
-        const uint32_t h = q[i].hash, b = h >> (32 - DIR_BITS);
+        const uint32_t h = q[i].hash, b = h >> mi->shift;
+        if (b >= (1u << DIR_BITS))
+            continue; /* above the largest indexed hash */
         size_t lo = mi->dir[b], hi = mi->dir[b + 1];
         while (lo < hi) { /* lower bound of h within the bucket */
             const size_t mid = lo + (hi - lo) / 2;
