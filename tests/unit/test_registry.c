@@ -509,6 +509,60 @@ static void test_rest_unknown_and_foreign_ids(void **state)
     sh_registry_free(r);
 }
 
+/* Threads sharing one cold REST registry: concurrent lookups of the same id all succeed and the
+ * cache keeps one entry. */
+typedef struct job {
+    sh_registry *reg;
+    const uint8_t *frame;
+    size_t len;
+    int failures;
+} job;
+
+static void *decode_many(void *arg)
+{
+    job *j = arg;
+    for (int i = 0; i < 50; i++) {
+        sh_audio_event ev = {0};
+        if (sh_event_decode(j->frame, j->len, j->reg, NULL, &ev, NULL))
+            j->failures++;
+        sh_event_clear(&ev);
+    }
+    return NULL;
+}
+
+static void test_rest_concurrent(void **state)
+{
+    fake *f = *state;
+    f->mode = MODE_OK;
+    sh_registry *w = rest(f, 0);
+    sh_audio_event ev;
+    make_event(&ev);
+    uint8_t *buf;
+    size_t len;
+    assert_int_equal(sh_event_encode(&ev, w, NULL, &buf, &len, NULL), 0);
+    sh_registry *r = rest(f, 0);
+    int gets = f->gets;
+    pthread_t t[4];
+    job jobs[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = (job){.reg = r, .frame = buf, .len = len};
+        assert_int_equal(pthread_create(&t[i], NULL, decode_many, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(jobs[i].failures, 0);
+    }
+    assert_true(f->gets - gets >= 1 && f->gets - gets <= 4);
+    const sh_reg_schema *a, *b;
+    assert_int_equal(sh_registry_lookup(r, 71, &a, NULL), 0);
+    assert_int_equal(sh_registry_lookup(r, 71, &b, NULL), 0);
+    assert_ptr_equal(a, b);
+    free(buf);
+    sh_event_clear(&ev);
+    sh_registry_free(r);
+    sh_registry_free(w);
+}
+
 /* A registry in trouble: encode fails with a clear error and produces nothing. */
 static void expect_encode_fails(fake *f, enum mode m, long timeout_ms, int code, const char *needle)
 {
@@ -592,6 +646,7 @@ int main(void)
         cmocka_unit_test(test_rest_register_and_lookup),
         cmocka_unit_test(test_rest_foreign_writer),
         cmocka_unit_test(test_rest_unknown_and_foreign_ids),
+        cmocka_unit_test(test_rest_concurrent),
         cmocka_unit_test(test_rest_garbage),
         cmocka_unit_test(test_rest_huge),
         cmocka_unit_test(test_rest_500),
