@@ -303,7 +303,7 @@ static int http(const sh_registry *r, const char *path, const char *post, long *
     curl_easy_cleanup(h);
     int rc = 0;
     if (out->overflow)
-        rc = sh_err_set(e, SH_ESCHEMA, "schema registry %s: response over %d bytes", url,
+        rc = sh_err_set(e, SH_EHTTP, "schema registry %s: response over %d bytes", url,
                         SH_REGISTRY_RESPONSE_MAX);
     else if (cc == CURLE_OPERATION_TIMEDOUT)
         rc = sh_err_set(e, SH_ETIMEOUT, "schema registry %s: timed out after %ld ms", url,
@@ -317,7 +317,8 @@ static int http(const sh_registry *r, const char *path, const char *post, long *
     return rc;
 }
 
-/* Parses a JSON object body; garbage is SH_ESCHEMA. */
+/* Parses a JSON object body; garbage is SH_EHTTP (a registry malfunction, not a verdict on the
+ * schema: callers may retry). */
 static int parse_json(const body *b, const char *what, json_t **out, sh_err *e)
 {
     json_error_t je;
@@ -325,7 +326,7 @@ static int parse_json(const body *b, const char *what, json_t **out, sh_err *e)
     if (!*out || !json_is_object(*out)) {
         json_decref(*out);
         *out = NULL;
-        return sh_err_set(e, SH_ESCHEMA, "schema registry %s: response is not a JSON object",
+        return sh_err_set(e, SH_EHTTP, "schema registry %s: response is not a JSON object",
                           what);
     }
     return 0;
@@ -410,7 +411,7 @@ static int fetch_schema(sh_registry *r, int32_t id, sh_reg_schema **out, sh_err 
         if (type && !(json_is_string(type) && strcmp(json_string_value(type), "AVRO") == 0))
             rc = sh_err_set(e, SH_ESCHEMA, "schema id %" PRId32 " is not an Avro schema", id);
         else if (!json_is_string(schema))
-            rc = sh_err_set(e, SH_ESCHEMA, "schema registry %s: no \"schema\" string", what);
+            rc = sh_err_set(e, SH_EHTTP, "schema registry %s: no \"schema\" string", what);
         else
             rc = entry_new(id, json_string_value(schema), json_string_length(schema), 0, out, e);
     }
@@ -469,7 +470,7 @@ static int register_schema(sh_registry *r, const embedded *m, sh_reg_schema **ou
         json_t *id = json_object_get(j, "id");
         if (!json_is_integer(id) || json_integer_value(id) <= 0 ||
             json_integer_value(id) > INT32_MAX)
-            rc = sh_err_set(e, SH_ESCHEMA, "schema registry %s: no valid \"id\" in response",
+            rc = sh_err_set(e, SH_EHTTP, "schema registry %s: no valid \"id\" in response",
                             what);
         else
             rc = entry_new((int32_t)json_integer_value(id), m->json, strlen(m->json), m->version,

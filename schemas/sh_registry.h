@@ -17,9 +17,13 @@
  *     topics, e.g. live and reindex events). Ids seen in frames are looked up with
  *     GET /schemas/ids/<id>. Both directions are cached for the life of the handle; unknown ids are
  *     cached as unknown too (so hostile frames cannot make us hammer the registry), up to
- *     SH_REGISTRY_CACHE_MAX entries. HTTP has connect/total timeouts and a response-size cap; a
- *     registry that is down or answers garbage yields SH_EHTTP / SH_ETIMEOUT / SH_ESCHEMA and
- *     nothing is encoded.
+ *     SH_REGISTRY_CACHE_MAX entries. HTTP has connect/total timeouts and a response-size cap.
+ *     Error classes, so that consumers know whom to blame:
+ *       SH_EHTTP, SH_ETIMEOUT  the registry is down, slow, failing (5xx) or answers garbage (not
+ *                              JSON, over the size cap, fields missing): transient, not cached,
+ *                              retry later; nothing is encoded.
+ *       SH_ESCHEMA             a definitive answer: the id does not exist (404), or names a schema
+ *                              that is not Avro / not one of our records: the MESSAGE is bad.
  * All producers and consumers of one deployment must use the same mode: embedded ids are
  * meaningless to a real registry.
  *
@@ -92,12 +96,14 @@ int sh_registry_is_rest(const sh_registry *reg);
 
 /* The schema we write records of `kind` with (the current version). For a rest registry the
  * first call registers it (POST) and caches the id. Returns 0, SH_EINVAL (bad kind), SH_EHTTP
- * (unreachable, HTTP error status), SH_ETIMEOUT, SH_ESCHEMA (garbage or non-id response). */
+ * (unreachable, HTTP error status such as 409 incompatible, garbage response), SH_ETIMEOUT,
+ * SH_ESCHEMA (the returned id already names another record). */
 int sh_registry_writer(sh_registry *reg, sh_schema_kind kind, const sh_reg_schema **out,
                        sh_err *e);
 
 /* The schema with id `id` (from a frame). Returns 0, SH_ESCHEMA (unknown id, a schema that is
- * not one of our record kinds, unparseable schema, cache full), SH_EHTTP, SH_ETIMEOUT. */
+ * not one of our record kinds, unparseable schema, cache full), SH_EHTTP or SH_ETIMEOUT (registry
+ * trouble, see above: retry). */
 int sh_registry_lookup(sh_registry *reg, int32_t id, const sh_reg_schema **out, sh_err *e);
 
 /* The embedded JSON text of one of our schema files by id (1001, 1002, ...), or NULL. Exposed so

@@ -21,6 +21,11 @@
  * bytes, field value violates a cap or rule), SH_ESCHEMA (unknown id, id of another record kind,
  * incompatible writer schema), SH_ETOOBIG (a size cap from sh_schema_limits exceeded),
  * SH_ENOMEM. Never a crash, hang or allocation larger than the input plus the caps.
+ * With a REST registry, decode (unknown id) and encode (first use) may also return SH_EHTTP /
+ * SH_ETIMEOUT: registry trouble, not a bad message — retry rather than dead-letter.
+ * Rule violations found by *_validate()/encode are SH_EINVAL (a caller's mistake); the same
+ * violations found in received data are reported by decode as SH_EFORMAT. Messages name the
+ * field ("track_id: 300 bytes, over the 256-byte limit").
  *
  * Ownership: every pointer field of a struct is owned by the struct: decode allocates them, and
  * sh_*_clear() frees them with free() and zeroes the struct. Callers building a struct by hand set
