@@ -1,0 +1,297 @@
+/* Unit tests for core/sh_fp: determinism, streaming, degenerate input, bounds, hash layout. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "sh_fp.h"
+#include "synth.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RATE 8000
+
+typedef struct hashes {
+    sh_hash *h;
+    size_t n;
+} hashes;
+
+/* Fingerprints x in chunks of `chunk` samples (0 = one call) with config c. */
+static hashes run(const sh_fp_config *c, const float *x, size_t n, size_t chunk)
+{
+    sh_fp *fp = NULL;
+    sh_err e = {0};
+    assert_int_equal(sh_fp_new(c, &fp, &e), 0);
+    if (chunk == 0)
+        chunk = n ? n : 1;
+    for (size_t i = 0; i < n; i += chunk)
+        assert_int_equal(sh_fp_feed(fp, x + i, n - i < chunk ? n - i : chunk, &e), 0);
+    assert_int_equal(sh_fp_finish(fp, &e), 0);
+    assert_int_equal(sh_fp_samples(fp), n);
+    hashes r;
+    const sh_hash *h = sh_fp_hashes(fp, &r.n);
+    r.h = malloc((r.n ? r.n : 1) * sizeof *r.h);
+    assert_non_null(r.h);
+    if (r.n)
+        memcpy(r.h, h, r.n * sizeof *h);
+    sh_fp_free(fp);
+    return r;
+}
+
+static void assert_same(hashes a, hashes b)
+{
+    assert_int_equal(a.n, b.n);
+    assert_memory_equal(a.h, b.h, a.n * sizeof *a.h);
+}
+
+static float *music(size_t n, uint64_t seed)
+{
+    float *x = malloc(n * sizeof *x);
+    assert_non_null(x);
+    synth_music(x, n, RATE, seed);
+    return x;
+}
+
+static void test_deterministic(void **state)
+{
+    (void)state;
+    sh_fp_config c;
+    sh_fp_config_default(&c);
+    const size_t n = 20 * RATE;
+    float *x = music(n, 1);
+    hashes a = run(&c, x, n, 0), b = run(&c, x, n, 0);
+    assert_true(a.n > 100); /* the synthetic music has plenty of peaks */
+    assert_same(a, b);
+    /* sorted by t */
+    for (size_t i = 1; i < a.n; i++)
+        assert_true(a.h[i - 1].t <= a.h[i].t);
+    /* a different signal gives different hashes */
+    float *y = music(n, 2);
+    hashes d = run(&c, y, n, 0);
+    assert_true(d.n != a.n || memcmp(d.h, a.h, a.n * sizeof *a.h) != 0);
+    free(a.h), free(b.h), free(d.h), free(x), free(y);
+}
+
+static void test_streaming_equals_oneshot(void **state)
+{
+    (void)state;
+    const size_t n = 12 * RATE + 77;
+    float *x = music(n, 3);
+    for (int q = 0; q < 2; q++) {
+        sh_fp_config c;
+        if (q)
+            sh_fp_config_query(&c);
+        else
+            sh_fp_config_default(&c);
+        hashes one = run(&c, x, n, 0);
+        assert_true(one.n > 0);
+        const size_t chunks[] = {1, 7, 127, 128, 129, 333, 4097};
+        for (size_t i = 0; i < sizeof chunks / sizeof chunks[0]; i++) {
+            hashes s = run(&c, x, n, chunks[i]);
+            assert_same(one, s);
+            free(s.h);
+        }
+        free(one.h);
+    }
+    free(x);
+}
+
+static void test_reset_reuses(void **state)
+{
+    (void)state;
+    sh_fp_config c;
+    sh_fp_config_default(&c);
+    const size_t n = 8 * RATE;
+    float *x = music(n, 4), *y = music(n, 5);
+    hashes ref = run(&c, x, n, 0);
+    sh_fp *fp = NULL;
+    assert_int_equal(sh_fp_new(&c, &fp, NULL), 0);
+    assert_int_equal(sh_fp_feed(fp, y, n, NULL), 0); /* an unfinished stream, then reset */
+    sh_fp_reset(fp);
+    assert_int_equal(sh_fp_feed(fp, x, n, NULL), 0);
+    assert_int_equal(sh_fp_finish(fp, NULL), 0);
+    size_t m;
+    const sh_hash *h = sh_fp_hashes(fp, &m);
+    assert_int_equal(m, ref.n);
+    assert_memory_equal(h, ref.h, m * sizeof *h);
+    /* finished: more input or a second finish is a usage error */
+    assert_int_equal(sh_fp_feed(fp, x, 10, NULL), SH_EINVAL);
+    assert_int_equal(sh_fp_finish(fp, NULL), SH_EINVAL);
+    sh_fp_free(fp);
+    free(ref.h), free(x), free(y);
+}
+
+static void test_degenerate_input(void **state)
+{
+    (void)state;
+    sh_fp_config c;
+    sh_fp_config_default(&c);
+    const size_t n = 10 * RATE;
+    float *x = calloc(n, sizeof *x);
+    assert_non_null(x);
+    /* digital silence */
+    hashes h = run(&c, x, n, 0);
+    assert_int_equal(h.n, 0);
+    free(h.h);
+    /* DC offset, full scale */
+    for (size_t i = 0; i < n; i++)
+        x[i] = 1.0f;
+    h = run(&c, x, n, 0);
+    assert_int_equal(h.n, 0);
+    free(h.h);
+    /* NaN, Inf and absurd values count as 0 / are clamped: no crash, same as silence here */
+    for (size_t i = 0; i < n; i++)
+        x[i] = i % 3 == 0 ? NAN : i % 3 == 1 ? INFINITY : -INFINITY;
+    h = run(&c, x, n, 0);
+    assert_int_equal(h.n, 0);
+    free(h.h);
+    /* empty stream and shorter than one frame */
+    h = run(&c, x, 0, 0);
+    assert_int_equal(h.n, 0);
+    free(h.h);
+    synth_music(x, n, RATE, 6);
+    h = run(&c, x, (size_t)c.fft_size - 1, 0);
+    assert_int_equal(h.n, 0);
+    free(h.h);
+    /* just over one frame: bounded, no crash */
+    h = run(&c, x, (size_t)c.fft_size + 1, 0);
+    assert_true(h.n <= (size_t)(c.fanout * 4));
+    free(h.h);
+    free(x);
+}
+
+/* Hard clipping (music driven 20 dB into ±1) and loud white noise stay within the documented
+ * bound per second of audio, in both modes. */
+static void test_bounded_count(void **state)
+{
+    (void)state;
+    const size_t n = 20 * RATE;
+    float *x = music(n, 7), *w = malloc(n * sizeof *w);
+    assert_non_null(w);
+    uint64_t s = 99;
+    for (size_t i = 0; i < n; i++) {
+        const float v = x[i] * 10.0f;
+        x[i] = v > 1.0f ? 1.0f : v < -1.0f ? -1.0f : v;
+        w[i] = (float)(synth_unit(&s) - 0.5);
+    }
+    for (int q = 0; q < 2; q++) {
+        sh_fp_config c;
+        if (q)
+            sh_fp_config_query(&c);
+        else
+            sh_fp_config_default(&c);
+        const double bound = sh_fp_max_hashes_per_s(&c) * n / RATE;
+        hashes a = run(&c, x, n, 0), b = run(&c, w, n, 0);
+        assert_true(a.n > 0);
+        assert_true((double)a.n <= bound);
+        assert_true((double)b.n <= bound);
+        free(a.h), free(b.h);
+    }
+    free(x), free(w);
+}
+
+static void test_layout_roundtrip(void **state)
+{
+    (void)state;
+    uint64_t s = 5;
+    for (int i = 0; i < 10000; i++) {
+        const uint32_t f1 = synth_rand(&s) % (1u << SH_FP_F1_BITS);
+        const uint32_t df = synth_rand(&s) % (1u << SH_FP_DF_BITS);
+        const uint32_t dt = synth_rand(&s) % (1u << SH_FP_DT_BITS);
+        const uint32_t h = sh_fp_hash_pack(f1, df, dt);
+        assert_int_equal(sh_fp_hash_f1(h), f1);
+        assert_int_equal(sh_fp_hash_df(h), df);
+        assert_int_equal(sh_fp_hash_dt(h), dt);
+        assert_int_equal(h >> (SH_FP_F1_BITS + SH_FP_DF_BITS + SH_FP_DT_BITS), 0);
+    }
+    /* produced hashes respect the field ranges the config promises */
+    sh_fp_config c;
+    sh_fp_config_query(&c);
+    const size_t n = 10 * RATE;
+    float *x = music(n, 8);
+    hashes a = run(&c, x, n, 0);
+    const double fcells = log2(c.fmax_hz / c.fmin_hz) * c.f1_steps + 1;
+    for (size_t i = 0; i < a.n; i++) {
+        const uint32_t h = a.h[i].hash;
+        assert_true(sh_fp_hash_f1(h) <= fcells);
+        assert_true(fabs((double)sh_fp_hash_df(h) - SH_FP_DF_BIAS) <=
+                    c.df_max_oct * c.df_steps + 1);
+        assert_true(sh_fp_hash_dt(h) <= (c.dt_max + 1) * (1 + c.q_scale_tol) / c.dt_step + 1);
+    }
+    free(a.h), free(x);
+}
+
+/* The query extraction covers the index extraction: nearly every index (hash, t) is in it. */
+static void test_query_covers_index(void **state)
+{
+    (void)state;
+    sh_fp_config ic, qc;
+    sh_fp_config_default(&ic);
+    sh_fp_config_query(&qc);
+    const size_t n = 15 * RATE;
+    float *x = music(n, 9);
+    hashes a = run(&ic, x, n, 0), b = run(&qc, x, n, 0);
+    assert_true(b.n > a.n);
+    size_t found = 0, j = 0;
+    for (size_t i = 0; i < a.n; i++) {
+        while (j < b.n && b.h[j].t < a.h[i].t)
+            j++;
+        for (size_t k = j; k < b.n && b.h[k].t == a.h[i].t; k++)
+            if (b.h[k].hash == a.h[i].hash) {
+                found++;
+                break;
+            }
+    }
+    assert_true(found * 10 >= a.n * 9);
+    free(a.h), free(b.h), free(x);
+}
+
+static void test_config_checks(void **state)
+{
+    (void)state;
+    sh_fp_config c;
+    sh_fp *fp = (sh_fp *)&c; /* must be reset to NULL on failure */
+    sh_err e = {0};
+    sh_fp_config_default(&c);
+    assert_int_equal(sh_fp_config_check(&c, &e), 0);
+    assert_true(fabs(sh_fp_frame_seconds(&c) - 0.016) < 1e-9);
+    c.fft_size = 1000;
+    assert_int_equal(sh_fp_new(&c, &fp, &e), SH_EINVAL);
+    assert_null(fp);
+    assert_true(strlen(e.msg) > 0);
+    sh_fp_config_default(&c);
+    c.hop = 0;
+    assert_int_equal(sh_fp_config_check(&c, NULL), SH_EINVAL);
+    sh_fp_config_default(&c);
+    c.fmax_hz = 5000.0f; /* above Nyquist at 8 kHz */
+    assert_int_equal(sh_fp_config_check(&c, NULL), SH_EINVAL);
+    sh_fp_config_default(&c);
+    c.f1_steps = 100.0f; /* would overflow the 6-bit field */
+    assert_int_equal(sh_fp_config_check(&c, NULL), SH_EINVAL);
+    sh_fp_config_default(&c);
+    c.dt_max = 400; /* would overflow the 8-bit field */
+    assert_int_equal(sh_fp_config_check(&c, NULL), SH_EINVAL);
+    assert_int_equal(sh_fp_config_check(NULL, NULL), SH_EINVAL);
+    sh_fp_free(NULL);
+    size_t n = 1;
+    assert_null(sh_fp_hashes(NULL, &n));
+    assert_int_equal(n, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_deterministic),
+        cmocka_unit_test(test_streaming_equals_oneshot),
+        cmocka_unit_test(test_reset_reuses),
+        cmocka_unit_test(test_degenerate_input),
+        cmocka_unit_test(test_bounded_count),
+        cmocka_unit_test(test_layout_roundtrip),
+        cmocka_unit_test(test_query_covers_index),
+        cmocka_unit_test(test_config_checks),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,276 @@
+/* Unit tests for core/sh_match (offset voting) and core/sh_memindex, end to end with sh_fp. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "sh_fp.h"
+#include "sh_match.h"
+#include "sh_memindex.h"
+#include "synth.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RATE 8000
+#define TRACK_S 40
+
+typedef struct world {
+    sh_fp_config ic, qc;
+    sh_memindex *mi;
+    sh_matcher *m;
+    sh_fp *qfp;
+    float *tracks[3]; /* tracks[0..1] indexed (track numbers 10 and 11), tracks[2] never indexed */
+} world;
+
+static float *music(size_t n, uint64_t seed)
+{
+    float *x = malloc(n * sizeof *x);
+    assert_non_null(x);
+    synth_music(x, n, RATE, seed);
+    return x;
+}
+
+static int setup(void **state)
+{
+    world *w = calloc(1, sizeof *w);
+    assert_non_null(w);
+    sh_fp_config_default(&w->ic);
+    sh_fp_config_query(&w->qc);
+    sh_err e = {0};
+    sh_fp *fp = NULL;
+    assert_int_equal(sh_fp_new(&w->ic, &fp, &e), 0);
+    assert_int_equal(sh_fp_new(&w->qc, &w->qfp, &e), 0);
+    assert_int_equal(sh_memindex_new(&w->mi, &e), 0);
+    assert_int_equal(sh_matcher_new(&w->qc, &w->m, &e), 0);
+    const size_t n = (size_t)TRACK_S * RATE;
+    for (int i = 0; i < 3; i++) {
+        w->tracks[i] = music(n, 100 + (uint64_t)i);
+        if (i == 2)
+            break;
+        sh_fp_reset(fp);
+        assert_int_equal(sh_fp_feed(fp, w->tracks[i], n, &e), 0);
+        assert_int_equal(sh_fp_finish(fp, &e), 0);
+        size_t nh;
+        const sh_hash *h = sh_fp_hashes(fp, &nh);
+        assert_true(nh > 0);
+        assert_int_equal(sh_memindex_add(w->mi, 10 + (uint32_t)i, h, nh, &e), 0);
+    }
+    assert_int_equal(sh_memindex_build(w->mi, &e), 0);
+    assert_int_equal(sh_memindex_add(w->mi, 12, NULL, 0, NULL), SH_EINVAL); /* built */
+    sh_fp_free(fp);
+    *state = w;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    world *w = *state;
+    for (int i = 0; i < 3; i++)
+        free(w->tracks[i]);
+    sh_fp_free(w->qfp);
+    sh_matcher_free(w->m);
+    sh_memindex_free(w->mi);
+    free(w);
+    return 0;
+}
+
+/* Matches x[0..n) against the index; returns the number of results (≤ k). */
+static size_t query(world *w, const float *x, size_t n, sh_match_result *r, size_t k)
+{
+    sh_fp_reset(w->qfp);
+    assert_int_equal(sh_fp_feed(w->qfp, x, n, NULL), 0);
+    assert_int_equal(sh_fp_finish(w->qfp, NULL), 0);
+    size_t nh, nr = 99;
+    const sh_hash *h = sh_fp_hashes(w->qfp, &nh);
+    sh_matcher_reset(w->m);
+    sh_memindex_query(w->mi, h, nh, w->m);
+    assert_int_equal(sh_matcher_result(w->m, r, k, &nr), 0);
+    assert_true(nr <= k);
+    return nr;
+}
+
+/* An 8 s excerpt starting off the frame grid is found at the right offset (±1 frame). */
+static void test_excerpt_matches_at_offset(void **state)
+{
+    world *w = *state;
+    const double fs = sh_fp_frame_seconds(&w->ic);
+    const size_t starts[] = {0, 80040, 200013}; /* 0 s, 10.005 s, 25.0016 s */
+    for (int t = 0; t < 2; t++)
+        for (size_t i = 0; i < sizeof starts / sizeof starts[0]; i++) {
+            sh_match_result r[3];
+            const size_t nr = query(w, w->tracks[t] + starts[i], 8 * RATE, r, 3);
+            assert_true(nr >= 1);
+            assert_int_equal(r[0].track, 10 + (uint32_t)t);
+            assert_true(fabs(r[0].offset_s - (double)starts[i] / RATE) <= fs + 1e-9);
+            assert_true(r[0].confidence >= 0.5 && r[0].confidence <= 1.0);
+            assert_true(r[0].duration_s > 4.0 && r[0].duration_s <= 8.0);
+            assert_true(fabs(r[0].scale - 1.0) < 0.006);
+        }
+}
+
+/* Audio that is not in the index, silence, and noise give no match. */
+static void test_unknown_audio_no_match(void **state)
+{
+    world *w = *state;
+    sh_match_result r[3];
+    assert_int_equal(query(w, w->tracks[2] + 5 * RATE, 10 * RATE, r, 3), 0);
+    float *z = calloc(10 * RATE, sizeof *z);
+    assert_non_null(z);
+    assert_int_equal(query(w, z, 10 * RATE, r, 3), 0);
+    uint64_t s = 1;
+    for (size_t i = 0; i < 10 * RATE; i++)
+        z[i] = (float)(synth_unit(&s) - 0.5);
+    assert_int_equal(query(w, z, 10 * RATE, r, 3), 0);
+    free(z);
+}
+
+/* A 2 % faster excerpt (pitch and tempo, as sox `speed 1.02`) still matches: linear
+ * interpolation is enough to make the test signal. */
+static void test_speed_change_matches(void **state)
+{
+    world *w = *state;
+    const double f = 1.02;
+    const size_t n = (size_t)(10 * RATE / f), start = 12 * RATE;
+    float *y = malloc(n * sizeof *y);
+    assert_non_null(y);
+    for (size_t i = 0; i < n; i++) {
+        const double p = start + i * f;
+        const size_t k = (size_t)p;
+        y[i] = (float)(w->tracks[1][k] * (1.0 - (p - k)) + w->tracks[1][k + 1] * (p - k));
+    }
+    sh_match_result r[1];
+    assert_int_equal(query(w, y, n, r, 1), 1);
+    assert_int_equal(r[0].track, 11);
+    assert_true(fabs(r[0].offset_s - 12.0) < 0.1);
+    assert_true(fabs(r[0].scale - f) < 0.011);
+    free(y);
+}
+
+/* Direct votes: ranking, one result per track, k, scale estimate, reset. */
+static void test_votes_ranking(void **state)
+{
+    (void)state;
+    sh_fp_config c;
+    sh_fp_config_query(&c);
+    sh_matcher *m = NULL;
+    assert_int_equal(sh_matcher_new(&c, &m, NULL), 0);
+    sh_match_result r[4];
+    size_t n = 99;
+    assert_int_equal(sh_matcher_result(m, r, 4, &n), 0); /* no votes */
+    assert_int_equal(n, 0);
+    uint64_t s = 7;
+    for (uint32_t t = 0; t < 600; t += 10) {
+        sh_matcher_vote(m, 1, 1000 + t, t);                             /* 60 aligned votes */
+        if (t % 20 == 0)
+            sh_matcher_vote(m, 2, 5000 + t + (t % 40 == 0), t);         /* 30, ±1 frame jitter */
+        sh_matcher_vote(m, 3, (uint32_t)(50 + 1.02 * t + 0.5), t);     /* 60, scale 1.02 */
+        sh_matcher_vote(m, 1 + synth_rand(&s) % 3, synth_rand(&s) % 100000, t); /* noise */
+    }
+    for (uint32_t t = 0; t < 600; t += 30)
+        sh_matcher_vote(m, 1, 9000 + t, t); /* a weaker second alignment of track 1 */
+    assert_int_equal(sh_matcher_votes(m), 60 + 30 + 60 + 60 + 20);
+    sh_match_config mc;
+    sh_match_config_default(&mc);
+    mc.min_confidence = 0.0; /* rank everything */
+    assert_int_equal(sh_matcher_configure(m, &mc, NULL), 0);
+    assert_int_equal(sh_matcher_result(m, r, 4, &n), 0);
+    assert_int_equal(n, 3); /* one per track */
+    for (size_t i = 1; i < n; i++)
+        assert_true(r[i - 1].score >= r[i].score);
+    int seen[4] = {0};
+    for (size_t i = 0; i < n; i++) {
+        seen[r[i].track]++;
+        if (r[i].track == 1) {
+            assert_true(r[i].score >= 60);
+            assert_true(fabs(r[i].offset_s - 1000 * sh_fp_frame_seconds(&c)) < 0.02);
+        } else if (r[i].track == 2) {
+            assert_true(r[i].score >= 30);
+        } else {
+            assert_true(r[i].score >= 58);
+            assert_true(fabs(r[i].scale - 1.02) < 0.006);
+        }
+    }
+    assert_true(seen[1] == 1 && seen[2] == 1 && seen[3] == 1);
+    assert_int_equal(r[n - 1].track, 2);
+    /* k smaller than the candidates: the best only */
+    assert_int_equal(sh_matcher_result(m, r, 1, &n), 0);
+    assert_int_equal(n, 1);
+    assert_true(r[0].track == 1 || r[0].track == 3);
+    sh_matcher_reset(m);
+    assert_int_equal(sh_matcher_votes(m), 0);
+    assert_int_equal(sh_matcher_result(m, r, 4, &n), 0);
+    assert_int_equal(n, 0);
+    sh_matcher_free(m);
+}
+
+/* The no-match threshold: a lone weak alignment is not reported with default tunables. */
+static void test_threshold(void **state)
+{
+    (void)state;
+    sh_fp_config c;
+    sh_fp_config_query(&c);
+    sh_matcher *m = NULL;
+    assert_int_equal(sh_matcher_new(&c, &m, NULL), 0);
+    sh_match_result r[2];
+    size_t n = 99;
+    for (uint32_t t = 0; t < 4; t++)
+        sh_matcher_vote(m, 5, 100 + t * 7, t * 7);
+    assert_int_equal(sh_matcher_result(m, r, 2, &n), 0);
+    assert_int_equal(n, 0);
+    for (uint32_t t = 4; t < 40; t++)
+        sh_matcher_vote(m, 5, 100 + t * 7, t * 7);
+    assert_int_equal(sh_matcher_result(m, r, 2, &n), 0);
+    assert_int_equal(n, 1);
+    assert_true(r[0].confidence > 0.9);
+    sh_matcher_free(m);
+}
+
+/* max_votes caps memory: extra votes are counted and ignored. */
+static void test_vote_cap_and_config(void **state)
+{
+    (void)state;
+    sh_fp_config c;
+    sh_fp_config_query(&c);
+    sh_matcher *m = NULL;
+    assert_int_equal(sh_matcher_new(&c, &m, NULL), 0);
+    sh_match_config mc;
+    sh_match_config_default(&mc);
+    mc.max_votes = 100;
+    assert_int_equal(sh_matcher_configure(m, &mc, NULL), 0);
+    for (uint32_t t = 0; t < 1000; t++)
+        sh_matcher_vote(m, 1, 10 + t, t);
+    assert_int_equal(sh_matcher_votes(m), 1000);
+    sh_match_result r[1];
+    size_t n;
+    assert_int_equal(sh_matcher_result(m, r, 1, &n), 0);
+    assert_int_equal(n, 1);
+    assert_true(r[0].score <= 100);
+    mc.refine = 0;
+    assert_int_equal(sh_matcher_configure(m, &mc, NULL), SH_EINVAL);
+    mc.refine = 8;
+    mc.min_confidence = 2.0;
+    assert_int_equal(sh_matcher_configure(m, &mc, NULL), SH_EINVAL);
+    assert_int_equal(sh_matcher_result(NULL, r, 1, &n), SH_EINVAL);
+    sh_matcher_free(m);
+    sh_matcher_free(NULL);
+    sh_memindex_free(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest world_tests[] = {
+        cmocka_unit_test(test_excerpt_matches_at_offset),
+        cmocka_unit_test(test_unknown_audio_no_match),
+        cmocka_unit_test(test_speed_change_matches),
+    };
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_votes_ranking),
+        cmocka_unit_test(test_threshold),
+        cmocka_unit_test(test_vote_cap_and_config),
+    };
+    const int a = cmocka_run_group_tests(world_tests, setup, teardown);
+    return a | cmocka_run_group_tests(tests, NULL, NULL);
+}
