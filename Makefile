@@ -18,7 +18,7 @@ CPPFLAGS += -D_GNU_SOURCE -Icore -Ischemas -Icli
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c17 -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wvla -fno-common -pthread
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
-CFLAGS   += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+CPPFLAGS += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 
 ifeq ($(SAN),1)
 CFLAGS   += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -113,7 +113,7 @@ fuzz: deps
 	@$(MAKE) --no-print-directory $(LIBA) $(CMDA) BUILD=build/fuzz CC=clang \
 	  CFLAGS="-O1 -g -fsanitize=fuzzer-no-link,address,undefined"
 	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
-	  clang $(CPPFLAGS) -O1 -g -fsanitize=fuzzer,address,undefined $$(pkg-config --cflags $(PKGS)) \
+	  clang $(CPPFLAGS) -O1 -g -fsanitize=fuzzer,address,undefined \
 	    -o build/fuzz/$$n $$f build/fuzz/libsoundhash-cmd.a build/fuzz/libsoundhash.a $(LDLIBS) && \
 	  mkdir -p tests/fuzz/corpus/$$n && \
 	  build/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -max_len=65536 tests/fuzz/corpus/$$n || exit 1; \
