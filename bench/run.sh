@@ -12,10 +12,27 @@ section() { # section NAME CMD... : prints a header, runs CMD, remembers failure
   "$@" || { echo "   FAILED: $name"; failed=$((failed + 1)); }
 }
 
+# Test audio (scripts/data, real music from Debian packages; see its README), built when missing:
+# the corpus (38 tracks to index, 12 never indexed) and the 1536-query set (--k 48 --kneg 96).
+DATA="${SOUNDHASH_DATA_DIR:-$HOME/.cache/soundhash-data}"
+export SOUNDHASH_DATA_DIR="$DATA"
+if [ ! -f "$DATA/corpus/dev/manifest.csv" ] || [ ! -f "$DATA/corpus/neg/manifest.csv" ]; then
+  scripts/data/make_corpus.sh --all --root "$DATA" || failed=$((failed + 1))
+fi
+if [ ! -f "$DATA/q1536/queries/dev/ground_truth.csv" ]; then
+  mkdir -p "$DATA/q1536" && ln -sfn ../corpus "$DATA/q1536/corpus"
+  scripts/data/make_queries.sh dev --k 48 --kneg 96 --root "$DATA/q1536" || failed=$((failed + 1))
+fi
+
 # Publish throughput of metadata-only audio events to a broker over loopback TCP (target >= 50k/s).
 section publish "$BUILD/bench/bench_publish" 200000
 
 # Encode/decode throughput of the Avro contract (audio event, inline clip, index delta).
 section schema "$BUILD/bench/bench_schema" 200000
+
+# The LMDB shard over the real corpus: index bytes per posting and MB per audio hour (bulk build,
+# incremental build, compacted snapshot), shard build speed, match latency p50/p99 of 5 s and 10 s
+# queries in-process (q1536 set), shard lookup alone.
+section shard "$BUILD/bench/bench_shard"
 
 [ "$failed" -eq 0 ] || { echo "bench: $failed section(s) failed"; exit 1; }
