@@ -13,7 +13,8 @@
  * duration (opts.max_duration_s), zero-length audio, and truncation the container reveals (a WAV/AIFF
  * data chunk larger than the file, an Ogg stream without its final page). Checked while decoding,
  * because headers lie: decoded duration against the cap, decode errors, fewer frames than the header
- * declared (truncated FLAC/Vorbis/Opus/WAV). Output samples are finite and within ±16 (float files
+ * declared (exactly for WAV/AIFF/FLAC; Ogg within max(0.5 s, 1 %), as encoders leave the last granule
+ * slightly past the end). Output samples are finite and within ±16 (float files
  * may hold anything: NaN/Inf become 0, the rest is clamped); ordinary audio lies within ±1.
  * Error messages do not repeat the path or buffer name: callers add it.
  * Known gap: MP3 has no reliable length field, so an MP3 cut at a frame boundary decodes as a shorter

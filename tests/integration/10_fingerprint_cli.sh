@@ -15,7 +15,9 @@ sox -n -b 24 -r 96000 -c 1 mono96.flac synth 3 sine 1000 2>/dev/null
 sox -n -b 16 -r 8000 -c 1 mono8.wav synth 3 whitenoise vol 0.3 2>/dev/null
 sox -n -r 22050 -c 6 six.wav synth 2 sine 440 2>/dev/null
 sox st44.wav -r 48000 st48.wav && opusenc --quiet st48.wav st48.opus
-real=$(ls "$SH_DATA_DIR"/corpus/dev/*.ogg 2>/dev/null | head -n 1 || true)
+# wesnoth__northerners.ogg (if the corpus is built) ends 0.13 s before its last granule: a real
+# file that a too-strict length check would refuse.
+real=$(ls "$SH_DATA_DIR"/corpus/dev/wesnoth__northerners.ogg "$SH_DATA_DIR"/corpus/dev/*.ogg 2>/dev/null | head -n 1 || true)
 
 : > empty.wav
 head -c 6000 /dev/urandom > random.bin
