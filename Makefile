@@ -88,8 +88,8 @@ $(BUILD)/bench/%: bench/%.c $(CMDA) $(LIBA)
 test: deps
 	@$(MAKE) --no-print-directory test-unit test-fuzz BUILD=build SAN=0
 	@$(MAKE) --no-print-directory test-unit test-fuzz BUILD=build/asan SAN=1
-	@$(MAKE) --no-print-directory $(BIN) BUILD=build SAN=0
-	@$(MAKE) --no-print-directory $(BIN) BUILD=build/asan SAN=1
+	@$(MAKE) --no-print-directory build/soundhash BUILD=build SAN=0
+	@$(MAKE) --no-print-directory build/asan/soundhash BUILD=build/asan SAN=1
 	@tests/integration/run.sh build/soundhash build/asan/soundhash
 
 test-unit: $(UNIT_BIN)
@@ -98,7 +98,9 @@ test-unit: $(UNIT_BIN)
 test-fuzz: $(FUZZ_BIN)
 	@tests/fuzz/replay-all.sh $(BUILD)/fuzz
 
-test-integration: all
+test-integration: deps
+	@$(MAKE) --no-print-directory build/soundhash BUILD=build SAN=0
+	@$(MAKE) --no-print-directory build/asan/soundhash BUILD=build/asan SAN=1
 	@tests/integration/run.sh build/soundhash build/asan/soundhash
 
 # ---- demo, bench, fuzz, format ----------------------------------------------------------------
