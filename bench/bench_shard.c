@@ -318,8 +318,9 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--max-queries") && v)
             max_q = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: %s [--data DIR] [--queries DIR] [--work DIR] "
-                            "[--max-queries N]\n",
+            fprintf(stderr,
+                    "usage: %s [--data DIR] [--queries DIR] [--work DIR] "
+                    "[--max-queries N]\n",
                     argv[0]);
             return 2;
         }
@@ -395,8 +396,8 @@ int main(int argc, char **argv)
         printf("  %-4s queries (%4d): fingerprint+lookup+rank p50 %6.2f ms  p99 %6.2f ms | "
                "lookup+rank p50 %5.2f ms  p99 %5.2f ms | top-1 %5.1f%%, false matches %d/%d\n",
                len[L], n, pct(q.all[L], n, 0.5), pct(q.all[L], n, 0.99), pct(q.look[L], n, 0.5),
-               pct(q.look[L], n, 0.99), q.pos[L] ? 100.0 * q.ok[L] / q.pos[L] : 0.0,
-               q.negfp[L], q.neg[L]);
+               pct(q.look[L], n, 0.99), q.pos[L] ? 100.0 * q.ok[L] / q.pos[L] : 0.0, q.negfp[L],
+               q.neg[L]);
         printf("        shard lookup alone: p50 %5.2f ms  p99 %5.2f ms (%.0f query hashes, %.0f "
                "postings voted per query on average)\n",
                pct(q.shard[L], n, 0.5), pct(q.shard[L], n, 0.99), (double)q.hashes[L] / n,

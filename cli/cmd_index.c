@@ -103,9 +103,8 @@ static int commit_batch(sh_shard_batch **b, add_line *lines, size_t *nlines)
 }
 
 /* Fingerprints one file and records it in the batch. Returns 0, or an error already reported. */
-static int add_one(sh_shard *s, sh_shard_batch *b, const index_cfg *c, const char *path,
-                   sh_fp *fp, const sh_audio_opts *ao, add_line *line, char *infobuf,
-                   size_t infocap)
+static int add_one(sh_shard *s, sh_shard_batch *b, const index_cfg *c, const char *path, sh_fp *fp,
+                   const sh_audio_opts *ao, add_line *line, char *infobuf, size_t infocap)
 {
     sh_err e = {0};
     sh_extract_result r;
@@ -124,8 +123,11 @@ static int add_one(sh_shard *s, sh_shard_batch *b, const index_cfg *c, const cha
     line->existed = sh_shard_info_by_id(s, line->id, &info, infobuf, infocap, NULL) == 0;
     size_t n;
     const sh_hash *h = sh_fp_hashes(fp, &n);
-    sh_shard_track t = {.id = line->id, .tenant = c->tenant, .version = SH_SHARD_VERSION_NEXT,
-                        .duration_s = r.duration_s, .meta_json = c->meta};
+    sh_shard_track t = {.id = line->id,
+                        .tenant = c->tenant,
+                        .version = SH_SHARD_VERSION_NEXT,
+                        .duration_s = r.duration_s,
+                        .meta_json = c->meta};
     if ((rc = sh_shard_batch_put(b, &t, h, n, &e))) {
         fprintf(stderr, "soundhash index add: %s: %s\n", path, sh_err_text(&e));
         return rc;
@@ -277,9 +279,9 @@ static int run_stats(const index_cfg *c)
         "fp_version", st.fp_version, "tracks", (json_int_t)st.tracks, "postings",
         (json_int_t)st.postings, "dead_postings", (json_int_t)st.dead_postings, "ranges",
         (json_int_t)st.ranges, "file_bytes", (json_int_t)st.file_bytes, "used_bytes",
-        (json_int_t)st.used_bytes, "audio_s", st.audio_s, "bytes_per_posting",
-        st.bytes_per_posting, "postings_per_s", st.audio_s > 0 ? st.postings / st.audio_s : 0.0,
-        "mb_per_audio_hour", hours > 0 ? st.file_bytes / 1e6 / hours : 0.0);
+        (json_int_t)st.used_bytes, "audio_s", st.audio_s, "bytes_per_posting", st.bytes_per_posting,
+        "postings_per_s", st.audio_s > 0 ? st.postings / st.audio_s : 0.0, "mb_per_audio_hour",
+        hours > 0 ? st.file_bytes / 1e6 / hours : 0.0);
     return print_json(o) ? SH_EXIT_RUNTIME : SH_EXIT_OK;
 }
 
@@ -312,27 +314,30 @@ int sh_cmd_index(int argc, char **argv)
          SH_OPT_REQUIRED, 0, 0},
         {"id", 0, SH_OPT_STR, &c.id, NULL, "add: track id (default: file name without extension)",
          0, 0, 0},
-        {"tenant", 0, SH_OPT_STR, &c.tenant, NULL, "add: tenant recorded with the tracks", 0, 0,
-         0},
+        {"tenant", 0, SH_OPT_STR, &c.tenant, NULL, "add: tenant recorded with the tracks", 0, 0, 0},
         {"meta", 0, SH_OPT_STR, &c.meta, NULL, "add: metadata JSON recorded with the tracks", 0, 0,
          0},
         {"batch", 0, SH_OPT_INT, &c.batch, "64", "add: files per transaction", 0, 1, 100000},
         {"max-duration", 0, SH_OPT_DOUBLE, &c.max_duration_s, "10800",
          "add: reject audio longer than this many seconds", 0, 0, 0},
-        {"map-size", 0, SH_OPT_SIZE, &c.map_size, "64M",
-         "initial LMDB map size (grows when full)", 0, 0, 0},
+        {"map-size", 0, SH_OPT_SIZE, &c.map_size, "64M", "initial LMDB map size (grows when full)",
+         0, 0, 0},
         {"progress", 0, SH_OPT_BOOL, &c.progress, tty ? "true" : "false",
          "add: progress bar on stderr (default: when stderr is a terminal)", 0, 0, 0},
         {NULL, 0, 0, NULL, NULL, NULL, 0, 0, 0},
     };
     sh_cmd_spec spec = {
-        .name = add ? "index add" : del ? "index delete" : "index stats",
-        .usage = add ? "--index DIR [options] FILE..." : del ? "--index DIR ID..." : "--index DIR",
-        .summary = add ? "Fingerprints each audio file and adds it to the shard index in DIR "
-                         "(created if missing), replacing a track of the same id. One JSON line "
-                         "per file."
-                 : del ? "Deletes tracks by id; one JSON line per id. Exit 1 if an id is missing."
-                       : "Prints the index's counts and sizes as one JSON object.",
+        .name = add   ? "index add"
+                : del ? "index delete"
+                      : "index stats",
+        .usage = add   ? "--index DIR [options] FILE..."
+                 : del ? "--index DIR ID..."
+                       : "--index DIR",
+        .summary = add   ? "Fingerprints each audio file and adds it to the shard index in DIR "
+                           "(created if missing), replacing a track of the same id. One JSON line "
+                           "per file."
+                   : del ? "Deletes tracks by id; one JSON line per id. Exit 1 if an id is missing."
+                         : "Prints the index's counts and sizes as one JSON object.",
         .opts = opts,
     };
     sh_err err = {0};
@@ -343,8 +348,7 @@ int sh_cmd_index(int argc, char **argv)
         return code;
     }
     if ((add || del) && spec.args.n == 0) {
-        fprintf(stderr, "soundhash %s: no %s given (see --help)\n", spec.name,
-                add ? "FILE" : "ID");
+        fprintf(stderr, "soundhash %s: no %s given (see --help)\n", spec.name, add ? "FILE" : "ID");
         code = SH_EXIT_USAGE;
     } else if (stats && spec.args.n) {
         fprintf(stderr, "soundhash index stats: unexpected argument '%s'\n", spec.args.v[0]);

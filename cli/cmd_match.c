@@ -53,8 +53,7 @@ static json_t *result_json(match_ctx *x, const sh_match_result *r)
     if (sh_shard_info_by_track(x->s, r->track, &info, x->infobuf, x->infocap, NULL))
         return NULL;
     return json_pack("{s:s, s:f, s:f, s:i, s:f}", "track_id", info.id, "offset_s", r->offset_s,
-                     "duration_s", r->duration_s, "score", r->score, "confidence",
-                     r->confidence);
+                     "duration_s", r->duration_s, "score", r->score, "confidence", r->confidence);
 }
 
 /* Matches one file and prints its line. Returns 0 or an error already reported. */
@@ -164,8 +163,8 @@ int sh_cmd_match(int argc, char **argv)
         {"max-duration", 0, SH_OPT_DOUBLE, &c.max_duration_s, "600",
          "reject clips longer than this many seconds", 0, 0, 0},
         {"min-confidence", 0, SH_OPT_DOUBLE, &c.min_confidence, "-1",
-         "no-match threshold on the confidence, 0..1 (default: the matcher's calibrated one)",
-         0, 0, 0},
+         "no-match threshold on the confidence, 0..1 (default: the matcher's calibrated one)", 0, 0,
+         0},
         {NULL, 0, 0, NULL, NULL, NULL, 0, 0, 0},
     };
     sh_cmd_spec spec = {

@@ -31,7 +31,8 @@
 
 /* Encodes n hashes (any order; `h` is not modified) into a new malloc'ed buffer *out of *out_len
  * bytes, owned by the caller (free()). `level` is the zstd level (0 = default, 3).
- * Errors: SH_EINVAL (NULL arguments, n over SH_FPBLOB_MAX_POSTINGS_DEFAULT), SH_ENOMEM, SH_EZSTD. */
+ * Errors: SH_EINVAL (NULL arguments, n over SH_FPBLOB_MAX_POSTINGS_DEFAULT), SH_ENOMEM, SH_EZSTD.
+ */
 int sh_fpblob_encode(const sh_hash *h, size_t n, int level, uint8_t **out, size_t *out_len,
                      sh_err *e);
 

@@ -11,7 +11,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-/* ---- constants --------------------------------------------------------------------------------- */
+/* ---- constants ---------------------------------------------------------------------------------
+ */
 
 #define SH_SHARD_MAGIC "soundhash-shard"
 enum {
@@ -30,7 +31,8 @@ enum {
 static const size_t SH_MAP_DEFAULT = (size_t)64 << 20;
 static const size_t SH_MAP_MAX_DEFAULT = (size_t)1 << 40;
 
-/* ---- handle -------------------------------------------------------------------------------------- */
+/* ---- handle
+ * -------------------------------------------------------------------------------------- */
 
 struct sh_shard {
     MDB_env *env;
@@ -83,7 +85,8 @@ static MDB_val mval(const void *p, size_t n)
     return (MDB_val){.mv_size = n, .mv_data = (void *)p};
 }
 
-/* ---- meta counters ------------------------------------------------------------------------------- */
+/* ---- meta counters
+ * ------------------------------------------------------------------------------- */
 
 typedef struct shard_counters {
     uint64_t postings, dead_postings, audio_ms;
@@ -143,7 +146,8 @@ static int counters_store(const sh_shard *s, MDB_txn *txn, const shard_counters 
     return rc;
 }
 
-/* ---- open / close ------------------------------------------------------------------------------ */
+/* ---- open / close ------------------------------------------------------------------------------
+ */
 
 static int open_dbis(sh_shard *s, MDB_txn *txn, unsigned flags)
 {
@@ -182,16 +186,15 @@ static int check_existing(sh_shard *s, MDB_txn *txn, int want_fp, sh_err *e)
     int rc = mdb_get(txn, s->meta, &k, &d);
     char want[64];
     int wl = snprintf(want, sizeof want, "%s %d", SH_SHARD_MAGIC, SH_SHARD_FORMAT);
-    if (rc == MDB_NOTFOUND || (rc == 0 && (d.mv_size < sizeof SH_SHARD_MAGIC - 1 ||
-                                           memcmp(d.mv_data, SH_SHARD_MAGIC,
-                                                  sizeof SH_SHARD_MAGIC - 1))))
+    if (rc == MDB_NOTFOUND ||
+        (rc == 0 && (d.mv_size < sizeof SH_SHARD_MAGIC - 1 ||
+                     memcmp(d.mv_data, SH_SHARD_MAGIC, sizeof SH_SHARD_MAGIC - 1))))
         return sh_err_set(e, SH_EFORMAT, "%s: not a SoundHash shard (no format record)", s->dir);
     if (rc)
         return lmdb_err(e, rc, s->dir);
     if (d.mv_size != (size_t)wl || memcmp(d.mv_data, want, (size_t)wl))
         return sh_err_set(e, SH_EUNSUPPORTED, "%s: shard format '%.*s', this build reads '%s'",
-                          s->dir, (int)(d.mv_size < 64 ? d.mv_size : 64), (char *)d.mv_data,
-                          want);
+                          s->dir, (int)(d.mv_size < 64 ? d.mv_size : 64), (char *)d.mv_data, want);
     uint64_t fp = 0;
     rc = meta_get_u64(txn, s->meta, "fp_version", &fp);
     if (rc)
@@ -360,7 +363,8 @@ static void read_end(sh_shard *s, MDB_txn *txn)
     pthread_rwlock_unlock(&s->map_lock);
 }
 
-/* ---- dead set: sorted (track, postings left) pairs ---------------------------------------------- */
+/* ---- dead set: sorted (track, postings left) pairs ----------------------------------------------
+ */
 
 typedef struct dead_ent {
     uint32_t track;
@@ -441,7 +445,8 @@ static int dead_store(const sh_shard *s, MDB_txn *txn, const dead_set *d)
     return 0;
 }
 
-/* ---- track records ------------------------------------------------------------------------------ */
+/* ---- track records ------------------------------------------------------------------------------
+ */
 
 /* ids value: track number (0 = deleted) and version. */
 typedef struct id_rec {
@@ -501,7 +506,8 @@ static int track_get_hdr(const sh_shard *s, MDB_txn *txn, uint32_t track, track_
     return rc ? rc : track_parse(&v, h);
 }
 
-/* ---- batch ------------------------------------------------------------------------------------------ */
+/* ---- batch
+ * ------------------------------------------------------------------------------------------ */
 
 typedef enum { OP_PUT, OP_DELETE, OP_CURSOR } op_kind;
 
@@ -609,8 +615,7 @@ int sh_shard_batch_put(sh_shard_batch *b, const sh_shard_track *t, const sh_hash
     if (!b || !t || (!h && n))
         return sh_err_set(e, SH_EINVAL, "shard put: NULL argument");
     if (!valid_id(t->id))
-        return sh_err_set(e, SH_EINVAL, "shard put: track id must be 1..%d bytes",
-                          SH_SHARD_ID_MAX);
+        return sh_err_set(e, SH_EINVAL, "shard put: track id must be 1..%d bytes", SH_SHARD_ID_MAX);
     if (t->fp_version && t->fp_version != b->s->fp_version)
         return sh_err_set(e, SH_EINVAL, "shard put: track %s has fp_version %d, shard holds %d",
                           t->id, t->fp_version, b->s->fp_version);
@@ -631,8 +636,8 @@ int sh_shard_batch_put(sh_shard_batch *b, const sh_shard_track *t, const sh_hash
         free(op->id);
         free(op->tenant);
         free(op->meta);
-        return sh_err_set(e, rc, "shard put: %s", rc == SH_EINVAL ? "tenant or metadata too long"
-                                                                  : "out of memory");
+        return sh_err_set(e, rc, "shard put: %s",
+                          rc == SH_EINVAL ? "tenant or metadata too long" : "out of memory");
     }
     op->kind = OP_PUT;
     op->meta_len = op->meta ? strlen(op->meta) : 0;
@@ -666,8 +671,7 @@ int sh_shard_batch_set_cursor(sh_shard_batch *b, const char *key, const void *va
                               sh_err *e)
 {
     size_t kl = key ? strnlen(key, SH_SHARD_CURSOR_KEY_MAX + 1) : 0;
-    if (!b || !kl || kl > SH_SHARD_CURSOR_KEY_MAX || (!val && len) ||
-        len > SH_SHARD_CURSOR_VAL_MAX)
+    if (!b || !kl || kl > SH_SHARD_CURSOR_KEY_MAX || (!val && len) || len > SH_SHARD_CURSOR_VAL_MAX)
         return sh_err_set(e, SH_EINVAL, "shard cursor: key 1..%d bytes, value ≤ %d bytes",
                           SH_SHARD_CURSOR_KEY_MAX, SH_SHARD_CURSOR_VAL_MAX);
     batch_op *op = op_push(b);
@@ -684,7 +688,8 @@ int sh_shard_batch_set_cursor(sh_shard_batch *b, const char *key, const void *va
     return 0;
 }
 
-/* ---- applying a batch: one transaction -------------------------------------------------------- */
+/* ---- applying a batch: one transaction --------------------------------------------------------
+ */
 
 /* State of one attempt at applying a batch (rebuilt from scratch when the map had to grow). */
 typedef struct apply_ctx {
@@ -692,11 +697,11 @@ typedef struct apply_ctx {
     MDB_txn *txn;
     shard_counters c;
     dead_set dead;
-    uint32_t first_new;   /* track numbers ≥ this were created by this batch */
-    uint8_t *cancelled;   /* per new track: replaced/deleted again within the batch */
-    uint32_t *new_op;     /* per new track: index of its put op */
+    uint32_t first_new; /* track numbers ≥ this were created by this batch */
+    uint8_t *cancelled; /* per new track: replaced/deleted again within the batch */
+    uint32_t *new_op;   /* per new track: index of its put op */
     size_t nnew, capnew;
-    sh_posting *pend;     /* new postings, sorted by (hash, track, t) */
+    sh_posting *pend; /* new postings, sorted by (hash, track, t) */
     size_t npend;
     /* scratch for range rewrites */
     sh_posting *work;
@@ -752,9 +757,12 @@ static int kill_track(apply_ctx *a, uint32_t track)
 static int track_write(apply_ctx *a, uint32_t track, const batch_op *op, uint64_t version)
 {
     size_t il = strlen(op->id), tl = op->tenant ? strlen(op->tenant) : 0;
-    track_hdr h = {.version = version, .duration_s = op->duration_s,
-                   .fp_version = (uint32_t)op->fp_version, .postings = (uint32_t)op->n,
-                   .meta_len = (uint32_t)op->meta_len, .id_len = (uint16_t)il,
+    track_hdr h = {.version = version,
+                   .duration_s = op->duration_s,
+                   .fp_version = (uint32_t)op->fp_version,
+                   .postings = (uint32_t)op->n,
+                   .meta_len = (uint32_t)op->meta_len,
+                   .id_len = (uint16_t)il,
                    .tenant_len = (uint16_t)tl};
     MDB_val k = mval(&track, 4), v = {.mv_size = sizeof h + il + tl + op->meta_len};
     int rc = mdb_put(a->txn, a->s->tracks, &k, &v, MDB_RESERVE);
@@ -930,13 +938,11 @@ static int load_range(apply_ctx *a, uint32_t key, const MDB_val *v, size_t *n, s
         return rc;
     sh_range r;
     if (sh_range_open(v->mv_data, v->mv_size, key, a->pad, &r))
-        return sh_err_set(a->e, SH_EFORMAT, "%s: corrupted range blob at key %u", a->s->dir,
-                          key);
+        return sh_err_set(a->e, SH_EFORMAT, "%s: corrupted range blob at key %u", a->s->dir, key);
     if ((rc = ensure_work(a, *n + r.n)))
         return rc;
     if (sh_range_decode(&r, key, a->hscratch, a->work + *n))
-        return sh_err_set(a->e, SH_EFORMAT, "%s: corrupted range blob at key %u", a->s->dir,
-                          key);
+        return sh_err_set(a->e, SH_EFORMAT, "%s: corrupted range blob at key %u", a->s->dir, key);
     size_t keep = *n;
     *dropped = 0;
     for (size_t i = 0; i < r.n; i++) {
@@ -1151,8 +1157,8 @@ static int apply_ops(apply_ctx *a, sh_shard_batch *b)
 static int grow_map(sh_shard *s, sh_err *e)
 {
     if (s->map_size >= s->map_max)
-        return sh_err_set(e, SH_ETOOBIG, "%s: shard reached its map size limit (%zu bytes)",
-                          s->dir, s->map_max);
+        return sh_err_set(e, SH_ETOOBIG, "%s: shard reached its map size limit (%zu bytes)", s->dir,
+                          s->map_max);
     size_t want = s->map_size * 2 < s->map_max ? s->map_size * 2 : s->map_max;
     pthread_rwlock_wrlock(&s->map_lock);
     int rc = mdb_env_set_mapsize(s->env, want);
@@ -1261,7 +1267,8 @@ int sh_shard_vacuum(sh_shard *s, sh_err *e)
     return rc;
 }
 
-/* ---- reading ---------------------------------------------------------------------------------- */
+/* ---- reading ----------------------------------------------------------------------------------
+ */
 
 static int cursor_get_txn(sh_shard *s, MDB_txn *txn, const char *key, void *buf, size_t cap,
                           size_t *len, sh_err *e)
@@ -1280,8 +1287,7 @@ static int cursor_get_txn(sh_shard *s, MDB_txn *txn, const char *key, void *buf,
     return 0;
 }
 
-int sh_shard_get_cursor(sh_shard *s, const char *key, void *buf, size_t cap, size_t *len,
-                        sh_err *e)
+int sh_shard_get_cursor(sh_shard *s, const char *key, void *buf, size_t cap, size_t *len, sh_err *e)
 {
     if (!s || !key || !len || (!buf && cap))
         return sh_err_set(e, SH_EINVAL, "shard cursor: NULL argument");
@@ -1478,9 +1484,14 @@ static int info_fill(uint32_t track, const MDB_val *v, sh_shard_info *out, char 
     tenant[h.tenant_len] = '\0';
     memcpy(meta, p + h.id_len + h.tenant_len, h.meta_len);
     meta[h.meta_len] = '\0';
-    *out = (sh_shard_info){.track = track, .version = h.version, .fp_version = (int)h.fp_version,
-                           .duration_s = h.duration_s, .postings = h.postings, .id = id,
-                           .tenant = tenant, .meta_json = meta};
+    *out = (sh_shard_info){.track = track,
+                           .version = h.version,
+                           .fp_version = (int)h.fp_version,
+                           .duration_s = h.duration_s,
+                           .postings = h.postings,
+                           .id = id,
+                           .tenant = tenant,
+                           .meta_json = meta};
     return 0;
 }
 

@@ -45,7 +45,7 @@ enum {
 #define SH_SHARD_VERSION_NEXT 0
 
 typedef struct sh_shard_opts {
-    size_t map_size;     /* initial LMDB map size (virtual; the file grows as used); default 64 MiB */
+    size_t map_size; /* initial LMDB map size (virtual; the file grows as used); default 64 MiB */
     size_t map_size_max; /* growth stops here (SH_ETOOBIG); default 1 TiB */
     bool read_only;      /* open an existing shard read-only; never creates */
     int fp_version;      /* fingerprint version of the postings a new shard will hold; 0 =
@@ -92,7 +92,8 @@ int sh_shard_batch_begin(sh_shard *s, size_t max_postings, sh_shard_batch **out,
 /* Records an upsert: the track `t` with `n` postings `h` (copied). At commit it is applied only if
  * t->version is newer than the stored version of the id (a deleted id remembers its version);
  * otherwise it is counted as stale and skipped, so re-applying a delta is harmless.
- * Errors: SH_EINVAL (bad id/tenant/meta, fp_version differs from the shard's), SH_ETOOBIG, SH_ENOMEM. */
+ * Errors: SH_EINVAL (bad id/tenant/meta, fp_version differs from the shard's), SH_ETOOBIG,
+ * SH_ENOMEM. */
 int sh_shard_batch_put(sh_shard_batch *b, const sh_shard_track *t, const sh_hash *h, size_t n,
                        sh_err *e);
 
@@ -118,7 +119,8 @@ typedef struct sh_shard_commit_stats {
 /* Applies everything recorded, atomically, then frees the batch (also on failure, after which
  * nothing was applied). When the map is full it grows the map (doubling, up to map_size_max) and
  * retries. `st` may be NULL. Errors: SH_ETOOBIG (map_size_max reached or the transaction would
- * dirty more pages than LMDB allows: use smaller batches), SH_EFORMAT (corrupted range), SH_ELMDB. */
+ * dirty more pages than LMDB allows: use smaller batches), SH_EFORMAT (corrupted range), SH_ELMDB.
+ */
 int sh_shard_batch_commit(sh_shard_batch *b, sh_shard_commit_stats *st, sh_err *e);
 
 /* Discards the batch; accepts NULL. */
@@ -138,7 +140,8 @@ int sh_shard_vacuum(sh_shard *s, sh_err *e);
 /* Votes, into `m`, every stored posting (track, t_db) whose hash equals a query hash (at
  * t_query): sh_matcher_vote(m, track, t_db, t_query). Postings of deleted tracks are skipped.
  * Does not reset `m`. Runs in one read transaction; safe from many threads at once.
- * `*postings` (may be NULL) gets the number of votes cast. Errors: SH_ENOMEM, SH_EFORMAT, SH_ELMDB. */
+ * `*postings` (may be NULL) gets the number of votes cast. Errors: SH_ENOMEM, SH_EFORMAT, SH_ELMDB.
+ */
 int sh_shard_lookup(sh_shard *s, const sh_hash *q, size_t n, sh_matcher *m, size_t *postings,
                     sh_err *e);
 
@@ -163,13 +166,13 @@ int sh_shard_info_by_id(sh_shard *s, const char *id, sh_shard_info *out, char *b
                         sh_err *e);
 
 typedef struct sh_shard_stats {
-    uint64_t tracks;         /* live tracks */
-    uint64_t postings;       /* postings of live tracks */
-    uint64_t dead_postings;  /* postings of deleted tracks not yet vacuumed */
-    uint64_t ranges;         /* range blobs */
-    uint64_t file_bytes;     /* size of data.mdb */
-    uint64_t used_bytes;     /* pages in use (file minus LMDB's free list) */
-    double audio_s;          /* sum of live track durations */
+    uint64_t tracks;          /* live tracks */
+    uint64_t postings;        /* postings of live tracks */
+    uint64_t dead_postings;   /* postings of deleted tracks not yet vacuumed */
+    uint64_t ranges;          /* range blobs */
+    uint64_t file_bytes;      /* size of data.mdb */
+    uint64_t used_bytes;      /* pages in use (file minus LMDB's free list) */
+    double audio_s;           /* sum of live track durations */
     double bytes_per_posting; /* file_bytes / postings (0 when empty) */
     int fp_version;
 } sh_shard_stats;

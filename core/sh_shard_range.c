@@ -156,8 +156,14 @@ int sh_range_open(const uint8_t *buf, size_t len, uint32_t key, uint8_t *scratch
         return -1;
     memcpy(scratch, p, len - hdr);
     memset(scratch + (len - hdr), 0, 8);
-    *r = (sh_range){.n = (size_t)n, .first_hash = (uint32_t)first, .k = k, .w_track = wtr,
-                    .w_t = wt, .track_min = (uint32_t)tmin, .hash_bits = hbits, .bits = scratch};
+    *r = (sh_range){.n = (size_t)n,
+                    .first_hash = (uint32_t)first,
+                    .k = k,
+                    .w_track = wtr,
+                    .w_t = wt,
+                    .track_min = (uint32_t)tmin,
+                    .hash_bits = hbits,
+                    .bits = scratch};
     return 0;
 }
 

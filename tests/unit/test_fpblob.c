@@ -1,9 +1,9 @@
 /* Unit tests for core/sh_fpblob (posting blob codec) and core/sh_shard_range (range blobs). */
+#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
 
 #include "sh_fpblob.h"
 #include "sh_shard_range.h"
@@ -194,8 +194,8 @@ static void test_range_codec(void **state)
     size_t n = 300;
     sh_posting *p = malloc(n * sizeof *p);
     for (size_t i = 0; i < n; i++) /* dense hashes, a few tracks */
-        p[i] = (sh_posting){.hash = 1000000 + rnd() % 2000000, .track = 1 + rnd() % 40,
-                            .t = rnd() % 30000};
+        p[i] = (sh_posting){
+            .hash = 1000000 + rnd() % 2000000, .track = 1 + rnd() % 40, .t = rnd() % 30000};
     range_round_trip(p, n);
     for (size_t i = 0; i < n; i++) /* sparse: huge gaps use the escape code */
         p[i] = (sh_posting){.hash = rnd(), .track = rnd(), .t = rnd()};

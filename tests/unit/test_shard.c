@@ -1,11 +1,11 @@
 /* Unit tests for core/sh_shard: add/replace/delete/stats exact counts, version checks, batches and
  * cursors (atomic, aborted batches leave no trace), reopen, map growth, vacuum, corrupted and
  * foreign files, and lookups checked against a brute-force count of matching postings. */
+#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
 
 #include "sh_match.h"
 #include "sh_shard.h"
@@ -79,7 +79,10 @@ static void put_track(sh_shard *s, const char *id, uint64_t version, uint32_t se
     sh_err e = {0};
     assert_int_equal(sh_shard_batch_begin(s, 0, &b, &e), 0);
     sh_hash *h = track_hashes(seed, n);
-    sh_shard_track t = {.id = id, .tenant = "acme", .version = version, .duration_s = 10.0,
+    sh_shard_track t = {.id = id,
+                        .tenant = "acme",
+                        .version = version,
+                        .duration_s = 10.0,
                         .meta_json = "{\"title\":\"x\"}"};
     assert_int_equal(sh_shard_batch_put(b, &t, h, n, &e), 0);
     free(h);
