@@ -82,6 +82,7 @@ static const knob knobs[] = {
     {"refine", 'i', 1, offsetof(sh_match_config, refine)},
     {"min_score", 'i', 1, offsetof(sh_match_config, min_score)},
     {"min_confidence", 'd', 1, offsetof(sh_match_config, min_confidence)},
+    {"dup_score", 'i', 1, offsetof(sh_match_config, dup_score)},
 };
 
 static int set_knob(const char *kv, sh_fp_config *fc, sh_fp_config *qc, sh_match_config *mc)

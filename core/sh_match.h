@@ -9,9 +9,12 @@
  *   2. fine: for the best `refine` coarse candidates, the offset t_db - (1 + s) * t_query is
  *      histogrammed for time-scale factors s in [-max_scale, +max_scale] (steps of scale_step);
  *      score = the most votes within ±tol_frames of one offset over all s;
- *   3. no-match threshold: a candidate is reported only when score ≥ min_score and its confidence,
- *      a calibrated function of score and the score of the best *other* track (the noise floor
- *      of this very query), is ≥ min_confidence.
+ *   3. no-match threshold: a candidate is reported only when score ≥ min_score and its confidence
+ *      is ≥ min_confidence. The confidence is a calibrated probability that the answer is right,
+ *      a function of z = score - 1.5 * (best score of any other track: the noise floor of this
+ *      very query), fitted on the dev query sets: 1 / (1 + exp(-0.58 (z - 4.9))). Another track
+ *      scoring within 20 % while both score ≥ dup_score is taken for a duplicate of the same
+ *      audio (both are reported), not for noise.
  * One matcher per thread; sh_matcher_reset() between queries keeps its buffers.
  */
 #ifndef SH_MATCH_H
@@ -39,8 +42,9 @@ typedef struct sh_match_config {
     double max_scale;      /* largest |s| searched [0.03] */
     double scale_step;     /* step of s [0.005] */
     int refine;            /* coarse candidates refined [8] */
-    int min_score;         /* absolute floor on aligned votes [6] */
-    double min_confidence; /* no-match threshold on the confidence [0.5] */
+    int min_score;         /* absolute floor on aligned votes [12] */
+    double min_confidence; /* no-match threshold on the confidence [0.65, i.e. z ≥ 6] */
+    int dup_score;         /* near-equal tracks both above this are duplicates, not noise [40] */
     size_t max_votes;      /* votes beyond this are dropped (hostile/huge queries) [4000000] */
 } sh_match_config;
 

@@ -228,6 +228,36 @@ static void test_threshold(void **state)
     sh_matcher_free(m);
 }
 
+/* Two tracks with the same strong alignment are duplicates (both reported); two weak near-equal
+ * alignments are noise (neither is). */
+static void test_duplicates_and_ties(void **state)
+{
+    (void)state;
+    sh_fp_config c;
+    sh_fp_config_query(&c);
+    sh_matcher *m = NULL;
+    assert_int_equal(sh_matcher_new(&c, &m, NULL), 0);
+    sh_match_result r[3];
+    size_t n = 99;
+    for (uint32_t t = 0; t < 600; t += 10) {
+        sh_matcher_vote(m, 7, 300 + t, t);
+        sh_matcher_vote(m, 8, 900 + t, t);
+    }
+    assert_int_equal(sh_matcher_result(m, r, 3, &n), 0);
+    assert_int_equal(n, 2);
+    assert_true(r[0].confidence > 0.99 && r[1].confidence > 0.99);
+    assert_true(r[0].track != r[1].track);
+    sh_matcher_reset(m);
+    for (uint32_t t = 0; t < 150; t += 10) {
+        sh_matcher_vote(m, 7, 300 + t, t);
+        if (t)
+            sh_matcher_vote(m, 8, 900 + t, t);
+    }
+    assert_int_equal(sh_matcher_result(m, r, 3, &n), 0);
+    assert_int_equal(n, 0);
+    sh_matcher_free(m);
+}
+
 /* max_votes caps memory: extra votes are counted and ignored. */
 static void test_vote_cap_and_config(void **state)
 {
@@ -269,6 +299,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_votes_ranking),
         cmocka_unit_test(test_threshold),
+        cmocka_unit_test(test_duplicates_and_ties),
         cmocka_unit_test(test_vote_cap_and_config),
     };
     const int a = cmocka_run_group_tests(world_tests, setup, teardown);
