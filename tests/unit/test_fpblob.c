@@ -1,9 +1,10 @@
 /* Unit tests for core/sh_fpblob (posting blob codec) and core/sh_shard_range (range blobs). */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <cmocka.h>
 
 #include "sh_fpblob.h"
 #include "sh_shard_range.h"

@@ -1,11 +1,12 @@
 /* Unit tests for core/sh_shard: add/replace/delete/stats exact counts, version checks, batches and
  * cursors (atomic, aborted batches leave no trace), reopen, map growth, vacuum, corrupted and
  * foreign files, and lookups checked against a brute-force count of matching postings. */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <cmocka.h>
 
 #include "sh_match.h"
 #include "sh_shard.h"
