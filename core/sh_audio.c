@@ -118,6 +118,17 @@ static sf_count_t src_read(void *ptr, sf_count_t count, void *user)
     return n;
 }
 
+/* Reads up to n bytes at `off` without moving libsndfile's position. Returns bytes read. */
+static sf_count_t src_pread(sh_src *s, sf_count_t off, unsigned char *dst, sf_count_t n)
+{
+    sf_count_t save = s->pos, got;
+    s->pos = off;
+    got = src_read(dst, n, s);
+    s->pos = save;
+    return got;
+}
+
+
 static sf_count_t src_write(const void *ptr, sf_count_t count, void *user)
 {
     (void)ptr, (void)count, (void)user;
@@ -211,6 +222,72 @@ static int check_data_chunk_log(SNDFILE *sf, sh_err *e)
     return rc;
 }
 
+/* ---- MP3 truncation ----------------------------------------------------------------------------
+ * MP3 has no length field libsndfile trusts, and libmpg123 silently drops a partial last frame. We
+ * look at the last SH_MP3_TAIL bytes: find a chain of >= 3 consecutive frame headers with the same
+ * version/layer/rate, follow it, and if its last frame runs past the end of the input the file was
+ * cut. A chain that ends inside the input (ID3v1/APE tags, junk) proves nothing and is accepted; so
+ * is a cut exactly on a frame boundary, which no check can tell from a shorter file. */
+#define SH_MP3_TAIL 16384
+
+/* Length in bytes of the MPEG audio frame whose header is at p, or 0 if p is not a header. *key
+ * receives the bits that must stay constant along a stream (version, layer, sample rate). */
+static unsigned mp3_frame_len(const unsigned char *p, unsigned *key)
+{
+    static const unsigned short br[2][3][15] = {
+        {/* MPEG-1: layer I, II, III */
+         {0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448},
+         {0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384},
+         {0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320}},
+        {/* MPEG-2 and 2.5 */
+         {0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256},
+         {0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160},
+         {0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160}}};
+    static const unsigned sr[3] = {44100, 48000, 32000};
+    if (p[0] != 0xFF || (p[1] & 0xE0) != 0xE0)
+        return 0;
+    unsigned ver = (p[1] >> 3) & 3, layer = (p[1] >> 1) & 3, bri = p[2] >> 4, sri = (p[2] >> 2) & 3;
+    if (ver == 1 || layer == 0 || bri == 0 || bri == 15 || sri == 3)
+        return 0; /* reserved, or free format (no length in the header) */
+    unsigned l = 3 - layer; /* 0 = layer I, 1 = II, 2 = III */
+    unsigned rate = sr[sri] >> (ver == 3 ? 0 : ver == 2 ? 1 : 2);
+    unsigned kbps = br[ver == 3 ? 0 : 1][l][bri], pad = (p[2] >> 1) & 1;
+    *key = (unsigned)(p[1] & 0x1E) << 8 | (p[2] & 0x0C);
+    if (l == 0)
+        return (12000 * kbps / rate + pad) * 4;
+    unsigned coef = (l == 2 && ver != 3) ? 72 : 144;
+    return coef * 1000 * kbps / rate + pad;
+}
+
+/* True when the input ends inside an MPEG audio frame. */
+static bool mp3_cut_mid_frame(sh_src *s)
+{
+    unsigned char *buf = malloc(SH_MP3_TAIL);
+    sf_count_t n = s->len < SH_MP3_TAIL ? s->len : SH_MP3_TAIL;
+    bool cut = false, found = false;
+    if (!buf || src_pread(s, s->len - n, buf, n) != n) {
+        free(buf);
+        return false;
+    }
+    for (sf_count_t i = 0; !found && i + 4 <= n; i++) {
+        unsigned key0, key, len;
+        if (!mp3_frame_len(buf + i, &key0))
+            continue;
+        sf_count_t j = i;
+        int frames = 0;
+        while (j + 4 <= n && (len = mp3_frame_len(buf + j, &key)) != 0 && key == key0) {
+            frames++;
+            j += len;
+        }
+        if (frames >= 3) {
+            found = true;
+            cut = j > n;
+        }
+    }
+    free(buf);
+    return cut;
+}
+
 static int check_stream(sh_audio *a, sh_err *e)
 {
     const SF_INFO *f = &a->sfi;
@@ -224,6 +301,8 @@ static int check_stream(sh_audio *a, sh_err *e)
     if ((f->format & SF_FORMAT_TYPEMASK) == SF_FORMAT_OGG && !known)
         /* libsndfile finds an Ogg stream's length on its last page; no last page = cut short. */
         return sh_err_set(e, SH_EDECODE, "audio: Ogg stream has no final page (truncated)");
+    if ((f->format & SF_FORMAT_TYPEMASK) == SF_FORMAT_MPEG && mp3_cut_mid_frame(&a->src))
+        return sh_err_set(e, SH_EDECODE, "audio: MPEG stream ends inside a frame (truncated)");
     if (known && f->frames == 0)
         return sh_err_set(e, SH_ETOOSHORT, "audio: no samples (zero-length audio)");
     if (known && (double)f->frames / f->samplerate > a->opts.max_duration_s)

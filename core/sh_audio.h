@@ -17,8 +17,9 @@
  * slightly past the end). Output samples are finite and within ±16 (float files
  * may hold anything: NaN/Inf become 0, the rest is clamped); ordinary audio lies within ±1.
  * Error messages do not repeat the path or buffer name: callers add it.
- * Known gap: MP3 has no reliable length field, so an MP3 cut at a frame boundary decodes as a shorter
- * stream (a partial last frame is dropped), like every player does.
+ * MP3 has no reliable length field: a cut inside a frame is detected by walking the frame headers
+ * at the end of the input; a cut exactly on a frame boundary cannot be told from a shorter file and
+ * decodes as one (known gap; the upload's SHA-256 is what catches that).
  * libsndfile 1.2.0 quirks: (1) a WAV/AIFF data chunk that claims more than the file holds is
  * silently clamped and only logged — we read its log to refuse it; (2) a truncated Ogg stream
  * reports an unknown length rather than an error — we refuse it; (3) libmpg123 prints "Note:" and

@@ -92,7 +92,11 @@ assert all(a[1] <= b[1] for a, b in zip(h, h[1:]))'
     check "$tag: $f fails with its name on stderr" grep -q "fingerprint: $f: " "$SH_TMP/err"
     check "$tag: $f prints no JSON" test ! -s "$SH_TMP/out"
   done
-  # A cut MP3 decodes as a shorter stream (no length field to contradict it): no crash, shorter.
+  # An MP3 cut inside a frame is refused; one cut on a frame boundary (undetectable) decodes as a
+  # shorter stream: no crash, never longer.
+  head -c $(( $(stat -c %s st44.mp3) - 1 )) st44.mp3 > cut1.mp3
+  expect_exit 1 "$bin" fingerprint cut1.mp3
+  check "$tag: MP3 cut inside a frame" grep -q "cut1.mp3: .*truncated" "$SH_TMP/err"
   head -c $(( $(stat -c %s st44.mp3) / 2 )) st44.mp3 > trunc.mp3
   set +e; "$bin" fingerprint trunc.mp3 > out 2> err; rc=$?; set -e
   check "$tag: truncated MP3 exits 0 or 1" test "$rc" -le 1

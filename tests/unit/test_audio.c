@@ -442,10 +442,19 @@ static void test_truncated(void **state)
         }
         free(buf);
     }
-    /* MP3 has no exact length: a cut file decodes as a shorter one, never more, never a crash. */
+    /* MP3: a cut inside a frame is refused (tail frame walk); a cut exactly on a frame boundary is
+     * indistinguishable from a shorter file and decodes as one — never longer, never a crash. */
     size_t len;
     unsigned char *buf =
         encode(SF_FORMAT_MPEG | SF_FORMAT_MPEG_LAYER_III, 44100, 2, 3.0, gen_noise, &len);
+    assert_int_equal(decode_rc(buf, len), 0);
+    const size_t cuts[] = {len - 1, len * 9 / 10 + 1, len / 2 + 3, len / 50 + 5};
+    for (size_t k = 0; k < sizeof cuts / sizeof cuts[0]; k++) {
+        int rc = decode_rc(buf, cuts[k]);
+        if (rc != SH_EDECODE)
+            fail_msg("MP3 cut to %zu of %zu bytes: %s, want SH_EDECODE", cuts[k], len,
+                     sh_err_name(rc));
+    }
     sh_audio_opts o = opts_rate(8000);
     for (size_t k = 0; k < sizeof keep / sizeof keep[0]; k++) {
         decoded d = decode_mem(buf, (size_t)(len * keep[k]), &o, 4096);
@@ -453,6 +462,13 @@ static void test_truncated(void **state)
         assert_true(d.secs <= 3.0 * keep[k] + 0.1);
         free(d.x);
     }
+    /* A trailing ID3v1 tag after the last frame is not a cut. */
+    unsigned char *tagged = malloc(len + 128);
+    memcpy(tagged, buf, len);
+    memset(tagged + len, ' ', 128);
+    memcpy(tagged + len, "TAG", 3);
+    assert_int_equal(decode_rc(tagged, len + 128), 0);
+    free(tagged);
     free(buf);
 }
 
