@@ -12,6 +12,8 @@
 #include "sh_shard.h"
 
 #include <lmdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,24 +26,27 @@ typedef struct fixture {
     sh_matcher *m;
 } fixture;
 
-static uint64_t rng = 88172645463325252ull;
-static uint32_t rnd(void)
+static uint32_t rnd_next(uint64_t *state)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)rng;
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return (uint32_t)*state;
 }
 
-/* Track `k`'s postings: hashes drawn from a seed so they can be regenerated. */
+static uint64_t rng = 88172645463325252ull; /* main thread only */
+static uint32_t rnd(void)
+{
+    return rnd_next(&rng);
+}
+
+/* Track postings: hashes drawn from `seed` so they can be regenerated (thread-safe). */
 static sh_hash *track_hashes(uint32_t seed, size_t n)
 {
     sh_hash *h = malloc(n * sizeof *h);
-    uint64_t save = rng;
-    rng = 0x1234567ull * (seed + 1) + 99;
+    uint64_t state = 0x1234567ull * (seed + 1) + 99;
     for (size_t i = 0; i < n; i++)
-        h[i] = (sh_hash){.hash = rnd(), .t = (uint32_t)(i * 3)};
-    rng = save;
+        h[i] = (sh_hash){.hash = rnd_next(&state), .t = (uint32_t)(i * 3)};
     return h;
 }
 
@@ -381,6 +386,66 @@ static void test_growth_reopen_vacuum(void **state)
     sh_shard_free(s2);
 }
 
+/* Readers never block the writer and always see a consistent snapshot, also while the writer
+ * grows the map: a reader thread keeps looking up a committed track while 30 commits (with map
+ * growths from a 64 KB map) add others. */
+typedef struct reader_arg {
+    sh_shard *s;
+    atomic_int stop;
+    int lookups, bad;
+} reader_arg;
+
+static void *reader(void *p)
+{
+    reader_arg *r = p;
+    sh_fp_config qc;
+    sh_fp_config_query(&qc);
+    sh_matcher *m;
+    if (sh_matcher_new(&qc, &m, NULL))
+        return NULL;
+    sh_hash *h = track_hashes(4242, 2000);
+    while (!atomic_load(&r->stop)) {
+        size_t votes = 0;
+        sh_matcher_reset(m);
+        if (sh_shard_lookup(r->s, h, 2000, m, &votes, NULL) || votes != 2000)
+            r->bad++;
+        r->lookups++;
+    }
+    free(h);
+    sh_matcher_free(m);
+    return NULL;
+}
+
+static void test_readers_during_writes(void **state)
+{
+    fixture *f = *state;
+    sh_shard_free(f->s);
+    sh_shard_opts o;
+    sh_shard_opts_default(&o);
+    o.map_size = 64 << 10;
+    assert_int_equal(sh_shard_open(f->dir, &o, &f->s, NULL), 0);
+    put_track(f->s, "fixed", 1, 4242, 2000, NULL);
+    reader_arg r = {.s = f->s};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, reader, &r), 0);
+    size_t resizes = 0;
+    for (int i = 0; i < 30; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "w%d", i);
+        sh_shard_commit_stats cs;
+        put_track(f->s, id, 1, 5000 + (uint32_t)i, 4000, &cs);
+        resizes += cs.resizes;
+    }
+    atomic_store(&r.stop, 1);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_true(resizes > 0);
+    assert_true(r.lookups > 0);
+    assert_int_equal(r.bad, 0);
+    sh_shard_stats st;
+    get_stats(f, &st);
+    assert_int_equal(st.postings, 2000 + 30 * 4000);
+}
+
 static void write_file(const char *path, const void *data, size_t n)
 {
     FILE *fp = fopen(path, "wb");
@@ -453,6 +518,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_batch_cursor_atomic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_commit_no_trace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_growth_reopen_vacuum, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_readers_during_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_files, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
