@@ -1,8 +1,8 @@
 /* bench_audio — decode cost per core, in x realtime (seconds of audio per CPU second):
  *   sndfile   libsndfile alone (sf_readf_float, interleaved float, what any libsndfile user pays)
  *   audio     sh_audio: the same decode + mono downmix + soxr resample to the analysis rate
- *   extract   sh_extract: all of the above + fingerprinting (sh_fp), i.e. the worker's CPU per track
- * Files: the arguments, or every *.ogg in $SOUNDHASH_DATA_DIR/corpus/dev (default
+ *   extract   sh_extract: all of the above + fingerprinting (sh_fp), i.e. the worker's CPU per
+ * track Files: the arguments, or every *.ogg in $SOUNDHASH_DATA_DIR/corpus/dev (default
  * ~/.cache/soundhash-data). CPU time of this process (CLOCK_PROCESS_CPUTIME_ID), so other load on a
  * shared machine barely matters. Also prints the peak RSS, to show memory stays bounded.
  */
@@ -86,7 +86,8 @@ int main(int argc, char **argv)
             snprintf(pat, sizeof pat, "%s/.cache/soundhash-data/corpus/dev/*.ogg",
                      getenv("HOME") ? getenv("HOME") : "");
         if (glob(pat, 0, NULL, &g) != 0) {
-            fprintf(stderr, "bench_audio: no files match %s (run scripts/data/make_corpus.sh)\n", pat);
+            fprintf(stderr, "bench_audio: no files match %s (run scripts/data/make_corpus.sh)\n",
+                    pat);
             return 1;
         }
         files = g.gl_pathv;

@@ -20,7 +20,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Largest sample magnitude let through; float WAVs may hold anything, the FFT wants finite input. */
+/* Largest sample magnitude let through; float WAVs may hold anything, the FFT wants finite input.
+ */
 #define SH_AUDIO_SAMPLE_CLAMP 16.0f
 /* libsndfile's placeholder for "size unknown" in streamed WAVs; not a lie, not truncation. */
 #define SH_WAV_STREAMING_SIZE 0xFFFFFFFFull
@@ -52,7 +53,7 @@ struct sh_audio {
     uint64_t samples_out; /* samples handed to the caller */
     bool in_eof;          /* decoder exhausted; resampler being flushed */
     bool done;
-    int err;              /* sticky error code */
+    int err; /* sticky error code */
     char errmsg[SH_ERR_MSG_MAX];
 };
 
@@ -67,7 +68,8 @@ const char *__lsan_default_suppressions(void)
     return "leak:vorbis_info_init\n";
 }
 
-/* ---- virtual I/O ------------------------------------------------------------------------------ */
+/* ---- virtual I/O ------------------------------------------------------------------------------
+ */
 
 static sf_count_t src_len(void *user)
 {
@@ -128,7 +130,6 @@ static sf_count_t src_pread(sh_src *s, sf_count_t off, unsigned char *dst, sf_co
     return got;
 }
 
-
 static sf_count_t src_write(const void *ptr, sf_count_t count, void *user)
 {
     (void)ptr, (void)count, (void)user;
@@ -140,7 +141,8 @@ static sf_count_t src_tell(void *user)
     return ((const sh_src *)user)->pos;
 }
 
-/* ---- open ------------------------------------------------------------------------------------- */
+/* ---- open -------------------------------------------------------------------------------------
+ */
 
 void sh_audio_opts_default(sh_audio_opts *o)
 {
@@ -167,9 +169,9 @@ static void format_name(int format, char *out, size_t cap)
         int major;
         const char *name;
     } majors[] = {
-        {SF_FORMAT_WAV, "WAV"},   {SF_FORMAT_WAVEX, "WAVEX"}, {SF_FORMAT_RF64, "RF64"},
-        {SF_FORMAT_W64, "W64"},   {SF_FORMAT_AIFF, "AIFF"},   {SF_FORMAT_FLAC, "FLAC"},
-        {SF_FORMAT_OGG, "OGG"},   {SF_FORMAT_MPEG, "MPEG"},   {SF_FORMAT_CAF, "CAF"},
+        {SF_FORMAT_WAV, "WAV"}, {SF_FORMAT_WAVEX, "WAVEX"}, {SF_FORMAT_RF64, "RF64"},
+        {SF_FORMAT_W64, "W64"}, {SF_FORMAT_AIFF, "AIFF"},   {SF_FORMAT_FLAC, "FLAC"},
+        {SF_FORMAT_OGG, "OGG"}, {SF_FORMAT_MPEG, "MPEG"},   {SF_FORMAT_CAF, "CAF"},
         {SF_FORMAT_AU, "AU"},
     };
     const char *major = "OTHER";
@@ -179,12 +181,23 @@ static void format_name(int format, char *out, size_t cap)
     }
     const char *sub = NULL;
     switch (format & SF_FORMAT_SUBMASK) {
-    case SF_FORMAT_VORBIS: sub = "VORBIS"; break;
-    case SF_FORMAT_OPUS: sub = "OPUS"; break;
-    case SF_FORMAT_MPEG_LAYER_I: sub = "MP1"; break;
-    case SF_FORMAT_MPEG_LAYER_II: sub = "MP2"; break;
-    case SF_FORMAT_MPEG_LAYER_III: sub = "MP3"; break;
-    default: break;
+    case SF_FORMAT_VORBIS:
+        sub = "VORBIS";
+        break;
+    case SF_FORMAT_OPUS:
+        sub = "OPUS";
+        break;
+    case SF_FORMAT_MPEG_LAYER_I:
+        sub = "MP1";
+        break;
+    case SF_FORMAT_MPEG_LAYER_II:
+        sub = "MP2";
+        break;
+    case SF_FORMAT_MPEG_LAYER_III:
+        sub = "MP3";
+        break;
+    default:
+        break;
     }
     snprintf(out, cap, "%s%s%s", major, sub ? "/" : "", sub ? sub : "");
 }
@@ -248,7 +261,7 @@ static unsigned mp3_frame_len(const unsigned char *p, unsigned *key)
         return 0;
     unsigned ver = (p[1] >> 3) & 3, layer = (p[1] >> 1) & 3, bri = p[2] >> 4, sri = (p[2] >> 2) & 3;
     if (ver == 1 || layer == 0 || bri == 0 || bri == 15 || sri == 3)
-        return 0; /* reserved, or free format (no length in the header) */
+        return 0;           /* reserved, or free format (no length in the header) */
     unsigned l = 3 - layer; /* 0 = layer I, 1 = II, 2 = III */
     unsigned rate = sr[sri] >> (ver == 3 ? 0 : ver == 2 ? 1 : 2);
     unsigned kbps = br[ver == 3 ? 0 : 1][l][bri], pad = (p[2] >> 1) & 1;
@@ -464,7 +477,8 @@ const sh_audio_info *sh_audio_get_info(const sh_audio *a)
     return &a->info;
 }
 
-/* ---- read ------------------------------------------------------------------------------------- */
+/* ---- read -------------------------------------------------------------------------------------
+ */
 
 static long fail_sticky(sh_audio *a, int code, sh_err *e, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -500,7 +514,7 @@ static long check_end(sh_audio *a, sh_err *e)
         slack = declared;
     else if (major == SF_FORMAT_OGG)
         slack = declared / 100 > (uint64_t)a->sfi.samplerate / 2 ? declared / 100
-                                                                  : (uint64_t)a->sfi.samplerate / 2;
+                                                                 : (uint64_t)a->sfi.samplerate / 2;
     if (a->frames_in + slack >= declared)
         return 0;
     return fail_sticky(a, SH_EDECODE, e,

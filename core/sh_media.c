@@ -22,16 +22,17 @@
 #endif
 
 struct sh_media {
-    int rootfd;                       /* O_PATH directory */
+    int rootfd; /* O_PATH directory */
     unsigned flags;
-    char real[SH_MEDIA_PATH_MAX];     /* canonical root */
-    char spelled[SH_MEDIA_PATH_MAX];  /* root as configured, normalised, when absolute */
+    char real[SH_MEDIA_PATH_MAX];    /* canonical root */
+    char spelled[SH_MEDIA_PATH_MAX]; /* root as configured, normalised, when absolute */
 };
 
 /* Flags for every file we open: read-only, never our controlling tty, never blocking on a FIFO. */
 #define SH_OPEN_FLAGS (O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
 
-/* ---- paths ------------------------------------------------------------------------------------ */
+/* ---- paths ------------------------------------------------------------------------------------
+ */
 
 static bool has_control(const char *s)
 {
@@ -72,7 +73,8 @@ static int normalise(const char *in, char *out, size_t cap, sh_err *e)
     return 0;
 }
 
-/* If `abs` lies under `root` (both normalised), returns the remainder (no leading '/'), else NULL. */
+/* If `abs` lies under `root` (both normalised), returns the remainder (no leading '/'), else NULL.
+ */
 static const char *beneath(const char *abs, const char *root)
 {
     size_t n = strlen(root);
@@ -85,14 +87,16 @@ static const char *beneath(const char *abs, const char *root)
     return abs[n] == '/' ? abs + n + 1 : abs + n;
 }
 
-/* ---- opening beneath the root ----------------------------------------------------------------- */
+/* ---- opening beneath the root -----------------------------------------------------------------
+ */
 
 static int open_errno(int err, const char *rel, sh_err *e)
 {
     switch (err) {
     case EXDEV:
     case ELOOP:
-        return sh_err_set(e, SH_EPATH, "media: '%s' resolves outside the media root (symlink)", rel);
+        return sh_err_set(e, SH_EPATH, "media: '%s' resolves outside the media root (symlink)",
+                          rel);
     case ENOENT:
     case ENOTDIR:
         return sh_err_set(e, SH_ENOTFOUND, "media: '%s': %s", rel, strerror(err));
@@ -352,7 +356,8 @@ const char *sh_media_root(const sh_media *m)
     return m->real;
 }
 
-/* ---- URIs ------------------------------------------------------------------------------------- */
+/* ---- URIs -------------------------------------------------------------------------------------
+ */
 
 int sh_uri_classify(const char *uri, sh_uri_kind *kind, sh_err *e)
 {
@@ -432,7 +437,8 @@ int sh_uri_file_path(const char *uri, char *out, size_t cap, sh_err *e)
     return 0;
 }
 
-/* ---- checksums -------------------------------------------------------------------------------- */
+/* ---- checksums --------------------------------------------------------------------------------
+ */
 
 int sh_sha256(const void *buf, size_t len, uint8_t out[SH_SHA256_LEN], sh_err *e)
 {
@@ -463,7 +469,8 @@ int sh_hex_decode(const char *hex, uint8_t *out, size_t cap, size_t *n, sh_err *
     for (size_t i = 0; i < len / 2; i++) {
         int hi = hexval((unsigned char)hex[2 * i]), lo = hexval((unsigned char)hex[2 * i + 1]);
         if (hi < 0 || lo < 0)
-            return sh_err_set(e, SH_EINVAL, "hex: bad character at %zu", hi < 0 ? 2 * i : 2 * i + 1);
+            return sh_err_set(e, SH_EINVAL, "hex: bad character at %zu",
+                              hi < 0 ? 2 * i : 2 * i + 1);
         out[i] = (uint8_t)(hi * 16 + lo);
     }
     *n = len / 2;

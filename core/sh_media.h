@@ -30,7 +30,8 @@ enum {
 
 /* sh_media_new() flags. */
 enum {
-    SH_MEDIA_NO_OPENAT2 = 1u << 0, /* always use the portable O_NOFOLLOW walk (tests, odd kernels) */
+    /* Always use the portable O_NOFOLLOW walk (tests, odd kernels). */
+    SH_MEDIA_NO_OPENAT2 = 1u << 0,
 };
 
 typedef struct sh_media sh_media;
@@ -69,7 +70,8 @@ int sh_media_read(const sh_media *m, const char *ref, size_t max, uint8_t **buf,
  * On error *buf is NULL and *len 0. */
 int sh_read_fd(int fd, size_t max, uint8_t **buf, size_t *len, sh_err *e);
 
-/* ---- URIs ------------------------------------------------------------------------------------- */
+/* ---- URIs -------------------------------------------------------------------------------------
+ */
 
 typedef enum sh_uri_kind {
     SH_URI_FILE = 1,  /* file:... */
@@ -89,7 +91,8 @@ int sh_uri_classify(const char *uri, sh_uri_kind *kind, sh_err *e);
  * does not fit in `cap`). It does not check the root; sh_media_open() does. */
 int sh_uri_file_path(const char *uri, char *out, size_t cap, sh_err *e);
 
-/* ---- checksums -------------------------------------------------------------------------------- */
+/* ---- checksums --------------------------------------------------------------------------------
+ */
 
 /* SHA-256 of `len` bytes (libcrypto EVP). Errors: SH_EINTERNAL (libcrypto failure). */
 int sh_sha256(const void *buf, size_t len, uint8_t out[SH_SHA256_LEN], sh_err *e);

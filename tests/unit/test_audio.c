@@ -4,11 +4,11 @@
  * Vorbis, Ogg Opus, MP3, AIFF) and the bad inputs are made from those bytes (truncated, headers
  * patched to lie, random bytes), so each case states exactly what it feeds the decoder.
  */
+#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
 
 #include "sh_audio.h"
 #include "sh_extract.h"
@@ -26,15 +26,22 @@
 #define M_PI 3.14159265358979323846
 #endif
 
-/* ---- encoding into memory --------------------------------------------------------------------- */
+/* ---- encoding into memory ---------------------------------------------------------------------
+ */
 
 typedef struct membuf {
     unsigned char *p;
     sf_count_t len, pos, cap;
 } membuf;
 
-static sf_count_t mb_len(void *u) { return ((membuf *)u)->len; }
-static sf_count_t mb_tell(void *u) { return ((membuf *)u)->pos; }
+static sf_count_t mb_len(void *u)
+{
+    return ((membuf *)u)->len;
+}
+static sf_count_t mb_tell(void *u)
+{
+    return ((membuf *)u)->pos;
+}
 static sf_count_t mb_seek(sf_count_t off, int whence, void *u)
 {
     membuf *m = u;
@@ -114,12 +121,13 @@ static unsigned char *encode(int format, int rate, int channels, double secs, ge
     return m.p;
 }
 
-/* ---- decoding helpers ------------------------------------------------------------------------- */
+/* ---- decoding helpers -------------------------------------------------------------------------
+ */
 
 typedef struct decoded {
     float *x;
     size_t n;
-    int rc;       /* 0, or the error of open (open_rc) / read */
+    int rc; /* 0, or the error of open (open_rc) / read */
     int open_rc;
     sh_audio_info info;
     double secs;
@@ -202,14 +210,15 @@ static void assert_1khz(const decoded *d, int rate)
     assert_true(d->n >= (size_t)rate * 3 / 2);
     const float *mid = d->x + rate / 4;
     double p = tone_power(mid, (size_t)rate, 1000, rate);
-    double q = fmax(tone_power(mid, (size_t)rate, 970, rate),
-                    tone_power(mid, (size_t)rate, 1030, rate));
+    double q =
+        fmax(tone_power(mid, (size_t)rate, 970, rate), tone_power(mid, (size_t)rate, 1030, rate));
     double p_off = tone_power(mid, (size_t)rate, 1010, rate);
     if (!(p > 1000 * q && p > 50 * p_off))
         fail_msg("not a 1 kHz tone: P(1000)=%g P(1010)=%g P(970|1030)=%g", p, p_off, q);
 }
 
-/* ---- tests ------------------------------------------------------------------------------------ */
+/* ---- tests ------------------------------------------------------------------------------------
+ */
 
 static void test_formats(void **state)
 {
@@ -249,7 +258,8 @@ static void test_formats(void **state)
 static void test_rates_channels(void **state)
 {
     (void)state;
-    static const int rates[] = {8000, 11025, 16000, 22050, 32000, 44100, 48000, 88200, 96000, 192000};
+    static const int rates[] = {8000,  11025, 16000, 22050, 32000,
+                                44100, 48000, 88200, 96000, 192000};
     static const int chans[] = {1, 2, 6};
     sh_audio_opts o = opts_rate(8000);
     for (size_t r = 0; r < sizeof rates / sizeof rates[0]; r++) {
@@ -277,8 +287,8 @@ static void test_rates_channels(void **state)
     static const int outs[] = {16000, 11025};
     for (size_t i = 0; i < 2; i++) {
         size_t len;
-        unsigned char *buf = encode(SF_FORMAT_FLAC | SF_FORMAT_PCM_16, 44100, 2, 2.0, gen_sine1k,
-                                    &len);
+        unsigned char *buf =
+            encode(SF_FORMAT_FLAC | SF_FORMAT_PCM_16, 44100, 2, 2.0, gen_sine1k, &len);
         o = opts_rate(outs[i]);
         decoded d = decode_mem(buf, len, &o, 4096);
         assert_int_equal(d.rc, 0);
@@ -313,8 +323,8 @@ static void test_downmix_passthrough(void **state)
     (void)state;
     sh_audio_opts o = opts_rate(8000);
     size_t len;
-    unsigned char *buf = encode(SF_FORMAT_WAV | SF_FORMAT_FLOAT, 8000, 2, 1.0, gen_lr_opposite,
-                                &len);
+    unsigned char *buf =
+        encode(SF_FORMAT_WAV | SF_FORMAT_FLOAT, 8000, 2, 1.0, gen_lr_opposite, &len);
     decoded d = decode_mem(buf, len, &o, 777);
     assert_int_equal(d.rc, 0);
     assert_int_equal(d.n, 8000);
@@ -437,8 +447,8 @@ static void test_truncated(void **state)
         for (size_t k = 0; k < sizeof keep / sizeof keep[0]; k++) {
             int rc = decode_rc(buf, (size_t)(len * keep[k]));
             if (rc != SH_EDECODE)
-                fail_msg("format %x cut to %.0f%%: %s, want SH_EDECODE", f[i].format,
-                         keep[k] * 100, sh_err_name(rc));
+                fail_msg("format %x cut to %.0f%%: %s, want SH_EDECODE", f[i].format, keep[k] * 100,
+                         sh_err_name(rc));
         }
         free(buf);
     }
@@ -503,7 +513,8 @@ static void test_lying_headers(void **state)
         uint32_t v;
         int bytes;
     } fmts[] = {
-        {12, 1, 4}, {12, 7999, 4}, {12, 192001, 4}, {12, 4000000000u, 4}, {10, 0, 2}, {10, 60000, 2},
+        {12, 1, 4},           {12, 7999, 4}, {12, 192001, 4},
+        {12, 4000000000u, 4}, {10, 0, 2},    {10, 60000, 2},
     };
     for (size_t i = 0; i < sizeof fmts / sizeof fmts[0]; i++) {
         memcpy(w, wav, len);
@@ -580,7 +591,8 @@ static void test_files_and_opts(void **state)
     assert_int_equal(sh_audio_open_file("/nonexistent/x.wav", NULL, &a, &e), SH_ENOTFOUND);
     assert_int_equal(sh_audio_open_file(dir, NULL, &a, &e), SH_EIO);
     assert_int_equal(mkfifo(fifo, 0600), 0);
-    assert_int_equal(sh_audio_open_file(fifo, NULL, &a, &e), SH_EIO); /* no writer: must not block */
+    assert_int_equal(sh_audio_open_file(fifo, NULL, &a, &e),
+                     SH_EIO); /* no writer: must not block */
     sh_audio_opts o = opts_rate(8000);
     o.max_bytes = len - 1;
     assert_int_equal(sh_audio_open_file(path, &o, &a, &e), SH_ETOOBIG);

@@ -5,11 +5,11 @@
  *   T/root/out -> ../outside.txt   T/root/abs -> T/outside.txt   T/root/in -> a.wav
  *   T/root/subout -> ..           T/link-root -> root
  */
+#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
 
 #include "sh_media.h"
 
