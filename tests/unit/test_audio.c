@@ -4,11 +4,13 @@
  * Vorbis, Ogg Opus, MP3, AIFF) and the bad inputs are made from those bytes (truncated, headers
  * patched to lie, random bytes), so each case states exactly what it feeds the decoder.
  */
-#include <cmocka.h>
+/* clang-format off: cmocka.h needs these first */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <cmocka.h>
+/* clang-format on */
 
 #include "sh_audio.h"
 #include "sh_extract.h"

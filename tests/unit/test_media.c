@@ -5,11 +5,13 @@
  *   T/root/out -> ../outside.txt   T/root/abs -> T/outside.txt   T/root/in -> a.wav
  *   T/root/subout -> ..           T/link-root -> root
  */
-#include <cmocka.h>
+/* clang-format off: cmocka.h needs these first */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <cmocka.h>
+/* clang-format on */
 
 #include "sh_media.h"
 
