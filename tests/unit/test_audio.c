@@ -4,7 +4,8 @@
  * Vorbis, Ogg Opus, MP3, AIFF) and the bad inputs are made from those bytes (truncated, headers
  * patched to lie, random bytes), so each case states exactly what it feeds the decoder.
  */
-/* clang-format off: cmocka.h needs these first */
+/* cmocka.h needs these first; keep clang-format from sorting them after it. */
+/* clang-format off */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -5,7 +5,8 @@
  *   T/root/out -> ../outside.txt   T/root/abs -> T/outside.txt   T/root/in -> a.wav
  *   T/root/subout -> ..           T/link-root -> root
  */
-/* clang-format off: cmocka.h needs these first */
+/* cmocka.h needs these first; keep clang-format from sorting them after it. */
+/* clang-format off */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
