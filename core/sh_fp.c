@@ -78,10 +78,10 @@ void sh_fp_config_default(sh_fp_config *c)
     c->df_steps = 48.0f;
     c->dt_step = 1.0f;
     c->query = 0;
-    c->q_peaks_per_window = 6;
-    c->q_fanout = 6;
+    c->q_peaks_per_window = 5;
+    c->q_fanout = 5;
     c->q_scale_tol = 0.025f;
-    c->q_jitter = 0.2f;
+    c->q_jitter = 0.1f;
     c->q_max_variants = 12;
 }
 

@@ -80,10 +80,10 @@ typedef struct sh_fp_config {
     float dt_step;        /* time-difference cell in frames [1.0] */
     /* Query mode (does not change hash values, only which are produced): */
     int query;              /* 0 = index extraction, 1 = query extraction [0] */
-    int q_peaks_per_window; /* [6] */
-    int q_fanout;           /* [6] */
+    int q_peaks_per_window; /* [5] */
+    int q_fanout;           /* [5] */
     float q_scale_tol;      /* relative time/pitch scale change to cover, e.g. 0.025 [0.025] */
-    float q_jitter;         /* ± cells of measurement noise covered for df and dt [0.2] */
+    float q_jitter;         /* ± cells of measurement noise covered for df and dt [0.1] */
     int q_max_variants;     /* hard cap on hashes per pair in query mode [8] */
 } sh_fp_config;
 
