@@ -382,6 +382,19 @@ int main(int argc, char **argv)
     if (sh_shard_snapshot(s2, dir, &e) == 0 && (s3 = open_shard(dir)))
         print_stats("snapshot of incremental", s3, audio_s);
     sh_shard_free(s3);
+    s3 = NULL;
+    t0 = now_s();
+    int crc = sh_shard_compact(s2, &e);
+    double comp_s = now_s() - t0;
+    snprintf(dir, sizeof dir, "%s/compacted", work);
+    mkdir(dir, 0755);
+    if (!crc && sh_shard_snapshot(s2, dir, &e) == 0 && (s3 = open_shard(dir))) {
+        print_stats("incremental, compacted+snap", s3, audio_s);
+        printf("%-28s %9.0f ms\n", "  compaction time", comp_s * 1e3);
+    } else {
+        fprintf(stderr, "compact: %s\n", sh_err_text(&e));
+    }
+    sh_shard_free(s3);
     sh_shard_free(s2);
 
     qstats q = {0};

@@ -242,9 +242,9 @@ static int run_delete(const index_cfg *c, const sh_strlist *ids)
     }
     int rc = sh_shard_batch_commit(b, NULL, &e);
     b = NULL;
-    /* A CLI shard is small: remove the deleted postings now rather than over later commits. */
+    /* Remove the deleted postings and repack now rather than over later commits. */
     if (!rc)
-        rc = sh_shard_vacuum(s, &e);
+        rc = sh_shard_compact(s, &e);
     if (rc) {
         fprintf(stderr, "soundhash index delete: %s\n", sh_err_text(&e));
         code = SH_EXIT_RUNTIME;

@@ -25,6 +25,7 @@ enum {
     /* Ranges the incremental vacuum visits per commit while dead postings remain. */
     SH_VACUUM_RANGES_MIN = 64,
     SH_BATCH_POSTINGS_DEFAULT = 16 << 20,
+    SH_COMPACT_POSTINGS_MAX = 64 << 20, /* 768 MB of postings in memory */
     SH_RETRIES_MAX = 40,
 };
 
@@ -1261,6 +1262,72 @@ int sh_shard_vacuum(sh_shard *s, sh_err *e)
             sh_err_set(e, rc, "%s", local.msg);
         else if (rc)
             rc = lmdb_err(e, rc, "vacuum");
+        break;
+    }
+    pthread_mutex_unlock(&s->write_lock);
+    return rc;
+}
+
+/* Reads every range (dropping dead postings), empties the table and rewrites it in key order with
+ * MDB_APPEND, which fills pages completely. */
+static int compact_txn(apply_ctx *a)
+{
+    int rc = counters_load(a->s, a->txn, &a->c);
+    if (!rc)
+        rc = dead_load(a->s, a->txn, &a->dead);
+    MDB_cursor *c;
+    if (rc || (rc = mdb_cursor_open(a->txn, a->s->post, &c)))
+        return rc;
+    size_t n = 0;
+    MDB_val k, v;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); !rc; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        uint32_t key;
+        size_t dropped;
+        if (k.mv_size != 4) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        memcpy(&key, k.mv_data, 4);
+        if (a->c.postings + a->c.dead_postings > SH_COMPACT_POSTINGS_MAX) {
+            rc = sh_err_set(a->e, SH_ETOOBIG, "%s: too large to compact in memory", a->s->dir);
+            break;
+        }
+        if ((rc = load_range(a, key, &v, &n, &dropped)))
+            break;
+    }
+    mdb_cursor_close(c);
+    if (rc != MDB_NOTFOUND)
+        return rc;
+    if ((rc = mdb_drop(a->txn, a->s->post, 0)))
+        return rc;
+    if (n && (rc = write_ranges(a, UINT32_MAX, a->work, n, true)))
+        return rc;
+    a->c.vacuum_pos = 0;
+    rc = dead_store(a->s, a->txn, &a->dead);
+    return rc ? rc : counters_store(a->s, a->txn, &a->c);
+}
+
+int sh_shard_compact(sh_shard *s, sh_err *e)
+{
+    if (!s || s->read_only)
+        return sh_err_set(e, SH_EINVAL, "shard compact: shard not writable");
+    pthread_mutex_lock(&s->write_lock);
+    int rc = 0;
+    for (int attempt = 0; attempt < SH_RETRIES_MAX; attempt++) {
+        sh_err local = {0};
+        apply_ctx a = {.s = s, .e = &local};
+        rc = mdb_txn_begin(s->env, NULL, 0, &a.txn);
+        if (!rc) {
+            rc = compact_txn(&a);
+            rc = rc ? (mdb_txn_abort(a.txn), rc) : mdb_txn_commit(a.txn);
+        }
+        apply_ctx_free(&a);
+        if (rc == MDB_MAP_FULL && !(rc = grow_map(s, e)))
+            continue;
+        if (rc < 0 && rc >= SH_EINTERNAL)
+            sh_err_set(e, rc, "%s", local.msg);
+        else if (rc)
+            rc = lmdb_err(e, rc, "compact");
         break;
     }
     pthread_mutex_unlock(&s->write_lock);

@@ -135,6 +135,13 @@ int sh_shard_get_cursor(sh_shard *s, const char *key, void *buf, size_t cap, siz
  * transaction). Commits already do this incrementally. Errors: as commit. */
 int sh_shard_vacuum(sh_shard *s, sh_err *e);
 
+/* Rewrites the posting table densely: drops dead postings and repacks the range blobs in key order
+ * so LMDB pages are full (incremental commits leave them ~2/3 full). The freed pages stay in the
+ * file for reuse; sh_shard_snapshot() afterwards gives a file of the compacted size. One
+ * transaction holding every posting in memory (12 bytes each). Errors: SH_ETOOBIG (over 64 M
+ * postings or over LMDB's per-transaction page limit), SH_EFORMAT, SH_ELMDB. */
+int sh_shard_compact(sh_shard *s, sh_err *e);
+
 /* ---- reading ------------------------------------------------------------------------------- */
 
 /* Votes, into `m`, every stored posting (track, t_db) whose hash equals a query hash (at
