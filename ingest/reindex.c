@@ -328,7 +328,9 @@ static int run_list_pages(job *j, sh_err *e)
             sh_track t = {0};
             rc = sh_primary_get_track(j->db, j->list[i], 0, &t, e);
             if (rc == SH_ENOTFOUND || (!rc && t.deleted)) {
-                sh_log(SH_LOG_WARN, "reindex_skip", "track=%s reason=%s", j->list[i],
+                char q[2 * SH_PRIMARY_ID_MAX + 8];
+                sh_log(SH_LOG_WARN, "reindex_skip", "track=%s reason=%s",
+                       sh_log_q(q, sizeof q, j->list[i]),
                        rc ? "not_in_primary" : "deleted");
                 j->skipped++;
                 rc = 0;
@@ -350,7 +352,7 @@ static int run_list_pages(job *j, sh_err *e)
 /* Total for the ETA: exact for --all and --list; for filters, one counting pass over the ids. */
 static long long count_selected(job *j, sh_err *e)
 {
-    if (j->list)
+    if (j->c->list)
         return (long long)j->list_n;
     sh_primary_counts pc;
     if (!j->c->tenant && !j->c->older)
@@ -419,6 +421,8 @@ static int load_list(job *j, sh_err *e)
     if (!rc && bad)
         rc = sh_err_set(e, SH_EFORMAT, "--list %s: %zu bad line(s); nothing published", j->c->list,
                         bad);
+    if (!rc && j->list_n == 0)
+        rc = sh_err_set(e, SH_EFORMAT, "--list %s: no track ids; nothing published", j->c->list);
     return rc;
 }
 
@@ -489,7 +493,8 @@ static int run_job(job *j, sh_err *e)
     j->total = count_selected(j, e);
     j->t0 = mono_s();
     j->last_progress = j->t0;
-    rc = j->list ? run_list_pages(j, e) : run_db_pages(j, e);
+    /* Decide by the option, not by j->list: an empty list must never fall back to every track. */
+    rc = j->c->list ? run_list_pages(j, e) : run_db_pages(j, e);
     if (!rc) {
         j->st.done = true;
         rc = save_state(j->c->checkpoint, &j->st, e);

@@ -54,11 +54,15 @@ printf 't05\nnope\nt07\n\n' > "$SH_TMP/list"
 expect_exit 0 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --list "$SH_TMP/list" \
   --rate 1000/s --checkpoint "$SH_TMP/list.json"
 check "list: 2 published, 1 skipped" grep -q '{"published":2,"skipped":1,"done":true}' "$SH_TMP/out"
-check "skip is logged" grep -q 'reindex_skip.*track=nope' "$SH_TMP/err"
+check "skip is logged" grep -q 'reindex_skip.*track="nope"' "$SH_TMP/err"
 printf 't05\nbad\001id\n' > "$SH_TMP/badlist"
 expect_exit 1 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --list "$SH_TMP/badlist" \
   --rate 1000/s --checkpoint "$SH_TMP/badlist.json"
 check "bad list line named" grep -q "badlist line 2: track id contains a control character" "$SH_TMP/err"
+printf '\n\r\n' > "$SH_TMP/emptylist"   # blank lines only: must not fall back to every track
+expect_exit 1 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --list "$SH_TMP/emptylist" \
+  --rate 1000/s --checkpoint "$SH_TMP/emptylist.json"
+check "empty list refused" grep -q "emptylist: no track ids; nothing published" "$SH_TMP/err"
 check "32 reindex events" test "$(count soundhash.audio.reindex)" -eq 32
 
 # Rate limit + kill + resume: --all at 20/s in pages of 5; kill once 10 are checkpointed.
