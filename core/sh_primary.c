@@ -930,32 +930,75 @@ int sh_primary_get_track(sh_primary *db, const char *external_id, unsigned flags
     return rc;
 }
 
-int sh_primary_list_tracks(sh_primary *db, const sh_track_filter *f, sh_track_list *out, sh_err *e)
+/* The filter of sh_primary_list_tracks / sh_primary_count_tracks as SQL over parameters $1..$4,
+ * so that listing and counting can never disagree about which tracks are selected. */
+#define SQL_TRACK_FILTER                                                                           \
+    "WHERE ($1::text IS NULL OR t.tenant = $1) "                                                   \
+    "AND ($2::int4 = 0 OR t.fp_version < $2::int4) "                                               \
+    "AND ($3::text IS NULL OR t.external_id > $3) "                                                \
+    "AND ($4::bool OR t.status = 'active') "
+
+typedef struct filter_params {
+    char fpv[16];
+    const char *v[5]; /* $1..$4 of SQL_TRACK_FILTER, then a free slot */
+} filter_params;
+
+/* Checks `f` (NULL = everything) and fills the parameters of SQL_TRACK_FILTER. */
+static int filter_params_make(const sh_track_filter *f, filter_params *fp, sh_err *e)
 {
     static const sh_track_filter all = {0};
     if (!f)
         f = &all;
-    size_t limit = f->limit ? f->limit : 1000;
-    if (limit > SH_PRIMARY_LIST_MAX)
-        return sh_err_set(e, SH_EINVAL, "list limit over %d", SH_PRIMARY_LIST_MAX);
     int rc = sh_check_str(f->tenant, SH_PRIMARY_TENANT_MAX, 0, "tenant", e);
     if (!rc)
         rc = sh_check_str(f->after_id, SH_PRIMARY_ID_MAX, 0, "after_id", e);
     if (rc)
         return rc;
-    char fpv[16], lim[24];
-    snprintf(fpv, sizeof fpv, "%d", f->fp_version_below);
+    snprintf(fp->fpv, sizeof fp->fpv, "%d", f->fp_version_below);
+    fp->v[0] = f->tenant;
+    fp->v[1] = fp->fpv;
+    fp->v[2] = f->after_id;
+    fp->v[3] = f->include_deleted ? "t" : "f";
+    fp->v[4] = NULL;
+    return 0;
+}
+
+int sh_primary_count_tracks(sh_primary *db, const sh_track_filter *f, int64_t *n, sh_err *e)
+{
+    *n = 0;
+    filter_params fp;
+    int rc = filter_params_make(f, &fp, e);
+    if (rc)
+        return rc;
+    PGresult *r;
+    rc = sh_query(db, "SELECT count(*)::int8 FROM tracks t " SQL_TRACK_FILTER, 4, fp.v, NULL,
+                  NULL, &r, e, "count tracks");
+    if (rc)
+        return rc;
+    int bad = PQntuples(r) != 1;
+    if (!bad)
+        *n = sh_col_i64(r, 0, 0, &bad);
+    PQclear(r);
+    return bad ? sh_err_set(e, SH_EDB, "postgres: unexpected count row") : 0;
+}
+
+int sh_primary_list_tracks(sh_primary *db, const sh_track_filter *f, sh_track_list *out, sh_err *e)
+{
+    size_t limit = f && f->limit ? f->limit : 1000;
+    if (limit > SH_PRIMARY_LIST_MAX)
+        return sh_err_set(e, SH_EINVAL, "list limit over %d", SH_PRIMARY_LIST_MAX);
+    filter_params fp;
+    int rc = filter_params_make(f, &fp, e);
+    if (rc)
+        return rc;
+    char lim[24];
     snprintf(lim, sizeof lim, "%zu", limit);
-    const char *p[5] = {f->tenant, fpv, f->after_id, f->include_deleted ? "t" : "f", lim};
+    fp.v[4] = lim;
     PGresult *r;
     rc = sh_query(db,
-                  "SELECT " SQL_TRACK_COLS " FROM tracks t "
-                  "WHERE ($1::text IS NULL OR t.tenant = $1) "
-                  "AND ($2::int4 = 0 OR t.fp_version < $2::int4) "
-                  "AND ($3::text IS NULL OR t.external_id > $3) "
-                  "AND ($4::bool OR t.status = 'active') "
+                  "SELECT " SQL_TRACK_COLS " FROM tracks t " SQL_TRACK_FILTER
                   "ORDER BY t.external_id LIMIT $5::int8",
-                  5, p, NULL, NULL, &r, e, "list tracks");
+                  5, fp.v, NULL, NULL, &r, e, "list tracks");
     if (rc)
         return rc;
     size_t n = (size_t)PQntuples(r);

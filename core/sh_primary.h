@@ -196,6 +196,11 @@ typedef struct sh_track_filter {
  * caller owns it (sh_track_list_clear). Returns 0, SH_EINVAL, SH_EDB, SH_ETRANSIENT. */
 int sh_primary_list_tracks(sh_primary *db, const sh_track_filter *f, sh_track_list *out, sh_err *e);
 
+/* Counts the tracks `f` selects (f->limit is ignored; NULL = every active track) into *n, in one
+ * statement: with f->after_id set, how many a paging walk from that cursor has left. Returns 0,
+ * SH_EINVAL, SH_EDB, SH_ETRANSIENT; *n is 0 on error. */
+int sh_primary_count_tracks(sh_primary *db, const sh_track_filter *f, int64_t *n, sh_err *e);
+
 /* ---- change log (replicator) ------------------------------------------------------------------
  */
 

@@ -515,6 +515,37 @@ static void test_list_filters_and_cursor(void **state)
     assert_int_equal(sh_primary_list_tracks(F.db, &bad, &l, NULL), SH_EINVAL);
 }
 
+/* Counting uses the listing's filter: the count from any cursor equals what paging would list. */
+static void test_count_tracks(void **state)
+{
+    (void)state;
+    int64_t n = -1;
+    sh_track_filter f = {.tenant = "bulk"};
+    assert_int_equal(sh_primary_count_tracks(F.db, &f, &n, NULL), 0);
+    assert_int_equal(n, 150);
+    f.after_id = "bb-099";
+    assert_int_equal(sh_primary_count_tracks(F.db, &f, &n, NULL), 0);
+    assert_int_equal(n, 50);
+    f.fp_version_below = 1; /* every bulk track is version 1 */
+    assert_int_equal(sh_primary_count_tracks(F.db, &f, &n, NULL), 0);
+    assert_int_equal(n, 0);
+    /* All tracks: active count from the counts row; tombstones only with include_deleted. */
+    sh_primary_counts c;
+    assert_int_equal(sh_primary_counts_get(F.db, &c, NULL), 0);
+    assert_int_equal(sh_primary_count_tracks(F.db, NULL, &n, NULL), 0);
+    assert_int_equal(n, c.tracks_active);
+    sh_track_filter d = {.include_deleted = 1};
+    assert_int_equal(sh_primary_count_tracks(F.db, &d, &n, NULL), 0);
+    assert_int_equal(n, c.tracks_active + c.tracks_deleted);
+    char long_tenant[SH_PRIMARY_TENANT_MAX + 2];
+    memset(long_tenant, 't', sizeof long_tenant - 1);
+    long_tenant[sizeof long_tenant - 1] = '\0';
+    sh_track_filter bad = {.tenant = long_tenant};
+    n = 7;
+    assert_int_equal(sh_primary_count_tracks(F.db, &bad, &n, NULL), SH_EINVAL);
+    assert_int_equal(n, 0);
+}
+
 static void test_invalid_arguments(void **state)
 {
     (void)state;
@@ -584,6 +615,7 @@ int main(void)
         cmocka_unit_test(test_injection_stored_literally),
         cmocka_unit_test(test_batch_per_track_atomic),
         cmocka_unit_test(test_list_filters_and_cursor),
+        cmocka_unit_test(test_count_tracks),
         cmocka_unit_test(test_invalid_arguments),
         cmocka_unit_test(test_wait_changes),
         cmocka_unit_test(test_transient_when_server_stops),
