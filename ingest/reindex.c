@@ -203,7 +203,10 @@ typedef struct job {
     sh_primary *db;
     sh_ingest *p;
     job_state st;
-    long long total;      /* -1 unknown */
+    long long published0; /* st.published when this run started */
+    long long remaining;  /* tracks after the checkpoint when this run started; -1 unknown */
+    long long consumed;   /* tracks handled by this run (sent or skipped) */
+    long long page_sent;  /* events sent in the current, not yet checkpointed page */
     long long skipped;    /* --list ids not in the primary */
     size_t page_failed;   /* delivery failures in the current page */
     double t0;
@@ -212,6 +215,7 @@ typedef struct job {
     bool tty;
     char **list;          /* --list ids */
     size_t list_n;
+    char list_sha[17];    /* first 64 bits of the --list file's SHA-256, hex */
 } job;
 
 static void on_result(const sh_ingest_result *r, void *opaque)
@@ -219,6 +223,8 @@ static void on_result(const sh_ingest_result *r, void *opaque)
     job *j = opaque;
     if (r->code) {
         j->page_failed++;
+        if (r->code == SH_ECANCELED)
+            return; /* purged after an interruption: the checkpoint stays before its page */
         fprintf(stderr, "soundhash ingest reindex: FAILED track '%s' (event %s): %s\n", r->track_id,
                 r->event_id, r->message);
     }
@@ -232,18 +238,20 @@ static void progress(job *j, bool final)
     j->last_progress = now;
     double el = now - j->t0;
     double rate = el > 0 ? (double)j->sent_since_t0 / el : 0;
-    long long left = j->total >= 0 ? j->total - j->st.published - j->skipped : -1;
-    double eta = left >= 0 && rate > 0 ? (double)(left > 0 ? left : 0) / rate : -1;
+    long long sent = j->st.published + j->page_sent; /* checkpointed + the current page */
+    long long total = j->remaining >= 0 ? j->published0 + j->remaining : -1;
+    long long left = j->remaining - j->consumed;
+    double eta = j->remaining >= 0 && rate > 0 ? (double)(left > 0 ? left : 0) / rate : -1;
     if (j->tty) {
-        if (j->total >= 0)
-            fprintf(stderr, "\rreindex: %lld/%lld tracks  %.1f/s  ETA %.0f s   %s",
-                    j->st.published, j->total, rate, eta < 0 ? 0 : eta, final ? "\n" : "");
+        if (total >= 0)
+            fprintf(stderr, "\rreindex: %lld/%lld tracks  %.1f/s  ETA %.0f s   %s", sent, total,
+                    rate, eta < 0 ? 0 : eta, final ? "\n" : "");
         else
-            fprintf(stderr, "\rreindex: %lld tracks  %.1f/s   %s", j->st.published, rate,
-                    final ? "\n" : "");
+            fprintf(stderr, "\rreindex: %lld tracks  %.1f/s   %s", sent, rate, final ? "\n" : "");
     } else {
-        sh_log(SH_LOG_INFO, "reindex_progress", "published=%lld total=%lld rate=%.1f eta_s=%.0f",
-               j->st.published, j->total, rate, eta);
+        sh_log(SH_LOG_INFO, "reindex_progress",
+               "published=%lld sent=%lld total=%lld rate=%.1f eta_s=%.0f", j->st.published, sent,
+               total, rate, eta);
     }
 }
 
@@ -255,21 +263,31 @@ static void pace(job *j)
         double wait = due - mono_s();
         if (wait <= 0 || stop_flag)
             return;
-        sh_ingest_poll(j->p, (int)(wait * 1000.0) + 1);
+        /* Slices of at most 100 ms: a stop signal is noticed promptly even at very low rates
+         * (and the poll timeout can never overflow an int); progress stays alive meanwhile. */
+        sh_ingest_poll(j->p, wait >= 0.1 ? 100 : (int)(wait * 1000.0) + 1);
+        progress(j, false);
     }
 }
 
 static int publish_track(job *j, const sh_track *t, sh_err *e)
 {
+    pace(j);
+    /* Checked per event, not per page: after a signal nothing more goes out, and the page stays
+     * un-checkpointed (a re-run sends it again, which is harmless). */
+    if (stop_flag)
+        return sh_err_set(e, SH_ECANCELED, "interrupted; re-run the same command to resume");
     sh_audio_event ev;
     int rc = track_event(t, (int)j->c->fp_version, &ev, e);
-    if (!rc) {
-        pace(j);
-        rc = sh_ingest_publish(j->p, &ev, on_result, j, NULL, e);
-    }
-    sh_event_clear(&ev);
     if (!rc)
+        rc = sh_ingest_publish(j->p, &ev, on_result, j, NULL, e);
+    sh_event_clear(&ev);
+    if (!rc) {
         j->sent_since_t0++;
+        j->page_sent++;
+        j->consumed++;
+        progress(j, false);
+    }
     return rc;
 }
 
@@ -285,16 +303,24 @@ static int end_page(job *j, const char *last_id, long long list_pos, long long n
     snprintf(j->st.after, sizeof j->st.after, "%s", last_id);
     j->st.list_pos = list_pos;
     j->st.published += n;
+    j->page_sent = 0;
     rc = save_state(j->c->checkpoint, &j->st, e);
     progress(j, false);
     return rc;
 }
 
+/* The primary-side selection of the job, from its checkpoint cursor. */
+static sh_track_filter job_filter(const job *j)
+{
+    return (sh_track_filter){.tenant = j->c->tenant,
+                             .fp_version_below = j->c->older ? (int)j->c->fp_version : 0,
+                             .after_id = j->st.after[0] ? j->st.after : NULL,
+                             .limit = (size_t)j->c->batch};
+}
+
 static int run_db_pages(job *j, sh_err *e)
 {
-    sh_track_filter f = {.tenant = j->c->tenant,
-                         .fp_version_below = j->c->older ? (int)j->c->fp_version : 0,
-                         .limit = (size_t)j->c->batch};
+    sh_track_filter f = job_filter(j);
     for (;;) {
         if (stop_flag)
             return sh_err_set(e, SH_ECANCELED, "interrupted; re-run the same command to resume");
@@ -333,6 +359,7 @@ static int run_list_pages(job *j, sh_err *e)
                        sh_log_q(q, sizeof q, j->list[i]),
                        rc ? "not_in_primary" : "deleted");
                 j->skipped++;
+                j->consumed++;
                 rc = 0;
             } else if (!rc) {
                 rc = publish_track(j, &t, e);
@@ -349,31 +376,22 @@ static int run_list_pages(job *j, sh_err *e)
     return 0;
 }
 
-/* Total for the ETA: exact for --all and --list; for filters, one counting pass over the ids. */
-static long long count_selected(job *j, sh_err *e)
+/* Tracks left after the checkpoint, for the ETA: one COUNT with the job's own filter from its
+ * cursor (counting from the start would mislead: e.g. tracks already reindexed no longer match
+ * --older-than-fp-version). -1 when unknown. */
+static long long count_remaining(job *j)
 {
     if (j->c->list)
-        return (long long)j->list_n;
-    sh_primary_counts pc;
-    if (!j->c->tenant && !j->c->older)
-        return sh_primary_counts_get(j->db, &pc, e) ? -1 : pc.tracks_active;
-    sh_track_filter f = {.tenant = j->c->tenant,
-                         .fp_version_below = j->c->older ? (int)j->c->fp_version : 0,
-                         .limit = SH_PRIMARY_LIST_MAX};
-    char after[SH_PRIMARY_ID_MAX + 1] = "";
-    long long total = 0;
-    for (;;) {
-        sh_track_list l = {0};
-        f.after_id = after[0] ? after : NULL;
-        if (sh_primary_list_tracks(j->db, &f, &l, e))
-            return -1;
-        if (l.n == 0)
-            break;
-        total += (long long)l.n;
-        snprintf(after, sizeof after, "%s", l.v[l.n - 1].external_id);
-        sh_track_list_clear(&l);
+        return j->st.list_pos < (long long)j->list_n ? (long long)j->list_n - j->st.list_pos : 0;
+    sh_track_filter f = job_filter(j);
+    int64_t n = 0;
+    sh_err ignored = {0};
+    char q[256];
+    if (sh_primary_count_tracks(j->db, &f, &n, &ignored)) {
+        sh_log(SH_LOG_WARN, "reindex_count_failed", "eta=unknown msg=%s", sh_log_q(q, sizeof q, ignored.msg));
+        return -1;
     }
-    return total; /* counted from the start, like `published` */
+    return (long long)n;
 }
 
 static int load_list(job *j, sh_err *e)
@@ -387,6 +405,15 @@ static int load_list(job *j, sh_err *e)
     close(fd);
     if (rc)
         return sh_err_wrap(e, rc, "--list %s", j->c->list);
+    /* The selection records the content, so a changed list is never resumed at a stale position. */
+    uint8_t sha[SH_SHA256_LEN];
+    if (sh_sha256(buf, len, sha, e)) {
+        free(buf);
+        return sh_err_wrap(e, SH_EINTERNAL, "--list %s", j->c->list);
+    }
+    char hex[2 * SH_SHA256_LEN + 1];
+    sh_hex_encode(sha, SH_SHA256_LEN, hex);
+    snprintf(j->list_sha, sizeof j->list_sha, "%.16s", hex);
     size_t cap = 0, line = 0, bad = 0;
     for (size_t pos = 0; pos < len && !rc;) {
         const char *s = (const char *)buf + pos;
@@ -426,10 +453,11 @@ static int load_list(job *j, sh_err *e)
     return rc;
 }
 
-static void selection_name(const reindex_conf *c, char *out, size_t cap)
+static void selection_name(const job *j, char *out, size_t cap)
 {
+    const reindex_conf *c = j->c;
     if (c->list)
-        snprintf(out, cap, "list:%s", c->list);
+        snprintf(out, cap, "list:%s@%s", c->list, j->list_sha);
     else if (c->tenant && c->older)
         snprintf(out, cap, "tenant:%s,fp_below:%ld", c->tenant, c->fp_version);
     else if (c->tenant)
@@ -444,7 +472,7 @@ static void selection_name(const reindex_conf *c, char *out, size_t cap)
 static int prepare_state(job *j, sh_err *e)
 {
     char sel[sizeof j->st.selection];
-    selection_name(j->c, sel, sizeof sel);
+    selection_name(j, sel, sizeof sel);
     int rc = j->c->restart ? SH_ENOTFOUND : load_state(j->c->checkpoint, &j->st, e);
     if (rc == SH_ENOTFOUND) {
         memset(&j->st, 0, sizeof j->st);
@@ -490,11 +518,14 @@ static int run_job(job *j, sh_err *e)
     }
     if (rc)
         return rc;
-    j->total = count_selected(j, e);
+    j->published0 = j->st.published;
+    j->remaining = count_remaining(j);
     j->t0 = mono_s();
     j->last_progress = j->t0;
     /* Decide by the option, not by j->list: an empty list must never fall back to every track. */
     rc = j->c->list ? run_list_pages(j, e) : run_db_pages(j, e);
+    if (rc == SH_ECANCELED) /* deliver what this page already sent (bounded), not purge it */
+        sh_ingest_flush(j->p, 2000, NULL);
     if (!rc) {
         j->st.done = true;
         rc = save_state(j->c->checkpoint, &j->st, e);
@@ -581,7 +612,7 @@ int ingest_cmd_reindex(int argc, char **argv)
     sh_err e = {0};
     int rc = sh_opt_parse(&spec, argc, argv, &e);
     int code = sh_opt_exit_code(&spec, rc, &e);
-    job j = {.c = &c, .total = -1, .tty = isatty(2)};
+    job j = {.c = &c, .remaining = -1, .tty = isatty(2)};
     if (code < 0 && check_conf(&c, &j.rate, &e))
         code = sh_opt_exit_code(&spec, SH_EUSAGE, &e);
     if (code < 0) {

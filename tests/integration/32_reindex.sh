@@ -55,6 +55,10 @@ expect_exit 0 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --list "$S
   --rate 1000/s --checkpoint "$SH_TMP/list.json"
 check "list: 2 published, 1 skipped" grep -q '{"published":2,"skipped":1,"done":true}' "$SH_TMP/out"
 check "skip is logged" grep -q 'reindex_skip.*track="nope"' "$SH_TMP/err"
+printf 't05\nt09\n' > "$SH_TMP/list"   # same path, other content: not resumed at a stale position
+expect_exit 2 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --list "$SH_TMP/list" \
+  --rate 1000/s --checkpoint "$SH_TMP/list.json"
+check "a changed list is another selection" grep -q "belongs to selection 'list:" "$SH_TMP/err"
 printf 't05\nbad\001id\n' > "$SH_TMP/badlist"
 expect_exit 1 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --list "$SH_TMP/badlist" \
   --rate 1000/s --checkpoint "$SH_TMP/badlist.json"
@@ -77,15 +81,32 @@ check "interrupted job exits 1 (got $rc)" test "$rc" -eq 1
 check "interruption explained" grep -q "interrupted; re-run the same command to resume" "$SH_TMP/all.err"
 done1=$(sed 's/.*"published":\([0-9]*\).*/\1/' "$SH_TMP/all.json")
 check "not done yet ($done1 of 40)" test "$done1" -lt 40
+# Resumed in one page of 40 (about 1.5 s at 20/s): progress must show up inside the page, with
+# the total counted from the checkpoint on.
 expect_exit 0 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --all --rate 20/s \
-  --batch 5 --checkpoint "$SH_TMP/all.json"
+  --batch 40 --checkpoint "$SH_TMP/all.json"
 elapsed_ms=$(( $(date +%s%N) / 1000000 - start_ms ))
 check "resumed job completes all 40" grep -q '{"published":40,"skipped":0,"done":true}' "$SH_TMP/out"
+check "progress within a page (sent ahead of published), total 40" \
+  grep -Eq "reindex_progress published=$done1 sent=([0-9]+) total=40 " "$SH_TMP/err"
+grep "reindex_progress published=$done1 " "$SH_TMP/err" | grep -vq "sent=$done1 " ||
+  fail "no progress line with events sent beyond the checkpoint"
 added=$(( $(count soundhash.audio.reindex) - before ))
 check "resume re-sent at most one page ($added events for 40 tracks)" \
   test "$added" -ge 40 -a "$added" -le 45
 check "rate limit held: 40 events at 20/s took >= 1.5 s ($elapsed_ms ms)" \
   test "$elapsed_ms" -ge 1500
+
+# A very low rate still stops promptly on SIGTERM (the wait between events is sliced).
+before=$(count soundhash.audio.reindex)
+"$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --all --rate 0.02/s --restart \
+  --checkpoint "$SH_TMP/slow.json" > "$SH_TMP/slow.out" 2> "$SH_TMP/slow.err" &
+job=$!
+wait_for 20 test "$(count soundhash.audio.reindex)" -eq $((before + 1))
+t0=$(date +%s%N); kill -TERM "$job"; set +e; wait "$job"; rc=$?; set -e
+stop_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+check "slow job interrupted: exit 1 (got $rc) within 2 s ($stop_ms ms)" test "$rc" -eq 1 -a "$stop_ms" -lt 2000
+check "one event sent before the stop" test "$(count soundhash.audio.reindex)" -eq $((before + 1))
 
 # Usage errors.
 expect_exit 2 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --all --tenant a \
