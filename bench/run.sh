@@ -35,4 +35,9 @@ section schema "$BUILD/bench/bench_schema" 200000
 # queries in-process (q1536 set), shard lookup alone.
 section shard "$BUILD/bench/bench_shard"
 
+# Fingerprint + matcher accuracy on the q1536 set with an in-memory index: top-1 per degradation
+# for 5 s / 10 s queries, false matches on negatives, postings per second, extraction speed with
+# and without decoding, match latency p50/p99 (CPU time).
+section accuracy "$BUILD/bench/eval_accuracy" --decode-speed --repeat 3
+
 [ "$failed" -eq 0 ] || { echo "bench: $failed section(s) failed"; exit 1; }
