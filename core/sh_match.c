@@ -50,7 +50,7 @@ void sh_match_config_default(sh_match_config *mc)
     mc->min_score = 12;
     mc->min_confidence = 0.65;
     mc->dup_score = 40;
-    mc->max_votes = 4000000;
+    mc->max_votes = 1000000;
 }
 
 int sh_matcher_configure(sh_matcher *m, const sh_match_config *mc, sh_err *e)

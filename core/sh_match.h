@@ -45,7 +45,8 @@ typedef struct sh_match_config {
     int min_score;         /* absolute floor on aligned votes [12] */
     double min_confidence; /* no-match threshold on the confidence [0.65, i.e. z ≥ 6] */
     int dup_score;         /* near-equal tracks both above this are duplicates, not noise [40] */
-    size_t max_votes;      /* votes beyond this are dropped (hostile/huge queries) [4000000] */
+    size_t max_votes;      /* votes beyond this are dropped (hostile or huge queries); memory is
+                              about 44 bytes per vote [1000000; a 10 s query casts ~15k] */
 } sh_match_config;
 
 void sh_match_config_default(sh_match_config *mc);
