@@ -9,6 +9,7 @@
  */
 #include "sh_cmds.h"
 #include "sh_err.h"
+#include "sh_file.h"
 #include "sh_kafka.h"
 #include "sh_log.h"
 #include "sh_opt.h"
@@ -16,8 +17,6 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
-#include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -37,38 +36,6 @@ static volatile sig_atomic_t stop_signal;
 static void on_stop_signal(int sig)
 {
     stop_signal = sig;
-}
-
-/* Writes `text` to `path` via a temporary file and rename(), so a reader polling for the file sees
- * either nothing or the whole content. */
-static int write_file_atomic(const char *path, const char *text, sh_err *e)
-{
-    char tmp[4096];
-    int n = snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    if (n < 0 || (size_t)n >= sizeof tmp)
-        return sh_err_set(e, SH_EINVAL, "bootstrap file path too long: %s", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return sh_err_set(e, SH_EIO, "cannot create %s: %s", tmp, strerror(errno));
-    size_t len = strlen(text), off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, text + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            int err = errno;
-            close(fd);
-            unlink(tmp);
-            return sh_err_set(e, SH_EIO, "cannot write %s: %s", tmp, strerror(err));
-        }
-        off += (size_t)w;
-    }
-    if (close(fd) != 0 || rename(tmp, path) != 0) {
-        int err = errno;
-        unlink(tmp);
-        return sh_err_set(e, SH_EIO, "cannot write %s: %s", path, strerror(err));
-    }
-    return 0;
 }
 
 static int create_topics(rd_kafka_mock_cluster_t *mc, int broker_count, sh_err *e)
@@ -114,7 +81,8 @@ static int serve(rd_kafka_mock_cluster_t *mc, const broker_conf *c, const sigset
     if (c->bootstrap_file && *c->bootstrap_file) {
         char line[4096];
         snprintf(line, sizeof line, "%s\n", bootstraps);
-        int rc = write_file_atomic(c->bootstrap_file, line, e);
+        /* Atomic: tests poll for the file and must never read half a list. */
+        int rc = sh_file_write_atomic(c->bootstrap_file, line, strlen(line), e);
         if (rc)
             return rc;
     }

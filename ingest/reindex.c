@@ -11,6 +11,7 @@
 #include "reindex.h"
 
 #include "manifest.h"
+#include "sh_file.h"
 #include "sh_fp.h"
 #include "sh_ingest.h"
 #include "sh_kafka.h"
@@ -81,38 +82,6 @@ static double mono_s(void)
 
 /* ---- checkpoint ------------------------------------------------------------------------------- */
 
-static int write_atomic(const char *path, const char *text, sh_err *e)
-{
-    char tmp[4096];
-    int n = snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    if (n < 0 || (size_t)n >= sizeof tmp)
-        return sh_err_set(e, SH_EINVAL, "checkpoint path too long");
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return sh_err_set(e, SH_EIO, "checkpoint %s: %s", tmp, strerror(errno));
-    size_t len = strlen(text), off = 0;
-    int rc = 0;
-    while (off < len && !rc) {
-        ssize_t w = write(fd, text + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            rc = sh_err_set(e, SH_EIO, "checkpoint %s: %s", tmp, strerror(errno));
-        else
-            off += (size_t)w;
-    }
-    /* fsync before rename: after a crash the file is the old or the new state, never empty. */
-    if (!rc && fsync(fd) != 0)
-        rc = sh_err_set(e, SH_EIO, "checkpoint fsync: %s", strerror(errno));
-    if (close(fd) != 0 && !rc)
-        rc = sh_err_set(e, SH_EIO, "checkpoint close: %s", strerror(errno));
-    if (!rc && rename(tmp, path) != 0)
-        rc = sh_err_set(e, SH_EIO, "checkpoint rename to %s: %s", path, strerror(errno));
-    if (rc)
-        unlink(tmp);
-    return rc;
-}
-
 static int save_state(const char *path, const job_state *s, sh_err *e)
 {
     json_t *o = json_pack("{s:i,s:s,s:s,s:I,s:I,s:b}", "version", 1, "selection", s->selection,
@@ -128,7 +97,10 @@ static int save_state(const char *path, const job_state *s, sh_err *e)
     if (line) {
         memcpy(line, text, len);
         memcpy(line + len, "\n", 2);
-        rc = write_atomic(path, line, e);
+        /* After a crash the checkpoint is the old or the new state, never empty or torn. */
+        rc = sh_file_write_atomic(path, line, len + 1, e);
+        if (rc)
+            sh_err_wrap(e, rc, "checkpoint");
     }
     free(line);
     free(text);
