@@ -20,6 +20,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -139,26 +140,62 @@ static const char broker_summary[] =
     "real transactions (no read_committed isolation; offsets sent in a transaction are not "
     "stored); listener ports are random (take them from stdout or --bootstrap-file). Consumer "
     "groups with committed offsets and the idempotent producer work.\n\n"
-    "`soundhash broker topics --bootstrap B` checks the project's topics on any cluster.";
+    "`--brokers N` is accepted on the command line as an alias of --broker-count (only there: "
+    "SOUNDHASH_BROKERS is the clients' bootstrap list). `soundhash broker topics --brokers B` "
+    "checks the project's topics on any cluster.";
+
+/* `--brokers N` (the issue's spelling) as a command-line alias of --broker-count. Only on the
+ * command line: SOUNDHASH_BROKERS is every client's bootstrap list and must never reach this
+ * option. Returns a malloc()ed argv copy (strings borrowed, except rewritten "--brokers=N" ones,
+ * which are listed in `owned`), or NULL on ENOMEM. */
+static char **alias_brokers(int argc, char **argv, sh_strlist *owned)
+{
+    char **v = calloc((size_t)argc + 1, sizeof *v);
+    for (int i = 0; v && i < argc; i++) {
+        v[i] = argv[i];
+        if (i > 0 && !strcmp(argv[i], "--brokers")) {
+            v[i] = "--broker-count";
+        } else if (i > 0 && !strncmp(argv[i], "--brokers=", 10)) {
+            char buf[64];
+            snprintf(buf, sizeof buf, "--broker-count=%.40s", argv[i] + 10);
+            if (sh_strlist_push(owned, buf)) {
+                free(v);
+                return NULL;
+            }
+            v[i] = owned->v[owned->n - 1];
+        } else if (!strcmp(argv[i], "--")) {
+            break; /* the rest are positional: copied below unchanged */
+        }
+    }
+    for (int i = 0; v && i < argc; i++)
+        if (!v[i])
+            v[i] = argv[i];
+    return v;
+}
 
 static int cmd_run(int argc, char **argv)
 {
     broker_conf c = {0};
     sh_opt opts[] = {
         {"broker-count", 0, SH_OPT_INT, &c.broker_count, "3",
-         "number of mock brokers (named --broker-count so SOUNDHASH_BROKERS, the bootstrap list "
-         "of every client, never collides)",
+         "number of mock brokers (alias on the command line: --brokers N)",
          0, 1, 16},
         {"bootstrap-file", 0, SH_OPT_STR, &c.bootstrap_file, NULL,
          "also write the bootstrap list to this file (atomically)", 0, 0, 0},
         {0},
     };
     sh_cmd_spec spec = {.name = "broker",
-                        .usage = "[--broker-count N] [--bootstrap-file F] | topics --help",
+                        .usage = "[--brokers N] [--bootstrap-file F] | topics --help",
                         .summary = broker_summary,
                         .opts = opts};
     sh_err e = {0};
-    int rc = sh_opt_parse(&spec, argc, argv, &e);
+    sh_strlist owned = {0};
+    char **args = alias_brokers(argc, argv, &owned);
+    if (!args) {
+        fprintf(stderr, "soundhash broker: out of memory\n");
+        return SH_EXIT_RUNTIME;
+    }
+    int rc = sh_opt_parse(&spec, argc, args, &e);
     int code = sh_opt_exit_code(&spec, rc, &e);
     if (code < 0 && spec.args.n > 0) {
         sh_err_set(&e, SH_EUSAGE, "unexpected argument '%s'", spec.args.v[0]);
@@ -171,6 +208,8 @@ static int cmd_run(int argc, char **argv)
         code = rc ? SH_EXIT_RUNTIME : SH_EXIT_OK;
     }
     sh_opt_free(&spec);
+    free(args);
+    sh_strlist_clear(&owned);
     return code;
 }
 

@@ -41,12 +41,22 @@ check "one broker" grep -Eq '^127\.0\.0\.1:[0-9]+$' "$SH_TMP/one"
 expect_exit 0 "$SH_BIN" broker topics --brokers "$(cat "$SH_TMP/one")"
 kill "$pid"; wait "$pid"
 
+# The issue's spelling `--brokers N` works on the command line (as --brokers=N too), while a
+# client's SOUNDHASH_BROKERS in the environment never reaches the broker's count.
+SOUNDHASH_BROKERS=127.0.0.1:9092 "$SH_BIN" broker --brokers 2 --bootstrap-file "$SH_TMP/two" > /dev/null 2>&1 &
+pid=$!
+wait_for 20 test -s "$SH_TMP/two"
+check "--brokers 2: two brokers" grep -Eq '^127\.0\.0\.1:[0-9]+,127\.0\.0\.1:[0-9]+$' "$SH_TMP/two"
+kill "$pid"; wait "$pid"
+expect_exit 2 "$SH_BIN" broker --brokers=0
+check "--brokers=0 refused as the count" grep -q -- "--broker-count must be in 1..16" "$SH_TMP/err"
 expect_exit 2 "$SH_BIN" broker --broker-count 0
 expect_exit 2 "$SH_BIN" broker extra-arg
 expect_exit 0 "$SH_BIN" broker --help
 check "--help says it is a development/test broker" grep -q "DEVELOPMENT/TEST" "$SH_TMP/out"
 check "--help names the 5 MiB retention limit" grep -q "5 MiB" "$SH_TMP/out"
 check "--help says there are no real transactions" grep -q "no real transactions" "$SH_TMP/out"
+check "--help names topics' real option" grep -q "broker topics --brokers B" "$SH_TMP/out"
 
 # Unreachable cluster: bounded wait, clear error, exit 1.
 start=$(date +%s)
