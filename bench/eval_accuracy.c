@@ -68,13 +68,36 @@ typedef struct knob {
     size_t off;
 } knob;
 
-#define FPI(f) {#f, 'i', 0, offsetof(sh_fp_config, f)}
-#define FPF(f) {#f, 'f', 0, offsetof(sh_fp_config, f)}
+#define FPI(f)                                                                                     \
+    {                                                                                              \
+#f, 'i', 0, offsetof(sh_fp_config, f)                                                      \
+    }
+#define FPF(f)                                                                                     \
+    {                                                                                              \
+#f, 'f', 0, offsetof(sh_fp_config, f)                                                      \
+    }
 static const knob knobs[] = {
-    FPI(fft_size), FPI(hop), FPF(fmin_hz), FPF(fmax_hz), FPI(peak_df), FPI(peak_dt),
-    FPF(floor_db), FPI(rank_half), FPI(peaks_per_window), FPI(dt_min),
-    FPI(dt_max), FPF(df_max_oct), FPI(fanout), FPF(f1_steps), FPF(df_steps), FPF(dt_step),
-    FPI(q_peaks_per_window), FPI(q_fanout), FPF(q_scale_tol), FPF(q_jitter), FPI(q_max_variants),
+    FPI(fft_size),
+    FPI(hop),
+    FPF(fmin_hz),
+    FPF(fmax_hz),
+    FPI(peak_df),
+    FPI(peak_dt),
+    FPF(floor_db),
+    FPI(rank_half),
+    FPI(peaks_per_window),
+    FPI(dt_min),
+    FPI(dt_max),
+    FPF(df_max_oct),
+    FPI(fanout),
+    FPF(f1_steps),
+    FPF(df_steps),
+    FPF(dt_step),
+    FPI(q_peaks_per_window),
+    FPI(q_fanout),
+    FPF(q_scale_tol),
+    FPF(q_jitter),
+    FPI(q_max_variants),
     {"coarse_frames", 'i', 1, offsetof(sh_match_config, coarse_frames)},
     {"tol_frames", 'i', 1, offsetof(sh_match_config, tol_frames)},
     {"max_scale", 'd', 1, offsetof(sh_match_config, max_scale)},
@@ -339,7 +362,8 @@ int main(int argc, char **argv)
     int repeat = 3, dec_speed = 0;
     snprintf(data, sizeof data, "%s", env ? env : "");
     if (!env)
-        snprintf(data, sizeof data, "%s/.cache/soundhash-data", getenv("HOME") ? getenv("HOME") : ".");
+        snprintf(data, sizeof data, "%s/.cache/soundhash-data",
+                 getenv("HOME") ? getenv("HOME") : ".");
     sh_fp_config fc, qc;
     sh_match_config mc;
     sh_fp_config_default(&fc);
@@ -365,8 +389,9 @@ int main(int argc, char **argv)
                 return 2;
             }
         } else {
-            fprintf(stderr, "usage: %s [--data DIR] [--queries DIR] [--cache DIR] [--repeat N] "
-                            "[--decode-speed] [--dump FILE] [--set key=value]...\n",
+            fprintf(stderr,
+                    "usage: %s [--data DIR] [--queries DIR] [--cache DIR] [--repeat N] "
+                    "[--decode-speed] [--dump FILE] [--set key=value]...\n",
                     argv[0]);
             return 2;
         }
@@ -392,7 +417,7 @@ int main(int argc, char **argv)
     static char names[MAX_TRACKS][256];
     char path[1200];
     if (FMT(path, "%s/corpus/dev/manifest.csv", data))
-            return 1;
+        return 1;
     const int nt = load_manifest(path, names, MAX_TRACKS);
     if (nt <= 0) {
         fprintf(stderr, "cannot read %s\n", path);
@@ -449,7 +474,7 @@ int main(int argc, char **argv)
     /* 2. queries. */
     query *qs = malloc(MAX_QUERIES * sizeof *qs);
     if (FMT(path, "%s/ground_truth.csv", qdir))
-            return 1;
+        return 1;
     const int nq = load_queries(path, qs, MAX_QUERIES);
     if (nq <= 0) {
         fprintf(stderr, "cannot read %s\n", path);
@@ -507,16 +532,16 @@ int main(int argc, char **argv)
         }
         if (df)
             fprintf(df, "%s,%s,%d,%s,%s,%d,%.3f,%s,%d,%.3f,%.4f,%zu,%zu,%d\n", q->file, q->cond,
-                    q->len_s, q->expected, ans, nr ? res[0].score : 0,
-                    nr ? res[0].confidence : 0.0, nr > 1 ? names[res[1].track] : "NONE",
-                    nr > 1 ? res[1].score : 0, oerr, nr ? res[0].scale : 0.0, nh,
-                    sh_matcher_votes(m), correct);
+                    q->len_s, q->expected, ans, nr ? res[0].score : 0, nr ? res[0].confidence : 0.0,
+                    nr > 1 ? names[res[1].track] : "NONE", nr > 1 ? res[1].score : 0, oerr,
+                    nr ? res[0].scale : 0.0, nh, sh_matcher_votes(m), correct);
         free(a.x);
     }
     if (df)
         fclose(df);
     printf("\nqueries: %s (%d)\n", qdir, nq);
-    printf("%-16s %8s %8s   %s\n", "condition", "5 s", "10 s", "(top-1 track; offset within 0.1 s)");
+    printf("%-16s %8s %8s   %s\n", "condition", "5 s", "10 s",
+           "(top-1 track; offset within 0.1 s)");
     for (int c = 0; c < nconds; c++) {
         printf("%-16s", conds[c]);
         for (int L = 0; L < 2; L++)
@@ -525,8 +550,8 @@ int main(int argc, char **argv)
                tot[c][1] ? 100.0 * offok[c][1] / tot[c][1] : 0.0);
     }
     printf("positives top-1: %.2f%% (%d/%d)\n", pos ? 100.0 * pos_ok / pos : 0.0, pos_ok, pos);
-    printf("false matches on negatives: %.2f%% (%d/%d)\n", neg ? 100.0 * neg_fp / neg : 0.0,
-           neg_fp, neg);
+    printf("false matches on negatives: %.2f%% (%d/%d)\n", neg ? 100.0 * neg_fp / neg : 0.0, neg_fp,
+           neg);
     for (int L = 0; L < 2; L++) {
         const int n = nlat[L];
         const double p50 = pct(lat[L], n, 0.5), p99 = pct(lat[L], n, 0.99);

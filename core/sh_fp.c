@@ -8,19 +8,16 @@
 #include <string.h>
 
 /* FFTW's planner (and plan destruction) is not thread-safe; execution with new-array execute is.
- * This mutex serialises planning only; it is the one piece of static state here and is immutable
- * configuration-wise (no tunable lives in it). */
+ * This mutex serialises planning only. It is the module's only static state and holds no
+ * configuration. */
 static pthread_mutex_t plan_lock = PTHREAD_MUTEX_INITIALIZER;
 
-/* fft_size ≤ 8192, so the band has at most 4097 bins. */
-#define SH_FP_MAX_BINS 4097
-
 typedef struct peak {
-    uint32_t frame;   /* integer frame of the maximum */
-    float t;          /* interpolated frame */
-    float lf;         /* log2(f / fmin_hz), interpolated */
-    float strength;   /* ranking key: log power */
-    uint32_t k;       /* bin, for deterministic tie breaks */
+    uint32_t frame; /* integer frame of the maximum */
+    float t;        /* interpolated frame */
+    float lf;       /* log2(f / fmin_hz), interpolated */
+    float strength; /* ranking key: log power */
+    uint32_t k;     /* bin, for deterministic tie breaks */
 } peak;
 
 /* A growable array consumed from the front (head); memory follows the live window, not the
@@ -28,29 +25,30 @@ typedef struct peak {
 typedef struct peakvec {
     peak *v;
     size_t head, n, cap; /* live elements are v[head..n) */
-    size_t next;         /* first element not yet processed by the next stage, head ≤ next ≤ n */
+    size_t next; /* first element not yet processed by the next stage, head ≤ next ≤ n */
 } peakvec;
 
 struct sh_fp {
     sh_fp_config c;
-    int nb;         /* fft_size/2 + 1 */
-    int kmin, kmax; /* peak search band, bins */
-    int ring;       /* frames kept for the 2-D maximum: 2*peak_dt + 1 */
-    int ppw, fanout;/* effective density for the mode */
+    int nb;          /* fft_size/2 + 1 */
+    int kmin, kmax;  /* peak search band, bins */
+    int ring;        /* frames kept for the 2-D maximum: 2*peak_dt + 1 */
+    int ppw, fanout; /* effective density for the mode */
     float floor_pow;
-    float *win;          /* Hann window */
-    float *in;           /* FFT input (fftwf_malloc) */
-    fftwf_complex *out;  /* FFT output (fftwf_malloc) */
+    float *win;         /* Hann window */
+    float *in;          /* FFT input (fftwf_malloc) */
+    fftwf_complex *out; /* FFT output (fftwf_malloc) */
     fftwf_plan plan;
-    float *pend;         /* pending samples, fft_size */
+    float *pend; /* pending samples, fft_size */
     size_t npend;
-    float *pow;          /* ring * nb power spectra */
-    float *fmax;         /* ring * nb frequency-max-filtered spectra */
-    float *scratch;      /* 2 * nb floats for the running maximum */
-    uint64_t nframes;    /* frames computed */
-    uint64_t next_c;     /* next centre frame to search for peaks */
-    peakvec raw;         /* 2-D maxima; .next = first not yet ranked */
-    peakvec kept;        /* peaks that survived the density cap; .next = next anchor */
+    float *pow;       /* ring * nb power spectra */
+    float *fmax;      /* ring * nb frequency-max-filtered spectra */
+    float *scratch;   /* 2 * nb floats for the running maximum */
+    int *cand;        /* nb candidate bins of one frame */
+    uint64_t nframes; /* frames computed */
+    uint64_t next_c;  /* next centre frame to search for peaks */
+    peakvec raw;      /* 2-D maxima; .next = first not yet ranked */
+    peakvec kept;     /* peaks that survived the density cap; .next = next anchor */
     sh_hash *h;
     size_t nh, caph;
     uint64_t samples;
@@ -109,9 +107,9 @@ int sh_fp_config_check(const sh_fp_config *c, sh_err *e)
         return sh_err_set(e, SH_EINVAL, "fp config: peak neighbourhood out of range");
     if (c->rank_half < 0 || c->rank_half > 1024)
         return sh_err_set(e, SH_EINVAL, "fp config: rank_half out of range");
-    if (c->peaks_per_window < 1 || c->q_peaks_per_window < 1 || c->fanout < 1 ||
-        c->q_fanout < 1 || c->peaks_per_window > 1000 || c->q_peaks_per_window > 1000 ||
-        c->fanout > 64 || c->q_fanout > 64)
+    if (c->peaks_per_window < 1 || c->q_peaks_per_window < 1 || c->fanout < 1 || c->q_fanout < 1 ||
+        c->peaks_per_window > 1000 || c->q_peaks_per_window > 1000 || c->fanout > 64 ||
+        c->q_fanout > 64)
         return sh_err_set(e, SH_EINVAL, "fp config: density/fanout out of range");
     if (c->dt_min < 1 || c->dt_max < c->dt_min || c->dt_max > 4096)
         return sh_err_set(e, SH_EINVAL, "fp config: target zone dt out of range");
@@ -228,9 +226,11 @@ int sh_fp_new(const sh_fp_config *c, sh_fp **out, sh_err *e)
     fp->pow = calloc((size_t)fp->ring * fp->nb, sizeof *fp->pow);
     fp->fmax = calloc((size_t)fp->ring * fp->nb, sizeof *fp->fmax);
     fp->scratch = malloc(2 * (size_t)fp->nb * sizeof *fp->scratch);
+    fp->cand = malloc((size_t)fp->nb * sizeof *fp->cand);
     fp->in = fftwf_malloc((size_t)n * sizeof *fp->in);
     fp->out = fftwf_malloc((size_t)fp->nb * sizeof *fp->out);
-    if (!fp->win || !fp->pend || !fp->pow || !fp->fmax || !fp->scratch || !fp->in || !fp->out) {
+    if (!fp->win || !fp->pend || !fp->pow || !fp->fmax || !fp->scratch || !fp->cand || !fp->in ||
+        !fp->out) {
         sh_fp_free(fp);
         return sh_err_set(e, SH_ENOMEM, "sh_fp_new: out of memory");
     }
@@ -278,6 +278,7 @@ void sh_fp_free(sh_fp *fp)
     free(fp->pow);
     free(fp->fmax);
     free(fp->scratch);
+    free(fp->cand);
     free(fp->raw.v);
     free(fp->kept.v);
     free(fp->h);
@@ -380,7 +381,7 @@ static int detect(sh_fp *fp, uint64_t c, uint64_t last)
     const float *next = prev ? pow_at(fp, c + 1) : NULL;
     const double binhz = (double)fp->c.rate / fp->c.fft_size;
     /* Candidates first (a tight loop over the band), then the full test on the few. */
-    int cand[SH_FP_MAX_BINS], ncand = 0;
+    int *cand = fp->cand, ncand = 0;
     for (int k = fp->kmin; k <= fp->kmax; k++) {
         cand[ncand] = k;
         ncand += p[k] >= cm[k] && p[k] >= fp->floor_pow;
@@ -494,8 +495,8 @@ static int emit_pair(sh_fp *fp, const peak *a, const peak *b)
     for (int f = f0 < 0 ? 0 : f0; f <= (f1 > fmaxv ? fmaxv : f1); f++)
         for (int d = d0; d <= d1; d++)
             for (int t = t0 < 0 ? 0 : t0; t <= (t1 > tmaxv ? tmaxv : t1); t++) {
-                const uint32_t h = sh_fp_hash_pack((uint32_t)f, (uint32_t)(d + SH_FP_DF_BIAS),
-                                                   (uint32_t)t);
+                const uint32_t h =
+                    sh_fp_hash_pack((uint32_t)f, (uint32_t)(d + SH_FP_DF_BIAS), (uint32_t)t);
                 if (push_hash(fp, h, a->frame))
                     return SH_ENOMEM;
             }

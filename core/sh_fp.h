@@ -4,8 +4,8 @@
  *   mono float samples at `rate` → Hann-windowed FFT frames (`fft_size`, `hop`) → power spectrum
  *   → 2-D local maxima inside the band [fmin_hz, fmax_hz] (±peak_df bins, ±peak_dt frames)
  *   → density cap: a peak survives if it is among the `peaks_per_window` strongest peaks of the
- *     window of ±rank_half frames centred on it (translation invariant, so a query cut anywhere in a
- *     track selects the same peaks as the track) → landmark pairs: each anchor with its `fanout`
+ *     window of ±rank_half frames centred on it (translation invariant, so a query cut anywhere in
+ * a track selects the same peaks as the track) → landmark pairs: each anchor with its `fanout`
  *     nearest-in-time targets in the zone dt ∈ [dt_min, dt_max] frames, |log2(f2/f1)| ≤ df_max_oct
  *   → one 32-bit hash per pair.
  *
@@ -23,12 +23,13 @@
  * a superset — more peaks per window (`q_peaks_per_window`), more targets (`q_fanout`), and every
  * quantisation cell that a ±q_scale_tol time/pitch scale change plus ±q_jitter of measurement noise
  * could move a value into — so that degraded or speed-changed audio still finds the indexed hashes,
- * while the index stays small. Hashes of the two modes are the same function; only coverage differs.
+ * while the index stays small. Hashes of the two modes are the same function; only coverage
+ * differs.
  *
  * Bounds: peaks ≤ (peaks_per_window) per (2*rank_half+1) frames in any window, pairs ≤ fanout per
- * peak, and in query mode ≤ q_max_variants hashes per pair; so the hash count per second of audio is
- * bounded (sh_fp_max_hashes_per_s()). Silence, DC, clipping, NaN/Inf samples and input shorter than
- * one frame give zero or bounded hashes, never an error.
+ * peak, and in query mode ≤ q_max_variants hashes per pair; so the hash count per second of audio
+ * is bounded (sh_fp_max_hashes_per_s()). Silence, DC, clipping, NaN/Inf samples and input shorter
+ * than one frame give zero or bounded hashes, never an error.
  */
 #ifndef SH_FP_H
 #define SH_FP_H
@@ -57,20 +58,29 @@ static inline uint32_t sh_fp_hash_pack(uint32_t f1, uint32_t df, uint32_t dt)
 {
     return (f1 & 0x3fu) << 16 | (df & 0xffu) << 8 | (dt & 0xffu);
 }
-static inline uint32_t sh_fp_hash_f1(uint32_t h) { return (h >> 16) & 0x3fu; }
-static inline uint32_t sh_fp_hash_df(uint32_t h) { return (h >> 8) & 0xffu; }
-static inline uint32_t sh_fp_hash_dt(uint32_t h) { return h & 0xffu; }
+static inline uint32_t sh_fp_hash_f1(uint32_t h)
+{
+    return (h >> 16) & 0x3fu;
+}
+static inline uint32_t sh_fp_hash_df(uint32_t h)
+{
+    return (h >> 8) & 0xffu;
+}
+static inline uint32_t sh_fp_hash_dt(uint32_t h)
+{
+    return h & 0xffu;
+}
 
 /* Every tunable of the extractor. sh_fp_config_default() fills the defaults given in brackets. */
 typedef struct sh_fp_config {
-    int rate;     /* analysis sample rate in Hz [8000]; audio must be resampled to it */
-    int fft_size; /* FFT length in samples, a power of two 64..8192 [512 = 64 ms] */
-    int hop;      /* frame advance in samples [128 = 16 ms]; one frame = one time unit */
+    int rate;               /* analysis sample rate in Hz [8000]; audio must be resampled to it */
+    int fft_size;           /* FFT length in samples, a power of two 64..8192 [512 = 64 ms] */
+    int hop;                /* frame advance in samples [128 = 16 ms]; one frame = one time unit */
     float fmin_hz, fmax_hz; /* band searched for peaks [150, 3400]: survives 8 kHz telephony */
     int peak_df;            /* a peak is the maximum of ±peak_df bins ... [3] */
     int peak_dt;            /* ... and ±peak_dt frames around it [4] */
-    float floor_db;         /* peaks weaker than this power (dB, full scale sine ≈ 0) ignored [-75] */
-    int rank_half;   /* density window: ±rank_half frames [16] */
+    float floor_db; /* peaks weaker than this power (dB, full scale sine ≈ 0) ignored [-75] */
+    int rank_half;  /* density window: ±rank_half frames [16] */
     int peaks_per_window; /* peaks kept per density window, index mode [5] */
     int dt_min, dt_max;   /* target zone in frames [2, 48] */
     float df_max_oct;     /* target zone half-height in octaves [1.0] */

@@ -342,8 +342,8 @@ static int noise_floor(const sh_match_config *mc, const cand *cs, int nu, int i)
     int noise = 0;
     for (int j = 0; j < nu; j++) {
         const int o = cs[j].r.score;
-        if (j == i || (s >= mc->dup_score && o >= mc->dup_score && 5 * o >= 4 * s &&
-                       5 * s >= 4 * o))
+        if (j == i ||
+            (s >= mc->dup_score && o >= mc->dup_score && 5 * o >= 4 * s && 5 * s >= 4 * o))
             continue;
         noise = o > noise ? o : noise;
     }

@@ -284,14 +284,10 @@ static void test_config_checks(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_deterministic),
-        cmocka_unit_test(test_streaming_equals_oneshot),
-        cmocka_unit_test(test_reset_reuses),
-        cmocka_unit_test(test_degenerate_input),
-        cmocka_unit_test(test_bounded_count),
-        cmocka_unit_test(test_layout_roundtrip),
-        cmocka_unit_test(test_query_covers_index),
-        cmocka_unit_test(test_config_checks),
+        cmocka_unit_test(test_deterministic),      cmocka_unit_test(test_streaming_equals_oneshot),
+        cmocka_unit_test(test_reset_reuses),       cmocka_unit_test(test_degenerate_input),
+        cmocka_unit_test(test_bounded_count),      cmocka_unit_test(test_layout_roundtrip),
+        cmocka_unit_test(test_query_covers_index), cmocka_unit_test(test_config_checks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

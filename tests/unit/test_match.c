@@ -163,10 +163,10 @@ static void test_votes_ranking(void **state)
     assert_int_equal(n, 0);
     uint64_t s = 7;
     for (uint32_t t = 0; t < 600; t += 10) {
-        sh_matcher_vote(m, 1, 1000 + t, t);                             /* 60 aligned votes */
+        sh_matcher_vote(m, 1, 1000 + t, t); /* 60 aligned votes */
         if (t % 20 == 0)
-            sh_matcher_vote(m, 2, 5000 + t + (t % 40 == 0), t);         /* 30, ±1 frame jitter */
-        sh_matcher_vote(m, 3, (uint32_t)(50 + 1.02 * t + 0.5), t);     /* 60, scale 1.02 */
+            sh_matcher_vote(m, 2, 5000 + t + (t % 40 == 0), t);    /* 30, ±1 frame jitter */
+        sh_matcher_vote(m, 3, (uint32_t)(50 + 1.02 * t + 0.5), t); /* 60, scale 1.02 */
         sh_matcher_vote(m, 1 + synth_rand(&s) % 3, synth_rand(&s) % 100000, t); /* noise */
     }
     for (uint32_t t = 0; t < 600; t += 30)
