@@ -118,7 +118,7 @@ static int derive_track_id(const char *ref, char *out, size_t cap, sh_err *e)
                                         "or a manifest)");
     memcpy(out, ref + start, len);
     out[len] = '\0';
-    return ingest_check_track_id(out, len, e);
+    return sh_track_id_check(out, len, e);
 }
 
 /* Whether `ref` starts with a URI scheme ("x:" with x = ALPHA *(ALPHA / DIGIT / "+" / "-" / ".")),
@@ -329,7 +329,7 @@ int ingest_batch_add_ref(ingest_batch *b, const ingest_batch_opts *o, const char
     char derived[SH_TRACK_ID_MAX + 1];
     int rc = 0;
     if (track_id)
-        rc = ingest_check_track_id(track_id, strlen(track_id), &e);
+        rc = sh_track_id_check(track_id, strlen(track_id), &e);
     else
         rc = derive_track_id(ref, derived, sizeof derived, &e);
     if (!rc) {
@@ -394,7 +394,7 @@ int ingest_batch_add_delete(ingest_batch *b, const char *track_id)
     it.label = label_for(track_id, 0);
     if (!it.label)
         return SH_ENOMEM;
-    int rc = ingest_check_track_id(track_id, strlen(track_id), &e);
+    int rc = sh_track_id_check(track_id, strlen(track_id), &e);
     if (!rc) {
         it.track_id = strdup(track_id);
         rc = it.track_id ? 0 : sh_err_set(&e, SH_ENOMEM, "out of memory");

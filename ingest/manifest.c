@@ -43,18 +43,6 @@ static bool has_control(const char *s, size_t len)
     return false;
 }
 
-int ingest_check_track_id(const char *id, size_t len, sh_err *e)
-{
-    if (len == 0)
-        return sh_err_set(e, SH_EINVAL, "empty track id");
-    if (len > SH_TRACK_ID_MAX)
-        return sh_err_set(e, SH_EINVAL, "track id is %zu bytes, over the %d-byte limit", len,
-                          SH_TRACK_ID_MAX);
-    if (has_control(id, len))
-        return sh_err_set(e, SH_EINVAL, "track id contains a control character");
-    return 0;
-}
-
 static void row_free(ingest_row *r)
 {
     free(r->track_id);
@@ -115,7 +103,7 @@ static int set_track_id(ingest_manifest *m, size_t line, ingest_row *r, const ch
     sh_err e = {0};
     if (strlen(s) != len)
         return bad_line(m, line, "track id contains a NUL byte");
-    if (ingest_check_track_id(s, len, &e))
+    if (sh_track_id_check(s, len, &e))
         return bad_line(m, line, "%s", e.msg);
     r->track_id = dup_n(s, len);
     return r->track_id ? 0 : SH_ENOMEM;

@@ -52,8 +52,4 @@ int ingest_manifest_parse(const char *buf, size_t len, ingest_manifest *out, sh_
 
 void ingest_manifest_free(ingest_manifest *m);
 
-/* Checks a track id: 1..SH_TRACK_ID_MAX bytes, no control characters (< 0x20, 0x7f). Returns 0
- * or SH_EINVAL with the reason. */
-int ingest_check_track_id(const char *id, size_t len, sh_err *e);
-
 #endif

@@ -398,7 +398,7 @@ static int load_list(job *j, sh_err *e)
         if (l == 0)
             continue;
         sh_err le = {0};
-        if (memchr(s, '\0', l) || ingest_check_track_id(s, l, &le)) {
+        if (memchr(s, '\0', l) || sh_track_id_check(s, l, &le)) {
             fprintf(stderr, "soundhash ingest reindex: %s line %zu: %s\n", j->c->list, line,
                     le.msg[0] ? le.msg : "NUL byte");
             bad++;

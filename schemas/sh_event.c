@@ -72,6 +72,16 @@ static int uuid_valid(const char *s)
 
 /* ---- rules ------------------------------------------------------------------------------------ */
 
+int sh_track_id_check(const char *id, size_t len, sh_err *e)
+{
+    if (len == 0)
+        return sh_err_set(e, SH_EINVAL, "empty track id");
+    if (len > SH_TRACK_ID_MAX)
+        return sh_err_set(e, SH_EINVAL, "track id is %zu bytes, over the %d-byte limit", len,
+                          SH_TRACK_ID_MAX);
+    return sh_txt_check("track id", id, len, SH_TRACK_ID_MAX, SH_TXT_NOCTRL, SH_EINVAL, e);
+}
+
 static int check_uri(const sh_audio_source *src, sh_err *e)
 {
     if (!src->uri)

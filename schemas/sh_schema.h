@@ -49,7 +49,7 @@
 enum {
     SH_FRAME_HEADER_LEN = 5,
     SH_EVENT_ID_LEN = 36,         /* canonical UUID text, lower-case hex */
-    SH_TRACK_ID_MAX = 256,        /* bytes, at least 1, no control chars (< 0x20, 0x7f) */
+    SH_TRACK_ID_MAX = 256,        /* bytes, at least 1, no control chars (C0, DEL, C1) */
     SH_TENANT_MAX = 128,          /* bytes, at least 1, no control chars */
     SH_PRODUCER_MAX = 128,        /* bytes, at least 1, no control chars */
     SH_CONTENT_TYPE_MAX = 127,    /* bytes, optional (empty = absent), no control chars */
@@ -176,6 +176,12 @@ int sh_event_id_new(char out[SH_EVENT_ID_LEN + 1], sh_err *e);
  * control characters other than tab and newline, with '?', so that arbitrary text (library error
  * messages, file names) can go into a string field. Returns how many bytes were replaced. */
 size_t sh_text_sanitize(char *s);
+
+/* Checks a track id of `len` bytes against the contract: 1..SH_TRACK_ID_MAX bytes, valid UTF-8, no
+ * NUL and no control characters (< 0x20, 0x7f, U+0080..U+009F). Returns 0 or SH_EINVAL with the
+ * reason ("empty track id", "track id is 300 bytes, over the 256-byte limit", ...). For producers
+ * that check ids before building events (manifests, id lists); validate/decode apply it too. */
+int sh_track_id_check(const char *id, size_t len, sh_err *e);
 
 /* Op names as in the schema ("UPSERT", ...); NULL for invalid values. */
 const char *sh_event_op_name(sh_event_op op);

@@ -78,6 +78,16 @@ int sh_utf8_valid(const char *s, size_t n)
     return 1;
 }
 
+/* Bytes of the control character at p[0] (C0 < 0x20, DEL, or a C1 control U+0080..U+009F, i.e.
+ * the UTF-8 pair C2 80..C2 9F), or 0 when p[0] does not start one. Terminals act on C1 controls
+ * (CSI, NEL) just as on C0 ones, so "no control characters" means both. */
+static size_t ctrl_len(const unsigned char *p, size_t n)
+{
+    if (p[0] < 0x20 || p[0] == 0x7f)
+        return 1;
+    return n >= 2 && p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f ? 2 : 0;
+}
+
 size_t sh_text_sanitize(char *s)
 {
     if (!s)
@@ -86,9 +96,12 @@ size_t sh_text_sanitize(char *s)
     size_t n = strlen(s), fixed = 0;
     for (size_t i = 0; i < n;) {
         size_t k = utf8_seq(p + i, n - i);
-        if (k == 1 && (p[i] < 0x20 || p[i] == 0x7f) && p[i] != '\t' && p[i] != '\n')
-            k = 0;
-        if (!k) {
+        if (k && ctrl_len(p + i, n - i) && p[i] != '\t' && p[i] != '\n') {
+            for (size_t j = 0; j < k; j++)
+                p[i + j] = '?';
+            i += k;
+            fixed += k;
+        } else if (!k) {
             p[i++] = '?';
             fixed++;
         } else {
@@ -108,11 +121,12 @@ int sh_txt_check(const char *field, const char *s, size_t n, size_t max, unsigne
     if (n && memchr(s, 0, n))
         return sh_err_set(e, SH_EINVAL, "%s contains a NUL byte", field);
     if (rules & SH_TXT_NOCTRL) {
+        const unsigned char *p = (const unsigned char *)s;
         for (size_t i = 0; i < n; i++) {
-            unsigned char c = (unsigned char)s[i];
-            if (c < 0x20 || c == 0x7f)
+            size_t k = ctrl_len(p + i, n - i);
+            if (k)
                 return sh_err_set(e, SH_EINVAL, "%s contains control character 0x%02x at byte %zu",
-                                  field, c, i);
+                                  field, k == 1 ? p[i] : p[i + 1], i);
         }
     }
     if (!sh_utf8_valid(s, n))

@@ -29,7 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const ingest_row *r = &m.rows[i];
         CHECK(r->track_id && r->uri && r->line >= 1);
         size_t tl = strlen(r->track_id);
-        CHECK(tl >= 1 && tl <= SH_TRACK_ID_MAX && ingest_check_track_id(r->track_id, tl, NULL) == 0);
+        CHECK(tl >= 1 && tl <= SH_TRACK_ID_MAX && sh_track_id_check(r->track_id, tl, NULL) == 0);
         CHECK(strlen(r->uri) >= 1 && strlen(r->uri) <= SH_URI_MAX);
         CHECK(!r->tenant || (strlen(r->tenant) >= 1 && strlen(r->tenant) <= SH_TENANT_MAX));
         CHECK(r->n_meta <= SH_META_MAX_ENTRIES);

@@ -63,7 +63,7 @@ check "a changed list is another selection" grep -q "belongs to selection 'list:
 printf 't05\nbad\001id\n' > "$SH_TMP/badlist"
 expect_exit 1 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --list "$SH_TMP/badlist" \
   --rate 1000/s --checkpoint "$SH_TMP/badlist.json"
-check "bad list line named" grep -q "badlist line 2: track id contains a control character" "$SH_TMP/err"
+check "bad list line named" grep -q "badlist line 2: track id contains control character 0x01" "$SH_TMP/err"
 printf '\n\r\n' > "$SH_TMP/emptylist"   # blank lines only: must not fall back to every track
 expect_exit 1 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --list "$SH_TMP/emptylist" \
   --rate 1000/s --checkpoint "$SH_TMP/emptylist.json"

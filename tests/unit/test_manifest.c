@@ -197,14 +197,23 @@ static void test_check_track_id(void **state)
 {
     (void)state;
     sh_err e = {0};
-    assert_int_equal(ingest_check_track_id("a", 1, &e), 0);
-    assert_int_equal(ingest_check_track_id("", 0, &e), SH_EINVAL);
-    assert_int_equal(ingest_check_track_id("a\x7f", 2, &e), SH_EINVAL);
+    assert_int_equal(sh_track_id_check("a", 1, &e), 0);
+    assert_int_equal(sh_track_id_check("", 0, &e), SH_EINVAL);
+    assert_int_equal(sh_track_id_check("a\x7f", 2, &e), SH_EINVAL);
     char id[257];
     memset(id, 'i', sizeof id);
-    assert_int_equal(ingest_check_track_id(id, 256, &e), 0);
-    assert_int_equal(ingest_check_track_id(id, 257, &e), SH_EINVAL);
+    assert_int_equal(sh_track_id_check(id, 256, &e), 0);
+    assert_int_equal(sh_track_id_check(id, 257, &e), SH_EINVAL);
     assert_non_null(strstr(e.msg, "257 bytes"));
+    /* Unicode is fine; C1 controls (NEL U+0085, CSI U+009B) and broken UTF-8 are not. */
+    assert_int_equal(sh_track_id_check("caf\xc3\xa9 \xe2\x80\x94 \xf0\x9f\x8e\xb5", 13, &e), 0);
+    assert_int_equal(sh_track_id_check("nel\xc2\x85", 5, &e), SH_EINVAL);
+    assert_non_null(strstr(e.msg, "control character 0x85 at byte 3"));
+    assert_int_equal(sh_track_id_check("\xc2\x9b" "31m", 5, &e), SH_EINVAL);
+    assert_int_equal(sh_track_id_check("\xc2\xa0nbsp", 6, &e), 0); /* U+00A0 is not a control */
+    assert_int_equal(sh_track_id_check("bad\xff", 4, &e), SH_EINVAL);
+    assert_non_null(strstr(e.msg, "UTF-8"));
+    assert_int_equal(sh_track_id_check("a\0b", 3, &e), SH_EINVAL);
 }
 
 int main(void)

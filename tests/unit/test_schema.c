@@ -279,6 +279,12 @@ static void test_event_rules(void **state)
     expect_invalid(&ev, SH_EINVAL, "track_id is empty");
     strcpy(ev.track_id, "a\tb");
     expect_invalid(&ev, SH_EINVAL, "track_id contains control character");
+    strcpy(ev.track_id, "nel\xc2\x85"); /* U+0085, a C1 control */
+    expect_invalid(&ev, SH_EINVAL, "track_id contains control character 0x85 at byte 3");
+    strcpy(ev.tenant, "\xc2\x9b" "1m");  /* U+009B CSI */
+    strcpy(ev.track_id, "ok");
+    expect_invalid(&ev, SH_EINVAL, "tenant contains control character 0x9b");
+    strcpy(ev.tenant, "acme");
     strcpy(ev.track_id, "bad\xff");
     expect_invalid(&ev, SH_EINVAL, "track_id is not valid UTF-8");
     memset(ev.track_id, 'a', sizeof ev.track_id); /* not terminated: 257 bytes */
@@ -834,6 +840,9 @@ static void test_sanitize(void **state)
     char s[] = "ok \xc3\xa9 bad\xff\xfe ctl\x01 tab\tnl\n \xe2\x82";
     assert_int_equal(sh_text_sanitize(s), 5);
     assert_string_equal(s, "ok \xc3\xa9 bad?? ctl? tab\tnl\n ??");
+    char c1[] = "a\xc2\x9b" "31m\xc2\xa0z"; /* CSI is a C1 control; NBSP is not */
+    assert_int_equal(sh_text_sanitize(c1), 2);
+    assert_string_equal(c1, "a??31m\xc2\xa0z");
     assert_int_equal(sh_text_sanitize(NULL), 0);
 }
 
