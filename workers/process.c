@@ -15,7 +15,7 @@
 typedef struct fp_ctx {
     wk *w;
     sh_fp *fp;
-    sh_primary *db; /* opened lazily, only for reindex events that re-read stored audio */
+    sh_primary *db; /* opened lazily: staleness checks, reindex events that re-read stored audio */
 } fp_ctx;
 
 /* Next job, live ones first; NULL when the worker is shutting down and nothing is left. */
@@ -82,7 +82,23 @@ static void ensure_db(fp_ctx *c)
         SH_WARN("db_connect_failed", "msg=\"%s\"", sh_err_text(&e));
 }
 
-/* One attempt at everything before the database write. */
+/* Re-delivered events (restarts, rebalances, replays) are common and would be written as stale
+ * no-ops anyway: a cheap lookup skips fetching and fingerprinting them. Any lookup failure just
+ * means "not known to be stale" — the writer's version check stays the authority. */
+static bool known_stale(fp_ctx *c, const wk_job *j)
+{
+    ensure_db(c);
+    if (!c->db)
+        return false;
+    sh_track t = {0};
+    sh_err e = {0};
+    bool stale = sh_primary_get_track(c->db, j->ev.track_id, 0, &t, &e) == 0 &&
+                 t.version >= j->ev.submitted_at_ms;
+    sh_track_clear(&t);
+    return stale;
+}
+
+/* One attempt at everything before the database write. SH_ESTALE: nothing to do. */
 static int prepare(fp_ctx *c, wk_job *j, sh_err *e)
 {
     wk *w = c->w;
@@ -95,13 +111,13 @@ static int prepare(fp_ctx *c, wk_job *j, sh_err *e)
     }
     if (j->ev.op == SH_OP_DELETE)
         return 0;
+    if (known_stale(c, j))
+        return SH_ESTALE;
     if (j->ev.fp_version != 0 && j->ev.fp_version != SH_FP_VERSION)
         return sh_err_set(e, SH_EUNSUPPORTED, "fp_version %d requested, this worker makes %d",
                           (int)j->ev.fp_version, SH_FP_VERSION);
     if (!j->meta_json && meta_to_json(j, e))
         return SH_EFORMAT;
-    if (j->ev.op == SH_OP_REINDEX && j->ev.source.kind == SH_SRC_NONE)
-        ensure_db(c);
     sh_audio *a = NULL;
     int rc = wk_fetch_open(w, j, c->db, &a, e);
     if (rc == 0)
@@ -126,6 +142,10 @@ static void process_job(fp_ctx *c, wk_job *j)
         sh_err e = {0};
         j->attempts++;
         int rc = prepare(c, j, &e);
+        if (rc == SH_ESTALE) {
+            wk_job_done(w, j, "stale");
+            return;
+        }
         if (rc == 0) {
             sh_audio_event *ev = &j->ev;
             if (ev->op != SH_OP_DELETE)
