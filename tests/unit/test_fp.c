@@ -9,6 +9,7 @@
 #include "synth.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -249,6 +250,58 @@ static void test_query_covers_index(void **state)
     free(a.h), free(b.h), free(x);
 }
 
+typedef struct job {
+    const float *x;
+    size_t n;
+    hashes out;
+} job;
+
+static void *worker(void *arg)
+{
+    job *j = arg;
+    sh_fp_config c;
+    sh_fp_config_query(&c);
+    for (int r = 0; r < 3; r++) { /* create/free repeatedly: plans are made under the lock */
+        sh_fp *fp = NULL;
+        if (sh_fp_new(&c, &fp, NULL) || sh_fp_feed(fp, j->x, j->n, NULL) || sh_fp_finish(fp, NULL))
+            return NULL;
+        size_t m;
+        const sh_hash *h = sh_fp_hashes(fp, &m);
+        free(j->out.h);
+        j->out.h = malloc((m ? m : 1) * sizeof *h);
+        if (j->out.h && m)
+            memcpy(j->out.h, h, m * sizeof *h);
+        j->out.n = m;
+        sh_fp_free(fp);
+    }
+    return arg;
+}
+
+/* Extractors made and run in parallel threads give the single-threaded result. */
+static void test_threads(void **state)
+{
+    (void)state;
+    const size_t n = 6 * RATE;
+    float *x = music(n, 10);
+    sh_fp_config c;
+    sh_fp_config_query(&c);
+    hashes ref = run(&c, x, n, 0);
+    job jobs[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = (job){.x = x, .n = n};
+        assert_int_equal(pthread_create(&th[i], NULL, worker, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        void *ret = NULL;
+        assert_int_equal(pthread_join(th[i], &ret), 0);
+        assert_non_null(ret);
+        assert_same(ref, jobs[i].out);
+        free(jobs[i].out.h);
+    }
+    free(ref.h), free(x);
+}
+
 static void test_config_checks(void **state)
 {
     (void)state;
@@ -287,7 +340,8 @@ int main(void)
         cmocka_unit_test(test_deterministic),      cmocka_unit_test(test_streaming_equals_oneshot),
         cmocka_unit_test(test_reset_reuses),       cmocka_unit_test(test_degenerate_input),
         cmocka_unit_test(test_bounded_count),      cmocka_unit_test(test_layout_roundtrip),
-        cmocka_unit_test(test_query_covers_index), cmocka_unit_test(test_config_checks),
+        cmocka_unit_test(test_query_covers_index), cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_config_checks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
