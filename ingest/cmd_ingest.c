@@ -10,9 +10,12 @@
 #include "sh_opt.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 enum { MANIFEST_FILE_MAX = 256 * 1024 * 1024 }; /* bytes of a manifest file read into memory */
 
@@ -108,13 +111,18 @@ typedef struct publish_conf {
 
 static int read_manifest(const char *path, ingest_manifest *m, sh_err *e)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
         return sh_err_set(e, SH_EIO, "manifest %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || S_ISDIR(st.st_mode)) {
+        close(fd);
+        return sh_err_set(e, SH_EIO, "manifest %s: not a file", path);
+    }
     uint8_t *buf = NULL;
     size_t len = 0;
-    int rc = sh_read_fd(fileno(f), MANIFEST_FILE_MAX, &buf, &len, e);
-    fclose(f);
+    int rc = sh_read_fd(fd, MANIFEST_FILE_MAX, &buf, &len, e);
+    close(fd);
     if (rc)
         return sh_err_wrap(e, rc, "manifest %s", path);
     rc = ingest_manifest_parse((const char *)buf, len, m, e);
@@ -124,6 +132,8 @@ static int read_manifest(const char *path, ingest_manifest *m, sh_err *e)
     if (m->bad_lines > m->errors.n)
         fprintf(stderr, "soundhash ingest publish: %s: ... and %zu more bad lines\n", path,
                 m->bad_lines - m->errors.n);
+    if (!rc && m->n == 0) /* most likely the wrong file: say so rather than succeed silently */
+        rc = sh_err_set(e, SH_EFORMAT, "no rows");
     return rc ? sh_err_wrap(e, rc, "manifest %s", path) : 0;
 }
 
@@ -163,7 +173,8 @@ static int build_publish_batch(const publish_conf *pc, const sh_cmd_spec *spec,
     }
     if (rc)
         return fprintf(stderr, "soundhash ingest publish: out of memory\n"), SH_EXIT_RUNTIME;
-    if (b->bad || ingest_batch_validate(b, o)) {
+    ingest_batch_validate(b, o); /* also after resolution failures: list every problem at once */
+    if (b->bad) {
         fprintf(stderr, "soundhash ingest publish: %zu bad input(s); nothing published\n", b->bad);
         return SH_EXIT_RUNTIME;
     }
@@ -261,7 +272,9 @@ static int cmd_delete(int argc, char **argv)
         if (ingest_batch_add_delete(&b, ids.v[i]))
             code = SH_EXIT_RUNTIME;
     }
-    if (code < 0 && (b.bad || ingest_batch_validate(&b, &o))) {
+    if (code < 0)
+        ingest_batch_validate(&b, &o);
+    if (code < 0 && b.bad) {
         fprintf(stderr, "soundhash ingest delete: %zu bad track id(s); nothing published\n", b.bad);
         code = SH_EXIT_RUNTIME;
     }

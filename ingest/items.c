@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,22 +58,53 @@ static int batch_push(ingest_batch *b, ingest_item *it)
     return 0;
 }
 
+/* Prints one problem as ONE line on stderr: names and paths come from the user and may hold
+ * control characters (a newline would split the line, an escape sequence would drive the
+ * terminal), so any left in the text are shown as '?'. */
+static void problem(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void problem(const char *fmt, ...)
+{
+    char line[2 * SH_URI_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    for (unsigned char *p = (unsigned char *)line; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            *p = '?';
+    fprintf(stderr, "soundhash ingest: %s\n", line);
+}
+
 /* Reports a bad item and counts it; returns 0 (not fatal) unless the cause is SH_ENOMEM. */
 static int item_failed(ingest_batch *b, ingest_item *it, int rc, const sh_err *e)
 {
-    fprintf(stderr, "soundhash ingest: %s: %s\n", it->label ? it->label : "(item)", sh_err_text(e));
+    problem("%s: %s", it->label ? it->label : "(item)", sh_err_text(e));
     item_free(it);
     b->bad++;
     return rc == SH_ENOMEM ? rc : 0;
 }
 
+/* How messages name an item: "manifest line N", or the argument quoted with control bytes
+ * (C0, DEL) escaped as \xNN so that the user can still tell which file it was. */
 static char *label_for(const char *what, size_t line)
 {
-    char buf[SH_URI_MAX + 64];
-    if (line)
+    char buf[4 * SH_URI_MAX + 64];
+    if (line) {
         snprintf(buf, sizeof buf, "manifest line %zu", line);
-    else
-        snprintf(buf, sizeof buf, "'%s'", what ? what : "");
+        return strdup(buf);
+    }
+    size_t o = 0;
+    buf[o++] = '\'';
+    for (const unsigned char *p = (const unsigned char *)(what ? what : ""); *p; p++) {
+        if (o + 8 >= sizeof buf)
+            break;
+        if (*p < 0x20 || *p == 0x7f)
+            o += (size_t)snprintf(buf + o, sizeof buf - o, "\\x%02x", *p);
+        else
+            buf[o++] = (char)*p;
+    }
+    buf[o++] = '\'';
+    buf[o] = '\0';
     return strdup(buf);
 }
 
@@ -119,6 +151,20 @@ static int derive_track_id(const char *ref, char *out, size_t cap, sh_err *e)
     memcpy(out, ref + start, len);
     out[len] = '\0';
     return sh_track_id_check(out, len, e);
+}
+
+static bool has_scheme(const char *ref);
+
+/* What the default track id is derived from: for a file:// URI its decoded path (so that
+ * "file:///m/My%20Song.flac" and the path "/m/My Song.flac" give the same id "My Song"); else
+ * `ref` itself (URLs keep their escapes: they are not file names). The path goes to `buf`. */
+static const char *name_source(const char *ref, char *buf, size_t cap)
+{
+    sh_uri_kind kind;
+    if (has_scheme(ref) && !sh_uri_classify(ref, &kind, NULL) && kind == SH_URI_FILE &&
+        !sh_uri_file_path(ref, buf, cap, NULL))
+        return buf;
+    return ref;
 }
 
 /* Whether `ref` starts with a URI scheme ("x:" with x = ALPHA *(ALPHA / DIGIT / "+" / "-" / ".")),
@@ -293,8 +339,13 @@ static int resolve(const ingest_batch_opts *o, const char *ref, bool cwd_relativ
                 return sh_err_set(e, SH_EUNSUPPORTED, "--inline needs a local file, not a URL");
             it->kind = SH_SRC_URL;
             it->uri = strdup(ref);
+            if (!it->uri)
+                return sh_err_set(e, SH_ENOMEM, "out of memory");
+            /* Schemes are case-insensitive (RFC 3986): publish the canonical lower-case form. */
+            for (char *c = it->uri; *c != ':'; c++)
+                *c = (char)(*c | 0x20);
             it->content_type = content_type_of(ref);
-            return it->uri ? 0 : sh_err_set(e, SH_ENOMEM, "out of memory");
+            return 0;
         }
         if (kind != SH_URI_FILE)
             return sh_err_set(e, SH_EUNSUPPORTED, "data:/inline: URIs are not accepted; publish "
@@ -326,12 +377,12 @@ int ingest_batch_add_ref(ingest_batch *b, const ingest_batch_opts *o, const char
     it.label = label_for(ref, 0);
     if (!it.label)
         return SH_ENOMEM;
-    char derived[SH_TRACK_ID_MAX + 1];
+    char derived[SH_TRACK_ID_MAX + 1], path[SH_MEDIA_PATH_MAX + 1];
     int rc = 0;
     if (track_id)
         rc = sh_track_id_check(track_id, strlen(track_id), &e);
     else
-        rc = derive_track_id(ref, derived, sizeof derived, &e);
+        rc = derive_track_id(name_source(ref, path, sizeof path), derived, sizeof derived, &e);
     if (!rc) {
         it.track_id = strdup(track_id ? track_id : derived);
         rc = it.track_id ? 0 : sh_err_set(&e, SH_ENOMEM, "out of memory");
@@ -447,31 +498,45 @@ int ingest_item_event(const ingest_item *it, const ingest_batch_opts *o, sh_audi
     return rc;
 }
 
-static int cmp_str_ptr(const void *a, const void *b)
+/* Orders item indexes by track id, then by position (so that reports list items in input order). */
+static int cmp_by_track(const void *a, const void *b, void *batch)
 {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
+    const ingest_batch *bt = batch;
+    size_t i = *(const size_t *)a, j = *(const size_t *)b;
+    int c = strcmp(bt->v[i].track_id, bt->v[j].track_id);
+    return c ? c : (i > j) - (i < j);
 }
 
-/* Two events for one track in one batch is almost certainly a mistake in the input. */
+/* Two events for one track in one batch is almost certainly a mistake in the input: each such
+ * track is reported once, naming where it appears ("manifest line 2, manifest line 9"). */
 static size_t report_duplicates(const ingest_batch *b)
 {
     if (b->n < 2)
         return 0;
-    const char **ids = malloc(b->n * sizeof *ids);
-    if (!ids)
+    size_t *ix = malloc(b->n * sizeof *ix);
+    if (!ix)
         return 0;
     for (size_t i = 0; i < b->n; i++)
-        ids[i] = b->v[i].track_id;
-    qsort(ids, b->n, sizeof *ids, cmp_str_ptr);
+        ix[i] = i;
+    qsort_r(ix, b->n, sizeof *ix, cmp_by_track, (void *)b);
     size_t dups = 0;
-    for (size_t i = 1; i < b->n; i++) {
-        if (!strcmp(ids[i], ids[i - 1]) && (i < 2 || strcmp(ids[i], ids[i - 2]))) {
-            fprintf(stderr, "soundhash ingest: track id '%s' appears more than once in the batch\n",
-                    ids[i]);
+    for (size_t i = 0; i < b->n;) {
+        size_t end = i + 1;
+        while (end < b->n && !strcmp(b->v[ix[end]].track_id, b->v[ix[i]].track_id))
+            end++;
+        if (end - i > 1) {
+            char where[512];
+            size_t o = 0;
+            for (size_t k = i; k < end && o < sizeof where - 64; k++)
+                o += (size_t)snprintf(where + o, sizeof where - o, "%s%s", k > i ? ", " : "",
+                                      b->v[ix[k]].label);
+            problem("track id '%s' appears %zu times in the batch: %s%s", b->v[ix[i]].track_id,
+                    end - i, where, o >= sizeof where - 64 ? ", ..." : "");
             dups++;
         }
+        i = end;
     }
-    free(ids);
+    free(ix);
     return dups;
 }
 
@@ -489,8 +554,7 @@ int ingest_batch_validate(ingest_batch *b, const ingest_batch_opts *o)
         if (!rc)
             rc = sh_event_validate(&ev, &o->lim, &e);
         if (rc) {
-            fprintf(stderr, "soundhash ingest: %s (track '%s'): %s\n", b->v[i].label,
-                    b->v[i].track_id, sh_err_text(&e));
+            problem("%s (track '%s'): %s", b->v[i].label, b->v[i].track_id, sh_err_text(&e));
             b->bad++;
         }
         sh_event_clear(&ev);

@@ -69,8 +69,9 @@ int ingest_batch_add_delete(ingest_batch *b, const char *track_id);
 int ingest_item_event(const ingest_item *it, const ingest_batch_opts *o, sh_audio_event *ev,
                       sh_err *e);
 
-/* Validates every event of the batch (sh_event_validate) and refuses duplicate track ids;
- * prints each problem, counts them in b->bad. Returns b->bad == 0 ? 0 : SH_EINVAL. */
+/* Validates every event of the batch (sh_event_validate) and refuses duplicate track ids (naming
+ * every item that repeats one); prints each problem as one line, adds them to b->bad (which may
+ * already count resolution failures). Returns b->bad == 0 ? 0 : SH_EINVAL. */
 int ingest_batch_validate(ingest_batch *b, const ingest_batch_opts *o);
 
 void ingest_batch_free(ingest_batch *b);

@@ -29,6 +29,10 @@ static int bad_line(ingest_manifest *m, size_t line, const char *fmt, ...)
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
     snprintf(msg, sizeof msg, "line %zu: %s", line, why);
+    /* Reasons quote the input (keys, JSON text): keep each message one harmless line. */
+    for (unsigned char *p = (unsigned char *)msg; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            *p = '?';
     sh_strlist_push(&m->errors, msg); /* on ENOMEM the message is lost, the count is not */
     return SH_EFORMAT;
 }

@@ -44,6 +44,12 @@ for bin in "$SH_BIN" "$SH_BIN_ASAN"; do
   check "same partition for the same track ($part1 vs $1)" test "$1" -eq "$part1"
   check "later offset ($off1 < $2)" test "$2" -gt "$off1"
 
+  # Scheme case does not matter; a file:// URI's track id comes from its decoded name.
+  expect_exit 0 "$bin" ingest publish --brokers "$B" --media-root "$media" \
+    "HTTPS://cdn.example.com/Upper.ogg" "file://$media/sub%20dir/tone%20one.wav"
+  check "upper-case scheme accepted" grep -q '"track_id":"Upper"' "$SH_TMP/out"
+  check "file URI: id from the decoded name" grep -q '"track_id":"tone one"' "$SH_TMP/out"
+
   # Manifests: CSV with quoting and metadata, JSON lines; bare paths are relative to the root.
   printf 'track_id,uri,tenant,metadata\n"m,1",sub dir/tone one.wav,t1,"{""title"":""x, y""}"\nm2,https://h.example/b.ogg,,\n' > "$SH_TMP/m.csv"
   expect_exit 0 "$bin" ingest publish --brokers "$B" --media-root "$media" --manifest "$SH_TMP/m.csv"
@@ -73,7 +79,22 @@ for bin in "$SH_BIN" "$SH_BIN_ASAN"; do
   bad "control character" --track-id "$(printf 'a\tb')" "https://h.example/a.ogg"
   bad "over the 256-byte limit" --track-id "$(head -c 257 /dev/zero | tr '\0' x)" https://h.example/a.ogg
   bad "empty track id" --track-id "" https://h.example/a.ogg
-  bad "appears more than once" https://h.example/a.ogg https://h.example/b/a.ogg
+  bad "track id 'a' appears 2 times in the batch: 'https://h.example/a.ogg', 'https://h.example/b/a.ogg'" \
+    https://h.example/a.ogg https://h.example/b/a.ogg
+  printf 'track_id,uri\nd,https://h.example/1.ogg\nok,https://h.example/2.ogg\nd,https://h.example/3.ogg\n' > "$SH_TMP/dup.csv"
+  bad "track id 'd' appears 2 times in the batch: manifest line 2, manifest line 4" --manifest "$SH_TMP/dup.csv"
+  # Every problem at once: a missing file does not hide a duplicate.
+  bad "appears 2 times" "$media/nope.wav" https://h.example/a.ogg https://h.example/b/a.ogg
+  grep -q "nope.wav" "$SH_TMP/err" || fail "missing file not reported with the duplicate"
+  : > "$SH_TMP/empty.csv"
+  bad "manifest $SH_TMP/empty.csv: no rows" --manifest "$SH_TMP/empty.csv"
+  bad "manifest $SH_TMP: not a file" --manifest "$SH_TMP"
+  # A file name with a newline or an escape sequence: one line per problem, bytes shown as \xNN.
+  nl_name="$media/$(printf 'n\nl').wav"; cp "$media/clip.wav" "$nl_name"
+  bad "n\x0al.wav': track id contains control character 0x0a" "$nl_name"
+  check "one line per problem" test "$(wc -l < "$SH_TMP/err")" -eq 2
+  rm -f "$nl_name"
+  bad "track id contains control character 0x85" --track-id "$(printf 'nel\xc2\x85')" https://h.example/a.ogg
   printf 'track_id,uri\ngood,https://h.example/a.ogg\n,https://h.example/b.ogg\nx,"open\n' > "$SH_TMP/bad.csv"
   bad "line 3: empty track id" --manifest "$SH_TMP/bad.csv"
   grep -q "line 4: unterminated quoted field" "$SH_TMP/err" || fail "line 4 not reported"

@@ -139,6 +139,11 @@ static void test_jsonl_bad_lines(void **state)
     assert_true(has_error(&m, "line 6: invalid JSON"));
     assert_true(has_error(&m, "line 7: invalid JSON")); /* duplicate key */
     ingest_manifest_free(&m);
+    /* Messages quote the input; control characters in it never reach the terminal. */
+    text = "{\"track_id\":\"t\",\"uri\":\"u\",\"k\\u001b[2J\\n\":1}\n";
+    assert_int_equal(parse(text, &m), SH_EFORMAT);
+    assert_true(has_error(&m, "line 1: unknown key 'k?[2J?'"));
+    ingest_manifest_free(&m);
 }
 
 static void test_caps(void **state)
