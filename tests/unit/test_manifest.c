@@ -5,6 +5,7 @@
 #include <cmocka.h>
 
 #include "../../ingest/manifest.h"
+#include "sh_schema.h"
 
 #include <stdbool.h>
 #include <stdio.h>
