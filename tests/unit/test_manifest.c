@@ -93,7 +93,7 @@ static void test_csv_every_bad_line_reported(void **state)
     assert_true(has_error(&m, "line 5: empty track id"));
     assert_true(has_error(&m, "line 6: 3 fields, the header has 2"));
     assert_true(has_error(&m, "line 7: track id is 257 bytes"));
-    assert_true(has_error(&m, "line 8: track id contains a control character"));
+    assert_true(has_error(&m, "line 8: track id contains control character 0x"));
     assert_true(has_error(&m, "line 9: empty uri"));
     ingest_manifest_free(&m);
 }
@@ -212,7 +212,8 @@ static void test_check_track_id(void **state)
     assert_int_equal(sh_track_id_check(id, 257, &e), SH_EINVAL);
     assert_non_null(strstr(e.msg, "257 bytes"));
     /* Unicode is fine; C1 controls (NEL U+0085, CSI U+009B) and broken UTF-8 are not. */
-    assert_int_equal(sh_track_id_check("caf\xc3\xa9 \xe2\x80\x94 \xf0\x9f\x8e\xb5", 13, &e), 0);
+    const char *uni = "caf\xc3\xa9 \xe2\x80\x94 \xf0\x9f\x8e\xb5";
+    assert_int_equal(sh_track_id_check(uni, strlen(uni), &e), 0);
     assert_int_equal(sh_track_id_check("nel\xc2\x85", 5, &e), SH_EINVAL);
     assert_non_null(strstr(e.msg, "control character 0x85 at byte 3"));
     assert_int_equal(sh_track_id_check("\xc2\x9b" "31m", 5, &e), SH_EINVAL);
