@@ -549,21 +549,24 @@ int ingest_cmd_reindex(int argc, char **argv)
     sh_opt opts[] = {
         {"brokers", 'b', SH_OPT_STR, &c.brokers, NULL, "Kafka bootstrap servers host:port,...",
          SH_OPT_REQUIRED, 0, 0},
-        {"property", 'X', SH_OPT_LIST, &c.props, NULL, "librdkafka property key=value", 0, 0, 0},
+        {"property", 'X', SH_OPT_LIST, &c.props, NULL,
+         "librdkafka property key=value (repeatable)", 0, 0, 0},
         {"timeout", 0, SH_OPT_DOUBLE, &c.timeout_s, "10", "seconds to wait for a broker", 0, 0, 0},
         {"delivery-timeout", 0, SH_OPT_DOUBLE, &c.delivery_timeout_s, "30",
          "seconds librdkafka retries one event", 0, 0, 0},
         {"dsn", 0, SH_OPT_STR, &c.dsn, NULL,
          "primary PostgreSQL (libpq DSN; password via SOUNDHASH_DB_PASSWORD or a passfile)",
          SH_OPT_REQUIRED, 0, 0},
-        {"tenant", 0, SH_OPT_STR, &c.tenant, NULL, "only this tenant's tracks", 0, 0, 0},
+        {"tenant", 0, SH_OPT_STR, &c.tenant, NULL,
+         "only this tenant's tracks (combinable with --older-than-fp-version)", 0, 0, 0},
         {"older-than-fp-version", 0, SH_OPT_BOOL, &c.older, "false",
          "only tracks fingerprinted with a version older than --fp-version", 0, 0, 0},
         {"fp-version", 0, SH_OPT_INT, &c.fp_version, SH_REINDEX_FP_VERSION_TEXT,
-         "target fingerprint version (default: this build's)", 0, 1, 1000000},
+         "target fingerprint version (the default is this build's)", 0, 1, 1000000},
         {"list", 0, SH_OPT_STR, &c.list, NULL, "file of track ids, one per line", 0, 0, 0},
         {"all", 0, SH_OPT_BOOL, &c.all, "false", "every active track", 0, 0, 0},
-        {"rate", 0, SH_OPT_STR, &c.rate_text, "100/s", "events per second, e.g. 500/s", 0, 0, 0},
+        {"rate", 0, SH_OPT_STR, &c.rate_text, "100/s",
+         "events per second, N or N/s, 0 < N <= 1000000 (e.g. 500/s, 0.5/s)", 0, 0, 0},
         {"checkpoint", 0, SH_OPT_STR, &c.checkpoint, NULL,
          "progress file; a re-run resumes after it", SH_OPT_REQUIRED, 0, 0},
         {"batch", 0, SH_OPT_INT, &c.batch, "500",
@@ -574,12 +577,13 @@ int ingest_cmd_reindex(int argc, char **argv)
     sh_cmd_spec spec = {
         .name = "ingest reindex",
         .usage = "--brokers B --dsn DSN (--all | --tenant T | --older-than-fp-version | --list F) "
-                 "--rate N/s --checkpoint FILE",
+                 "[--rate N/s] --checkpoint FILE [--batch N] [--restart]",
         .summary = "Publishes a REINDEX event per selected track of the primary database to "
                    "soundhash.audio.reindex (workers favour live uploads), at most --rate events "
                    "per second, checkpointing after each delivered page so that a killed job "
-                   "resumes where it stopped. Shows progress and ETA on stderr; prints a JSON "
-                   "summary line.",
+                   "resumes where it stopped (re-run the same command; at most one page is sent "
+                   "twice). Shows progress and ETA on stderr; prints a JSON summary line. SIGTERM "
+                   "or SIGINT stops it with exit 1, resumable.",
         .opts = opts};
     sh_err e = {0};
     int rc = sh_opt_parse(&spec, argc, argv, &e);

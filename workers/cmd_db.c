@@ -173,8 +173,8 @@ int sh_cmd_db(int argc, char **argv)
         {NULL, 0, 0, NULL, NULL, NULL, 0, 0, 0},
     };
     sh_opt dsn_opts[] = {
-        {"dsn", 0, SH_OPT_STR, &c.dsn, NULL, "libpq connection string or URI (env SOUNDHASH_DSN)",
-         SH_OPT_REQUIRED, 0, 0},
+        {"dsn", 0, SH_OPT_STR, &c.dsn, NULL, "libpq connection string or URI", SH_OPT_REQUIRED, 0,
+         0},
         {"db-password", 0, SH_OPT_STR, &c.password, NULL,
          "password (secret: env SOUNDHASH_DB_PASSWORD or --db-password-file F)", SH_OPT_SECRET, 0,
          0},
@@ -189,8 +189,12 @@ int sh_cmd_db(int argc, char **argv)
     if (!strcmp(sub, "start") || !strcmp(sub, "stop")) {
         spec.name = !strcmp(sub, "start") ? "db start" : "db stop";
         spec.usage = "--dir DIR";
-        spec.summary = "Private local PostgreSQL cluster for development and tests (initdb, "
-                       "wal_level=logical, 127.0.0.1 only). `start` prints the DSN.";
+        spec.summary = !strcmp(sub, "start")
+                           ? "Starts a private local PostgreSQL cluster for development and "
+                             "tests in DIR (initdb on first use, wal_level=logical, 127.0.0.1 "
+                             "only) and prints its DSN (also written to DIR/dsn)."
+                           : "Stops the private cluster in DIR (fast shutdown); exit 0 also when "
+                             "it was not running (exit 1 when DIR holds no cluster).";
         spec.opts = dir_opts;
         run = !strcmp(sub, "start") ? db_start : db_stop;
     } else if (!strcmp(sub, "migrate") || !strcmp(sub, "status")) {
