@@ -202,20 +202,34 @@ int sh_av_get_value(const avro_value_t *rec, const char *name, unsigned flags, a
     return rc;
 }
 
-int sh_av_get_str(const avro_value_t *rec, const char *name, unsigned flags, const char **s,
-                  size_t *n, int *present, sh_err *e)
+/* The lookup every typed getter starts with: finds the field (unwrapping a union), reports
+ * presence, and checks the writer's type (`want`, or AVRO_INT32/AVRO_INT64 both when `want` is
+ * AVRO_INT64: Avro promotes int to long). Returns 1 (present, *v set), 0 (absent per flags) or
+ * an error. */
+static int av_typed(const avro_value_t *rec, const char *name, unsigned flags, avro_type_t want,
+                    const char *want_name, avro_value_t *v, int *present, sh_err *e)
 {
-    avro_value_t v;
     int here = 0;
-    int rc = av_lookup(rec, name, flags, &v, &here, e);
-    *s = NULL;
-    *n = 0;
+    int rc = av_lookup(rec, name, flags, v, &here, e);
     if (present)
         *present = here;
     if (rc || !here)
         return rc;
-    if (avro_value_get_type(&v) != AVRO_STRING)
-        return wrong_type(name, &v, "string", e);
+    avro_type_t t = avro_value_get_type(v);
+    if (t != want && !(want == AVRO_INT64 && t == AVRO_INT32))
+        return wrong_type(name, v, want_name, e);
+    return 1;
+}
+
+int sh_av_get_str(const avro_value_t *rec, const char *name, unsigned flags, const char **s,
+                  size_t *n, int *present, sh_err *e)
+{
+    avro_value_t v;
+    *s = NULL;
+    *n = 0;
+    int rc = av_typed(rec, name, flags, AVRO_STRING, "string", &v, present, e);
+    if (rc <= 0)
+        return rc;
     size_t size = 0;
     if (avro_value_get_string(&v, s, &size) || !*s || size == 0)
         return sh_err_set(e, SH_EFORMAT, "field %s: unreadable string", name);
@@ -227,16 +241,11 @@ int sh_av_get_bytes(const avro_value_t *rec, const char *name, unsigned flags,
                     const uint8_t **p, size_t *n, int *present, sh_err *e)
 {
     avro_value_t v;
-    int here = 0;
-    int rc = av_lookup(rec, name, flags, &v, &here, e);
     *p = NULL;
     *n = 0;
-    if (present)
-        *present = here;
-    if (rc || !here)
+    int rc = av_typed(rec, name, flags, AVRO_BYTES, "bytes", &v, present, e);
+    if (rc <= 0)
         return rc;
-    if (avro_value_get_type(&v) != AVRO_BYTES)
-        return wrong_type(name, &v, "bytes", e);
     const void *buf = NULL;
     if (avro_value_get_bytes(&v, &buf, n))
         return sh_err_set(e, SH_EFORMAT, "field %s: unreadable bytes", name);
@@ -248,20 +257,15 @@ int sh_av_get_long(const avro_value_t *rec, const char *name, unsigned flags, in
                    int *present, sh_err *e)
 {
     avro_value_t v;
-    int here = 0;
-    int rc = av_lookup(rec, name, flags, &v, &here, e);
-    if (present)
-        *present = here;
-    if (rc || !here)
+    int rc = av_typed(rec, name, flags, AVRO_INT64, "long", &v, present, e);
+    if (rc <= 0)
         return rc;
-    if (avro_value_get_type(&v) == AVRO_INT32) { /* Avro promotes int to long */
-        int32_t i;
+    int32_t i = 0;
+    if (avro_value_get_type(&v) == AVRO_INT32) {
         rc = avro_value_get_int(&v, &i);
         *out = i;
-    } else if (avro_value_get_type(&v) == AVRO_INT64) {
-        rc = avro_value_get_long(&v, out);
     } else {
-        return wrong_type(name, &v, "long", e);
+        rc = avro_value_get_long(&v, out);
     }
     return rc ? sh_err_set(e, SH_EFORMAT, "field %s: unreadable number", name) : 0;
 }
@@ -270,14 +274,9 @@ int sh_av_get_int(const avro_value_t *rec, const char *name, unsigned flags, int
                   int *present, sh_err *e)
 {
     avro_value_t v;
-    int here = 0;
-    int rc = av_lookup(rec, name, flags, &v, &here, e);
-    if (present)
-        *present = here;
-    if (rc || !here)
+    int rc = av_typed(rec, name, flags, AVRO_INT32, "int", &v, present, e);
+    if (rc <= 0)
         return rc;
-    if (avro_value_get_type(&v) != AVRO_INT32)
-        return wrong_type(name, &v, "int", e);
     return avro_value_get_int(&v, out) ? sh_err_set(e, SH_EFORMAT, "field %s: unreadable", name)
                                        : 0;
 }
@@ -286,15 +285,10 @@ int sh_av_get_enum(const avro_value_t *rec, const char *name, unsigned flags, co
                    int *present, sh_err *e)
 {
     avro_value_t v;
-    int here = 0;
-    int rc = av_lookup(rec, name, flags, &v, &here, e);
     *sym = NULL;
-    if (present)
-        *present = here;
-    if (rc || !here)
+    int rc = av_typed(rec, name, flags, AVRO_ENUM, "enum", &v, present, e);
+    if (rc <= 0)
         return rc;
-    if (avro_value_get_type(&v) != AVRO_ENUM)
-        return wrong_type(name, &v, "enum", e);
     int idx = -1;
     avro_schema_t es = avro_value_get_schema(&v);
     if (avro_value_get_enum(&v, &idx) || idx < 0 || idx >= avro_schema_enum_number_of_symbols(es))
@@ -307,16 +301,13 @@ int sh_av_get_fixed(const avro_value_t *rec, const char *name, unsigned flags, s
                     const uint8_t **p, int *present, sh_err *e)
 {
     avro_value_t v;
-    int here = 0;
-    int rc = av_lookup(rec, name, flags, &v, &here, e);
     *p = NULL;
-    if (present)
-        *present = here;
-    if (rc || !here)
+    int rc = av_typed(rec, name, flags, AVRO_FIXED, "fixed", &v, present, e);
+    if (rc <= 0)
         return rc;
     const void *buf = NULL;
     size_t n = 0;
-    if (avro_value_get_type(&v) != AVRO_FIXED || avro_value_get_fixed(&v, &buf, &n) || n != size)
+    if (avro_value_get_fixed(&v, &buf, &n) || n != size)
         return sh_err_set(e, SH_ESCHEMA, "field %s: expected fixed(%zu)", name, size);
     *p = buf;
     return 0;
