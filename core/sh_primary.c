@@ -930,6 +930,30 @@ int sh_primary_get_track(sh_primary *db, const char *external_id, unsigned flags
     return rc;
 }
 
+typedef int (*row_fn)(const PGresult *r, int row, void *item);
+
+/* Decodes every row of `r` into a calloc()ed array of `size`-byte items (*v, NULL when empty).
+ * *n counts the items decoded so far, so that on error the caller's clear function frees exactly
+ * those. Returns 0, SH_ENOMEM, SH_EDB (a row of unexpected shape). */
+static int rows_decode(const PGresult *r, size_t size, row_fn fn, void **v, size_t *n,
+                       const char *what, sh_err *e)
+{
+    size_t rows = (size_t)PQntuples(r);
+    *n = 0;
+    *v = rows ? calloc(rows, size) : NULL;
+    if (rows && !*v)
+        return sh_err_set(e, SH_ENOMEM, "%s rows: out of memory", what);
+    for (size_t i = 0; i < rows; i++, (*n)++)
+        if (fn(r, (int)i, (char *)*v + i * size))
+            return sh_err_set(e, SH_EDB, "postgres: unexpected %s row", what);
+    return 0;
+}
+
+static int track_row(const PGresult *r, int row, void *item)
+{
+    return sh_track_from_row(r, row, item, -1);
+}
+
 /* The filter of sh_primary_list_tracks / sh_primary_count_tracks as SQL over parameters $1..$4,
  * so that listing and counting can never disagree about which tracks are selected. */
 #define SQL_TRACK_FILTER                                                                           \
@@ -1001,17 +1025,9 @@ int sh_primary_list_tracks(sh_primary *db, const sh_track_filter *f, sh_track_li
                   5, fp.v, NULL, NULL, &r, e, "list tracks");
     if (rc)
         return rc;
-    size_t n = (size_t)PQntuples(r);
-    out->v = n ? calloc(n, sizeof *out->v) : NULL;
-    out->n = 0;
-    if (n && !out->v)
-        rc = sh_err_set(e, SH_ENOMEM, "list tracks: out of memory");
-    for (size_t i = 0; i < n && !rc; i++) {
-        if (sh_track_from_row(r, (int)i, &out->v[i], -1))
-            rc = sh_err_set(e, SH_EDB, "postgres: unexpected track row");
-        else
-            out->n++;
-    }
+    void *v = NULL;
+    rc = rows_decode(r, sizeof *out->v, track_row, &v, &out->n, "track", e);
+    out->v = v;
     PQclear(r);
     if (rc)
         sh_track_list_clear(out);
@@ -1059,6 +1075,11 @@ static int sh_change_from_row(const PGresult *r, int row, sh_change *c)
     return 0;
 }
 
+static int change_row(const PGresult *r, int row, void *item)
+{
+    return sh_change_from_row(r, row, item);
+}
+
 int sh_primary_changes_since(sh_primary *db, int64_t after_seq, size_t limit, unsigned flags,
                              sh_change_list *out, sh_err *e)
 {
@@ -1085,17 +1106,9 @@ int sh_primary_changes_since(sh_primary *db, int64_t after_seq, size_t limit, un
         3, p, NULL, NULL, &r, e, "changes");
     if (rc)
         return rc;
-    size_t n = (size_t)PQntuples(r);
-    out->v = n ? calloc(n, sizeof *out->v) : NULL;
-    out->n = 0;
-    if (n && !out->v)
-        rc = sh_err_set(e, SH_ENOMEM, "changes: out of memory");
-    for (size_t i = 0; i < n && !rc; i++) {
-        if (sh_change_from_row(r, (int)i, &out->v[i]))
-            rc = sh_err_set(e, SH_EDB, "postgres: unexpected change row");
-        else
-            out->n++;
-    }
+    void *v = NULL;
+    rc = rows_decode(r, sizeof *out->v, change_row, &v, &out->n, "change", e);
+    out->v = v;
     PQclear(r);
     if (rc)
         sh_change_list_clear(out);
