@@ -98,6 +98,18 @@ check "resume re-sent at most one page ($added events for 40 tracks)" \
 check "rate limit held: 40 events at 20/s took >= 1.5 s ($elapsed_ms ms)" \
   test "$elapsed_ms" -ge 1500
 
+# kill -9 mid-run: the checkpoint is never torn (old or new state), and the job resumes from it.
+"$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --tenant b --rate 40/s --batch 4 \
+  --checkpoint "$SH_TMP/k9.json" > /dev/null 2> "$SH_TMP/k9.err" &
+job=$!
+wait_for 30 grep -Eq '"published":([4-9]|1[0-9]),' "$SH_TMP/k9.json"
+kill -KILL "$job"; set +e; wait "$job"; set -e
+check "checkpoint after kill -9 is whole JSON, not done" jq -e '.done == false and .published >= 4' "$SH_TMP/k9.json"
+expect_exit 0 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --tenant b --rate 1000/s \
+  --batch 4 --checkpoint "$SH_TMP/k9.json"
+check "resumed after kill -9: all 20 of tenant b" grep -q '{"published":20,"skipped":0,"done":true}' "$SH_TMP/out"
+check "resume logged" grep -q 'reindex_resume' "$SH_TMP/err"
+
 # A very low rate still stops promptly on SIGTERM (the wait between events is sliced).
 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --all --rate 0.02/s --restart \
   --checkpoint "$SH_TMP/slow.json" > "$SH_TMP/slow.out" 2> "$SH_TMP/slow.err" &
