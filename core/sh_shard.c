@@ -4,6 +4,7 @@
 #include "sh_shard_range.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -42,6 +43,7 @@ struct sh_shard {
     size_t map_size, map_max;
     int fp_version;
     bool read_only;
+    bool no_create;
     /* Growing the map is only allowed with no transaction active in this process: readers hold
      * this lock shared, the resize holds it exclusively. */
     pthread_rwlock_t map_lock;
@@ -231,7 +233,7 @@ static int open_tables(sh_shard *s, int want_fp, sh_err *e)
         else if (st.ms_entries > 0)
             rc = sh_err_set(e, SH_EFORMAT, "%s: an LMDB environment but not a SoundHash shard",
                             s->dir);
-        else if (s->read_only)
+        else if (s->read_only || s->no_create)
             rc = sh_err_set(e, SH_ENOTFOUND, "%s: no shard index there", s->dir);
         else
             rc = init_new(s, txn, e);
@@ -248,17 +250,29 @@ static int open_tables(sh_shard *s, int want_fp, sh_err *e)
     return rc ? lmdb_err(e, rc, s->dir) : 0;
 }
 
-static int prepare_dir(const char *dir, bool read_only, sh_err *e)
+/* A shard that must already exist has its data file: checked before LMDB would create one. */
+static int check_data_file(const char *dir, sh_err *e)
+{
+    char path[PATH_MAX];
+    struct stat st;
+    if (snprintf(path, sizeof path, "%s/data.mdb", dir) >= (int)sizeof path)
+        return sh_err_set(e, SH_EINVAL, "shard: directory name too long");
+    if (stat(path, &st) != 0)
+        return sh_err_set(e, SH_ENOTFOUND, "%s: no shard index there", dir);
+    return 0;
+}
+
+static int prepare_dir(const char *dir, bool read_only, bool no_create, sh_err *e)
 {
     struct stat st;
     if (stat(dir, &st) == 0) {
         if (!S_ISDIR(st.st_mode))
             return sh_err_set(e, SH_EIO, "%s: not a directory (an index is a directory)", dir);
-        return 0;
+        return no_create && !read_only ? check_data_file(dir, e) : 0;
     }
     if (errno != ENOENT)
         return sh_err_set(e, SH_EIO, "%s: %s", dir, strerror(errno));
-    if (read_only)
+    if (read_only || no_create)
         return sh_err_set(e, SH_ENOTFOUND, "%s: no shard index there", dir);
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
         return sh_err_set(e, SH_EIO, "%s: cannot create: %s", dir, strerror(errno));
@@ -299,7 +313,7 @@ int sh_shard_open(const char *dir, const sh_shard_opts *o, sh_shard **out, sh_er
     if (!dir || !*dir || !out)
         return sh_err_set(e, SH_EINVAL, "shard: no directory given");
     *out = NULL;
-    int rc = prepare_dir(dir, o->read_only, e);
+    int rc = prepare_dir(dir, o->read_only, o->no_create, e);
     if (rc)
         return rc;
     sh_shard *s = calloc(1, sizeof *s);
@@ -310,6 +324,7 @@ int sh_shard_open(const char *dir, const sh_shard_opts *o, sh_shard **out, sh_er
     pthread_rwlock_init(&s->map_lock, NULL);
     pthread_mutex_init(&s->write_lock, NULL);
     s->read_only = o->read_only;
+    s->no_create = o->no_create;
     s->map_size = o->map_size ? o->map_size : SH_MAP_DEFAULT;
     s->map_max = o->map_size_max ? o->map_size_max : SH_MAP_MAX_DEFAULT;
     s->fp_version = o->fp_version > 0 ? o->fp_version : SH_FP_VERSION;

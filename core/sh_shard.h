@@ -48,6 +48,8 @@ typedef struct sh_shard_opts {
     size_t map_size; /* initial LMDB map size (virtual; the file grows as used); default 64 MiB */
     size_t map_size_max; /* growth stops here (SH_ETOOBIG); default 1 TiB */
     bool read_only;      /* open an existing shard read-only; never creates */
+    bool no_create;      /* open an existing shard read-write; never creates (SH_ENOTFOUND), so
+                            e.g. a delete aimed at a mistyped directory leaves nothing behind */
     int fp_version;      /* fingerprint version of the postings a new shard will hold; 0 =
                             SH_FP_VERSION. An existing shard with another version is refused
                             (SH_EUNSUPPORTED) unless this is -1 (any: stats, delete). */
@@ -57,8 +59,8 @@ void sh_shard_opts_default(sh_shard_opts *o);
 
 typedef struct sh_shard sh_shard;
 
-/* Opens (creating the directory and the shard unless read_only) the shard in `dir`.
- * Errors: SH_ENOTFOUND (read_only and no shard there), SH_EIO (directory not creatable/readable),
+/* Opens (creating the directory and the shard unless read_only or no_create) the shard in `dir`.
+ * Errors: SH_ENOTFOUND (read_only or no_create, and no shard there), SH_EIO (directory not creatable/readable),
  * SH_EFORMAT (the files are not an LMDB environment or not a SoundHash shard, or corrupted; the
  * message says which), SH_EUNSUPPORTED (format or fp_version mismatch), SH_ELMDB, SH_ENOMEM. */
 int sh_shard_open(const char *dir, const sh_shard_opts *o, sh_shard **out, sh_err *e);

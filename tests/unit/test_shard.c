@@ -546,6 +546,23 @@ static void test_bad_files(void **state)
     assert_int_equal(sh_shard_open(dir, &o, &s, &e), SH_ENOTFOUND);
     assert_int_equal(sh_shard_open(path, &o, &s, &e), SH_EIO);
 
+    /* no_create: neither a missing directory nor an empty one becomes a shard; an existing shard
+     * opens read-write. */
+    o.read_only = false;
+    o.no_create = true;
+    assert_int_equal(sh_shard_open(dir, &o, &s, &e), SH_ENOTFOUND);
+    assert_int_equal(access(dir, F_OK), -1);
+    snprintf(dir, sizeof dir, "%s/empty", f->dir);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    assert_int_equal(sh_shard_open(dir, &o, &s, &e), SH_ENOTFOUND);
+    snprintf(path, sizeof path, "%s/data.mdb", dir);
+    assert_int_equal(access(path, F_OK), -1);
+    sh_shard_free(f->s);
+    f->s = NULL;
+    assert_int_equal(sh_shard_open(f->dir, &o, &f->s, &e), 0);
+    put_track(f->s, "kept", 1, 1, 10, NULL);
+    o.no_create = false;
+
     /* A shard built for another fp_version is refused unless asked for "any". */
     o.read_only = false;
     o.fp_version = SH_FP_VERSION + 7;
