@@ -57,20 +57,31 @@ static void default_id(const char *path, char *out, size_t cap)
     snprintf(out, cap, "%.*s", (int)(n < cap - 1 ? n : cap - 1), base);
 }
 
-static void progress(const index_cfg *c, size_t done, size_t total, const char *name)
+enum { SH_BAR_WIDTH = 30, SH_BAR_LINE = 100 }; /* the bar line never exceeds SH_BAR_LINE */
+
+/* Draws "[####------] 3/8 name" over the previous bar (same line, \r). */
+static void progress(const index_cfg *c, size_t done, size_t total, const char *path)
 {
     if (!c->progress)
         return;
-    enum { WIDTH = 30 };
-    size_t fill = total ? done * WIDTH / total : WIDTH;
-    char bar[WIDTH + 1];
+    size_t fill = total ? done * SH_BAR_WIDTH / total : SH_BAR_WIDTH;
+    char bar[SH_BAR_WIDTH + 1];
     memset(bar, '#', fill);
-    memset(bar + fill, '-', WIDTH - fill);
-    bar[WIDTH] = '\0';
-    fprintf(stderr, "\r[%s] %zu/%zu %-40.40s", bar, done, total, name);
+    memset(bar + fill, '-', SH_BAR_WIDTH - fill);
+    bar[SH_BAR_WIDTH] = '\0';
+    const char *name = strrchr(path, '/');
+    fprintf(stderr, "\r[%s] %zu/%zu %-30.30s", bar, done, total, name ? name + 1 : path);
     if (done == total)
         fputc('\n', stderr);
     fflush(stderr);
+}
+
+/* Blanks the bar line before other output, so JSON lines and messages sharing the terminal do not
+ * start in the middle of it (the next progress() call redraws the bar). */
+static void progress_clear(const index_cfg *c)
+{
+    if (c->progress)
+        fprintf(stderr, "\r%*s\r", SH_BAR_LINE, "");
 }
 
 /* One pending output line per file of the current batch, printed after its commit. */
@@ -82,11 +93,12 @@ typedef struct add_line {
     double duration_s;
 } add_line;
 
-static int commit_batch(sh_shard_batch **b, add_line *lines, size_t *nlines)
+static int commit_batch(const index_cfg *c, sh_shard_batch **b, add_line *lines, size_t *nlines)
 {
     sh_err e = {0};
     int rc = sh_shard_batch_commit(*b, NULL, &e);
     *b = NULL;
+    progress_clear(c);
     if (rc) {
         fprintf(stderr, "soundhash index add: writing the index: %s\n", sh_err_text(&e));
         *nlines = 0;
@@ -102,14 +114,27 @@ static int commit_batch(sh_shard_batch **b, add_line *lines, size_t *nlines)
     return 0;
 }
 
-/* Fingerprints one file and records it in the batch. Returns 0, or an error already reported. */
-static int add_one(sh_shard *s, sh_shard_batch *b, const index_cfg *c, const char *path, sh_fp *fp,
-                   const sh_audio_opts *ao, add_line *line, char *infobuf, size_t infocap)
+/* True when an earlier file of the uncommitted batch has the id (the later one replaces it). */
+static bool pending_id(const add_line *lines, size_t n, const char *id)
 {
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(lines[i].id, id))
+            return true;
+    return false;
+}
+
+/* Fingerprints one file and records it in the batch as lines[npending]. Returns 0, or an error
+ * already reported. */
+static int add_one(sh_shard *s, sh_shard_batch *b, const index_cfg *c, const char *path, sh_fp *fp,
+                   const sh_audio_opts *ao, add_line *lines, size_t npending, char *infobuf,
+                   size_t infocap)
+{
+    add_line *line = &lines[npending];
     sh_err e = {0};
     sh_extract_result r;
     int rc = sh_extract_file(path, ao, fp, &r, &e);
     if (rc) {
+        progress_clear(c);
         fprintf(stderr, "soundhash index add: %s: %s (%s)\n", path, sh_err_text(&e),
                 sh_err_name(rc));
         return rc;
@@ -120,7 +145,8 @@ static int add_one(sh_shard *s, sh_shard_batch *b, const index_cfg *c, const cha
     else
         default_id(path, line->id, sizeof line->id);
     sh_shard_info info;
-    line->existed = sh_shard_info_by_id(s, line->id, &info, infobuf, infocap, NULL) == 0;
+    line->existed = sh_shard_info_by_id(s, line->id, &info, infobuf, infocap, NULL) == 0 ||
+                    pending_id(lines, npending, line->id);
     size_t n;
     const sh_hash *h = sh_fp_hashes(fp, &n);
     sh_shard_track t = {.id = line->id,
@@ -129,6 +155,7 @@ static int add_one(sh_shard *s, sh_shard_batch *b, const index_cfg *c, const cha
                         .duration_s = r.duration_s,
                         .meta_json = c->meta};
     if ((rc = sh_shard_batch_put(b, &t, h, n, &e))) {
+        progress_clear(c);
         fprintf(stderr, "soundhash index add: %s: %s\n", path, sh_err_text(&e));
         return rc;
     }
@@ -137,13 +164,15 @@ static int add_one(sh_shard *s, sh_shard_batch *b, const index_cfg *c, const cha
     return 0;
 }
 
-static int open_shard(const index_cfg *c, bool any_fp, bool read_only, sh_shard **s)
+/* add creates the shard; delete and stats need an existing one (a typo must not make one). */
+static int open_shard(const index_cfg *c, bool any_fp, bool read_only, bool create, sh_shard **s)
 {
     sh_shard_opts o;
     sh_shard_opts_default(&o);
     if (c->map_size)
         o.map_size = c->map_size;
     o.read_only = read_only;
+    o.no_create = !create;
     o.fp_version = any_fp ? -1 : 0;
     sh_err e = {0};
     int rc = sh_shard_open(c->index, &o, s, &e);
@@ -158,6 +187,10 @@ static int run_add(const index_cfg *c, const sh_strlist *files)
         fprintf(stderr, "soundhash index add: --id needs exactly one FILE\n");
         return SH_EXIT_USAGE;
     }
+    if (c->id && (!*c->id || strlen(c->id) > SH_SHARD_ID_MAX)) {
+        fprintf(stderr, "soundhash index add: --id must be 1..%d bytes\n", SH_SHARD_ID_MAX);
+        return SH_EXIT_USAGE;
+    }
     json_t *meta = c->meta ? json_loads(c->meta, JSON_DECODE_ANY, NULL) : NULL;
     if (c->meta && !meta) {
         fprintf(stderr, "soundhash index add: --meta is not valid JSON\n");
@@ -165,7 +198,7 @@ static int run_add(const index_cfg *c, const sh_strlist *files)
     }
     json_decref(meta);
     sh_shard *s = NULL;
-    if (open_shard(c, false, false, &s))
+    if (open_shard(c, false, false, true, &s))
         return SH_EXIT_RUNTIME;
     sh_fp_config fc;
     sh_fp_config_default(&fc);
@@ -193,14 +226,14 @@ static int run_add(const index_cfg *c, const sh_strlist *files)
             code = SH_EXIT_RUNTIME;
             break;
         }
-        if (add_one(s, b, c, files->v[i], fp, &ao, &lines[nlines], infobuf, infocap) == 0)
+        if (add_one(s, b, c, files->v[i], fp, &ao, lines, nlines, infobuf, infocap) == 0)
             nlines++;
         else
             code = SH_EXIT_RUNTIME;
-        if (nlines == (size_t)c->batch && commit_batch(&b, lines, &nlines))
+        if (nlines == (size_t)c->batch && commit_batch(c, &b, lines, &nlines))
             code = SH_EXIT_RUNTIME;
     }
-    if (b && commit_batch(&b, lines, &nlines))
+    if (b && commit_batch(c, &b, lines, &nlines))
         code = SH_EXIT_RUNTIME;
     progress(c, files->n, files->n, "done");
 out:
@@ -215,7 +248,7 @@ out:
 static int run_delete(const index_cfg *c, const sh_strlist *ids)
 {
     sh_shard *s = NULL;
-    if (open_shard(c, true, false, &s))
+    if (open_shard(c, true, false, false, &s))
         return SH_EXIT_RUNTIME;
     sh_err e = {0};
     sh_shard_batch *b = NULL;
@@ -263,7 +296,7 @@ out:
 static int run_stats(const index_cfg *c)
 {
     sh_shard *s = NULL;
-    if (open_shard(c, true, true, &s))
+    if (open_shard(c, true, true, false, &s))
         return SH_EXIT_RUNTIME;
     sh_err e = {0};
     sh_shard_stats st;

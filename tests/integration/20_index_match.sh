@@ -70,4 +70,58 @@ check "a bad file does not stop the others" grep -q "\"track_id\":\"${T[2]}\"" "
 mkdir -p "$SH_TMP/bad"; head -c 65536 /dev/urandom > "$SH_TMP/bad/data.mdb"
 expect_exit 1 "$SH_BIN_ASAN" index stats --index "$SH_TMP/bad"
 check "corrupted index: clear error" grep -q "not a SoundHash shard" "$SH_TMP/err"
+
+# delete/stats/match never create an index: a mistyped directory stays absent.
+expect_exit 1 "$SH_BIN" index delete --index "$SH_TMP/typo" some-id
+check "delete on a missing index: clear error" grep -q "no shard index" "$SH_TMP/err"
+check "delete on a missing index creates nothing" test ! -e "$SH_TMP/typo"
+mkdir "$SH_TMP/emptydir"
+expect_exit 1 "$SH_BIN" index delete --index "$SH_TMP/emptydir" some-id
+check "delete on an empty directory writes nothing" test -z "$(ls -A "$SH_TMP/emptydir")"
+: > "$SH_TMP/afile"
+expect_exit 1 "$SH_BIN" index add --index "$SH_TMP/afile" "$Q/a.wav"
+check "an index path that is a file: clear error" grep -q "not a directory" "$SH_TMP/err"
+
+# --id must fit the shard's 256-byte limit: refused as a usage error, never silently cut.
+expect_exit 2 "$SH_BIN" index add --index "$IDX" --id "$(printf 'x%.0s' {1..257})" "$Q/a.wav"
+expect_exit 2 "$SH_BIN" index add --index "$IDX" --id "" "$Q/a.wav"
+expect_exit 0 "$SH_BIN" index add --index "$SH_TMP/idx256" --id "$(printf 'y%.0s' {1..256})" "$Q/a.wav"
+
+# Two files of one batch with the same default id: the second replaces the first and says so.
+mkdir -p "$SH_TMP/d1" "$SH_TMP/d2"
+cp "$D/${T[3]}.ogg" "$SH_TMP/d1/same.ogg"; cp "$D/${T[4]}.ogg" "$SH_TMP/d2/same.ogg"
+expect_exit 0 "$SH_BIN" index add --index "$SH_TMP/dup" "$SH_TMP/d1/same.ogg" "$SH_TMP/d2/same.ogg"
+check "same id twice in a batch: added, then replaced" \
+  test "$(jq -r .status "$SH_TMP/out" | tr '\n' ' ')" = "added replaced "
+
+# Progress bar: only on a terminal (script(1) fakes one), never in piped output.
+expect_exit 0 "$SH_BIN" index add --index "$SH_TMP/prog" "$Q/a.wav" "$Q/b.wav"
+check "no progress bar without a terminal" test ! -s "$SH_TMP/err"
+script -qec "$SH_BIN index add --index $SH_TMP/prog $Q/a.wav $Q/b.wav" /dev/null > "$SH_TMP/tty" < /dev/null
+check "progress bar on a terminal" grep -q '\[##############################\] 2/2' "$SH_TMP/tty"
+check "JSON lines start on their own line" \
+  test "$(tr '\r' '\n' < "$SH_TMP/tty" | grep -c '^{"file"')" -eq 2
+
+# Two processes adding to one shard at once (LMDB's lock serialises the writers; a tiny map makes
+# both grow it) while a third matches: every add lands, no reader sees an error once the shard
+# exists, and the final shard answers.
+CI="$SH_TMP/conc"
+"$SH_BIN_ASAN" index add --index "$CI" --map-size 64K --batch 1 "$D/${T[0]}.ogg" "$D/${T[1]}.ogg" \
+  "$D/${T[2]}.ogg" "$D/${T[3]}.ogg" > "$SH_TMP/c1" 2> "$SH_TMP/c1.err" & p1=$!
+"$SH_BIN" index add --index "$CI" --map-size 64K --batch 1 "$D/${T[4]}.ogg" "$D/${T[5]}.ogg" \
+  "$D/${T[6]}.ogg" "$D/${T[7]}.ogg" > "$SH_TMP/c2" 2> "$SH_TMP/c2.err" & p2=$!
+merr=0
+while kill -0 $p1 2> /dev/null || kill -0 $p2 2> /dev/null; do
+  set +e; "$SH_BIN" match --index "$CI" "$Q/b.wav" > /dev/null 2> "$SH_TMP/m.err"; rc=$?; set -e
+  # Before the first writer has created the shard, "no shard index there" is the right answer.
+  [ $rc -eq 0 ] || grep -q "no shard index there" "$SH_TMP/m.err" || { cat "$SH_TMP/m.err"; merr=1; }
+done
+wait $p1 || fail "first concurrent add failed: $(cat "$SH_TMP/c1.err")"
+wait $p2 || fail "second concurrent add failed: $(cat "$SH_TMP/c2.err")"
+check "matching during concurrent adds: no errors" test $merr -eq 0
+expect_exit 0 "$SH_BIN" index stats --index "$CI"
+jcheck "concurrent adds: all 8 tracks, postings = serial build" "$SH_TMP/out" --argjson n "$total" \
+  '.tracks == 8 and .postings == $n'
+expect_exit 0 "$SH_BIN" match --index "$CI" "$Q/b.wav"
+jcheck "concurrently built shard matches" "$SH_TMP/out" --arg t "${T[2]}" '.match.track_id == $t'
 echo "20_index_match: all checks passed"
