@@ -23,8 +23,12 @@
 /* Largest sample magnitude let through; float WAVs may hold anything, the FFT wants finite input.
  */
 #define SH_AUDIO_SAMPLE_CLAMP 16.0f
-/* libsndfile's placeholder for "size unknown" in streamed WAVs; not a lie, not truncation. */
-#define SH_WAV_STREAMING_SIZE 0xFFFFFFFFull
+/* Writers that stream to a pipe cannot seek back to fill in the data size and put a placeholder
+ * there: 0xFFFFFFFF (ffmpeg, libsndfile), 0x7FFFF000 (sox WAV), 0x7F000008 (sox AIFF), 0x7FFFFFFF
+ * (arecord). A declared size at or above this is "unknown", not a lie: decode what is there. The
+ * cost: a file cut from a complete one of over 2 GB (beyond the default 2 GiB input cap) is not
+ * recognised as truncated. */
+#define SH_STREAMING_SIZE_MIN 0x7F000000ull
 /* Room for libsndfile's header-parse log (it keeps at most 16 KiB itself). */
 #define SH_SF_LOG_MAX 16384
 
@@ -224,7 +228,7 @@ static int check_data_chunk_log(SNDFILE *sf, sh_err *e)
         char tag[5];
         if (sscanf(line, "%4s : %llu (should be %llu)", tag, &said, &real) == 3 &&
             (!strcmp(tag, "data") || !strcmp(tag, "SSND")) && said > real &&
-            said != SH_WAV_STREAMING_SIZE)
+            said < SH_STREAMING_SIZE_MIN)
             rc = sh_err_set(e, SH_EDECODE,
                             "audio: %s chunk declares %llu bytes but the file holds %llu "
                             "(truncated or lying header)",
