@@ -1,7 +1,7 @@
 /* cmd_fingerprint.c — `soundhash fingerprint [--hashes] FILE...`: one JSON line per file.
  *
- *   {"file":"a.flac","format":"FLAC","duration_s":183.4,"sample_rate":44100,"channels":2,
- *    "fp_version":2,"hashes":5120[,"hash_list":[[hash,t],...]]}
+ *   {"file":"a.flac","duration_s":183.4,"sample_rate":44100,"channels":2,"fp_version":2,
+ *    "hashes":5120,"format":"FLAC"[,"hash_list":[[hash,t],...]]}
  *
  * A file that fails prints `soundhash fingerprint: FILE: message` on stderr and the command goes on
  * with the others; the exit code is then 1. Usage errors exit 2.
@@ -52,10 +52,11 @@ static int fingerprint_one(const char *path, const fp_cfg *c, const sh_audio_opt
     }
     size_t n;
     sh_fp_hashes(fp, &n);
-    json_t *o =
-        json_pack("{s:s, s:s, s:f, s:i, s:i, s:i, s:I}", "file", path, "format", r.info.format,
-                  "duration_s", r.duration_s, "sample_rate", r.info.src_rate, "channels",
-                  r.info.channels, "fp_version", SH_FP_VERSION, "hashes", (json_int_t)n);
+    /* The fields first, in its order; "format" is an extra at the end. */
+    json_t *o = json_pack("{s:s, s:f, s:i, s:i, s:i, s:I, s:s}", "file", path, "duration_s",
+                          r.duration_s, "sample_rate", r.info.src_rate, "channels",
+                          r.info.channels, "fp_version", SH_FP_VERSION, "hashes", (json_int_t)n,
+                          "format", r.info.format);
     if (o && c->hashes && json_object_set_new(o, "hash_list", hash_list(fp)) != 0) {
         json_decref(o);
         o = NULL;
@@ -89,8 +90,8 @@ int sh_cmd_fingerprint(int argc, char **argv)
         .usage = "[options] FILE...",
         .summary =
             "Decodes each audio file (any format libsndfile reads), fingerprints it and prints "
-            "one JSON object per line: file, format, duration_s, sample_rate, channels, "
-            "fp_version, hashes. Exit 1 if any file failed (each failure is named on stderr).",
+            "one JSON object per line: file, duration_s, sample_rate, channels, fp_version, "
+            "hashes, format. Exit 1 if any file failed (each failure is named on stderr).",
         .opts = opts,
     };
     sh_err err = {0};
