@@ -163,7 +163,7 @@ int sh_cmd_match(int argc, char **argv)
         {"max-duration", 0, SH_OPT_DOUBLE, &c.max_duration_s, "600",
          "reject clips longer than this many seconds", 0, 0, 0},
         {"min-confidence", 0, SH_OPT_DOUBLE, &c.min_confidence, "-1",
-         "no-match threshold on the confidence, 0..1 (default: the matcher's calibrated one)", 0, 0,
+         "no-match threshold on the confidence, 0..1 (-1: the matcher's calibrated one)", 0, 0,
          0},
         {NULL, 0, 0, NULL, NULL, NULL, 0, 0, 0},
     };
@@ -185,8 +185,10 @@ int sh_cmd_match(int argc, char **argv)
     if (spec.args.n == 0) {
         fprintf(stderr, "soundhash match: no FILE given (see --help)\n");
         code = SH_EXIT_USAGE;
-    } else if (!(c.max_duration_s > 0) || c.min_confidence > 1) {
-        fprintf(stderr, "soundhash match: --max-duration must be > 0, --min-confidence ≤ 1\n");
+    } else if (!(c.max_duration_s > 0) || c.min_confidence > 1 ||
+               (c.min_confidence < 0 && c.min_confidence != -1)) {
+        /* -1 is the default's sentinel ("the matcher's calibrated threshold"). */
+        fprintf(stderr, "soundhash match: --max-duration must be > 0, --min-confidence 0..1\n");
         code = SH_EXIT_USAGE;
     } else {
         code = run(&c, &spec.args);
