@@ -61,6 +61,8 @@ jcheck "other tracks still match" "$SH_TMP/out" --arg t "${T[2]}" '.match.track_
 expect_exit 2 "$SH_BIN" match "$Q/a.wav"
 expect_exit 2 "$SH_BIN" index frobnicate --index "$IDX"
 expect_exit 2 "$SH_BIN" index add --index "$IDX" --id x "$Q/a.wav" "$Q/b.wav"
+expect_exit 2 "$SH_BIN" match --index "$IDX" --min-confidence -0.5 "$Q/a.wav"
+expect_exit 2 "$SH_BIN" match --index "$IDX" --top 0 "$Q/a.wav"
 expect_exit 1 "$SH_BIN" index delete --index "$IDX" no-such-track
 expect_exit 1 "$SH_BIN" match --index "$SH_TMP/nowhere" "$Q/a.wav"
 check "missing index named on stderr" grep -q "no shard index" "$SH_TMP/err"
