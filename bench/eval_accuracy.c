@@ -1,16 +1,19 @@
 /* eval_accuracy — accuracy and speed of the fingerprint + matcher on the real-music query sets.
  *
  *   build/bench/eval_accuracy [--data DIR] [--queries DIR] [--cache DIR] [--repeat N]
- *                             [--decode-speed] [--dump FILE] [--set key=value]...
+ *                             [--extra DIR] [--dump FILE] [--set key=value]...
  *
  * Indexes corpus/dev (manifest.csv) of the data dir (default $SOUNDHASH_DATA_DIR or
  * ~/.cache/soundhash-data) in memory, runs every query of <queries>/ground_truth.csv (default
  * <data>/q1536/queries/dev if present, else <data>/queries/dev) and prints:
  *   top-1 accuracy per degradation for 5 s and 10 s queries, false matches on negatives (NONE),
  *   postings per second of audio, extraction speed in x realtime on one core (fingerprinting only,
- *   on samples decoded beforehand; minimum over --repeat runs), with --decode-speed also decode
- *   alone and decode + fingerprint, and per-query latency p50/p99 (query fingerprint + lookups +
- *   voting, excluding decoding). All times are CPU time of the measuring thread (see now_s).
+ *   on samples decoded beforehand; minimum over --repeat runs; bench_audio measures it with
+ *   decoding), per-query latency p50/p99 (query fingerprint + lookups + voting, excluding
+ *   decoding), and query hashes, postings voted and postings per lookup. All times are CPU time of
+ *   the measuring thread (see now_s).
+ * --extra DIR also indexes every file of DIR as a distractor track (never an expected answer):
+ *   emulates a bigger shard, to see how votes, latency and accuracy grow with the index.
  * Decoded samples are cached as raw float files in --cache (default /tmp/sh-fp-cache) so reruns
  * while tuning skip decoding; the cache key is the file name plus its size and mtime.
  * --set changes a tunable for this run: fp fields by their sh_fp_config name (applied to index and
@@ -21,6 +24,7 @@
 #include "sh_match.h"
 #include "sh_memindex.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -314,44 +318,41 @@ static int cond_index(char conds[][64], int *nconds, const char *c)
     return (*nconds)++;
 }
 
-/* Decode alone, and decode + fingerprint streamed chunk by chunk, for every corpus file. */
-static void decode_speed(const char *dir, char names[][256], int nt, const sh_fp_config *fc,
-                         double audio_s)
+/* Indexes every regular file of `dir` as a distractor track numbered from *nt on (names[] gets
+ * "extra:FILE"). Returns the seconds of audio added, or -1. */
+static double add_extra(const char *dir, const char *cache, int rate, sh_fp *fp, sh_memindex *mi,
+                        char names[][256], int *nt)
 {
-    sh_fp *fp = NULL;
-    if (sh_fp_new(fc, &fp, NULL))
-        return;
-    float *buf = malloc(8192 * sizeof *buf);
-    double tdec = 0.0, tall = 0.0;
-    for (int pass = 0; pass < 2; pass++) {
-        const double t0 = now_s();
-        for (int i = 0; i < nt; i++) {
-            char path[1024];
-            if (FMT(path, "%s/%s", dir, names[i]))
-                continue;
-            sh_audio_opts o;
-            sh_audio_opts_default(&o);
-            o.rate = fc->rate;
-            sh_audio *au = NULL;
-            if (sh_audio_open_file(path, &o, &au, NULL))
-                continue;
-            sh_fp_reset(fp);
-            long r;
-            while ((r = sh_audio_read(au, buf, 8192, NULL)) > 0)
-                if (pass == 1)
-                    sh_fp_feed(fp, buf, (size_t)r, NULL);
-            if (pass == 1)
-                sh_fp_finish(fp, NULL);
-            sh_audio_free(au);
-        }
-        *(pass ? &tall : &tdec) = now_s() - t0;
+    DIR *d = opendir(dir);
+    if (!d) {
+        fprintf(stderr, "--extra %s: %s\n", dir, strerror(errno));
+        return -1;
     }
-    printf("decode only (libsndfile Ogg + soxr to %d Hz): %.0fx realtime\n", fc->rate,
-           audio_s / tdec);
-    printf("decode + fingerprint: %.0fx realtime (fingerprinting adds %.0f%% to decoding)\n",
-           audio_s / tall, 100.0 * (tall - tdec) / tdec);
-    free(buf);
-    sh_fp_free(fp);
+    double secs = 0.0;
+    const struct dirent *de;
+    while ((de = readdir(d)) != NULL && *nt < MAX_TRACKS) {
+        char path[1200];
+        struct stat st;
+        if (de->d_name[0] == '.' || FMT(path, "%s/%s", dir, de->d_name) || stat(path, &st) ||
+            !S_ISREG(st.st_mode))
+            continue;
+        audio a;
+        sh_err e = {0};
+        if (load_audio(cache, path, rate, &a) || fingerprint(fp, a.x, a.n))
+            continue;
+        size_t nh;
+        const sh_hash *h = sh_fp_hashes(fp, &nh);
+        if (sh_memindex_add(mi, (uint32_t)*nt, h, nh, &e)) {
+            fprintf(stderr, "%s\n", sh_err_text(&e));
+            free(a.x);
+            break;
+        }
+        snprintf(names[(*nt)++], 256, "extra:%.240s", de->d_name);
+        secs += (double)a.n / rate;
+        free(a.x);
+    }
+    closedir(d);
+    return secs;
 }
 
 int main(int argc, char **argv)
@@ -359,7 +360,8 @@ int main(int argc, char **argv)
     const char *env = getenv("SOUNDHASH_DATA_DIR");
     char data[1024], qdir[1024] = "", cache[1024] = "/tmp/sh-fp-cache";
     const char *dump = NULL;
-    int repeat = 3, dec_speed = 0;
+    int repeat = 3;
+    const char *extra = NULL;
     snprintf(data, sizeof data, "%s", env ? env : "");
     if (!env)
         snprintf(data, sizeof data, "%s/.cache/soundhash-data",
@@ -381,8 +383,8 @@ int main(int argc, char **argv)
             repeat = (int)strtol(argv[++i], NULL, 10);
         else if (!strcmp(a, "--dump") && v)
             dump = argv[++i];
-        else if (!strcmp(a, "--decode-speed"))
-            dec_speed = 1;
+        else if (!strcmp(a, "--extra") && v)
+            extra = argv[++i];
         else if (!strcmp(a, "--set") && v) {
             if (set_knob(argv[++i], &fc, &qc, &mc)) {
                 fprintf(stderr, "bad --set %s\n", argv[i]);
@@ -391,7 +393,7 @@ int main(int argc, char **argv)
         } else {
             fprintf(stderr,
                     "usage: %s [--data DIR] [--queries DIR] [--cache DIR] [--repeat N] "
-                    "[--decode-speed] [--dump FILE] [--set key=value]...\n",
+                    "[--extra DIR] [--dump FILE] [--set key=value]...\n",
                     argv[0]);
             return 2;
         }
@@ -456,20 +458,23 @@ int main(int argc, char **argv)
         const double dt = now_s() - t0;
         best = dt < best ? dt : best;
     }
-    if (sh_memindex_build(mi, &e))
-        return 1;
     const size_t np = sh_memindex_postings(mi);
     printf("fp_version %d, corpus %d tracks, %.1f min of audio\n", SH_FP_VERSION, nt,
            audio_s / 60.0);
     printf("postings: %zu = %.1f per second of audio\n", np, np / audio_s);
+    if (extra) {
+        int ntot = nt; /* tr[] keeps the corpus only; distractors are freed once indexed */
+        const double xs = add_extra(extra, cache, fc.rate, fp, mi, names, &ntot);
+        if (xs < 0)
+            return 1;
+        printf("distractors: %d tracks, %.1f min from %s; index %.1f h, %zu postings\n",
+               ntot - nt, xs / 60.0, extra, (audio_s + xs) / 3600.0, sh_memindex_postings(mi));
+    }
+    if (sh_memindex_build(mi, &e))
+        return 1;
     printf("extraction excluding decode: %.0fx realtime on one core (min of %d runs; 2 shared "
            "cores)\n",
            audio_s / best, repeat);
-    if (dec_speed) {
-        if (FMT(path, "%s/corpus/dev", data))
-            return 1;
-        decode_speed(path, names, nt, &fc, audio_s);
-    }
 
     /* 2. queries. */
     query *qs = malloc(MAX_QUERIES * sizeof *qs);
@@ -494,6 +499,7 @@ int main(int argc, char **argv)
         latm[j] = malloc((size_t)nq * sizeof(double));
     }
     int pos = 0, pos_ok = 0, neg = 0, neg_fp = 0;
+    double sum_hashes[2] = {0}, sum_voted[2] = {0};
     for (int i = 0; i < nq; i++) {
         const query *q = &qs[i];
         audio a;
@@ -508,12 +514,14 @@ int main(int argc, char **argv)
         const sh_hash *h = sh_fp_hashes(qfp, &nh);
         const double t1 = now_s();
         sh_matcher_reset(m);
-        sh_memindex_query(mi, h, nh, m);
+        const size_t voted = sh_memindex_query(mi, h, nh, m);
         sh_match_result res[2];
         size_t nr = 0;
         sh_matcher_result(m, res, 2, &nr);
         const double t2 = now_s();
         const int L = q->len_s >= 8 ? 1 : 0;
+        sum_hashes[L] += (double)nh;
+        sum_voted[L] += (double)voted;
         lat[L][nlat[L]] = (t2 - t0) * 1e3;
         latm[L][nlat[L]++] = (t2 - t1) * 1e3;
         const char *ans = nr ? names[res[0].track] : "NONE";
@@ -560,6 +568,12 @@ int main(int argc, char **argv)
                "lookup+vote only p50 %.2f p99 %.2f ms\n",
                L ? 10 : 5, p50, p99, m50, m99);
     }
+    for (int L = 0; L < 2; L++)
+        if (nlat[L])
+            printf("lookups %2d s queries: %.0f query hashes, %.0f postings voted per query "
+                   "(%.2f per lookup)\n",
+                   L ? 10 : 5, sum_hashes[L] / nlat[L], sum_voted[L] / nlat[L],
+                   sum_hashes[L] > 0 ? sum_voted[L] / sum_hashes[L] : 0.0);
     for (int i = 0; i < nt; i++)
         free(tr[i].x);
     free(tr);
