@@ -1186,107 +1186,100 @@ static int grow_map(sh_shard *s, sh_err *e)
     return 0;
 }
 
-static int commit_once(sh_shard_batch *b, apply_ctx *a)
+/* Runs `body` in one write transaction and commits it, holding the handle's write lock. Retries
+ * with a doubled map when the map is full and with the current size when another process grew it
+ * (MDB_MAP_RESIZED). Errors of our own (negative SH_E* codes) keep the body's message; LMDB codes
+ * are translated with `what`. `resizes` (may be NULL) counts the growths. */
+static int write_txn(sh_shard *s, const char *what, int (*body)(apply_ctx *a, void *arg), void *arg,
+                     sh_shard_commit_stats *st, size_t *resizes, sh_err *e)
 {
-    sh_shard *s = b->s;
-    int rc = mdb_txn_begin(s->env, NULL, 0, &a->txn);
-    if (rc == MDB_MAP_RESIZED) {
-        pthread_rwlock_wrlock(&s->map_lock);
-        mdb_env_set_mapsize(s->env, 0);
-        pthread_rwlock_unlock(&s->map_lock);
-        MDB_envinfo info;
-        if (!mdb_env_info(s->env, &info))
-            s->map_size = info.me_mapsize;
-        return MDB_MAP_RESIZED;
-    }
-    if (rc)
-        return rc;
-    rc = apply_ops(a, b);
-    if (rc) {
-        mdb_txn_abort(a->txn);
-        return rc;
-    }
-    return mdb_txn_commit(a->txn);
-}
-
-int sh_shard_batch_commit(sh_shard_batch *b, sh_shard_commit_stats *st, sh_err *e)
-{
-    if (!b)
-        return sh_err_set(e, SH_EINVAL, "shard commit: NULL batch");
-    sh_shard *s = b->s;
-    pthread_mutex_lock(&s->write_lock);
-    int rc = 0;
-    size_t resizes = 0;
-    apply_ctx a;
-    for (int attempt = 0; attempt < SH_RETRIES_MAX; attempt++) {
-        sh_err local = {0};
-        a = (apply_ctx){.s = s, .e = &local};
-        rc = commit_once(b, &a);
-        sh_shard_commit_stats got = a.st;
-        apply_ctx_free(&a);
-        if (rc == MDB_MAP_FULL) {
-            resizes++;
-            if ((rc = grow_map(s, e)))
-                break;
-            continue;
-        }
-        if (rc == MDB_MAP_RESIZED)
-            continue;
-        if (rc < 0 && rc >= SH_EINTERNAL) { /* our own code, message in `local` */
-            sh_err_set(e, rc, "%s", local.msg);
-        } else if (rc) {
-            rc = lmdb_err(e, rc, "applying batch");
-        } else if (st) {
-            *st = got;
-            st->resizes = resizes;
-        }
-        break;
-    }
-    pthread_mutex_unlock(&s->write_lock);
-    sh_shard_batch_abort(b);
-    return rc;
-}
-
-int sh_shard_vacuum(sh_shard *s, sh_err *e)
-{
-    if (!s || s->read_only)
-        return sh_err_set(e, SH_EINVAL, "shard vacuum: shard not writable");
     pthread_mutex_lock(&s->write_lock);
     int rc = 0;
     for (int attempt = 0; attempt < SH_RETRIES_MAX; attempt++) {
         sh_err local = {0};
         apply_ctx a = {.s = s, .e = &local};
         rc = mdb_txn_begin(s->env, NULL, 0, &a.txn);
+        if (rc == MDB_MAP_RESIZED) {
+            pthread_rwlock_wrlock(&s->map_lock);
+            mdb_env_set_mapsize(s->env, 0);
+            pthread_rwlock_unlock(&s->map_lock);
+            MDB_envinfo info;
+            if (!mdb_env_info(s->env, &info))
+                s->map_size = info.me_mapsize;
+            continue;
+        }
         if (!rc) {
-            rc = counters_load(s, a.txn, &a.c);
-            if (!rc)
-                rc = dead_load(s, a.txn, &a.dead);
-            a.c.vacuum_pos = 0;
-            if (!rc && a.c.dead_postings)
-                rc = vacuum_ranges(&a, 0);
-            if (!rc)
-                rc = dead_store(s, a.txn, &a.dead);
-            if (!rc)
-                rc = counters_store(s, a.txn, &a.c);
+            rc = body(&a, arg);
             rc = rc ? (mdb_txn_abort(a.txn), rc) : mdb_txn_commit(a.txn);
         }
+        if (st)
+            *st = a.st;
         apply_ctx_free(&a);
-        if (rc == MDB_MAP_FULL && !(rc = grow_map(s, e)))
+        if (rc == MDB_MAP_FULL) {
+            if (resizes)
+                (*resizes)++;
+            if ((rc = grow_map(s, e)))
+                break;
             continue;
-        if (rc < 0 && rc >= SH_EINTERNAL)
+        }
+        if (rc < 0 && rc >= SH_EINTERNAL) /* our own code, message in `local` */
             sh_err_set(e, rc, "%s", local.msg);
         else if (rc)
-            rc = lmdb_err(e, rc, "vacuum");
+            rc = lmdb_err(e, rc, what);
         break;
     }
+    if (rc == MDB_MAP_RESIZED || rc == MDB_MAP_FULL)
+        rc = sh_err_set(e, SH_ELMDB, "%s: %s: map keeps being resized", s->dir, what);
     pthread_mutex_unlock(&s->write_lock);
     return rc;
 }
 
+static int commit_body(apply_ctx *a, void *batch)
+{
+    return apply_ops(a, batch);
+}
+
+int sh_shard_batch_commit(sh_shard_batch *b, sh_shard_commit_stats *st, sh_err *e)
+{
+    if (!b)
+        return sh_err_set(e, SH_EINVAL, "shard commit: NULL batch");
+    sh_shard_commit_stats got = {0};
+    size_t resizes = 0;
+    int rc = write_txn(b->s, "applying batch", commit_body, b, &got, &resizes, e);
+    if (!rc && st) {
+        *st = got;
+        st->resizes = resizes;
+    }
+    sh_shard_batch_abort(b);
+    return rc;
+}
+
+static int vacuum_body(apply_ctx *a, void *unused)
+{
+    (void)unused;
+    int rc = counters_load(a->s, a->txn, &a->c);
+    if (!rc)
+        rc = dead_load(a->s, a->txn, &a->dead);
+    a->c.vacuum_pos = 0;
+    if (!rc && a->c.dead_postings)
+        rc = vacuum_ranges(a, 0);
+    if (!rc)
+        rc = dead_store(a->s, a->txn, &a->dead);
+    return rc ? rc : counters_store(a->s, a->txn, &a->c);
+}
+
+int sh_shard_vacuum(sh_shard *s, sh_err *e)
+{
+    if (!s || s->read_only)
+        return sh_err_set(e, SH_EINVAL, "shard vacuum: shard not writable");
+    return write_txn(s, "vacuum", vacuum_body, NULL, NULL, NULL, e);
+}
+
 /* Reads every range (dropping dead postings), empties the table and rewrites it in key order with
  * MDB_APPEND, which fills pages completely. */
-static int compact_txn(apply_ctx *a)
+static int compact_body(apply_ctx *a, void *unused)
 {
+    (void)unused;
     int rc = counters_load(a->s, a->txn, &a->c);
     if (!rc)
         rc = dead_load(a->s, a->txn, &a->dead);
@@ -1326,27 +1319,7 @@ int sh_shard_compact(sh_shard *s, sh_err *e)
 {
     if (!s || s->read_only)
         return sh_err_set(e, SH_EINVAL, "shard compact: shard not writable");
-    pthread_mutex_lock(&s->write_lock);
-    int rc = 0;
-    for (int attempt = 0; attempt < SH_RETRIES_MAX; attempt++) {
-        sh_err local = {0};
-        apply_ctx a = {.s = s, .e = &local};
-        rc = mdb_txn_begin(s->env, NULL, 0, &a.txn);
-        if (!rc) {
-            rc = compact_txn(&a);
-            rc = rc ? (mdb_txn_abort(a.txn), rc) : mdb_txn_commit(a.txn);
-        }
-        apply_ctx_free(&a);
-        if (rc == MDB_MAP_FULL && !(rc = grow_map(s, e)))
-            continue;
-        if (rc < 0 && rc >= SH_EINTERNAL)
-            sh_err_set(e, rc, "%s", local.msg);
-        else if (rc)
-            rc = lmdb_err(e, rc, "compact");
-        break;
-    }
-    pthread_mutex_unlock(&s->write_lock);
-    return rc;
+    return write_txn(s, "compact", compact_body, NULL, NULL, NULL, e);
 }
 
 /* ---- reading ----------------------------------------------------------------------------------

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 typedef struct fixture {
@@ -304,6 +305,53 @@ static void test_batch_cursor_atomic(void **state)
     sh_shard_batch_abort(b);
 }
 
+/* Another process grows the map (its writes pass our map's end): our next write transactions —
+ * commit, vacuum, compact — adopt the new size (MDB_MAP_RESIZED) instead of failing. This is
+ * `index delete` (commit + compact) racing an `index add` of another process. */
+static void test_map_grown_by_other_process(void **state)
+{
+    fixture *f = *state;
+    sh_shard_free(f->s);
+    sh_shard_opts o;
+    sh_shard_opts_default(&o);
+    o.map_size = 256 << 10;
+    assert_int_equal(sh_shard_open(f->dir, &o, &f->s, NULL), 0);
+    put_track(f->s, "small", 1, 1, 100, NULL);
+    for (int step = 0; step < 3; step++) {
+        char id[16];
+        snprintf(id, sizeof id, "big%d", step);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) { /* the other process: its own handle, a map that has to grow */
+            sh_shard *other = NULL;
+            if (sh_shard_open(f->dir, &o, &other, NULL))
+                _exit(1);
+            sh_shard_batch *b;
+            sh_hash *h = track_hashes(100 + (uint32_t)step, 200000);
+            sh_shard_track t = {.id = id, .version = 1};
+            int rc = sh_shard_batch_begin(other, 0, &b, NULL) ||
+                     sh_shard_batch_put(b, &t, h, 200000, NULL) ||
+                     sh_shard_batch_commit(b, NULL, NULL);
+            _exit(rc ? 2 : 0);
+        }
+        int status;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        sh_err e = {0};
+        if (step == 0)
+            assert_int_equal(sh_shard_vacuum(f->s, &e), 0);
+        else if (step == 1)
+            assert_int_equal(sh_shard_compact(f->s, &e), 0);
+        else
+            put_track(f->s, "small2", 1, 2, 100, NULL);
+    }
+    sh_shard_stats st;
+    get_stats(f, &st);
+    assert_int_equal(st.tracks, 5);
+    assert_int_equal(st.postings, 3 * 200000 + 2 * 100);
+    assert_true(votes_for(f, 102, 200000) >= 200000);
+}
+
 /* A batch that fails at commit (map limit reached) applies nothing, cursor included. */
 static void test_failed_commit_no_trace(void **state)
 {
@@ -583,6 +631,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_add_replace_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_cursor_atomic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_commit_no_trace, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_map_grown_by_other_process, setup, teardown),
         cmocka_unit_test_setup_teardown(test_growth_reopen_vacuum, setup, teardown),
         cmocka_unit_test_setup_teardown(test_readers_during_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_files, setup, teardown),
