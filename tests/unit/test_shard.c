@@ -111,6 +111,21 @@ static int teardown(void **state)
     return 0;
 }
 
+/* Reopens the fixture's shard with a map of `map_size` bytes growing up to `map_max` (0 = the
+ * default limit); returns the options used. */
+static sh_shard_opts reopen(fixture *f, size_t map_size, size_t map_max)
+{
+    sh_shard_free(f->s);
+    f->s = NULL;
+    sh_shard_opts o;
+    sh_shard_opts_default(&o);
+    o.map_size = map_size;
+    if (map_max)
+        o.map_size_max = map_max;
+    assert_int_equal(sh_shard_open(f->dir, &o, &f->s, NULL), 0);
+    return o;
+}
+
 static void put_track(sh_shard *s, const char *id, uint64_t version, uint32_t seed, size_t n,
                       sh_shard_commit_stats *st)
 {
@@ -311,11 +326,7 @@ static void test_batch_cursor_atomic(void **state)
 static void test_map_grown_by_other_process(void **state)
 {
     fixture *f = *state;
-    sh_shard_free(f->s);
-    sh_shard_opts o;
-    sh_shard_opts_default(&o);
-    o.map_size = 256 << 10;
-    assert_int_equal(sh_shard_open(f->dir, &o, &f->s, NULL), 0);
+    const sh_shard_opts o = reopen(f, 256 << 10, 0);
     put_track(f->s, "small", 1, 1, 100, NULL);
     for (int step = 0; step < 3; step++) {
         char id[16];
@@ -356,12 +367,7 @@ static void test_map_grown_by_other_process(void **state)
 static void test_failed_commit_no_trace(void **state)
 {
     fixture *f = *state;
-    sh_shard_free(f->s);
-    sh_shard_opts o;
-    sh_shard_opts_default(&o);
-    o.map_size = 1 << 20;
-    o.map_size_max = 1 << 20;
-    assert_int_equal(sh_shard_open(f->dir, &o, &f->s, NULL), 0);
+    reopen(f, 1 << 20, 1 << 20);
     put_track(f->s, "small", 1, 1, 100, NULL);
     sh_shard_batch *b;
     sh_err e = {0};
@@ -387,11 +393,7 @@ static void test_failed_commit_no_trace(void **state)
 static void test_growth_reopen_vacuum(void **state)
 {
     fixture *f = *state;
-    sh_shard_free(f->s);
-    sh_shard_opts o;
-    sh_shard_opts_default(&o);
-    o.map_size = 256 << 10;
-    assert_int_equal(sh_shard_open(f->dir, &o, &f->s, NULL), 0);
+    sh_shard_opts o = reopen(f, 256 << 10, 0);
     sh_shard_batch *b;
     sh_err e = {0};
     sh_shard_commit_stats cs;
@@ -516,11 +518,7 @@ static void *reader(void *p)
 static void test_readers_during_writes(void **state)
 {
     fixture *f = *state;
-    sh_shard_free(f->s);
-    sh_shard_opts o;
-    sh_shard_opts_default(&o);
-    o.map_size = 64 << 10;
-    assert_int_equal(sh_shard_open(f->dir, &o, &f->s, NULL), 0);
+    reopen(f, 64 << 10, 0);
     put_track(f->s, "fixed", 1, 4242, 2000, NULL);
     reader_arg r = {.s = f->s};
     pthread_t th;
