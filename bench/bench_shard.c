@@ -9,6 +9,7 @@
  *   --queries  query set with ground_truth.csv (default DATA/q1536/queries/dev, else queries/dev)
  *   --work     scratch directory for the shards (default a fresh /tmp/sh-bench-shard.XXXXXX)
  */
+#include "bench_util.h"
 #include "sh_audio.h"
 #include "sh_fp.h"
 #include "sh_match.h"
@@ -32,88 +33,6 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* Decodes a whole file to mono floats at `rate`. */
-static int decode(const char *path, int rate, pcm *out)
-{
-    sh_audio_opts o;
-    sh_audio_opts_default(&o);
-    o.rate = rate;
-    sh_audio *a;
-    sh_err e = {0};
-    if (sh_audio_open_file(path, &o, &a, &e)) {
-        fprintf(stderr, "%s: %s\n", path, sh_err_text(&e));
-        return -1;
-    }
-    size_t cap = 1 << 20, n = 0;
-    float *x = malloc(cap * sizeof *x);
-    long got;
-    while (x && (got = sh_audio_read(a, x + n, cap - n, &e)) > 0) {
-        n += (size_t)got;
-        if (n == cap) {
-            float *y = realloc(x, 2 * cap * sizeof *x);
-            if (!y) {
-                free(x);
-                x = NULL;
-                break;
-            }
-            x = y;
-            cap *= 2;
-        }
-    }
-    sh_audio_free(a);
-    if (!x || got < 0) {
-        fprintf(stderr, "%s: %s\n", path, x ? sh_err_text(&e) : "out of memory");
-        free(x);
-        return -1;
-    }
-    *out = (pcm){x, n};
-    return 0;
-}
-
-static int fingerprint(sh_fp *fp, const pcm *p)
-{
-    sh_err e = {0};
-    sh_fp_reset(fp);
-    if (sh_fp_feed(fp, p->x, p->n, &e) || sh_fp_finish(fp, &e)) {
-        fprintf(stderr, "fingerprint: %s\n", sh_err_text(&e));
-        return -1;
-    }
-    return 0;
-}
-
-/* Splits a CSV line (no quoted commas in the fields we use) into at most max fields. */
-static int split(char *line, char **f, int max)
-{
-    int n = 0;
-    for (char *p = line; n < max;) {
-        f[n++] = p;
-        char *c = strchr(p, ',');
-        if (!c)
-            break;
-        *c = '\0';
-        p = c + 1;
-    }
-    line[strcspn(line, "\r\n")] = '\0';
-    for (int i = 0; i < n; i++)
-        f[i][strcspn(f[i], "\r\n")] = '\0';
-    return n;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double pct(double *v, int n, double p)
-{
-    if (n <= 0)
-        return 0;
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
-    int i = (int)(p * (n - 1) + 0.5);
-    return v[i];
 }
 
 static void print_stats(const char *what, sh_shard *s, double audio_s)
@@ -188,14 +107,14 @@ static int load_corpus(const char *data, sh_fp *fp, track *t, int *nt, double *a
     sh_fp_config_default(&fc);
     while (fgets(line, sizeof line, f) && *nt < MAX_TRACKS) {
         char *fl[8];
-        if (split(line, fl, 8) < 2 || !strcmp(fl[0], "track_id"))
+        if (bench_split(line, fl, 8) < 2 || !strcmp(fl[0], "track_id"))
             continue;
         snprintf(path, sizeof path, "%s/corpus/dev/%s", data, fl[1]);
         pcm p;
-        if (decode(path, fc.rate, &p))
+        if (bench_decode(path, fc.rate, &p.x, &p.n))
             continue; /* reported; the benchmark goes on without it */
         double t0 = now_s();
-        int rc = fingerprint(fp, &p);
+        int rc = bench_fingerprint(fp, p.x, p.n);
         *fp_s += now_s() - t0;
         if (rc) {
             free(p.x);
@@ -248,15 +167,15 @@ static int run_queries(const char *qdir, int max_q, sh_shard *s, const track *t,
     int done = 0;
     while (fgets(line, sizeof line, f) && done < max_q) {
         char *fl[8];
-        if (split(line, fl, 8) < 4 || !strcmp(fl[0], "query_file"))
+        if (bench_split(line, fl, 8) < 4 || !strcmp(fl[0], "query_file"))
             continue;
         const int L = atoi(fl[3]) >= 8 ? 1 : 0;
         snprintf(path, sizeof path, "%s/%s", qdir, fl[0]);
         pcm p;
-        if (decode(path, qc.rate, &p) || q->n[L] >= MAX_QUERIES)
+        if (bench_decode(path, qc.rate, &p.x, &p.n) || q->n[L] >= MAX_QUERIES)
             continue;
         double t0 = now_s();
-        fingerprint(fp, &p);
+        bench_fingerprint(fp, p.x, p.n);
         size_t nh;
         const sh_hash *h = sh_fp_hashes(fp, &nh);
         double t1 = now_s();
@@ -408,13 +327,13 @@ int main(int argc, char **argv)
         int n = q.n[L];
         printf("  %-4s queries (%4d): fingerprint+lookup+rank p50 %6.2f ms  p99 %6.2f ms | "
                "lookup+rank p50 %5.2f ms  p99 %5.2f ms | top-1 %5.1f%%, false matches %d/%d\n",
-               len[L], n, pct(q.all[L], n, 0.5), pct(q.all[L], n, 0.99), pct(q.look[L], n, 0.5),
-               pct(q.look[L], n, 0.99), q.pos[L] ? 100.0 * q.ok[L] / q.pos[L] : 0.0, q.negfp[L],
-               q.neg[L]);
+               len[L], n, bench_pct(q.all[L], n, 0.5), bench_pct(q.all[L], n, 0.99),
+               bench_pct(q.look[L], n, 0.5), bench_pct(q.look[L], n, 0.99),
+               q.pos[L] ? 100.0 * q.ok[L] / q.pos[L] : 0.0, q.negfp[L], q.neg[L]);
         printf("        shard lookup alone: p50 %5.2f ms  p99 %5.2f ms (%.0f query hashes, %.0f "
                "postings voted per query on average)\n",
-               pct(q.shard[L], n, 0.5), pct(q.shard[L], n, 0.99), (double)q.hashes[L] / n,
-               (double)q.votes[L] / n);
+               bench_pct(q.shard[L], n, 0.5), bench_pct(q.shard[L], n, 0.99),
+               (double)q.hashes[L] / n, (double)q.votes[L] / n);
     }
     printf("fingerprinting of the corpus (index mode): %.0fx realtime\n", audio_s / fp_s);
     sh_shard_free(s);

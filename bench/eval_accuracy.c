@@ -19,6 +19,7 @@
  * --set changes a tunable for this run: fp fields by their sh_fp_config name (applied to index and
  * query configs), match fields by their sh_match_config name, e.g. --set peaks_per_window=6.
  */
+#include "bench_util.h"
 #include "sh_audio.h"
 #include "sh_fp.h"
 #include "sh_match.h"
@@ -150,40 +151,6 @@ static int set_knob(const char *kv, sh_fp_config *fc, sh_fp_config *qc, sh_match
 
 /* ---- decoding with a cache ------------------------------------------------------------------- */
 
-static int decode_file(const char *path, int rate, audio *a)
-{
-    sh_audio_opts o;
-    sh_audio_opts_default(&o);
-    o.rate = rate;
-    sh_audio *au = NULL;
-    sh_err e = {0};
-    if (sh_audio_open_file(path, &o, &au, &e)) {
-        fprintf(stderr, "decode %s: %s\n", path, sh_err_text(&e));
-        return -1;
-    }
-    size_t cap = 1 << 16;
-    a->x = malloc(cap * sizeof *a->x);
-    a->n = 0;
-    for (;;) {
-        if (a->n + 8192 > cap) {
-            cap *= 2;
-            float *nx = realloc(a->x, cap * sizeof *nx);
-            if (!nx)
-                break;
-            a->x = nx;
-        }
-        const long r = sh_audio_read(au, a->x + a->n, 8192, &e);
-        if (r <= 0) {
-            if (r < 0)
-                fprintf(stderr, "decode %s: %s\n", path, sh_err_text(&e));
-            break;
-        }
-        a->n += (size_t)r;
-    }
-    sh_audio_free(au);
-    return 0;
-}
-
 static int load_audio(const char *cache, const char *path, int rate, audio *a)
 {
     struct stat st;
@@ -209,7 +176,7 @@ static int load_audio(const char *cache, const char *path, int rate, audio *a)
         }
         fclose(f);
     }
-    if (decode_file(path, rate, a))
+    if (bench_decode(path, rate, &a->x, &a->n))
         return -1;
     mkdir(cache, 0755);
     f = fopen(cpath, "wb");
@@ -222,23 +189,6 @@ static int load_audio(const char *cache, const char *path, int rate, audio *a)
 
 /* ---- CSV ------------------------------------------------------------------------------------- */
 
-/* Splits a simple CSV line (no quoted commas in the fields we use) into at most max fields. */
-static int split(char *line, char **f, int max)
-{
-    int n = 0;
-    line[strcspn(line, "\r\n")] = 0;
-    char *p = line;
-    while (n < max) {
-        f[n++] = p;
-        char *c = strchr(p, ',');
-        if (!c)
-            break;
-        *c = 0;
-        p = c + 1;
-    }
-    return n;
-}
-
 static int load_manifest(const char *path, char names[][256], int max)
 {
     FILE *f = fopen(path, "r");
@@ -248,7 +198,7 @@ static int load_manifest(const char *path, char names[][256], int max)
     int n = 0;
     while (fgets(line, sizeof line, f) && n < max) {
         char *fl[8];
-        if (split(line, fl, 8) < 2 || strcmp(fl[0], "track_id") == 0)
+        if (bench_split(line, fl, 8) < 2 || strcmp(fl[0], "track_id") == 0)
             continue;
         snprintf(names[n++], 256, "%s", fl[1]);
     }
@@ -265,7 +215,7 @@ static int load_queries(const char *path, query *q, int max)
     int n = 0;
     while (fgets(line, sizeof line, f) && n < max) {
         char *fl[8];
-        if (split(line, fl, 8) < 6 || strcmp(fl[0], "query_file") == 0)
+        if (bench_split(line, fl, 8) < 6 || strcmp(fl[0], "query_file") == 0)
             continue;
         snprintf(q[n].file, sizeof q[n].file, "%s", fl[0]);
         snprintf(q[n].expected, sizeof q[n].expected, "%s", fl[1]);
@@ -280,32 +230,6 @@ static int load_queries(const char *path, query *q, int max)
 }
 
 /* ---- helpers --------------------------------------------------------------------------------- */
-
-static int fingerprint(sh_fp *fp, const float *x, size_t n)
-{
-    sh_fp_reset(fp);
-    sh_err e = {0};
-    if (sh_fp_feed(fp, x, n, &e) || sh_fp_finish(fp, &e)) {
-        fprintf(stderr, "fingerprint: %s\n", sh_err_text(&e));
-        return -1;
-    }
-    return 0;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double pct(double *v, int n, double p)
-{
-    if (n == 0)
-        return 0.0;
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
-    int i = (int)(p * (n - 1) + 0.5);
-    return v[i];
-}
 
 static int cond_index(char conds[][64], int *nconds, const char *c)
 {
@@ -338,7 +262,7 @@ static double add_extra(const char *dir, const char *cache, int rate, sh_fp *fp,
             continue;
         audio a;
         sh_err e = {0};
-        if (load_audio(cache, path, rate, &a) || fingerprint(fp, a.x, a.n))
+        if (load_audio(cache, path, rate, &a) || bench_fingerprint(fp, a.x, a.n))
             continue;
         size_t nh;
         const sh_hash *h = sh_fp_hashes(fp, &nh);
@@ -446,7 +370,7 @@ int main(int argc, char **argv)
     for (int r = 0; r < (repeat < 1 ? 1 : repeat); r++) {
         const double t0 = now_s();
         for (int i = 0; i < nt; i++) {
-            if (fingerprint(fp, tr[i].x, tr[i].n))
+            if (bench_fingerprint(fp, tr[i].x, tr[i].n))
                 return 1;
             if (r == 0) {
                 size_t nh;
@@ -467,8 +391,8 @@ int main(int argc, char **argv)
         const double xs = add_extra(extra, cache, fc.rate, fp, mi, names, &ntot);
         if (xs < 0)
             return 1;
-        printf("distractors: %d tracks, %.1f min from %s; index %.1f h, %zu postings\n",
-               ntot - nt, xs / 60.0, extra, (audio_s + xs) / 3600.0, sh_memindex_postings(mi));
+        printf("distractors: %d tracks, %.1f min from %s; index %.1f h, %zu postings\n", ntot - nt,
+               xs / 60.0, extra, (audio_s + xs) / 3600.0, sh_memindex_postings(mi));
     }
     if (sh_memindex_build(mi, &e))
         return 1;
@@ -508,7 +432,7 @@ int main(int argc, char **argv)
         if (load_audio(cache, path, qc.rate, &a))
             return 1;
         const double t0 = now_s();
-        if (fingerprint(qfp, a.x, a.n))
+        if (bench_fingerprint(qfp, a.x, a.n))
             return 1;
         size_t nh;
         const sh_hash *h = sh_fp_hashes(qfp, &nh);
@@ -562,8 +486,8 @@ int main(int argc, char **argv)
            neg);
     for (int L = 0; L < 2; L++) {
         const int n = nlat[L];
-        const double p50 = pct(lat[L], n, 0.5), p99 = pct(lat[L], n, 0.99);
-        const double m50 = pct(latm[L], n, 0.5), m99 = pct(latm[L], n, 0.99);
+        const double p50 = bench_pct(lat[L], n, 0.5), p99 = bench_pct(lat[L], n, 0.99);
+        const double m50 = bench_pct(latm[L], n, 0.5), m99 = bench_pct(latm[L], n, 0.99);
         printf("latency %2d s queries: p50 %.2f ms, p99 %.2f ms (fingerprint+lookup+vote); "
                "lookup+vote only p50 %.2f p99 %.2f ms\n",
                L ? 10 : 5, p50, p99, m50, m99);

@@ -53,10 +53,10 @@ static int fingerprint_one(const char *path, const fp_cfg *c, const sh_audio_opt
     size_t n;
     sh_fp_hashes(fp, &n);
     /* The fields first, in its order; "format" is an extra at the end. */
-    json_t *o = json_pack("{s:s, s:f, s:i, s:i, s:i, s:I, s:s}", "file", path, "duration_s",
-                          r.duration_s, "sample_rate", r.info.src_rate, "channels",
-                          r.info.channels, "fp_version", SH_FP_VERSION, "hashes", (json_int_t)n,
-                          "format", r.info.format);
+    json_t *o =
+        json_pack("{s:s, s:f, s:i, s:i, s:i, s:I, s:s}", "file", path, "duration_s", r.duration_s,
+                  "sample_rate", r.info.src_rate, "channels", r.info.channels, "fp_version",
+                  SH_FP_VERSION, "hashes", (json_int_t)n, "format", r.info.format);
     if (o && c->hashes && json_object_set_new(o, "hash_list", hash_list(fp)) != 0) {
         json_decref(o);
         o = NULL;

@@ -163,8 +163,7 @@ int sh_cmd_match(int argc, char **argv)
         {"max-duration", 0, SH_OPT_DOUBLE, &c.max_duration_s, "600",
          "reject clips longer than this many seconds", 0, 0, 0},
         {"min-confidence", 0, SH_OPT_DOUBLE, &c.min_confidence, "-1",
-         "no-match threshold on the confidence, 0..1 (-1: the matcher's calibrated one)", 0, 0,
-         0},
+         "no-match threshold on the confidence, 0..1 (-1: the matcher's calibrated one)", 0, 0, 0},
         {NULL, 0, 0, NULL, NULL, NULL, 0, 0, 0},
     };
     sh_cmd_spec spec = {

@@ -60,9 +60,10 @@ void sh_shard_opts_default(sh_shard_opts *o);
 typedef struct sh_shard sh_shard;
 
 /* Opens (creating the directory and the shard unless read_only or no_create) the shard in `dir`.
- * Errors: SH_ENOTFOUND (read_only or no_create, and no shard there), SH_EIO (directory not creatable/readable),
- * SH_EFORMAT (the files are not an LMDB environment or not a SoundHash shard, or corrupted; the
- * message says which), SH_EUNSUPPORTED (format or fp_version mismatch), SH_ELMDB, SH_ENOMEM. */
+ * Errors: SH_ENOTFOUND (read_only or no_create, and no shard there), SH_EIO (directory not
+ * creatable/readable), SH_EFORMAT (the files are not an LMDB environment or not a SoundHash shard,
+ * or corrupted; the message says which), SH_EUNSUPPORTED (format or fp_version mismatch), SH_ELMDB,
+ * SH_ENOMEM. */
 int sh_shard_open(const char *dir, const sh_shard_opts *o, sh_shard **out, sh_err *e);
 
 /* Closes; accepts NULL. No batch may be open. */

@@ -497,13 +497,13 @@ static void test_lying_headers(void **state)
         uint32_t value;
         int want;
     } cases[] = {
-        {0, 100000000, SH_EDECODE}, /* data chunk claims 100 MB */
-        {0, 0xFFFFFFFF, 0},         /* streaming placeholders (ffmpeg, libsndfile): decode */
-        {0, 0x7FFFF000, 0},         /* ... sox writing to a pipe */
-        {0, 0x7FFFFFFF, 0},         /* ... arecord */
+        {0, 100000000, SH_EDECODE},  /* data chunk claims 100 MB */
+        {0, 0xFFFFFFFF, 0},          /* streaming placeholders (ffmpeg, libsndfile): decode */
+        {0, 0x7FFFF000, 0},          /* ... sox writing to a pipe */
+        {0, 0x7FFFFFFF, 0},          /* ... arecord */
         {0, 0x7EFFFFFF, SH_EDECODE}, /* just under the placeholders: a lie */
-        {0, 0, SH_ETOOSHORT},       /* data chunk claims nothing */
-        {4, 0xFFFFFFF0, 0},         /* RIFF size is ignored by everyone */
+        {0, 0, SH_ETOOSHORT},        /* data chunk claims nothing */
+        {4, 0xFFFFFFF0, 0},          /* RIFF size is ignored by everyone */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         memcpy(w, wav, len);
