@@ -39,6 +39,11 @@ d = bytearray(open('st44.wav', 'rb').read()); d[22:24] = struct.pack('<H', 300)
 open('chan300.wav', 'wb').write(d)
 EOF
 mkdir adir
+mkfifo afifo # opening a FIFO must not block waiting for a writer
+cp st44.wav unreadable.wav && chmod 000 unreadable.wav
+# root reads anything: run the unreadable-file check as nobody when we are root.
+as_user=(); if [ "$(id -u)" -eq 0 ] && command -v setpriv > /dev/null; then
+  chmod 755 "$SH_TMP"; as_user=(setpriv --reuid=nobody --regid=nogroup --clear-groups); fi
 
 # check_json FILE DURATION RATE CHANNELS [TOL]: the one JSON line in $SH_TMP/out describes FILE.
 check_json() {
@@ -92,11 +97,15 @@ assert all(a[1] <= b[1] for a, b in zip(h, h[1:]))'
 
   # ---- bad inputs: exit 1, the file named on stderr, nothing on stdout -------------------------
   for f in empty.wav random.bin header_only.wav trunc_st44.flac trunc_st44.ogg trunc_st48.opus \
-           trunc_st44.wav trunc_st44.aiff lying.wav rate1.wav chan300.wav nonexistent.wav adir; do
+           trunc_st44.wav trunc_st44.aiff lying.wav rate1.wav chan300.wav nonexistent.wav adir \
+           afifo; do
     expect_exit 1 "$bin" fingerprint "$f"
     check "$tag: $f fails with its name on stderr" grep -q "fingerprint: $f: " "$SH_TMP/err"
     check "$tag: $f prints no JSON" test ! -s "$SH_TMP/out"
   done
+  expect_exit 1 timeout 10 "${as_user[@]}" "$bin" fingerprint unreadable.wav
+  check "$tag: unreadable file: permission denied" grep -q "unreadable.wav: .*Permission denied" "$SH_TMP/err"
+
   # An MP3 cut inside a frame is refused; one cut on a frame boundary (undetectable) decodes as a
   # shorter stream: no crash, never longer.
   head -c $(( $(stat -c %s st44.mp3) - 1 )) st44.mp3 > cut1.mp3
