@@ -287,6 +287,38 @@ static char *sh_strdup_or_null(const char *s)
     return s ? strdup(s) : NULL;
 }
 
+/* Overwrites a secret before freeing it so it does not linger in freed heap. */
+static void wipe_free(char *secret)
+{
+    if (!secret)
+        return;
+    volatile char *p = secret;
+    while (*p)
+        *p++ = 0;
+    free(secret);
+}
+
+/* SOUNDHASH_DB_PASSWORD_FILE (e.g. a Docker secret): the file's first line, capped at 1 KiB.
+ * No path: *out stays NULL and 0 is returned. */
+static int read_password_file(const char *path, char **out, sh_err *e)
+{
+    *out = NULL;
+    if (!path || !*path)
+        return 0;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return sh_err_set(e, SH_EIO, "postgres: cannot read SOUNDHASH_DB_PASSWORD_FILE %s: %s",
+                          path, strerror(errno));
+    char buf[1025];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    buf[strcspn(buf, "\r\n")] = '\0';
+    *out = strdup(buf);
+    memset(buf, 0, sizeof buf);
+    return *out ? 0 : sh_err_set(e, SH_ENOMEM, "postgres: out of memory");
+}
+
 int sh_primary_new(const sh_primary_config *c, sh_primary **out, sh_err *e)
 {
     *out = NULL;
@@ -311,8 +343,18 @@ int sh_primary_new(const sh_primary_config *c, sh_primary **out, sh_err *e)
     if (!db)
         return sh_err_set(e, SH_ENOMEM, "postgres: out of memory");
     const char *pw = c->password ? c->password : getenv("SOUNDHASH_DB_PASSWORD");
+    char *file_pw = NULL;
+    if (!(pw && *pw)) {
+        int frc = read_password_file(getenv("SOUNDHASH_DB_PASSWORD_FILE"), &file_pw, e);
+        if (frc) {
+            free(db);
+            return frc;
+        }
+        pw = file_pw;
+    }
     db->dsn = strdup(c->dsn);
     db->password = sh_strdup_or_null(pw && *pw ? pw : NULL);
+    wipe_free(file_pw);
     db->app_name = strdup(c->application_name ? c->application_name : "soundhash");
     db->connect_timeout_s = c->connect_timeout_s > 0 ? c->connect_timeout_s : 5;
     db->statement_timeout_ms = c->statement_timeout_ms > 0 ? c->statement_timeout_ms : 30000;
@@ -335,13 +377,7 @@ void sh_primary_free(sh_primary *db)
     if (!db)
         return;
     PQfinish(db->conn);
-    if (db->password) {
-        /* Do not leave the secret lying in freed heap. */
-        volatile char *p = db->password;
-        while (*p)
-            *p++ = 0;
-    }
-    free(db->password);
+    wipe_free(db->password);
     free(db->dsn);
     free(db->app_name);
     free(db);

@@ -64,7 +64,8 @@
 
 typedef struct sh_primary_config {
     const char *dsn;              /* libpq connection string or URI; required */
-    const char *password;         /* NULL: env SOUNDHASH_DB_PASSWORD, else libpq's own PGPASSWORD /
+    const char *password;         /* NULL: env SOUNDHASH_DB_PASSWORD, else the first line of the file
+                                     named by SOUNDHASH_DB_PASSWORD_FILE, else libpq's own PGPASSWORD /
                                      passfile / ~/.pgpass. Never put it in argv. */
     int connect_timeout_s;        /* default 5 (0 → default); bounds every (re)connect */
     int statement_timeout_ms;     /* default 30000 (0 → default); server-side per statement */

@@ -570,6 +570,49 @@ static void test_invalid_arguments(void **state)
     assert_null(db);
 }
 
+/* SOUNDHASH_DB_PASSWORD_FILE (a Docker secret) is read and used: a missing file is a clear error,
+ * a wrong password in it is refused by the server (scram), the right one connects. */
+static void test_password_file(void **state)
+{
+    (void)state;
+    char path[sizeof F.tmp + 16];
+    snprintf(path, sizeof path, "%s/pwfile", F.tmp);
+    sh_primary_config c;
+    sh_primary_config_default(&c);
+    c.dsn = F.dsn;
+    sh_primary *db = NULL;
+    sh_err e = {0};
+    setenv("SOUNDHASH_DB_PASSWORD_FILE", "/nonexistent/pw", 1);
+    assert_int_equal(sh_primary_new(&c, &db, &e), SH_EIO);
+    assert_non_null(strstr(e.msg, "SOUNDHASH_DB_PASSWORD_FILE"));
+    assert_null(db);
+
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("wrong-password\n", f);
+    fclose(f);
+    setenv("SOUNDHASH_DB_PASSWORD_FILE", path, 1);
+    assert_int_equal(sh_primary_new(&c, &db, &e), SH_EDB);
+    assert_null(db);
+
+    /* The cluster's pgpass line is host:port:db:user:password; the password is the last field. */
+    char pgpass[sizeof F.dir + 16], line[512] = "";
+    snprintf(pgpass, sizeof pgpass, "%s/pgpass", F.dir);
+    f = fopen(pgpass, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(line, sizeof line, f));
+    fclose(f);
+    const char *pw = strrchr(line, ':');
+    assert_non_null(pw);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(pw + 1, f);
+    fclose(f);
+    assert_int_equal(sh_primary_new(&c, &db, &e), 0);
+    sh_primary_free(db);
+    unsetenv("SOUNDHASH_DB_PASSWORD_FILE");
+}
+
 static void test_wait_changes(void **state)
 {
     (void)state;
@@ -617,6 +660,7 @@ int main(void)
         cmocka_unit_test(test_list_filters_and_cursor),
         cmocka_unit_test(test_count_tracks),
         cmocka_unit_test(test_invalid_arguments),
+        cmocka_unit_test(test_password_file),
         cmocka_unit_test(test_wait_changes),
         cmocka_unit_test(test_transient_when_server_stops),
     };
