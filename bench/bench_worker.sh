@@ -39,20 +39,25 @@ cp "$CORPUS"/*.ogg "$TMP/media/"
 mapfile -t FILES < <(ls "$TMP/media"/*.ogg)
 N=${#FILES[@]}
 
-# ---- raw fingerprinting: THREADS processes over interleaved halves ----------------------------
-t0=$(now)
-for ((k = 0; k < THREADS; k++)); do
-  part=(); for ((i = k; i < N; i += THREADS)); do part+=("${FILES[$i]}"); done
-  "$BIN" fingerprint "${part[@]}" > "$TMP/raw.$k" &
-  PIDS+=($!)
-done
-wait "${PIDS[@]}" || true   # a file the decoder rejects is reported below, not fatal
-PIDS=()
-t1=$(now)
-RAW_S=$(echo "$t1 - $t0" | bc -l)
+# ---- raw fingerprinting: THREADS processes over interleaved shares of the files -----------------
+# Sets RAW_S (wall) and RAW_CPU (user+sys of the processes).
+raw_round() {
+  local t0 t1 k i part raw_pids=()
+  t0=$(now)
+  for ((k = 0; k < THREADS; k++)); do
+    part=(); for ((i = k; i < N; i += THREADS)); do part+=("${FILES[$i]}"); done
+    /usr/bin/time -f '%U %S' -o "$TMP/raw.cpu.$k" "$BIN" fingerprint "${part[@]}" > "$TMP/raw.$k" 2> /dev/null &
+    raw_pids+=($!)
+  done
+  wait "${raw_pids[@]}" || true   # a file the decoder rejects is counted below, not fatal
+  t1=$(now)
+  RAW_S=$(echo "$t1 - $t0" | bc -l)
+  RAW_CPU=$(cat "$TMP"/raw.cpu.* | awk '/^[0-9.]+ [0-9.]+$/ {s += $1 + $2} END {print s}')
+}
+raw_round
 # Tracks the fingerprinter accepts are the ones the worker must store (the others go to the DLQ).
-N_OK=$(cat "$TMP"/raw.* | grep -c '"hashes"')
-AUDIO_S=$(cat "$TMP"/raw.* | sed -n 's/.*"duration_s":\([0-9.]*\).*/\1/p' | awk '{s += $1} END {printf "%.1f", s}')
+N_OK=$(cat "$TMP"/raw.[0-9]* | grep -c '"hashes"')
+AUDIO_S=$(cat "$TMP"/raw.[0-9]* | sed -n 's/.*"duration_s":\([0-9.]*\).*/\1/p' | awk '{s += $1} END {printf "%.1f", s}')
 
 # ---- stack -----------------------------------------------------------------------------------
 "$BIN" broker --bootstrap-file "$TMP/boot" > /dev/null 2> "$TMP/broker.log" &
@@ -70,16 +75,42 @@ start_worker() { # start_worker NAME → WPID
   WPID=$!
   PIDS+=("$WPID")
   wait_for 60 grep -q 'event=partitions_assigned' "$TMP/$1.log"
+  WPORT=$(sed -n 's/.*event=http_listening.* port=\([0-9]*\).*/\1/p' "$TMP/$1.log" | head -n1)
 }
 hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status"; }
 
 # ---- worker on the corpus ----------------------------------------------------------------------
+# The machine is shared, so raw and worker rounds alternate and the best of ROUNDS of each counts.
+# Each round republishes every file (a newer version), so the worker really re-fingerprints and
+# rewrites every track; a round ends when the change log holds one more entry per track.
+cpu_s() { awk '{print ($14 + $15) / 100}' "/proc/$1/stat"; }
+# Progress from the worker's own /metrics: cheaper than a psql process per poll, which would steal
+# CPU from the worker on a small machine. Rows are checked with psql once a round is over.
+events_ok() {
+  curl -sf "http://127.0.0.1:$WPORT/metrics" |
+    awk '$1 ~ /^soundhash_worker_events_total\{.*result="(ok|dlq)"/ {s += $2} END {print s + 0}'
+}
+have_events() { [ "$(events_ok)" -ge "$1" ] || { sleep 0.05; return 1; }; }
+ROUNDS="${BENCH_ROUNDS:-3}"
 start_worker corpus
-t0=$(now)
-"$BIN" ingest publish --brokers "$BOOT" --media-root "$TMP/media" "${FILES[@]}" > /dev/null 2>&1
-wait_for 600 have "$N_OK"
-t1=$(now)
-WK_S=$(echo "$t1 - $t0" | bc -l)
+BEST_RAW=$RAW_S BEST_RAW_CPU=$RAW_CPU BEST_WK=999999 BEST_WK_CPU=0
+for ((r = 1; r <= ROUNDS; r++)); do
+  if [ "$r" -gt 1 ]; then
+    raw_round
+    if (( $(echo "$RAW_S < $BEST_RAW" | bc) )); then BEST_RAW=$RAW_S BEST_RAW_CPU=$RAW_CPU; fi
+  fi
+  c0=$(cpu_s "$WPID")
+  t0=$(now)
+  "$BIN" ingest publish --brokers "$BOOT" --media-root "$TMP/media" "${FILES[@]}" > /dev/null 2>&1
+  wait_for 600 have_events "$((r * N))"
+  t1=$(now)
+  WK_S=$(echo "$t1 - $t0" | bc -l)
+  WK_CPU=$(echo "$(cpu_s "$WPID") - $c0" | bc -l)
+  [ "$(psql "$DSN" -XAtq -c 'SELECT count(*) FROM change_log')" = "$((r * N_OK))" ] ||
+    { echo "   round $r: change log holds $(psql "$DSN" -XAtq -c "SELECT count(*) FROM change_log"), want $((r * N_OK))" >&2; exit 1; }
+  printf '   round %d: raw %.2f s, worker %.2f s\n' "$r" "$RAW_S" "$WK_S"
+  if (( $(echo "$WK_S < $BEST_WK" | bc) )); then BEST_WK=$WK_S BEST_WK_CPU=$WK_CPU; fi
+done
 HWM_CORPUS=$(hwm_kb "$WPID")
 kill -TERM "$WPID"; wait "$WPID" || true
 
@@ -94,7 +125,7 @@ cp "$LONG" "$TMP/media/long.flac"
 start_worker long
 t0=$(now)
 "$BIN" ingest publish --brokers "$BOOT" --media-root "$TMP/media" "$TMP/media/long.flac" > /dev/null 2>&1
-wait_for 900 have "$((N_OK + 1))"
+wait_for 900 have "$((N_OK + 1))"   # the corpus tracks plus the long one
 t1=$(now)
 LONG_WK_S=$(echo "$t1 - $t0" | bc -l)
 HWM_LONG=$(hwm_kb "$WPID")
@@ -103,13 +134,15 @@ t0=$(now); "$BIN" fingerprint "$TMP/media/long.flac" > /dev/null; t1=$(now)
 LONG_RAW_S=$(echo "$t1 - $t0" | bc -l)
 LONG_MB=$(du -m "$TMP/media/long.flac" | cut -f1)
 
-awk -v n="$N_OK" -v nall="$N" -v a="$AUDIO_S" -v raw="$RAW_S" -v wk="$WK_S" -v th="$THREADS" \
+awk -v n="$N_OK" -v nall="$N" -v a="$AUDIO_S" -v raw="$BEST_RAW" -v wk="$BEST_WK" -v th="$THREADS" \
+    -v rc="$BEST_RAW_CPU" -v wc="$BEST_WK_CPU" -v rounds="$ROUNDS" \
     -v hc="$HWM_CORPUS" -v hl="$HWM_LONG" -v ls="$LONG_S" -v lw="$LONG_WK_S" -v lr="$LONG_RAW_S" \
     -v lmb="$LONG_MB" 'BEGIN {
   printf "   corpus: %d tracks (%d rejected by the decoder), %.1f min of audio, %d threads\n", n, nall - n, a / 60, th
-  printf "   raw fingerprint (%d processes):  %7.2f s wall  %8.0f audio-h/wall-h  %6.2f tracks/s\n", th, raw, a / raw, n / raw
-  printf "   worker end to end:               %7.2f s wall  %8.0f audio-h/wall-h  %6.2f tracks/s\n", wk, a / wk, n / wk
-  printf "   worker / raw throughput: %.1f %% (target >= 80 %%)\n", 100 * raw / wk
+  printf "   best of %d rounds each:\n", rounds
+  printf "   raw fingerprint (%d processes):  %7.2f s wall  %8.0f audio-h/wall-h  %6.2f tracks/s  cpu %.2f s\n", th, raw, a / raw, n / raw, rc
+  printf "   worker end to end:               %7.2f s wall  %8.0f audio-h/wall-h  %6.2f tracks/s  cpu %.2f s\n", wk, a / wk, n / wk, wc
+  printf "   worker / raw throughput: %.1f %% (target >= 80 %%); worker process cpu / raw cpu: %.2f\n", 100 * raw / wk, wc / rc
   printf "   worker peak RSS (VmHWM): %.1f MiB on the corpus\n", hc / 1024
   printf "   long file: %.0f min FLAC (%d MB): worker %.2f s (raw %.2f s), fresh worker peak RSS %.1f MiB\n", ls / 60, lmb, lw, lr, hl / 1024
 }'

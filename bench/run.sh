@@ -44,4 +44,8 @@ section audio "$BUILD/bench/bench_audio"
 # excluding decoding, match latency p50/p99 (CPU time).
 section accuracy "$BUILD/bench/eval_accuracy" --repeat 3
 
+# Worker end to end (broker + PostgreSQL + worker, dev corpus) vs raw `soundhash fingerprint` on the
+# same threads (target >= 80 %), worker CPU vs raw CPU, and worker peak RSS incl. a 90 min file.
+section worker bench/bench_worker.sh "$BUILD/soundhash" 2
+
 [ "$failed" -eq 0 ] || { echo "bench: $failed section(s) failed"; exit 1; }
