@@ -148,6 +148,8 @@ int wk_consumer_new(wk *w, sh_err *e)
         {"auto.offset.reset", "earliest"},
         {"statistics.interval.ms", "1000"},
         {"session.timeout.ms", "10000"},
+        /* Prefetch is bounded too: inline clips can be ~1 MiB each, the default allows 64 MiB. */
+        {"queued.max.messages.kbytes", "8192"},
         {"client.id", w->cfg.worker_id},
     };
     for (size_t i = 0; rc == 0 && i < sizeof defaults / sizeof defaults[0]; i++)
