@@ -354,12 +354,14 @@ int sh_primary_new(const sh_primary_config *c, sh_primary **out, sh_err *e)
     }
     db->dsn = strdup(c->dsn);
     db->password = sh_strdup_or_null(pw && *pw ? pw : NULL);
-    wipe_free(file_pw);
+    const int pw_lost = pw && *pw && !db->password;
+    wipe_free(file_pw); /* pw may point into it: not used past this line */
+    pw = NULL;
     db->app_name = strdup(c->application_name ? c->application_name : "soundhash");
     db->connect_timeout_s = c->connect_timeout_s > 0 ? c->connect_timeout_s : 5;
     db->statement_timeout_ms = c->statement_timeout_ms > 0 ? c->statement_timeout_ms : 30000;
     db->dsn_has_timeout = has_timeout;
-    if (!db->dsn || !db->app_name || (pw && *pw && !db->password)) {
+    if (!db->dsn || !db->app_name || pw_lost) {
         sh_primary_free(db);
         return sh_err_set(e, SH_ENOMEM, "postgres: out of memory");
     }
