@@ -55,6 +55,16 @@ check "held offset while the write is retried" not_committed
 wait_for 60 wk_tracks_active 7
 wait_for 30 wk_all_committed soundhash-workers
 wk_check_tracks
+
+# Phase 3: SIGTERM while an event is in flight: the worker finishes it, commits, exits 0.
+sox -n -r 22050 -c 1 "$MEDIA/long2.wav" synth 2400 square 100-2000 vol 0.3
+wk_expect_counts "$MEDIA/long2.wav"
+wk_publish "$MEDIA/long2.wav"
+wait_for 30 busy
 wk_kill w1 TERM
-check "SIGTERM after the outage: exit 0" test "$WK_RC" -eq 0
+check "SIGTERM with work in flight: exit 0" test "$WK_RC" -eq 0
+check "the in-flight track was finished before exiting" \
+  test "$(pg_sql "SELECT n_hashes FROM fingerprints WHERE external_id = 'long2'")" = "${EXPECT[long2]}"
+check "and its offset committed" wk_all_committed soundhash-workers
+check "log: drained in-flight work" grep -q 'event=shutdown_draining inflight=[1-9]' "$SH_TMP/w1.log"
 echo "52_worker_dbdown: all checks passed"
