@@ -49,11 +49,20 @@ killed=$(snap)
 wk_kill w2 TERM
 check "restarted worker exits 0 on SIGTERM" test "$WK_RC" -eq 0
 
-# The reference: the same events consumed without interruption into an emptied database.
+# The reference: the same events consumed without interruption into an emptied database, by two
+# worker processes sharing the group (the second one joining triggers a rebalance mid-run).
 pg_sql 'TRUNCATE fingerprints, change_log, tracks; UPDATE change_counter SET last_seq = 0' > /dev/null
-wk_start ref --threads 2 --group reference
+wk_start ref --threads 1 --group reference
+wk_start ref2 --threads 1 --group reference
 wait_for 180 wk_tracks_active "$N"
 wait_for 60 wk_all_committed reference
 check "killed+restarted run = uninterrupted run (versions, hashes, blobs)" test "$(snap)" = "$killed"
+check "two processes in one group: one change per track" \
+  test "$(pg_sql 'SELECT count(*), count(DISTINCT external_id) FROM change_log')" = "$N|$N"
+both() { grep -q 'event=partitions_assigned' "$SH_TMP/ref.log" && grep -q 'event=partitions_assigned' "$SH_TMP/ref2.log"; }
+check "both processes got partitions" both
 wk_kill ref TERM
+check "first reference worker exits 0" test "$WK_RC" -eq 0
+wk_kill ref2 TERM
+check "second reference worker exits 0" test "$WK_RC" -eq 0
 echo "51_worker_kill: all checks passed"
