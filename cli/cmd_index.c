@@ -4,6 +4,12 @@
  *       {"file","track_id","status":"added"|"replaced","hashes","duration_s"} per file
  *   index delete --index DIR ID...     {"track_id","deleted":true|false} per id
  *   index stats --index DIR            one object: tracks, postings, sizes, bytes per posting ...
+ *   index compact --index DIR [--wait S]
+ *       repacks the shard and shrinks its file (sh_shard_repack()); one object: bytes before and
+ *       after, bytes per posting, MB per audio hour, elapsed_ms. Needs the shard to be closed by
+ *       every other process (they are refused because a process holding the old file would keep
+ *       committing into it); processes opening it during the compact wait until it is done.
+ *   index add --compact ...             the same once the files are added
  *
  * Files are fingerprinted one by one and written in batches (one LMDB transaction per batch), so
  * a crash loses at most the current batch and never leaves a half track. A file that fails is
@@ -20,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct index_cfg {
@@ -30,7 +37,9 @@ typedef struct index_cfg {
     long batch;
     double max_duration_s;
     size_t map_size;
+    double wait_s;
     bool progress;
+    bool compact;
 } index_cfg;
 
 /* Prints one compact JSON object as a line; consumes `o`. */
@@ -181,6 +190,46 @@ static int open_shard(const index_cfg *c, bool any_fp, bool read_only, bool crea
     return rc;
 }
 
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static double mb_per_hour(const sh_shard_stats *st)
+{
+    return st->audio_s > 0 ? (double)st->file_bytes / 1e6 / (st->audio_s / 3600.0) : 0.0;
+}
+
+/* Repacks the shard and prints one JSON line with the sizes before and after. `verb` names the
+ * command in messages. Returns an exit code. */
+static int run_compact(const index_cfg *c, const char *verb)
+{
+    sh_shard_opts o;
+    sh_shard_opts_default(&o);
+    if (c->map_size)
+        o.map_size = c->map_size;
+    o.fp_version = -1; /* repacking does not read hashes: any fingerprint version */
+    sh_shard_stats a, b;
+    sh_err e = {0};
+    double t0 = now_ms();
+    int rc = sh_shard_repack(c->index, &o, (int)(c->wait_s * 1000.0), &a, &b, &e);
+    if (rc) {
+        fprintf(stderr, "soundhash %s: %s\n", verb, sh_err_text(&e));
+        return SH_EXIT_RUNTIME;
+    }
+    json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f}", "index",
+                          c->index, "tracks", (json_int_t)b.tracks, "postings",
+                          (json_int_t)b.postings, "ranges", (json_int_t)b.ranges, "bytes_before",
+                          (json_int_t)a.file_bytes, "bytes_after", (json_int_t)b.file_bytes,
+                          "audio_s", b.audio_s, "bytes_per_posting_before", a.bytes_per_posting,
+                          "bytes_per_posting", b.bytes_per_posting, "mb_per_audio_hour_before",
+                          mb_per_hour(&a), "mb_per_audio_hour", mb_per_hour(&b), "elapsed_ms",
+                          now_ms() - t0);
+    return print_json(j) ? SH_EXIT_RUNTIME : SH_EXIT_OK;
+}
+
 static int run_add(const index_cfg *c, const sh_strlist *files)
 {
     if (c->id && files->n != 1) {
@@ -242,6 +291,9 @@ out:
     free(infobuf);
     sh_fp_free(fp);
     sh_shard_free(s);
+    /* After the shard is closed: a repack needs no other handle open, ours included. */
+    if (c->compact && run_compact(c, "index add --compact") != SH_EXIT_OK)
+        code = SH_EXIT_RUNTIME;
     return code;
 }
 
@@ -320,10 +372,11 @@ static int run_stats(const index_cfg *c)
 
 static void overview(FILE *out)
 {
-    fprintf(out, "usage: soundhash index <add|delete|stats> --index DIR [options] [args]\n\n"
+    fprintf(out, "usage: soundhash index <add|delete|stats|compact> --index DIR [options] [args]\n\n"
                  "  add     FILE...  fingerprint audio files and add them (replacing same ids)\n"
                  "  delete  ID...    delete tracks by id\n"
-                 "  stats            print the index's counts and sizes (JSON)\n\n"
+                 "  stats            print the index's counts and sizes (JSON)\n"
+                 "  compact          repack the index and shrink its file (JSON)\n\n"
                  "`soundhash index <verb> --help` lists the options of each.\n");
 }
 
@@ -335,7 +388,8 @@ int sh_cmd_index(int argc, char **argv)
     }
     const char *verb = argv[1];
     bool add = !strcmp(verb, "add"), del = !strcmp(verb, "delete"), stats = !strcmp(verb, "stats");
-    if (!add && !del && !stats) {
+    bool compact = !strcmp(verb, "compact");
+    if (!add && !del && !stats && !compact) {
         fprintf(stderr, "soundhash index: unknown verb '%s'\n", verb);
         overview(stderr);
         return SH_EXIT_USAGE;
@@ -357,12 +411,18 @@ int sh_cmd_index(int argc, char **argv)
          0, 0, 0},
         {"progress", 0, SH_OPT_BOOL, &c.progress, tty ? "true" : "false",
          "add: progress bar on stderr (default: when stderr is a terminal)", 0, 0, 0},
+        {"compact", 0, SH_OPT_BOOL, &c.compact, "false",
+         "add: compact the index once the files are added (as `index compact`)", 0, 0, 0},
+        {"wait", 0, SH_OPT_DOUBLE, &c.wait_s, "0",
+         "compact: seconds to wait for other processes to close the index (then exit 1)", 0, 0,
+         0},
         {NULL, 0, 0, NULL, NULL, NULL, 0, 0, 0},
     };
     sh_cmd_spec spec = {
-        .name = add   ? "index add"
-                : del ? "index delete"
-                      : "index stats",
+        .name = add       ? "index add"
+                : del     ? "index delete"
+                : compact ? "index compact"
+                          : "index stats",
         .usage = add   ? "--index DIR [options] FILE..."
                  : del ? "--index DIR ID..."
                        : "--index DIR",
@@ -370,7 +430,15 @@ int sh_cmd_index(int argc, char **argv)
                            "(created if missing), replacing a track of the same id. One JSON line "
                            "per file."
                    : del ? "Deletes tracks by id; one JSON line per id. Exit 1 if an id is missing."
-                         : "Prints the index's counts and sizes as one JSON object.",
+                   : compact
+                       ? "Repacks the index and gives the freed space back (the file shrinks): "
+                         "compacts, writes a compacted copy next to it and renames it over the "
+                         "data file. Refused (exit 1) while another process has the index open, "
+                         "reader or writer, unless it closes within --wait seconds; processes "
+                         "opening the index meanwhile wait until the compact is done. Prints one "
+                         "JSON object: bytes_before, bytes_after, bytes_per_posting, "
+                         "mb_per_audio_hour (and their _before values), elapsed_ms."
+                       : "Prints the index's counts and sizes as one JSON object.",
         .opts = opts,
     };
     sh_err err = {0};
@@ -383,14 +451,20 @@ int sh_cmd_index(int argc, char **argv)
     if ((add || del) && spec.args.n == 0) {
         fprintf(stderr, "soundhash %s: no %s given (see --help)\n", spec.name, add ? "FILE" : "ID");
         code = SH_EXIT_USAGE;
-    } else if (stats && spec.args.n) {
-        fprintf(stderr, "soundhash index stats: unexpected argument '%s'\n", spec.args.v[0]);
+    } else if ((stats || compact) && spec.args.n) {
+        fprintf(stderr, "soundhash %s: unexpected argument '%s'\n", spec.name, spec.args.v[0]);
+        code = SH_EXIT_USAGE;
+    } else if (!(c.wait_s >= 0 && c.wait_s <= 86400)) {
+        fprintf(stderr, "soundhash %s: --wait must be 0..86400 seconds\n", spec.name);
         code = SH_EXIT_USAGE;
     } else if (!(c.max_duration_s > 0)) {
         fprintf(stderr, "soundhash %s: --max-duration must be > 0\n", spec.name);
         code = SH_EXIT_USAGE;
     } else {
-        code = add ? run_add(&c, &spec.args) : del ? run_delete(&c, &spec.args) : run_stats(&c);
+        code = add       ? run_add(&c, &spec.args)
+               : del     ? run_delete(&c, &spec.args)
+               : compact ? run_compact(&c, spec.name)
+                         : run_stats(&c);
     }
     sh_opt_free(&spec);
     return code;

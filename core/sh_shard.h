@@ -193,4 +193,23 @@ int sh_shard_stats_get(sh_shard *s, sh_shard_stats *out, sh_err *e);
  * new edge node bootstraps from. Errors: SH_EIO, SH_ELMDB. */
 int sh_shard_snapshot(sh_shard *s, const char *dir, sh_err *e);
 
+/* Compacts the shard in `dir` and gives the space back to the file system: sh_shard_compact(),
+ * then a compacted copy written to DIR/.repack.tmp/ and renamed over DIR/data.mdb (fsync'd; a
+ * crash leaves either the old or the new file, and a stale .repack.tmp that the next run removes).
+ *
+ * Safety: a process holding the old data file open would go on committing into the replaced
+ * file, so the swap requires that no other process has the shard open, reader or writer (LMDB
+ * cannot tell them apart): every LMDB user holds a shared lock on byte 0 of DIR/lock.mdb while
+ * the environment is open, and this takes it exclusively for the whole repack. Processes that
+ * open the shard meanwhile block in their open until the new file is in place (so an `index add`
+ * started during a repack waits, then writes into the new file). While another process has it
+ * open this polls every 50 ms for up to `wait_ms` (0: no wait), then fails with SH_ETRANSIENT
+ * naming one such process. The calling process must not have the shard open itself.
+ *
+ * `before`/`after` (may be NULL) get the stats of the shard before and after.
+ * Errors: SH_ENOTFOUND (no shard in dir), SH_ETRANSIENT (shard open elsewhere), SH_EIO, and those
+ * of sh_shard_open() and sh_shard_compact(). */
+int sh_shard_repack(const char *dir, const sh_shard_opts *o, int wait_ms, sh_shard_stats *before,
+                    sh_shard_stats *after, sh_err *e);
+
 #endif
