@@ -7,7 +7,8 @@ PKGS=(
   build-essential pkg-config clang libclang-rt-14-dev
   librdkafka-dev libpq-dev libavro-dev libsndfile1-dev libfftw3-dev libzstd-dev liblmdb-dev
   libsoxr-dev libmicrohttpd-dev libjansson-dev libcmocka-dev libcurl4-openssl-dev libssl-dev
-  postgresql postgresql-client sox libsox-fmt-mp3 opus-tools curl ca-certificates jq
+  postgresql postgresql-client sox libsox-fmt-mp3 opus-tools curl ca-certificates jq python3
+  bsdutils
 )
 
 missing=()
