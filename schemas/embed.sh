@@ -14,6 +14,7 @@ emit() { # $1 = C identifier, $2 = file
   printf '#include "sh_schema_json.h"\n\n'
   emit sh_json_audio_event_v1 audio_event.v1.avsc
   emit sh_json_audio_event_v2 audio_event.v2.avsc
+  emit sh_json_audio_event_v3 audio_event.v3.avsc
   emit sh_json_dead_letter_v1 dead_letter.v1.avsc
   emit sh_json_index_delta_v1 index_delta.v1.avsc
 } > sh_schema_json.c.tmp

@@ -204,6 +204,9 @@ int sh_event_validate(const sh_audio_event *ev, const sh_schema_limits *lim_in, 
         return sh_err_set(e, SH_EINVAL, "submitted_at is before 1970");
     if (ev->fp_version < 0)
         return sh_err_set(e, SH_EINVAL, "fp_version %d is negative", (int)ev->fp_version);
+    if (ev->base_version < 0)
+        return sh_err_set(e, SH_EINVAL, "base_version %lld is negative",
+                          (long long)ev->base_version);
     return 0;
 }
 
@@ -380,7 +383,8 @@ static int fill_event(avro_value_t *rec, const void *obj, sh_err *e)
         (rc = sh_av_set_str(rec, "producer", ev->producer, e)) ||
         (rc = sh_av_set_int(rec, "fp_version", ev->fp_version, e)) ||
         (rc = sh_av_set_int(rec, "priority", ev->priority, e)) ||
-        (rc = sh_av_set_opt_str(rec, "trace_id", ev->trace_id, e)))
+        (rc = sh_av_set_opt_str(rec, "trace_id", ev->trace_id, e)) ||
+        (rc = sh_av_set_long(rec, "base_version", ev->base_version, e)))
         return rc;
     for (size_t i = 0; i < ev->meta.n; i++)
         if ((rc = sh_av_map_put(&map, ev->meta.kv[i].key, ev->meta.kv[i].value, e)))
@@ -488,7 +492,9 @@ static int map_event(const avro_value_t *rec, void *obj, const sh_schema_limits 
         /* version 2 fields: defaults (0, null) when the writer is version 1 */
         (rc = sh_av_get_int(rec, "priority", SH_AV_OPTIONAL, &ev->priority, NULL, e)) ||
         (rc = sh_av_copy_str(rec, "trace_id", SH_AV_OPTIONAL | SH_AV_NULLABLE, ev->trace_id,
-                             sizeof ev->trace_id, e)))
+                             sizeof ev->trace_id, e)) ||
+        /* version 3 field: default 0 when the writer is version 1 or 2 */
+        (rc = sh_av_get_long(rec, "base_version", SH_AV_OPTIONAL, &ev->base_version, NULL, e)))
         return rc;
     if (op_parse(op, &ev->op))
         return sh_err_set(e, SH_ESCHEMA, "op: unknown symbol %s", op);

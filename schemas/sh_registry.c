@@ -26,8 +26,10 @@ typedef struct embedded {
 static const embedded EMBEDDED[] = {
     {SH_SCHEMA_ID_AUDIO_EVENT_V1, SH_KIND_AUDIO_EVENT, 1, 0, sh_json_audio_event_v1,
      "audio_event.v1.avsc"},
-    {SH_SCHEMA_ID_AUDIO_EVENT_V2, SH_KIND_AUDIO_EVENT, 2, 1, sh_json_audio_event_v2,
+    {SH_SCHEMA_ID_AUDIO_EVENT_V2, SH_KIND_AUDIO_EVENT, 2, 0, sh_json_audio_event_v2,
      "audio_event.v2.avsc"},
+    {SH_SCHEMA_ID_AUDIO_EVENT_V3, SH_KIND_AUDIO_EVENT, 3, 1, sh_json_audio_event_v3,
+     "audio_event.v3.avsc"},
     {SH_SCHEMA_ID_DEAD_LETTER_V1, SH_KIND_DEAD_LETTER, 1, 1, sh_json_dead_letter_v1,
      "dead_letter.v1.avsc"},
     {SH_SCHEMA_ID_INDEX_DELTA_V1, SH_KIND_INDEX_DELTA, 1, 1, sh_json_index_delta_v1,

@@ -7,7 +7,8 @@
  * Two implementations behind one handle:
  *   - embedded: the .avsc files of schemas/ compiled in (sh_schema_json.c), with fixed ids:
  *         1001  io.soundhash.v1.AudioEvent   version 1   (schemas/audio_event.v1.avsc)
- *         1002  io.soundhash.v1.AudioEvent   version 2   (schemas/audio_event.v2.avsc, current)
+ *         1002  io.soundhash.v1.AudioEvent   version 2   (schemas/audio_event.v2.avsc)
+ *         1003  io.soundhash.v1.AudioEvent   version 3   (schemas/audio_event.v3.avsc, current)
  *         2001  io.soundhash.v1.DeadLetter   version 1   (schemas/dead_letter.v1.avsc, current)
  *         3001  io.soundhash.v1.IndexDelta   version 1   (schemas/index_delta.v1.avsc, current)
  *     Ids are never reused: a new version gets the next number in its block.
@@ -49,6 +50,7 @@ typedef enum sh_schema_kind {
 enum {
     SH_SCHEMA_ID_AUDIO_EVENT_V1 = 1001,
     SH_SCHEMA_ID_AUDIO_EVENT_V2 = 1002,
+    SH_SCHEMA_ID_AUDIO_EVENT_V3 = 1003,
     SH_SCHEMA_ID_DEAD_LETTER_V1 = 2001,
     SH_SCHEMA_ID_INDEX_DELTA_V1 = 3001,
     SH_REGISTRY_CACHE_MAX = 256,            /* ids remembered by a rest registry */

@@ -85,7 +85,7 @@ typedef struct sh_schema_limits {
 /* Fills the defaults. */
 void sh_schema_limits_default(sh_schema_limits *lim);
 
-/* ---- audio event (io.soundhash.v1.AudioEvent, current version 2) ---------------------------- */
+/* ---- audio event (io.soundhash.v1.AudioEvent, current version 3) ---------------------------- */
 typedef enum sh_event_op {
     SH_OP_UPSERT = 0,  /* new or replaced audio for track_id: fingerprint it */
     SH_OP_REINDEX = 1, /* re-fingerprint existing audio (e.g. new fp_version) */
@@ -134,6 +134,11 @@ typedef struct sh_audio_event {
     /* version 2 fields (defaults apply when reading version 1 records): */
     int32_t priority;          /* default 0; higher is more urgent; reindex jobs use < 0 */
     char trace_id[SH_TRACE_ID_MAX + 1]; /* default "" (absent); correlation id for logs */
+    /* version 3 field (default 0 when reading version 1 and 2 records): */
+    int64_t base_version;      /* REINDEX: the stored track version the reindex job read; the
+                                  worker re-fingerprints only while the track still has exactly
+                                  this version (0 = unknown: nothing is written). >= 0; ignored
+                                  for UPSERT and DELETE. */
 } sh_audio_event;
 
 /* Validates every rule and cap of an event (also done by encode and decode). Returns 0,

@@ -5,6 +5,7 @@
 
 extern const char sh_json_audio_event_v1[];
 extern const char sh_json_audio_event_v2[];
+extern const char sh_json_audio_event_v3[];
 extern const char sh_json_dead_letter_v1[];
 extern const char sh_json_index_delta_v1[];
 

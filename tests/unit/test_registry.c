@@ -258,7 +258,8 @@ static void test_embedded_matches_files(void **state)
 {
     (void)state;
     const int32_t ids[] = {SH_SCHEMA_ID_AUDIO_EVENT_V1, SH_SCHEMA_ID_AUDIO_EVENT_V2,
-                           SH_SCHEMA_ID_DEAD_LETTER_V1, SH_SCHEMA_ID_INDEX_DELTA_V1};
+                           SH_SCHEMA_ID_AUDIO_EVENT_V3, SH_SCHEMA_ID_DEAD_LETTER_V1,
+                           SH_SCHEMA_ID_INDEX_DELTA_V1};
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
         char path[256];
         snprintf(path, sizeof path, "schemas/%s", sh_registry_embedded_file(ids[i]));
@@ -288,11 +289,12 @@ static void test_embedded_matches_files(void **state)
     assert_null(sh_registry_embedded_json(5));
 }
 
-/* The defaults the C decoder applies for version 2 fields are the ones the .avsc declares. */
+/* The defaults the C decoder applies for version 2 and 3 fields are the ones the current .avsc
+ * declares. */
 static void test_v2_defaults_match_avsc(void **state)
 {
     (void)state;
-    json_t *j = json_loads(sh_registry_embedded_json(SH_SCHEMA_ID_AUDIO_EVENT_V2), 0, NULL);
+    json_t *j = json_loads(sh_registry_embedded_json(SH_SCHEMA_ID_AUDIO_EVENT_V3), 0, NULL);
     assert_non_null(j);
     size_t k;
     json_t *fld;
@@ -307,9 +309,12 @@ static void test_v2_defaults_match_avsc(void **state)
         } else if (strcmp(name, "trace_id") == 0) {
             assert_true(json_is_null(def));
             seen++;
+        } else if (strcmp(name, "base_version") == 0) {
+            assert_true(json_is_integer(def) && json_integer_value(def) == 0);
+            seen++;
         }
     }
-    assert_int_equal(seen, 2);
+    assert_int_equal(seen, 3);
     json_decref(j);
 }
 
@@ -321,8 +326,8 @@ static void test_embedded_lookup(void **state)
     assert_false(sh_registry_is_rest(r));
     const sh_reg_schema *s;
     assert_int_equal(sh_registry_writer(r, SH_KIND_AUDIO_EVENT, &s, NULL), 0);
-    assert_int_equal(s->id, SH_SCHEMA_ID_AUDIO_EVENT_V2);
-    assert_int_equal(s->version, 2);
+    assert_int_equal(s->id, SH_SCHEMA_ID_AUDIO_EVENT_V3);
+    assert_int_equal(s->version, 3);
     assert_int_equal(sh_registry_writer(r, SH_KIND_INDEX_DELTA, &s, NULL), 0);
     assert_int_equal(s->id, SH_SCHEMA_ID_INDEX_DELTA_V1);
     assert_int_equal(sh_registry_writer(r, SH_KIND_COUNT, &s, NULL), SH_EINVAL);

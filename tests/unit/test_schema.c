@@ -35,6 +35,7 @@ static void make_event(sh_audio_event *ev)
     ev->submitted_at_ms = 1700000000123;
     ev->fp_version = 3;
     ev->priority = -5;
+    ev->base_version = 1699999999000;
     assert_int_equal(sh_event_set_string(ev, "trace_id", "trace-xyz", NULL), 0);
     assert_int_equal(sh_meta_set(&ev->meta, "title", "Blue in Green", NULL), 0);
     assert_int_equal(sh_meta_set(&ev->meta, "artist", "Miles Davis", NULL), 0);
@@ -67,6 +68,7 @@ static void assert_events_equal(const sh_audio_event *a, const sh_audio_event *b
     assert_int_equal(a->fp_version, b->fp_version);
     assert_int_equal(a->priority, b->priority);
     assert_string_equal(a->trace_id, b->trace_id);
+    assert_int_equal(a->base_version, b->base_version);
 }
 
 static void round_trip(const sh_audio_event *ev)
@@ -81,7 +83,7 @@ static void round_trip(const sh_audio_event *ev)
     assert_int_equal(buf[0], 0);
     int32_t id;
     assert_int_equal(sh_frame_schema_id(buf, len, &id, NULL), 0);
-    assert_int_equal(id, SH_SCHEMA_ID_AUDIO_EVENT_V2);
+    assert_int_equal(id, SH_SCHEMA_ID_AUDIO_EVENT_V3);
     sh_audio_event back = {0};
     rc = sh_event_decode(buf, len, REG, NULL, &back, &e);
     if (rc)
@@ -645,10 +647,79 @@ static void test_evolution_v1_decodes_with_defaults(void **state)
     assert_int_equal(back.op, SH_OP_REINDEX);
     assert_int_equal(back.priority, 0);     /* v2 default */
     assert_string_equal(back.trace_id, ""); /* v2 default null */
+    assert_int_equal(back.base_version, 0); /* v3 default */
     assert_string_equal(back.track_id, ev.track_id);
     assert_string_equal(back.source.uri, ev.source.uri);
     assert_string_equal(sh_meta_get(&back.meta, "title"), "Blue in Green");
     assert_int_equal(back.fp_version, 3);
+    sh_event_clear(&back);
+    free(buf);
+    sh_event_clear(&ev);
+}
+
+/* A version 2 record (priority and trace_id, no base_version) decodes with the current code: its
+ * own fields kept, base_version defaults to 0. */
+static void test_evolution_v2_decodes_with_defaults(void **state)
+{
+    (void)state;
+    const sh_reg_schema *v2;
+    assert_int_equal(sh_registry_lookup(REG, SH_SCHEMA_ID_AUDIO_EVENT_V2, &v2, NULL), 0);
+    assert_int_equal(v2->version, 2);
+    assert_int_equal(avro_schema_record_field_get_index(v2->schema, "base_version"), -1);
+    sh_audio_event ev;
+    make_event(&ev);
+    avro_value_t rec;
+    assert_int_equal(avro_generic_value_new(v2->iface, &rec), 0);
+    assert_int_equal(fill_v1(&rec, &ev, NULL), 0);
+    assert_int_equal(sh_av_set_int(&rec, "priority", -7, NULL), 0);
+    assert_int_equal(sh_av_set_opt_str(&rec, "trace_id", "t-v2", NULL), 0);
+    size_t size;
+    assert_int_equal(avro_value_sizeof(&rec, &size), 0);
+    uint8_t *buf = malloc(size + 5);
+    buf[0] = 0, buf[1] = 0, buf[2] = 0, buf[3] = 0x03, buf[4] = 0xea; /* 1002 */
+    avro_writer_t w = avro_writer_memory((const char *)buf + 5, (int64_t)size);
+    assert_int_equal(avro_value_write(w, &rec), 0);
+    avro_writer_free(w);
+    avro_value_decref(&rec);
+
+    sh_audio_event back;
+    memset(&back, 0x5a, sizeof back); /* decode must not trust the old contents... */
+    memset(&back.meta, 0, sizeof back.meta);
+    memset(&back.source, 0, sizeof back.source); /* ...except owned pointers */
+    sh_err e = {0};
+    int rc = sh_event_decode(buf, size + 5, REG, NULL, &back, &e);
+    if (rc)
+        fail_msg("decode v2: %s", e.msg);
+    assert_int_equal(back.op, SH_OP_REINDEX);
+    assert_int_equal(back.priority, -7);
+    assert_string_equal(back.trace_id, "t-v2");
+    assert_int_equal(back.base_version, 0); /* v3 default */
+    assert_string_equal(back.source.uri, ev.source.uri);
+    sh_event_clear(&back);
+    free(buf);
+    sh_event_clear(&ev);
+}
+
+/* base_version is a stored version: never negative (encode refuses, decode reports EFORMAT). */
+static void test_base_version_negative(void **state)
+{
+    (void)state;
+    sh_audio_event ev;
+    make_event(&ev);
+    ev.op = SH_OP_REINDEX;
+    ev.base_version = -1;
+    sh_err e = {0};
+    assert_int_equal(sh_event_validate(&ev, NULL, &e), SH_EINVAL);
+    assert_non_null(strstr(e.msg, "base_version"));
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(sh_event_encode(&ev, REG, NULL, &buf, &len, NULL), SH_EINVAL);
+    assert_null(buf);
+    ev.base_version = 42;
+    assert_int_equal(sh_event_encode(&ev, REG, NULL, &buf, &len, NULL), 0);
+    sh_audio_event back = {0};
+    assert_int_equal(sh_event_decode(buf, len, REG, NULL, &back, NULL), 0);
+    assert_int_equal(back.base_version, 42);
     sh_event_clear(&back);
     free(buf);
     sh_event_clear(&ev);
@@ -875,6 +946,8 @@ int main(void)
         cmocka_unit_test(test_decode_caps),
         cmocka_unit_test(test_frame_errors),
         cmocka_unit_test(test_evolution_v1_decodes_with_defaults),
+        cmocka_unit_test(test_evolution_v2_decodes_with_defaults),
+        cmocka_unit_test(test_base_version_negative),
         cmocka_unit_test(test_dlq_round_trip),
         cmocka_unit_test(test_delta_round_trip),
         cmocka_unit_test(test_event_id),
