@@ -147,10 +147,39 @@ static const char MIGRATION_3[] =
     "  END IF;\n"
     "END $$;\n";
 
+static const char MIGRATION_4[] =
+    /* Reindex writes. A reindex re-fingerprints the audio the job saw at version p_base; the
+     * version names the audio, fp_version the algorithm. So the write applies only while the
+     * track is still active at exactly p_base (a re-upload or delete in between wins) and its
+     * fingerprints are older than p_fpv (re-running the same reindex is a no-op); the version
+     * stays p_base. The UPDATE's WHERE is re-checked against a concurrently committed row, so
+     * a racing upsert either sees the reindex committed (and replaces it: its version is
+     * newer) or makes the reindex match nothing. Same parameters as sh_write_track; tenant,
+     * metadata and source URI are kept as stored. */
+    "CREATE OR REPLACE FUNCTION sh_reindex_track(p_id text, p_tenant text, p_meta jsonb,\n"
+    "    p_sha text, p_dur double precision, p_uri text, p_fpv integer, p_base bigint,\n"
+    "    p_nh bigint, p_blob bytea) RETURNS bigint\n"
+    "LANGUAGE plpgsql AS $$\n"
+    "DECLARE tid bigint; ten text;\n"
+    "BEGIN\n"
+    "  UPDATE tracks AS t SET fp_version = p_fpv, n_hashes = p_nh, duration_s = p_dur,\n"
+    "    sha256 = coalesce(p_sha, t.sha256), updated_at = now()\n"
+    "  WHERE t.external_id = p_id AND t.status = 'active' AND t.version = p_base\n"
+    "    AND t.fp_version < p_fpv\n"
+    "  RETURNING t.id, t.tenant INTO tid, ten;\n"
+    "  IF tid IS NULL THEN RETURN 0; END IF; -- stale: re-uploaded, deleted or already indexed\n"
+    "  INSERT INTO fingerprints (external_id, fp_version, n_hashes, blob)\n"
+    "  VALUES (p_id, p_fpv, p_nh, p_blob)\n"
+    "  ON CONFLICT (external_id) DO UPDATE SET fp_version = EXCLUDED.fp_version,\n"
+    "    n_hashes = EXCLUDED.n_hashes, blob = EXCLUDED.blob;\n"
+    "  RETURN sh_append_change('upsert', p_id, ten, tid, p_base, p_fpv);\n"
+    "END $$;\n";
+
 static const sh_migration MIGRATIONS[] = {
     {1, "tracks, fingerprints, change log", MIGRATION_1},
     {2, "versioned write functions", MIGRATION_2},
     {3, "publication soundhash_pub", MIGRATION_3},
+    {4, "reindex write function", MIGRATION_4},
 };
 #define N_MIGRATIONS (sizeof MIGRATIONS / sizeof MIGRATIONS[0])
 
@@ -665,8 +694,9 @@ static int sh_track_write_check(const sh_track_write *tw, sh_err *e)
         return sh_err_set(e, SH_EINVAL, "duration must be finite and >= 0");
     if (tw->fp_version < 1)
         return sh_err_set(e, SH_EINVAL, "fp_version must be >= 1");
-    if (tw->version <= 0)
-        return sh_err_set(e, SH_EINVAL, "version must be > 0");
+    if (tw->is_reindex ? tw->base_version <= 0 : tw->version <= 0)
+        return sh_err_set(e, SH_EINVAL, "%s must be > 0",
+                          tw->is_reindex ? "base_version" : "version");
     if (tw->fp_blob_len > SH_PRIMARY_BLOB_MAX || (tw->fp_blob_len && !tw->fp_blob))
         return sh_err_set(e, SH_EINVAL, "fingerprint blob missing or over %u bytes",
                           SH_PRIMARY_BLOB_MAX);
@@ -683,6 +713,9 @@ typedef struct sh_write_params {
 static const char SQL_WRITE[] =
     "SELECT sh_write_track($1, $2, $3::jsonb, $4, $5::float8, $6, $7::int4, $8::int8, $9::int8,"
     " $10::bytea)::int8";
+static const char SQL_REINDEX[] =
+    "SELECT sh_reindex_track($1, $2, $3::jsonb, $4, $5::float8, $6, $7::int4, $8::int8, $9::int8,"
+    " $10::bytea)::int8";
 
 static void sh_write_params_fill(sh_write_params *p, const sh_track_write *tw)
 {
@@ -693,7 +726,7 @@ static void sh_write_params_fill(sh_write_params *p, const sh_track_write *tw)
     }
     snprintf(p->dur, sizeof p->dur, "%.17g", tw->duration_s);
     snprintf(p->fpv, sizeof p->fpv, "%d", tw->fp_version);
-    snprintf(p->ver, sizeof p->ver, "%" PRId64, tw->version);
+    snprintf(p->ver, sizeof p->ver, "%" PRId64, tw->is_reindex ? tw->base_version : tw->version);
     snprintf(p->nh, sizeof p->nh, "%" PRIu32, tw->n_hashes);
     const char *v[10] = {tw->external_id,
                          tw->tenant,
@@ -780,7 +813,8 @@ static int sh_pipe_chunk(sh_primary *db, const sh_track_write *tws, size_t n, in
             continue;
         sh_write_params p;
         sh_write_params_fill(&p, &tws[i]);
-        if (!PQsendQueryParams(db->conn, SQL_WRITE, 10, NULL, p.vals, p.lens, p.fmts, 1) ||
+        const char *sql = tws[i].is_reindex ? SQL_REINDEX : SQL_WRITE;
+        if (!PQsendQueryParams(db->conn, sql, 10, NULL, p.vals, p.lens, p.fmts, 1) ||
             !PQpipelineSync(db->conn))
             break;
         sent[i] = 1;
@@ -850,7 +884,11 @@ int sh_primary_write_track(sh_primary *db, const sh_track_write *tw, int64_t *se
         *seq_out = seq;
     if (rc)
         return rc;
-    if (result == SH_ESTALE)
+    if (result == SH_ESTALE && tw->is_reindex)
+        sh_err_set(e, SH_ESTALE,
+                   "track %.64s: no longer at version %" PRId64 " or already at fp_version >= %d",
+                   tw->external_id, tw->base_version, tw->fp_version);
+    else if (result == SH_ESTALE)
         sh_err_set(e, SH_ESTALE, "track %.64s: stored version is newer or equal", tw->external_id);
     return result;
 }

@@ -111,11 +111,26 @@ typedef struct sh_track_write {
     const char *source_uri;    /* NULL or where the audio came from (the reindex job re-reads it) */
     double duration_s;         /* >= 0 */
     int fp_version;            /* SH_FP_VERSION the blob was computed with; >= 1 */
-    int64_t version;           /* > 0; see "Versions" above */
+    int64_t version;           /* > 0; see "Versions" above (ignored when is_reindex) */
     uint32_t n_hashes;         /* postings inside the blob (for counts and stats) */
     const void *fp_blob;       /* compressed posting blob (sh_fpblob.h); stored as opaque bytes */
     size_t fp_blob_len;        /* <= SH_PRIMARY_BLOB_MAX; 0 allowed (track without hashes) */
+    int is_reindex;            /* 0: a normal versioned write (upload). 1: a reindex write, see
+                                  "Reindex writes" below */
+    int64_t base_version;      /* is_reindex: the stored version the reindex job read; > 0 */
 } sh_track_write;
+
+/* Reindex writes (is_reindex = 1). The version names the AUDIO (an upload's submitted-at), the
+ * fp_version the algorithm that fingerprinted it, so re-fingerprinting must not take a new
+ * version: a reindex job that read the track at version B and a re-upload at T1 would otherwise
+ * race (the old audio overwriting the new one, or the new upload refused as stale). A reindex
+ * write replaces the blob, n_hashes, duration, sha256 (when given) and fp_version ONLY IF the
+ * track is still active at exactly version == base_version AND its stored fp_version <
+ * tw->fp_version; the version stays base_version, tenant/metadata/source_uri stay as stored, and
+ * one 'upsert' change (version base_version, the new fp_version) is appended in the same
+ * transaction. Otherwise (re-uploaded, deleted, unknown, or already at this fp_version — so
+ * re-running the same reindex is a no-op) it is SH_ESTALE and nothing is written. A later upload
+ * with a newer version replaces a reindexed track as usual. */
 
 /* Writes the track row and its fingerprint blob and appends one 'upsert' change, all in ONE
  * transaction, if tw->version is newer than the stored version (or there is none, or a tombstone

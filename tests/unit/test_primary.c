@@ -625,6 +625,139 @@ static void test_wait_changes(void **state)
 }
 
 /* Last: stops the server under an open connection, then brings it back. */
+/* A reindex write of `id` made from stored version `base` at fp_version `fpv` with `n` postings. */
+static int reindex_n(const char *id, int64_t base, int fpv, size_t n, int64_t *seq)
+{
+    sh_track_write tw = make_track(id, "other-tenant", 999999, n);
+    tw.is_reindex = 1;
+    tw.base_version = base;
+    tw.fp_version = fpv;
+    tw.source_uri = "file:///media/reindexed.ogg";
+    int rc = sh_primary_write_track(F.db, &tw, seq, NULL);
+    free((void *)tw.fp_blob);
+    return rc;
+}
+
+static sh_track get(const char *id)
+{
+    sh_track t = {0};
+    assert_int_equal(sh_primary_get_track(F.db, id, SH_PRIMARY_WITH_BLOB, &t, NULL), 0);
+    return t;
+}
+
+/* The reindex race (issue #4): the version names the audio, so a reindex made from version B only
+ * applies while the track is still at B, keeps B, and never beats or blocks a re-upload. */
+static void test_reindex_versioned(void **state)
+{
+    (void)state;
+    /* 1. The job reads rx-a at version 100, a re-upload (200) lands, then the reindex write:
+     * stale, the new audio stays. */
+    assert_int_equal(write_n(F.db, "rx-a", 100, 10, NULL), 0);
+    sh_track_filter f = {.after_id = "rx-", .limit = 1};
+    sh_track_list l = {0};
+    assert_int_equal(sh_primary_list_tracks(F.db, &f, &l, NULL), 0);
+    assert_int_equal(l.n, 1);
+    assert_string_equal(l.v[0].external_id, "rx-a");
+    int64_t seen = l.v[0].version; /* what the reindex job puts in base_version */
+    assert_int_equal(seen, 100);
+    sh_track_list_clear(&l);
+    assert_int_equal(write_n(F.db, "rx-a", 200, 20, NULL), 0);
+    int64_t c0 = counts().changes, seq = -1;
+    sh_err e = {0};
+    sh_track_write tw = make_track("rx-a", "acme", 1, 30);
+    tw.is_reindex = 1, tw.base_version = seen, tw.fp_version = 2;
+    assert_int_equal(sh_primary_write_track(F.db, &tw, &seq, &e), SH_ESTALE);
+    assert_non_null(strstr(e.msg, "no longer at version 100"));
+    free((void *)tw.fp_blob);
+    assert_int_equal(seq, 0);
+    sh_track t = get("rx-a");
+    assert_int_equal(t.version, 200);
+    assert_int_equal(t.n_hashes, 20);
+    assert_int_equal(t.fp_version, 1);
+    size_t n = 0;
+    assert_int_equal(sh_fpblob_count(t.fp_blob, t.fp_blob_len, &n, NULL), 0);
+    assert_int_equal(n, 20);
+    sh_track_clear(&t);
+    assert_int_equal(counts().changes, c0);
+
+    /* 2. Reindex first, then the re-upload: the reindex keeps version 100 and logs one upsert at
+     * (100, fp 2); the upload (200) still wins afterwards. */
+    assert_int_equal(write_n(F.db, "rx-b", 100, 10, NULL), 0);
+    int64_t s0 = counts().last_seq;
+    assert_int_equal(reindex_n("rx-b", 100, 2, 30, &seq), 0);
+    assert_int_equal(seq, s0 + 1);
+    t = get("rx-b");
+    assert_int_equal(t.version, 100);
+    assert_int_equal(t.fp_version, 2);
+    assert_int_equal(t.n_hashes, 30);
+    assert_string_equal(t.tenant, "acme");                      /* kept as stored */
+    assert_string_equal(t.source_uri, "file:///media/a.ogg");   /* kept as stored */
+    assert_int_equal(sh_fpblob_count(t.fp_blob, t.fp_blob_len, &n, NULL), 0);
+    assert_int_equal(n, 30);
+    sh_track_clear(&t);
+    sh_change_list cl = {0};
+    assert_int_equal(sh_primary_changes_since(F.db, s0, 0, SH_PRIMARY_WITH_BLOB, &cl, NULL), 0);
+    assert_int_equal(cl.n, 1);
+    assert_int_equal(cl.v[0].op, SH_CHANGE_UPSERT);
+    assert_string_equal(cl.v[0].external_id, "rx-b");
+    assert_string_equal(cl.v[0].tenant, "acme");
+    assert_int_equal(cl.v[0].version, 100);
+    assert_int_equal(cl.v[0].fp_version, 2);
+    assert_int_equal(cl.v[0].superseded, 0);
+    assert_int_equal(cl.v[0].n_hashes, 30);
+    sh_change_list_clear(&cl);
+    /* the same reindex again (re-delivery, or the job re-run): a no-op */
+    assert_int_equal(reindex_n("rx-b", 100, 2, 30, &seq), SH_ESTALE);
+    assert_int_equal(counts().last_seq, s0 + 1);
+    /* an older fingerprint version never replaces a newer one either */
+    assert_int_equal(reindex_n("rx-b", 100, 1, 5, NULL), SH_ESTALE);
+    assert_int_equal(write_n(F.db, "rx-b", 200, 20, NULL), 0);
+    t = get("rx-b");
+    assert_int_equal(t.version, 200);
+    assert_int_equal(t.fp_version, 1);
+    assert_int_equal(t.n_hashes, 20);
+    sh_track_clear(&t);
+    /* ... and a reindex made from the old version cannot come back */
+    assert_int_equal(reindex_n("rx-b", 100, 3, 30, NULL), SH_ESTALE);
+
+    /* 3. A delete in between makes it stale, and an unknown track gets no row. */
+    assert_int_equal(write_n(F.db, "rx-c", 100, 10, NULL), 0);
+    assert_int_equal(sh_primary_delete_track(F.db, "rx-c", NULL, 150, NULL, NULL), 0);
+    assert_int_equal(reindex_n("rx-c", 100, 2, 30, NULL), SH_ESTALE);
+    assert_int_equal(reindex_n("rx-c", 150, 2, 30, NULL), SH_ESTALE); /* the tombstone's version */
+    t = get("rx-c");
+    assert_int_equal(t.deleted, 1);
+    assert_int_equal(t.version, 150);
+    assert_null(t.fp_blob);
+    sh_track_clear(&t);
+    assert_int_equal(reindex_n("rx-unknown", 100, 2, 30, NULL), SH_ESTALE);
+    assert_int_equal(sh_primary_get_track(F.db, "rx-unknown", 0, &t, NULL), SH_ENOTFOUND);
+
+    /* 4. In a batch, next to normal writes; base_version must be set. */
+    assert_int_equal(write_n(F.db, "rx-d", 100, 10, NULL), 0);
+    sh_track_write b[3] = {make_track("rx-d", "acme", 1, 40), make_track("rx-a", "acme", 1, 40),
+                           make_track("rx-e", "acme", 7, 8)};
+    b[0].is_reindex = 1, b[0].base_version = 100, b[0].fp_version = 2;
+    b[1].is_reindex = 1, b[1].base_version = 100, b[1].fp_version = 2; /* rx-a is at 200 */
+    int res[3];
+    int64_t seqs[3];
+    assert_int_equal(sh_primary_write_tracks(F.db, b, 3, res, seqs, NULL), 0);
+    assert_int_equal(res[0], 0);
+    assert_int_equal(res[1], SH_ESTALE);
+    assert_int_equal(res[2], 0);
+    assert_true(seqs[0] > 0 && seqs[1] == 0 && seqs[2] > seqs[0]);
+    b[0].base_version = 0;
+    assert_int_equal(sh_primary_write_track(F.db, &b[0], NULL, &e), SH_EINVAL);
+    assert_non_null(strstr(e.msg, "base_version"));
+    for (int i = 0; i < 3; i++)
+        free((void *)b[i].fp_blob);
+    t = get("rx-d");
+    assert_int_equal(t.version, 100);
+    assert_int_equal(t.n_hashes, 40);
+    assert_int_equal(t.fp_version, 2);
+    sh_track_clear(&t);
+}
+
 static void test_transient_when_server_stops(void **state)
 {
     (void)state;
@@ -662,6 +795,7 @@ int main(void)
         cmocka_unit_test(test_invalid_arguments),
         cmocka_unit_test(test_password_file),
         cmocka_unit_test(test_wait_changes),
+        cmocka_unit_test(test_reindex_versioned),
         cmocka_unit_test(test_transient_when_server_stops),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
