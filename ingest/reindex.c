@@ -5,7 +5,9 @@
  * uploads never wait behind it) at most --rate events/s, and after each page is DELIVERED writes
  * a checkpoint (tmp + fsync + rename) naming the last track of the page. A killed job re-run with
  * the same command resumes after the checkpoint; at most one page is sent twice, which is
- * harmless (workers treat reindex events idempotently). The checkpoint records the selection, so
+ * harmless (workers treat reindex events idempotently). Each event carries the version it was made
+ * from (base_version): a worker re-fingerprints only while the track still has that version. The
+ * checkpoint records the selection, so
  * resuming with a different one is refused (--restart starts over).
  */
 #include "reindex.h"
@@ -153,6 +155,9 @@ static int track_event(const sh_track *t, int fp_version, sh_audio_event *ev, sh
     ev->size_bytes = -1;
     ev->fp_version = fp_version;
     ev->priority = -1; /* below live uploads */
+    /* The version names the audio we point at: the worker applies this reindex only while the
+     * track is still at exactly this version, so a re-upload or delete racing the job wins. */
+    ev->base_version = t->version;
     int rc = sh_event_set_string(ev, "track_id", t->external_id, e);
     if (!rc)
         rc = sh_event_set_string(ev, "tenant", t->tenant && *t->tenant ? t->tenant : "default", e);

@@ -23,6 +23,7 @@ for i in $(seq 0 39); do
 done
 pg_sql "$sql) s" > /dev/null
 check "40 tracks in the primary" test "$(pg_sql 'SELECT count(*) FROM tracks')" -eq 40
+pg_sql "UPDATE tracks SET version = 77 WHERE external_id = 't00'" > /dev/null  # base_version check
 
 count() { # messages in topic $1
   "$SH_BIN" broker topics --brokers "$B" | grep "\"$1\"" | sed 's/.*"messages":\([0-9]*\).*/\1/'
@@ -36,6 +37,17 @@ check "tenant a: summary" grep -q '{"published":20,"skipped":0,"done":true}' "$S
 check "20 reindex events" test "$(count soundhash.audio.reindex)" -eq 20
 check "live topic untouched" test "$(count soundhash.audio.events)" -eq 0
 check "checkpoint done" grep -q '"done":true' "$ck"
+# Each REINDEX event names the stored version it was made from (base_version, schema v3).
+pk="rdkafka libpq avro-c sndfile fftw3f soxr libzstd lmdb libmicrohttpd jansson libcurl libcrypto"
+# shellcheck disable=SC2046,SC2086
+cc -std=c17 -D_GNU_SOURCE -O1 -I"$SH_ROOT/core" -I"$SH_ROOT/schemas" $(pkg-config --cflags $pk) \
+  -o "$SH_TMP/kafka_tool" "$SH_ROOT/tests/integration/helpers/kafka_tool.c" \
+  "$(dirname "$SH_BIN")/libsoundhash.a" $(pkg-config --libs $pk) -lm -pthread || fail "cannot build kafka_tool"
+"$SH_TMP/kafka_tool" events "$B" soundhash.audio.reindex 20 20 > "$SH_TMP/events" \
+  || fail "reindex events not readable: $(cat "$SH_TMP/events")"
+check "base_version = the stored version (t00 at 77)" grep -Eq '^t00\|REINDEX\|[0-9]+\|77\|[0-9]+\|-1$' "$SH_TMP/events"
+check "base_version = the stored version (t02 at 5)" grep -Eq '^t02\|REINDEX\|[0-9]+\|5\|[0-9]+\|-1$' "$SH_TMP/events"
+check "every event carries a base_version" test "$(grep -Ec '^t[0-9]+\|REINDEX\|[0-9]+\|(5|77)\|' "$SH_TMP/events")" -eq 20
 expect_exit 0 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --tenant a --rate 1000/s \
   --checkpoint "$ck"
 check "re-run of a finished job publishes nothing" grep -q '"already_complete":true' "$SH_TMP/out"

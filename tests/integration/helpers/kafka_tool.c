@@ -9,6 +9,10 @@
  *                                                 source_partition|source_offset|attempts|
  *                                                 original_len|schema_id|worker|reason
  *                                                 exit 1 if fewer than N arrived in time
+ *   kafka_tool events BROKERS TOPIC N TIMEOUT_S   reads audio events from the start until N were
+ *                                                 decoded; prints one line each:
+ *                                                 track_id|op|submitted_at_ms|base_version|
+ *                                                 fp_version|priority; exit 1 if fewer arrived
  *   kafka_tool committed BROKERS GROUP TOPIC      prints "partition offset" per partition
  *   kafka_tool end BROKERS TOPIC                  prints "partition high_watermark" per partition
  */
@@ -117,6 +121,45 @@ static int dlq(const char *brokers, int want, int timeout_s)
     return got >= want ? 0 : 1;
 }
 
+static int events(const char *brokers, const char *topic, int want, int timeout_s)
+{
+    rd_kafka_t *rk = client(RD_KAFKA_CONSUMER, brokers, "kafka-tool-events");
+    sh_registry *reg = NULL;
+    if (!rk || sh_registry_new_from_env(&reg, NULL))
+        return 1;
+    int np = partitions_of(rk, topic);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(np);
+    for (int p = 0; p < np; p++)
+        rd_kafka_topic_partition_list_add(l, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_assign(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    int got = 0;
+    time_t end = time(NULL) + timeout_s;
+    while (got < want && time(NULL) < end) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (!m)
+            continue;
+        if (!m->err) {
+            sh_audio_event ev = {0};
+            sh_err e = {0};
+            if (sh_event_decode(m->payload, m->len, reg, NULL, &ev, &e) == 0) {
+                printf("%s|%s|%lld|%lld|%d|%d\n", ev.track_id, sh_event_op_name(ev.op),
+                       (long long)ev.submitted_at_ms, (long long)ev.base_version,
+                       (int)ev.fp_version, (int)ev.priority);
+                got++;
+            } else {
+                printf("UNDECODABLE|%s\n", sh_err_text(&e));
+            }
+            sh_event_clear(&ev);
+        }
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    sh_registry_free(reg);
+    return got >= want ? 0 : 1;
+}
+
 static int committed(const char *brokers, const char *group, const char *topic)
 {
     rd_kafka_t *rk = client(RD_KAFKA_CONSUMER, brokers, group);
@@ -156,6 +199,9 @@ int main(int argc, char **argv)
         return produce(argv[2], argv[3], argv[4], argv[5]);
     if (argc == 5 && !strcmp(argv[1], "dlq"))
         return dlq(argv[2], (int)strtol(argv[3], NULL, 10), (int)strtol(argv[4], NULL, 10));
+    if (argc == 6 && !strcmp(argv[1], "events"))
+        return events(argv[2], argv[3], (int)strtol(argv[4], NULL, 10),
+                      (int)strtol(argv[5], NULL, 10));
     if (argc == 5 && !strcmp(argv[1], "committed"))
         return committed(argv[2], argv[3], argv[4]);
     if (argc == 4 && !strcmp(argv[1], "end"))
