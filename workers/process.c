@@ -87,13 +87,25 @@ static void ensure_db(fp_ctx *c)
  * means "not known to be stale" — the writer's version check stays the authority. */
 static bool known_stale(fp_ctx *c, const wk_job *j)
 {
+    bool reindex = j->ev.op == SH_OP_REINDEX;
+    if (reindex && j->ev.base_version <= 0) {
+        /* A v1/v2 reindex event does not say which audio it was made from: writing it could
+         * undo a newer upload (issue #4), so it is dropped; re-run the reindex job. */
+        SH_INFO("reindex_without_base_version", "track=%s", j->ev.track_id);
+        return true;
+    }
     ensure_db(c);
     if (!c->db)
         return false;
     sh_track t = {0};
     sh_err e = {0};
-    bool stale = sh_primary_get_track(c->db, j->ev.track_id, 0, &t, &e) == 0 &&
-                 t.version >= j->ev.submitted_at_ms;
+    int rc = sh_primary_get_track(c->db, j->ev.track_id, 0, &t, &e);
+    /* The writer's rules (sh_primary.h): an upload must be newer; a reindex applies only to the
+     * active track still at base_version with older fingerprints. */
+    bool stale = reindex ? rc == SH_ENOTFOUND ||
+                               (rc == 0 && (t.deleted || t.version != j->ev.base_version ||
+                                            t.fp_version >= SH_FP_VERSION))
+                         : rc == 0 && t.version >= j->ev.submitted_at_ms;
     sh_track_clear(&t);
     return stale;
 }

@@ -57,6 +57,9 @@ static void fill_write(const wk_job *j, sh_track_write *tw)
     tw->duration_s = j->duration_s;
     tw->fp_version = SH_FP_VERSION;
     tw->version = j->ev.submitted_at_ms;
+    /* A reindex keeps the version of the audio it re-fingerprints (sh_primary.h, issue #4). */
+    tw->is_reindex = j->ev.op == SH_OP_REINDEX;
+    tw->base_version = j->ev.base_version;
     tw->n_hashes = j->n_hashes;
     tw->fp_blob = j->blob;
     tw->fp_blob_len = j->blob_len;
