@@ -170,6 +170,14 @@ int wk_consumer_new(wk *w, sh_err *e)
         rd_kafka_conf_destroy(conf);
         return sh_err_set(e, SH_EKAFKA, "consumer: %s", errstr);
     }
+    /* A mistyped or dead --brokers would otherwise leave a silent worker retrying forever: at
+     * start, a bounded wait and a clear error; once running, outages are librdkafka's to ride out. */
+    if (w->cfg.connect_timeout_s > 0) {
+        rc = sh_kafka_wait_ready(w->consumer, w->cfg.brokers,
+                                 (int)w->cfg.connect_timeout_s * 1000, e);
+        if (rc)
+            return rc;
+    }
     rd_kafka_poll_set_consumer(w->consumer);
     w->live_q = rd_kafka_queue_get_consumer(w->consumer);
     w->reindex_q = rd_kafka_queue_new(w->consumer);

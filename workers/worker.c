@@ -52,6 +52,8 @@ static const sh_opt OPTS[] = {
     {"shutdown-grace", 0, SH_OPT_INT, NULL, "60",
      "seconds to finish in-flight work after SIGTERM", 0, 0, 3600},
     {"tmp-dir", 0, SH_OPT_STR, NULL, "/tmp", "where http(s) downloads are spooled", 0, 0, 0},
+    {"connect-timeout", 0, SH_OPT_INT, NULL, "30",
+     "seconds to wait for a Kafka broker at start, then exit 1 (0: wait forever)", 0, 0, 3600},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0, 0},
 };
 #define N_OPTS (sizeof OPTS / sizeof OPTS[0])
@@ -62,7 +64,7 @@ static void init_opts(wk_config *c, sh_opt *opts, sh_cmd_spec *spec)
                        &c->group,        &c->http,          &c->worker_id,    &c->kafka_props,
                        &c->max_inflight, &c->batch,         &c->max_duration_s,
                        &c->max_fetch_bytes, &c->http_timeout_s, &c->retry_max_ms,
-                       &c->shutdown_grace_s, &c->tmp_dir};
+                       &c->shutdown_grace_s, &c->tmp_dir, &c->connect_timeout_s};
     _Static_assert(sizeof targets / sizeof targets[0] == N_OPTS - 1, "one target per option");
     memcpy(opts, OPTS, sizeof OPTS);
     for (size_t i = 0; i < N_OPTS - 1; i++)

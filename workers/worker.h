@@ -59,6 +59,7 @@ typedef struct wk_config {
     long retry_max_ms;
     long shutdown_grace_s;
     char *tmp_dir;
+    long connect_timeout_s; /* bounded wait for a broker at start; 0: wait forever */
 } wk_config;
 
 /* ---- jobs ------------------------------------------------------------------------------------ */

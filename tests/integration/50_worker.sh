@@ -2,7 +2,7 @@
 # soundhash worker against the real broker process and a real PostgreSQL: every published track is
 # stored once with exactly the fingerprint count `soundhash fingerprint` computes; publishing the
 # same files again changes nothing; deletes leave tombstones; poison events (garbage audio, checksum
-# mismatch, path escape, over-long audio, malformed Avro, unknown schema id) land in the DLQ with
+# mismatch, path and symlink escape, over-long audio, malformed Avro, unknown schema id) land in the DLQ with
 # their reasons while good events keep flowing; offsets reach the end; /health and /metrics answer;
 # SIGTERM exits 0.
 . "$SH_ROOT/tests/integration/lib.sh"
@@ -73,34 +73,38 @@ head -c 40000 /dev/urandom > "$MEDIA/garbage.flac"                       # not a
 sox -n -r 8000 -c 1 "$MEDIA/tampered.wav" synth 6 sine 500
 sox -n -r 8000 -c 1 "$MEDIA/toolong.wav" synth 75 sine 700              # over --max-duration
 sox -n -r 8000 -c 1 "$SH_TMP/outside.wav" synth 5 sine 800              # outside the media root
+cp "$SH_TMP/outside.wav" "$MEDIA/link.wav"          # becomes a symlink out of the root once published
 sox -n -r 11025 -c 1 "$MEDIA/late.wav" synth 7 square 200-1200 vol 0.3
 wk_kill w1 TERM
 check "SIGTERM: worker exits 0 (got $WK_RC)" test "$WK_RC" -eq 0
 check "SIGTERM: left the group (log)" grep -q 'event=worker_stopped rc=0' "$SH_TMP/w1.log"
-wk_start w2 --asan --threads 2 --worker-id it-worker-2 --max-duration 60
-wk_publish "$MEDIA/garbage.flac" "$MEDIA/tampered.wav" "$MEDIA/toolong.wav"
+# Published while no worker runs, so the tampering below cannot race a worker reading the files.
+wk_publish "$MEDIA/garbage.flac" "$MEDIA/tampered.wav" "$MEDIA/toolong.wav" "$MEDIA/link.wav"
 echo tampered >> "$MEDIA/tampered.wav"                                   # after its sha256 was taken
+ln -sf "$SH_TMP/outside.wav" "$MEDIA/link.wav"                           # same bytes, escaping path
 "$SH_BIN" ingest publish --brokers "$BOOT" --media-root "$SH_TMP" "$SH_TMP/outside.wav" > /dev/null 2>&1 \
   || fail "publish outside.wav"
 printf 'this is not avro' > "$SH_TMP/raw1"
 printf '\000\000\000\047\017rest' > "$SH_TMP/raw2"                        # magic 0, schema id 9999
 "$KT" produce "$BOOT" soundhash.audio.events rawjunk "$SH_TMP/raw1"
 "$KT" produce "$BOOT" soundhash.audio.events badschema "$SH_TMP/raw2"
+wk_start w2 --asan --threads 2 --worker-id it-worker-2 --max-duration 60
 wk_publish "$MEDIA/late.wav"
 EXPECT=(); wk_expect_counts "$MEDIA/late.wav"
 wait_for 120 wk_tracks_active "$N"   # N - chirp + late
 wk_check_tracks
-"$KT" dlq "$BOOT" 6 60 > "$SH_TMP/dlq.txt" || { cat "$SH_TMP/dlq.txt" >&2; fail "6 dead letters"; }
+"$KT" dlq "$BOOT" 7 60 > "$SH_TMP/dlq.txt" || { cat "$SH_TMP/dlq.txt" >&2; fail "7 dead letters"; }
 cat "$SH_TMP/dlq.txt"
 dl() { grep -q "$1" "$SH_TMP/dlq.txt"; }
 check "dlq: garbage audio → SH_EDECODE" dl '^garbage|[^|]*|SH_EDECODE|soundhash.audio.events|'
 check "dlq: tampered file → SH_ECHECKSUM" dl '^tampered|[^|]*|SH_ECHECKSUM|'
 check "dlq: 75 s over a 60 s cap → SH_ETOOLONG" dl '^toolong|[^|]*|SH_ETOOLONG|'
 check "dlq: outside the media root → SH_EPATH" dl '^outside|[^|]*|SH_EPATH|'
+check "dlq: symlink out of the media root → SH_EPATH" dl '^link|[^|]*|SH_EPATH|'
 check "dlq: not Avro → SH_EFORMAT, original bytes kept" dl '^||SH_EFORMAT|soundhash.audio.events|[0-9]*|[0-9]*|1|16|-1|it-worker-2|'
 check "dlq: unknown schema id → SH_ESCHEMA" dl '^||SH_ESCHEMA|soundhash.audio.events|[0-9]*|[0-9]*|1|9|9999|'
 check "dlq: reasons are human text" dl 'sha256 mismatch'
-check "poison tracks not stored" test "$(pg_sql "SELECT count(*) FROM tracks WHERE external_id IN ('garbage','tampered','toolong','outside')")" = 0
+check "poison tracks not stored" test "$(pg_sql "SELECT count(*) FROM tracks WHERE external_id IN ('garbage','tampered','toolong','outside','link')")" = 0
 wait_for 60 wk_all_committed soundhash-workers
 check "offsets moved past the poison events" wk_all_committed soundhash-workers
 check "metrics: failures by reason" \
@@ -118,7 +122,7 @@ wk_start w3 --threads 2 --group replay --max-duration 60
 wait_for 120 wk_all_committed replay
 check "replay: tracks, versions, blobs and change log unchanged" test "$(full_snap)" = "$before"
 stale=$(wk_metric soundhash_worker_events_total "$WK_PORT_w3")
-check "replay: every event handled again ($stale)" test "$stale" -eq $((2 * N + 1 + 6 + 1))
+check "replay: every event handled again ($stale)" test "$stale" -eq $((2 * N + 1 + 7 + 1))
 check "replay: upserts were stale no-ops" \
   test "$(wk_metric 'soundhash_worker_events_total{source="live",op="UPSERT",result="ok"}' "$WK_PORT_w3")" = 0
 wk_kill w3 TERM
@@ -128,4 +132,8 @@ check "replay worker exits 0" test "$WK_RC" -eq 0
 expect_exit 2 "$SH_BIN" worker --dsn x --media-root "$MEDIA"
 expect_exit 2 "$SH_BIN" worker --brokers "$BOOT" --dsn "$SH_DSN" --media-root "$MEDIA" --threads 0
 expect_exit 1 "$SH_BIN" worker --brokers "$BOOT" --dsn "$SH_DSN" --media-root "$SH_TMP/nope"
+# No broker at start: a bounded wait, then a clear error and exit 1 (not a silent retry loop).
+expect_exit 1 timeout 20 "$SH_BIN" worker --brokers 127.0.0.1:1 --dsn "$SH_DSN" --media-root "$MEDIA" \
+  --connect-timeout 1
+check "unreachable broker: the error names it" grep -q 'no Kafka broker reachable at 127.0.0.1:1' "$SH_TMP/err"
 echo "50_worker: all checks passed"

@@ -9,7 +9,7 @@
 #   wk_all_committed GROUP   true when GROUP's committed offsets reach the end of the events topic
 #   wk_tracks_active N       true when exactly N active tracks are stored
 #   wk_metric NAME PORT      prints the sum of a metric's samples from /metrics
-#   wk_expect_counts FILES   fills EXPECT[track_id]=hashes from `soundhash fingerprint`
+#   wk_expect_counts FILES   fills EXPECT[track_id]=hashes and FPV (fp_version) from `soundhash fingerprint`
 # The EXIT trap stops workers, the broker and the database.
 : "${SH_BIN:?}" "${SH_TMP:?}" "${SH_ROOT:?}"
 MEDIA="$SH_TMP/media"
@@ -83,6 +83,7 @@ wk_expect_counts() {
     local f h
     f=$(sed -n 's/.*"file":"\([^"]*\)".*/\1/p' <<< "$line")
     h=$(sed -n 's/.*"hashes":\([0-9]*\).*/\1/p' <<< "$line")
+    FPV=$(sed -n 's/.*"fp_version":\([0-9]*\).*/\1/p' <<< "$line")
     f=$(basename "$f"); EXPECT["${f%.*}"]="$h"
   done < <("$SH_BIN" fingerprint "$@")
 }
@@ -94,6 +95,6 @@ wk_check_tracks() {
     check "track $id stored once, active, ${EXPECT[$id]} hashes (tracks and fingerprints agree)" \
       test "$(pg_sql "SELECT count(*), min(t.status), min(t.n_hashes), min(f.n_hashes), min(f.fp_version)
                       FROM tracks t JOIN fingerprints f USING (external_id)
-                      WHERE t.external_id = '$id'")" = "1|active|${EXPECT[$id]}|${EXPECT[$id]}|2"
+                      WHERE t.external_id = '$id'")" = "1|active|${EXPECT[$id]}|${EXPECT[$id]}|${FPV:?}"
   done
 }
