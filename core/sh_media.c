@@ -448,6 +448,38 @@ int sh_sha256(const void *buf, size_t len, uint8_t out[SH_SHA256_LEN], sh_err *e
     return 0;
 }
 
+int sh_sha256_fd(int fd, uint8_t out[SH_SHA256_LEN], uint64_t *size, sh_err *e)
+{
+    enum { CHUNK = 256 * 1024 };
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    uint8_t *buf = malloc(CHUNK);
+    int rc = (ctx && buf) ? 0 : sh_err_set(e, SH_ENOMEM, "sha256: out of memory");
+    if (rc == 0 && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
+        rc = sh_err_set(e, SH_EINTERNAL, "sha256: libcrypto failure");
+    uint64_t pos = 0;
+    while (rc == 0) {
+        ssize_t n = pread(fd, buf, CHUNK, (off_t)pos);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            rc = sh_err_set(e, SH_EIO, "sha256: read: %s", strerror(errno));
+        else if (n == 0)
+            break;
+        else if (EVP_DigestUpdate(ctx, buf, (size_t)n) != 1)
+            rc = sh_err_set(e, SH_EINTERNAL, "sha256: libcrypto failure");
+        else
+            pos += (uint64_t)n;
+    }
+    unsigned int len = 0;
+    if (rc == 0 && (EVP_DigestFinal_ex(ctx, out, &len) != 1 || len != SH_SHA256_LEN))
+        rc = sh_err_set(e, SH_EINTERNAL, "sha256: libcrypto failure");
+    EVP_MD_CTX_free(ctx);
+    free(buf);
+    if (size)
+        *size = rc == 0 ? pos : 0;
+    return rc;
+}
+
 void sh_hex_encode(const uint8_t *in, size_t n, char *out)
 {
     static const char digits[] = "0123456789abcdef";

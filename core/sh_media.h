@@ -97,6 +97,12 @@ int sh_uri_file_path(const char *uri, char *out, size_t cap, sh_err *e);
 /* SHA-256 of `len` bytes (libcrypto EVP). Errors: SH_EINTERNAL (libcrypto failure). */
 int sh_sha256(const void *buf, size_t len, uint8_t out[SH_SHA256_LEN], sh_err *e);
 
+/* SHA-256 of everything in `fd` from offset 0 to EOF, read with pread in bounded chunks (memory
+ * does not grow with the file), leaving the descriptor's offset alone; `*size` (may be NULL)
+ * receives the byte count. Does not close `fd`. Errors: SH_EIO (read error, e.g. a bad or
+ * unseekable descriptor), SH_ENOMEM, SH_EINTERNAL (libcrypto failure). */
+int sh_sha256_fd(int fd, uint8_t out[SH_SHA256_LEN], uint64_t *size, sh_err *e);
+
 /* Lower-case hex of `n` bytes into `out`, which must hold 2n+1 bytes (NUL terminated). */
 void sh_hex_encode(const uint8_t *in, size_t n, char *out);
 

@@ -8,14 +8,11 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#define HASH_CHUNK (256 * 1024)
 
 void wk_fetch_global_init(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 
@@ -38,35 +35,6 @@ static int check_digest(const wk_job *j, const uint8_t got[SH_SHA256_LEN], sh_er
                       got_hex);
 }
 
-/* SHA-256 of a whole descriptor with pread (its offset is left alone), chunk by chunk. */
-static int sha256_fd(int fd, uint8_t out[SH_SHA256_LEN], sh_err *e)
-{
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    uint8_t *buf = malloc(HASH_CHUNK);
-    int rc = (ctx && buf && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1)
-                 ? 0
-                 : sh_err_set(e, SH_ENOMEM, "sha256: cannot allocate");
-    off_t pos = 0;
-    while (rc == 0) {
-        ssize_t n = pread(fd, buf, HASH_CHUNK, pos);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            rc = sh_err_set(e, SH_EIO, "sha256: read: %s", strerror(errno));
-        else if (n == 0)
-            break;
-        else if (EVP_DigestUpdate(ctx, buf, (size_t)n) != 1)
-            rc = sh_err_set(e, SH_EINTERNAL, "sha256: digest update failed");
-        pos += n > 0 ? n : 0;
-    }
-    unsigned len = 0;
-    if (rc == 0 && (EVP_DigestFinal_ex(ctx, out, &len) != 1 || len != SH_SHA256_LEN))
-        rc = sh_err_set(e, SH_EINTERNAL, "sha256: digest final failed");
-    EVP_MD_CTX_free(ctx);
-    free(buf);
-    return rc;
-}
-
 /* Verifies (if asked) and opens a descriptor; takes ownership of fd in every case. */
 static int open_fd_checked(const wk *w, wk_job *j, int fd, sh_audio **out, sh_err *e)
 {
@@ -77,7 +45,7 @@ static int open_fd_checked(const wk *w, wk_job *j, int fd, sh_audio **out, sh_er
                           w->cfg.max_fetch_bytes);
     }
     uint8_t dig[SH_SHA256_LEN];
-    int rc = sha256_fd(fd, dig, e);
+    int rc = sh_sha256_fd(fd, dig, NULL, e);
     if (rc == 0)
         rc = check_digest(j, dig, e);
     if (rc) {

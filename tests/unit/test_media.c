@@ -288,6 +288,45 @@ static void test_sha256_hex(void **state)
     assert_int_equal(n, 0);
 }
 
+/* The streaming digest equals the one-shot digest across chunk boundaries, reports the size, and
+ * leaves the descriptor's offset where it was. */
+static void test_sha256_fd(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/test_media_sha_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    size_t len = 600 * 1024 + 7; /* over two of its 256 KiB chunks */
+    uint8_t *data = malloc(len);
+    assert_non_null(data);
+    for (size_t i = 0; i < len; i++)
+        data[i] = (uint8_t)(i * 131u + (i >> 9));
+    assert_int_equal(write(fd, data, len), (ssize_t)len);
+    assert_int_equal(lseek(fd, 5, SEEK_SET), 5);
+    uint8_t want[SH_SHA256_LEN], got[SH_SHA256_LEN];
+    uint64_t size = 0;
+    assert_int_equal(sh_sha256(data, len, want, NULL), 0);
+    assert_int_equal(sh_sha256_fd(fd, got, &size, NULL), 0);
+    assert_memory_equal(got, want, sizeof want);
+    assert_int_equal(size, len);
+    assert_int_equal(lseek(fd, 0, SEEK_CUR), 5);
+    assert_int_equal(ftruncate(fd, 0), 0); /* empty file: the digest of nothing */
+    assert_int_equal(sh_sha256_fd(fd, got, NULL, NULL), 0);
+    assert_int_equal(sh_sha256(NULL, 0, want, NULL), 0);
+    assert_memory_equal(got, want, sizeof want);
+    close(fd);
+    sh_err e = {0};
+    assert_int_equal(sh_sha256_fd(fd, got, &size, &e), SH_EIO); /* closed descriptor */
+    assert_int_equal(size, 0);
+    int p[2];
+    assert_int_equal(pipe(p), 0); /* unseekable: refused, not read from the current position */
+    assert_int_equal(sh_sha256_fd(p[0], got, NULL, NULL), SH_EIO);
+    close(p[0]);
+    close(p[1]);
+    free(data);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -297,6 +336,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_read_cap, setup, teardown),
         cmocka_unit_test(test_uri_classify),
         cmocka_unit_test(test_sha256_hex),
+        cmocka_unit_test(test_sha256_fd),
     };
     return cmocka_run_group_tests_name("media", tests, NULL, NULL);
 }
