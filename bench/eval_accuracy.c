@@ -18,6 +18,8 @@
  * while tuning skip decoding; the cache key is the file name plus its size and mtime.
  * --set changes a tunable for this run: fp fields by their sh_fp_config name (applied to index and
  * query configs), match fields by their sh_match_config name, e.g. --set peaks_per_window=6.
+ * --set hash_mode=0 (pairs, SH_FP_VERSION 2 hashes) or =1 (triplets) also resets the mode's query
+ * and match defaults (sh_fp_config_mode, sh_match_config_for), so give it before other --set.
  */
 #include "bench_util.h"
 #include "sh_audio.h"
@@ -103,6 +105,10 @@ static const knob knobs[] = {
     FPF(q_scale_tol),
     FPF(q_jitter),
     FPI(q_max_variants),
+    FPI(hash_mode),
+    FPF(t_df_steps),
+    FPF(t_dt_steps),
+    FPF(t_ratio_steps),
     {"coarse_frames", 'i', 1, offsetof(sh_match_config, coarse_frames)},
     {"tol_frames", 'i', 1, offsetof(sh_match_config, tol_frames)},
     {"max_scale", 'd', 1, offsetof(sh_match_config, max_scale)},
@@ -134,6 +140,13 @@ static int set_knob(const char *kv, sh_fp_config *fc, sh_fp_config *qc, sh_match
                 *(int *)p = (int)v;
             else
                 *(double *)p = v;
+            return 0;
+        }
+        if (!strcmp(k->name, "hash_mode")) {
+            /* The mode brings its own query and match defaults; later --set override them. */
+            sh_fp_config_mode(fc, (int)v);
+            sh_fp_config_mode(qc, (int)v);
+            sh_match_config_for(fc, mc);
             return 0;
         }
         sh_fp_config *cs[2] = {fc, qc};

@@ -81,6 +81,19 @@ void sh_fp_config_default(sh_fp_config *c)
     c->q_scale_tol = 0.025f;
     c->q_jitter = 0.1f;
     c->q_max_variants = 12;
+    c->t_df_steps = 32.0f;
+    c->t_dt_steps = 16.0f;
+    c->t_ratio_steps = 16.0f;
+    sh_fp_config_mode(c, SH_FP_TRIPLETS);
+}
+
+void sh_fp_config_mode(sh_fp_config *c, int mode)
+{
+    c->hash_mode = mode;
+    /* A triplet needs three peaks to survive, so the query keeps more peaks and targets than the
+     * index (a superset, see the header) to find the index's triplets in degraded audio. */
+    c->q_peaks_per_window = mode == SH_FP_TRIPLETS ? 6 : 5;
+    c->q_fanout = mode == SH_FP_TRIPLETS ? 6 : 5;
 }
 
 void sh_fp_config_query(sh_fp_config *c)
@@ -122,6 +135,15 @@ int sh_fp_config_check(const sh_fp_config *c, sh_err *e)
         (c->dt_max + 1.0f) * (1.0f + c->q_scale_tol) / c->dt_step + 2.0f >=
             (float)(1u << SH_FP_DT_BITS))
         return sh_err_set(e, SH_EINVAL, "fp config: quantised values overflow the hash fields");
+    if (c->hash_mode != SH_FP_PAIRS && c->hash_mode != SH_FP_TRIPLETS)
+        return sh_err_set(e, SH_EINVAL, "fp config: hash_mode %d is neither 0 nor 1", c->hash_mode);
+    if (c->hash_mode == SH_FP_TRIPLETS &&
+        (!(c->t_df_steps > 0.0f) || !(c->t_dt_steps > 0.0f) || !(c->t_ratio_steps > 0.0f) ||
+         c->df_max_oct * c->t_df_steps + 2.0f >= (float)SH_FP_T_DF_BIAS ||
+         log2f((c->dt_max + 2.0f) * (1.0f + c->q_scale_tol)) * c->t_dt_steps + 1.0f >=
+             (float)(1u << SH_FP_T_DT_BITS) ||
+         c->t_ratio_steps + 1.0f >= (float)(1u << SH_FP_T_R_BITS)))
+        return sh_err_set(e, SH_EINVAL, "fp config: triplet cells overflow the hash fields");
     if (!(c->q_scale_tol >= 0.0f) || c->q_scale_tol > 0.2f || !(c->q_jitter >= 0.0f) ||
         c->q_jitter > 2.0f || c->q_max_variants < 1 || c->q_max_variants > 64)
         return sh_err_set(e, SH_EINVAL, "fp config: query tolerances out of range");
@@ -139,13 +161,15 @@ double sh_fp_max_hashes_per_s(const sh_fp_config *c)
     const int ppw = c->query ? c->q_peaks_per_window : c->peaks_per_window;
     const int fan = c->query ? c->q_fanout : c->fanout;
     const int var = c->query ? c->q_max_variants : 1;
+    /* Triplet mode: every pair of an anchor's targets, C(fan, 2) hashes per anchor. */
+    const int per = c->hash_mode == SH_FP_TRIPLETS ? (fan > 1 ? fan * (fan - 1) / 2 : 1) : fan;
     /* A kept peak is among the ppw strongest of the window centred on it, so any window of
      * rank_half+1 frames holds at most ppw kept peaks... conservatively 2*ppw per full window. */
     const double peaks_per_s = 2.0 * ppw * fps / (2.0 * c->rank_half + 1.0);
     const double cap_2d = fps; /* at most one 2-D maximum per frame and (2*peak_df+1) bins */
     const double bins = (double)c->fft_size * (c->fmax_hz - c->fmin_hz) / c->rate;
     const double p = fmin(peaks_per_s, cap_2d * (bins / (2.0 * c->peak_df + 1.0) + 1.0));
-    return p * fan * var;
+    return p * per * var;
 }
 
 /* ---- growable arrays ------------------------------------------------------------------------ */
@@ -503,7 +527,82 @@ static int emit_pair(sh_fp *fp, const peak *a, const peak *b)
     return 0;
 }
 
-/* Pairs kept anchors whose whole target zone is decided (frame + dt_max ≤ upto, or all). */
+/* Cell range [*lo, *hi] of the values x0..x1 (x0 ≤ x1), clipped to 0..maxv. */
+static void cells(float x0, float x1, int maxv, int *lo, int *hi)
+{
+    *lo = floor_i(x0);
+    *hi = floor_i(x1);
+    *lo = *lo < 0 ? 0 : *lo > maxv ? maxv : *lo;
+    *hi = *hi < *lo ? *lo : *hi > maxv ? maxv : *hi;
+}
+
+/* Emits the hash(es) of one triplet: anchor a, targets b then c (b->frame ≤ c->frame). */
+static int emit_triplet(sh_fp *fp, const peak *a, const peak *b, const peak *c3)
+{
+    const sh_fp_config *c = &fp->c;
+    const int q = c->query;
+    const float tol = q ? c->q_scale_tol : 0.0f, j = q ? c->q_jitter : 0.0f;
+    /* Dimensions: 0 f1, 1 df(b), 2 df(c), 3 log dt(c), 4 time ratio dt(b)/dt(c). */
+    int lo[5], hi[5], ce[5];
+    const float xf = (a->lf > 0.0f ? a->lf : 0.0f) * c->f1_steps;
+    const float sl = log2f(1.0f + tol) * c->f1_steps;
+    cells(xf - sl, xf + sl, (1 << SH_FP_F1_BITS) - 1, &lo[0], &hi[0]);
+    ce[0] = floor_i(xf);
+    const float dmax = (float)((1 << SH_FP_T_DF_BITS) - 1);
+    const float xb = (b->lf - a->lf) * c->t_df_steps + SH_FP_T_DF_BIAS;
+    const float xc = (c3->lf - a->lf) * c->t_df_steps + SH_FP_T_DF_BIAS;
+    cells(xb - j, xb + j, (int)dmax, &lo[1], &hi[1]);
+    cells(xc - j, xc + j, (int)dmax, &lo[2], &hi[2]);
+    ce[1] = floor_i(xb);
+    ce[2] = floor_i(xc);
+    /* Times are interpolated frames; q_jitter is also the time noise covered, in frames. */
+    float tb = b->t - a->t, tc = c3->t - a->t;
+    tb = tb < 0.0f ? 0.0f : tb;
+    tc = tc < 1.0f ? 1.0f : tc;
+    const float lt = log2f(tc) * c->t_dt_steps;
+    const float lt0 = log2f(fmaxf(1.0f, (tc - j) * (1.0f - tol))) * c->t_dt_steps;
+    const float lt1 = log2f((tc + j) * (1.0f + tol)) * c->t_dt_steps;
+    cells(lt0, lt1, (1 << SH_FP_T_DT_BITS) - 1, &lo[3], &hi[3]);
+    ce[3] = floor_i(lt);
+    /* The ratio is invariant to a time scale; only noise moves it. */
+    const float r = fminf(tb / tc, 1.0f) * c->t_ratio_steps;
+    const float r0 = fmaxf(0.0f, tb - j) / (tc + j) * c->t_ratio_steps;
+    const float r1 = fminf(1.0f, (tb + j) / fmaxf(1.0f, tc - j)) * c->t_ratio_steps;
+    cells(fminf(r0, r), fmaxf(r1, r), (1 << SH_FP_T_R_BITS) - 1, &lo[4], &hi[4]);
+    ce[4] = floor_i(r);
+    if (q) {
+        /* Too many variants: narrow the widest dimension around its centre cell. */
+        for (;;) {
+            int prod = 1, wi = 0;
+            for (int d = 0; d < 5; d++) {
+                prod *= hi[d] - lo[d] + 1;
+                if (hi[d] - lo[d] > hi[wi] - lo[wi])
+                    wi = d;
+            }
+            if (prod <= c->q_max_variants)
+                break;
+            narrow(&lo[wi], &hi[wi], ce[wi], hi[wi] - lo[wi]);
+        }
+    } else {
+        for (int d = 0; d < 5; d++)
+            hi[d] = lo[d];
+    }
+    for (int v0 = lo[0]; v0 <= hi[0]; v0++)
+        for (int v1 = lo[1]; v1 <= hi[1]; v1++)
+            for (int v2 = lo[2]; v2 <= hi[2]; v2++)
+                for (int v3 = lo[3]; v3 <= hi[3]; v3++)
+                    for (int v4 = lo[4]; v4 <= hi[4]; v4++) {
+                        const uint32_t h =
+                            sh_fp_hash_pack3((uint32_t)v0, (uint32_t)v1, (uint32_t)v2,
+                                             (uint32_t)v3, (uint32_t)v4);
+                        if (push_hash(fp, h, a->frame))
+                            return SH_ENOMEM;
+                    }
+    return 0;
+}
+
+/* Hashes kept anchors (pairs or triplets) whose whole target zone is decided (frame + dt_max ≤
+ * upto, or all). */
 static int pair(sh_fp *fp, uint64_t upto, int all)
 {
     peakvec *kv = &fp->kept;
@@ -512,6 +611,7 @@ static int pair(sh_fp *fp, uint64_t upto, int all)
     while (fp->kept.next < kv->n && (all || kv->v[fp->kept.next].frame + dmax <= upto)) {
         const peak *a = &kv->v[fp->kept.next];
         int used = 0;
+        const peak *tg[64];
         for (size_t j = fp->kept.next + 1; j < kv->n && used < fp->fanout; j++) {
             const peak *b = &kv->v[j];
             const uint32_t d = b->frame - a->frame;
@@ -519,10 +619,15 @@ static int pair(sh_fp *fp, uint64_t upto, int all)
                 break;
             if (d < dmin || fabsf(b->lf - a->lf) > dfmax)
                 continue;
-            if (emit_pair(fp, a, b))
+            if (fp->c.hash_mode == SH_FP_PAIRS && emit_pair(fp, a, b))
                 return SH_ENOMEM;
-            used++;
+            tg[used++] = b; /* fanout ≤ 64 (config check) */
         }
+        /* Triplets: every two targets, in time order (kept peaks are sorted by frame). */
+        for (int x = 0; fp->c.hash_mode == SH_FP_TRIPLETS && x < used; x++)
+            for (int y = x + 1; y < used; y++)
+                if (emit_triplet(fp, a, tg[x], tg[y]))
+                    return SH_ENOMEM;
         fp->kept.next++;
     }
     /* Kept peaks before the next anchor are no longer needed (targets lie after anchors). */

@@ -7,12 +7,33 @@
  *     the window of ±rank_half frames centred on it — translation invariant, so a query cut
  *     anywhere in a track selects the same peaks as the track, and noise that adds power
  *     everywhere leaves the strongest music peaks on top
- *   → landmark pairs: each anchor with its `fanout` nearest-in-time targets in the zone
+ *   → targets: each anchor's `fanout` nearest-in-time kept peaks in the zone
  *     dt ∈ [dt_min, dt_max] frames, |log2(f2/f1)| ≤ df_max_oct
- *   → one 32-bit hash per pair (query mode: a few, see below).
+ *   → hash_mode SH_FP_TRIPLETS (default): one 32-bit hash per anchor and two of its targets
+ *     (C(fanout, 2) per anchor); SH_FP_PAIRS: one per anchor and target. Query mode: a few per
+ *     triplet/pair, see below.
  *
- * Hash bit layout (SH_FP_VERSION 2), packed into the low 22 bits so that sorted hashes have small
- * gaps (the shard Rice-codes hash deltas):
+ * Why triplets (SH_FP_VERSION 3): pair hashes hold ~22 bits but music fills only ~270k distinct
+ * cells, so postings per lookup — and query latency — grow linearly with the audio in a shard
+ * (measured 2.1 h → 21.6 h: 14.8k → 124.5k votes per 10 s query, p50 2.0 → 6.2 ms, p99 12 ms).
+ * A triplet adds a third peak: 32 well-used bits, ~0.2 postings per lookup at 2 h and ~1.3 at
+ * 21.6 h (8.8k votes per 10 s query, p50 2.1 ms, p99 3.3 ms), at the price of ~1.5 points of
+ * top-1 on heavily degraded 5 s queries (a triplet needs three peaks to survive) and 43 instead
+ * of 31.7 postings per second of music (0.71 MB per audio hour in the LMDB shard).
+ *
+ * Triplet layout (SH_FP_TRIPLETS, anchor a, targets b then c in time, all fields ≥ 0):
+ *   bits 31..26 f1  anchor frequency, log scale: floor(log2(fa/fmin_hz) * f1_steps)       (6 bits)
+ *   bits 25..19 db  ratio b/anchor: floor(log2(fb/fa) * t_df_steps) + 64                  (7 bits)
+ *   bits 18..12 dc  ratio c/anchor: floor(log2(fc/fa) * t_df_steps) + 64                  (7 bits)
+ *   bits 11..5  lt  time to c, log scale: floor(log2(tc - ta) * t_dt_steps)               (7 bits)
+ *   bits  4..0  r   time ratio: floor((tb - ta) / (tc - ta) * t_ratio_steps), 0..steps    (5 bits)
+ * db, dc and r are invariant to pitch, tempo and speed changes; f1 and lt move by log2(1 + s)
+ * cells-per-octave under a scale change s (≈ 0.4 and 0.6 cells for 2.5 %), which the query
+ * variants cover. lt is fine enough (16 cells per octave) that a 15 % tempo change of the same
+ * recording lands in other cells: triplets stay specific to one rendition, like pairs.
+ *
+ * Pair layout (SH_FP_PAIRS, SH_FP_VERSION 2 hashes when every other tunable is default), packed
+ * into the low 22 bits so that sorted hashes have small gaps (the shard Rice-codes hash deltas):
  *   bits 31..22  0   reserved
  *   bits 21..16  f1  anchor frequency, log scale: floor(log2(f1/fmin_hz) * f1_steps)      (6 bits)
  *   bits 15..8   df  frequency RATIO target/anchor: floor(log2(f2/f1) * df_steps) + 128   (8 bits)
@@ -24,14 +45,17 @@
  * Index vs query mode: an index extracts exactly the hashes above. A query (`query = 1`) extracts
  * a superset — more peaks per window (`q_peaks_per_window`), more targets (`q_fanout`), and every
  * quantisation cell that a ±q_scale_tol time/pitch scale change plus ±q_jitter of measurement noise
- * could move a value into — so that degraded or speed-changed audio still finds the indexed hashes,
- * while the index stays small. Hashes of the two modes are the same function; only coverage
- * differs.
+ * (cells for f/df/dt, frames for the triplet times) could move a value into, at most
+ * q_max_variants (the widest range is narrowed around the measured cell first) — so that degraded
+ * or speed-changed audio still finds the indexed hashes, while the index stays small. Hashes of
+ * the two modes are the same function; only coverage differs. Index and query must use the same
+ * hash_mode and index-mode tunables.
  *
- * Bounds: any rank_half+1 consecutive frames hold ≤ peaks_per_window kept peaks, pairs ≤ fanout
- * per peak, and in query mode ≤ q_max_variants hashes per pair; so the hash count per second of
- * audio is bounded (sh_fp_max_hashes_per_s()). Measured on the dev corpus: 31.7 index hashes
- * (postings) per second of music, ~200 query hashes per second. Silence, DC, clipping, NaN/Inf
+ * Bounds: any rank_half+1 consecutive frames hold ≤ peaks_per_window kept peaks, hashes ≤ fanout
+ * (pairs) or C(fanout, 2) (triplets) per peak, and in query mode ≤ q_max_variants hashes each;
+ * so the hash count per second of audio is bounded (sh_fp_max_hashes_per_s()). Measured on the
+ * dev corpus: triplets 43.0 index hashes (postings) per second of music, ~685 query hashes per
+ * second; pairs 31.7 and ~195. Silence, DC, clipping, NaN/Inf
  * samples and input shorter than one frame give zero or bounded hashes, never an error.
  */
 #ifndef SH_FP_H
@@ -46,7 +70,7 @@
  * change (algorithm, layout or a default index-mode tunable). Index-mode tunables are all fields
  * below except `query` and those starting with q_: an index built with non-default ones is not
  * described by this number. Query-mode tunables may vary freely. */
-#define SH_FP_VERSION 2
+#define SH_FP_VERSION 3
 
 /* One landmark hash: `hash` is the 32-bit key; `t` the anchor time in analysis frames. */
 typedef struct sh_hash {
@@ -76,6 +100,43 @@ static inline uint32_t sh_fp_hash_dt(uint32_t h)
     return h & 0xffu;
 }
 
+/* Hash modes (sh_fp_config.hash_mode). */
+#define SH_FP_PAIRS 0
+#define SH_FP_TRIPLETS 1
+
+/* Triplet layout helpers (see the table above). */
+#define SH_FP_T_DF_BITS 7
+#define SH_FP_T_DF_BIAS 64
+#define SH_FP_T_DT_BITS 7
+#define SH_FP_T_R_BITS 5
+static inline uint32_t sh_fp_hash_pack3(uint32_t f1, uint32_t db, uint32_t dc, uint32_t lt,
+                                        uint32_t r)
+{
+    return (f1 & 0x3fu) << 26 | (db & 0x7fu) << 19 | (dc & 0x7fu) << 12 | (lt & 0x7fu) << 5 |
+           (r & 0x1fu);
+}
+
+static inline uint32_t sh_fp_hash3_f1(uint32_t h)
+{
+    return h >> 26;
+}
+static inline uint32_t sh_fp_hash3_db(uint32_t h)
+{
+    return (h >> 19) & 0x7fu;
+}
+static inline uint32_t sh_fp_hash3_dc(uint32_t h)
+{
+    return (h >> 12) & 0x7fu;
+}
+static inline uint32_t sh_fp_hash3_lt(uint32_t h)
+{
+    return (h >> 5) & 0x7fu;
+}
+static inline uint32_t sh_fp_hash3_r(uint32_t h)
+{
+    return h & 0x1fu;
+}
+
 /* Every tunable of the extractor. sh_fp_config_default() fills the defaults given in brackets. */
 typedef struct sh_fp_config {
     int rate;               /* analysis sample rate in Hz [8000]; audio must be resampled to it */
@@ -91,19 +152,30 @@ typedef struct sh_fp_config {
     float df_max_oct;     /* target zone half-height in octaves [1.0] */
     int fanout;           /* targets per anchor, index mode [4] */
     float f1_steps;       /* anchor frequency cells per octave [12] */
-    float df_steps;       /* frequency-ratio cells per octave [48] */
-    float dt_step;        /* time-difference cell in frames [1.0] */
+    float df_steps;       /* pairs: frequency-ratio cells per octave [48] */
+    float dt_step;        /* pairs: time-difference cell in frames [1.0] */
     /* Query mode (does not change hash values, only which are produced): */
     int query;              /* 0 = index extraction, 1 = query extraction [0] */
-    int q_peaks_per_window; /* peaks per density window; ≥ peaks_per_window keeps a superset [5] */
-    int q_fanout;           /* targets per anchor; ≥ fanout keeps a superset [5] */
+    int q_peaks_per_window; /* peaks per density window; ≥ peaks_per_window keeps a superset
+                               [6 triplets, 5 pairs: sh_fp_config_mode] */
+    int q_fanout;           /* targets per anchor; ≥ fanout keeps a superset [6 triplets, 5 pairs] */
     float q_scale_tol;      /* relative time/pitch scale change to cover, e.g. 0.025 [0.025] */
     float q_jitter;         /* ± cells of measurement noise covered for df and dt [0.1] */
-    int q_max_variants;     /* hard cap on hashes per pair in query mode [12] */
+    int q_max_variants;     /* hard cap on hashes per pair/triplet in query mode [12] */
+    /* Hash mode (index-mode tunables; see the layouts above): */
+    int hash_mode;       /* SH_FP_TRIPLETS or SH_FP_PAIRS [SH_FP_TRIPLETS]; set it with
+                            sh_fp_config_mode() to get the mode's query defaults */
+    float t_df_steps;    /* triplets: frequency-ratio cells per octave [32] */
+    float t_dt_steps;    /* triplets: cells per octave of the anchor→second-target time [16] */
+    float t_ratio_steps; /* triplets: cells of the time ratio dt(b)/dt(c) in [0, 1] [16] */
 } sh_fp_config;
 
 /* Fills the defaults (index mode). */
 void sh_fp_config_default(sh_fp_config *c);
+
+/* Selects a hash mode (SH_FP_PAIRS or SH_FP_TRIPLETS) and resets the fields whose defaults depend
+ * on it (q_peaks_per_window, q_fanout) to that mode's defaults. */
+void sh_fp_config_mode(sh_fp_config *c, int mode);
 
 /* Defaults with query = 1. */
 void sh_fp_config_query(sh_fp_config *c);

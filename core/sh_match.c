@@ -47,10 +47,20 @@ void sh_match_config_default(sh_match_config *mc)
     mc->max_scale = 0.03;
     mc->scale_step = 0.005;
     mc->refine = 8;
-    mc->min_score = 12;
+    mc->min_score = 17;
     mc->min_confidence = 0.65;
     mc->dup_score = 40;
     mc->max_votes = 1000000;
+}
+
+void sh_match_config_for(const sh_fp_config *c, sh_match_config *mc)
+{
+    sh_match_config_default(mc);
+    /* Pair hashes collide often, so a wrong track's noise floor (second-best score) is high and
+     * the confidence does the work; triplet hashes rarely collide, the noise floor is ~0 and
+     * similar-but-different music can align a dozen votes, so the floor on the score is higher. */
+    if (c && c->hash_mode == SH_FP_PAIRS)
+        mc->min_score = 12;
 }
 
 int sh_matcher_configure(sh_matcher *m, const sh_match_config *mc, sh_err *e)
@@ -80,7 +90,7 @@ int sh_matcher_new(const sh_fp_config *c, sh_matcher **out, sh_err *e)
     if (!m)
         return sh_err_set(e, SH_ENOMEM, "sh_matcher_new: out of memory");
     m->frame_s = sh_fp_frame_seconds(c);
-    sh_match_config_default(&m->mc);
+    sh_match_config_for(c, &m->mc);
     *out = m;
     return 0;
 }

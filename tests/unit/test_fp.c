@@ -159,7 +159,7 @@ static void test_degenerate_input(void **state)
     free(h.h);
     /* just over one frame: bounded, no crash */
     h = run(&c, x, (size_t)c.fft_size + 1, 0);
-    assert_true(h.n <= (size_t)(c.fanout * 4));
+    assert_true(h.n <= (size_t)(c.fanout * c.fanout * 4));
     free(h.h);
     free(x);
 }
@@ -178,12 +178,13 @@ static void test_bounded_count(void **state)
         x[i] = v > 1.0f ? 1.0f : v < -1.0f ? -1.0f : v;
         w[i] = (float)(synth_unit(&s) - 0.5);
     }
-    for (int q = 0; q < 2; q++) {
+    for (int q = 0; q < 4; q++) {
         sh_fp_config c;
-        if (q)
+        if (q & 1)
             sh_fp_config_query(&c);
         else
             sh_fp_config_default(&c);
+        sh_fp_config_mode(&c, q < 2 ? SH_FP_TRIPLETS : SH_FP_PAIRS);
         const double bound = sh_fp_max_hashes_per_s(&c) * n / RATE;
         hashes a = run(&c, x, n, 0), b = run(&c, w, n, 0);
         assert_true(a.n > 0);
@@ -208,12 +209,27 @@ static void test_layout_roundtrip(void **state)
         assert_int_equal(sh_fp_hash_dt(h), dt);
         assert_int_equal(h >> (SH_FP_F1_BITS + SH_FP_DF_BITS + SH_FP_DT_BITS), 0);
     }
-    /* produced hashes respect the field ranges the config promises */
+    for (int i = 0; i < 10000; i++) {
+        const uint32_t f1 = synth_rand(&s) % (1u << SH_FP_F1_BITS);
+        const uint32_t db = synth_rand(&s) % (1u << SH_FP_T_DF_BITS);
+        const uint32_t dc = synth_rand(&s) % (1u << SH_FP_T_DF_BITS);
+        const uint32_t lt = synth_rand(&s) % (1u << SH_FP_T_DT_BITS);
+        const uint32_t r = synth_rand(&s) % (1u << SH_FP_T_R_BITS);
+        const uint32_t h = sh_fp_hash_pack3(f1, db, dc, lt, r);
+        assert_int_equal(sh_fp_hash3_f1(h), f1);
+        assert_int_equal(sh_fp_hash3_db(h), db);
+        assert_int_equal(sh_fp_hash3_dc(h), dc);
+        assert_int_equal(sh_fp_hash3_lt(h), lt);
+        assert_int_equal(sh_fp_hash3_r(h), r);
+    }
+    /* produced hashes respect the field ranges the config promises, in both modes */
     sh_fp_config c;
     sh_fp_config_query(&c);
+    sh_fp_config_mode(&c, SH_FP_PAIRS);
     const size_t n = 10 * RATE;
     float *x = music(n, 8);
     hashes a = run(&c, x, n, 0);
+    assert_true(a.n > 0);
     const double fcells = log2(c.fmax_hz / c.fmin_hz) * c.f1_steps + 1;
     for (size_t i = 0; i < a.n; i++) {
         const uint32_t h = a.h[i].hash;
@@ -222,16 +238,97 @@ static void test_layout_roundtrip(void **state)
                     c.df_max_oct * c.df_steps + 1);
         assert_true(sh_fp_hash_dt(h) <= (c.dt_max + 1) * (1 + c.q_scale_tol) / c.dt_step + 1);
     }
+    free(a.h);
+    sh_fp_config_mode(&c, SH_FP_TRIPLETS);
+    a = run(&c, x, n, 0);
+    assert_true(a.n > 0);
+    size_t short_first = 0;
+    for (size_t i = 0; i < a.n; i++) {
+        const uint32_t h = a.h[i].hash;
+        assert_true(sh_fp_hash3_f1(h) <= fcells);
+        assert_true(fabs((double)sh_fp_hash3_db(h) - SH_FP_T_DF_BIAS) <=
+                    c.df_max_oct * c.t_df_steps + 1);
+        assert_true(fabs((double)sh_fp_hash3_dc(h) - SH_FP_T_DF_BIAS) <=
+                    c.df_max_oct * c.t_df_steps + 1);
+        assert_true(sh_fp_hash3_lt(h) <= log2((c.dt_max + 1) * (1 + c.q_scale_tol)) * c.t_dt_steps + 1);
+        /* the second target is never nearer than the first: the ratio lies in [0, 1] */
+        assert_true(sh_fp_hash3_r(h) <= c.t_ratio_steps);
+        short_first += sh_fp_hash3_r(h) < c.t_ratio_steps / 2;
+    }
+    assert_true(short_first > 0 && short_first < a.n); /* the ratio carries information */
     free(a.h), free(x);
 }
 
-/* The query extraction covers the index extraction: nearly every index (hash, t) is in it. */
-static void test_query_covers_index(void **state)
+/* Resamples x by factor f (linear interpolation): a speed change, pitch and tempo together. */
+static float *speed(const float *x, size_t n, double f, size_t *m)
+{
+    *m = (size_t)((double)(n - 1) / f);
+    float *y = malloc(*m * sizeof *y);
+    assert_non_null(y);
+    for (size_t i = 0; i < *m; i++) {
+        const double p = (double)i * f;
+        const size_t k = (size_t)p;
+        const double a = p - (double)k;
+        y[i] = (float)((1.0 - a) * x[k] + a * x[k + 1 < n ? k + 1 : k]);
+    }
+    return y;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    const uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Fraction of the index hashes of a that occur (any time) among the query hashes of b. */
+static double shared_fraction(hashes a, hashes b)
+{
+    uint32_t *v = malloc((b.n ? b.n : 1) * sizeof *v);
+    assert_non_null(v);
+    for (size_t i = 0; i < b.n; i++)
+        v[i] = b.h[i].hash;
+    qsort(v, b.n, sizeof *v, cmp_u32);
+    size_t found = 0;
+    for (size_t i = 0; i < a.n; i++)
+        found += bsearch(&a.h[i].hash, v, b.n, sizeof *v, cmp_u32) != NULL;
+    free(v);
+    return a.n ? (double)found / (double)a.n : 0.0;
+}
+
+/* Both modes are speed-tolerant (±2 % keeps most index hashes findable by a query), and the
+ * triplet hashes are far more specific: unrelated music shares fewer of them. */
+static void test_modes_speed_and_specificity(void **state)
 {
     (void)state;
+    const size_t n = 20 * RATE;
+    float *x = music(n, 11), *z = music(n, 12);
+    size_t m;
+    float *y = speed(x, n, 1.02, &m);
+    double unrelated[2];
+    for (int mode = 0; mode < 2; mode++) {
+        sh_fp_config ic, qc;
+        sh_fp_config_default(&ic);
+        sh_fp_config_query(&qc);
+        sh_fp_config_mode(&ic, mode);
+        sh_fp_config_mode(&qc, mode);
+        hashes a = run(&ic, x, n, 0), b = run(&qc, y, m, 0), u = run(&qc, z, n, 0);
+        assert_true(a.n > 100);
+        assert_true(shared_fraction(a, b) > 0.3);
+        unrelated[mode] = shared_fraction(a, u);
+        free(a.h), free(b.h), free(u.h);
+    }
+    assert_true(unrelated[SH_FP_TRIPLETS] * 5 < unrelated[SH_FP_PAIRS]);
+    free(x), free(y), free(z);
+}
+
+/* The query extraction covers the index extraction: nearly every index (hash, t) is in it. */
+static void query_covers_index(int mode)
+{
     sh_fp_config ic, qc;
     sh_fp_config_default(&ic);
     sh_fp_config_query(&qc);
+    sh_fp_config_mode(&ic, mode);
+    sh_fp_config_mode(&qc, mode);
     const size_t n = 15 * RATE;
     float *x = music(n, 9);
     hashes a = run(&ic, x, n, 0), b = run(&qc, x, n, 0);
@@ -248,6 +345,13 @@ static void test_query_covers_index(void **state)
     }
     assert_true(found * 10 >= a.n * 9);
     free(a.h), free(b.h), free(x);
+}
+
+static void test_query_covers_index(void **state)
+{
+    (void)state;
+    query_covers_index(SH_FP_TRIPLETS);
+    query_covers_index(SH_FP_PAIRS);
 }
 
 typedef struct job {
@@ -327,6 +431,14 @@ static void test_config_checks(void **state)
     sh_fp_config_default(&c);
     c.dt_max = 400; /* would overflow the 8-bit field */
     assert_int_equal(sh_fp_config_check(&c, NULL), SH_EINVAL);
+    sh_fp_config_default(&c);
+    c.hash_mode = 2;
+    assert_int_equal(sh_fp_config_check(&c, NULL), SH_EINVAL);
+    sh_fp_config_default(&c);
+    c.t_dt_steps = 40.0f; /* would overflow the 7-bit triplet time field */
+    assert_int_equal(sh_fp_config_check(&c, NULL), SH_EINVAL);
+    sh_fp_config_mode(&c, SH_FP_PAIRS); /* a triplet-only field does not constrain pairs */
+    assert_int_equal(sh_fp_config_check(&c, NULL), 0);
     assert_int_equal(sh_fp_config_check(NULL, NULL), SH_EINVAL);
     sh_fp_free(NULL);
     size_t n = 1;
@@ -341,7 +453,7 @@ int main(void)
         cmocka_unit_test(test_reset_reuses),       cmocka_unit_test(test_degenerate_input),
         cmocka_unit_test(test_bounded_count),      cmocka_unit_test(test_layout_roundtrip),
         cmocka_unit_test(test_query_covers_index), cmocka_unit_test(test_threads),
-        cmocka_unit_test(test_config_checks),
+        cmocka_unit_test(test_config_checks),      cmocka_unit_test(test_modes_speed_and_specificity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

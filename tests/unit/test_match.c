@@ -33,12 +33,15 @@ static float *music(size_t n, uint64_t seed)
     return x;
 }
 
-static int setup(void **state)
+/* The world tests run once per hash mode: the matcher must work with both. */
+static int setup_mode(void **state, int mode)
 {
     world *w = calloc(1, sizeof *w);
     assert_non_null(w);
     sh_fp_config_default(&w->ic);
     sh_fp_config_query(&w->qc);
+    sh_fp_config_mode(&w->ic, mode);
+    sh_fp_config_mode(&w->qc, mode);
     sh_err e = {0};
     sh_fp *fp = NULL;
     assert_int_equal(sh_fp_new(&w->ic, &fp, &e), 0);
@@ -63,6 +66,16 @@ static int setup(void **state)
     sh_fp_free(fp);
     *state = w;
     return 0;
+}
+
+static int setup_triplets(void **state)
+{
+    return setup_mode(state, SH_FP_TRIPLETS);
+}
+
+static int setup_pairs(void **state)
+{
+    return setup_mode(state, SH_FP_PAIRS);
 }
 
 static int teardown(void **state)
@@ -228,6 +241,32 @@ static void test_threshold(void **state)
     sh_matcher_free(m);
 }
 
+/* The score floor follows the hash mode: 14 aligned votes and nothing else pass the pair floor
+ * (12) but not the triplet floor (17), whose collisions are rarer but similar music aligns more. */
+static void test_threshold_per_mode(void **state)
+{
+    (void)state;
+    sh_match_config mc;
+    sh_match_config_default(&mc);
+    assert_int_equal(mc.min_score, 17);
+    for (int mode = 0; mode < 2; mode++) {
+        sh_fp_config c;
+        sh_fp_config_query(&c);
+        sh_fp_config_mode(&c, mode);
+        sh_match_config_for(&c, &mc);
+        assert_int_equal(mc.min_score, mode == SH_FP_PAIRS ? 12 : 17);
+        sh_matcher *m = NULL;
+        assert_int_equal(sh_matcher_new(&c, &m, NULL), 0);
+        for (uint32_t t = 0; t < 14; t++)
+            sh_matcher_vote(m, 5, 100 + t * 7, t * 7);
+        sh_match_result r[2];
+        size_t n = 99;
+        assert_int_equal(sh_matcher_result(m, r, 2, &n), 0);
+        assert_int_equal(n, mode == SH_FP_PAIRS ? 1 : 0);
+        sh_matcher_free(m);
+    }
+}
+
 /* Two tracks with the same strong alignment are duplicates (both reported); two weak near-equal
  * alignments are noise (neither is). */
 static void test_duplicates_and_ties(void **state)
@@ -299,9 +338,11 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_votes_ranking),
         cmocka_unit_test(test_threshold),
+        cmocka_unit_test(test_threshold_per_mode),
         cmocka_unit_test(test_duplicates_and_ties),
         cmocka_unit_test(test_vote_cap_and_config),
     };
-    const int a = cmocka_run_group_tests(world_tests, setup, teardown);
-    return a | cmocka_run_group_tests(tests, NULL, NULL);
+    const int a = cmocka_run_group_tests_name("triplets", world_tests, setup_triplets, teardown);
+    const int b = cmocka_run_group_tests_name("pairs", world_tests, setup_pairs, teardown);
+    return a | b | cmocka_run_group_tests(tests, NULL, NULL);
 }
