@@ -13,11 +13,14 @@ trap 'kill $broker ${job:-} 2> /dev/null || true; pg_stop' EXIT
 wait_for 20 test -s "$SH_TMP/bs"
 B=$(cat "$SH_TMP/bs")
 
-# 40 tracks: t00..t39; tenants a (even) and b (odd); fp_version 1 for the first 10, else 2.
+# 40 tracks: t00..t39; tenants a (even) and b (odd); fp_version V-1 for the first 10, else V
+# (V = this build's SH_FP_VERSION).
+V=$(sed -n 's/^#define SH_FP_VERSION \([0-9][0-9]*\).*/\1/p' "$SH_ROOT/core/sh_fp.h")
+[ -n "$V" ] && [ "$V" -ge 2 ] || fail "cannot read SH_FP_VERSION from core/sh_fp.h"
 sql="SELECT count(*) FROM ("
 for i in $(seq 0 39); do
   id=$(printf 't%02d' "$i"); ten=$([ $((i % 2)) -eq 0 ] && echo a || echo b)
-  fp=$([ "$i" -lt 10 ] && echo 1 || echo 2)
+  fp=$([ "$i" -lt 10 ] && echo $((V - 1)) || echo "$V")
   sql+="SELECT sh_write_track('$id', '$ten', '{}', NULL, 1.0, 'file:///srv/media/$id.flac', $fp, 5, 0, ''::bytea)"
   [ "$i" -lt 39 ] && sql+=" UNION ALL "
 done
@@ -56,7 +59,7 @@ expect_exit 2 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --all --ra
   --checkpoint "$ck"
 check "a checkpoint of another selection is refused" grep -q "belongs to selection 'tenant:a'" "$SH_TMP/err"
 
-# --older-than-fp-version (this build's version is 2): the 10 tracks at version 1.
+# --older-than-fp-version (this build's version is V): the 10 tracks at version V-1.
 expect_exit 0 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --older-than-fp-version \
   --rate 1000/s --checkpoint "$SH_TMP/old.json"
 check "older fp_version: 10" grep -q '"published":10,' "$SH_TMP/out"
