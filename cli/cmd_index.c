@@ -414,7 +414,7 @@ int sh_cmd_index(int argc, char **argv)
         {"compact", 0, SH_OPT_BOOL, &c.compact, "false",
          "add: compact the index once the files are added (as `index compact`)", 0, 0, 0},
         {"wait", 0, SH_OPT_DOUBLE, &c.wait_s, "0",
-         "compact: seconds to wait for other processes to close the index (then exit 1)", 0, 0,
+         "compact, add --compact: seconds to wait for other processes to close the index", 0, 0,
          0},
         {NULL, 0, 0, NULL, NULL, NULL, 0, 0, 0},
     };

@@ -126,4 +126,87 @@ jcheck "concurrent adds: all 8 tracks, postings = serial build" "$SH_TMP/out" --
   '.tracks == 8 and .postings == $n'
 expect_exit 0 "$SH_BIN" match --index "$CI" "$Q/b.wav"
 jcheck "concurrently built shard matches" "$SH_TMP/out" --arg t "${T[2]}" '.match.track_id == $t'
+# Compact: a shard written one track per `index add` run (what an edge applying deltas does) keeps
+# the free pages of LMDB's copy-on-write; `index compact` repacks it and shrinks the file, with the
+# same counts and the same answers, and the shard stays writable.
+CP="$SH_TMP/cpt"
+for i in 0 1 2 3 4 5 6 7; do expect_exit 0 "$SH_BIN" index add --index "$CP" "$D/${T[$i]}.ogg"; done
+expect_exit 0 "$SH_BIN" index stats --index "$CP"; cp "$SH_TMP/out" "$SH_TMP/cs0.json"
+expect_exit 0 "$SH_BIN" match --index "$CP" --top 3 "$Q/a.wav" "$Q/b.wav" "$Q/neg.wav"
+jq -c 'del(.elapsed_ms)' "$SH_TMP/out" > "$SH_TMP/cm0.json"
+bytes0=$(jq .file_bytes "$SH_TMP/cs0.json")
+expect_exit 0 "$SH_BIN_ASAN" index compact --index "$CP"
+jcheck "compact: bytes_before = stats, bytes_after smaller" "$SH_TMP/out" --argjson b "$bytes0" \
+  '.bytes_before == $b and .bytes_after < $b and .mb_per_audio_hour < .mb_per_audio_hour_before'
+jcheck "compact: bytes per posting and MB per audio hour" "$SH_TMP/out" \
+  '.bytes_per_posting > 0 and .mb_per_audio_hour > 0 and .elapsed_ms >= 0'
+bytes1=$(jq .bytes_after "$SH_TMP/out")
+check "compact: data.mdb shrank on disk ($bytes0 -> $bytes1)" test "$(stat -c %s "$CP/data.mdb")" -eq "$bytes1"
+check "compact: nothing left behind" test "$(ls -A "$CP" | tr '\n' ' ')" = "data.mdb lock.mdb "
+expect_exit 0 "$SH_BIN" index stats --index "$CP"
+jcheck "compact: counts identical" "$SH_TMP/out" --slurpfile a "$SH_TMP/cs0.json" \
+  '[.tracks, .postings, .audio_s, .dead_postings] == [$a[0].tracks, $a[0].postings, $a[0].audio_s, 0]'
+expect_exit 0 "$SH_BIN" match --index "$CP" --top 3 "$Q/a.wav" "$Q/b.wav" "$Q/neg.wav"
+check "compact: same match answers" test "$(jq -c 'del(.elapsed_ms)' "$SH_TMP/out")" = "$(cat "$SH_TMP/cm0.json")"
+expect_exit 0 "$SH_BIN_ASAN" index add --index "$CP" --id after "$Q/b.wav"
+expect_exit 0 "$SH_BIN" index stats --index "$CP"
+jcheck "compacted shard stays writable" "$SH_TMP/out" '.tracks == 9'
+expect_exit 0 "$SH_BIN" index add --index "$SH_TMP/cpt2" --compact "$D/${T[0]}.ogg"
+check "add --compact: add line then compact line" \
+  test "$(jq -r 'if .status then .status else (.bytes_after > 0 | tostring) end' "$SH_TMP/out" | tr '\n' ' ')" = "added true "
+expect_exit 1 "$SH_BIN" index compact --index "$SH_TMP/nowhere2"
+check "compact on a missing index: clear error, creates nothing" \
+  sh -c 'grep -q "no shard index" "$0" && test ! -e "$1"' "$SH_TMP/err" "$SH_TMP/nowhere2"
+expect_exit 2 "$SH_BIN" index compact --index "$CP" extra
+expect_exit 2 "$SH_BIN" index compact --index "$CP" --wait -1
+expect_exit 0 "$SH_BIN" index compact --help
+check "compact --help documents the refusal" grep -q "another process has the index open" "$SH_TMP/out"
+
+# Another process holding the shard open (simulated exactly as LMDB does it: a shared lock on
+# byte 0 of lock.mdb, kept while the environment is open): compact refuses and changes nothing;
+# with --wait it proceeds once that process closes the shard.
+exec {hin}> >(python3 -c 'import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR); fcntl.lockf(fd, fcntl.LOCK_SH, 1, 0)
+open(sys.argv[2], "w").close(); sys.stdin.read()' "$CP/lock.mdb" "$SH_TMP/held")
+wait_for 10 test -e "$SH_TMP/held"
+size_held=$(stat -c %s "$CP/data.mdb")
+expect_exit 1 "$SH_BIN" index compact --index "$CP"
+check "compact while the shard is open elsewhere: refused, named" grep -q "open in another process" "$SH_TMP/err"
+check "refused compact leaves the file alone" test "$(stat -c %s "$CP/data.mdb")" -eq "$size_held"
+# (the compact must not inherit the pipe to the holder, or the holder never sees it close)
+"$SH_BIN" index compact --index "$CP" --wait 60 > "$SH_TMP/cw" 2> "$SH_TMP/cw.err" {hin}>&- & pw=$!
+exec {hin}>&-
+wait $pw || fail "compact --wait did not proceed once the shard was closed: $(cat "$SH_TMP/cw.err")"
+echo "ok: compact --wait proceeds once the other process closes the shard"
+
+# Compact racing real `index add` runs, never losing an add. Add first (a compact once the add
+# has committed a file, while it is still at work): the compact is refused, or goes ahead if the
+# add has already closed the shard. Compact first: an add starting meanwhile waits in its open
+# and writes into the new file. Every add must succeed and land.
+CC="$SH_TMP/cc"
+expect_exit 0 "$SH_BIN" index add --index "$CC" "$D/${T[0]}.ogg"
+refused=0
+for pair in "1 2" "3 4"; do
+  set -- $pair
+  "$SH_BIN_ASAN" index add --index "$CC" --batch 1 "$D/${T[$1]}.ogg" "$D/${T[$2]}.ogg" \
+    > "$SH_TMP/ra" 2> "$SH_TMP/ra.err" & pa=$!
+  wait_for 60 grep -q '"status"' "$SH_TMP/ra"
+  set +e; "$SH_BIN" index compact --index "$CC" > /dev/null 2> "$SH_TMP/rc.err"; rc=$?; set -e
+  [ $rc -eq 0 ] || { grep -q "open in another process" "$SH_TMP/rc.err" || fail "compact: $(cat "$SH_TMP/rc.err")"; refused=$((refused + 1)); }
+  wait $pa || fail "add running under a compact failed: $(cat "$SH_TMP/ra.err")"
+done
+echo "ok: compact during a running add: $refused of 2 refused (the others ran after the add closed)"
+for i in 5 6 7; do
+  "$SH_BIN_ASAN" index compact --index "$CC" > /dev/null 2> "$SH_TMP/rc.err" & pc=$!
+  "$SH_BIN" index add --index "$CC" "$D/${T[$i]}.ogg" > "$SH_TMP/ra" 2> "$SH_TMP/ra.err" \
+    || fail "add started during a compact failed: $(cat "$SH_TMP/ra.err")"
+  wait $pc || grep -q "open in another process" "$SH_TMP/rc.err" || fail "compact: $(cat "$SH_TMP/rc.err")"
+done
+echo "ok: adds started during a compact all succeeded"
+expect_exit 0 "$SH_BIN" index compact --index "$CC"
+expect_exit 0 "$SH_BIN" index stats --index "$CC"
+jcheck "adds and compacts interleaved: all 8 tracks, postings = serial build" "$SH_TMP/out" --argjson n "$total" \
+  '.tracks == 8 and .postings == $n'
+expect_exit 0 "$SH_BIN" match --index "$CC" "$Q/b.wav"
+jcheck "shard compacted under races matches" "$SH_TMP/out" --arg t "${T[2]}" '.match.track_id == $t'
 echo "20_index_match: all checks passed"
