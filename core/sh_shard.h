@@ -198,8 +198,11 @@ int sh_shard_snapshot(sh_shard *s, const char *dir, sh_err *e);
  * crash leaves either the old or the new file, and a stale .repack.tmp that the next run removes).
  *
  * Safety: a process holding the old data file open would go on committing into the replaced
- * file, so the swap requires that no other process has the shard open, reader or writer (LMDB
- * cannot tell them apart): every LMDB user holds a shared lock on byte 0 of DIR/lock.mdb while
+ * file (a writer), or would share lock.mdb, whose lock table is re-initialised for the new file,
+ * while reading the old one (a reader), so the swap requires that no other process has the shard
+ * open, reader or writer (LMDB cannot tell them apart; a process that opened the shard with
+ * MDB_NOLOCK is invisible: none does): every LMDB user holds a shared lock on byte 0 of
+ * DIR/lock.mdb while
  * the environment is open, and this takes it exclusively for the whole repack. Processes that
  * open the shard meanwhile block in their open until the new file is in place (so an `index add`
  * started during a repack waits, then writes into the new file). While another process has it
