@@ -202,8 +202,8 @@ int sh_shard_snapshot(sh_shard *s, const char *dir, sh_err *e);
  * while reading the old one (a reader), so the swap requires that no other process has the shard
  * open, reader or writer (LMDB cannot tell them apart; a process that opened the shard with
  * MDB_NOLOCK is invisible: none does): every LMDB user holds a shared lock on byte 0 of
- * DIR/lock.mdb while
- * the environment is open, and this takes it exclusively for the whole repack. Processes that
+ * DIR/lock.mdb while the environment is open, and this takes it exclusively for the whole
+ * repack. Processes that
  * open the shard meanwhile block in their open until the new file is in place (so an `index add`
  * started during a repack waits, then writes into the new file). While another process has it
  * open this polls every 50 ms for up to `wait_ms` (0: no wait), then fails with SH_ETRANSIENT
