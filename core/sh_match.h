@@ -43,7 +43,8 @@ typedef struct sh_match_config {
     double scale_step;     /* step of s [0.005] */
     int refine;            /* coarse candidates refined [8] */
     int min_score;         /* absolute floor on aligned votes [17 triplets, 12 pairs] */
-    double min_confidence; /* no-match threshold on the confidence [0.65, i.e. z ≥ 6] */
+    double min_confidence; /* no-match threshold on the confidence [0.8 triplets, i.e. z ≥ 7.3;
+                              0.65 pairs, i.e. z ≥ 6] */
     int dup_score;         /* near-equal tracks both above this are duplicates, not noise [40] */
     size_t max_votes;      /* votes beyond this are dropped (hostile or huge queries); memory is
                               about 44 bytes per vote [1000000; a 10 s query casts ~15k] */
@@ -52,7 +53,8 @@ typedef struct sh_match_config {
 /* Defaults for fingerprints of sh_fp_config_default()'s hash mode (triplets). */
 void sh_match_config_default(sh_match_config *mc);
 
-/* Defaults for fingerprints made with *c's hash mode (min_score differs; NULL = the default). */
+/* Defaults for fingerprints made with *c's hash mode (min_score and min_confidence differ; NULL =
+ * the default). */
 void sh_match_config_for(const sh_fp_config *c, sh_match_config *mc);
 
 typedef struct sh_matcher sh_matcher;

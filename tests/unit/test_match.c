@@ -249,12 +249,14 @@ static void test_threshold_per_mode(void **state)
     sh_match_config mc;
     sh_match_config_default(&mc);
     assert_int_equal(mc.min_score, 17);
+    assert_true(mc.min_confidence == 0.8);
     for (int mode = 0; mode < 2; mode++) {
         sh_fp_config c;
         sh_fp_config_query(&c);
         sh_fp_config_mode(&c, mode);
         sh_match_config_for(&c, &mc);
         assert_int_equal(mc.min_score, mode == SH_FP_PAIRS ? 12 : 17);
+        assert_true(mc.min_confidence == (mode == SH_FP_PAIRS ? 0.65 : 0.8));
         sh_matcher *m = NULL;
         assert_int_equal(sh_matcher_new(&c, &m, NULL), 0);
         for (uint32_t t = 0; t < 14; t++)
