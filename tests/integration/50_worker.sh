@@ -46,6 +46,19 @@ for m in processing_seconds_bucket audio_seconds_total consumer_lag db_write_sec
   check "metrics: soundhash_worker_$m present with HELP/TYPE" bash -c \
     "grep -q '^soundhash_worker_$m' '$SH_TMP/metrics.txt' && grep -q '^# TYPE soundhash_worker_${m%_bucket} ' '$SH_TMP/metrics.txt'"
 done
+# Consumer lag from librdkafka's statistics (every second): each partition that holds events has
+# its own series, and all are caught up (librdkafka knows no lag for a partition never committed).
+lag_caught_up() {
+  curl -sf "http://127.0.0.1:$WK_PORT_w1/metrics" > "$SH_TMP/lag.txt" || return 1
+  local p hw n=0
+  while read -r p hw; do
+    [ "$hw" -eq 0 ] && continue
+    grep -q "^soundhash_worker_consumer_lag{topic=\"soundhash.audio.events\",partition=\"$p\"} 0\$" "$SH_TMP/lag.txt" || return 1
+    n=$((n + 1))
+  done < <("$KT" end "$BOOT" soundhash.audio.events)
+  [ "$n" -gt 0 ]
+}
+wait_for 20 lag_caught_up
 want_s=$(pg_sql 'SELECT round(sum(duration_s)) FROM tracks')
 got_s=$(awk '$1 == "soundhash_worker_audio_seconds_total" {printf "%.0f", $2}' "$SH_TMP/metrics.txt")
 check "metrics: audio seconds = stored durations ($got_s)" test "$got_s" = "$want_s"
