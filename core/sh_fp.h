@@ -16,8 +16,9 @@
  * Why triplets (SH_FP_VERSION 3): pair hashes hold ~22 bits but music fills only ~270k distinct
  * cells, so postings per lookup — and query latency — grow linearly with the audio in a shard
  * (measured 2.1 h → 21.6 h: 14.8k → 124.5k votes per 10 s query, p50 2.0 → 6.2 ms, p99 12 ms).
- * A triplet adds a third peak: 32 well-used bits, ~0.2 postings per lookup at 2 h and ~1.3 at
- * 21.6 h (8.8k votes per 10 s query, p50 2.1 ms, p99 3.3 ms), at the price of ~1.5 points of
+ * A triplet adds a third peak: 32 well-used bits, ~0.2 postings per lookup at 2 h, ~1.3 at
+ * 21.6 h (8.8k votes per 10 s query, p50 2.2 ms, p99 3.0 ms) and ~2.8 at 51 h (19k votes, p50
+ * 2.7 ms, p99 4.3 ms; pairs there: 284k votes, p50 13.5 ms), at the price of ~1.5 points of
  * top-1 on heavily degraded 5 s queries (a triplet needs three peaks to survive) and 43 instead
  * of 31.7 postings per second of music (0.71 MB per audio hour in the LMDB shard).
  *
