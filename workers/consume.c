@@ -314,7 +314,10 @@ static void housekeeping(wk *w, loop_state *s)
 static void drain(wk *w, loop_state *s)
 {
     double deadline = wk_now() + (double)w->cfg.shutdown_grace_s;
-    SH_INFO("shutdown_draining", "inflight=%zu", w->inflight);
+    pthread_mutex_lock(&w->lock); /* threads change it concurrently */
+    size_t at_start = w->inflight;
+    pthread_mutex_unlock(&w->lock);
+    SH_INFO("shutdown_draining", "inflight=%zu", at_start);
     for (;;) {
         pthread_mutex_lock(&w->lock);
         size_t inflight = w->inflight;
