@@ -4,6 +4,11 @@
 #   scripts/data/) and the degraded queries when missing, index corpus/dev into a fresh shard with
 #   `soundhash index add`, match a sample of queries (2 per condition, negatives included) with
 #   `soundhash match`, print a table and a summary.
+#   Stage 2 — ingestion pipeline: start the local Kafka-protocol broker (`soundhash broker`) and a
+#   private PostgreSQL (`soundhash db start`), run two workers in one consumer group, publish the
+#   corpus plus two bad uploads with `soundhash ingest publish`, wait until every track is in the
+#   primary, show the tracks, the change log, the dead letters (by reason) and the workers'
+#   /health and /metrics; then delete a track and show its tombstone.
 # Environment: SOUNDHASH_BIN (default build/soundhash), SOUNDHASH_DATA_DIR (default
 # ~/.cache/soundhash-data), DEMO_PER_COND (queries per condition, default 2), DEMO_KEEP=1 keeps the
 # scratch directory.
@@ -91,6 +96,104 @@ stage1_local_shard() {
   print_match_table "$WORK/sample.csv" "$WORK/answers.jsonl"
 }
 
+# Stage 2 state: pids to stop and the database dir, cleaned up on exit.
+S2_PIDS=()
+S2_PG=""
+stage2_cleanup() {
+  for p in "${S2_PIDS[@]}"; do kill "$p" 2> /dev/null || true; done
+  for p in "${S2_PIDS[@]}"; do wait "$p" 2> /dev/null || true; done
+  [ -z "$S2_PG" ] || "$BIN" db stop --dir "$S2_PG" > /dev/null 2>&1 || true
+}
+
+# wait_until SECONDS WHAT CMD...: polls CMD every 0.2 s; fails the demo with WHAT after SECONDS.
+wait_until() {
+  local secs="$1" what="$2"; shift 2
+  local end=$(($(date +%s) + secs))
+  until "$@" > /dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$end" ] || { echo "demo: timed out waiting for $what" >&2; return 1; }
+    sleep 0.2
+  done
+}
+
+sql() { psql "$DSN" -X -v ON_ERROR_STOP=1 -Atq -F $'\t' -c "$1"; }
+# sql_id QUERY ID: QUERY refers to the track id as :'id' (psql quotes it; no string pasting).
+sql_id() { printf '%s\n' "$1" | psql "$DSN" -X -v ON_ERROR_STOP=1 -Atq -F $'\t' -v id="$2"; }
+tracks_written() { [ "$(sql "SELECT count(*) FROM tracks WHERE status = 'active'")" -ge "$1" ]; }
+track_deleted() { [ "$(sql_id "SELECT status FROM tracks WHERE external_id = :'id'" "$1")" = deleted ]; }
+dead_letters() { # sum of events_failed_total over both workers
+  local total=0 port v
+  for port in "$@"; do
+    v=$(curl -sf "http://127.0.0.1:$port/metrics" |
+      awk '$1 ~ /^soundhash_worker_events_failed_total/ {s += $2} END {print s + 0}')
+    total=$((total + ${v%.*}))
+  done
+  echo "$total"
+}
+dead_letters_at_least() { [ "$(dead_letters "${@:2}")" -ge "$1" ]; }
+
+start_worker() { # start_worker NAME: sets PORT to its /metrics port
+  "$BIN" worker --brokers "$BOOT" --dsn "$DSN" --media-root "$WORK/media" --threads 1 \
+    --http 127.0.0.1:0 --worker-id "$1" > /dev/null 2> "$WORK/$1.log" &
+  S2_PIDS+=($!)
+  wait_until 30 "worker $1 to listen" grep -q 'event=http_listening' "$WORK/$1.log"
+  PORT=$(sed -n 's/.*event=http_listening.* port=\([0-9]*\).*/\1/p' "$WORK/$1.log" | head -n1)
+}
+
+stage2_pipeline() {
+  say "stage 2: ingestion pipeline — broker, PostgreSQL primary, two workers, ingest publish"
+  trap 'stage2_cleanup; [ "${DEMO_KEEP:-0}" = 1 ] || rm -rf "$WORK"' EXIT
+  "$BIN" broker --bootstrap-file "$WORK/boot" > /dev/null 2> "$WORK/broker.log" &
+  S2_PIDS+=($!)
+  wait_until 20 "the broker" test -s "$WORK/boot"
+  BOOT=$(cat "$WORK/boot")
+  echo "broker (librdkafka mock cluster, 3 brokers over TCP): $BOOT"
+  S2_PG="$WORK/pg"
+  DSN=$("$BIN" db start --dir "$S2_PG" 2> "$WORK/db.log")
+  "$BIN" db migrate --dsn "$DSN" > /dev/null 2>&1
+  echo "primary: private PostgreSQL, $(sql 'SHOW server_version'), wal_level=$(sql 'SHOW wal_level')"
+
+  # The media root the workers read file:// audio from; bad uploads sit beside the real ones.
+  mkdir -p "$WORK/media"
+  cp "$DATA"/corpus/dev/*.ogg "$WORK/media/"
+  head -c 200000 /dev/urandom > "$WORK/media/not_audio.ogg"
+  head -c 30000 "$DATA/corpus/dev/$(ls "$DATA/corpus/dev" | grep -m1 '\.ogg$')" > "$WORK/media/truncated.ogg"
+  local n; n=$(ls "$WORK"/media/*.ogg | wc -l)
+
+  local ports=()
+  start_worker worker-a; ports+=("$PORT")
+  start_worker worker-b; ports+=("$PORT")
+  echo "workers: worker-a (/metrics on :${ports[0]}), worker-b (:${ports[1]}), group soundhash-workers"
+
+  local t0; t0=$(date +%s.%N)
+  "$BIN" ingest publish --brokers "$BOOT" --media-root "$WORK/media" --tenant demo \
+    --meta source=make-demo "$WORK"/media/*.ogg > "$WORK/published.jsonl"
+  echo "published $(wc -l < "$WORK/published.jsonl") audio events ($n files, 2 of them bad)"
+  wait_until "${DEMO_TIMEOUT:-600}" "the workers to write $((n - 2)) tracks" tracks_written $((n - 2))
+  wait_until 60 "2 dead letters" dead_letters_at_least 2 "${ports[@]}"
+  local t1; t1=$(date +%s.%N)
+
+  echo
+  sql "SELECT count(*), round((sum(duration_s) / 60)::numeric, 1), sum(n_hashes), max(fp_version)
+       FROM tracks WHERE status = 'active'" |
+    awk -F'\t' -v s="$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')" '{printf "primary: %d tracks, %.1f min of audio, %d hashes, fp_version %d — written in %.1f s (%.0fx realtime)\n", $1, $2, $3, $4, s, $2 * 60 / s}'
+  echo "change log: $(sql 'SELECT count(*) FROM change_log') entries, seq $(sql 'SELECT min(seq) FROM change_log')..$(sql 'SELECT max(seq) FROM change_log') (commit order, no gaps)"
+  echo "dead letters by reason:"
+  for port in "${ports[@]}"; do curl -sf "http://127.0.0.1:$port/metrics"; done |
+    awk '$1 ~ /^soundhash_worker_events_failed_total\{/ && $2 > 0 {print "  " $1 " " $2}'
+  echo "health: $(curl -s "http://127.0.0.1:${ports[0]}/health")"
+  echo "metrics (worker-a, excerpt):"
+  curl -sf "http://127.0.0.1:${ports[0]}/metrics" |
+    grep -E '^soundhash_worker_(events_total|audio_seconds_total|processing_seconds_count|db_write_seconds_count)' |
+    sed 's/^/  /'
+
+  local victim; victim=$(head -n1 "$WORK/published.jsonl" | jq -r .track_id)
+  "$BIN" ingest delete --brokers "$BOOT" --track-id "$victim" > /dev/null
+  wait_until 60 "the delete of $victim" track_deleted "$victim"
+  echo
+  echo "deleted $victim: $(sql_id "SELECT status || ' at version ' || version FROM tracks WHERE external_id = :'id'" "$victim"), fingerprint rows left: $(sql_id "SELECT count(*) FROM fingerprints WHERE external_id = :'id'" "$victim")"
+}
+
 [ -x "$BIN" ] || { echo "demo: $BIN not built (run make)" >&2; exit 1; }
 ensure_data
 stage1_local_shard
+stage2_pipeline
