@@ -55,6 +55,12 @@ void sh_log(int level, const char *event, const char *fmt, ...)
     }
     if ((size_t)n > sizeof line - 2)
         n = (int)sizeof line - 2;
+    /* One event, one line: control bytes in values (libpq's multi-line messages, hostile names)
+     * become spaces so they can neither split the line nor drive a terminal. */
+    for (int i = 0; i < n; i++) {
+        if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
+            line[i] = ' ';
+    }
     line[n++] = '\n';
     /* One write(2) per line so lines of concurrent threads never interleave. */
     ssize_t w = write(STDERR_FILENO, line, (size_t)n);

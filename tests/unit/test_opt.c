@@ -6,9 +6,11 @@
 #include <cmocka.h>
 
 #include "sh_err.h"
+#include "sh_log.h"
 #include "sh_opt.h"
 
 #include <stdio.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -196,6 +198,37 @@ static void test_err_table(void **state)
     assert_int_equal(sh_err_set(NULL, SH_EDB, "ignored"), SH_EDB);
 }
 
+/* A log line stays one line whatever its values hold (libpq messages span lines). */
+static void test_log_one_line(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/sh-log-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    int saved = dup(STDERR_FILENO);
+    assert_true(dup2(fd, STDERR_FILENO) >= 0);
+    sh_log(SH_LOG_ERROR, "db_down", "msg=\"%s\"", "could not connect\n\tIs the server running?\x1b[2J");
+    char q[64];
+    sh_log(SH_LOG_WARN, "quoted", "name=%s", sh_log_q(q, sizeof q, "a \"b\"\n"));
+    sh_log(SH_LOG_DEBUG, "hidden", "x=1"); /* below the default level */
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    char buf[4096] = {0};
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    close(fd);
+    unlink(path);
+    assert_true(n > 0);
+    int lines = 0;
+    for (ssize_t i = 0; i < n; i++) {
+        lines += buf[i] == '\n';
+        assert_false(buf[i] == '\t' || buf[i] == 0x1b);
+    }
+    assert_int_equal(lines, 2);
+    assert_non_null(strstr(buf, "level=error event=db_down msg=\"could not connect  Is the server"));
+    assert_non_null(strstr(buf, "name=\"a \\\"b\\\"?\""));
+    assert_null(strstr(buf, "hidden"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -205,6 +238,7 @@ int main(void)
         cmocka_unit_test_setup(test_secret_from_file_and_env, setup),
         cmocka_unit_test_setup(test_double_dash_and_sizes, setup),
         cmocka_unit_test_setup(test_err_table, setup),
+        cmocka_unit_test_setup(test_log_one_line, setup),
     };
     return cmocka_run_group_tests_name("opt", tests, NULL, NULL);
 }
