@@ -37,6 +37,8 @@ static void install_signals(void)
 
 static void commit_now(wk *w)
 {
+    if (atomic_load(&w->untracked))
+        return; /* a finished later offset would commit past the untracked event */
     sh_offset_commit c[MAX_COMMITS];
     pthread_mutex_lock(&w->lock);
     size_t n = sh_offsets_collect(w->offsets, c, MAX_COMMITS);
@@ -191,36 +193,48 @@ int wk_consumer_new(wk *w, sh_err *e)
 
 /* ---- dispatch ------------------------------------------------------------------------------ */
 
-static void dispatch(wk *w, rd_kafka_message_t *m)
+/* Hands a message to the threads. Returns SH_ENOMEM when the event could not be tracked: the
+ * caller must then stop without committing anything more, because a later offset of the same
+ * partition finishing would otherwise commit past this one and lose it. */
+static int dispatch(wk *w, rd_kafka_message_t *m)
 {
     if (m->err) {
         if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
             SH_WARN("consume_error", "err=\"%s\"", rd_kafka_message_errstr(m));
         rd_kafka_message_destroy(m);
-        return;
+        return 0;
     }
     wk_job *j = calloc(1, sizeof *j);
     if (!j) {
-        /* Not tracked, so not committed: the event comes back after a restart or rebalance. */
-        SH_ERROR("out_of_memory", "what=job");
+        SH_ERROR("out_of_memory", "what=job topic=%s partition=%d offset=%lld",
+                 rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset);
         rd_kafka_message_destroy(m);
-        return;
+        return SH_ENOMEM;
     }
     const char *topic = rd_kafka_topic_name(m->rkt);
     j->msg = m;
     j->live = !is_reindex(topic);
     j->t0 = wk_now();
     pthread_mutex_lock(&w->lock);
-    if (sh_offsets_add(w->offsets, topic, m->partition, m->offset) == SH_EINVAL) {
+    int rc = sh_offsets_add(w->offsets, topic, m->partition, m->offset);
+    if (rc == SH_EINVAL) {
         /* A rewind (offset reset, re-seek): older in-flight entries no longer matter. */
         sh_offsets_reset(w->offsets, topic, m->partition);
-        sh_offsets_add(w->offsets, topic, m->partition, m->offset);
+        rc = sh_offsets_add(w->offsets, topic, m->partition, m->offset);
+    }
+    if (rc) {
+        pthread_mutex_unlock(&w->lock);
+        SH_ERROR("offset_tracking_failed", "topic=%s partition=%d offset=%lld code=%s", topic,
+                 (int)m->partition, (long long)m->offset, sh_err_name(rc));
+        wk_job_free(j);
+        return SH_ENOMEM;
     }
     w->inflight++;
     sh_series_set(w->m.inflight_s, (double)w->inflight);
     wk_fifo_push(j->live ? &w->live_jobs : &w->reindex_jobs, j);
     pthread_cond_signal(&w->job_cv);
     pthread_mutex_unlock(&w->lock);
+    return 0;
 }
 
 /* Live first; reindex only when no live job is waiting for a thread. */
@@ -341,18 +355,25 @@ int wk_run(wk *w)
     install_signals();
     loop_state s = {0};
     ping_db(w, &s);
-    while (!g_stop) {
+    int rc = 0;
+    while (!g_stop && !rc) {
         housekeeping(w, &s);
-        if (s.paused) {
-            rd_kafka_message_t *m = rd_kafka_consumer_poll(w->consumer, 50);
-            if (m)
-                dispatch(w, m); /* fetched just before the pause: handle it rather than lose
-                                   its place */
-            continue;
-        }
-        rd_kafka_message_t *m = next_message(w, 50);
+        /* While paused, a message fetched just before the pause is handled rather than lose its
+         * place. */
+        rd_kafka_message_t *m =
+            s.paused ? rd_kafka_consumer_poll(w->consumer, 50) : next_message(w, 50);
         if (m)
-            dispatch(w, m);
+            rc = dispatch(w, m);
+    }
+    if (rc) {
+        /* An untracked event: stop at once, commit nothing more; every unfinished event (this
+         * one included) is redelivered to the next owner of its partition. */
+        SH_ERROR("worker_abort", "reason=\"cannot track an event (out of memory)\"");
+        atomic_store(&w->untracked, true);
+        atomic_store(&w->stop_fetch, true);
+        atomic_store(&w->abandon, true);
+        sh_primary_free(s.ctl);
+        return rc;
     }
     atomic_store(&w->stop_fetch, true);
     housekeeping(w, &s);

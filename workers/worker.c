@@ -195,7 +195,9 @@ int sh_cmd_worker(int argc, char **argv)
     if (rc == 0) {
         SH_INFO("worker_started", "id=%s threads=%ld group=%s max_inflight=%ld", w.cfg.worker_id,
                 w.cfg.threads, w.cfg.group, w.cfg.max_inflight);
-        wk_run(&w);
+        rc = wk_run(&w);
+        if (rc)
+            fprintf(stderr, "soundhash worker: stopped without committing: %s\n", sh_strerror(rc));
     } else {
         fprintf(stderr, "soundhash worker: %s\n", sh_err_text(&e));
         atomic_store(&w.abandon, true);

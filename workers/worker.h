@@ -130,6 +130,7 @@ typedef struct wk {
     atomic_bool db_down;      /* set by the writer on SH_ETRANSIENT, cleared on success/ping */
     atomic_bool kafka_up;
     atomic_bool dr_stop;      /* the DLQ delivery-report thread leaves */
+    atomic_bool untracked;    /* an event could not be tracked: never commit again */
     atomic_int assigned;      /* partitions currently assigned */
 } wk;
 
@@ -178,6 +179,8 @@ int wk_http_start(wk *w, sh_err *e);
 
 /* consume.c */
 int wk_consumer_new(wk *w, sh_err *e);
+/* Consumes until SIGTERM/SIGINT (returns 0 after draining and committing) or until an event
+ * cannot be tracked (returns SH_ENOMEM at once, committing nothing more). */
 int wk_run(wk *w);
 void wk_consumer_close(wk *w);
 
