@@ -3,7 +3,6 @@
 
 #include "sh_log.h"
 
-#include <openssl/evp.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -214,34 +213,9 @@ static int file_uri(const char *path, char **out, sh_err *e)
 /* SHA-256 and size of an open file, streamed (audio files may be large). */
 static int hash_fd(int fd, uint8_t sha[32], int64_t *size, sh_err *e)
 {
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
-        EVP_MD_CTX_free(ctx);
-        return sh_err_set(e, SH_EINTERNAL, "libcrypto: cannot start SHA-256");
-    }
-    enum { CHUNK = 1 << 16 };
-    uint8_t *buf = malloc(CHUNK);
-    int64_t total = 0;
-    int rc = buf ? 0 : sh_err_set(e, SH_ENOMEM, "out of memory");
-    while (!rc) {
-        ssize_t r = read(fd, buf, CHUNK);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            rc = sh_err_set(e, SH_EIO, "read: %s", strerror(errno));
-            break;
-        }
-        if (r == 0)
-            break;
-        EVP_DigestUpdate(ctx, buf, (size_t)r);
-        total += r;
-    }
-    free(buf);
-    unsigned int n = 0;
-    if (!rc && EVP_DigestFinal_ex(ctx, sha, &n) != 1)
-        rc = sh_err_set(e, SH_EINTERNAL, "libcrypto: SHA-256 failed");
-    EVP_MD_CTX_free(ctx);
-    *size = total;
+    uint64_t n = 0;
+    int rc = sh_sha256_fd(fd, sha, &n, e);
+    *size = (int64_t)n;
     return rc;
 }
 
