@@ -23,7 +23,9 @@ LONG_S="${BENCH_LONG_S:-5400}"
 TMP=$(mktemp -d /tmp/sh-bench-worker.XXXXXX)
 PIDS=()
 cleanup() {
-  for p in "${PIDS[@]}"; do kill -9 "$p" 2> /dev/null || true; done
+  # TERM and reap quietly (a SIGKILLed background job makes bash print "Killed").
+  for p in "${PIDS[@]}"; do kill "$p" 2> /dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2> /dev/null || true; done
   "$BIN" db stop --dir "$TMP/pg" > /dev/null 2>&1 || true
   rm -rf "$TMP"
 }
