@@ -12,6 +12,7 @@
 #define COMMIT_EVERY_S 0.2
 #define PING_EVERY_S 1.0
 #define MAX_COMMITS 256
+#define WAIT_SLICE_MS 250
 
 /* The only process-wide state: set by the signal handler, read by the main loop. */
 static volatile sig_atomic_t g_stop;
@@ -140,8 +141,31 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     SH_WARN("kafka_error", "err=%s reason=\"%.300s\"", rd_kafka_err2name(err), reason);
 }
 
+/* A mistyped or dead --brokers would otherwise leave a silent worker retrying forever: at start, a
+ * bounded wait and a clear error; once running, outages are librdkafka's to ride out. The wait is
+ * sliced so that SIGTERM/SIGINT (handled from here on) ends it at once: SH_ECANCELED. */
+static int wait_broker(wk *w, sh_err *e)
+{
+    if (w->cfg.connect_timeout_s <= 0)
+        return 0;
+    SH_INFO("kafka_waiting", "brokers=%s timeout_s=%ld", w->cfg.brokers, w->cfg.connect_timeout_s);
+    double deadline = wk_now() + (double)w->cfg.connect_timeout_s;
+    for (;;) {
+        if (g_stop)
+            return sh_err_set(e, SH_ECANCELED, "stopped by a signal while waiting for a Kafka "
+                                               "broker at %s", w->cfg.brokers);
+        int rc = sh_kafka_wait_ready(w->consumer, w->cfg.brokers, WAIT_SLICE_MS, e);
+        if (rc != SH_ETIMEOUT)
+            return rc;
+        if (wk_now() >= deadline)
+            return sh_err_set(e, SH_ETIMEOUT, "no Kafka broker reachable at %s within %ld s",
+                              w->cfg.brokers, w->cfg.connect_timeout_s);
+    }
+}
+
 int wk_consumer_new(wk *w, sh_err *e)
 {
+    install_signals(); /* before the broker wait, which may last --connect-timeout seconds */
     rd_kafka_conf_t *conf = NULL;
     int rc = sh_kafka_conf_new(w->cfg.brokers, NULL, &conf, e);
     const char *defaults[][2] = {
@@ -172,14 +196,9 @@ int wk_consumer_new(wk *w, sh_err *e)
         rd_kafka_conf_destroy(conf);
         return sh_err_set(e, SH_EKAFKA, "consumer: %s", errstr);
     }
-    /* A mistyped or dead --brokers would otherwise leave a silent worker retrying forever: at
-     * start, a bounded wait and a clear error; once running, outages are librdkafka's to ride out. */
-    if (w->cfg.connect_timeout_s > 0) {
-        rc = sh_kafka_wait_ready(w->consumer, w->cfg.brokers,
-                                 (int)w->cfg.connect_timeout_s * 1000, e);
-        if (rc)
-            return rc;
-    }
+    rc = wait_broker(w, e);
+    if (rc)
+        return rc;
     rd_kafka_poll_set_consumer(w->consumer);
     w->live_q = rd_kafka_queue_get_consumer(w->consumer);
     w->reindex_q = rd_kafka_queue_new(w->consumer);

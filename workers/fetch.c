@@ -135,7 +135,8 @@ static int http_result(CURLcode cc, long status, const dl *d, const char *url, s
     return 0;
 }
 
-static int download(const wk *w, const char *url, int fd, sh_err *e)
+/* *local: the failure was this host's (temporary file), not the source's. */
+static int download(const wk *w, const char *url, int fd, bool *local, sh_err *e)
 {
     CURL *c = curl_easy_init();
     if (!c)
@@ -157,6 +158,7 @@ static int download(const wk *w, const char *url, int fd, sh_err *e)
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_cleanup(c);
+    *local = d.io_error;
     return http_result(cc, status, &d, url, e);
 }
 
@@ -165,9 +167,16 @@ static int fetch_url(const wk *w, wk_job *j, const char *url, sh_audio **out, sh
     int fd = tmp_fd(w->cfg.tmp_dir, e);
     if (fd < 0)
         return SH_ETRANSIENT; /* a full or missing temp dir is the host's problem, not the event's */
-    int rc = download(w, url, fd, e);
+    bool local = false;
+    int rc = download(w, url, fd, &local, e);
     if (rc) {
         close(fd);
+        /* Counted against --max-retry-time: one dead URL must not hold its partition forever. */
+        if (rc == SH_ETRANSIENT && !local) {
+            if (j->src_fail_t0 <= 0)
+                j->src_fail_t0 = wk_now();
+            j->src_fails++;
+        }
         return rc;
     }
     return open_fd_checked(w, j, fd, out, e);

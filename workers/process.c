@@ -9,6 +9,7 @@
 #include "sh_log.h"
 
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -147,12 +148,34 @@ static void finish_bad(wk *w, wk_job *j, int code, const sh_err *e)
         wk_job_abandon(w, j);
 }
 
+/* True when this transient failure is the event's own source failing for longer than
+ * --max-retry-time; then `e` says so (keeping the last reason) for the dead letter. Failures of
+ * the database or of this host never count (fetch.c only counts the source's). */
+static bool source_gave_up(const wk *w, const wk_job *j, bool src_failed, sh_err *e)
+{
+    long limit = w->cfg.max_retry_time_s;
+    if (limit <= 0 || !src_failed || j->src_fail_t0 <= 0)
+        return false;
+    double failing_s = wk_now() - j->src_fail_t0;
+    if (failing_s < (double)limit)
+        return false;
+    char last[512];
+    snprintf(last, sizeof last, "%s", sh_err_text(e));
+    SH_WARN("event_source_gave_up", "track=%s attempts=%d source_failures=%d failing_s=%.1f "
+            "msg=\"%.300s\"", j->decoded ? j->ev.track_id : "-", j->attempts, j->src_fails,
+            failing_s, last);
+    sh_err_set(e, SH_ETIMEOUT, "source still failing after %.0f s (%d attempts, "
+               "--max-retry-time %ld): %s", failing_s, j->attempts, limit, last);
+    return true;
+}
+
 static void process_job(fp_ctx *c, wk_job *j)
 {
     wk *w = c->w;
     for (;;) {
         sh_err e = {0};
         j->attempts++;
+        int src_fails = j->src_fails;
         int rc = prepare(c, j, &e);
         if (rc == SH_ESTALE) {
             wk_job_done(w, j, "stale");
@@ -170,6 +193,10 @@ static void process_job(fp_ctx *c, wk_job *j)
                     j->decoded ? j->ev.track_id : "-", sh_err_name(rc), j->attempts,
                     sh_err_text(&e));
             finish_bad(w, j, rc, &e);
+            return;
+        }
+        if (source_gave_up(w, j, j->src_fails > src_fails, &e)) {
+            finish_bad(w, j, SH_ETIMEOUT, &e);
             return;
         }
         wk_count_retry(w, rc);

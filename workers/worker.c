@@ -54,6 +54,11 @@ static const sh_opt OPTS[] = {
     {"tmp-dir", 0, SH_OPT_STR, NULL, "/tmp", "where http(s) downloads are spooled", 0, 0, 0},
     {"connect-timeout", 0, SH_OPT_INT, NULL, "30",
      "seconds to wait for a Kafka broker at start, then exit 1 (0: wait forever)", 0, 0, 3600},
+    {"max-retry-time", 0, SH_OPT_INT, NULL, "900",
+     "seconds one event's http(s) source may keep failing transiently (connection refused, DNS, "
+     "timeouts, 5xx/408/429) before the event goes to the DLQ as SH_ETIMEOUT (0: retry forever; "
+     "a database outage is never counted)",
+     0, 0, 604800},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0, 0},
 };
 #define N_OPTS (sizeof OPTS / sizeof OPTS[0])
@@ -64,7 +69,8 @@ static void init_opts(wk_config *c, sh_opt *opts, sh_cmd_spec *spec)
                        &c->group,        &c->http,          &c->worker_id,    &c->kafka_props,
                        &c->max_inflight, &c->batch,         &c->max_duration_s,
                        &c->max_fetch_bytes, &c->http_timeout_s, &c->retry_max_ms,
-                       &c->shutdown_grace_s, &c->tmp_dir, &c->connect_timeout_s};
+                       &c->shutdown_grace_s, &c->tmp_dir, &c->connect_timeout_s,
+                       &c->max_retry_time_s};
     _Static_assert(sizeof targets / sizeof targets[0] == N_OPTS - 1, "one target per option");
     memcpy(opts, OPTS, sizeof OPTS);
     for (size_t i = 0; i < N_OPTS - 1; i++)
@@ -198,6 +204,11 @@ int sh_cmd_worker(int argc, char **argv)
         rc = wk_run(&w);
         if (rc)
             fprintf(stderr, "soundhash worker: stopped without committing: %s\n", sh_strerror(rc));
+    } else if (rc == SH_ECANCELED) {
+        /* SIGTERM/SIGINT while starting (e.g. waiting for a broker): nothing was consumed. */
+        SH_INFO("worker_start_interrupted", "msg=\"%s\"", sh_err_text(&e));
+        atomic_store(&w.abandon, true);
+        rc = 0;
     } else {
         fprintf(stderr, "soundhash worker: %s\n", sh_err_text(&e));
         atomic_store(&w.abandon, true);

@@ -60,6 +60,7 @@ typedef struct wk_config {
     long shutdown_grace_s;
     char *tmp_dir;
     long connect_timeout_s; /* bounded wait for a broker at start; 0: wait forever */
+    long max_retry_time_s;  /* per-event budget for transient source failures; 0: unlimited */
 } wk_config;
 
 /* ---- jobs ------------------------------------------------------------------------------------ */
@@ -70,6 +71,10 @@ typedef struct wk_job {
     sh_audio_event ev;       /* decoded event (owned) */
     bool decoded;
     int attempts;
+    /* Transient failures of the event's own http(s) source (not of the database or the host):
+     * monotonic time of the first one (0: none yet) and how many; bounded by --max-retry-time. */
+    double src_fail_t0;
+    int src_fails;
     /* Result of fingerprinting, consumed by the writer. */
     uint8_t *blob;
     size_t blob_len;

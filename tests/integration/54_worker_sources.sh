@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Audio from http(s) URLs and inline bytes: a URL is downloaded and fingerprinted like a file; an
 # HTTP 503 is retried with backoff (offset held) until the server recovers; a 404 and a body over
-# --max-fetch-bytes go to the DLQ; an inline clip is stored with its sha256.
+# --max-fetch-bytes go to the DLQ; an inline clip is stored with its sha256. A source that never
+# recovers goes to the DLQ after --max-retry-time; SIGTERM during the start-up broker wait exits 0.
 . "$SH_ROOT/tests/integration/lib.sh"
 . "$SH_ROOT/tests/lib/pg.sh"
 . "$SH_ROOT/tests/lib/worker.sh"
@@ -60,4 +61,36 @@ check "404 → SH_EHTTP in the DLQ" grep -q '^missing|[^|]*|SH_EHTTP|.*HTTP 404'
 check "body over --max-fetch-bytes → SH_ETOOBIG in the DLQ" grep -q '^big|[^|]*|SH_ETOOBIG|' "$SH_TMP/dlq.txt"
 wk_kill w1 TERM
 check "exit 0" test "$WK_RC" -eq 0
+
+# A source that fails transiently forever (a closed loopback port: connection refused) is bounded by
+# --max-retry-time: after retrying for that long its event goes to the DLQ as SH_ETIMEOUT with the
+# attempt count, its offset moves on, and later events are written and committed. (This part and
+# the next run the ASan+UBSan build.)
+DEAD_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+sox -n -r 22050 -c 1 -b 16 "$WEB/web2.wav" synth 3 sine 500-3000 vol 0.4
+wk_start w2 --asan --threads 2 --retry-max-ms 300 --max-retry-time 2
+wk_publish "http://127.0.0.1:$DEAD_PORT/dead.wav" "$URL/web2.wav"
+wait_for 60 stored web2
+"$KT" dlq "$BOOT" 3 30 > "$SH_TMP/dlq2.txt" || { cat "$SH_TMP/dlq2.txt" >&2; fail "3 dead letters"; }
+check "dead source → SH_ETIMEOUT in the DLQ with the last reason" \
+  grep -q '^dead|[^|]*|SH_ETIMEOUT|.*--max-retry-time 2.*GET http://127.0.0.1:'"$DEAD_PORT" "$SH_TMP/dlq2.txt"
+check "dead source: retried (attempts > 1)" \
+  test "$(awk -F'|' '$1 == "dead" && $3 == "SH_ETIMEOUT" {print $7}' "$SH_TMP/dlq2.txt")" -gt 1
+wait_for 30 wk_all_committed soundhash-workers
+check "dead source: never stored" test "$(pg_sql "SELECT count(*) FROM tracks WHERE external_id = 'dead'")" = 0
+wk_kill w2 TERM
+check "w2 exit 0" test "$WK_RC" -eq 0
+
+# SIGTERM while waiting for a broker at start (--connect-timeout) exits 0 at once, not by the signal.
+"$SH_BIN_ASAN" worker --brokers "127.0.0.1:$DEAD_PORT" --dsn "$SH_DSN" --media-root "$MEDIA" \
+  --connect-timeout 30 > /dev/null 2> "$SH_TMP/w3.log" &
+W3=$!
+WK_PIDS+=("$W3")
+wait_for 20 grep -q 'event=kafka_waiting' "$SH_TMP/w3.log"
+kill -TERM "$W3"
+gone() { ! kill -0 "$W3" 2> /dev/null; }
+wait_for 5 gone
+set +e; wait "$W3"; W3_RC=$?; set -e
+check "SIGTERM during the broker wait: exit 0" test "$W3_RC" -eq 0
+check "SIGTERM during the broker wait: logged" grep -q 'event=worker_start_interrupted' "$SH_TMP/w3.log"
 echo "54_worker_sources: all checks passed"
