@@ -53,7 +53,7 @@ static const sh_opt OPTS[] = {
      "seconds to finish in-flight work after SIGTERM", 0, 0, 3600},
     {"tmp-dir", 0, SH_OPT_STR, NULL, "/tmp", "where http(s) downloads are spooled", 0, 0, 0},
     {"connect-timeout", 0, SH_OPT_INT, NULL, "30",
-     "seconds to wait for a Kafka broker at start, then exit 1 (0: wait forever)", 0, 0, 3600},
+     "seconds to wait for a Kafka broker at start, then exit 1 (0: no check at start; librdkafka keeps retrying in the background)", 0, 0, 3600},
     {"max-retry-time", 0, SH_OPT_INT, NULL, "900",
      "seconds one event's http(s) source may keep failing transiently (connection refused, DNS, "
      "timeouts, 5xx/408/429) before the event goes to the DLQ as SH_ETIMEOUT (0: retry forever; "
