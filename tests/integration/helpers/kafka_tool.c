@@ -83,47 +83,43 @@ static void print_dlq(const sh_dlq_record *r)
            r->reason ? r->reason : "");
 }
 
-static int dlq(const char *brokers, int want, int timeout_s)
+/* Decodes and prints one record; returns 1 when it counted (decoded), 0 when it did not. */
+typedef int (*print_fn)(const rd_kafka_message_t *m, sh_registry *reg);
+
+static int print_dlq_msg(const rd_kafka_message_t *m, sh_registry *reg)
 {
-    rd_kafka_t *rk = client(RD_KAFKA_CONSUMER, brokers, "kafka-tool-dlq");
-    sh_registry *reg = NULL;
-    if (!rk || sh_registry_new_from_env(&reg, NULL))
-        return 1;
-    int np = partitions_of(rk, SH_TOPIC_AUDIO_DLQ);
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(np);
-    for (int p = 0; p < np; p++)
-        rd_kafka_topic_partition_list_add(l, SH_TOPIC_AUDIO_DLQ, p)->offset =
-            RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_assign(rk, l);
-    rd_kafka_topic_partition_list_destroy(l);
-    int got = 0;
-    time_t end = time(NULL) + timeout_s;
-    while (got < want && time(NULL) < end) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
-        if (!m)
-            continue;
-        if (!m->err) {
-            sh_dlq_record r = {0};
-            sh_err e = {0};
-            if (sh_dlq_decode(m->payload, m->len, reg, NULL, &r, &e) == 0) {
-                print_dlq(&r);
-                got++;
-            } else {
-                printf("UNDECODABLE|%s\n", sh_err_text(&e));
-            }
-            sh_dlq_clear(&r);
-        }
-        rd_kafka_message_destroy(m);
-    }
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
-    sh_registry_free(reg);
-    return got >= want ? 0 : 1;
+    sh_dlq_record r = {0};
+    sh_err e = {0};
+    int ok = sh_dlq_decode(m->payload, m->len, reg, NULL, &r, &e) == 0;
+    if (ok)
+        print_dlq(&r);
+    else
+        printf("UNDECODABLE|%s\n", sh_err_text(&e));
+    sh_dlq_clear(&r);
+    return ok;
 }
 
-static int events(const char *brokers, const char *topic, int want, int timeout_s)
+static int print_event_msg(const rd_kafka_message_t *m, sh_registry *reg)
 {
-    rd_kafka_t *rk = client(RD_KAFKA_CONSUMER, brokers, "kafka-tool-events");
+    sh_audio_event ev = {0};
+    sh_err e = {0};
+    int ok = sh_event_decode(m->payload, m->len, reg, NULL, &ev, &e) == 0;
+    if (ok)
+        printf("%s|%s|%lld|%lld|%d|%d\n", ev.track_id, sh_event_op_name(ev.op),
+               (long long)ev.submitted_at_ms, (long long)ev.base_version, (int)ev.fp_version,
+               (int)ev.priority);
+    else
+        printf("UNDECODABLE|%s\n", sh_err_text(&e));
+    sh_event_clear(&ev);
+    return ok;
+}
+
+/* Reads `topic` from the beginning of every partition until `want` records were printed or
+ * `timeout_s` passed; exit status 0 when enough were found. */
+static int read_topic(const char *brokers, const char *group, const char *topic, int want,
+                      int timeout_s, print_fn print)
+{
+    rd_kafka_t *rk = client(RD_KAFKA_CONSUMER, brokers, group);
     sh_registry *reg = NULL;
     if (!rk || sh_registry_new_from_env(&reg, NULL))
         return 1;
@@ -139,25 +135,25 @@ static int events(const char *brokers, const char *topic, int want, int timeout_
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
         if (!m)
             continue;
-        if (!m->err) {
-            sh_audio_event ev = {0};
-            sh_err e = {0};
-            if (sh_event_decode(m->payload, m->len, reg, NULL, &ev, &e) == 0) {
-                printf("%s|%s|%lld|%lld|%d|%d\n", ev.track_id, sh_event_op_name(ev.op),
-                       (long long)ev.submitted_at_ms, (long long)ev.base_version,
-                       (int)ev.fp_version, (int)ev.priority);
-                got++;
-            } else {
-                printf("UNDECODABLE|%s\n", sh_err_text(&e));
-            }
-            sh_event_clear(&ev);
-        }
+        if (!m->err)
+            got += print(m, reg);
         rd_kafka_message_destroy(m);
     }
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
     sh_registry_free(reg);
     return got >= want ? 0 : 1;
+}
+
+static int dlq(const char *brokers, int want, int timeout_s)
+{
+    return read_topic(brokers, "kafka-tool-dlq", SH_TOPIC_AUDIO_DLQ, want, timeout_s,
+                      print_dlq_msg);
+}
+
+static int events(const char *brokers, const char *topic, int want, int timeout_s)
+{
+    return read_topic(brokers, "kafka-tool-events", topic, want, timeout_s, print_event_msg);
 }
 
 static int committed(const char *brokers, const char *group, const char *topic)
