@@ -2,6 +2,7 @@
 #include "sh_primary.h"
 
 #include "sh_log.h"
+#include "sh_pgutil.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -212,47 +213,6 @@ void sh_primary_config_default(sh_primary_config *c)
     c->application_name = "soundhash";
 }
 
-/* Server NOTICEs/WARNINGs (e.g. "wal_level is insufficient" when creating the publication) go to
- * our log instead of libpq's default raw stderr print. */
-static void sh_pg_notice(void *arg, const char *message)
-{
-    (void)arg;
-    char q[512];
-    size_t n = strcspn(message, "\n");
-    char line[480];
-    snprintf(line, sizeof line, "%.*s", (int)(n < sizeof line ? n : sizeof line - 1), message);
-    SH_DEBUG("pg_notice", "msg=%s", sh_log_q(q, sizeof q, line));
-}
-
-/* Copies a libpq message without its trailing newline. */
-static void sh_trim_copy(char *dst, size_t cap, const char *src)
-{
-    snprintf(dst, cap, "%s", src ? src : "");
-    size_t n = strlen(dst);
-    while (n && (dst[n - 1] == '\n' || dst[n - 1] == ' '))
-        dst[--n] = '\0';
-}
-
-/* A failed connection attempt: permanent when the server answered "no" (authentication, missing
- * database or role, pg_hba), transient otherwise (refused, unreachable, timeout, starting up,
- * too many clients). libpq gives no SQLSTATE for connection failures, so this reads its text. */
-static int sh_connect_error(PGconn *c, sh_err *e)
-{
-    char msg[400];
-    sh_trim_copy(msg, sizeof msg, PQerrorMessage(c));
-    static const char *const permanent[] = {"authentication failed", "does not exist",
-                                            "no pg_hba.conf entry",  "permission denied",
-                                            "no password supplied",  "invalid "};
-    int code = SH_ETRANSIENT;
-    if (PQconnectionNeedsPassword(c))
-        code = SH_EDB;
-    for (size_t i = 0; i < sizeof permanent / sizeof permanent[0]; i++) {
-        if (strstr(msg, permanent[i]))
-            code = SH_EDB;
-    }
-    return sh_err_set(e, code, "postgres connect: %s", msg);
-}
-
 static int sh_connect(sh_primary *db, sh_err *e)
 {
     char timeout[16];
@@ -272,11 +232,11 @@ static int sh_connect(sh_primary *db, sh_err *e)
     if (!c)
         return sh_err_set(e, SH_ENOMEM, "postgres connect: out of memory");
     if (PQstatus(c) != CONNECTION_OK) {
-        int rc = sh_connect_error(c, e);
+        int rc = sh_pg_connect_error(c, e);
         PQfinish(c);
         return rc;
     }
-    PQsetNoticeProcessor(c, sh_pg_notice, NULL);
+    PQsetNoticeProcessor(c, sh_pg_notice_to_log, NULL);
     char st[24];
     snprintf(st, sizeof st, "%d", db->statement_timeout_ms);
     const char *p[1] = {st};
@@ -285,7 +245,7 @@ static int sh_connect(sh_primary *db, sh_err *e)
     int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
     PQclear(r);
     if (!ok) {
-        int rc = sh_connect_error(c, e);
+        int rc = sh_pg_connect_error(c, e);
         PQfinish(c);
         return rc;
     }
@@ -357,7 +317,7 @@ int sh_primary_new(const sh_primary_config *c, sh_primary **out, sh_err *e)
     PQconninfoOption *opts = PQconninfoParse(c->dsn, &perr);
     if (!opts) {
         char msg[300];
-        sh_trim_copy(msg, sizeof msg, perr ? perr : "out of memory");
+        sh_pg_trim_copy(msg, sizeof msg, perr ? perr : "out of memory");
         PQfreemem(perr);
         return sh_err_set(e, SH_EINVAL, "postgres: bad DSN: %s", msg);
     }
@@ -416,34 +376,14 @@ void sh_primary_free(sh_primary *db)
 
 /* ---- errors ---------------------------------------------------------------------------------- */
 
-/* SQLSTATE classes worth retrying: 08 connection exception, 40 transaction rollback
- * (serialization failure, deadlock), 53 insufficient resources (too many connections, disk
- * full), 57 operator intervention (admin shutdown, crash shutdown, cannot connect now, query
- * canceled / statement timeout). */
-static int sh_sqlstate_transient(const char *st)
-{
-    if (!st || strlen(st) != 5)
-        return 0;
-    return !strncmp(st, "08", 2) || !strncmp(st, "40", 2) || !strncmp(st, "53", 2) ||
-           !strncmp(st, "57", 2);
-}
-
 /* Translates a failed result (or NULL) into SH_ETRANSIENT / SH_EDB with PostgreSQL's text. A lost
  * connection is dropped so that the next call reconnects. */
 static int sh_pg_fail(sh_primary *db, const PGresult *r, sh_err *e, const char *what)
 {
-    const char *st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-    const char *m = r ? PQresultErrorMessage(r) : "";
-    if (!m || !*m)
-        m = db->conn ? PQerrorMessage(db->conn) : "no connection";
-    char msg[400];
-    sh_trim_copy(msg, sizeof msg, m);
-    int lost = !db->conn || PQstatus(db->conn) != CONNECTION_OK;
-    int code = (lost || sh_sqlstate_transient(st)) ? SH_ETRANSIENT : SH_EDB;
-    if (lost)
+    int rc = sh_pg_result_error(db->conn, r, what, e);
+    if (sh_pg_conn_lost(db->conn))
         sh_disconnect(db);
-    return sh_err_set(e, code, "postgres %s: %s%s%s%s", what, msg, st ? " (SQLSTATE " : "",
-                      st ? st : "", st ? ")" : "");
+    return rc;
 }
 
 /* Runs a statement with text parameters and binary results (NULL params are SQL NULL). On success
@@ -476,80 +416,6 @@ static int sh_exec(sh_primary *db, const char *sql, sh_err *e, const char *what)
         rc = sh_pg_fail(db, r, e, what);
     PQclear(r);
     return rc;
-}
-
-/* ---- binary result columns ------------------------------------------------------------------- *
- * Every query casts its columns to the exact type read here; a length mismatch sets *bad rather
- * than reading past the value. */
-
-static uint64_t sh_be(const PGresult *r, int row, int col, int len, int *bad)
-{
-    if (PQgetisnull(r, row, col))
-        return 0;
-    if (PQgetlength(r, row, col) != len) {
-        *bad = 1;
-        return 0;
-    }
-    const unsigned char *p = (const unsigned char *)PQgetvalue(r, row, col);
-    uint64_t v = 0;
-    for (int i = 0; i < len; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-
-static int64_t sh_col_i64(const PGresult *r, int row, int col, int *bad)
-{
-    return (int64_t)sh_be(r, row, col, 8, bad);
-}
-
-static int32_t sh_col_i32(const PGresult *r, int row, int col, int *bad)
-{
-    return (int32_t)(uint32_t)sh_be(r, row, col, 4, bad);
-}
-
-static int sh_col_bool(const PGresult *r, int row, int col, int *bad)
-{
-    return sh_be(r, row, col, 1, bad) != 0;
-}
-
-static double sh_col_f64(const PGresult *r, int row, int col, int *bad)
-{
-    uint64_t u = sh_be(r, row, col, 8, bad);
-    double d;
-    memcpy(&d, &u, sizeof d);
-    return d;
-}
-
-/* malloc'd NUL-terminated copy, NULL for SQL NULL (sets *bad on allocation failure). */
-static char *sh_col_str(const PGresult *r, int row, int col, int *bad)
-{
-    if (PQgetisnull(r, row, col))
-        return NULL;
-    size_t n = (size_t)PQgetlength(r, row, col);
-    char *s = malloc(n + 1);
-    if (!s) {
-        *bad = 1;
-        return NULL;
-    }
-    memcpy(s, PQgetvalue(r, row, col), n);
-    s[n] = '\0';
-    return s;
-}
-
-static void *sh_col_bytes(const PGresult *r, int row, int col, size_t *len, int *bad)
-{
-    *len = 0;
-    if (PQgetisnull(r, row, col))
-        return NULL;
-    size_t n = (size_t)PQgetlength(r, row, col);
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        *bad = 1;
-        return NULL;
-    }
-    memcpy(p, PQgetvalue(r, row, col), n);
-    *len = n;
-    return p;
 }
 
 /* ---- migrations ------------------------------------------------------------------------------ */
@@ -643,7 +509,7 @@ int sh_primary_applied_versions(sh_primary *db, int *versions, size_t cap, size_
         return rc;
     int bad = 0;
     for (int i = 0; i < PQntuples(r) && *n < cap; i++)
-        versions[(*n)++] = sh_col_i32(r, i, 0, &bad);
+        versions[(*n)++] = sh_pg_col_i32(r, i, 0, &bad);
     PQclear(r);
     return bad ? sh_err_set(e, SH_EDB, "postgres: unexpected column format") : 0;
 }
@@ -747,7 +613,7 @@ static void sh_write_params_fill(sh_write_params *p, const sh_track_write *tw)
 static int sh_seq_result(const PGresult *r, int64_t *seq, sh_err *e)
 {
     int bad = 0;
-    *seq = PQntuples(r) == 1 ? sh_col_i64(r, 0, 0, &bad) : 0;
+    *seq = PQntuples(r) == 1 ? sh_pg_col_i64(r, 0, 0, &bad) : 0;
     if (bad || PQntuples(r) != 1)
         return sh_err_set(e, SH_EDB, "postgres: unexpected write result");
     return *seq > 0 ? 0 : SH_ESTALE;
@@ -953,29 +819,28 @@ void sh_track_list_clear(sh_track_list *l)
     "t.id::int8, t.external_id::text, t.tenant::text, t.metadata::text, t.source_uri::text, "      \
     "t.sha256::text, t.duration_s::float8, t.fp_version::int4, t.version::int8, "                  \
     "(t.status = 'deleted')::bool, t.n_hashes::int8, "                                             \
-    "(extract(epoch FROM t.created_at) * 1000)::int8, "                                            \
-    "(extract(epoch FROM t.updated_at) * 1000)::int8"
+    SH_PG_EPOCH_MS("t.created_at") ", "                                                            \
+    SH_PG_EPOCH_MS("t.updated_at")
 
 static int sh_track_from_row(const PGresult *r, int row, sh_track *t, int blob_col)
 {
     int bad = 0;
     memset(t, 0, sizeof *t);
-    t->id = sh_col_i64(r, row, 0, &bad);
-    t->external_id = sh_col_str(r, row, 1, &bad);
-    t->tenant = sh_col_str(r, row, 2, &bad);
-    t->metadata_json = sh_col_str(r, row, 3, &bad);
-    t->source_uri = sh_col_str(r, row, 4, &bad);
-    if (!PQgetisnull(r, row, 5) && PQgetlength(r, row, 5) == 64)
-        memcpy(t->sha256_hex, PQgetvalue(r, row, 5), 64);
-    t->duration_s = sh_col_f64(r, row, 6, &bad);
-    t->fp_version = sh_col_i32(r, row, 7, &bad);
-    t->version = sh_col_i64(r, row, 8, &bad);
-    t->deleted = sh_col_bool(r, row, 9, &bad);
-    t->n_hashes = (uint32_t)sh_col_i64(r, row, 10, &bad);
-    t->created_ms = sh_col_i64(r, row, 11, &bad);
-    t->updated_ms = sh_col_i64(r, row, 12, &bad);
+    t->id = sh_pg_col_i64(r, row, 0, &bad);
+    t->external_id = sh_pg_col_str(r, row, 1, &bad);
+    t->tenant = sh_pg_col_str(r, row, 2, &bad);
+    t->metadata_json = sh_pg_col_str(r, row, 3, &bad);
+    t->source_uri = sh_pg_col_str(r, row, 4, &bad);
+    sh_pg_col_fixed(r, row, 5, t->sha256_hex, 64);
+    t->duration_s = sh_pg_col_f64(r, row, 6, &bad);
+    t->fp_version = sh_pg_col_i32(r, row, 7, &bad);
+    t->version = sh_pg_col_i64(r, row, 8, &bad);
+    t->deleted = sh_pg_col_bool(r, row, 9, &bad);
+    t->n_hashes = (uint32_t)sh_pg_col_i64(r, row, 10, &bad);
+    t->created_ms = sh_pg_col_i64(r, row, 11, &bad);
+    t->updated_ms = sh_pg_col_i64(r, row, 12, &bad);
     if (blob_col >= 0)
-        t->fp_blob = sh_col_bytes(r, row, blob_col, &t->fp_blob_len, &bad);
+        t->fp_blob = sh_pg_col_bytes(r, row, blob_col, &t->fp_blob_len, &bad);
     if (bad || !t->external_id || !t->tenant) {
         sh_track_clear(t);
         return SH_EDB;
@@ -1004,25 +869,6 @@ int sh_primary_get_track(sh_primary *db, const char *external_id, unsigned flags
         rc = sh_err_set(e, SH_EDB, "postgres: unexpected track row");
     PQclear(r);
     return rc;
-}
-
-typedef int (*row_fn)(const PGresult *r, int row, void *item);
-
-/* Decodes every row of `r` into a calloc()ed array of `size`-byte items (*v, NULL when empty).
- * *n counts the items decoded so far, so that on error the caller's clear function frees exactly
- * those. Returns 0, SH_ENOMEM, SH_EDB (a row of unexpected shape). */
-static int rows_decode(const PGresult *r, size_t size, row_fn fn, void **v, size_t *n,
-                       const char *what, sh_err *e)
-{
-    size_t rows = (size_t)PQntuples(r);
-    *n = 0;
-    *v = rows ? calloc(rows, size) : NULL;
-    if (rows && !*v)
-        return sh_err_set(e, SH_ENOMEM, "%s rows: out of memory", what);
-    for (size_t i = 0; i < rows; i++, (*n)++)
-        if (fn(r, (int)i, (char *)*v + i * size))
-            return sh_err_set(e, SH_EDB, "postgres: unexpected %s row", what);
-    return 0;
 }
 
 static int track_row(const PGresult *r, int row, void *item)
@@ -1077,7 +923,7 @@ int sh_primary_count_tracks(sh_primary *db, const sh_track_filter *f, int64_t *n
         return rc;
     int bad = PQntuples(r) != 1;
     if (!bad)
-        *n = sh_col_i64(r, 0, 0, &bad);
+        *n = sh_pg_col_i64(r, 0, 0, &bad);
     PQclear(r);
     return bad ? sh_err_set(e, SH_EDB, "postgres: unexpected count row") : 0;
 }
@@ -1102,7 +948,7 @@ int sh_primary_list_tracks(sh_primary *db, const sh_track_filter *f, sh_track_li
     if (rc)
         return rc;
     void *v = NULL;
-    rc = rows_decode(r, sizeof *out->v, track_row, &v, &out->n, "track", e);
+    rc = sh_pg_rows_decode(r, sizeof *out->v, track_row, &v, &out->n, "track", e);
     out->v = v;
     PQclear(r);
     if (rc)
@@ -1130,17 +976,17 @@ static int sh_change_from_row(const PGresult *r, int row, sh_change *c)
 {
     int bad = 0;
     memset(c, 0, sizeof *c);
-    c->seq = sh_col_i64(r, row, 0, &bad);
-    c->op = sh_col_bool(r, row, 1, &bad) ? SH_CHANGE_DELETE : SH_CHANGE_UPSERT;
-    c->external_id = sh_col_str(r, row, 2, &bad);
-    c->tenant = sh_col_str(r, row, 3, &bad);
-    c->track_id = sh_col_i64(r, row, 4, &bad);
-    c->version = sh_col_i64(r, row, 5, &bad);
-    c->fp_version = sh_col_i32(r, row, 6, &bad);
-    c->committed_ms = sh_col_i64(r, row, 7, &bad);
-    c->superseded = sh_col_bool(r, row, 8, &bad);
-    c->n_hashes = (uint32_t)sh_col_i64(r, row, 9, &bad);
-    c->fp_blob = sh_col_bytes(r, row, 10, &c->fp_blob_len, &bad);
+    c->seq = sh_pg_col_i64(r, row, 0, &bad);
+    c->op = sh_pg_col_bool(r, row, 1, &bad) ? SH_CHANGE_DELETE : SH_CHANGE_UPSERT;
+    c->external_id = sh_pg_col_str(r, row, 2, &bad);
+    c->tenant = sh_pg_col_str(r, row, 3, &bad);
+    c->track_id = sh_pg_col_i64(r, row, 4, &bad);
+    c->version = sh_pg_col_i64(r, row, 5, &bad);
+    c->fp_version = sh_pg_col_i32(r, row, 6, &bad);
+    c->committed_ms = sh_pg_col_i64(r, row, 7, &bad);
+    c->superseded = sh_pg_col_bool(r, row, 8, &bad);
+    c->n_hashes = (uint32_t)sh_pg_col_i64(r, row, 9, &bad);
+    c->fp_blob = sh_pg_col_bytes(r, row, 10, &c->fp_blob_len, &bad);
     if (bad || !c->external_id || !c->tenant) {
         free(c->external_id);
         free(c->tenant);
@@ -1172,7 +1018,7 @@ int sh_primary_changes_since(sh_primary *db, int64_t after_seq, size_t limit, un
         db,
         "SELECT c.seq::int8, (c.op = 'delete')::bool, c.external_id::text, c.tenant::text, "
         "c.track_id::int8, c.version::int8, c.fp_version::int4, "
-        "(extract(epoch FROM c.committed_at) * 1000)::int8, "
+        SH_PG_EPOCH_MS("c.committed_at") ", "
         "(t.version IS DISTINCT FROM c.version)::bool, "
         "coalesce(f.n_hashes, 0)::int8, f.blob::bytea "
         "FROM change_log c LEFT JOIN tracks t ON t.external_id = c.external_id "
@@ -1183,7 +1029,7 @@ int sh_primary_changes_since(sh_primary *db, int64_t after_seq, size_t limit, un
     if (rc)
         return rc;
     void *v = NULL;
-    rc = rows_decode(r, sizeof *out->v, change_row, &v, &out->n, "change", e);
+    rc = sh_pg_rows_decode(r, sizeof *out->v, change_row, &v, &out->n, "change", e);
     out->v = v;
     PQclear(r);
     if (rc)
@@ -1255,12 +1101,12 @@ int sh_primary_counts_get(sh_primary *db, sh_primary_counts *out, sh_err *e)
         return rc;
     int bad = PQntuples(r) != 1;
     if (!bad) {
-        out->tracks_active = sh_col_i64(r, 0, 0, &bad);
-        out->tracks_deleted = sh_col_i64(r, 0, 1, &bad);
-        out->fingerprint_rows = sh_col_i64(r, 0, 2, &bad);
-        out->hashes = sh_col_i64(r, 0, 3, &bad);
-        out->changes = sh_col_i64(r, 0, 4, &bad);
-        out->last_seq = sh_col_i64(r, 0, 5, &bad);
+        out->tracks_active = sh_pg_col_i64(r, 0, 0, &bad);
+        out->tracks_deleted = sh_pg_col_i64(r, 0, 1, &bad);
+        out->fingerprint_rows = sh_pg_col_i64(r, 0, 2, &bad);
+        out->hashes = sh_pg_col_i64(r, 0, 3, &bad);
+        out->changes = sh_pg_col_i64(r, 0, 4, &bad);
+        out->last_seq = sh_pg_col_i64(r, 0, 5, &bad);
     }
     PQclear(r);
     return bad ? sh_err_set(e, SH_EDB, "postgres: unexpected counts row") : 0;

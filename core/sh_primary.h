@@ -36,7 +36,7 @@
  * refused, SQLSTATE classes 08 connection, 40 serialization/deadlock, 53 insufficient resources /
  * too many connections, 57 operator intervention incl. admin shutdown and statement timeout),
  * SH_ESTALE (version check: nothing written), SH_ENOTFOUND, SH_ENOMEM. The message in `e` carries
- * PostgreSQL's text and SQLSTATE.
+ * PostgreSQL's text and SQLSTATE. (The translation lives in core/sh_pgutil.h.)
  *
  * Connections. One sh_primary is one libpq connection: use it from one thread at a time (one per
  * worker thread). After SH_ETRANSIENT the next call reconnects by itself (bounded by
