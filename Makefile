@@ -14,7 +14,7 @@ SAN      ?= 0
 # Every dependency comes through pkg-config.
 PKGS     := rdkafka libpq avro-c sndfile fftw3f soxr libzstd lmdb libmicrohttpd jansson libcurl \
             libcrypto
-CPPFLAGS += -D_GNU_SOURCE -Icore -Ischemas -Icli
+CPPFLAGS += -D_GNU_SOURCE -Icore -Ischemas
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c17 -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wvla -fno-common -pthread
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread

@@ -1,6 +1,7 @@
 /* sh_cmds.h — entry points of the `soundhash` subcommands. Each takes the argv that starts at the
  * subcommand name and returns the process exit code: 0 success, 1 runtime error, 2 usage error.
- * Each component folder defines its own; cli/main.c only dispatches.
+ * Each component folder defines its own; cli/main.c only dispatches. This is the dispatcher's
+ * contract with every component, so it lives in core (components include core, never cli/).
  */
 #ifndef SH_CMDS_H
 #define SH_CMDS_H
