@@ -1,5 +1,6 @@
 /* sh_primary.c — PostgreSQL primary over libpq. See sh_primary.h for the contract. */
 #include "sh_primary.h"
+#include "sh_primary_int.h"
 
 #include "sh_log.h"
 #include "sh_pgutil.h"
@@ -176,11 +177,27 @@ static const char MIGRATION_4[] =
     "  RETURN sh_append_change('upsert', p_id, ten, tid, p_base, p_fpv);\n"
     "END $$;\n";
 
+static const char MIGRATION_5[] =
+    /* The replication epoch: subscribers hold (epoch, seq) positions; a new epoch (shard count
+     * changed, a region took over) makes every subscriber re-bootstrap from a snapshot. start_seq
+     * is the change-log seq the epoch's delta streams start after. Read by the replicator (SELECT
+     * only); changed by an operator procedure (README, "Epochs"). */
+    "CREATE TABLE replication_epoch (\n"
+    "  id         integer PRIMARY KEY CHECK (id = 1),\n"
+    "  epoch      bigint NOT NULL CHECK (epoch >= 1),\n"
+    "  start_seq  bigint NOT NULL DEFAULT 0 CHECK (start_seq >= 0),\n"
+    "  changed_at timestamptz NOT NULL DEFAULT now()\n"
+    ");\n"
+    "INSERT INTO replication_epoch (id, epoch, start_seq) VALUES (1, 1, 0);\n"
+    /* Prune keeps a tombstone while the log still holds its delete; this finds them. */
+    "CREATE INDEX change_log_external_id ON change_log (external_id);\n";
+
 static const sh_migration MIGRATIONS[] = {
     {1, "tracks, fingerprints, change log", MIGRATION_1},
     {2, "versioned write functions", MIGRATION_2},
     {3, "publication soundhash_pub", MIGRATION_3},
     {4, "reindex write function", MIGRATION_4},
+    {5, "replication epoch", MIGRATION_5},
 };
 #define N_MIGRATIONS (sizeof MIGRATIONS / sizeof MIGRATIONS[0])
 
@@ -194,16 +211,7 @@ int sh_primary_schema_version(void)
 
 /* ---- connection ------------------------------------------------------------------------------ */
 
-struct sh_primary {
-    PGconn *conn;
-    char *dsn;
-    char *password;
-    char *app_name;
-    int connect_timeout_s;
-    int statement_timeout_ms;
-    int dsn_has_timeout; /* the DSN sets connect_timeout itself: keep it */
-    int listening;       /* LISTEN sh_changes issued on this connection */
-};
+
 
 void sh_primary_config_default(sh_primary_config *c)
 {
@@ -262,7 +270,7 @@ static void sh_disconnect(sh_primary *db)
     db->listening = 0;
 }
 
-static int sh_ensure(sh_primary *db, sh_err *e)
+int sh_ensure(sh_primary *db, sh_err *e)
 {
     if (db->conn && PQstatus(db->conn) == CONNECTION_OK)
         return 0;
@@ -388,7 +396,7 @@ static int sh_pg_fail(sh_primary *db, const PGresult *r, sh_err *e, const char *
 
 /* Runs a statement with text parameters and binary results (NULL params are SQL NULL). On success
  * *out owns the result (PQclear it). */
-static int sh_query(sh_primary *db, const char *sql, int n, const char *const *vals,
+int sh_query(sh_primary *db, const char *sql, int n, const char *const *vals,
                     const int *lens, const int *fmts, PGresult **out, sh_err *e, const char *what)
 {
     *out = NULL;
@@ -407,7 +415,7 @@ static int sh_query(sh_primary *db, const char *sql, int n, const char *const *v
 }
 
 /* Simple statement without parameters (only the embedded migration texts and BEGIN/COMMIT). */
-static int sh_exec(sh_primary *db, const char *sql, sh_err *e, const char *what)
+int sh_exec(sh_primary *db, const char *sql, sh_err *e, const char *what)
 {
     PGresult *r = PQexec(db->conn, sql);
     ExecStatusType s = PQresultStatus(r);
@@ -420,7 +428,7 @@ static int sh_exec(sh_primary *db, const char *sql, sh_err *e, const char *what)
 
 /* ---- migrations ------------------------------------------------------------------------------ */
 
-static int sh_rollback(sh_primary *db, int rc)
+int sh_rollback(sh_primary *db, int rc)
 {
     if (db->conn && PQstatus(db->conn) == CONNECTION_OK)
         PQclear(PQexec(db->conn, "ROLLBACK"));
@@ -966,6 +974,7 @@ void sh_change_list_clear(sh_change_list *l)
         free(l->v[i].external_id);
         free(l->v[i].tenant);
         free(l->v[i].fp_blob);
+        free(l->v[i].metadata_json);
     }
     free(l->v);
     l->v = NULL;
@@ -987,10 +996,13 @@ static int sh_change_from_row(const PGresult *r, int row, sh_change *c)
     c->superseded = sh_pg_col_bool(r, row, 8, &bad);
     c->n_hashes = (uint32_t)sh_pg_col_i64(r, row, 9, &bad);
     c->fp_blob = sh_pg_col_bytes(r, row, 10, &c->fp_blob_len, &bad);
+    c->metadata_json = sh_pg_col_str(r, row, 11, &bad);
+    c->duration_s = sh_pg_col_f64(r, row, 12, &bad);
     if (bad || !c->external_id || !c->tenant) {
         free(c->external_id);
         free(c->tenant);
         free(c->fp_blob);
+        free(c->metadata_json);
         memset(c, 0, sizeof *c);
         return SH_EDB;
     }
@@ -1013,17 +1025,27 @@ int sh_primary_changes_since(sh_primary *db, int64_t after_seq, size_t limit, un
     snprintf(lim, sizeof lim, "%zu", limit);
     const char *p[3] = {seq, lim, (flags & SH_PRIMARY_WITH_BLOB) ? "t" : "f"};
     PGresult *r;
-    /* One statement = one snapshot: the blob belongs to exactly the version compared. */
+    /* One statement = one snapshot: the blob belongs to exactly the state compared. A track's
+     * state is named by (version, fp_version): a reindex keeps the version and raises the
+     * fp_version, so comparing the version alone would hand an upload's change the reindexed
+     * blob. An upsert is current only while the track is active at both; a delete only while the
+     * tombstone has its version. Superseded changes carry nothing: a later change does. */
     int rc = sh_query(
         db,
         "SELECT c.seq::int8, (c.op = 'delete')::bool, c.external_id::text, c.tenant::text, "
         "c.track_id::int8, c.version::int8, c.fp_version::int4, "
-        SH_PG_EPOCH_MS("c.committed_at") ", "
-        "(t.version IS DISTINCT FROM c.version)::bool, "
-        "coalesce(f.n_hashes, 0)::int8, f.blob::bytea "
+        "(extract(epoch FROM c.committed_at) * 1000)::int8, "
+        "(NOT coalesce(t.version = c.version AND CASE WHEN c.op = 'upsert' "
+        "  THEN t.status = 'active' AND t.fp_version = c.fp_version "
+        "  ELSE t.status = 'deleted' END, false))::bool, "
+        "coalesce(f.n_hashes, 0)::int8, f.blob::bytea, "
+        "CASE WHEN c.op = 'upsert' AND t.version = c.version AND t.fp_version = c.fp_version "
+        "  AND t.status = 'active' THEN t.metadata::text END, "
+        "coalesce(CASE WHEN c.op = 'upsert' THEN t.duration_s END, 0)::float8 "
         "FROM change_log c LEFT JOIN tracks t ON t.external_id = c.external_id "
         "LEFT JOIN fingerprints f ON $3::bool AND c.op = 'upsert' AND t.version = c.version "
-        "AND f.external_id = c.external_id "
+        "AND t.fp_version = c.fp_version AND t.status = 'active' "
+        "AND f.external_id = c.external_id AND f.fp_version = c.fp_version "
         "WHERE c.seq > $1::int8 ORDER BY c.seq LIMIT $2::int8",
         3, p, NULL, NULL, &r, e, "changes");
     if (rc)

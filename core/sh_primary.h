@@ -231,13 +231,17 @@ typedef struct sh_change {
     int64_t version;   /* the version this change wrote */
     int fp_version;
     int64_t committed_ms; /* clock at the append, just before commit (unix ms) */
-    /* superseded = 1 when the track's current version differs from this change's version (a
-     * later change in the log carries the newer state). With SH_PRIMARY_WITH_BLOB, an upsert that
-     * is not superseded comes with the track's blob, read in the same snapshot. */
+    /* superseded = 1 when the track's current state is not the one this change wrote: for an
+     * upsert, the track is deleted or at another (version, fp_version) — a reindex keeps the
+     * version and raises the fp_version; for a delete, the track was re-uploaded. A later change
+     * in the log then carries the newer state. With SH_PRIMARY_WITH_BLOB, an upsert that is not
+     * superseded comes with the track's blob, metadata and duration, read in the same snapshot. */
     int superseded;
     uint32_t n_hashes;
     void *fp_blob; /* owned; NULL unless fetched */
     size_t fp_blob_len;
+    char *metadata_json; /* owned; the jsonb as text for a current upsert, else NULL */
+    double duration_s;   /* a current upsert's duration, else 0 */
 } sh_change;
 
 typedef struct sh_change_list {
@@ -257,6 +261,34 @@ int sh_primary_changes_since(sh_primary *db, int64_t after_seq, size_t limit, un
  * or `timeout_ms` elapses. Returns 0 (notified), SH_ETIMEOUT, SH_ETRANSIENT. The first call
  * LISTENs; callers still poll with sh_primary_changes_since (notifications are a hint). */
 int sh_primary_wait_changes(sh_primary *db, int timeout_ms, sh_err *e);
+
+/* ---- replication (the replicator; core/sh_primary_repl.c) -------------------------------------
+ */
+
+/* The replication epoch (table replication_epoch, migration 5): *epoch >= 1 and the change-log
+ * seq its delta streams start after. Errors: SH_EDB (e.g. not migrated), SH_ETRANSIENT. */
+int sh_primary_replication_get(sh_primary *db, int64_t *epoch, int64_t *start_seq, sh_err *e);
+
+/* The primary's last change-log seq (0 when empty), one cheap statement. */
+int sh_primary_last_seq(sh_primary *db, int64_t *seq, sh_err *e);
+
+/* A consistent read of every active track with its blob (for snapshots). begin opens a
+ * REPEATABLE READ, READ ONLY transaction on this connection and sets *seq to the change-log seq
+ * it reflects (every change <= *seq is in it, none after); next fetches up to `limit`
+ * (1..SH_PRIMARY_LIST_MAX) tracks ordered by external_id into `out` (zeroed; caller owns it; an
+ * empty list means done); end closes the transaction (always call it after a successful begin).
+ * No other call may use this connection in between. Errors: SH_EDB, SH_ETRANSIENT, SH_EINVAL,
+ * SH_ENOMEM. */
+int sh_primary_snap_begin(sh_primary *db, int64_t *seq, sh_err *e);
+int sh_primary_snap_next(sh_primary *db, size_t limit, sh_track_list *out, sh_err *e);
+void sh_primary_snap_end(sh_primary *db);
+
+/* Change-log retention: in one transaction deletes every change with seq <= upto_seq and every
+ * tombstone older than tombstone_age_s whose delete is no longer in the log. *changes and
+ * *tombstones (may be NULL) get the counts. Needs DELETE on change_log and tracks (not the
+ * replicator's read-only role). Errors: SH_EINVAL, SH_EDB, SH_ETRANSIENT. */
+int sh_primary_prune(sh_primary *db, int64_t upto_seq, int64_t tombstone_age_s, int64_t *changes,
+                     int64_t *tombstones, sh_err *e);
 
 /* ---- counts (tests, status, metrics) ------------------------------------------------------- */
 

@@ -758,6 +758,123 @@ static void test_reindex_versioned(void **state)
     sh_track_clear(&t);
 }
 
+/* An upload's change read after a reindex of the same version: the track's state is now
+ * (version, new fp_version), so the upload's change is superseded and carries no blob — the
+ * reindex's change does. Comparing the version alone handed the upload's change the reindexed
+ * blob under the old fp_version. */
+static void test_superseded_by_reindex(void **state)
+{
+    (void)state;
+    int64_t s0 = counts().last_seq;
+    assert_int_equal(write_n(F.db, "sr-a", 100, 10, NULL), 0);
+    assert_int_equal(reindex_n("sr-a", 100, 2, 30, NULL), 0);
+    sh_change_list l = {0};
+    assert_int_equal(sh_primary_changes_since(F.db, s0, 0, SH_PRIMARY_WITH_BLOB, &l, NULL), 0);
+    assert_int_equal(l.n, 2);
+    assert_int_equal(l.v[0].fp_version, 1);
+    assert_int_equal(l.v[0].superseded, 1);
+    assert_null(l.v[0].fp_blob);
+    assert_null(l.v[0].metadata_json);
+    assert_int_equal(l.v[1].fp_version, 2);
+    assert_int_equal(l.v[1].superseded, 0);
+    assert_non_null(l.v[1].fp_blob);
+    assert_non_null(l.v[1].metadata_json);
+    assert_true(l.v[1].duration_s > 0);
+    size_t n = 0;
+    assert_int_equal(sh_fpblob_count(l.v[1].fp_blob, l.v[1].fp_blob_len, &n, NULL), 0);
+    assert_int_equal(n, 30);
+    sh_change_list_clear(&l);
+    /* a delete is superseded by a later re-upload, and current while the tombstone stands */
+    int64_t s1 = counts().last_seq;
+    assert_int_equal(sh_primary_delete_track(F.db, "sr-a", NULL, 150, NULL, NULL), 0);
+    assert_int_equal(sh_primary_changes_since(F.db, s1, 0, SH_PRIMARY_WITH_BLOB, &l, NULL), 0);
+    assert_int_equal(l.n, 1);
+    assert_int_equal(l.v[0].op, SH_CHANGE_DELETE);
+    assert_int_equal(l.v[0].superseded, 0);
+    sh_change_list_clear(&l);
+    assert_int_equal(write_n(F.db, "sr-a", 160, 12, NULL), 0);
+    assert_int_equal(sh_primary_changes_since(F.db, s1, 0, SH_PRIMARY_WITH_BLOB, &l, NULL), 0);
+    assert_int_equal(l.n, 2);
+    assert_int_equal(l.v[0].superseded, 1);
+    assert_int_equal(l.v[1].superseded, 0);
+    sh_change_list_clear(&l);
+}
+
+/* Snapshot reads see exactly the state at the seq they report, even while writes go on. */
+static void test_snapshot_read_consistent(void **state)
+{
+    (void)state;
+    int64_t epoch = 0, start = -1;
+    assert_int_equal(sh_primary_replication_get(F.db, &epoch, &start, NULL), 0);
+    assert_int_equal(epoch, 1);
+    assert_int_equal(start, 0);
+    assert_int_equal(write_n(F.db, "sn-a", 1, 5, NULL), 0);
+    int64_t seq = 0, last = 0;
+    assert_int_equal(sh_primary_snap_begin(F.db, &seq, NULL), 0);
+    assert_int_equal(sh_primary_last_seq(F.db, &last, NULL), 0);
+    assert_int_equal(seq, last);
+    /* a write on another connection after the snapshot began stays invisible to it */
+    sh_primary *db2 = connect_db();
+    assert_int_equal(write_n(db2, "sn-b", 1, 5, NULL), 0);
+    sh_primary_free(db2);
+    size_t seen_a = 0, seen_b = 0, total = 0;
+    for (;;) {
+        sh_track_list l = {0};
+        assert_int_equal(sh_primary_snap_next(F.db, 7, &l, NULL), 0);
+        if (!l.n)
+            break;
+        for (size_t i = 0; i < l.n; i++) {
+            assert_int_equal(l.v[i].deleted, 0);
+            seen_a += strcmp(l.v[i].external_id, "sn-a") == 0;
+            seen_b += strcmp(l.v[i].external_id, "sn-b") == 0;
+            if (strcmp(l.v[i].external_id, "sn-a") == 0) {
+                size_t n = 0;
+                assert_int_equal(sh_fpblob_count(l.v[i].fp_blob, l.v[i].fp_blob_len, &n, NULL), 0);
+                assert_int_equal(n, 5);
+            }
+        }
+        total += l.n;
+        sh_track_list_clear(&l);
+    }
+    sh_primary_snap_end(F.db);
+    assert_int_equal(seen_a, 1);
+    assert_int_equal(seen_b, 0);
+    assert_int_equal((int64_t)total, counts().tracks_active - 1);
+    assert_int_equal(sh_primary_last_seq(F.db, &last, NULL), 0);
+    assert_int_equal(last, seq + 1);
+}
+
+/* Retention: changes up to the seq go, tombstones only when old and their delete is gone. */
+static void test_prune(void **state)
+{
+    (void)state;
+    assert_int_equal(write_n(F.db, "pr-a", 1, 5, NULL), 0);
+    assert_int_equal(sh_primary_delete_track(F.db, "pr-a", NULL, 2, NULL, NULL), 0);
+    int64_t mid = counts().last_seq;
+    assert_int_equal(write_n(F.db, "pr-b", 1, 5, NULL), 0);
+    assert_int_equal(sh_primary_delete_track(F.db, "pr-b", NULL, 2, NULL, NULL), 0);
+    int64_t nc = -1, nt = -1;
+    /* age 1 day: no tombstone is old enough */
+    assert_int_equal(sh_primary_prune(F.db, mid, 86400, &nc, &nt, NULL), 0);
+    assert_true(nc >= 2);
+    assert_int_equal(nt, 0);
+    sh_change_list l = {0};
+    assert_int_equal(sh_primary_changes_since(F.db, 0, 1, 0, &l, NULL), 0);
+    assert_int_equal(l.n, 1);
+    assert_int_equal(l.v[0].seq, mid + 1);
+    sh_change_list_clear(&l);
+    /* age 0: pr-a's delete left the log, so its tombstone goes; pr-b's delete is still there */
+    assert_int_equal(sh_primary_prune(F.db, mid, 0, &nc, &nt, NULL), 0);
+    assert_int_equal(nc, 0);
+    assert_true(nt >= 1);
+    sh_track t = {0};
+    assert_int_equal(sh_primary_get_track(F.db, "pr-a", 0, &t, NULL), SH_ENOTFOUND);
+    t = get("pr-b");
+    assert_int_equal(t.deleted, 1);
+    sh_track_clear(&t);
+    assert_int_equal(sh_primary_prune(F.db, -1, 0, NULL, NULL, NULL), SH_EINVAL);
+}
+
 static void test_transient_when_server_stops(void **state)
 {
     (void)state;
@@ -796,6 +913,9 @@ int main(void)
         cmocka_unit_test(test_password_file),
         cmocka_unit_test(test_wait_changes),
         cmocka_unit_test(test_reindex_versioned),
+        cmocka_unit_test(test_superseded_by_reindex),
+        cmocka_unit_test(test_snapshot_read_consistent),
+        cmocka_unit_test(test_prune),
         cmocka_unit_test(test_transient_when_server_stops),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,0 +1,36 @@
+/* sh_primary_int.h — private to core/sh_primary*.c: the connection handle and the statement
+ * helpers that sh_primary.c (writes, reads) and sh_primary_repl.c (replication reads, pruning)
+ * share. Nothing outside core/sh_primary*.c includes it. */
+#ifndef SH_PRIMARY_INT_H
+#define SH_PRIMARY_INT_H
+
+#include "sh_primary.h"
+
+#include <libpq-fe.h>
+
+struct sh_primary {
+    PGconn *conn;
+    char *dsn;
+    char *password;
+    char *app_name;
+    int connect_timeout_s;
+    int statement_timeout_ms;
+    int dsn_has_timeout; /* the DSN sets connect_timeout itself: keep it */
+    int listening;       /* LISTEN sh_changes issued on this connection */
+};
+
+/* Reconnects if the connection is gone. 0, SH_ETRANSIENT, SH_EDB. */
+int sh_ensure(sh_primary *db, sh_err *e);
+
+/* Runs a statement with text parameters and binary results (NULL params are SQL NULL). On success
+ * *out owns the result (PQclear it). Errors as sh_pgutil.h; a lost connection is dropped. */
+int sh_query(sh_primary *db, const char *sql, int n, const char *const *vals, const int *lens,
+             const int *fmts, PGresult **out, sh_err *e, const char *what);
+
+/* A statement without parameters (embedded SQL, BEGIN/COMMIT). 0 or SH_ETRANSIENT/SH_EDB. */
+int sh_exec(sh_primary *db, const char *sql, sh_err *e, const char *what);
+
+/* Rolls back an open transaction if the connection is alive; returns rc. */
+int sh_rollback(sh_primary *db, int rc);
+
+#endif
