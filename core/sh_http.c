@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/socket.h>
 
 #define MAX_ROUTES 32
@@ -139,6 +140,22 @@ static enum MHD_Result queue_buffer(struct MHD_Connection *c, int status, const 
     return ret;
 }
 
+static enum MHD_Result queue_fd(struct MHD_Connection *c, int status, const char *ctype, int fd,
+                                uint64_t size)
+{
+    /* libmicrohttpd reads (or sendfile()s) the file as the client drains it, then closes fd. */
+    struct MHD_Response *r = MHD_create_response_from_fd64(size, fd);
+    if (!r) {
+        close(fd);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            ctype ? ctype : "application/octet-stream");
+    enum MHD_Result ret = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 static enum MHD_Result queue_text(struct MHD_Connection *c, int status, const char *text)
 {
     char *b = strdup(text);
@@ -201,8 +218,12 @@ static enum MHD_Result run_handler(const route *r, struct MHD_Connection *c, con
                                    const char *url, req_state *st)
 {
     sh_http_req req = {method, url, st->body ? st->body : "", st->len, c};
-    sh_http_resp resp = {200, NULL, NULL, 0};
+    sh_http_resp resp = {200, NULL, NULL, 0, -1, 0};
     int rc = r->fn(&req, &resp, r->ud);
+    if (rc == 0 && resp.body_fd >= 0)
+        return queue_fd(c, resp.status, resp.content_type, resp.body_fd, resp.fd_size);
+    if (resp.body_fd >= 0)
+        close(resp.body_fd);
     if (rc < 0) {
         free(resp.body);
         SH_WARN("http_handler_failed", "path=%s code=%s", url, sh_err_name(rc));
@@ -337,6 +358,20 @@ void sh_http_resp_take(sh_http_resp *r, int status, const char *content_type, ch
     r->content_type = content_type;
     r->body = body;
     r->body_len = len;
+}
+
+int sh_http_resp_fd(sh_http_resp *r, int status, const char *content_type, int fd, uint64_t size)
+{
+    free(r->body);
+    r->body = NULL;
+    r->body_len = 0;
+    if (r->body_fd >= 0)
+        close(r->body_fd);
+    r->status = status;
+    r->content_type = content_type;
+    r->body_fd = fd;
+    r->fd_size = size;
+    return 0;
 }
 
 const char *sh_http_req_query(const sh_http_req *req, const char *key)

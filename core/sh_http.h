@@ -14,6 +14,7 @@
 #include "sh_err.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct sh_http sh_http;
 
@@ -40,6 +41,8 @@ typedef struct sh_http_resp {
     const char *content_type;
     char *body; /* owned by the server once set */
     size_t body_len;
+    int body_fd;      /* >= 0: the body is this file instead (sh_http_resp_fd); -1 otherwise */
+    uint64_t fd_size; /* bytes of body_fd sent from offset 0 */
 } sh_http_resp;
 
 /* A handler returns 0, or a negative SH_E* code to make the server answer 500 (the body, if
@@ -74,6 +77,11 @@ int sh_http_resp_set(sh_http_resp *r, int status, const char *content_type, cons
 /* Takes ownership of a malloc'd `body`. Never fails. */
 void sh_http_resp_take(sh_http_resp *r, int status, const char *content_type, char *body,
                        size_t len);
+
+/* Answers with the first `size` bytes of the regular file `fd`, streamed by the server (large
+ * bodies without holding them in memory). Takes ownership of `fd` (closed after sending, or
+ * on failure). Returns 0. */
+int sh_http_resp_fd(sh_http_resp *r, int status, const char *content_type, int fd, uint64_t size);
 
 /* Value of query argument `key` (URL-decoded) or NULL; valid during the handler call. */
 const char *sh_http_req_query(const sh_http_req *req, const char *key);
