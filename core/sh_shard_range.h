@@ -1,4 +1,5 @@
-/* sh_shard_range.h — the shard's range blob codec (internal to sh_shard.c and its tests/fuzzer).
+/* sh_shard_range.h — the shard's range blob codec (internal to the shard module and its tests and
+ * fuzzer).
  *
  * A range blob holds postings sorted by (hash, track, t); hashes are all ≤ the range's key.
  *   varint n (≥ 1) · varint first hash · u8 k (Rice parameter) · u8 w_track · u8 w_t ·
