@@ -1,5 +1,5 @@
-/* sh_pgutil.h — libpq at the boundary: translating PostgreSQL's errors into SH_E* codes, and reading
- * the columns of binary results. Shared by every module that talks to PostgreSQL (the primary's
+/* sh_pgutil.h — libpq at the boundary: translating PostgreSQL's errors into SH_E* codes, and
+ * reading the columns of binary results. Shared by every module that talks to PostgreSQL (the primary's
  * writes and change log, the replicator); no connection state lives here.
  *
  * Errors. PostgreSQL reports a failed statement with a SQLSTATE; a failed connection carries none
