@@ -1,6 +1,6 @@
 /* sh_pgutil.h — libpq at the boundary: translating PostgreSQL's errors into SH_E* codes, and
- * reading the columns of binary results. Shared by every module that talks to PostgreSQL (the primary's
- * writes and change log, the replicator); no connection state lives here.
+ * reading the columns of binary results. Shared by every module that talks to PostgreSQL (the
+ * primary's writes and change log, the replicator); no connection state lives here.
  *
  * Errors. PostgreSQL reports a failed statement with a SQLSTATE; a failed connection carries none
  * and is classified by libpq's text. Both end in one of two codes:
