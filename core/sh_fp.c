@@ -1,5 +1,6 @@
 /* sh_fp.c — see sh_fp.h for the pipeline and the hash layout. */
 #include "sh_fp.h"
+#include "sh_vec.h"
 
 #include <fftw3.h>
 #include <math.h>
@@ -184,12 +185,9 @@ static int pv_push(peakvec *pv, const peak *p)
             pv->next -= pv->head;
             pv->head = 0;
         } else {
-            const size_t nc = pv->cap ? pv->cap * 2 : 256;
-            peak *nv = realloc(pv->v, nc * sizeof *nv);
-            if (!nv)
-                return SH_ENOMEM;
-            pv->v = nv;
-            pv->cap = nc;
+            int rc = sh_vec_reserve(&pv->v, &pv->cap, pv->n + 1, SH_VEC_NOCAP);
+            if (rc)
+                return rc;
         }
     }
     pv->v[pv->n++] = *p;
@@ -198,14 +196,9 @@ static int pv_push(peakvec *pv, const peak *p)
 
 static int push_hash(sh_fp *fp, uint32_t hash, uint32_t t)
 {
-    if (fp->nh == fp->caph) {
-        const size_t nc = fp->caph ? fp->caph * 2 : 1024;
-        sh_hash *nh = realloc(fp->h, nc * sizeof *nh);
-        if (!nh)
-            return SH_ENOMEM;
-        fp->h = nh;
-        fp->caph = nc;
-    }
+    int rc = sh_vec_reserve(&fp->h, &fp->caph, fp->nh + 1, SH_VEC_NOCAP);
+    if (rc)
+        return rc;
     fp->h[fp->nh].hash = hash;
     fp->h[fp->nh].t = t;
     fp->nh++;

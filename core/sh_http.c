@@ -2,6 +2,7 @@
 #include "sh_http.h"
 
 #include "sh_log.h"
+#include "sh_vec.h"
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
@@ -179,16 +180,9 @@ static int body_append(req_state *st, const char *data, size_t n, size_t max)
 {
     if (n > max || st->len > max - n)
         return SH_ETOOBIG;
-    if (st->len + n + 1 > st->cap) {
-        size_t cap = st->cap ? st->cap : 1024;
-        while (cap < st->len + n + 1)
-            cap *= 2;
-        char *p = realloc(st->body, cap);
-        if (!p)
-            return SH_ENOMEM;
-        st->body = p;
-        st->cap = cap;
-    }
+    int rc = sh_vec_reserve(&st->body, &st->cap, st->len + n + 1, SH_VEC_NOCAP);
+    if (rc)
+        return rc;
     memcpy(st->body + st->len, data, n);
     st->len += n;
     st->body[st->len] = '\0';

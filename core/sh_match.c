@@ -1,5 +1,6 @@
 /* sh_match.c — see sh_match.h for the algorithm. */
 #include "sh_match.h"
+#include "sh_vec.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -124,17 +125,9 @@ size_t sh_matcher_votes(const sh_matcher *m)
 
 void sh_matcher_vote(sh_matcher *m, uint32_t track, uint32_t t_db, uint32_t t_query)
 {
-    if (m->n == m->cap) {
-        size_t nc = m->cap ? m->cap * 2 : 4096;
-        if (nc > m->mc.max_votes)
-            nc = m->mc.max_votes;
-        vote *nv = nc > m->cap ? realloc(m->v, nc * sizeof *nv) : NULL;
-        if (!nv) { /* cap reached or out of memory: the query is judged on the votes kept */
-            m->dropped++;
-            return;
-        }
-        m->v = nv;
-        m->cap = nc;
+    if (sh_vec_reserve(&m->v, &m->cap, m->n + 1, m->mc.max_votes)) {
+        m->dropped++; /* cap reached or out of memory: the query is judged on the votes kept */
+        return;
     }
     m->v[m->n++] = (vote){track, t_db, t_query};
 }

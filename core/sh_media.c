@@ -1,5 +1,6 @@
 /* sh_media.c — media-root confinement, capped reads, URIs, SHA-256, hex. */
 #include "sh_media.h"
+#include "sh_vec.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -265,16 +266,11 @@ int sh_read_fd(int fd, size_t max, uint8_t **buf, size_t *len, sh_err *e)
     if (!b)
         return sh_err_set(e, SH_ENOMEM, "media: out of memory");
     for (;;) {
-        if (n == cap) { /* invariant here: n <= max, so cap <= max and ncap > cap */
-            /* The file grew past its fstat size, or it is not a regular file: grow, capped. */
-            size_t ncap = cap > max / 2 ? max + 1 : cap * 2;
-            uint8_t *nb = realloc(b, ncap);
-            if (!nb) {
-                free(b);
-                return sh_err_set(e, SH_ENOMEM, "media: out of memory");
-            }
-            b = nb;
-            cap = ncap;
+        /* The file grew past its fstat size, or it is not a regular file: grow, capped at max + 1
+         * (n <= max here, so there is always room for one more byte to detect "over max"). */
+        if (n == cap && sh_vec_reserve(&b, &cap, n + 1, max + 1)) {
+            free(b);
+            return sh_err_set(e, SH_ENOMEM, "media: out of memory");
         }
         ssize_t r = read(fd, b + n, cap - n);
         if (r < 0 && errno == EINTR)

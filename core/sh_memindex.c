@@ -1,5 +1,6 @@
 /* sh_memindex.c — postings sorted by hash plus a directory over the top 20 hash bits. */
 #include "sh_memindex.h"
+#include "sh_vec.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -43,16 +44,8 @@ int sh_memindex_add(sh_memindex *mi, uint32_t track, const sh_hash *h, size_t n,
         return sh_err_set(e, SH_EINVAL, "memindex: add after build or NULL argument");
     if (n > ((size_t)1 << 31) - mi->n)
         return sh_err_set(e, SH_EINVAL, "memindex: over 2^31 postings");
-    if (mi->n + n > mi->cap) {
-        size_t nc = mi->cap ? mi->cap : 4096;
-        while (nc < mi->n + n)
-            nc *= 2;
-        posting *np = realloc(mi->p, nc * sizeof *np);
-        if (!np)
-            return sh_err_set(e, SH_ENOMEM, "memindex: out of memory");
-        mi->p = np;
-        mi->cap = nc;
-    }
+    if (sh_vec_reserve(&mi->p, &mi->cap, mi->n + n, (size_t)1 << 31))
+        return sh_err_set(e, SH_ENOMEM, "memindex: out of memory");
     for (size_t i = 0; i < n; i++)
         mi->p[mi->n++] = (posting){h[i].hash, track, h[i].t};
     return 0;

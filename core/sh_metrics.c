@@ -1,6 +1,7 @@
 /* sh_metrics.c — Prometheus registry. Values are doubles stored as bit patterns in 64-bit atomics,
  * because C17 has no atomic fetch-add for floating types: adds are compare-and-swap loops. */
 #include "sh_metrics.h"
+#include "sh_vec.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -315,22 +316,7 @@ static void sb_grow(strbuf *b, size_t need)
 {
     if (b->err || b->len + need + 1 <= b->cap)
         return;
-    if (b->len + need + 1 > SH_METRICS_MAX_OUTPUT) {
-        b->err = SH_ETOOBIG;
-        return;
-    }
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + need + 1)
-        cap *= 2;
-    if (cap > SH_METRICS_MAX_OUTPUT)
-        cap = SH_METRICS_MAX_OUTPUT;
-    char *p = realloc(b->p, cap);
-    if (!p) {
-        b->err = SH_ENOMEM;
-        return;
-    }
-    b->p = p;
-    b->cap = cap;
+    b->err = sh_vec_reserve(&b->p, &b->cap, b->len + need + 1, SH_METRICS_MAX_OUTPUT);
 }
 
 static void sb_printf(strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -4,6 +4,7 @@
 #include "sh_shard_int.h"
 
 #include "sh_log.h"
+#include "sh_vec.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -28,14 +29,8 @@ static dead_ent *dead_find(const dead_set *d, uint32_t track)
 
 static int dead_add(dead_set *d, uint32_t track, uint32_t left)
 {
-    if (d->n == d->cap) {
-        size_t cap = d->cap ? d->cap * 2 : 64;
-        dead_ent *v = realloc(d->v, cap * sizeof *v);
-        if (!v)
-            return ENOMEM;
-        d->v = v;
-        d->cap = cap;
-    }
+    if (sh_vec_reserve(&d->v, &d->cap, d->n + 1, SH_VEC_NOCAP))
+        return ENOMEM; /* an LMDB-style code, like the callers' */
     size_t i = d->n;
     while (i > 0 && d->v[i - 1].track > track) /* track numbers only grow: usually appends */
         i--;
@@ -156,14 +151,8 @@ void sh_shard_batch_abort(sh_shard_batch *b)
 
 static batch_op *op_push(sh_shard_batch *b)
 {
-    if (b->nops == b->capops) {
-        size_t cap = b->capops ? b->capops * 2 : 16;
-        batch_op *v = realloc(b->ops, cap * sizeof *v);
-        if (!v)
-            return NULL;
-        b->ops = v;
-        b->capops = cap;
-    }
+    if (sh_vec_reserve(&b->ops, &b->capops, b->nops + 1, SH_VEC_NOCAP))
+        return NULL;
     batch_op *op = &b->ops[b->nops];
     *op = (batch_op){0};
     return op;
@@ -184,16 +173,8 @@ static int reserve_postings(sh_shard_batch *b, size_t n, sh_err *e)
 {
     if (n > b->maxh - b->nh)
         return sh_err_set(e, SH_ETOOBIG, "shard batch: over %zu postings; commit first", b->maxh);
-    if (b->nh + n <= b->caph)
-        return 0;
-    size_t cap = b->caph ? b->caph : 4096;
-    while (cap < b->nh + n)
-        cap *= 2;
-    sh_hash *v = realloc(b->h, cap * sizeof *v);
-    if (!v)
+    if (sh_vec_reserve(&b->h, &b->caph, b->nh + n, b->maxh))
         return sh_err_set(e, SH_ENOMEM, "shard batch: out of memory for postings");
-    b->h = v;
-    b->caph = cap;
     return 0;
 }
 

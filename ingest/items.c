@@ -2,6 +2,7 @@
 #include "items.h"
 
 #include "sh_log.h"
+#include "sh_vec.h"
 
 
 #include <errno.h>
@@ -43,15 +44,9 @@ void ingest_batch_free(ingest_batch *b)
 
 static int batch_push(ingest_batch *b, ingest_item *it)
 {
-    if (b->n == b->cap) {
-        size_t cap = b->cap ? 2 * b->cap : 16;
-        ingest_item *v = realloc(b->v, cap * sizeof *v);
-        if (!v) {
-            item_free(it);
-            return SH_ENOMEM;
-        }
-        b->v = v;
-        b->cap = cap;
+    if (sh_vec_reserve(&b->v, &b->cap, b->n + 1, SH_VEC_NOCAP)) {
+        item_free(it);
+        return SH_ENOMEM;
     }
     b->v[b->n++] = *it;
     return 0;

@@ -2,6 +2,7 @@
 #include "manifest.h"
 
 #include "sh_schema.h"
+#include "sh_vec.h"
 
 #include <jansson.h>
 #include <stdarg.h>
@@ -189,19 +190,10 @@ static int keep_row(ingest_manifest *m, ingest_row *r, int rc)
         row_free(r);
         return rc == SH_EFORMAT ? 0 : rc; /* bad lines are collected, not fatal */
     }
-    if (m->n >= INGEST_ROWS_MAX) {
+    rc = sh_vec_reserve(&m->rows, &m->cap, m->n + 1, INGEST_ROWS_MAX); /* SH_ETOOBIG past it */
+    if (rc) {
         row_free(r);
-        return SH_ETOOBIG;
-    }
-    if (m->n == m->cap) {
-        size_t cap = m->cap ? 2 * m->cap : 64;
-        ingest_row *v = realloc(m->rows, cap * sizeof *v);
-        if (!v) {
-            row_free(r);
-            return SH_ENOMEM;
-        }
-        m->rows = v;
-        m->cap = cap;
+        return rc;
     }
     m->rows[m->n++] = *r;
     return 0;

@@ -21,6 +21,7 @@
 #include "sh_media.h"
 #include "sh_opt.h"
 #include "sh_primary.h"
+#include "sh_vec.h"
 
 #include <jansson.h>
 
@@ -409,14 +410,9 @@ static int load_list(job *j, sh_err *e)
             bad++;
             continue;
         }
-        if (j->list_n == cap) {
-            cap = cap ? 2 * cap : 256;
-            char **v = realloc(j->list, cap * sizeof *v);
-            if (!v) {
-                rc = sh_err_set(e, SH_ENOMEM, "out of memory");
-                break;
-            }
-            j->list = v;
+        if (sh_vec_reserve(&j->list, &cap, j->list_n + 1, SH_VEC_NOCAP)) {
+            rc = sh_err_set(e, SH_ENOMEM, "out of memory");
+            break;
         }
         j->list[j->list_n] = strndup(s, l);
         rc = j->list[j->list_n++] ? 0 : sh_err_set(e, SH_ENOMEM, "out of memory");
