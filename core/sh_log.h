@@ -14,11 +14,20 @@ void sh_log_set_level(int level);
 int sh_log_enabled(int level);
 
 /* Writes `ts=<iso8601> level=<lvl> event=<event> <fmt...>\n` atomically (one write(2)).
- * `fmt` carries the remaining key=value pairs; quote values with sh_log_q when they may hold spaces. */
+ * `fmt` carries the remaining key=value pairs. Every value that is not a number or a fixed word
+ * must go through sh_log_q / SH_Q (never `k=\"%s\"`): that is what keeps each line valid logfmt. */
 void sh_log(int level, const char *event, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* Quotes a value for logfmt into `buf` (always NUL-terminated, truncated to `len`); returns buf. */
+/* Quotes a value for logfmt into `buf`: always a double-quoted string with `"` and `\` escaped as
+ * `\"` and `\\` and control bytes as `?`, so spaces, `=` and quotes inside a value can never split
+ * or end it. Always NUL-terminated; truncated to `len` (never inside an escape). Returns buf, or ""
+ * when len < 3. NULL quotes as "". */
 const char *sh_log_q(char *buf, unsigned len, const char *value);
+
+/* sh_log_q into a temporary buffer that lives until the end of the enclosing block — for
+ * arguments: SH_WARN("x", "path=%s", SH_Q(path)). Values longer than SH_LOG_Q_MAX are cut. */
+enum { SH_LOG_Q_MAX = 512 };
+#define SH_Q(value) sh_log_q((char[SH_LOG_Q_MAX]){0}, SH_LOG_Q_MAX, (value))
 
 #define SH_DEBUG(ev, ...) sh_log(SH_LOG_DEBUG, ev, __VA_ARGS__)
 #define SH_INFO(ev, ...) sh_log(SH_LOG_INFO, ev, __VA_ARGS__)

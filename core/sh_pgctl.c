@@ -185,9 +185,10 @@ static int sh_grant_traverse(const sh_pgctx *c, sh_err *e)
             if (!(st.st_mode & need)) {
                 if (chmod(p, (st.st_mode & 07777) | S_IXOTH) != 0)
                     return sh_err_set(e, SH_EIO, "chmod o+x %s: %s", p, strerror(errno));
-                char q[SH_PG_PATH_MAX + 8];
-                SH_WARN("db_dir_traverse", "path=%s granted=o+x reason=\"postgres runs as %s\"",
-                        sh_log_q(q, sizeof q, p), c->user);
+                char q[SH_PG_PATH_MAX + 8], why[128];
+                snprintf(why, sizeof why, "postgres runs as %s", c->user);
+                SH_WARN("db_dir_traverse", "path=%s granted=o+x reason=%s",
+                        sh_log_q(q, sizeof q, p), SH_Q(why));
             }
         }
         *s = saved;
@@ -299,7 +300,7 @@ static int sh_initdb(const sh_pgctx *c, sh_err *e)
     char *argv[] = {"initdb",     "-D",  (char *)c->data,        "-U",
                     SH_PG_ROLE,   pwopt, "--auth=scram-sha-256", "--encoding=UTF8",
                     "--locale=C", NULL};
-    SH_INFO("db_initdb", "dir=%s", c->dir);
+    SH_INFO("db_initdb", "dir=%s", SH_Q(c->dir));
     int st = sh_run(c, argv);
     unlink(pwfile);
     if (st != 0) {
@@ -480,7 +481,7 @@ int sh_pgctl_start(const sh_pgctl_opts *o, char *dsn, size_t cap, sh_err *e)
     snprintf(line, sizeof line, "%s\n", dsn);
     rc = sh_write_file(df, line, 0644, e);
     if (!rc)
-        SH_INFO("db_started", "dir=%s port=%d", c.dir, port);
+        SH_INFO("db_started", "dir=%s port=%d", SH_Q(c.dir), port);
     return rc;
 }
 
@@ -500,6 +501,6 @@ int sh_pgctl_stop(const sh_pgctl_opts *o, sh_err *e)
     int st = sh_run(&c, argv);
     if (st != 0)
         return sh_err_set(e, SH_EIO, "pg_ctl stop failed (status %d; see %s/ctl.log)", st, c.dir);
-    SH_INFO("db_stopped", "dir=%s", c.dir);
+    SH_INFO("db_stopped", "dir=%s", SH_Q(c.dir));
     return 0;
 }

@@ -460,7 +460,8 @@ static int prepare_state(job *j, sh_err *e)
                           j->c->checkpoint, j->st.selection, sel);
     if (j->st.done)
         return SH_EEXIST;
-    sh_log(SH_LOG_INFO, "reindex_resume", "after=%s published=%lld", j->st.after, j->st.published);
+    sh_log(SH_LOG_INFO, "reindex_resume", "after=%s published=%lld", SH_Q(j->st.after),
+           j->st.published);
     return 0;
 }
 

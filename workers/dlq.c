@@ -164,8 +164,7 @@ int wk_dlq_send(wk *w, wk_job *j, int code, const char *reason)
     size_t len = 0;
     sh_err e = {0};
     if (encode_record(w, &r, &buf, &len, &e)) {
-        SH_ERROR("dlq_encode_failed", "code=%s msg=\"%.300s\"", sh_err_name(code),
-                 sh_err_text(&e));
+        SH_ERROR("dlq_encode_failed", "code=%s msg=%s", sh_err_name(code), SH_Q(sh_err_text(&e)));
         return SH_ECANCELED; /* leave the offset: a fixed worker will handle it */
     }
     const char *key = j->decoded ? j->ev.track_id : NULL;
@@ -175,12 +174,14 @@ int wk_dlq_send(wk *w, wk_job *j, int code, const char *reason)
         if (rc == 0 || wk_backoff(w, attempt))
             break;
         wk_count_retry(w, rc);
-        SH_WARN("dlq_retry", "attempt=%d msg=\"%.300s\"", attempt + 1, sh_err_text(&e));
+        SH_WARN("dlq_retry", "attempt=%d msg=%s", attempt + 1, SH_Q(sh_err_text(&e)));
     }
     free(buf);
+    /* A warning: a dead letter is an upload that will not be in the index until someone acts. */
     if (rc == 0)
-        SH_INFO("dead_lettered", "topic=%s partition=%d offset=%lld code=%s",
+        SH_WARN("dead_lettered", "topic=%s partition=%d offset=%lld track_id=%s code=%s reason=%s",
                 rd_kafka_topic_name(j->msg->rkt), (int)j->msg->partition,
-                (long long)j->msg->offset, sh_err_name(code));
+                (long long)j->msg->offset, SH_Q(j->decoded ? j->ev.track_id : ""),
+                sh_err_name(code), SH_Q(reason));
     return rc ? SH_ECANCELED : 0;
 }
