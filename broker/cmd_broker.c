@@ -369,6 +369,8 @@ static int cmd_topics(int argc, char **argv)
     rd_kafka_conf_t *conf = NULL;
     if (code < 0 && (rc = sh_kafka_conf_new(c.bootstrap, &c.props, &conf, &e)) != 0)
         code = sh_opt_exit_code(&spec, SH_EUSAGE, &e); /* a bad -X is a usage error */
+    if (code < 0)
+        sh_kafka_conf_quiet_until_ready(conf); /* run_topics waits first */
     if (code < 0) {
         rc = run_topics(&c, conf, &e);
         if (rc)

@@ -3,7 +3,9 @@
 
 #include "sh_log.h"
 
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -32,14 +34,120 @@ int sh_kafka_topic_partitions(const char *topic)
     return 0;
 }
 
-/* librdkafka logs from its own threads; sh_log writes one line atomically, so this is safe. */
-static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+/* ---- quiet waits ------------------------------------------------------------------------------
+ * While sh_kafka_wait_ready() waits for a cluster, librdkafka logs every failed connection attempt
+ * as an error ("Connect to ... failed", "1/1 brokers are down"); the wait's own result says the
+ * same in one line. So during a wait, and after a wait that failed (the caller is about to give up
+ * or retry), a handle's warnings and errors are demoted to debug and the first one is kept for the
+ * wait's error message. A handle made from a configuration marked with
+ * sh_kafka_conf_quiet_until_ready() is quiet from its creation (its first connection attempt starts
+ * inside rd_kafka_new(), before any wait). Once a wait succeeds, the handle logs normally.
+ * Handles are told apart by pointer and name (rd_kafka_name() is unique within a process, so a new
+ * handle at a freed address is never mistaken for an old one). */
+enum { QUIET_SLOTS = 32, QUIET_NAME_MAX = 128, QUIET_MSG_MAX = 300 };
+
+typedef struct quiet_slot {
+    const rd_kafka_t *rk;
+    char name[QUIET_NAME_MAX];
+    bool ready;                /* a wait succeeded: log normally */
+    bool have_fail;            /* `first` is a connection failure (the most telling kind) */
+    char first[QUIET_MSG_MAX]; /* first demoted message, for the wait's error */
+} quiet_slot;
+
+static pthread_mutex_t quiet_mu = PTHREAD_MUTEX_INITIALIZER;
+static quiet_slot quiet[QUIET_SLOTS];
+
+/* Slot of `rk`; with `add`, a new quiet slot when it has none (NULL when all are taken: the
+ * handle then simply logs as usual). Called with quiet_mu held. */
+static quiet_slot *quiet_slot_of(const rd_kafka_t *rk, bool add)
+{
+    const char *name = rd_kafka_name(rk);
+    quiet_slot *freeslot = NULL;
+    for (size_t i = 0; i < QUIET_SLOTS; i++) {
+        if (quiet[i].rk == rk && !strcmp(quiet[i].name, name))
+            return &quiet[i];
+        if (!quiet[i].rk && !freeslot)
+            freeslot = &quiet[i];
+    }
+    if (!add || !freeslot)
+        return NULL;
+    memset(freeslot, 0, sizeof *freeslot);
+    freeslot->rk = rk;
+    snprintf(freeslot->name, sizeof freeslot->name, "%s", name);
+    return freeslot;
+}
+
+static void quiet_begin(const rd_kafka_t *rk)
+{
+    pthread_mutex_lock(&quiet_mu);
+    quiet_slot *q = quiet_slot_of(rk, true);
+    if (q)
+        q->ready = false;
+    pthread_mutex_unlock(&quiet_mu);
+}
+
+/* Ends a wait: copies the first demoted message into `first`; when the cluster answered, the
+ * handle logs normally again (its slot stays, marked ready: a quiet-from-birth handle would
+ * otherwise be registered anew by its next log line). */
+static void quiet_end(const rd_kafka_t *rk, bool answered, char *first, size_t cap)
+{
+    pthread_mutex_lock(&quiet_mu);
+    quiet_slot *q = quiet_slot_of(rk, false);
+    snprintf(first, cap, "%s", q ? q->first : "");
+    if (q && answered) {
+        q->ready = true;
+        q->first[0] = '\0';
+        q->have_fail = false;
+    }
+    pthread_mutex_unlock(&quiet_mu);
+}
+
+/* True when the message is to be demoted (and then records it). `from_birth`: register `rk` as
+ * quiet when it is not known yet. */
+static bool quiet_demote(const rd_kafka_t *rk, bool from_birth, const char *fac, const char *buf)
+{
+    pthread_mutex_lock(&quiet_mu);
+    quiet_slot *q = quiet_slot_of(rk, from_birth);
+    bool demote = q && !q->ready;
+    if (demote) {
+        bool fail = !strcmp(fac, "FAIL");
+        if (!q->first[0] || (fail && !q->have_fail)) {
+            /* Drop librdkafka's "[thrd:...]: " prefix: the text after it is the reason. */
+            const char *t = buf[0] == '[' ? strstr(buf, "]: ") : NULL;
+            snprintf(q->first, sizeof q->first, "%s", t ? t + 3 : buf);
+            q->have_fail = fail;
+        }
+    }
+    pthread_mutex_unlock(&quiet_mu);
+    return demote;
+}
+
+static void log_line(const rd_kafka_t *rk, int level, const char *fac, const char *buf,
+                     bool from_birth)
 {
     char qfac[64], qmsg[512];
     int lvl = level <= 3 ? SH_LOG_ERROR : level == 4 ? SH_LOG_WARN : level <= 6 ? SH_LOG_INFO
                                                                                  : SH_LOG_DEBUG;
+    if (lvl >= SH_LOG_WARN && quiet_demote(rk, from_birth, fac, buf))
+        lvl = SH_LOG_DEBUG;
     sh_log(lvl, "kafka_log", "client=%s facility=%s msg=%s", rd_kafka_name(rk),
            sh_log_q(qfac, sizeof qfac, fac), sh_log_q(qmsg, sizeof qmsg, buf));
+}
+
+/* librdkafka logs from its own threads; sh_log writes one line atomically, so this is safe. */
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    log_line(rk, level, fac, buf, false);
+}
+
+static void log_cb_until_ready(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    log_line(rk, level, fac, buf, true);
+}
+
+void sh_kafka_conf_quiet_until_ready(rd_kafka_conf_t *conf)
+{
+    rd_kafka_conf_set_log_cb(conf, log_cb_until_ready);
 }
 
 int sh_kafka_conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, sh_err *e)
@@ -156,18 +264,21 @@ int sh_kafka_err_set(sh_err *e, rd_kafka_resp_err_t err, const char *fmt, ...)
 int sh_kafka_wait_ready(rd_kafka_t *rk, const char *bootstrap, int timeout_ms, sh_err *e)
 {
     const struct rd_kafka_metadata *md = NULL;
+    quiet_begin(rk);
     /* all_topics=0 with no topic asks only for brokers: the cheapest request that proves a broker
      * answers, and it never auto-creates a topic. */
     rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, NULL, &md, timeout_ms);
     if (md)
         rd_kafka_metadata_destroy(md);
+    char first[QUIET_MSG_MAX];
+    quiet_end(rk, !err, first, sizeof first);
     if (!err)
         return 0;
     int code = sh_kafka_errcode(err);
     if (code == SH_ETIMEOUT || code == SH_ETRANSIENT)
-        return sh_err_set(e, SH_ETIMEOUT, "no Kafka broker reachable at %s within %d ms (%s)",
+        return sh_err_set(e, SH_ETIMEOUT, "no Kafka broker reachable at %s within %d ms (%s%s%s)",
                           bootstrap ? bootstrap : "(bootstrap.servers)", timeout_ms,
-                          rd_kafka_err2str(err));
+                          rd_kafka_err2str(err), first[0] ? ": " : "", first);
     return sh_kafka_err_set(e, err, "kafka metadata request to %s",
                             bootstrap ? bootstrap : "(bootstrap.servers)");
 }

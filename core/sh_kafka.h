@@ -68,6 +68,14 @@ int sh_kafka_conf_new(const char *bootstrap, const sh_strlist *props, rd_kafka_c
 /* Sets one "key=value" on `conf` with the same errors as sh_kafka_conf_new. */
 int sh_kafka_conf_set_kv(rd_kafka_conf_t *conf, const char *kv, sh_err *e);
 
+/* Marks `conf` for a client that checks the cluster with sh_kafka_wait_ready() right after
+ * rd_kafka_new(): the handle's librdkafka warnings and errors (failed connection attempts, "all
+ * brokers are down") are logged at debug level until a wait succeeds, and a failed wait's message
+ * quotes the first of them — so an unreachable broker is one line, not a burst of librdkafka lines
+ * before it. (Every handle is quiet like this during sh_kafka_wait_ready() itself; this extends it
+ * to the connection attempts rd_kafka_new() starts before the wait.) */
+void sh_kafka_conf_quiet_until_ready(rd_kafka_conf_t *conf);
+
 /* Sets `key` to `value`; SH_EINVAL with librdkafka's reason on failure. */
 int sh_kafka_conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, sh_err *e);
 
@@ -80,8 +88,10 @@ int sh_kafka_err_set(sh_err *e, rd_kafka_resp_err_t err, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Bounded wait until the cluster behind `rk` answers a metadata request (at most `timeout_ms`).
- * Returns 0, or SH_ETIMEOUT ("no Kafka broker reachable at <bootstrap> within N ms") when nothing
- * answered, or another translated code. `bootstrap` is used only in the message (may be NULL). */
+ * Returns 0, or SH_ETIMEOUT ("no Kafka broker reachable at <bootstrap> within N ms (<reason>:
+ * <librdkafka's first connection error>)") when nothing answered, or another translated code.
+ * `bootstrap` is used only in the message (may be NULL). While it waits, and after it failed until
+ * a later wait succeeds, the handle's librdkafka warnings/errors are logged at debug level. */
 int sh_kafka_wait_ready(rd_kafka_t *rk, const char *bootstrap, int timeout_ms, sh_err *e);
 
 /* Asks the cluster how many partitions `topic` has (bounded by `timeout_ms`). Sets `*partitions`

@@ -104,6 +104,8 @@ static int make_producer(const sh_ingest_config *cfg, sh_ingest *p, sh_err *e)
         return sh_err_set(e, SH_EUSAGE, "no Kafka brokers given (--brokers or -X bootstrap.servers)");
     }
     rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
+    if (cfg->connect_timeout_ms > 0) /* sh_ingest_new waits: its failure is the one line */
+        sh_kafka_conf_quiet_until_ready(conf);
     char errstr[512];
     p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     if (!p->rk) {

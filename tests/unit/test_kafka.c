@@ -7,7 +7,10 @@
 #include "sh_kafka.h"
 
 #include <librdkafka/rdkafka_mock.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void get_prop(rd_kafka_conf_t *conf, const char *key, char *buf, size_t len)
 {
@@ -156,6 +159,39 @@ static void test_wait_ready_unreachable(void **state)
     rd_kafka_destroy(rk);
 }
 
+/* An unreachable broker is one line: the connection errors librdkafka logs while a quiet handle
+ * waits are demoted to debug (nothing at warn/error on stderr), and the wait's error quotes the
+ * first of them. */
+static void test_wait_ready_quiet(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/sh-kafka-log-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    int saved = dup(STDERR_FILENO);
+    assert_true(dup2(fd, STDERR_FILENO) >= 0);
+    rd_kafka_conf_t *conf = NULL;
+    assert_int_equal(sh_kafka_conf_new("127.0.0.1:1", NULL, &conf, NULL), 0);
+    sh_kafka_conf_quiet_until_ready(conf);
+    char errstr[256];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    assert_non_null(rk);
+    sh_err e = {0};
+    int rc = sh_kafka_wait_ready(rk, "127.0.0.1:1", 1500, &e);
+    rd_kafka_destroy(rk);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    char buf[8192] = {0};
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    close(fd);
+    unlink(path);
+    assert_int_equal(rc, SH_ETIMEOUT);
+    assert_non_null(strstr(e.msg, "Connect to ipv4#127.0.0.1:1 failed"));
+    assert_true(n >= 0);
+    assert_null(strstr(buf, "level=error"));
+    assert_null(strstr(buf, "level=warn"));
+}
+
 /* A mock cluster in-process (its listeners are real loopback sockets): the client sees topics
  * with the partition counts they were created with, and an absent topic as 0. */
 static void test_wait_ready_and_describe(void **state)
@@ -188,6 +224,7 @@ int main(void)
         cmocka_unit_test(test_err_set_message),
         cmocka_unit_test(test_topic_table),
         cmocka_unit_test(test_wait_ready_unreachable),
+        cmocka_unit_test(test_wait_ready_quiet),
         cmocka_unit_test(test_wait_ready_and_describe),
     };
     return cmocka_run_group_tests_name("sh_kafka", tests, NULL, NULL);
