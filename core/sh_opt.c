@@ -2,6 +2,8 @@
 
 #include "sh_log.h"
 
+#include <jansson.h>
+
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -197,7 +199,7 @@ static int read_secret_file(const char *path, char **out, sh_err *e)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
-        return sh_err_set(e, SH_EIO, "cannot open secret file %s: %s", path, strerror(errno));
+        return sh_err_set(e, SH_EUSAGE, "cannot open secret file %s: %s", path, strerror(errno));
     char *buf = malloc(SH_OPT_SECRET_MAX + 1);
     if (!buf) {
         fclose(f);
@@ -207,7 +209,7 @@ static int read_secret_file(const char *path, char **out, sh_err *e)
     fclose(f);
     if (n > SH_OPT_SECRET_MAX) {
         free(buf);
-        return sh_err_set(e, SH_ETOOBIG, "secret file %s is over %d bytes", path,
+        return sh_err_set(e, SH_EUSAGE, "secret file %s is over %d bytes", path,
                           SH_OPT_SECRET_MAX);
     }
     while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
@@ -241,6 +243,56 @@ static void env_name(const char *name, const char *suffix, char *buf, size_t len
     }
 }
 
+/* ---- passwords inside a DSN ------------------------------------------------------------------- */
+
+static bool is_uri(const char *dsn)
+{
+    return !strncmp(dsn, "postgresql://", 13) || !strncmp(dsn, "postgres://", 11);
+}
+
+/* True when `s` has the keyword `password` at a parameter start followed by '=' (spaces allowed
+ * around it in the key/value form). `uri`: parameters start after '?' or '&'. */
+static bool has_password_kw(const char *s, bool uri)
+{
+    for (const char *p = s; (p = strstr(p, "password")) != NULL; p += 8) {
+        bool start = p == s || (uri ? (p[-1] == '?' || p[-1] == '&') : isspace((unsigned char)p[-1]));
+        const char *q = p + 8;
+        while (!uri && isspace((unsigned char)*q))
+            q++;
+        if (start && *q == '=')
+            return true;
+    }
+    return false;
+}
+
+bool sh_dsn_has_password(const char *dsn)
+{
+    if (!dsn)
+        return false;
+    if (!is_uri(dsn))
+        return has_password_kw(dsn, false);
+    const char *auth = strstr(dsn, "://") + 3;
+    size_t hostlen = strcspn(auth, "/?");
+    const char *at = memchr(auth, '@', hostlen);
+    if (at && memchr(auth, ':', (size_t)(at - auth)))
+        return true;
+    const char *query = strchr(auth, '?');
+    return query && has_password_kw(query, true);
+}
+
+/* Secrets never come from argv or a config file (ps, shell history, files in git): a password in
+ * --dsn still works — refusing would break scripts mid-flight — but says how to pass it. */
+static void warn_dsn_secret(const sh_opt *o, const char *v, const char *src)
+{
+    if (o->type != SH_OPT_STR || strcmp(o->name, "dsn") || !sh_dsn_has_password(v))
+        return;
+    SH_WARN("secret_on_command_line", "option=--dsn source=%s msg=%s", SH_Q(src),
+            SH_Q("the DSN holds a password, visible to every user in the process list and kept "
+                 "in shell history; pass it with SOUNDHASH_DB_PASSWORD or "
+                 "SOUNDHASH_DB_PASSWORD_FILE (--db-password-file F), PGPASSFILE or the DSN's "
+                 "passfile= instead"));
+}
+
 /* ---- the layers --------------------------------------------------------------------------------- */
 
 static int apply_defaults(sh_cmd_spec *spec, sh_err *e)
@@ -270,7 +322,7 @@ static int apply_config_file(sh_cmd_spec *spec, const char *path, sh_err *e)
 {
     FILE *f = fopen(path, "r");
     if (!f)
-        return sh_err_set(e, SH_EIO, "cannot open config file %s: %s", path, strerror(errno));
+        return sh_err_set(e, SH_EUSAGE, "cannot open config file %s: %s", path, strerror(errno));
     char line[SH_OPT_LINE_MAX];
     int lineno = 0, rc = 0;
     bool list_reset[256] = {false};
@@ -309,6 +361,8 @@ static int apply_config_file(sh_cmd_spec *spec, const char *path, sh_err *e)
         char src[300];
         snprintf(src, sizeof src, "%.250s:%d", path, lineno);
         rc = assign(o, val, src, e);
+        if (!rc)
+            warn_dsn_secret(o, val, src);
     }
     fclose(f);
     return rc;
@@ -378,7 +432,10 @@ static int apply_flag_value(sh_cmd_spec *spec, sh_opt *o, const char *v, flag_st
         sh_strlist_clear((sh_strlist *)o->target);
         fs->list_reset[idx] = true;
     }
-    return assign(o, v, "command line", e);
+    int rc = assign(o, v, "command line", e);
+    if (!rc)
+        warn_dsn_secret(o, v, "command line");
+    return rc;
 }
 
 enum { BUILTIN_NONE, BUILTIN_HELP, BUILTIN_VERSION, BUILTIN_PRINT };
@@ -569,6 +626,14 @@ void sh_opt_usage(const sh_cmd_spec *spec, void *out)
     fprintf(f, "  %-30s %s\n", "--log-level L", "debug|info|warn|error|off (default: info)");
     fprintf(f, "  %-30s %s\n", "--print-config", "print the effective configuration and exit");
     fprintf(f, "  %-30s %s\n", "-h, --help / --version", "this help / the version");
+    if (spec->examples && *spec->examples) {
+        fprintf(f, "\nexamples:\n");
+        for (const char *p = spec->examples; *p;) {
+            size_t n = strcspn(p, "\n");
+            fprintf(f, "  %.*s\n", (int)n, p);
+            p += n + (p[n] == '\n');
+        }
+    }
 }
 
 void sh_opt_print(const sh_cmd_spec *spec, void *out)
@@ -632,4 +697,76 @@ int sh_opt_exit_code(const sh_cmd_spec *spec, int rc, const sh_err *e)
     if (rc == SH_EUSAGE)
         fprintf(stderr, "(see `soundhash %s --help`)\n", spec->name);
     return rc == SH_EUSAGE ? SH_EXIT_USAGE : SH_EXIT_RUNTIME;
+}
+
+/* ---- --meta ----------------------------------------------------------------------------------- */
+
+static int meta_push(sh_strlist *out, const char *k, size_t klen, const char *v, sh_err *e)
+{
+    if (out->n / 2 >= SH_OPT_META_MAX)
+        return sh_err_set(e, SH_EUSAGE, "--meta: more than %d keys", SH_OPT_META_MAX);
+    char *key = strndup(k, klen);
+    int rc = key && !sh_strlist_push(out, key) && !sh_strlist_push(out, v) ? 0 : SH_ENOMEM;
+    free(key);
+    return rc ? sh_err_set(e, SH_ENOMEM, "out of memory") : 0;
+}
+
+/* One JSON object entry: scalar values only (metadata is a string map wherever it is stored). */
+static int meta_json(const char *entry, sh_strlist *out, sh_err *e)
+{
+    json_error_t je;
+    json_t *o = json_loads(entry, JSON_REJECT_DUPLICATES, &je);
+    if (!o || !json_is_object(o)) {
+        json_decref(o);
+        return sh_err_set(e, SH_EUSAGE, "--meta '%.80s': not a JSON object (%s)", entry,
+                          o ? "another JSON value" : je.text);
+    }
+    const char *k;
+    json_t *v;
+    int rc = 0;
+    json_object_foreach(o, k, v)
+    {
+        if (rc)
+            break;
+        if (!*k) {
+            rc = sh_err_set(e, SH_EUSAGE, "--meta: empty key in '%.80s'", entry);
+        } else if (json_is_string(v)) {
+            rc = meta_push(out, k, strlen(k), json_string_value(v), e);
+        } else if (json_is_number(v) || json_is_boolean(v)) {
+            char *text = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+            rc = text ? meta_push(out, k, strlen(k), text, e) : sh_err_set(e, SH_ENOMEM, "out of memory");
+            free(text);
+        } else {
+            rc = sh_err_set(e, SH_EUSAGE, "--meta: value of '%.64s' must be a string, number or "
+                                          "boolean", k);
+        }
+    }
+    json_decref(o);
+    return rc;
+}
+
+int sh_opt_meta_pairs(const sh_strlist *in, sh_strlist *out, sh_err *e)
+{
+    for (size_t i = 0; in && i < in->n; i++) {
+        const char *entry = in->v[i];
+        if (strlen(entry) > SH_OPT_META_ENTRY_MAX)
+            return sh_err_set(e, SH_EUSAGE, "--meta: an entry is over %d bytes",
+                              SH_OPT_META_ENTRY_MAX);
+        const char *s = entry;
+        while (isspace((unsigned char)*s))
+            s++;
+        int rc;
+        if (*s == '{') {
+            rc = meta_json(s, out, e);
+        } else {
+            const char *eq = strchr(entry, '=');
+            if (!eq || eq == entry)
+                return sh_err_set(e, SH_EUSAGE, "--meta '%.80s': expected key=value or a JSON "
+                                                "object", entry);
+            rc = meta_push(out, entry, (size_t)(eq - entry), eq + 1, e);
+        }
+        if (rc)
+            return rc;
+    }
+    return 0;
 }

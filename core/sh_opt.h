@@ -10,7 +10,12 @@
  *
  * Secrets (SH_OPT_SECRET) are taken only from the environment or from a file named by the
  * `<name>-file` form (flag or env SOUNDHASH_<NAME>_FILE); never from argv or the config file, and
- * --print-config masks them.
+ * --print-config masks them. An option named "dsn" given on the command line or in the config file
+ * that holds a password (sh_dsn_has_password) is accepted with one warning line saying how to pass
+ * the password instead — every command that takes --dsn gets this check here.
+ *
+ * Exit codes (sh_opt_exit_code): every usage error — unknown flag, bad value, missing required
+ * option, unreadable --config or secret file — is SH_EUSAGE and exit 2.
  *
  * Ownership: strings and lists stored into the targets are owned by the parser and released by
  * sh_opt_free(spec). Targets must be zero-initialised before parsing.
@@ -63,6 +68,7 @@ typedef struct sh_cmd_spec {
     const char *name;    /* "worker", "ingest publish" */
     const char *usage;   /* "[options] FILE..." */
     const char *summary; /* one paragraph shown by --help */
+    const char *examples; /* NULL or example command lines separated by '\n', shown by --help */
     sh_opt *opts;        /* terminated by an entry with name == NULL */
     sh_strlist args;     /* filled: positional arguments, in order */
 } sh_cmd_spec;
@@ -82,6 +88,19 @@ void sh_opt_print(const sh_cmd_spec *spec, void *out);
 
 /* Frees every string/list the parser stored and the positional list; targets are zeroed. */
 void sh_opt_free(sh_cmd_spec *spec);
+
+/* True when the libpq connection string holds a password: a `password=` keyword (key/value form
+ * or a URI query parameter) or a URI user-info `user:pw@`. */
+bool sh_dsn_has_password(const char *dsn);
+
+/* The --meta convention of every command that records metadata (`ingest publish`, `index add`):
+ * each entry of `in` is `key=value` or a JSON object of scalar values ({"k":"v","n":3}; numbers and
+ * booleans are kept as their JSON text). Appends key, value, key, value... to `out` in order (a
+ * later key overrides an earlier one where the metadata is stored). Errors: SH_EUSAGE naming
+ * --meta and the entry (no '=', empty key, bad JSON, a nested or null value, over
+ * SH_OPT_META_MAX pairs or an entry over SH_OPT_META_ENTRY_MAX bytes); SH_ENOMEM. */
+enum { SH_OPT_META_MAX = 1024, SH_OPT_META_ENTRY_MAX = 64 << 10 };
+int sh_opt_meta_pairs(const sh_strlist *in, sh_strlist *out, sh_err *e);
 
 /* Parses a size such as "900K", "5M", "1073741824"; returns 0 or SH_EINVAL. */
 int sh_parse_size(const char *s, size_t *out);
