@@ -1,19 +1,21 @@
 /* cmd_index.c — `soundhash index add|delete|stats`: maintain a local shard index (core/sh_shard.h).
  *
- *   index add --index DIR [--id ID] [--tenant T] [--meta JSON] FILE...
+ *   index add --index DIR [--id ID] [--tenant T] [--meta k=v|JSON]... FILE...
  *       {"file","track_id","status":"added"|"replaced","hashes","duration_s"} per file
  *   index delete --index DIR ID...     {"track_id","deleted":true|false} per id
  *   index stats --index DIR            one object: tracks, postings, sizes, bytes per posting ...
  *   index compact --index DIR [--wait S]
  *       repacks the shard and shrinks its file (sh_shard_repack()); one object: bytes before and
- *       after, bytes per posting, MB per audio hour, elapsed_ms. Needs the shard to be closed by
- *       every other process (they are refused because a process holding the old file would keep
- *       committing into it); processes opening it during the compact wait until it is done.
+ *       after, bytes per posting, MB per audio hour, waited_ms (for other processes to close it)
+ *       and elapsed_ms (the compaction itself). Needs the shard to be closed by every other
+ *       process (they are refused because a process holding the old file would keep committing
+ *       into it); processes opening it during the compact wait until it is done.
  *   index add --compact ...             the same once the files are added
  *
  * Files are fingerprinted one by one and written in batches (one LMDB transaction per batch), so
- * a crash loses at most the current batch and never leaves a half track. A file that fails is
- * named on stderr and the others go on; the exit code is then 1. Usage errors exit 2.
+ * a crash loses at most the current batch and never leaves a half track. A FILE that fails is
+ * named on stderr and the others go on; the exit code is then 1. Usage errors exit 2: bad options,
+ * and an --index without a shard for delete/stats/compact.
  */
 #include "sh_cmds.h"
 #include "sh_extract.h"
@@ -26,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,7 +36,8 @@ typedef struct index_cfg {
     char *index;
     char *id;
     char *tenant;
-    char *meta;
+    sh_strlist meta_list; /* --meta entries: k=v or JSON objects (sh_opt_meta_pairs) */
+    char *meta;           /* the JSON object they make; owned, freed by sh_cmd_index */
     long batch;
     double max_duration_s;
     size_t map_size;
@@ -186,8 +190,14 @@ static int open_shard(const index_cfg *c, bool any_fp, bool read_only, bool crea
     sh_err e = {0};
     int rc = sh_shard_open(c->index, &o, s, &e);
     if (rc)
-        fprintf(stderr, "soundhash index: %s\n", sh_err_text(&e));
+        fprintf(stderr, "soundhash index: --index %s\n", sh_err_text(&e));
     return rc;
+}
+
+/* A missing shard named by --index is a usage error (exit 2), other failures runtime (1). */
+static int open_exit_code(int rc)
+{
+    return rc == SH_ENOTFOUND ? SH_EXIT_USAGE : SH_EXIT_RUNTIME;
 }
 
 static double now_ms(void)
@@ -202,8 +212,12 @@ static double mb_per_hour(const sh_shard_stats *st)
     return st->audio_s > 0 ? (double)st->file_bytes / 1e6 / (st->audio_s / 3600.0) : 0.0;
 }
 
-/* Repacks the shard and prints one JSON line with the sizes before and after. `verb` names the
- * command in messages. Returns an exit code. */
+enum { COMPACT_POLL_MS = 50 };
+
+/* Repacks the shard and prints one JSON line with the sizes before and after. While another
+ * process has the shard open it retries every COMPACT_POLL_MS for up to --wait seconds, so the
+ * time spent waiting (waited_ms) and the compaction itself (elapsed_ms) are reported apart. `verb`
+ * names the command in messages. Returns an exit code. */
 static int run_compact(const index_cfg *c, const char *verb)
 {
     sh_shard_opts o;
@@ -213,20 +227,42 @@ static int run_compact(const index_cfg *c, const char *verb)
     o.fp_version = -1; /* repacking does not read hashes: any fingerprint version */
     sh_shard_stats a, b;
     sh_err e = {0};
-    double t0 = now_ms();
-    int rc = sh_shard_repack(c->index, &o, (int)(c->wait_s * 1000.0), &a, &b, &e);
-    if (rc) {
-        fprintf(stderr, "soundhash %s: %s\n", verb, sh_err_text(&e));
+    const double start = now_ms(), deadline = start + c->wait_s * 1000.0;
+    double t0;
+    bool told = false;
+    int rc;
+    for (;;) {
+        t0 = now_ms();
+        rc = sh_shard_repack(c->index, &o, 0, &a, &b, &e);
+        if (rc != SH_ETRANSIENT || now_ms() >= deadline)
+            break;
+        if (!told) {
+            fprintf(stderr, "soundhash %s: waiting up to %g s for other processes to close the "
+                            "index (%s)\n", verb, c->wait_s, sh_err_text(&e));
+            told = true;
+        }
+        struct timespec pause = {0, COMPACT_POLL_MS * 1000000L};
+        nanosleep(&pause, NULL);
+    }
+    if (rc == SH_ETRANSIENT) {
+        fprintf(stderr, "soundhash %s: %s; %s\n", verb, sh_err_text(&e),
+                c->wait_s > 0 ? "it was still open when --wait ran out"
+                              : "retry with --wait SECONDS to wait for it to be closed");
         return SH_EXIT_RUNTIME;
     }
-    json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f}", "index",
+    if (rc) {
+        fprintf(stderr, "soundhash %s: %s\n", verb, sh_err_text(&e));
+        return open_exit_code(rc);
+    }
+    json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
+                          "index",
                           c->index, "tracks", (json_int_t)b.tracks, "postings",
                           (json_int_t)b.postings, "ranges", (json_int_t)b.ranges, "bytes_before",
                           (json_int_t)a.file_bytes, "bytes_after", (json_int_t)b.file_bytes,
                           "audio_s", b.audio_s, "bytes_per_posting_before", a.bytes_per_posting,
                           "bytes_per_posting", b.bytes_per_posting, "mb_per_audio_hour_before",
-                          mb_per_hour(&a), "mb_per_audio_hour", mb_per_hour(&b), "elapsed_ms",
-                          now_ms() - t0);
+                          mb_per_hour(&a), "mb_per_audio_hour", mb_per_hour(&b), "waited_ms",
+                          t0 - start, "elapsed_ms", now_ms() - t0);
     return print_json(j) ? SH_EXIT_RUNTIME : SH_EXIT_OK;
 }
 
@@ -240,15 +276,10 @@ static int run_add(const index_cfg *c, const sh_strlist *files)
         fprintf(stderr, "soundhash index add: --id must be 1..%d bytes\n", SH_SHARD_ID_MAX);
         return SH_EXIT_USAGE;
     }
-    json_t *meta = c->meta ? json_loads(c->meta, JSON_DECODE_ANY, NULL) : NULL;
-    if (c->meta && !meta) {
-        fprintf(stderr, "soundhash index add: --meta is not valid JSON\n");
-        return SH_EXIT_USAGE;
-    }
-    json_decref(meta);
     sh_shard *s = NULL;
-    if (open_shard(c, false, false, true, &s))
-        return SH_EXIT_RUNTIME;
+    int orc = open_shard(c, false, false, true, &s);
+    if (orc)
+        return open_exit_code(orc);
     sh_fp_config fc;
     sh_fp_config_default(&fc);
     sh_audio_opts ao;
@@ -300,8 +331,9 @@ out:
 static int run_delete(const index_cfg *c, const sh_strlist *ids)
 {
     sh_shard *s = NULL;
-    if (open_shard(c, true, false, false, &s))
-        return SH_EXIT_RUNTIME;
+    int orc = open_shard(c, true, false, false, &s);
+    if (orc)
+        return open_exit_code(orc);
     sh_err e = {0};
     sh_shard_batch *b = NULL;
     size_t infocap = SH_SHARD_ID_MAX + SH_SHARD_TENANT_MAX + SH_SHARD_META_MAX + 3;
@@ -348,8 +380,9 @@ out:
 static int run_stats(const index_cfg *c)
 {
     sh_shard *s = NULL;
-    if (open_shard(c, true, true, false, &s))
-        return SH_EXIT_RUNTIME;
+    int orc = open_shard(c, true, true, false, &s);
+    if (orc)
+        return open_exit_code(orc);
     sh_err e = {0};
     sh_shard_stats st;
     int rc = sh_shard_stats_get(s, &st, &e);
@@ -380,92 +413,171 @@ static void overview(FILE *out)
                  "`soundhash index <verb> --help` lists the options of each.\n");
 }
 
+enum { V_ADD = 1, V_DEL = 2, V_STATS = 4, V_COMPACT = 8, V_ALL = 15 };
+
+/* What each verb takes and says in --help. */
+typedef struct verb_def {
+    const char *name;
+    unsigned bit;
+    const char *usage;
+    const char *summary;
+    const char *examples;
+} verb_def;
+
+static const verb_def verbs[] = {
+    {"add", V_ADD, "--index DIR [options] FILE...",
+     "Fingerprints each audio file and adds it to the shard index in DIR (created if missing), "
+     "replacing a track of the same id. Prints one JSON line per file: "
+     "{\"file\",\"track_id\",\"status\":\"added\"|\"replaced\",\"hashes\",\"duration_s\"}. "
+     "--meta takes key=value or a JSON object of scalar values (repeatable; as `ingest publish`); "
+     "the metadata is stored as one JSON object. Exit 1 if any FILE failed (each is named on "
+     "stderr).",
+     "soundhash index add --index idx music/*.flac\n"
+     "soundhash index add --index idx --id t42 --meta artist=X --meta '{\"year\":1999}' a.ogg"},
+    {"delete", V_DEL, "--index DIR ID...",
+     "Deletes tracks by id and compacts the index. Prints one JSON line per id: "
+     "{\"track_id\",\"deleted\":true|false}. Exit 1 if an id is not in the index.",
+     "soundhash index delete --index idx t42 t43"},
+    {"stats", V_STATS, "--index DIR",
+     "Prints the index's counts and sizes as one JSON object: index, fp_version, tracks, postings, "
+     "dead_postings, ranges, file_bytes, used_bytes, audio_s, bytes_per_posting, postings_per_s, "
+     "mb_per_audio_hour.",
+     "soundhash index stats --index idx"},
+    {"compact", V_COMPACT, "--index DIR [--wait S]",
+     "Repacks the index and gives the freed space back (the file shrinks): compacts, writes a "
+     "compacted copy next to it and renames it over the data file. Refused (exit 1) while another "
+     "process has the index open, reader or writer, unless it closes within --wait seconds; "
+     "processes opening the index meanwhile wait until the compact is done. Prints one JSON "
+     "object: index, tracks, postings, ranges, bytes_before, bytes_after, audio_s, "
+     "bytes_per_posting(_before), mb_per_audio_hour(_before), waited_ms (waiting for other "
+     "processes), elapsed_ms (the compaction).",
+     "soundhash index compact --index idx\n"
+     "soundhash index compact --index idx --wait 30"},
+};
+
+/* Copies the options `bit` takes from `all` into `out` (terminated). */
+static void select_opts(const sh_opt *all, const unsigned *takes, unsigned bit, sh_opt *out)
+{
+    size_t n = 0;
+    for (size_t i = 0; all[i].name; i++) {
+        if (takes[i] & bit)
+            out[n++] = all[i];
+    }
+    memset(&out[n], 0, sizeof out[n]);
+}
+
+/* Checks what the option parser cannot (positional arguments, value ranges); returns -1 to go
+ * on, or SH_EXIT_USAGE after saying what is wrong. */
+static int check_args(const index_cfg *c, const sh_cmd_spec *spec, unsigned bit)
+{
+    struct stat st;
+    if ((bit & (V_ADD | V_DEL)) && spec->args.n == 0)
+        fprintf(stderr, "soundhash %s: no %s given (see --help)\n", spec->name,
+                bit == V_ADD ? "FILE" : "ID");
+    else if ((bit & (V_STATS | V_COMPACT)) && spec->args.n)
+        fprintf(stderr, "soundhash %s: unexpected argument '%s'\n", spec->name, spec->args.v[0]);
+    else if (!(c->wait_s >= 0 && c->wait_s <= 86400))
+        fprintf(stderr, "soundhash %s: --wait must be 0..86400 seconds\n", spec->name);
+    else if (bit == V_ADD && !(c->max_duration_s > 0))
+        fprintf(stderr, "soundhash %s: --max-duration must be > 0\n", spec->name);
+    else if (stat(c->index, &st) == 0 && !S_ISDIR(st.st_mode))
+        fprintf(stderr, "soundhash %s: --index %s: not a directory (an index is a directory)\n",
+                spec->name, c->index);
+    else
+        return -1;
+    return SH_EXIT_USAGE;
+}
+
+/* --meta entries → one JSON object text in c->meta. Returns -1 or an exit code. */
+static int build_meta(index_cfg *c, const char *cmd)
+{
+    if (!c->meta_list.n)
+        return -1;
+    sh_strlist kv = {0};
+    sh_err e = {0};
+    int rc = sh_opt_meta_pairs(&c->meta_list, &kv, &e);
+    json_t *o = rc ? NULL : json_object();
+    for (size_t i = 0; o && i + 1 < kv.n; i += 2) {
+        if (json_object_set_new(o, kv.v[i], json_string(kv.v[i + 1])))
+            rc = sh_err_set(&e, SH_EUSAGE, "--meta: key '%.64s' is not valid UTF-8", kv.v[i]);
+    }
+    sh_strlist_clear(&kv);
+    if (!rc && !o)
+        rc = sh_err_set(&e, SH_ENOMEM, "out of memory");
+    if (!rc && !(c->meta = json_dumps(o, JSON_COMPACT)))
+        rc = sh_err_set(&e, SH_ENOMEM, "out of memory");
+    json_decref(o);
+    if (!rc && strlen(c->meta) > SH_SHARD_META_MAX)
+        rc = sh_err_set(&e, SH_EUSAGE, "--meta: %zu bytes of JSON, over the %d-byte limit",
+                        strlen(c->meta), SH_SHARD_META_MAX);
+    if (!rc)
+        return -1;
+    fprintf(stderr, "soundhash %s: %s\n", cmd, sh_err_text(&e));
+    return rc == SH_EUSAGE ? SH_EXIT_USAGE : SH_EXIT_RUNTIME;
+}
+
 int sh_cmd_index(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         overview(argc < 2 ? stderr : stdout);
         return argc < 2 ? SH_EXIT_USAGE : SH_EXIT_OK;
     }
-    const char *verb = argv[1];
-    bool add = !strcmp(verb, "add"), del = !strcmp(verb, "delete"), stats = !strcmp(verb, "stats");
-    bool compact = !strcmp(verb, "compact");
-    if (!add && !del && !stats && !compact) {
-        fprintf(stderr, "soundhash index: unknown verb '%s'\n", verb);
+    const verb_def *v = NULL;
+    for (size_t i = 0; i < sizeof verbs / sizeof verbs[0]; i++) {
+        if (!strcmp(argv[1], verbs[i].name))
+            v = &verbs[i];
+    }
+    if (!v) {
+        fprintf(stderr, "soundhash index: unknown verb '%s'\n", argv[1]);
         overview(stderr);
         return SH_EXIT_USAGE;
     }
     index_cfg c = {0};
     bool tty = isatty(STDERR_FILENO);
-    sh_opt opts[] = {
-        {"index", 'i', SH_OPT_STR, &c.index, NULL, "index directory (created by add)",
-         SH_OPT_REQUIRED, 0, 0},
-        {"id", 0, SH_OPT_STR, &c.id, NULL, "add: track id (default: file name without extension)",
-         0, 0, 0},
-        {"tenant", 0, SH_OPT_STR, &c.tenant, NULL, "add: tenant recorded with the tracks", 0, 0, 0},
-        {"meta", 0, SH_OPT_STR, &c.meta, NULL, "add: metadata JSON recorded with the tracks", 0, 0,
-         0},
-        {"batch", 0, SH_OPT_INT, &c.batch, "64", "add: files per transaction", 0, 1, 100000},
+    const sh_opt all[] = {
+        {"index", 'i', SH_OPT_STR, &c.index, NULL, "index directory", SH_OPT_REQUIRED, 0, 0},
+        {"id", 0, SH_OPT_STR, &c.id, NULL, "track id (default: file name without extension)", 0,
+         0, 0},
+        {"tenant", 0, SH_OPT_STR, &c.tenant, NULL, "tenant recorded with the tracks", 0, 0, 0},
+        {"meta", 0, SH_OPT_LIST, &c.meta_list, NULL,
+         "metadata: key=value or a JSON object (repeatable)", 0, 0, 0},
+        {"batch", 0, SH_OPT_INT, &c.batch, "64", "files per transaction", 0, 1, 100000},
         {"max-duration", 0, SH_OPT_DOUBLE, &c.max_duration_s, "10800",
-         "add: reject audio longer than this many seconds", 0, 0, 0},
+         "reject audio longer than this many seconds", 0, 0, 0},
         {"map-size", 0, SH_OPT_SIZE, &c.map_size, "64M", "initial LMDB map size (grows when full)",
          0, 0, 0},
         {"progress", 0, SH_OPT_BOOL, &c.progress, tty ? "true" : "false",
-         "add: progress bar on stderr (default: when stderr is a terminal)", 0, 0, 0},
+         "progress bar on stderr (on by default when stderr is a terminal)", 0, 0, 0},
         {"compact", 0, SH_OPT_BOOL, &c.compact, "false",
-         "add: compact the index once the files are added (as `index compact`)", 0, 0, 0},
+         "compact the index once the files are added (as `index compact`)", 0, 0, 0},
         {"wait", 0, SH_OPT_DOUBLE, &c.wait_s, "0",
-         "compact, add --compact: seconds to wait for other processes to close the index", 0, 0,
-         0},
+         "seconds to wait for other processes to close the index before compacting", 0, 0, 0},
         {NULL, 0, 0, NULL, NULL, NULL, 0, 0, 0},
     };
+    static const unsigned takes[] = {V_ALL, V_ADD, V_ADD, V_ADD, V_ADD, V_ADD,
+                                     V_ADD | V_DEL | V_COMPACT, V_ADD, V_ADD, V_ADD | V_COMPACT};
+    _Static_assert(sizeof takes / sizeof takes[0] + 1 == sizeof all / sizeof all[0],
+                   "one verb mask per option");
+    sh_opt opts[sizeof all / sizeof all[0]];
+    select_opts(all, takes, v->bit, opts);
+    char name[32];
+    snprintf(name, sizeof name, "index %s", v->name);
     sh_cmd_spec spec = {
-        .name = add       ? "index add"
-                : del     ? "index delete"
-                : compact ? "index compact"
-                          : "index stats",
-        .usage = add   ? "--index DIR [options] FILE..."
-                 : del ? "--index DIR ID..."
-                       : "--index DIR",
-        .summary = add   ? "Fingerprints each audio file and adds it to the shard index in DIR "
-                           "(created if missing), replacing a track of the same id. One JSON line "
-                           "per file."
-                   : del ? "Deletes tracks by id; one JSON line per id. Exit 1 if an id is missing."
-                   : compact
-                       ? "Repacks the index and gives the freed space back (the file shrinks): "
-                         "compacts, writes a compacted copy next to it and renames it over the "
-                         "data file. Refused (exit 1) while another process has the index open, "
-                         "reader or writer, unless it closes within --wait seconds; processes "
-                         "opening the index meanwhile wait until the compact is done. Prints one "
-                         "JSON object: bytes_before, bytes_after, bytes_per_posting, "
-                         "mb_per_audio_hour (and their _before values), elapsed_ms."
-                       : "Prints the index's counts and sizes as one JSON object.",
-        .opts = opts,
-    };
+        .name = name, .usage = v->usage, .summary = v->summary, .examples = v->examples,
+        .opts = opts};
     sh_err err = {0};
     int rc = sh_opt_parse(&spec, argc - 1, argv + 1, &err);
     int code = sh_opt_exit_code(&spec, rc, &err);
-    if (code >= 0) {
-        sh_opt_free(&spec);
-        return code;
-    }
-    if ((add || del) && spec.args.n == 0) {
-        fprintf(stderr, "soundhash %s: no %s given (see --help)\n", spec.name, add ? "FILE" : "ID");
-        code = SH_EXIT_USAGE;
-    } else if ((stats || compact) && spec.args.n) {
-        fprintf(stderr, "soundhash %s: unexpected argument '%s'\n", spec.name, spec.args.v[0]);
-        code = SH_EXIT_USAGE;
-    } else if (!(c.wait_s >= 0 && c.wait_s <= 86400)) {
-        fprintf(stderr, "soundhash %s: --wait must be 0..86400 seconds\n", spec.name);
-        code = SH_EXIT_USAGE;
-    } else if (!(c.max_duration_s > 0)) {
-        fprintf(stderr, "soundhash %s: --max-duration must be > 0\n", spec.name);
-        code = SH_EXIT_USAGE;
-    } else {
-        code = add       ? run_add(&c, &spec.args)
-               : del     ? run_delete(&c, &spec.args)
-               : compact ? run_compact(&c, spec.name)
-                         : run_stats(&c);
-    }
+    if (code < 0)
+        code = check_args(&c, &spec, v->bit);
+    if (code < 0)
+        code = build_meta(&c, spec.name);
+    if (code < 0)
+        code = v->bit == V_ADD   ? run_add(&c, &spec.args)
+               : v->bit == V_DEL ? run_delete(&c, &spec.args)
+               : v->bit == V_COMPACT ? run_compact(&c, spec.name)
+                                     : run_stats(&c);
+    free(c.meta);
     sh_opt_free(&spec);
     return code;
 }

@@ -1,9 +1,11 @@
 /* cmd_match.c — `soundhash match --index DIR [--top K] FILE...`: identify clips against a shard.
  *
  * One JSON object per line per file:
- *   {"query":"clip.wav","match":{"track_id","offset_s","duration_s","score","confidence"}|null,
- *    "elapsed_ms":1.9[,"candidates":[{...},...]]}
- * `candidates` (with --top K > 1) lists up to K tracks above the no-match threshold, best first.
+ *   {"query":"clip.wav","match":{"track_id","offset_s","duration_s","score","confidence","scale"}
+ *    |null,"elapsed_ms":1.9[,"candidates":[{...},...]]}
+ * `candidates` (with --top K > 1) lists up to K tracks above the no-match threshold, best first,
+ * each an object like `match` (the first is `match` itself); [] when nothing matched. `scale` is
+ * the estimated time-scale of the clip against the track (1.02: the clip plays 2 % fast).
  * elapsed_ms covers decode + fingerprint + lookup + ranking of that file (not process start or
  * opening the index). A file that fails is named on stderr, the others go on, and the exit code is
  * then 1. Usage errors exit 2.
@@ -52,8 +54,9 @@ static json_t *result_json(match_ctx *x, const sh_match_result *r)
     sh_shard_info info;
     if (sh_shard_info_by_track(x->s, r->track, &info, x->infobuf, x->infocap, NULL))
         return NULL;
-    return json_pack("{s:s, s:f, s:f, s:i, s:f}", "track_id", info.id, "offset_s", r->offset_s,
-                     "duration_s", r->duration_s, "score", r->score, "confidence", r->confidence);
+    return json_pack("{s:s, s:f, s:f, s:i, s:f, s:f}", "track_id", info.id, "offset_s",
+                     r->offset_s, "duration_s", r->duration_s, "score", r->score, "confidence",
+                     r->confidence, "scale", r->scale);
 }
 
 /* Matches one file and prints its line. Returns 0 or an error already reported. */
@@ -119,8 +122,13 @@ static int run(const match_cfg *c, const sh_strlist *files)
     x.ao.max_duration_s = c->max_duration_s;
     x.infocap = SH_SHARD_ID_MAX + SH_SHARD_TENANT_MAX + SH_SHARD_META_MAX + 3;
     int code = SH_EXIT_RUNTIME;
-    if (sh_shard_open(c->index, &so, &x.s, &e) || sh_fp_new(&qc, &x.fp, &e) ||
-        sh_matcher_new(&qc, &x.m, &e)) {
+    int orc = sh_shard_open(c->index, &so, &x.s, &e);
+    if (orc) { /* a missing shard at --index is a usage error */
+        fprintf(stderr, "soundhash match: --index %s\n", sh_err_text(&e));
+        code = orc == SH_ENOTFOUND ? SH_EXIT_USAGE : SH_EXIT_RUNTIME;
+        goto out;
+    }
+    if (sh_fp_new(&qc, &x.fp, &e) || sh_matcher_new(&qc, &x.m, &e)) {
         fprintf(stderr, "soundhash match: %s\n", sh_err_text(&e));
         goto out;
     }
@@ -170,8 +178,12 @@ int sh_cmd_match(int argc, char **argv)
         .name = "match",
         .usage = "--index DIR [--top K] FILE...",
         .summary = "Identifies each audio clip against the shard index in DIR. One JSON line per "
-                   "file: query, match (track_id, offset_s, duration_s, score, confidence) or "
-                   "null when nothing in the index matches, elapsed_ms.",
+                   "file: query, match {track_id, offset_s, duration_s, score, confidence, scale} "
+                   "or null when nothing in the index matches, elapsed_ms; with --top K > 1 also "
+                   "candidates: up to K such objects, best first. Exit 1 if any FILE failed (each "
+                   "is named on stderr).",
+        .examples = "soundhash match --index idx clip.wav\n"
+                    "soundhash match --index idx --top 5 clips/*.wav",
         .opts = opts,
     };
     sh_err err = {0};

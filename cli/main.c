@@ -1,5 +1,9 @@
 /* soundhash — one binary, many subcommands. main() only dispatches; every subcommand parses its
- * own options (core/sh_opt.h) and returns its exit code. */
+ * own options (core/sh_opt.h) and returns its exit code.
+ *
+ *   soundhash help                 every command and subcommand, one line each
+ *   soundhash help CMD [SUB]       that command's --help (same as `soundhash CMD [SUB] --help`)
+ */
 #include "sh_cmds.h"
 #include "sh_opt.h"
 
@@ -9,38 +13,91 @@
 typedef struct sh_cmd_entry {
     const char *name;
     int (*fn)(int argc, char **argv);
-    const char *summary;
 } sh_cmd_entry;
+
+/* One line of `soundhash help` per (sub)command a user can run. */
+typedef struct sh_help_line {
+    const char *cmd;
+    const char *sub; /* NULL: the command itself */
+    const char *summary;
+} sh_help_line;
 
 static const sh_cmd_entry *commands(size_t *n)
 {
     static const sh_cmd_entry table[] = {
-        {"fingerprint", sh_cmd_fingerprint, "print landmark fingerprints of audio files (JSON)"},
-        {"index", sh_cmd_index, "add/delete tracks in a local shard index; stats"},
-        {"match", sh_cmd_match, "identify audio clips against a local shard index"},
-        {"broker", sh_cmd_broker, "run a local Kafka-protocol broker (librdkafka mock; dev/test)"},
-        {"ingest", sh_cmd_ingest, "publish audio events: publish, delete, reindex"},
-        {"db", sh_cmd_db, "primary PostgreSQL: start, stop, migrate"},
-        {"worker", sh_cmd_worker, "consume audio events, fingerprint, write the primary"},
-        {"replicator", sh_cmd_replicator, "stream index deltas from the primary to Kafka"},
-        {"edge", sh_cmd_edge, "apply index deltas to a local shard and serve /v1/match"},
+        {"fingerprint", sh_cmd_fingerprint}, {"index", sh_cmd_index},
+        {"match", sh_cmd_match},             {"broker", sh_cmd_broker},
+        {"ingest", sh_cmd_ingest},           {"db", sh_cmd_db},
+        {"worker", sh_cmd_worker},           {"dlq", sh_cmd_dlq},
+        {"replicator", sh_cmd_replicator},   {"edge", sh_cmd_edge},
     };
     *n = sizeof table / sizeof table[0];
     return table;
 }
 
-static void usage(FILE *out)
+static const sh_help_line help_lines[] = {
+    {"fingerprint", NULL, "print landmark fingerprints of audio files (JSON lines)"},
+    {"index", "add", "fingerprint audio files into a local shard index (JSON lines)"},
+    {"index", "delete", "delete tracks from a local shard index by id"},
+    {"index", "stats", "counts and sizes of a local shard index (JSON)"},
+    {"index", "compact", "repack a local shard index and shrink its file (JSON)"},
+    {"match", NULL, "identify audio clips against a local shard index (JSON lines)"},
+    {"broker", NULL, "run a local Kafka-protocol broker (librdkafka mock; dev/test)"},
+    {"broker", "topics", "check (or --create) the SoundHash topics on a Kafka cluster"},
+    {"ingest", "publish", "publish audio events for files, URLs or a manifest"},
+    {"ingest", "delete", "publish delete events for track ids"},
+    {"ingest", "reindex", "re-fingerprint tracks of the primary at a controlled rate"},
+    {"db", "start", "start a private local PostgreSQL cluster (dev/test)"},
+    {"db", "stop", "stop it"},
+    {"db", "migrate", "create/upgrade the primary's schema (JSON)"},
+    {"db", "status", "schema version and row counts of the primary (JSON)"},
+    {"worker", NULL, "consume audio events, fingerprint, write the primary"},
+    {"dlq", "show", "print the dead letters as JSON lines and exit"},
+    {"dlq", "tail", "follow the dead letters as JSON lines until stopped"},
+    {"replicator", NULL, "stream index deltas from the primary to Kafka"},
+    {"edge", NULL, "apply index deltas to a local shard and serve /v1/match"},
+};
+
+static int (*command_fn(const char *name))(int, char **)
 {
     size_t n;
     const sh_cmd_entry *t = commands(&n);
-    fprintf(out, "usage: soundhash <command> [options] [args]\n\ncommands:\n");
     for (size_t i = 0; i < n; i++) {
-        if (t[i].fn)
-            fprintf(out, "  %-12s %s\n", t[i].name, t[i].summary);
+        if (!strcmp(t[i].name, name))
+            return t[i].fn; /* NULL while the component is not built */
     }
-    fprintf(out, "  %-12s %s\n  %-12s %s\n\n", "help", "this list", "version", "print the version");
-    fprintf(out, "`soundhash <command> --help` describes a command's options. Exit codes: 0 success,\n"
-                 "1 runtime error (message on stderr), 2 usage error.\n");
+    return NULL;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: soundhash <command> [subcommand] [options] [args]\n\ncommands:\n");
+    char name[64];
+    for (size_t i = 0; i < sizeof help_lines / sizeof help_lines[0]; i++) {
+        const sh_help_line *h = &help_lines[i];
+        if (!command_fn(h->cmd))
+            continue;
+        snprintf(name, sizeof name, "%s%s%s", h->cmd, h->sub ? " " : "", h->sub ? h->sub : "");
+        fprintf(out, "  %-20s %s\n", name, h->summary);
+    }
+    fprintf(out, "  %-20s %s\n  %-20s %s\n\n", "help [CMD [SUB]]", "this list, or a command's help",
+            "version", "print the version");
+    fprintf(out, "`soundhash help CMD [SUB]` or `soundhash CMD [SUB] --help` describes a command's\n"
+                 "options. Exit codes: 0 success, 1 runtime error (message on stderr), 2 usage\n"
+                 "error (bad or missing option, bad value, missing path).\n");
+}
+
+/* `soundhash help CMD [SUB]`: runs CMD [SUB] --help. */
+static int help_for(int argc, char **argv)
+{
+    int (*fn)(int, char **) = command_fn(argv[0]);
+    if (!fn) {
+        fprintf(stderr, "soundhash help: unknown command '%s' (see `soundhash help`)\n", argv[0]);
+        return SH_EXIT_USAGE;
+    }
+    char help[] = "--help";
+    char *args[4] = {argv[0], argc > 1 ? argv[1] : help, argc > 1 ? help : NULL, NULL};
+    return fn(argc > 1 ? 3 : 2, args);
 }
 
 int main(int argc, char **argv)
@@ -51,6 +108,12 @@ int main(int argc, char **argv)
     }
     const char *name = argv[1];
     if (!strcmp(name, "help") || !strcmp(name, "--help") || !strcmp(name, "-h")) {
+        if (argc > 4) {
+            fprintf(stderr, "soundhash help: expected CMD [SUB]\n");
+            return SH_EXIT_USAGE;
+        }
+        if (argc > 2)
+            return help_for(argc - 2, argv + 2);
         usage(stdout);
         return SH_EXIT_OK;
     }
@@ -58,12 +121,9 @@ int main(int argc, char **argv)
         printf("soundhash %s\n", SH_VERSION);
         return SH_EXIT_OK;
     }
-    size_t n;
-    const sh_cmd_entry *t = commands(&n);
-    for (size_t i = 0; i < n; i++) {
-        if (!strcmp(t[i].name, name) && t[i].fn)
-            return t[i].fn(argc - 1, argv + 1);
-    }
+    int (*fn)(int, char **) = command_fn(name);
+    if (fn)
+        return fn(argc - 1, argv + 1);
     fprintf(stderr, "soundhash: unknown command '%s' (see `soundhash help`)\n", name);
     return SH_EXIT_USAGE;
 }

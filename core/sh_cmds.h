@@ -17,6 +17,7 @@ SH_CMD(sh_cmd_broker);      /* broker/ */
 SH_CMD(sh_cmd_ingest);      /* ingest/ */
 SH_CMD(sh_cmd_db);          /* workers/ (the primary's schema belongs to the workers) */
 SH_CMD(sh_cmd_worker);      /* workers/ */
+SH_CMD(sh_cmd_dlq);         /* cli/cmd_dlq.c (reads the dead-letter topic) */
 SH_CMD(sh_cmd_replicator);  /* replicator/ */
 SH_CMD(sh_cmd_edge);        /* edge/ */
 

@@ -3,11 +3,14 @@
  *   soundhash db start --dir DIR [--port P]   private local cluster (initdb on first use); prints
  *                                            its DSN on stdout and writes DIR/dsn
  *   soundhash db stop --dir DIR              stops it (exit 0 also if it was not running)
- *   soundhash db migrate --dsn DSN           applies pending migrations; prints each applied
- *                                            version ("applied N name"), then "schema version N"
- *   soundhash db status --dsn DSN            schema version, counts, last change seq
+ *   soundhash db migrate --dsn DSN           applies pending migrations; one JSON line
+ *                                            {"schema_version":N,"applied":[versions applied now]}
+ *   soundhash db status --dsn DSN            one JSON line: schema_version, known_version,
+ *                                            migrated, tracks_active, tracks_deleted,
+ *                                            fingerprint_rows, hashes, changes, last_seq
  * The password comes from SOUNDHASH_DB_PASSWORD, --db-password-file F, PGPASSWORD or a passfile
- * named in the DSN — never from argv. Exit codes: 0 ok, 1 runtime error, 2 usage error.
+ * named in the DSN — never from argv. Exit codes: 0 ok, 1 runtime error, 2 usage error (also a
+ * --pg-bin without initdb).
  */
 #include "sh_cmds.h"
 #include "sh_opt.h"
@@ -15,8 +18,10 @@
 #include "sh_primary.h"
 
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct db_cfg {
     char *dir;
@@ -120,9 +125,10 @@ static int db_migrate(const db_cfg *c)
         e.code = rc;
         return db_fail("migrate", &e);
     }
+    printf("{\"schema_version\":%d,\"applied\":[", sh_primary_schema_version());
     for (size_t i = 0; i < n; i++)
-        printf("applied %d\n", applied[i]);
-    printf("schema version %d\n", sh_primary_schema_version());
+        printf("%s%d", i ? "," : "", applied[i]);
+    printf("]}\n");
     return SH_EXIT_OK;
 }
 
@@ -136,30 +142,110 @@ static int db_status(const db_cfg *c)
     size_t n = 0;
     sh_primary_counts k = {0};
     int rc = sh_primary_applied_versions(db, v, 64, &n, &e);
-    if (!rc)
+    /* No schema_migrations table (SQLSTATE 42P01 undefined_table): a database nobody migrated. */
+    if (rc == SH_EDB && strstr(e.msg, "42P01")) {
+        sh_primary_free(db);
+        fprintf(stderr, "soundhash db status: not migrated: run `soundhash db migrate` with the "
+                        "same --dsn first\n");
+        return SH_EXIT_RUNTIME;
+    }
+    const int have = n ? v[n - 1] : 0, known = sh_primary_schema_version();
+    if (!rc && have == known)
         rc = sh_primary_counts_get(db, &k, &e);
     sh_primary_free(db);
     if (rc) {
         e.code = rc;
         return db_fail("status", &e);
     }
-    printf("schema_version=%d known=%d\n", n ? v[n - 1] : 0, sh_primary_schema_version());
-    printf("tracks_active=%" PRId64 " tracks_deleted=%" PRId64 " fingerprint_rows=%" PRId64
-           " hashes=%" PRId64 " changes=%" PRId64 " last_seq=%" PRId64 "\n",
-           k.tracks_active, k.tracks_deleted, k.fingerprint_rows, k.hashes, k.changes, k.last_seq);
+    if (have != known) /* older: the counts' tables may not exist yet; newer: another build's */
+        fprintf(stderr, "soundhash db status: schema version %d, this build knows %d: %s\n", have,
+                known, have < known ? "run `soundhash db migrate`"
+                                    : "this binary is older than the database's schema");
+    printf("{\"schema_version\":%d,\"known_version\":%d,\"migrated\":%s", have, known,
+           have == known ? "true" : "false");
+    if (have == known)
+        printf(",\"tracks_active\":%" PRId64 ",\"tracks_deleted\":%" PRId64
+               ",\"fingerprint_rows\":%" PRId64 ",\"hashes\":%" PRId64 ",\"changes\":%" PRId64
+               ",\"last_seq\":%" PRId64,
+               k.tracks_active, k.tracks_deleted, k.fingerprint_rows, k.hashes, k.changes,
+               k.last_seq);
+    printf("}\n");
     return SH_EXIT_OK;
+}
+
+/* What each subcommand takes and says in --help. */
+typedef struct db_sub {
+    const char *name;
+    int (*run)(const db_cfg *);
+    bool dsn;           /* takes the DSN options, else the cluster options */
+    unsigned dir_opts;  /* bit i: the i-th cluster option applies */
+    const char *usage;
+    const char *summary;
+    const char *examples;
+} db_sub;
+
+static const db_sub subs[] = {
+    {"start", db_start, false, 0x1f, "--dir DIR [--port P] [--pg-bin DIR]",
+     "Starts a private local PostgreSQL cluster for development and tests in DIR (initdb on "
+     "first use, wal_level=logical, 127.0.0.1 only) and prints its DSN (also written to DIR/dsn; "
+     "the password is in a passfile the DSN names, never in the DSN).",
+     "soundhash db start --dir /tmp/sh-pg\n"
+     "soundhash db start --dir /tmp/sh-pg --port 5433 --pg-bin /usr/lib/postgresql/15/bin"},
+    {"stop", db_stop, false, 0x1d, "--dir DIR",
+     "Stops the private cluster in DIR (fast shutdown); exit 0 also when it was not running "
+     "(exit 1 when DIR holds no cluster).",
+     "soundhash db stop --dir /tmp/sh-pg"},
+    {"migrate", db_migrate, true, 0, "--dsn DSN",
+     "Applies pending schema migrations (idempotent; each in a transaction, recorded in "
+     "schema_migrations). Prints one JSON line: {\"schema_version\":N,\"applied\":[versions "
+     "applied by this run]}.",
+     "soundhash db migrate --dsn \"$(cat /tmp/sh-pg/dsn)\"\n"
+     "SOUNDHASH_DB_PASSWORD_FILE=/run/secrets/pg soundhash db migrate --dsn 'host=db user=sh'"},
+    {"status", db_status, true, 0, "--dsn DSN",
+     "Prints one JSON line: schema_version, known_version (this build's), migrated, and when "
+     "migrated tracks_active, tracks_deleted, fingerprint_rows, hashes, changes, last_seq. An "
+     "unmigrated database is an error that says to run `soundhash db migrate`.",
+     "soundhash db status --dsn \"$(cat /tmp/sh-pg/dsn)\""},
+};
+
+static void db_usage(FILE *out)
+{
+    fputs(USAGE, out);
+}
+
+/* `--pg-bin DIR` must hold initdb: say so now, not as an empty reason from a failed spawn. */
+static int check_pg_bin(const db_cfg *c, const char *cmd, const char *prog)
+{
+    if (!c->pg_bin || !*c->pg_bin)
+        return -1;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", c->pg_bin, prog);
+    if (access(path, X_OK) == 0)
+        return -1;
+    fprintf(stderr, "soundhash %s: --pg-bin %s: no %s in %s (want PostgreSQL's bin directory, "
+                    "e.g. /usr/lib/postgresql/15/bin)\n", cmd, c->pg_bin, prog, c->pg_bin);
+    return SH_EXIT_USAGE;
 }
 
 int sh_cmd_db(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        fputs(USAGE, argc < 2 ? stderr : stdout);
+        db_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? SH_EXIT_USAGE : SH_EXIT_OK;
     }
-    const char *sub = argv[1];
+    const db_sub *sub = NULL;
+    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++) {
+        if (!strcmp(argv[1], subs[i].name))
+            sub = &subs[i];
+    }
+    if (!sub) {
+        fprintf(stderr, "soundhash db: unknown subcommand '%s'\n", argv[1]);
+        db_usage(stderr);
+        return SH_EXIT_USAGE;
+    }
     db_cfg c = {0};
-    sh_opt dir_opts[] = {
-        {"dir", 0, SH_OPT_STR, &c.dir, NULL, "cluster directory (created if missing)",
+    const sh_opt dir_opts[] = {
+        {"dir", 0, SH_OPT_STR, &c.dir, NULL, "cluster directory (start creates it)",
          SH_OPT_REQUIRED, 0, 0},
         {"port", 0, SH_OPT_INT, &c.port, "0",
          "TCP port on 127.0.0.1 (0: the previous one if free, else any free port)", 0, 0, 65535},
@@ -184,35 +270,22 @@ int sh_cmd_db(int argc, char **argv)
          "server-side limit per statement", 0, 1, 86400000},
         {NULL, 0, 0, NULL, NULL, NULL, 0, 0, 0},
     };
-    sh_cmd_spec spec = {0};
-    int (*run)(const db_cfg *) = NULL;
-    if (!strcmp(sub, "start") || !strcmp(sub, "stop")) {
-        spec.name = !strcmp(sub, "start") ? "db start" : "db stop";
-        spec.usage = "--dir DIR";
-        spec.summary = !strcmp(sub, "start")
-                           ? "Starts a private local PostgreSQL cluster for development and "
-                             "tests in DIR (initdb on first use, wal_level=logical, 127.0.0.1 "
-                             "only) and prints its DSN (also written to DIR/dsn)."
-                           : "Stops the private cluster in DIR (fast shutdown); exit 0 also when "
-                             "it was not running (exit 1 when DIR holds no cluster).";
-        spec.opts = dir_opts;
-        run = !strcmp(sub, "start") ? db_start : db_stop;
-    } else if (!strcmp(sub, "migrate") || !strcmp(sub, "status")) {
-        spec.name = !strcmp(sub, "migrate") ? "db migrate" : "db status";
-        spec.usage = "--dsn DSN";
-        spec.summary = !strcmp(sub, "migrate")
-                           ? "Applies pending schema migrations (idempotent; each in a "
-                             "transaction, recorded in schema_migrations)."
-                           : "Prints the schema version and row counts.";
-        spec.opts = dsn_opts;
-        run = !strcmp(sub, "migrate") ? db_migrate : db_status;
-    } else {
-        fprintf(stderr, "soundhash db: unknown subcommand '%s'\n%s", sub, USAGE);
-        return SH_EXIT_USAGE;
+    sh_opt chosen[sizeof dir_opts / sizeof dir_opts[0]];
+    size_t n = 0;
+    for (size_t i = 0; dir_opts[i].name; i++) {
+        if (sub->dir_opts & (1u << i))
+            chosen[n++] = dir_opts[i];
     }
+    memset(&chosen[n], 0, sizeof chosen[n]);
+    char name[32];
+    snprintf(name, sizeof name, "db %s", sub->name);
+    sh_cmd_spec spec = {.name = name, .usage = sub->usage, .summary = sub->summary,
+                        .examples = sub->examples, .opts = sub->dsn ? dsn_opts : chosen};
     int code = db_parse(&spec, argc - 1, argv + 1);
+    if (code < 0 && !sub->dsn)
+        code = check_pg_bin(&c, spec.name, sub->run == db_start ? "initdb" : "pg_ctl");
     if (code < 0)
-        code = run(&c);
+        code = sub->run(&c);
     sh_opt_free(&spec);
     return code;
 }

@@ -64,8 +64,8 @@ expect_exit 2 "$SH_BIN" index add --index "$IDX" --id x "$Q/a.wav" "$Q/b.wav"
 expect_exit 2 "$SH_BIN" match --index "$IDX" --min-confidence -0.5 "$Q/a.wav"
 expect_exit 2 "$SH_BIN" match --index "$IDX" --top 0 "$Q/a.wav"
 expect_exit 1 "$SH_BIN" index delete --index "$IDX" no-such-track
-expect_exit 1 "$SH_BIN" match --index "$SH_TMP/nowhere" "$Q/a.wav"
-check "missing index named on stderr" grep -q "no shard index" "$SH_TMP/err"
+expect_exit 2 "$SH_BIN" match --index "$SH_TMP/nowhere" "$Q/a.wav"  # a missing --index: usage
+check "missing index named on stderr" grep -q -- "--index .*no shard index" "$SH_TMP/err"
 head -c 20000 /dev/urandom > "$SH_TMP/junk.wav"
 expect_exit 1 "$SH_BIN_ASAN" match --index "$IDX" "$SH_TMP/junk.wav" "$Q/b.wav"
 check "a bad file does not stop the others" grep -q "\"track_id\":\"${T[2]}\"" "$SH_TMP/out"
@@ -74,14 +74,14 @@ expect_exit 1 "$SH_BIN_ASAN" index stats --index "$SH_TMP/bad"
 check "corrupted index: clear error" grep -q "not a SoundHash shard" "$SH_TMP/err"
 
 # delete/stats/match never create an index: a mistyped directory stays absent.
-expect_exit 1 "$SH_BIN" index delete --index "$SH_TMP/typo" some-id
+expect_exit 2 "$SH_BIN" index delete --index "$SH_TMP/typo" some-id
 check "delete on a missing index: clear error" grep -q "no shard index" "$SH_TMP/err"
 check "delete on a missing index creates nothing" test ! -e "$SH_TMP/typo"
 mkdir "$SH_TMP/emptydir"
-expect_exit 1 "$SH_BIN" index delete --index "$SH_TMP/emptydir" some-id
+expect_exit 2 "$SH_BIN" index delete --index "$SH_TMP/emptydir" some-id
 check "delete on an empty directory writes nothing" test -z "$(ls -A "$SH_TMP/emptydir")"
 : > "$SH_TMP/afile"
-expect_exit 1 "$SH_BIN" index add --index "$SH_TMP/afile" "$Q/a.wav"
+expect_exit 2 "$SH_BIN" index add --index "$SH_TMP/afile" "$Q/a.wav"
 check "an index path that is a file: clear error" grep -q "not a directory" "$SH_TMP/err"
 
 # --id must fit the shard's 256-byte limit: refused as a usage error, never silently cut.
@@ -134,12 +134,15 @@ for i in 0 1 2 3 4 5 6 7; do expect_exit 0 "$SH_BIN" index add --index "$CP" "$D
 expect_exit 0 "$SH_BIN" index stats --index "$CP"; cp "$SH_TMP/out" "$SH_TMP/cs0.json"
 expect_exit 0 "$SH_BIN" match --index "$CP" --top 3 "$Q/a.wav" "$Q/b.wav" "$Q/neg.wav"
 jq -c 'del(.elapsed_ms)' "$SH_TMP/out" > "$SH_TMP/cm0.json"
+jcheck "match --top: candidates best first, the first is the match, each with a scale" \
+  "$SH_TMP/out" 'select(.match != null) | (.candidates[0] == .match) and (.match.scale > 0.9 and .match.scale < 1.1)'
+
 bytes0=$(jq .file_bytes "$SH_TMP/cs0.json")
 expect_exit 0 "$SH_BIN_ASAN" index compact --index "$CP"
 jcheck "compact: bytes_before = stats, bytes_after smaller" "$SH_TMP/out" --argjson b "$bytes0" \
   '.bytes_before == $b and .bytes_after < $b and .mb_per_audio_hour < .mb_per_audio_hour_before'
 jcheck "compact: bytes per posting and MB per audio hour" "$SH_TMP/out" \
-  '.bytes_per_posting > 0 and .mb_per_audio_hour > 0 and .elapsed_ms >= 0'
+  '.bytes_per_posting > 0 and .mb_per_audio_hour > 0 and .elapsed_ms >= 0 and .waited_ms < 1000'
 bytes1=$(jq .bytes_after "$SH_TMP/out")
 check "compact: data.mdb shrank on disk ($bytes0 -> $bytes1)" test "$(stat -c %s "$CP/data.mdb")" -eq "$bytes1"
 check "compact: nothing left behind" test "$(ls -A "$CP" | tr '\n' ' ')" = "data.mdb lock.mdb "
@@ -154,7 +157,7 @@ jcheck "compacted shard stays writable" "$SH_TMP/out" '.tracks == 9'
 expect_exit 0 "$SH_BIN" index add --index "$SH_TMP/cpt2" --compact "$D/${T[0]}.ogg"
 check "add --compact: add line then compact line" \
   test "$(jq -r 'if .status then .status else (.bytes_after > 0 | tostring) end' "$SH_TMP/out" | tr '\n' ' ')" = "added true "
-expect_exit 1 "$SH_BIN" index compact --index "$SH_TMP/nowhere2"
+expect_exit 2 "$SH_BIN" index compact --index "$SH_TMP/nowhere2"
 check "compact on a missing index: clear error, creates nothing" \
   sh -c 'grep -q "no shard index" "$0" && test ! -e "$1"' "$SH_TMP/err" "$SH_TMP/nowhere2"
 expect_exit 2 "$SH_BIN" index compact --index "$CP" extra
@@ -172,12 +175,17 @@ wait_for 10 test -e "$SH_TMP/held"
 size_held=$(stat -c %s "$CP/data.mdb")
 expect_exit 1 "$SH_BIN" index compact --index "$CP"
 check "compact while the shard is open elsewhere: refused, named" grep -q "open in another process" "$SH_TMP/err"
+check "the refusal names --wait" grep -q -- "--wait SECONDS" "$SH_TMP/err"
 check "refused compact leaves the file alone" test "$(stat -c %s "$CP/data.mdb")" -eq "$size_held"
 # (the compact must not inherit the pipe to the holder, or the holder never sees it close)
 "$SH_BIN" index compact --index "$CP" --wait 60 > "$SH_TMP/cw" 2> "$SH_TMP/cw.err" {hin}>&- & pw=$!
+wait_for 30 grep -q "waiting up to 60 s for other processes" "$SH_TMP/cw.err"
+echo "ok: compact --wait says it waits"
 exec {hin}>&-
 wait $pw || fail "compact --wait did not proceed once the shard was closed: $(cat "$SH_TMP/cw.err")"
 echo "ok: compact --wait proceeds once the other process closes the shard"
+jcheck "compact --wait reports the wait and the compaction apart" "$SH_TMP/cw" \
+  '.waited_ms > 0 and .elapsed_ms >= 0 and .bytes_after > 0'
 
 # Compact racing real `index add` runs, never losing an add. Add first (a compact once the add
 # has committed a file, while it is still at work): the compact is refused, or goes ahead if the

@@ -10,27 +10,32 @@ check "DIR/dsn holds the printed DSN" test "$(cat "$SH_PG_DIR/dsn")" = "$SH_DSN"
 check "server runs with wal_level=logical" test "$(pg_sql 'SHOW wal_level')" = logical
 
 # Migrations: the first run applies 1..N, the second nothing; each version is recorded once.
+# Before any migration, status says what to do.
+expect_exit 1 "$SH_BIN" db status --dsn "$SH_DSN"
+check "unmigrated: status says to run db migrate" grep -q 'not migrated: run `soundhash db migrate`' "$SH_TMP/err"
 expect_exit 0 "$SH_BIN" db migrate --dsn "$SH_DSN"
-n=$(grep -c '^applied ' "$SH_TMP/out")
+check "migrate prints one JSON line" test "$(jq -c . "$SH_TMP/out" | wc -l)" -eq 1
+n=$(jq '.applied | length' "$SH_TMP/out")
 check "first migrate applies every version" test "$n" -ge 3
-ver=$(sed -n 's/^schema version //p' "$SH_TMP/out")
+ver=$(jq .schema_version "$SH_TMP/out")
 check "schema version = number applied" test "$ver" = "$n"
 expect_exit 0 "$SH_BIN" db migrate --dsn "$SH_DSN"
-check "second migrate applies nothing" bash -c "! grep -q '^applied ' '$SH_TMP/out'"
+check "second migrate applies nothing" jq -e '.applied == []' "$SH_TMP/out"
 check "schema_migrations holds each version once" \
   test "$(pg_sql 'SELECT count(*), count(DISTINCT version), min(version), max(version) FROM schema_migrations')" = "$n|$n|1|$n"
 check "publication soundhash_pub covers the three tables" \
   test "$(pg_sql "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_publication_tables WHERE pubname = 'soundhash_pub'")" = "change_log,fingerprints,tracks"
 if [ -x "${SH_BIN_ASAN:-}" ]; then
   expect_exit 0 "$SH_BIN_ASAN" db migrate --dsn "$SH_DSN"
-  check "ASan build: migrate is a no-op too" bash -c "! grep -q '^applied ' '$SH_TMP/out'"
+  check "ASan build: migrate is a no-op too" jq -e '.applied == []' "$SH_TMP/out"
 fi
 
 # Data survives stop/start, and the DSN stays the same.
 check "write a track through the SQL function" \
   test "$(pg_sql "SELECT sh_write_track('it-1', 'acme', '{}', NULL, 1.5, NULL, 1, 5, 3, '\\x0102'::bytea)")" = 1
 expect_exit 0 "$SH_BIN" db status --dsn "$SH_DSN"
-check "status counts it" grep -q 'tracks_active=1 .*last_seq=1' "$SH_TMP/out"
+check "status: one JSON line that counts it" \
+  jq -e --argjson v "$ver" '.tracks_active == 1 and .last_seq == 1 and .migrated and .schema_version == $v' "$SH_TMP/out"
 expect_exit 0 "$SH_BIN" db stop --dir "$SH_PG_DIR"
 expect_exit 0 "$SH_BIN" db stop --dir "$SH_PG_DIR"   # already stopped: still 0
 expect_exit 1 "$SH_BIN" db status --dsn "$SH_DSN" --connect-timeout 2
@@ -51,6 +56,9 @@ expect_exit 2 "$SH_BIN" db frobnicate
 expect_exit 2 "$SH_BIN" db migrate --dsn "$SH_DSN" --db-password hunter2   # secrets never in argv
 expect_exit 1 "$SH_BIN" db stop --dir "$SH_TMP"
 check "stop on a non-cluster dir says so" grep -q 'no PostgreSQL cluster' "$SH_TMP/err"
+expect_exit 2 "$SH_BIN" db start --dir "$SH_TMP/pg2" --pg-bin /nonexistent
+check "--pg-bin without initdb says so" grep -q 'no initdb in /nonexistent' "$SH_TMP/err"
+check "... and starts nothing" test ! -e "$SH_TMP/pg2"
 
 # A port that accepts TCP but never speaks: the wait is bounded by --connect-timeout.
 if command -v python3 > /dev/null; then
