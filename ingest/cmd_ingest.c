@@ -1,4 +1,9 @@
-/* cmd_ingest.c — `soundhash ingest publish | delete | reindex`. */
+/* cmd_ingest.c — `soundhash ingest publish | delete | reindex`.
+ *
+ * Usage errors exit 2 before anything is sent: bad options (a -X librdkafka refuses, a --meta that
+ * is neither key=value nor a JSON object), a --media-root or --manifest that cannot be opened. Bad
+ * inputs (a FILE outside the media root, a manifest row, a track id) are all listed, nothing is
+ * published and the exit code is 1. */
 #include "items.h"
 #include "manifest.h"
 #include "reindex.h"
@@ -8,6 +13,7 @@
 #include "sh_log.h"
 #include "sh_media.h"
 #include "sh_opt.h"
+#include "sh_primary.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -100,7 +106,8 @@ static int publish_batch(const char *cmd, const common_conf *c, const ingest_bat
 
 typedef struct publish_conf {
     common_conf c;
-    sh_strlist meta;
+    sh_strlist meta;       /* --meta entries as given */
+    sh_strlist meta_pairs; /* key, value, ... (sh_opt_meta_pairs) */
     char *media_root;
     char *manifest;
     char *track_id;
@@ -157,6 +164,10 @@ static int build_publish_batch(const publish_conf *pc, const sh_cmd_spec *spec,
             return fprintf(stderr, "soundhash ingest publish: --media-root: %s\n", sh_err_text(&e)),
                    SH_EXIT_USAGE;
     }
+    if (pc->manifest && access(pc->manifest, R_OK) != 0)
+        return fprintf(stderr, "soundhash ingest publish: --manifest %s: %s\n", pc->manifest,
+                       strerror(errno)),
+               SH_EXIT_USAGE;
     int rc = 0;
     for (size_t i = 0; !rc && i < n_args; i++)
         rc = ingest_batch_add_ref(b, o, spec->args.v[i], pc->track_id);
@@ -211,16 +222,22 @@ static int cmd_publish(int argc, char **argv)
         .summary = "Publishes one audio event per FILE (a file:// URI under --media-root, with its "
                    "sha256 and size), URL (http/https, as is) or manifest row, keyed by track id, "
                    "with an idempotent producer (acks=all). Every input is checked before "
-                   "anything is sent: one bad input and nothing is published. Prints one JSON "
-                   "line per delivered event {track_id, event_id, topic, partition, offset}; "
-                   "exits 1 naming every event that failed.",
+                   "anything is sent: one bad input and nothing is published. --meta takes "
+                   "key=value or a JSON object of scalar values (repeatable; as `index add`). "
+                   "Prints one JSON line per delivered event {track_id, event_id, topic, "
+                   "partition, offset}; exits 1 naming every event that failed.",
+        .examples = "soundhash ingest publish --brokers B --media-root /srv/media /srv/media/a.flac\n"
+                    "soundhash ingest publish --brokers B --media-root /srv/media --manifest "
+                    "uploads.csv --meta '{\"source\":\"backfill\"}'",
         .opts = opts};
     sh_err e = {0};
     int rc = sh_opt_parse(&spec, argc, argv, &e);
     int code = sh_opt_exit_code(&spec, rc, &e);
     if (code < 0 && check_common(&pc.c, &e))
         code = sh_opt_exit_code(&spec, SH_EUSAGE, &e);
-    ingest_batch_opts o = {.op = SH_OP_UPSERT, .tenant = pc.c.tenant, .meta = &pc.meta,
+    if (code < 0 && (rc = sh_opt_meta_pairs(&pc.meta, &pc.meta_pairs, &e)))
+        code = sh_opt_exit_code(&spec, rc, &e);
+    ingest_batch_opts o = {.op = SH_OP_UPSERT, .tenant = pc.c.tenant, .meta = &pc.meta_pairs,
                            .inline_audio = pc.inline_audio, .priority = (int32_t)pc.priority};
     sh_schema_limits_default(&o.lim);
     if (pc.inline_max)
@@ -233,28 +250,72 @@ static int cmd_publish(int argc, char **argv)
     }
     ingest_batch_free(&b);
     sh_media_free(o.media);
+    sh_strlist_clear(&pc.meta_pairs);
     sh_opt_free(&spec);
     return code;
 }
 
 /* ---- delete ----------------------------------------------------------------------------------- */
 
+/* With a --dsn, says which ids the primary does not hold (or holds only as a tombstone): their
+ * delete events change nothing but a tombstone. Publishing goes on — a tombstone also stops an
+ * older upload still in flight — but nobody is left believing a typo deleted something. Returns
+ * 0 or an exit code (the database could not be asked). */
+static int warn_unknown_ids(const char *dsn, const sh_strlist *ids, size_t *unknown)
+{
+    sh_primary_config pc;
+    sh_primary_config_default(&pc);
+    pc.dsn = dsn;
+    pc.application_name = "soundhash-ingest-delete";
+    sh_primary *db = NULL;
+    sh_err e = {0};
+    int rc = sh_primary_new(&pc, &db, &e);
+    for (size_t i = 0; !rc && i < ids->n; i++) {
+        sh_track t = {0};
+        int r = sh_primary_get_track(db, ids->v[i], 0, &t, &e);
+        if (r == SH_ENOTFOUND || (!r && t.deleted)) {
+            fprintf(stderr, "soundhash ingest delete: warning: track '%s' %s; its delete event "
+                            "only records a tombstone\n", ids->v[i],
+                    r ? "is not in the primary" : "is already deleted");
+            (*unknown)++;
+        } else if (r) {
+            rc = r;
+        }
+        sh_track_clear(&t);
+    }
+    sh_primary_free(db);
+    if (!rc)
+        return 0;
+    fprintf(stderr, "soundhash ingest delete: --dsn: %s (nothing published)\n", sh_err_text(&e));
+    return SH_EXIT_RUNTIME;
+}
+
 static int cmd_delete(int argc, char **argv)
 {
     common_conf c = {0};
     sh_strlist ids = {0};
+    char *dsn = NULL;
     sh_opt opts[] = {
         COMMON_OPTS(c),
         {"track-id", 0, SH_OPT_LIST, &ids, NULL, "track to erase everywhere (repeatable)", 0, 0,
          0},
+        {"dsn", 0, SH_OPT_STR, &dsn, NULL,
+         "primary PostgreSQL: warn about ids it does not hold (without it nothing is checked)", 0,
+         0, 0},
         {0},
     };
     sh_cmd_spec spec = {.name = "ingest delete",
-                        .usage = "--brokers B --track-id ID [--track-id ID]...",
+                        .usage = "--brokers B --track-id ID [--track-id ID]... [--dsn DSN]",
                         .summary = "Publishes a delete event per track id: workers erase the "
                                    "track from the primary and the deletion reaches every edge. "
-                                   "Prints one JSON line per delivered event; exits 1 naming "
-                                   "every event that failed.",
+                                   "Without --dsn the ids cannot be checked: an unknown id is "
+                                   "published too and becomes a tombstone; with --dsn each id the "
+                                   "primary does not hold (or already deleted) is warned about "
+                                   "first. Prints one JSON line per delivered event; exits 1 "
+                                   "naming every event that failed.",
+                        .examples = "soundhash ingest delete --brokers B --track-id t42\n"
+                                    "soundhash ingest delete --brokers B --dsn \"$DSN\" "
+                                    "--track-id t42 --track-id t43",
                         .opts = opts};
     sh_err e = {0};
     int rc = sh_opt_parse(&spec, argc, argv, &e);
@@ -278,8 +339,14 @@ static int cmd_delete(int argc, char **argv)
         fprintf(stderr, "soundhash ingest delete: %zu bad track id(s); nothing published\n", b.bad);
         code = SH_EXIT_RUNTIME;
     }
+    size_t unknown = 0;
+    if (code < 0 && dsn && (rc = warn_unknown_ids(dsn, &ids, &unknown)))
+        code = rc;
     if (code < 0)
         code = publish_batch("delete", &c, &b, &o);
+    if (unknown && code == SH_EXIT_OK)
+        fprintf(stderr, "soundhash ingest delete: %zu of %zu id(s) were not in the primary: only "
+                        "tombstones were recorded for them\n", unknown, ids.n);
     ingest_batch_free(&b);
     sh_strlist_clear(&ids);
     sh_opt_free(&spec);

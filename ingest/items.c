@@ -429,20 +429,6 @@ int ingest_batch_add_delete(ingest_batch *b, const char *track_id)
 
 /* ---- events ----------------------------------------------------------------------------------- */
 
-static int apply_meta_kv(sh_meta *m, const char *kv, sh_err *e)
-{
-    const char *eq = strchr(kv, '=');
-    if (!eq || eq == kv)
-        return sh_err_set(e, SH_EUSAGE, "--meta '%s': expected key=value", kv);
-    char key[SH_META_KEY_MAX + 1];
-    size_t klen = (size_t)(eq - kv);
-    if (klen > SH_META_KEY_MAX)
-        return sh_err_set(e, SH_EINVAL, "--meta key longer than %d bytes", SH_META_KEY_MAX);
-    memcpy(key, kv, klen);
-    key[klen] = '\0';
-    return sh_meta_set(m, key, eq + 1, e);
-}
-
 int ingest_item_event(const ingest_item *it, const ingest_batch_opts *o, sh_audio_event *ev,
                       sh_err *e)
 {
@@ -460,8 +446,8 @@ int ingest_item_event(const ingest_item *it, const ingest_batch_opts *o, sh_audi
         rc = sh_event_set_uri(ev, it->kind, it->uri, e);
     if (!rc && it->kind == SH_SRC_INLINE)
         rc = sh_event_set_inline(ev, it->data, it->data_len, e);
-    for (size_t i = 0; !rc && o->meta && i < o->meta->n; i++)
-        rc = apply_meta_kv(&ev->meta, o->meta->v[i], e);
+    for (size_t i = 0; !rc && o->meta && i + 1 < o->meta->n; i += 2)
+        rc = sh_meta_set(&ev->meta, o->meta->v[i], o->meta->v[i + 1], e);
     for (size_t i = 0; !rc && i < it->n_meta; i++)
         rc = sh_meta_set(&ev->meta, it->meta[2 * i], it->meta[2 * i + 1], e);
     return rc;

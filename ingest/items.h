@@ -37,7 +37,8 @@ typedef struct ingest_item {
 typedef struct ingest_batch_opts {
     sh_event_op op;
     const char *tenant;         /* default tenant */
-    const sh_strlist *meta;     /* "k=v" applied to every event (rows may override) */
+    const sh_strlist *meta;     /* key, value, key, value... (sh_opt_meta_pairs of --meta) applied
+                                 * to every event (rows may override) */
     sh_media *media;            /* NULL when no --media-root */
     bool inline_audio;          /* embed the bytes of local files */
     sh_schema_limits lim;

@@ -186,6 +186,7 @@ typedef struct job {
     long long consumed;   /* tracks handled by this run (sent or skipped) */
     long long page_sent;  /* events sent in the current, not yet checkpointed page */
     long long skipped;    /* --list ids not in the primary */
+    long long outdated;   /* selected tracks below --fp-version; -1 not counted */
     size_t page_failed;   /* delivery failures in the current page */
     double t0;
     long long sent_since_t0;
@@ -372,6 +373,38 @@ static long long count_remaining(job *j)
     return (long long)n;
 }
 
+/* A reindex that will change nothing says so before it publishes (a warning and the summary's
+ * "outdated"): workers replace fingerprints only of an older fp_version, so reindexing tracks that
+ * are already current produces events that end as "stale". Only for database selections; with
+ * --older-than-fp-version every selected track is outdated by definition. */
+static void warn_if_nothing_changes(job *j)
+{
+    if (j->c->list || j->remaining < 0)
+        return;
+    if (j->remaining == 0) {
+        j->outdated = 0;
+        fprintf(stderr, "soundhash ingest reindex: warning: the selection matches no %stracks: "
+                        "nothing to publish\n", j->st.published ? "remaining " : "");
+        return;
+    }
+    if (j->c->older) {
+        j->outdated = j->remaining;
+        return;
+    }
+    sh_track_filter f = job_filter(j);
+    f.fp_version_below = (int)j->c->fp_version;
+    int64_t n = 0;
+    sh_err ignored = {0};
+    if (sh_primary_count_tracks(j->db, &f, &n, &ignored))
+        return;
+    j->outdated = (long long)n;
+    if (n == 0)
+        fprintf(stderr, "soundhash ingest reindex: warning: all %lld selected tracks already have "
+                        "fingerprint version %ld or newer: workers will change nothing "
+                        "(--older-than-fp-version selects only the tracks that need it)\n",
+                j->remaining, j->c->fp_version);
+}
+
 static int load_list(job *j, sh_err *e)
 {
     int fd = open(j->c->list, O_RDONLY | O_CLOEXEC);
@@ -494,6 +527,7 @@ static int run_job(job *j, sh_err *e)
         return rc;
     j->published0 = j->st.published;
     j->remaining = count_remaining(j);
+    warn_if_nothing_changes(j);
     j->t0 = mono_s();
     j->last_progress = j->t0;
     /* Decide by the option, not by j->list: an empty list must never fall back to every track. */
@@ -505,8 +539,11 @@ static int run_job(job *j, sh_err *e)
         rc = save_state(j->c->checkpoint, &j->st, e);
     }
     progress(j, true);
-    printf("{\"published\":%lld,\"skipped\":%lld,\"done\":%s}\n", j->st.published, j->skipped,
+    printf("{\"published\":%lld,\"skipped\":%lld,\"done\":%s", j->st.published, j->skipped,
            j->st.done ? "true" : "false");
+    if (j->outdated >= 0) /* selected tracks below --fp-version: what workers will re-fingerprint */
+        printf(",\"outdated\":%lld", j->outdated);
+    printf("}\n");
     fflush(stdout);
     return rc;
 }
@@ -585,12 +622,19 @@ int ingest_cmd_reindex(int argc, char **argv)
                    "per second, checkpointing after each delivered page so that a killed job "
                    "resumes where it stopped (re-run the same command; at most one page is sent "
                    "twice). Shows progress and ETA on stderr; prints a JSON summary line. SIGTERM "
-                   "or SIGINT stops it with exit 1, resumable.",
+                   "or SIGINT stops it with exit 1, resumable. Warns when the selection matches "
+                   "nothing or every selected track already has --fp-version (workers would change "
+                   "nothing); the summary {published, skipped, done[, outdated]} counts the "
+                   "selected tracks below --fp-version as outdated.",
+        .examples = "soundhash ingest reindex --brokers B --dsn \"$DSN\" --older-than-fp-version "
+                    "--rate 200/s --checkpoint /var/lib/sh/reindex.ckpt\n"
+                    "soundhash ingest reindex --brokers B --dsn \"$DSN\" --list ids.txt --rate 50 "
+                    "--checkpoint ids.ckpt",
         .opts = opts};
     sh_err e = {0};
     int rc = sh_opt_parse(&spec, argc, argv, &e);
     int code = sh_opt_exit_code(&spec, rc, &e);
-    job j = {.c = &c, .remaining = -1, .tty = isatty(2)};
+    job j = {.c = &c, .remaining = -1, .outdated = -1, .tty = isatty(2)};
     if (code < 0 && check_conf(&c, &j.rate, &e))
         code = sh_opt_exit_code(&spec, SH_EUSAGE, &e);
     if (code < 0) {

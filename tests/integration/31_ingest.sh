@@ -28,7 +28,7 @@ for bin in "$SH_BIN" "$SH_BIN_ASAN"; do
   before=$(events)
   # Files (relative to the working directory, with spaces), a URL, metadata.
   ( cd "$media" && expect_exit 0 "$bin" ingest publish --brokers "$B" --tenant acme \
-      --meta genre=test --media-root "$media" "sub dir/tone one.wav" clip.wav \
+      --meta genre=test --meta '{"year":1999}' --media-root "$media" "sub dir/tone one.wav" clip.wav \
       "https://cdn.example.com/a/song.flac?sig=1" )
   check "3 JSON lines" test "$(wc -l < "$SH_TMP/out")" -eq 3
   check "file event keyed by its name" \
@@ -107,9 +107,17 @@ for bin in "$SH_BIN" "$SH_BIN_ASAN"; do
   expect_exit 2 "$bin" ingest publish --brokers "$B" -X no.such.prop=1 https://h.example/a.ogg
   grep -q "no.such.prop" "$SH_TMP/err" || fail "bad -X not named"
   expect_exit 2 "$bin" ingest delete --brokers "$B"
+  # --meta: key=value or a JSON object, the same format and exit code as `index add --meta`.
+  expect_exit 2 "$bin" ingest publish --brokers "$B" --meta notkv https://h.example/a.ogg
+  grep -q -- "--meta 'notkv'" "$SH_TMP/err" || fail "bad --meta not named"
+  expect_exit 2 "$bin" ingest publish --brokers "$B" --meta '{"a":' https://h.example/a.ogg
+  expect_exit 2 "$bin" ingest publish --brokers "$B" --manifest "$SH_TMP/none.csv"
+  grep -q -- "--manifest .*none.csv" "$SH_TMP/err" || fail "missing manifest not named"
+  check "nothing was published by any usage error" test "$(events)" -eq "$before"
   start=$(date +%s)
   expect_exit 1 "$bin" ingest publish --brokers 127.0.0.1:1 --timeout 1 https://h.example/a.ogg
   grep -q "no Kafka broker reachable at 127.0.0.1:1 within 1000 ms" "$SH_TMP/err" ||
     fail "unreachable broker not reported"
+  check "unreachable broker: one line on stderr" test "$(wc -l < "$SH_TMP/err")" -eq 1
   check "unreachable broker: gave up within a few seconds" test $(( $(date +%s) - start )) -le 5
 done

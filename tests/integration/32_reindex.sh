@@ -36,7 +36,9 @@ ck="$SH_TMP/ck.json"
 # --tenant a: 20 events, all on the reindex topic, none on the live topic.
 expect_exit 0 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --tenant a --rate 1000/s \
   --checkpoint "$ck" --batch 7
-check "tenant a: summary" grep -q '{"published":20,"skipped":0,"done":true}' "$SH_TMP/out"
+check "tenant a: summary" grep -q '{"published":20,"skipped":0,"done":true' "$SH_TMP/out"
+check "tenant a: 5 of them outdated (t00..t08 even)" jq -e '.outdated == 5' "$SH_TMP/out"
+check "tenant a: no 'nothing changes' warning" bash -c "! grep -q 'workers will change nothing' '$SH_TMP/err'"
 check "20 reindex events" test "$(count soundhash.audio.reindex)" -eq 20
 check "live topic untouched" test "$(count soundhash.audio.events)" -eq 0
 check "checkpoint done" grep -q '"done":true' "$ck"
@@ -69,7 +71,7 @@ check "30 reindex events" test "$(count soundhash.audio.reindex)" -eq 30
 printf 't05\nnope\nt07\n\n' > "$SH_TMP/list"
 expect_exit 0 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --list "$SH_TMP/list" \
   --rate 1000/s --checkpoint "$SH_TMP/list.json"
-check "list: 2 published, 1 skipped" grep -q '{"published":2,"skipped":1,"done":true}' "$SH_TMP/out"
+check "list: 2 published, 1 skipped" grep -q '{"published":2,"skipped":1,"done":true' "$SH_TMP/out"
 check "skip is logged" grep -q 'reindex_skip.*track="nope"' "$SH_TMP/err"
 printf 't05\nt09\n' > "$SH_TMP/list"   # same path, other content: not resumed at a stale position
 expect_exit 2 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --list "$SH_TMP/list" \
@@ -102,7 +104,7 @@ check "not done yet ($done1 of 40)" test "$done1" -lt 40
 expect_exit 0 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --all --rate 20/s \
   --batch 40 --checkpoint "$SH_TMP/all.json"
 elapsed_ms=$(( $(date +%s%N) / 1000000 - start_ms ))
-check "resumed job completes all 40" grep -q '{"published":40,"skipped":0,"done":true}' "$SH_TMP/out"
+check "resumed job completes all 40" grep -q '{"published":40,"skipped":0,"done":true' "$SH_TMP/out"
 check "progress within a page (sent ahead of published), total 40" \
   grep -Eq "reindex_progress published=$done1 sent=([0-9]+) total=40 " "$SH_TMP/err"
 grep "reindex_progress published=$done1 " "$SH_TMP/err" | grep -vq "sent=$done1 " ||
@@ -122,7 +124,7 @@ kill -KILL "$job"; set +e; wait "$job"; set -e
 check "checkpoint after kill -9 is whole JSON, not done" jq -e '.done == false and .published >= 4' "$SH_TMP/k9.json"
 expect_exit 0 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --tenant b --rate 1000/s \
   --batch 4 --checkpoint "$SH_TMP/k9.json"
-check "resumed after kill -9: all 20 of tenant b" grep -q '{"published":20,"skipped":0,"done":true}' "$SH_TMP/out"
+check "resumed after kill -9: all 20 of tenant b" grep -q '{"published":20,"skipped":0,"done":true' "$SH_TMP/out"
 check "resume logged" grep -q 'reindex_resume' "$SH_TMP/err"
 
 # A very low rate still stops promptly on SIGTERM (the wait between events is sliced).
@@ -146,5 +148,25 @@ expect_exit 2 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --all
 if [ -x "${SH_BIN_ASAN:-}" ]; then
   expect_exit 0 "$SH_BIN_ASAN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --tenant b \
     --rate 1000/s --batch 6 --checkpoint "$SH_TMP/asan.json"
-  check "ASan build: tenant b, 20 published" grep -q '{"published":20,"skipped":0,"done":true}' "$SH_TMP/out"
+  check "ASan build: tenant b, 20 published" grep -q '{"published":20,"skipped":0,"done":true' "$SH_TMP/out"
 fi
+
+# A reindex that changes nothing says so: a selection of no tracks, and tracks already at the
+# target version (published anyway — the operator asked — but warned, outdated 0).
+expect_exit 0 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --tenant nobody --rate 1000/s \
+  --checkpoint "$SH_TMP/nobody.json"
+check "empty selection: warned" grep -q 'warning: the selection matches no tracks: nothing to publish' "$SH_TMP/err"
+check "empty selection: nothing published" grep -q '{"published":0,"skipped":0,"done":true,"outdated":0}' "$SH_TMP/out"
+pg_sql "SELECT sh_write_track('cur1', 'c', '{}', NULL, 1.0, 'file:///srv/media/cur1.flac', $V, 5, 0, ''::bytea)" > /dev/null
+expect_exit 0 "$SH_BIN" ingest reindex --brokers "$B" --dsn "$SH_DSN" --tenant c --rate 1000/s \
+  --checkpoint "$SH_TMP/cur.json"
+check "current tracks: warned that workers will change nothing" \
+  grep -q "warning: all 1 selected tracks already have fingerprint version $V or newer: workers will change nothing" "$SH_TMP/err"
+check "current tracks: outdated 0 in the summary" jq -e '.published == 1 and .outdated == 0' "$SH_TMP/out"
+
+# `ingest delete --dsn` warns about ids the primary does not hold (they only become tombstones).
+expect_exit 0 "$SH_BIN" ingest delete --brokers "$B" --dsn "$SH_DSN" --track-id t01 --track-id ghost
+check "delete: unknown id warned" grep -q "warning: track 'ghost' is not in the primary" "$SH_TMP/err"
+check "delete: known id not warned" bash -c "! grep -q \"track 't01'\" '$SH_TMP/err'"
+check "delete: summary counts the unknown" grep -q "1 of 2 id(s) were not in the primary" "$SH_TMP/err"
+check "delete: both published" test "$(jq -s length "$SH_TMP/out")" -eq 2
