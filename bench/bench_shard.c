@@ -12,7 +12,7 @@
 #include "bench_util.h"
 #include "sh_audio.h"
 #include "sh_fp.h"
-#include "sh_match.h"
+#include "sh_recognize.h"
 #include "sh_shard.h"
 
 #include <stdio.h>
@@ -140,7 +140,7 @@ typedef struct qstats {
     int n[2], ok[2], pos[2], neg[2], negfp[2];
 } qstats;
 
-static int run_queries(const char *qdir, int max_q, sh_shard *s, const track *t, qstats *q)
+static int run_queries(const char *qdir, int max_q, sh_shard *s, qstats *q)
 {
     char path[3300], line[LINE_MAX_LEN];
     snprintf(path, sizeof path, "%s/ground_truth.csv", qdir);
@@ -149,12 +149,11 @@ static int run_queries(const char *qdir, int max_q, sh_shard *s, const track *t,
         fprintf(stderr, "cannot read %s (run scripts/data/make_queries.sh dev)\n", path);
         return -1;
     }
-    sh_fp_config qc;
-    sh_fp_config_query(&qc);
-    sh_fp *fp = NULL;
-    sh_matcher *m = NULL;
+    sh_recognize_config qc;
+    sh_recognize_config_default(&qc);
+    sh_recognizer *rz = NULL;
     sh_err e = {0};
-    if (sh_fp_new(&qc, &fp, &e) || sh_matcher_new(&qc, &m, &e)) {
+    if (sh_recognizer_new(&qc, &rz, &e)) {
         fprintf(stderr, "%s\n", sh_err_text(&e));
         fclose(f);
         return -1;
@@ -172,36 +171,29 @@ static int run_queries(const char *qdir, int max_q, sh_shard *s, const track *t,
         const int L = atoi(fl[3]) >= 8 ? 1 : 0;
         snprintf(path, sizeof path, "%s/%s", qdir, fl[0]);
         pcm p;
-        if (bench_decode(path, qc.rate, &p.x, &p.n) || q->n[L] >= MAX_QUERIES)
+        if (bench_decode(path, qc.fp.rate, &p.x, &p.n) || q->n[L] >= MAX_QUERIES)
             continue;
         double t0 = now_s();
-        bench_fingerprint(fp, p.x, p.n);
+        if (sh_recognize_clip_pcm(rz, p.x, p.n, &e))
+            fprintf(stderr, "fingerprint: %s\n", sh_err_text(&e));
         size_t nh;
-        const sh_hash *h = sh_fp_hashes(fp, &nh);
+        const sh_hash *h = sh_recognize_hashes(rz, &nh);
         double t1 = now_s();
-        sh_matcher_reset(m);
-        sh_match_result r[1];
+        sh_recognize_answer r[1];
         size_t nr = 0;
-        size_t votes = 0;
-        int rc = sh_shard_lookup(s, h, nh, m, &votes, &e);
-        double t15 = now_s();
-        if (rc || sh_matcher_result(m, r, 1, &nr)) {
+        sh_recognize_stats st;
+        if (sh_recognize_shard(rz, s, h, nh, 1, r, &nr, &st, &e)) {
             fprintf(stderr, "lookup: %s\n", sh_err_text(&e));
             free(p.x);
             break;
         }
         double t2 = now_s();
-        q->shard[L][q->n[L]] = (t15 - t1) * 1e3;
+        q->shard[L][q->n[L]] = st.lookup_ms;
         q->hashes[L] += nh;
-        q->votes[L] += votes;
+        q->votes[L] += st.postings;
         q->all[L][q->n[L]] = (t2 - t0) * 1e3;
         q->look[L][q->n[L]++] = (t2 - t1) * 1e3;
-        const char *ans = "NONE";
-        for (int i = 0; nr && i < MAX_TRACKS; i++)
-            if (r[0].track == (uint32_t)(i + 1)) { /* bulk build numbers tracks from 1 */
-                ans = t[i].id;
-                break;
-            }
+        const char *ans = nr ? r[0].id : "NONE";
         if (!strcmp(fl[1], "NONE")) {
             q->neg[L]++;
             q->negfp[L] += nr > 0;
@@ -213,8 +205,7 @@ static int run_queries(const char *qdir, int max_q, sh_shard *s, const track *t,
         done++;
     }
     fclose(f);
-    sh_fp_free(fp);
-    sh_matcher_free(m);
+    sh_recognizer_free(rz);
     return 0;
 }
 
@@ -317,7 +308,7 @@ int main(int argc, char **argv)
     sh_shard_free(s2);
 
     qstats q = {0};
-    if (run_queries(qdir, max_q, s, t, &q))
+    if (run_queries(qdir, max_q, s, &q))
         return 1;
     printf("\nmatch latency over %s (in-process; decode excluded; 2 shared cores)\n", qdir);
     const char *len[2] = {"5 s", "10 s"};

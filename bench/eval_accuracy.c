@@ -26,6 +26,7 @@
 #include "sh_fp.h"
 #include "sh_match.h"
 #include "sh_memindex.h"
+#include "sh_recognize.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -371,11 +372,15 @@ int main(int argc, char **argv)
             return 1;
         audio_s += (double)tr[i].n / fc.rate;
     }
-    sh_fp *fp = NULL, *qfp = NULL;
-    sh_matcher *m = NULL;
+    sh_fp *fp = NULL;
+    sh_recognizer *rz = NULL;
     sh_memindex *mi = NULL;
-    if (sh_fp_new(&fc, &fp, &e) || sh_fp_new(&qc, &qfp, &e) || sh_matcher_new(&qc, &m, &e) ||
-        sh_matcher_configure(m, &mc, &e) || sh_memindex_new(&mi, &e)) {
+    sh_recognize_config rcfg;
+    sh_recognize_config_default(&rcfg);
+    rcfg.fp = qc;
+    rcfg.match = mc;
+    if (sh_fp_new(&fc, &fp, &e) || sh_recognizer_new(&rcfg, &rz, &e) ||
+        sh_memindex_new(&mi, &e)) {
         fprintf(stderr, "%s\n", sh_err_text(&e));
         return 1;
     }
@@ -445,16 +450,18 @@ int main(int argc, char **argv)
         if (load_audio(cache, path, qc.rate, &a))
             return 1;
         const double t0 = now_s();
-        if (bench_fingerprint(qfp, a.x, a.n))
+        if (sh_recognize_clip_pcm(rz, a.x, a.n, &e)) {
+            fprintf(stderr, "fingerprint: %s\n", sh_err_text(&e));
             return 1;
+        }
         size_t nh;
-        const sh_hash *h = sh_fp_hashes(qfp, &nh);
+        const sh_hash *h = sh_recognize_hashes(rz, &nh);
         const double t1 = now_s();
-        sh_matcher_reset(m);
-        const size_t voted = sh_memindex_query(mi, h, nh, m);
-        sh_match_result res[2];
+        sh_recognize_answer res[2];
         size_t nr = 0;
-        sh_matcher_result(m, res, 2, &nr);
+        sh_recognize_stats rst = {0};
+        sh_recognize_memindex(rz, mi, h, nh, 2, res, &nr, &rst, &e);
+        const size_t voted = rst.postings;
         const double t2 = now_s();
         const int L = q->len_s >= 8 ? 1 : 0;
         sum_hashes[L] += (double)nh;
@@ -479,7 +486,7 @@ int main(int argc, char **argv)
             fprintf(df, "%s,%s,%d,%s,%s,%d,%.3f,%s,%d,%.3f,%.4f,%zu,%zu,%d\n", q->file, q->cond,
                     q->len_s, q->expected, ans, nr ? res[0].score : 0, nr ? res[0].confidence : 0.0,
                     nr > 1 ? names[res[1].track] : "NONE", nr > 1 ? res[1].score : 0, oerr,
-                    nr ? res[0].scale : 0.0, nh, sh_matcher_votes(m), correct);
+                    nr ? res[0].scale : 0.0, nh, rst.votes, correct);
         free(a.x);
     }
     if (df)
@@ -520,8 +527,7 @@ int main(int argc, char **argv)
         free(latm[j]);
     }
     sh_memindex_free(mi);
-    sh_matcher_free(m);
+    sh_recognizer_free(rz);
     sh_fp_free(fp);
-    sh_fp_free(qfp);
     return 0;
 }

@@ -11,10 +11,8 @@
  * then 1. Usage errors exit 2.
  */
 #include "sh_cmds.h"
-#include "sh_extract.h"
-#include "sh_fp.h"
-#include "sh_match.h"
 #include "sh_opt.h"
+#include "sh_recognize.h"
 #include "sh_shard.h"
 
 #include <jansson.h>
@@ -22,7 +20,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-enum { SH_MATCH_TOP_MAX = 100 };
+enum { SH_MATCH_TOP_MAX = SH_RECOGNIZE_TOP_MAX };
 
 typedef struct match_cfg {
     char *index;
@@ -34,11 +32,7 @@ typedef struct match_cfg {
 typedef struct match_ctx {
     const match_cfg *c;
     sh_shard *s;
-    sh_fp *fp;
-    sh_matcher *m;
-    sh_audio_opts ao;
-    char *infobuf;
-    size_t infocap;
+    sh_recognizer *r;
 } match_ctx;
 
 static double now_ms(void)
@@ -48,13 +42,10 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-/* A result as JSON, or NULL when its track vanished meanwhile (deleted by another process). */
-static json_t *result_json(match_ctx *x, const sh_match_result *r)
+/* An answer as JSON. */
+static json_t *result_json(const sh_recognize_answer *r)
 {
-    sh_shard_info info;
-    if (sh_shard_info_by_track(x->s, r->track, &info, x->infobuf, x->infocap, NULL))
-        return NULL;
-    return json_pack("{s:s, s:f, s:f, s:i, s:f, s:f}", "track_id", info.id, "offset_s",
+    return json_pack("{s:s, s:f, s:f, s:i, s:f, s:f}", "track_id", r->id, "offset_s",
                      r->offset_s, "duration_s", r->duration_s, "score", r->score, "confidence",
                      r->confidence, "scale", r->scale);
 }
@@ -64,27 +55,22 @@ static int match_one(match_ctx *x, const char *path)
 {
     sh_err e = {0};
     const double t0 = now_ms();
-    int rc = sh_extract_file(path, &x->ao, x->fp, NULL, &e);
+    int rc = sh_recognize_clip_file(x->r, path, &e);
     if (rc) {
         fprintf(stderr, "soundhash match: %s: %s (%s)\n", path, sh_err_text(&e), sh_err_name(rc));
         return rc;
     }
     size_t n;
-    const sh_hash *h = sh_fp_hashes(x->fp, &n);
-    sh_matcher_reset(x->m);
-    if ((rc = sh_shard_lookup(x->s, h, n, x->m, NULL, &e))) {
-        fprintf(stderr, "soundhash match: %s: %s\n", path, sh_err_text(&e));
-        return rc;
-    }
-    sh_match_result res[SH_MATCH_TOP_MAX];
+    const sh_hash *h = sh_recognize_hashes(x->r, &n);
+    sh_recognize_answer res[SH_MATCH_TOP_MAX];
     size_t nr = 0;
-    if ((rc = sh_matcher_result(x->m, res, (size_t)x->c->top, &nr))) {
-        fprintf(stderr, "soundhash match: %s: ranking failed (%s)\n", path, sh_strerror(rc));
+    if ((rc = sh_recognize_shard(x->r, x->s, h, n, (size_t)x->c->top, res, &nr, NULL, &e))) {
+        fprintf(stderr, "soundhash match: %s: %s\n", path, sh_err_text(&e));
         return rc;
     }
     json_t *cands = json_array(), *best = NULL;
     for (size_t i = 0; i < nr; i++) {
-        json_t *j = result_json(x, &res[i]);
+        json_t *j = result_json(&res[i]);
         if (!j)
             continue;
         if (!best)
@@ -115,12 +101,11 @@ static int run(const match_cfg *c, const sh_strlist *files)
     sh_shard_opts so;
     sh_shard_opts_default(&so);
     so.read_only = true;
-    sh_fp_config qc;
-    sh_fp_config_query(&qc);
-    sh_audio_opts_default(&x.ao);
-    x.ao.rate = qc.rate;
-    x.ao.max_duration_s = c->max_duration_s;
-    x.infocap = SH_SHARD_ID_MAX + SH_SHARD_TENANT_MAX + SH_SHARD_META_MAX + 3;
+    sh_recognize_config rcfg;
+    sh_recognize_config_default(&rcfg);
+    rcfg.max_duration_s = c->max_duration_s;
+    if (c->min_confidence >= 0)
+        rcfg.match.min_confidence = c->min_confidence;
     int code = SH_EXIT_RUNTIME;
     int orc = sh_shard_open(c->index, &so, &x.s, &e);
     if (orc) { /* a missing shard at --index is a usage error */
@@ -128,22 +113,14 @@ static int run(const match_cfg *c, const sh_strlist *files)
         code = orc == SH_ENOTFOUND ? SH_EXIT_USAGE : SH_EXIT_RUNTIME;
         goto out;
     }
-    if (sh_fp_new(&qc, &x.fp, &e) || sh_matcher_new(&qc, &x.m, &e)) {
-        fprintf(stderr, "soundhash match: %s\n", sh_err_text(&e));
+    int nrc = sh_recognizer_new(&rcfg, &x.r, &e);
+    if (nrc == SH_EINVAL && c->min_confidence >= 0) { /* the only tunable taken from the user */
+        fprintf(stderr, "soundhash match: --min-confidence: %s\n", sh_err_text(&e));
+        code = SH_EXIT_USAGE;
         goto out;
     }
-    if (c->min_confidence >= 0) {
-        sh_match_config mc;
-        sh_match_config_default(&mc);
-        mc.min_confidence = c->min_confidence;
-        if (sh_matcher_configure(x.m, &mc, &e)) {
-            fprintf(stderr, "soundhash match: --min-confidence: %s\n", sh_err_text(&e));
-            code = SH_EXIT_USAGE;
-            goto out;
-        }
-    }
-    if (!(x.infobuf = malloc(x.infocap))) {
-        fprintf(stderr, "soundhash match: out of memory\n");
+    if (nrc) {
+        fprintf(stderr, "soundhash match: %s\n", sh_err_text(&e));
         goto out;
     }
     code = SH_EXIT_OK;
@@ -153,9 +130,7 @@ static int run(const match_cfg *c, const sh_strlist *files)
         fflush(stdout);
     }
 out:
-    free(x.infobuf);
-    sh_matcher_free(x.m);
-    sh_fp_free(x.fp);
+    sh_recognizer_free(x.r);
     sh_shard_free(x.s);
     return code;
 }

@@ -1,0 +1,236 @@
+/* Unit tests for core/sh_recognize: clip → fingerprint → lookup → ranked answer against a real
+ * LMDB shard (answers carry id, tenant and metadata) and an in-memory index (track numbers), from
+ * PCM and from an encoded WAV buffer; the duration cap, argument errors and a failed clip. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "sh_recognize.h"
+#include "synth.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RATE 8000
+#define TRACK_S 40
+
+typedef struct world {
+    char dir[64];
+    sh_shard *s;
+    sh_memindex *mi;
+    sh_recognizer *r;
+    float *tracks[3]; /* [0], [1] indexed; [2] never */
+} world;
+
+static const char *const IDS[2] = {"track-zero", "track-one"};
+static const char *const METAS[2] = {"{\"title\":\"Zero\"}", "{\"title\":\"One\"}"};
+
+static int setup(void **state)
+{
+    world *w = calloc(1, sizeof *w);
+    assert_non_null(w);
+    snprintf(w->dir, sizeof w->dir, "/tmp/sh-test-recognize.XXXXXX");
+    assert_non_null(mkdtemp(w->dir));
+    sh_err e = {0};
+    assert_int_equal(sh_shard_open(w->dir, NULL, &w->s, &e), 0);
+    assert_int_equal(sh_memindex_new(&w->mi, &e), 0);
+    sh_fp_config ic;
+    sh_fp_config_default(&ic);
+    sh_fp *fp = NULL;
+    assert_int_equal(sh_fp_new(&ic, &fp, &e), 0);
+    sh_shard_batch *b = NULL;
+    assert_int_equal(sh_shard_batch_begin(w->s, 0, &b, &e), 0);
+    const size_t n = (size_t)TRACK_S * RATE;
+    for (int i = 0; i < 3; i++) {
+        w->tracks[i] = malloc(n * sizeof(float));
+        assert_non_null(w->tracks[i]);
+        synth_music(w->tracks[i], n, RATE, 300 + (uint64_t)i);
+        if (i == 2)
+            break;
+        sh_fp_reset(fp);
+        assert_int_equal(sh_fp_feed(fp, w->tracks[i], n, &e), 0);
+        assert_int_equal(sh_fp_finish(fp, &e), 0);
+        size_t nh;
+        const sh_hash *h = sh_fp_hashes(fp, &nh);
+        sh_shard_track t = {.id = IDS[i],
+                            .tenant = "acme",
+                            .version = 1,
+                            .duration_s = TRACK_S,
+                            .meta_json = METAS[i]};
+        assert_int_equal(sh_shard_batch_put(b, &t, h, nh, &e), 0);
+        assert_int_equal(sh_memindex_add(w->mi, 70 + (uint32_t)i, h, nh, &e), 0);
+    }
+    assert_int_equal(sh_shard_batch_commit(b, NULL, &e), 0);
+    assert_int_equal(sh_memindex_build(w->mi, &e), 0);
+    sh_fp_free(fp);
+    assert_int_equal(sh_recognizer_new(NULL, &w->r, &e), 0);
+    *state = w;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    world *w = *state;
+    for (int i = 0; i < 3; i++)
+        free(w->tracks[i]);
+    sh_recognizer_free(w->r);
+    sh_memindex_free(w->mi);
+    sh_shard_free(w->s);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", w->dir);
+    assert_int_equal(system(cmd), 0);
+    free(w);
+    return 0;
+}
+
+/* An 8 s excerpt of track 1 from 11.3 s: the shard names it, with its tenant and metadata. */
+static void test_shard_answer(void **state)
+{
+    world *w = *state;
+    sh_err e = {0};
+    const size_t off = (size_t)(11.3 * RATE);
+    assert_int_equal(sh_recognize_clip_pcm(w->r, w->tracks[1] + off, 8 * RATE, &e), 0);
+    size_t nh;
+    const sh_hash *h = sh_recognize_hashes(w->r, &nh);
+    assert_true(nh > 100);
+    sh_recognize_answer a[5];
+    size_t na = 99;
+    sh_recognize_stats st;
+    assert_int_equal(sh_recognize_shard(w->r, w->s, h, nh, 5, a, &na, &st, &e), 0);
+    assert_int_equal(na, 1); /* the other track is noise, below the no-match threshold */
+    assert_string_equal(a[0].id, "track-one");
+    assert_string_equal(a[0].tenant, "acme");
+    assert_string_equal(a[0].meta_json, METAS[1]);
+    assert_true(a[0].offset_s > 11.3 - 0.05 && a[0].offset_s < 11.3 + 0.05);
+    assert_true(a[0].duration_s > 6.0 && a[0].duration_s <= 8.1);
+    assert_true(a[0].score > 50);
+    assert_true(a[0].confidence >= 0.8);
+    assert_true(a[0].scale > 0.99 && a[0].scale < 1.01);
+    assert_int_equal(st.hashes, nh);
+    assert_true(st.postings > 0);
+    assert_true(st.votes >= st.postings);
+    assert_true(st.lookup_ms >= 0 && st.rank_ms >= 0);
+
+    /* Never indexed: no answer. */
+    assert_int_equal(sh_recognize_clip_pcm(w->r, w->tracks[2] + off, 8 * RATE, &e), 0);
+    h = sh_recognize_hashes(w->r, &nh);
+    assert_int_equal(sh_recognize_shard(w->r, w->s, h, nh, 5, a, &na, NULL, &e), 0);
+    assert_int_equal(na, 0);
+}
+
+/* The same excerpt against the in-memory index: the caller's track number, no strings. */
+static void test_memindex_answer(void **state)
+{
+    world *w = *state;
+    const size_t off = (size_t)(3.0 * RATE);
+    assert_int_equal(sh_recognize_clip_pcm(w->r, w->tracks[0] + off, 6 * RATE, NULL), 0);
+    size_t nh, na = 0;
+    const sh_hash *h = sh_recognize_hashes(w->r, &nh);
+    sh_recognize_answer a[2];
+    assert_int_equal(sh_recognize_memindex(w->r, w->mi, h, nh, 2, a, &na, NULL, NULL), 0);
+    assert_int_equal(na, 1);
+    assert_int_equal(a[0].track, 70);
+    assert_string_equal(a[0].id, "");
+    assert_string_equal(a[0].meta_json, "");
+    assert_true(a[0].offset_s > 3.0 - 0.05 && a[0].offset_s < 3.0 + 0.05);
+}
+
+/* A 16-bit mono WAV of x[0..n) at RATE, malloc'd; its size in *len. */
+static unsigned char *wav(const float *x, size_t n, size_t *len)
+{
+    *len = 44 + 2 * n;
+    unsigned char *b = malloc(*len);
+    assert_non_null(b);
+    uint32_t v32;
+    uint16_t v16;
+#define PUT(off, v) memcpy(b + (off), &(v), sizeof(v))
+    memcpy(b, "RIFF", 4);
+    v32 = (uint32_t)(*len - 8), PUT(4, v32);
+    memcpy(b + 8, "WAVEfmt ", 8);
+    v32 = 16, PUT(16, v32);
+    v16 = 1, PUT(20, v16); /* PCM */
+    v16 = 1, PUT(22, v16); /* mono */
+    v32 = RATE, PUT(24, v32);
+    v32 = RATE * 2, PUT(28, v32);
+    v16 = 2, PUT(32, v16);
+    v16 = 16, PUT(34, v16);
+    memcpy(b + 36, "data", 4);
+    v32 = (uint32_t)(2 * n), PUT(40, v32);
+#undef PUT
+    for (size_t i = 0; i < n; i++) {
+        float f = x[i] > 1.0f ? 1.0f : x[i] < -1.0f ? -1.0f : x[i];
+        int16_t s = (int16_t)(f * 32767.0f);
+        memcpy(b + 44 + 2 * i, &s, 2);
+    }
+    return b;
+}
+
+/* Encoded audio decodes to the same answer; a clip over max_duration_s is refused. */
+static void test_clip_mem_and_duration_cap(void **state)
+{
+    world *w = *state;
+    sh_err e = {0};
+    size_t len;
+    unsigned char *b = wav(w->tracks[1] + 5 * RATE, 10 * RATE, &len);
+    assert_int_equal(sh_recognize_clip_mem(w->r, b, len, &e), 0);
+    size_t nh, na = 0;
+    const sh_hash *h = sh_recognize_hashes(w->r, &nh);
+    sh_recognize_answer a[1];
+    assert_int_equal(sh_recognize_shard(w->r, w->s, h, nh, 1, a, &na, NULL, &e), 0);
+    assert_int_equal(na, 1);
+    assert_string_equal(a[0].id, "track-one");
+    assert_true(a[0].offset_s > 5.0 - 0.05 && a[0].offset_s < 5.0 + 0.05);
+
+    sh_recognize_config c;
+    sh_recognize_config_default(&c);
+    c.max_duration_s = 4;
+    sh_recognizer *short_r = NULL;
+    assert_int_equal(sh_recognizer_new(&c, &short_r, &e), 0);
+    assert_int_equal(sh_recognize_clip_mem(short_r, b, len, &e), SH_ETOOLONG);
+    sh_recognize_hashes(short_r, &nh);
+    assert_int_equal(nh, 0);
+    sh_recognizer_free(short_r);
+    free(b);
+}
+
+static void test_errors(void **state)
+{
+    world *w = *state;
+    sh_err e = {0};
+    sh_recognize_answer a[1];
+    size_t na = 7, nh;
+    assert_int_equal(sh_recognize_clip_file(w->r, "/nonexistent/clip.wav", &e), SH_ENOTFOUND);
+    const sh_hash *h = sh_recognize_hashes(w->r, &nh);
+    assert_int_equal(nh, 0);
+    assert_int_equal(sh_recognize_shard(w->r, w->s, h, nh, 1, a, &na, NULL, &e), 0);
+    assert_int_equal(na, 0); /* no hashes, no answer */
+    assert_int_equal(sh_recognize_shard(w->r, w->s, h, nh, 0, a, &na, NULL, &e), SH_EINVAL);
+    assert_int_equal(
+        sh_recognize_shard(w->r, w->s, h, nh, SH_RECOGNIZE_TOP_MAX + 1, a, &na, NULL, &e),
+        SH_EINVAL);
+    assert_int_equal(sh_recognize_shard(w->r, NULL, h, nh, 1, a, &na, NULL, &e), SH_EINVAL);
+    assert_int_equal(sh_recognize_memindex(w->r, NULL, h, nh, 1, a, &na, NULL, &e), SH_EINVAL);
+
+    sh_recognize_config c;
+    sh_recognize_config_default(&c);
+    c.match.min_confidence = 1.5;
+    sh_recognizer *bad = (sh_recognizer *)&c;
+    assert_int_equal(sh_recognizer_new(&c, &bad, &e), SH_EINVAL);
+    assert_null(bad);
+    sh_recognizer_free(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_shard_answer),
+        cmocka_unit_test(test_memindex_answer),
+        cmocka_unit_test(test_clip_mem_and_duration_cap),
+        cmocka_unit_test(test_errors),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
