@@ -5,6 +5,7 @@
 #include "sh_vec.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <stdint.h>
@@ -302,6 +303,7 @@ int sh_http_start(sh_http *h, const char *addr, sh_err *e)
         return sh_err_set(e, SH_EINVAL, "http: bad listen address '%s' (want HOST:PORT)",
                           addr ? addr : "");
     unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | (v6 ? MHD_USE_IPv6 : 0);
+    errno = 0; /* libmicrohttpd leaves bind()'s errno in place: "address already in use" */
     h->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h,
                                  MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
                                  MHD_OPTION_THREAD_POOL_SIZE, h->opts.threads,
@@ -309,7 +311,8 @@ int sh_http_start(sh_http *h, const char *addr, sh_err *e)
                                  MHD_OPTION_CONNECTION_LIMIT, h->opts.max_conns,
                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
     if (!h->daemon)
-        return sh_err_set(e, SH_EIO, "http: cannot listen on %s", addr);
+        return sh_err_set(e, SH_EIO, "http: cannot listen on %s: %s", addr,
+                          errno ? strerror(errno) : "libmicrohttpd refused to start");
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
     h->port = di ? di->port : 0;
     SH_INFO("http_listening", "addr=%s port=%d", addr, h->port);

@@ -62,7 +62,8 @@ int sh_http_route(sh_http *h, const char *method, const char *path, sh_http_hand
 
 /* Binds and starts serving. `addr` is "HOST:PORT", ":PORT" (all interfaces) or "[V6]:PORT", with
  * numeric hosts only; PORT 0 picks a free port (see sh_http_port). Errors: SH_EINVAL (bad addr),
- * SH_EIO (bind/listen failed, e.g. port in use). */
+ * SH_EIO (bind/listen failed; the message gives the system's reason, e.g. "Address already in
+ * use"). */
 int sh_http_start(sh_http *h, const char *addr, sh_err *e);
 
 /* The bound TCP port after a successful start, else 0. */

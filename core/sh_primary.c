@@ -1133,3 +1133,21 @@ int sh_primary_counts_get(sh_primary *db, sh_primary_counts *out, sh_err *e)
     PQclear(r);
     return bad ? sh_err_set(e, SH_EDB, "postgres: unexpected counts row") : 0;
 }
+
+int sh_primary_dsn_check(const char *dsn, sh_err *e)
+{
+    if (!dsn || !*dsn)
+        return sh_err_set(e, SH_EINVAL, "postgres: no DSN given");
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(dsn, &perr);
+    if (opts) {
+        PQconninfoFree(opts);
+        return 0;
+    }
+    if (!perr) /* libpq's documented sign of an allocation failure */
+        return sh_err_set(e, SH_ENOMEM, "postgres: out of memory");
+    char msg[300];
+    sh_pg_trim_copy(msg, sizeof msg, perr);
+    PQfreemem(perr);
+    return sh_err_set(e, SH_EINVAL, "postgres: bad DSN: %s", msg);
+}

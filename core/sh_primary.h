@@ -303,4 +303,11 @@ typedef struct sh_primary_counts {
 
 int sh_primary_counts_get(sh_primary *db, sh_primary_counts *out, sh_err *e);
 
+/* Checks that `dsn` parses as a libpq connection string or URI, without connecting (a bare word
+ * such as "not_a_dsn" does not). Lets a program reject a malformed --dsn as a usage error before
+ * it starts anything; sh_primary_new() applies the same check.
+ * Returns 0, or SH_EINVAL ("postgres: bad DSN: <libpq's reason>"; no DSN at all is SH_EINVAL too),
+ * or SH_ENOMEM. */
+int sh_primary_dsn_check(const char *dsn, sh_err *e);
+
 #endif

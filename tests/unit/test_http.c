@@ -272,6 +272,8 @@ static void test_port_in_use(void **state)
     snprintf(addr, sizeof addr, "127.0.0.1:%d", fx->port);
     sh_err e = {0};
     assert_int_equal(sh_http_start(h, addr, &e), SH_EIO);
+    /* The message says why, so that an operator can act on it. */
+    assert_non_null(strstr(sh_err_text(&e), "Address already in use"));
     sh_http_free(h);
 }
 

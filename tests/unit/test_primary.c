@@ -568,6 +568,16 @@ static void test_invalid_arguments(void **state)
     sh_primary *db = NULL;
     assert_int_equal(sh_primary_new(&c, &db, &e), SH_EINVAL);
     assert_null(db);
+    /* The same verdicts without connecting. */
+    assert_int_equal(sh_primary_dsn_check("this is not a dsn", &e), SH_EINVAL);
+    assert_non_null(strstr(sh_err_text(&e), "bad DSN"));
+    assert_int_equal(sh_primary_dsn_check("not_a_dsn", &e), SH_EINVAL);
+    assert_int_equal(sh_primary_dsn_check("host='unterminated", &e), SH_EINVAL);
+    assert_int_equal(sh_primary_dsn_check("postgresql://h:5432/db?nosuchoption=1", &e), SH_EINVAL);
+    assert_int_equal(sh_primary_dsn_check("", &e), SH_EINVAL);
+    assert_int_equal(sh_primary_dsn_check(NULL, &e), SH_EINVAL);
+    assert_int_equal(sh_primary_dsn_check("host=127.0.0.1 port=1 dbname=x", &e), 0);
+    assert_int_equal(sh_primary_dsn_check("postgresql://u@127.0.0.1:1/db", &e), 0);
 }
 
 /* SOUNDHASH_DB_PASSWORD_FILE (a Docker secret) is read and used: a missing file is a clear error,
