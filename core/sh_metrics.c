@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@ struct sh_series {
     char values[SH_METRICS_MAX_LABELS][SH_METRICS_MAX_VALUE];
     _Atomic uint64_t value; /* counter/gauge: double bits; histogram: sum as double bits */
     _Atomic uint64_t count; /* histogram observation count */
+    atomic_bool absent;     /* gauge: not rendered until set again (sh_series_unset) */
     _Atomic uint64_t buckets[]; /* histogram: per-bucket (non-cumulative) counts, nbounds + 1 */
 };
 
@@ -264,6 +266,8 @@ void sh_series_add(sh_series *s, double v)
     if (!s || isnan(v) || s->fam->kind == KIND_HISTOGRAM || (s->fam->kind == KIND_COUNTER && v < 0))
         return;
     atomic_add_double(&s->value, v);
+    if (s->fam->kind == KIND_GAUGE)
+        atomic_store_explicit(&s->absent, false, memory_order_relaxed);
 }
 
 void sh_series_set(sh_series *s, double v)
@@ -271,6 +275,15 @@ void sh_series_set(sh_series *s, double v)
     if (!s || s->fam->kind != KIND_GAUGE)
         return;
     atomic_store_explicit(&s->value, dbits(v), memory_order_relaxed);
+    atomic_store_explicit(&s->absent, false, memory_order_relaxed);
+}
+
+void sh_series_unset(sh_series *s)
+{
+    if (!s || s->fam->kind != KIND_GAUGE)
+        return;
+    atomic_store_explicit(&s->absent, true, memory_order_relaxed);
+    atomic_store_explicit(&s->value, dbits(0), memory_order_relaxed);
 }
 
 void sh_series_observe(sh_series *s, double v)
@@ -433,6 +446,8 @@ static void render_family(strbuf *b, sh_metric *f)
             render_histogram(b, f, s);
             continue;
         }
+        if (atomic_load_explicit(&s->absent, memory_order_relaxed))
+            continue;
         char num[64];
         fmt_double(num, sizeof num, bitsd(atomic_load_explicit(&s->value, memory_order_relaxed)));
         sb_printf(b, "%s", f->name);

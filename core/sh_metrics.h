@@ -62,8 +62,14 @@ sh_series *sh_metric_series(sh_metric *f, const char *const *values);
 
 /* Counter/gauge: adds `v` (counters ignore negative or NaN `v`). Histogram: no-op. NULL-safe. */
 void sh_series_add(sh_series *s, double v);
-/* Gauge: sets the value. Counters and histograms: no-op. NULL-safe. */
+/* Gauge: sets the value (and shows a series hidden by sh_series_unset again). Counters and
+ * histograms: no-op. NULL-safe. */
 void sh_series_set(sh_series *s, double v);
+/* Gauge: hides the series from sh_metrics_render and zeroes it, until the next set/add — for label
+ * values that stop meaning anything, e.g. a partition no longer assigned. The pointer stays valid
+ * and keeps its slot (at most SH_METRICS_MAX_SERIES per family still holds). Counters and
+ * histograms: no-op (they must never go back). NULL-safe. */
+void sh_series_unset(sh_series *s);
 /* Histogram: records one observation. Counters and gauges: no-op. NULL-safe. */
 void sh_series_observe(sh_series *s, double v);
 /* Current value of a counter/gauge, or the observation count of a histogram; 0 for NULL. */

@@ -80,6 +80,39 @@ static void test_gauge_and_unlabelled(void **state)
     sh_metrics_free(m);
 }
 
+/* A gauge series that stops meaning anything (a revoked partition) disappears from the rendering
+ * and comes back when set again; counters cannot be unset. */
+static void test_gauge_unset(void **state)
+{
+    (void)state;
+    sh_metrics *m = new_reg();
+    sh_metric *g, *c;
+    assert_int_equal(sh_metrics_gauge(m, "sh_lag", "Lag.", (const char *[]){"p", NULL}, &g), 0);
+    assert_int_equal(sh_metrics_counter(m, "sh_n_total", "N.", NULL, &c), 0);
+    sh_series *p0 = sh_metric_series(g, (const char *[]){"0", NULL});
+    sh_series *p1 = sh_metric_series(g, (const char *[]){"1", NULL});
+    sh_series *n = sh_metric_series(c, NULL);
+    sh_series_set(p0, 5);
+    sh_series_set(p1, 7);
+    sh_series_add(n, 2);
+    sh_series_unset(p1);
+    sh_series_unset(n);
+    sh_series_unset(NULL);
+    assert_true(sh_series_value(p1) == 0);
+    assert_true(sh_series_value(n) == 2);
+    char *out = render(m);
+    assert_string_equal(out, "# HELP sh_lag Lag.\n# TYPE sh_lag gauge\nsh_lag{p=\"0\"} 5\n"
+                             "# HELP sh_n_total N.\n# TYPE sh_n_total counter\nsh_n_total 2\n");
+    free(out);
+    /* The same pointer shows it again, in its old place. */
+    assert_ptr_equal(p1, sh_metric_series(g, (const char *[]){"1", NULL}));
+    sh_series_add(p1, 3);
+    out = render(m);
+    assert_non_null(strstr(out, "sh_lag{p=\"0\"} 5\nsh_lag{p=\"1\"} 3\n"));
+    free(out);
+    sh_metrics_free(m);
+}
+
 static void test_histogram_render(void **state)
 {
     (void)state;
@@ -233,6 +266,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_counter_render),
         cmocka_unit_test(test_gauge_and_unlabelled),
+        cmocka_unit_test(test_gauge_unset),
         cmocka_unit_test(test_histogram_render),
         cmocka_unit_test(test_escaping),
         cmocka_unit_test(test_registration_errors),
