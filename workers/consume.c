@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define COMMIT_EVERY_S 0.2
 #define PING_EVERY_S 1.0
@@ -97,6 +98,7 @@ static void on_assign(wk *w, rd_kafka_topic_partition_list_t *parts, bool paused
     if (paused)
         rd_kafka_pause_partitions(w->consumer, parts);
     atomic_fetch_add(&w->assigned, parts->cnt);
+    wk_lag_assign(w, parts, true);
     SH_INFO("partitions_assigned", "count=%d", parts->cnt);
 }
 
@@ -109,6 +111,7 @@ static void on_revoke(wk *w, rd_kafka_topic_partition_list_t *parts)
         sh_offsets_reset(w->offsets, parts->elems[i].topic, parts->elems[i].partition);
     pthread_mutex_unlock(&w->lock);
     route_queues(w, parts, false);
+    wk_lag_assign(w, parts, false);
     if (cooperative(w)) {
         rd_kafka_error_destroy(rd_kafka_incremental_unassign(w->consumer, parts));
         atomic_fetch_sub(&w->assigned, parts->cnt);
@@ -163,6 +166,85 @@ static int wait_broker(wk *w, sh_err *e)
     }
 }
 
+/* Sleeps until monotonic time `t` in short slices, returning early when a signal asks us to
+ * stop. */
+static void nap_until(double t)
+{
+    for (double left; !g_stop && (left = t - wk_now()) > 0;) {
+        double slice = left < 0.1 ? left : 0.1;
+        struct timespec ts = {0, (long)(slice * 1e9)};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* One connection attempt, bounded by what is left of the wait (libpq's minimum is 2 s). */
+static int try_db(const wk *w, double deadline, sh_err *e)
+{
+    sh_primary_config pc;
+    sh_primary_config_default(&pc);
+    pc.dsn = w->cfg.dsn;
+    double left = deadline - wk_now();
+    pc.connect_timeout_s = left > 5 ? 5 : 2;
+    pc.application_name = "soundhash-worker-ctl";
+    sh_primary *db = NULL;
+    int rc = sh_primary_new(&pc, &db, e);
+    sh_primary_free(db);
+    return rc;
+}
+
+/* libpq's messages span lines ("...failed: Connection refused\n\tIs the server running...");
+ * the final error is one line. */
+static int db_wait_failed(const wk *w, int rc, const sh_err *pe, sh_err *e)
+{
+    char why[sizeof pe->msg];
+    snprintf(why, sizeof why, "%s", sh_err_text(pe));
+    for (char *p = why; *p; p++)
+        if (*p == '\n' || *p == '\t')
+            *p = ' ';
+    if (rc == SH_EDB)
+        return sh_err_set(e, SH_EDB,
+                          "the primary database refused the connection for %ld s (%s): check "
+                          "the database name, role and password (SOUNDHASH_DB_PASSWORD or "
+                          "SOUNDHASH_DB_PASSWORD_FILE) of --dsn",
+                          w->cfg.db_wait_s, why);
+    return sh_err_set(e, rc,
+                      "the primary database did not answer within %ld s (%s): is PostgreSQL "
+                      "running at --dsn? --db-wait sets how long to wait",
+                      w->cfg.db_wait_s, why);
+}
+
+int wk_wait_db(wk *w, sh_err *e)
+{
+    install_signals(); /* the wait may last --db-wait seconds */
+    double start = wk_now(), deadline = start + (double)w->cfg.db_wait_s;
+    int last = 0;
+    while (!g_stop) {
+        sh_err pe = {0};
+        double t0 = wk_now();
+        int rc = try_db(w, deadline, &pe);
+        sh_series_set(w->m.db_up_s, rc ? 0 : 1);
+        atomic_store(&w->db_down, rc != 0);
+        if (rc == 0) {
+            if (last)
+                SH_INFO("db_ready", "waited_s=%.1f", wk_now() - start);
+            return 0;
+        }
+        if (rc != SH_ETRANSIENT && rc != SH_EDB)
+            return sh_err_set(e, rc, "%s", sh_err_text(&pe));
+        if (rc != last) {
+            char q[400];
+            SH_WARN(rc == SH_EDB ? "db_refused" : "db_waiting", "wait_s=%ld msg=%s",
+                    w->cfg.db_wait_s, sh_log_q(q, sizeof q, sh_err_text(&pe)));
+        }
+        last = rc;
+        if (wk_now() >= deadline)
+            return db_wait_failed(w, rc, &pe, e);
+        double next = t0 + 1.0; /* at most one attempt per second */
+        nap_until(next < deadline ? next : deadline);
+    }
+    return sh_err_set(e, SH_ECANCELED, "stopped by a signal while waiting for the database");
+}
+
 int wk_consumer_new(wk *w, sh_err *e)
 {
     install_signals(); /* before the broker wait, which may last --connect-timeout seconds */
@@ -205,6 +287,7 @@ int wk_consumer_new(wk *w, sh_err *e)
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(2);
     rd_kafka_topic_partition_list_add(topics, SH_TOPIC_AUDIO_EVENTS, RD_KAFKA_PARTITION_UA);
     rd_kafka_topic_partition_list_add(topics, SH_TOPIC_AUDIO_REINDEX, RD_KAFKA_PARTITION_UA);
+    SH_INFO("group_joining", "group=%s", w->cfg.group);
     rd_kafka_resp_err_t err = rd_kafka_subscribe(w->consumer, topics);
     rd_kafka_topic_partition_list_destroy(topics);
     return err ? sh_kafka_err_set(e, err, "subscribe") : 0;

@@ -1,4 +1,4 @@
-/* wmetrics.c — the worker's Prometheus metrics, consumer lag from librdkafka's statistics, and
+/* wmetrics.c — the worker's Prometheus metrics, broker state from librdkafka's statistics, and
  * the /health and /metrics endpoints. */
 #include "worker.h"
 
@@ -36,11 +36,18 @@ static int reg_all(wk_metrics *m)
     rc = rc ? rc : sh_metrics_counter(m->reg, "soundhash_worker_hashes_total",
                                       "Landmark hashes written.", NULL, &m->hashes);
     rc = rc ? rc : sh_metrics_gauge(m->reg, "soundhash_worker_consumer_lag",
-                                    "Messages behind the partition end (librdkafka statistics).",
+                                    "Events not yet done in a partition assigned to this worker: "
+                                    "end offset minus the group's committed offset, asked of the "
+                                    "cluster every 2 s (removed when the partition is revoked).",
                                     L("topic", "partition"), &m->lag);
     rc = rc ? rc : sh_metrics_gauge(m->reg, "soundhash_worker_consumer_lag_sum",
-                                    "Messages behind, summed over assigned partitions.", NULL,
+                                    "Events not yet done, summed over assigned partitions.", NULL,
                                     &m->lag_total);
+    rc = rc ? rc : sh_metrics_gauge(m->reg, "soundhash_worker_group_lag",
+                                    "Events not yet done in every partition of the worker topics, "
+                                    "whoever owns it: a stalled or dead owner's partitions grow "
+                                    "here on every worker.",
+                                    L("topic", "partition"), &m->group_lag);
     rc = rc ? rc : sh_metrics_histogram(m->reg, "soundhash_worker_db_write_seconds",
                                         "Database write latency per call (a batch for upserts).",
                                         L("op"), db, sizeof db / sizeof db[0], &m->db_latency);
@@ -98,30 +105,8 @@ void wk_count_retry(wk *w, int code)
 }
 
 /* ---- librdkafka statistics --------------------------------------------------------------------
- * {"brokers": {"host:port/1": {"state": "UP", "nodeid": 1, ...}},
- *  "topics": {"t": {"partitions": {"0": {"consumer_lag": 12, ...}, "-1": {...}}}}} */
-
-static void stats_lag(wk *w, json_t *topics)
-{
-    const char *tname;
-    json_t *t;
-    double sum = 0;
-    json_object_foreach(topics, tname, t)
-    {
-        const char *pname;
-        json_t *p;
-        json_object_foreach(json_object_get(t, "partitions"), pname, p)
-        {
-            json_t *lag = json_object_get(p, "consumer_lag");
-            if (strcmp(pname, "-1") == 0 || !json_is_integer(lag) || json_integer_value(lag) < 0)
-                continue;
-            double v = (double)json_integer_value(lag);
-            sh_series_set(sh_metric_series(w->m.lag, L(tname, pname)), v);
-            sum += v;
-        }
-    }
-    sh_series_set(w->m.lag_total_s, sum);
-}
+ * {"brokers": {"host:port/1": {"state": "UP", "nodeid": 1, ...}}, ...}: only whether a broker is
+ * up. (Consumer lag is not taken from here: see lag.c.) */
 
 static bool stats_broker_up(json_t *brokers)
 {
@@ -145,7 +130,6 @@ int wk_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
     json_t *root = json_loadb(json, len, 0, &err);
     if (!root)
         return 0;
-    stats_lag(w, json_object_get(root, "topics"));
     bool up = stats_broker_up(json_object_get(root, "brokers"));
     atomic_store(&w->kafka_up, up);
     sh_series_set(w->m.kafka_up_s, up ? 1 : 0);

@@ -6,9 +6,11 @@
 #include "sh_kafka.h"
 #include "sh_log.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static const char *const SUMMARY =
@@ -17,9 +19,13 @@ static const char *const SUMMARY =
     "writes each track and its fingerprints to the primary PostgreSQL in one version-checked "
     "transaction. Offsets are committed only up to events that are fully done (written, or "
     "delivered to soundhash.audio.dlq with the reason when bad), so a worker killed at any "
-    "instant loses nothing. Pauses while the database is down and resumes by itself. "
-    "SIGTERM/SIGINT: finishes in-flight work, commits, leaves the group, exits 0. "
-    "/health and /metrics on --http.";
+    "instant loses nothing. Before joining the consumer group it waits (--db-wait) until the "
+    "database accepts a connection, so partitions go only to workers that can write; once running "
+    "it pauses while the database is down and resumes by itself. "
+    "SIGTERM/SIGINT: finishes in-flight work, commits, leaves the group, exits 0. Exit 1: a "
+    "runtime failure (database or broker not reachable in time, authentication refused, --http "
+    "address in use); exit 2: a usage error (bad flag value, malformed --dsn or -X, missing "
+    "--media-root or --tmp-dir). /health and /metrics on --http.";
 
 /* The option table without targets (immutable); init_opts() copies it and points the copy at a
  * config struct. */
@@ -59,6 +65,10 @@ static const sh_opt OPTS[] = {
      "timeouts, 5xx/408/429) before the event goes to the DLQ as SH_ETIMEOUT (0: retry forever; "
      "a database outage is never counted)",
      0, 0, 604800},
+    {"db-wait", 0, SH_OPT_INT, NULL, "60",
+     "seconds to wait at start for the primary database to accept a connection before joining "
+     "the consumer group, then exit 1 (0: one attempt)",
+     0, 0, 604800},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0, 0},
 };
 #define N_OPTS (sizeof OPTS / sizeof OPTS[0])
@@ -70,7 +80,7 @@ static void init_opts(wk_config *c, sh_opt *opts, sh_cmd_spec *spec)
                        &c->max_inflight, &c->batch,         &c->max_duration_s,
                        &c->max_fetch_bytes, &c->http_timeout_s, &c->retry_max_ms,
                        &c->shutdown_grace_s, &c->tmp_dir, &c->connect_timeout_s,
-                       &c->max_retry_time_s};
+                       &c->max_retry_time_s, &c->db_wait_s};
     _Static_assert(sizeof targets / sizeof targets[0] == N_OPTS - 1, "one target per option");
     memcpy(opts, OPTS, sizeof OPTS);
     for (size_t i = 0; i < N_OPTS - 1; i++)
@@ -81,7 +91,39 @@ static void init_opts(wk_config *c, sh_opt *opts, sh_cmd_spec *spec)
     spec->opts = opts;
 }
 
-/* Derived settings and checks the option table cannot express. */
+/* Turns the error in `e` into a usage error naming `flag`; returns SH_EUSAGE. */
+static int usage_error(sh_err *e, const char *flag)
+{
+    char why[sizeof e->msg];
+    snprintf(why, sizeof why, "%s", sh_err_text(e));
+    return sh_err_set(e, SH_EUSAGE, "%s: %s", flag, why);
+}
+
+/* -X properties are checked once here, against a throw-away configuration, so that a typo is a
+ * usage error before anything starts (the consumer and the DLQ producer apply them later). */
+static int check_kafka_props(const wk_config *c, sh_err *e)
+{
+    rd_kafka_conf_t *conf = NULL;
+    int rc = sh_kafka_conf_new(c->brokers, &c->kafka_props, &conf, e);
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    if (rc == SH_EINVAL)
+        return usage_error(e, "-X");
+    return rc; /* SH_EUSAGE: the message names -X already */
+}
+
+static int check_dir(const char *flag, const char *path, sh_err *e)
+{
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return sh_err_set(e, SH_EUSAGE, "%s %s: %s", flag, path, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return sh_err_set(e, SH_EUSAGE, "%s %s: not a directory", flag, path);
+    return 0;
+}
+
+/* Derived settings and the checks the option table cannot express; every failure is a usage
+ * error (exit 2) found before anything connects anywhere. */
 static int finish_config(wk *w, sh_err *e)
 {
     wk_config *c = &w->cfg;
@@ -91,6 +133,12 @@ static int finish_config(wk *w, sh_err *e)
         return sh_err_set(e, SH_EUSAGE, "--max-duration must be > 0");
     if (c->max_fetch_bytes == 0)
         return sh_err_set(e, SH_EUSAGE, "--max-fetch-bytes must be > 0");
+    int rc = sh_primary_dsn_check(c->dsn, e);
+    if (rc)
+        return rc == SH_EINVAL ? usage_error(e, "--dsn") : rc;
+    if ((rc = check_kafka_props(c, e)) || (rc = check_dir("--media-root", c->media_root, e)) ||
+        (rc = check_dir("--tmp-dir", c->tmp_dir, e)))
+        return rc;
     if (!c->worker_id || !c->worker_id[0]) {
         char host[64] = "worker", id[128];
         gethostname(host, sizeof host - 1);
@@ -103,23 +151,43 @@ static int finish_config(wk *w, sh_err *e)
     return 0;
 }
 
+/* /health and /metrics come first, so that they answer (503) while the worker waits for the
+ * database and the broker. A malformed address is a usage error; a busy port is not. */
+static int start_http(wk *w, sh_err *e)
+{
+    int rc = wk_http_start(w, e);
+    if (rc == SH_EINVAL)
+        return usage_error(e, "--http");
+    if (rc) {
+        char why[sizeof e->msg];
+        snprintf(why, sizeof why, "%s", sh_err_text(e));
+        sh_err_set(e, rc, "--http: %s", why);
+    }
+    return rc;
+}
+
+/* Order matters: nothing joins the consumer group before the database has answered. */
 static int start(wk *w, sh_err *e)
 {
     int rc = sh_registry_new_from_env(&w->reg, e);
     sh_schema_limits_default(&w->lim);
     sh_fp_config_default(&w->fpc);
-    if (rc == 0)
-        rc = sh_media_new(w->cfg.media_root, 0, &w->media, e);
+    if (rc == 0 && (rc = sh_media_new(w->cfg.media_root, 0, &w->media, e)) && rc != SH_ENOMEM)
+        rc = usage_error(e, "--media-root"); /* checked in finish_config: a race */
     if (rc == 0 && (rc = sh_offsets_new(&w->offsets)))
         sh_err_set(e, rc, "out of memory");
     if (rc == 0 && (rc = wk_metrics_init(&w->m)))
         sh_err_set(e, rc, "metrics registry");
     if (rc == 0)
+        rc = start_http(w, e);
+    if (rc == 0)
+        rc = wk_wait_db(w, e);
+    if (rc == 0)
         rc = wk_dlq_new(w, e);
     if (rc == 0)
         rc = wk_consumer_new(w, e);
     if (rc == 0)
-        rc = wk_http_start(w, e);
+        rc = wk_lag_start(w, e);
     return rc;
 }
 
@@ -163,7 +231,9 @@ static void stop_threads(wk *w)
 static void teardown(wk *w)
 {
     sh_http_free(w->http); /* first: its handlers read the state freed below */
-    wk_consumer_close(w);
+    wk_lag_stop(w);        /* it queries the consumer */
+    wk_consumer_close(w);  /* its last revoke still updates the lag bookkeeping */
+    wk_lag_free(w);
     wk_dlq_free(w);
     sh_offsets_free(w->offsets);
     wk_metrics_free(&w->m);
@@ -185,8 +255,8 @@ int sh_cmd_worker(int argc, char **argv)
     init_opts(&w.cfg, opts, &spec);
     int rc = sh_opt_parse(&spec, argc, argv, &e);
     int code = sh_opt_exit_code(&spec, rc, &e);
-    if (code < 0 && finish_config(&w, &e))
-        code = sh_opt_exit_code(&spec, SH_EUSAGE, &e);
+    if (code < 0 && (rc = finish_config(&w, &e)))
+        code = sh_opt_exit_code(&spec, rc, &e);
     if (code >= 0) {
         sh_opt_free(&spec);
         return code;
@@ -195,7 +265,11 @@ int sh_cmd_worker(int argc, char **argv)
     pthread_cond_init(&w.job_cv, NULL);
     pthread_cond_init(&w.write_cv, NULL);
     wk_fetch_global_init();
-    rc = start(&w, &e);
+    rc = wk_lag_init(&w);
+    if (rc)
+        sh_err_set(&e, rc, "out of memory");
+    else
+        rc = start(&w, &e);
     if (rc == 0)
         rc = start_threads(&w, &e);
     if (rc == 0) {
@@ -203,19 +277,20 @@ int sh_cmd_worker(int argc, char **argv)
                 w.cfg.threads, w.cfg.group, w.cfg.max_inflight);
         rc = wk_run(&w);
         if (rc)
-            fprintf(stderr, "soundhash worker: stopped without committing: %s\n", sh_strerror(rc));
+            sh_err_set(&e, rc, "stopped without committing: %s", sh_strerror(rc));
     } else if (rc == SH_ECANCELED) {
         /* SIGTERM/SIGINT while starting (e.g. waiting for a broker): nothing was consumed. */
         SH_INFO("worker_start_interrupted", "msg=\"%s\"", sh_err_text(&e));
         atomic_store(&w.abandon, true);
         rc = 0;
     } else {
-        fprintf(stderr, "soundhash worker: %s\n", sh_err_text(&e));
         atomic_store(&w.abandon, true);
     }
     stop_threads(&w);
     teardown(&w);
     SH_INFO("worker_stopped", "rc=%d", rc);
+    /* The reason is the last line on stderr, after the log lines of the tear-down. */
+    int exit_code = rc ? sh_opt_exit_code(&spec, rc, &e) : SH_EXIT_OK;
     sh_opt_free(&spec);
-    return rc ? SH_EXIT_RUNTIME : SH_EXIT_OK;
+    return exit_code;
 }

@@ -14,6 +14,8 @@
  *                      transient failures with jittered exponential backoff while flagging the
  *                      database down; permanent failures go to the DLQ.
  *   1 dr thread        (dlq.c) serves the DLQ producer's delivery reports.
+ *   1 lag thread       (lag.c) asks the cluster for end and committed offsets every 2 s: the
+ *                      consumer lag of this worker's partitions and of the whole group.
  *   http pool          (wmetrics.c) /health and /metrics.
  *
  * A job is "done" once its database transaction committed (or was a stale no-op) or its dead
@@ -59,7 +61,8 @@ typedef struct wk_config {
     long retry_max_ms;
     long shutdown_grace_s;
     char *tmp_dir;
-    long connect_timeout_s; /* bounded wait for a broker at start; 0: wait forever */
+    long connect_timeout_s; /* bounded wait for a broker at start; 0: no check at start */
+    long db_wait_s;         /* bounded wait for the database before joining; 0: one attempt */
     long max_retry_time_s;  /* per-event budget for transient source failures; 0: unlimited */
 } wk_config;
 
@@ -96,10 +99,22 @@ typedef struct wk_fifo {
 typedef struct wk_metrics {
     sh_metrics *reg;
     sh_metric *events, *failed, *retries, *latency, *audio_s, *lag, *db_latency, *inflight,
-        *paused, *kafka_up, *db_up, *hashes, *lag_total;
+        *paused, *kafka_up, *db_up, *hashes, *lag_total, *group_lag;
     sh_series *audio_total, *inflight_s, *paused_s, *kafka_up_s, *db_up_s, *hashes_total,
         *lag_total_s;
 } wk_metrics;
+
+/* ---- consumer lag (lag.c) -------------------------------------------------------------------- */
+enum { WK_LAG_TOPICS = 2, WK_LAG_MAX_PARTITIONS = 64 }; /* events, reindex; partitions reported */
+
+typedef struct wk_lag {
+    pthread_t thread;
+    pthread_mutex_t lock; /* guards the fields below and publishing the lag gauges */
+    pthread_cond_t cv;
+    bool inited, started, stop, warned_cap;
+    uint64_t assigned[WK_LAG_TOPICS]; /* bit p: partition p is assigned to this worker */
+    int64_t value[WK_LAG_TOPICS][WK_LAG_MAX_PARTITIONS]; /* last known lag */
+} wk_lag;
 
 /* ---- the worker ------------------------------------------------------------------------------ */
 typedef struct wk {
@@ -110,6 +125,7 @@ typedef struct wk {
     sh_fp_config fpc;
     wk_metrics m;
     sh_http *http;
+    wk_lag lag;
 
     rd_kafka_t *consumer;
     rd_kafka_queue_t *live_q;    /* the consumer queue: live partitions */
@@ -182,7 +198,25 @@ void wk_count_retry(wk *w, int code);
 int wk_stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque);
 int wk_http_start(wk *w, sh_err *e);
 
+/* lag.c: a thread that publishes soundhash_worker_consumer_lag / _group_lag (see lag.c).
+ * wk_lag_init before anything else touches w->lag (SH_ENOMEM); wk_lag_start after the consumer
+ * exists; wk_lag_stop before the consumer closes; wk_lag_free last (accepts a never-inited lag). */
+int wk_lag_init(wk *w);
+int wk_lag_start(wk *w, sh_err *e);
+void wk_lag_stop(wk *w);
+void wk_lag_free(wk *w);
+/* From the rebalance callback: records `parts` as assigned or revoked; a revoked partition's
+ * consumer-lag series is removed at once. */
+void wk_lag_assign(wk *w, const rd_kafka_topic_partition_list_t *parts, bool assigned);
+
 /* consume.c */
+/* Before joining the consumer group, so that partitions go only to workers that can write: waits
+ * up to --db-wait seconds for the primary database to accept a connection. Returns 0; SH_EDB when
+ * it kept refusing us (authentication, missing database or role) or SH_ETRANSIENT when it never
+ * answered, by the deadline; SH_ECANCELED on SIGTERM/SIGINT; SH_EIO/SH_ENOMEM at once (password
+ * file unreadable, out of memory). Installs the signal handlers. */
+int wk_wait_db(wk *w, sh_err *e);
+/* Creates the consumer, waits (bounded) for a broker, and subscribes: joins the group. */
 int wk_consumer_new(wk *w, sh_err *e);
 /* Consumes until SIGTERM/SIGINT (returns 0 after draining and committing) or until an event
  * cannot be tracked (returns SH_ENOMEM at once, committing nothing more). */

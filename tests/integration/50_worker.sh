@@ -144,7 +144,7 @@ check "replay worker exits 0" test "$WK_RC" -eq 0
 # Usage errors.
 expect_exit 2 "$SH_BIN" worker --dsn x --media-root "$MEDIA"
 expect_exit 2 "$SH_BIN" worker --brokers "$BOOT" --dsn "$SH_DSN" --media-root "$MEDIA" --threads 0
-expect_exit 1 "$SH_BIN" worker --brokers "$BOOT" --dsn "$SH_DSN" --media-root "$SH_TMP/nope"
+expect_exit 2 "$SH_BIN" worker --brokers "$BOOT" --dsn "$SH_DSN" --media-root "$SH_TMP/nope"
 # No broker at start: a bounded wait, then a clear error and exit 1 (not a silent retry loop).
 expect_exit 1 timeout 20 "$SH_BIN" worker --brokers 127.0.0.1:1 --dsn "$SH_DSN" --media-root "$MEDIA" \
   --connect-timeout 1
