@@ -725,8 +725,8 @@ static int cur_string(cur *c, size_t max, char **arena, const char **out)
     return 0;
 }
 
-static int parse_op(cur *c, const sh_dpay_caps *caps, int64_t prev_seq, char **arena,
-                    sh_dop *op, sh_err *e)
+static int parse_op(cur *c, const sh_dpay_caps *caps, unsigned flags, int64_t prev_seq,
+                    char **arena, sh_dop *op, sh_err *e)
 {
     uint64_t dseq, version, fpv, np;
     if (cur_varint(c, &dseq) || c->p >= c->end)
@@ -735,7 +735,7 @@ static int parse_op(cur *c, const sh_dpay_caps *caps, int64_t prev_seq, char **a
     if ((d > 0 && prev_seq > INT64_MAX - d) || prev_seq + d < 1)
         return sh_err_set(e, SH_EFORMAT, "dpay: op seq out of range");
     op->seq = prev_seq + d;
-    if (!caps->allow_unordered && op->seq <= prev_seq)
+    if (!(flags & SH_DPAY_UNORDERED) && op->seq <= prev_seq)
         return sh_err_set(e, SH_EFORMAT, "dpay: ops not in increasing seq order");
     op->kind = *c->p++;
     if (op->kind != SH_DOP_UPSERT && op->kind != SH_DOP_DELETE)
@@ -837,7 +837,7 @@ static int parse_raw(const uint8_t *raw, size_t len, const sh_dpay_caps *caps, s
     int64_t prev = 0;
     uint64_t sum = 0;
     for (size_t i = 0; i < nops; i++) {
-        if ((rc = parse_op(&c, caps, prev, &arena, &d->ops[i], e)))
+        if ((rc = parse_op(&c, caps, d->flags, prev, &arena, &d->ops[i], e)))
             return rc;
         prev = d->ops[i].seq;
         sum += d->ops[i].npostings;
