@@ -8,6 +8,7 @@
  *   bench_primary [TRACKS [POSTINGS_PER_TRACK]]     defaults 300 and 7000 (≈ a 3.5 min track at
  *                                                   the fingerprinter's ~35 hashes/s)
  */
+#include "sh_clock.h"
 #include "sh_fpblob.h"
 #include "sh_pgctl.h"
 #include "sh_primary.h"
@@ -18,16 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define BATCH 32 /* tracks per sh_primary_write_tracks call, as a worker would batch */
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* Deterministic synthetic postings: random 32-bit hashes, times rising a few frames at a time. */
 static void make_hashes(sh_hash *h, size_t n, uint64_t seed)
@@ -91,7 +84,7 @@ static int bench_blob(sh_primary *db, PGconn *c, size_t tracks, size_t per, resu
     char ids[BATCH][32];
     int res[BATCH];
     size_t tail_from = tracks - (tracks / 10 ? tracks / 10 : 1);
-    double t0 = now_s(), tail0 = t0;
+    double t0 = sh_clock_mono_s(), tail0 = t0;
     for (size_t i = 0; i < tracks && h; i += BATCH) {
         size_t m = tracks - i < BATCH ? tracks - i : BATCH;
         for (size_t k = 0; k < m; k++) {
@@ -111,7 +104,7 @@ static int bench_blob(sh_primary *db, PGconn *c, size_t tracks, size_t per, resu
                                      .fp_blob_len = len};
         }
         if (i <= tail_from && tail_from < i + m) {
-            tail0 = now_s();
+            tail0 = sh_clock_mono_s();
             out->tail_tracks = tracks - i; /* from the batch holding the last 10% */
         }
         sh_err e = {0};
@@ -125,14 +118,14 @@ static int bench_blob(sh_primary *db, PGconn *c, size_t tracks, size_t per, resu
             return 1;
         }
     }
-    double t1 = now_s();
+    double t1 = sh_clock_mono_s();
     free(h);
     out->secs = t1 - t0;
     out->tail_secs = t1 - tail0;
     exec_ok(c, "VACUUM ANALYZE tracks, fingerprints");
     out->bytes = one_int(c, "SELECT pg_total_relation_size('fingerprints') + "
                             "pg_total_relation_size('tracks')");
-    double r0 = now_s();
+    double r0 = sh_clock_mono_s();
     PGresult *r =
         PQexecParams(c, "SELECT external_id, blob FROM fingerprints", 0, NULL, NULL, NULL, NULL, 1);
     int ok = PQresultStatus(r) == PGRES_TUPLES_OK && (size_t)PQntuples(r) == tracks;
@@ -145,7 +138,7 @@ static int bench_blob(sh_primary *db, PGconn *c, size_t tracks, size_t per, resu
         free(d);
     }
     PQclear(r);
-    out->read_secs = now_s() - r0;
+    out->read_secs = sh_clock_mono_s() - r0;
     return ok ? 0 : 1;
 }
 
@@ -159,10 +152,10 @@ static int bench_rows(PGconn *c, size_t tracks, size_t per, result *out)
     sh_hash *h = malloc(per * sizeof *h);
     char *buf = malloc(per * 40 + 1);
     size_t tail_from = tracks - (tracks / 10 ? tracks / 10 : 1);
-    double t0 = now_s(), tail0 = t0;
+    double t0 = sh_clock_mono_s(), tail0 = t0;
     for (size_t i = 0; i < tracks && h && buf; i++) {
         if (i == tail_from) {
-            tail0 = now_s();
+            tail0 = sh_clock_mono_s();
             out->tail_tracks = tracks - i;
         }
         make_hashes(h, per, i);
@@ -186,17 +179,17 @@ static int bench_rows(PGconn *c, size_t tracks, size_t per, result *out)
         if (!ok || !exec_ok(c, "COMMIT"))
             return 1;
     }
-    double t1 = now_s();
+    double t1 = sh_clock_mono_s();
     free(h);
     free(buf);
     out->secs = t1 - t0;
     out->tail_secs = t1 - tail0;
     exec_ok(c, "VACUUM ANALYZE bench_postings");
     out->bytes = one_int(c, "SELECT pg_total_relation_size('bench_postings')");
-    double r0 = now_s();
+    double r0 = sh_clock_mono_s();
     int64_t n = one_int(c, "SELECT count(*) FROM (SELECT * FROM bench_postings "
                            "ORDER BY track_id) s");
-    out->read_secs = now_s() - r0;
+    out->read_secs = sh_clock_mono_s() - r0;
     return n == (int64_t)(tracks * per) ? 0 : 1;
 }
 

@@ -9,6 +9,7 @@
  *   bench_publish [EVENTS] [-X key=value]...     (default 200000 events; -X as in the CLI)
  */
 #include "../ingest/sh_ingest.h"
+#include "sh_clock.h"
 #include "sh_kafka.h"
 
 #include <librdkafka/rdkafka_mock.h>
@@ -18,15 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* Child: runs a 3-broker mock cluster with the project's topics, writes its bootstrap list to
  * `fd`, then waits until the parent closes the pipe's other end (or dies). */
@@ -136,7 +129,7 @@ int main(int argc, char **argv)
     sh_ingest_publish_sync(p, &ev, 10000, NULL, NULL, &e);
 
     size_t failed = 0;
-    double t0 = now_s();
+    double t0 = sh_clock_mono_s();
     for (size_t i = 0; i < events; i++) {
         make_event(&ev, i);
         if (sh_ingest_publish(p, &ev, count_cb, &failed, NULL, &e)) {
@@ -146,9 +139,9 @@ int main(int argc, char **argv)
         if ((i & 1023) == 0)
             sh_ingest_poll(p, 0);
     }
-    double t_enq = now_s() - t0;
+    double t_enq = sh_clock_mono_s() - t0;
     int frc = sh_ingest_flush(p, 120000, &e);
-    double t = now_s() - t0;
+    double t = sh_clock_mono_s() - t0;
     printf("bench_publish: %zu metadata-only events in %.2f s = %.0f events/s delivered "
            "(acks=all, idempotent; enqueue alone %.0f events/s; failed %zu%s)\n",
            events, t, (double)events / t, (double)events / t_enq, failed, frc ? ", flush timeout" : "");

@@ -1,19 +1,12 @@
 /* Benchmark: encode and decode throughput of the Avro contract (embedded registry), for a
  * metadata-only upload event (file source, 4 metadata entries), a 64 KiB inline-clip event, and
  * a 256 KiB index delta. Prints records/s and MB/s per case. */
+#include "sh_clock.h"
 #include "sh_schema.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void report(const char *name, const char *what, long n, size_t bytes, double secs)
 {
@@ -25,21 +18,21 @@ static int bench_event(sh_registry *reg, const char *name, const sh_audio_event 
 {
     uint8_t *buf = NULL;
     size_t len = 0;
-    double t0 = now_s();
+    double t0 = sh_clock_mono_s();
     for (long i = 0; i < n; i++) {
         free(buf);
         if (sh_event_encode(ev, reg, NULL, &buf, &len, NULL))
             return 1;
     }
-    report(name, "encode", n, len, now_s() - t0);
+    report(name, "encode", n, len, sh_clock_mono_s() - t0);
     sh_audio_event out = {0};
-    t0 = now_s();
+    t0 = sh_clock_mono_s();
     for (long i = 0; i < n; i++) {
         if (sh_event_decode(buf, len, reg, NULL, &out, NULL))
             return 1;
         sh_event_clear(&out);
     }
-    report(name, "decode", n, len, now_s() - t0);
+    report(name, "decode", n, len, sh_clock_mono_s() - t0);
     free(buf);
     return 0;
 }
@@ -54,21 +47,21 @@ static int bench_delta(sh_registry *reg, long n)
     strcpy(d.region, "us-east");
     uint8_t *buf = NULL;
     size_t len = 0;
-    double t0 = now_s();
+    double t0 = sh_clock_mono_s();
     for (long i = 0; i < n; i++) {
         free(buf);
         if (sh_delta_encode(&d, reg, NULL, &buf, &len, NULL))
             return 1;
     }
-    report("delta-256KiB", "encode", n, len, now_s() - t0);
+    report("delta-256KiB", "encode", n, len, sh_clock_mono_s() - t0);
     sh_delta_envelope out = {0};
-    t0 = now_s();
+    t0 = sh_clock_mono_s();
     for (long i = 0; i < n; i++) {
         if (sh_delta_decode(buf, len, reg, NULL, &out, NULL))
             return 1;
         sh_delta_clear(&out);
     }
-    report("delta-256KiB", "decode", n, len, now_s() - t0);
+    report("delta-256KiB", "decode", n, len, sh_clock_mono_s() - t0);
     free(buf);
     free(d.payload);
     return 0;

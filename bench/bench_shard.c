@@ -11,6 +11,7 @@
  */
 #include "bench_util.h"
 #include "sh_audio.h"
+#include "sh_clock.h"
 #include "sh_fp.h"
 #include "sh_recognize.h"
 #include "sh_shard.h"
@@ -19,7 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 enum { MAX_TRACKS = 512, MAX_QUERIES = 8192, LINE_MAX_LEN = 2048 };
 
@@ -27,13 +27,6 @@ typedef struct pcm {
     float *x;
     size_t n;
 } pcm;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void print_stats(const char *what, sh_shard *s, double audio_s)
 {
@@ -113,9 +106,9 @@ static int load_corpus(const char *data, sh_fp *fp, track *t, int *nt, double *a
         pcm p;
         if (bench_decode(path, fc.rate, &p.x, &p.n))
             continue; /* reported; the benchmark goes on without it */
-        double t0 = now_s();
+        double t0 = sh_clock_mono_s();
         int rc = bench_fingerprint(fp, p.x, p.n);
-        *fp_s += now_s() - t0;
+        *fp_s += sh_clock_mono_s() - t0;
         if (rc) {
             free(p.x);
             continue;
@@ -173,12 +166,12 @@ static int run_queries(const char *qdir, int max_q, sh_shard *s, qstats *q)
         pcm p;
         if (bench_decode(path, qc.fp.rate, &p.x, &p.n) || q->n[L] >= MAX_QUERIES)
             continue;
-        double t0 = now_s();
+        double t0 = sh_clock_mono_s();
         if (sh_recognize_clip_pcm(rz, p.x, p.n, &e))
             fprintf(stderr, "fingerprint: %s\n", sh_err_text(&e));
         size_t nh;
         const sh_hash *h = sh_recognize_hashes(rz, &nh);
-        double t1 = now_s();
+        double t1 = sh_clock_mono_s();
         sh_recognize_answer r[1];
         size_t nr = 0;
         sh_recognize_stats st;
@@ -187,7 +180,7 @@ static int run_queries(const char *qdir, int max_q, sh_shard *s, qstats *q)
             free(p.x);
             break;
         }
-        double t2 = now_s();
+        double t2 = sh_clock_mono_s();
         q->shard[L][q->n[L]] = st.lookup_ms;
         q->hashes[L] += nh;
         q->votes[L] += st.postings;
@@ -269,20 +262,20 @@ int main(int argc, char **argv)
     char dir[1200];
     snprintf(dir, sizeof dir, "%s/bulk", work);
     sh_shard *s = open_shard(dir);
-    double t0 = now_s();
+    double t0 = sh_clock_mono_s();
     if (!s || build(s, t, nt, nt))
         return 1;
-    double bulk_s = now_s() - t0;
+    double bulk_s = sh_clock_mono_s() - t0;
     print_stats("bulk build (1 transaction)", s, audio_s);
     printf("%-28s %9.0f postings/s (%.0fx realtime), shard write only\n", "  build speed",
            np / bulk_s, audio_s / bulk_s);
 
     snprintf(dir, sizeof dir, "%s/incremental", work);
     sh_shard *s2 = open_shard(dir);
-    t0 = now_s();
+    t0 = sh_clock_mono_s();
     if (!s2 || build(s2, t, nt, 1))
         return 1;
-    double inc_s = now_s() - t0;
+    double inc_s = sh_clock_mono_s() - t0;
     print_stats("incremental (1 track/txn)", s2, audio_s);
     printf("%-28s %9.0f postings/s (%.0fx realtime), shard write only\n", "  build speed",
            np / inc_s, audio_s / inc_s);
@@ -293,9 +286,9 @@ int main(int argc, char **argv)
         print_stats("snapshot of incremental", s3, audio_s);
     sh_shard_free(s3);
     s3 = NULL;
-    t0 = now_s();
+    t0 = sh_clock_mono_s();
     int crc = sh_shard_compact(s2, &e);
-    double comp_s = now_s() - t0;
+    double comp_s = sh_clock_mono_s() - t0;
     snprintf(dir, sizeof dir, "%s/compacted", work);
     mkdir(dir, 0755);
     if (!crc && sh_shard_snapshot(s2, dir, &e) == 0 && (s3 = open_shard(dir))) {

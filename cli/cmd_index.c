@@ -17,6 +17,7 @@
  * named on stderr and the others go on; the exit code is then 1. Usage errors exit 2: bad options,
  * and an --index without a shard for delete/stats/compact.
  */
+#include "sh_clock.h"
 #include "sh_cmds.h"
 #include "sh_extract.h"
 #include "sh_fp.h"
@@ -200,13 +201,6 @@ static int open_exit_code(int rc)
     return rc == SH_ENOTFOUND ? SH_EXIT_USAGE : SH_EXIT_RUNTIME;
 }
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 static double mb_per_hour(const sh_shard_stats *st)
 {
     return st->audio_s > 0 ? (double)st->file_bytes / 1e6 / (st->audio_s / 3600.0) : 0.0;
@@ -227,14 +221,14 @@ static int run_compact(const index_cfg *c, const char *verb)
     o.fp_version = -1; /* repacking does not read hashes: any fingerprint version */
     sh_shard_stats a, b;
     sh_err e = {0};
-    const double start = now_ms(), deadline = start + c->wait_s * 1000.0;
+    const double start = sh_clock_mono_ms(), deadline = start + c->wait_s * 1000.0;
     double t0;
     bool told = false;
     int rc;
     for (;;) {
-        t0 = now_ms();
+        t0 = sh_clock_mono_ms();
         rc = sh_shard_repack(c->index, &o, 0, &a, &b, &e);
-        if (rc != SH_ETRANSIENT || now_ms() >= deadline)
+        if (rc != SH_ETRANSIENT || sh_clock_mono_ms() >= deadline)
             break;
         if (!told) {
             fprintf(stderr, "soundhash %s: waiting up to %g s for other processes to close the "
@@ -262,7 +256,7 @@ static int run_compact(const index_cfg *c, const char *verb)
                           "audio_s", b.audio_s, "bytes_per_posting_before", a.bytes_per_posting,
                           "bytes_per_posting", b.bytes_per_posting, "mb_per_audio_hour_before",
                           mb_per_hour(&a), "mb_per_audio_hour", mb_per_hour(&b), "waited_ms",
-                          t0 - start, "elapsed_ms", now_ms() - t0);
+                          t0 - start, "elapsed_ms", sh_clock_mono_ms() - t0);
     return print_json(j) ? SH_EXIT_RUNTIME : SH_EXIT_OK;
 }
 

@@ -10,6 +10,7 @@
  * opening the index). A file that fails is named on stderr, the others go on, and the exit code is
  * then 1. Usage errors exit 2.
  */
+#include "sh_clock.h"
 #include "sh_cmds.h"
 #include "sh_opt.h"
 #include "sh_recognize.h"
@@ -18,7 +19,6 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 enum { SH_MATCH_TOP_MAX = SH_RECOGNIZE_TOP_MAX };
 
@@ -35,13 +35,6 @@ typedef struct match_ctx {
     sh_recognizer *r;
 } match_ctx;
 
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 /* An answer as JSON. */
 static json_t *result_json(const sh_recognize_answer *r)
 {
@@ -54,7 +47,7 @@ static json_t *result_json(const sh_recognize_answer *r)
 static int match_one(match_ctx *x, const char *path)
 {
     sh_err e = {0};
-    const double t0 = now_ms();
+    const double t0 = sh_clock_mono_ms();
     int rc = sh_recognize_clip_file(x->r, path, &e);
     if (rc) {
         fprintf(stderr, "soundhash match: %s: %s (%s)\n", path, sh_err_text(&e), sh_err_name(rc));
@@ -77,7 +70,7 @@ static int match_one(match_ctx *x, const char *path)
             best = json_incref(j);
         json_array_append_new(cands, j);
     }
-    const double elapsed = now_ms() - t0;
+    const double elapsed = sh_clock_mono_ms() - t0;
     json_t *o = json_pack("{s:s, s:o, s:f}", "query", path, "match", best ? best : json_null(),
                           "elapsed_ms", elapsed);
     if (o && x->c->top > 1)

@@ -2,6 +2,7 @@
 #include "sh_primary.h"
 #include "sh_primary_int.h"
 
+#include "sh_clock.h"
 #include "sh_log.h"
 #include "sh_pgutil.h"
 
@@ -14,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* ---- migrations ------------------------------------------------------------------------------ *
  * Each entry runs once, in its own transaction, and is recorded in schema_migrations. Never edit
@@ -1059,13 +1059,6 @@ int sh_primary_changes_since(sh_primary *db, int64_t after_seq, size_t limit, un
     return rc;
 }
 
-static int64_t sh_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Drains pending notifications; returns how many there were. */
 static int sh_drain_notifies(PGconn *c)
 {
@@ -1089,13 +1082,13 @@ int sh_primary_wait_changes(sh_primary *db, int timeout_ms, sh_err *e)
             return rc;
         db->listening = 1;
     }
-    int64_t deadline = sh_now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    const double deadline = sh_clock_mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     for (;;) {
         if (!PQconsumeInput(db->conn))
             return sh_pg_fail(db, NULL, e, "wait for changes");
         if (sh_drain_notifies(db->conn))
             return 0;
-        int64_t left = deadline - sh_now_ms();
+        const double left = deadline - sh_clock_mono_ms();
         if (left <= 0)
             return sh_err_set(e, SH_ETIMEOUT, "no change within %d ms", timeout_ms);
         struct pollfd pfd = {.fd = PQsocket(db->conn), .events = POLLIN};

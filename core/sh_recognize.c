@@ -1,12 +1,12 @@
 /* sh_recognize.c — clip → fingerprint → lookup → ranked answer (see sh_recognize.h). */
 #include "sh_recognize.h"
 
+#include "sh_clock.h"
 #include "sh_extract.h"
 #include "sh_vec.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* Room for one track record's strings (see sh_shard_info). */
 #define SH_RECOGNIZE_INFO_CAP (SH_SHARD_ID_MAX + SH_SHARD_TENANT_MAX + SH_SHARD_META_MAX + 3)
@@ -20,13 +20,6 @@ struct sh_recognizer {
     char *strs;  /* the answers' strings, back to back */
     size_t nstrs, capstrs;
 };
-
-static double mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 void sh_recognize_config_default(sh_recognize_config *c)
 {
@@ -172,18 +165,18 @@ static int recognize(sh_recognizer *r, sh_shard *s, const sh_memindex *mi, const
                           SH_RECOGNIZE_TOP_MAX);
     sh_recognize_stats got = {.hashes = n};
     sh_matcher_reset(r->m);
-    const double t0 = mono_ms();
+    const double t0 = sh_clock_mono_ms();
     int rc = 0;
     if (s)
         rc = sh_shard_lookup(s, h, n, r->m, &got.postings, e);
     else
         got.postings = sh_memindex_query(mi, h, n, r->m);
-    const double t1 = mono_ms();
+    const double t1 = sh_clock_mono_ms();
     got.votes = sh_matcher_votes(r->m);
     if (!rc)
         rc = rank(r, s, k, out, nout, e);
     got.lookup_ms = t1 - t0;
-    got.rank_ms = mono_ms() - t1;
+    got.rank_ms = sh_clock_mono_ms() - t1;
     if (st)
         *st = got;
     return rc;

@@ -13,6 +13,7 @@
 #include "reindex.h"
 
 #include "manifest.h"
+#include "sh_clock.h"
 #include "sh_file.h"
 #include "sh_fp.h"
 #include "sh_ingest.h"
@@ -31,7 +32,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #define SH_STR_(x) #x
@@ -74,13 +74,6 @@ static volatile sig_atomic_t stop_flag;
 static void on_signal(int sig)
 {
     stop_flag = sig;
-}
-
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* ---- checkpoint ------------------------------------------------------------------------------- */
@@ -211,7 +204,7 @@ static void on_result(const sh_ingest_result *r, void *opaque)
 
 static void progress(job *j, bool final)
 {
-    double now = mono_s();
+    double now = sh_clock_mono_s();
     if (!final && now - j->last_progress < 1.0)
         return;
     j->last_progress = now;
@@ -239,7 +232,7 @@ static void pace(job *j)
 {
     for (;;) {
         double due = j->t0 + (double)j->sent_since_t0 / j->rate;
-        double wait = due - mono_s();
+        double wait = due - sh_clock_mono_s();
         if (wait <= 0 || stop_flag)
             return;
         /* Slices of at most 100 ms: a stop signal is noticed promptly even at very low rates
@@ -528,7 +521,7 @@ static int run_job(job *j, sh_err *e)
     j->published0 = j->st.published;
     j->remaining = count_remaining(j);
     warn_if_nothing_changes(j);
-    j->t0 = mono_s();
+    j->t0 = sh_clock_mono_s();
     j->last_progress = j->t0;
     /* Decide by the option, not by j->list: an empty list must never fall back to every track. */
     rc = j->c->list ? run_list_pages(j, e) : run_db_pages(j, e);

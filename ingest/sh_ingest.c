@@ -1,6 +1,7 @@
 /* sh_ingest.c — idempotent Kafka producer of framed audio events (see sh_ingest.h). */
 #include "sh_ingest.h"
 
+#include "sh_clock.h"
 #include "sh_kafka.h"
 
 #include <librdkafka/rdkafka.h>
@@ -8,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 struct sh_ingest {
     rd_kafka_t *rk;
@@ -153,13 +153,6 @@ int sh_ingest_new(const sh_ingest_config *cfg, sh_ingest **out, sh_err *e)
     return 0;
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Shallow copy of `ev` with the defaults filled in; owned pointers stay ev's (encode only reads). */
 static int complete_event(const sh_ingest *p, const sh_audio_event *ev, sh_audio_event *out,
                           sh_err *e)
@@ -171,7 +164,7 @@ static int complete_event(const sh_ingest *p, const sh_audio_event *ev, sh_audio
             return rc;
     }
     if (!out->submitted_at_ms)
-        out->submitted_at_ms = now_ms();
+        out->submitted_at_ms = sh_clock_wall_ms();
     if (!out->producer[0])
         snprintf(out->producer, sizeof out->producer, "%s", p->producer);
     return 0;
@@ -189,13 +182,13 @@ static const char *topic_for(const sh_ingest *p, sh_event_op op)
 static rd_kafka_resp_err_t produce(sh_ingest *p, const char *topic, const char *key, uint8_t *buf,
                                    size_t len, msg_ctx *ctx)
 {
-    int64_t deadline = now_ms() + p->delivery_timeout_ms;
+    const double deadline = sh_clock_mono_ms() + p->delivery_timeout_ms;
     for (;;) {
         rd_kafka_resp_err_t err = rd_kafka_producev(
             p->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
             RD_KAFKA_V_VALUE(buf, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
             RD_KAFKA_V_OPAQUE(ctx), RD_KAFKA_V_END);
-        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || now_ms() >= deadline)
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || sh_clock_mono_ms() >= deadline)
             return err;
         rd_kafka_poll(p->rk, 10); /* backpressure: let deliveries drain the queue */
     }
@@ -271,8 +264,9 @@ int sh_ingest_publish_sync(sh_ingest *p, const sh_audio_event *ev, int timeout_m
         free(s); /* the callback is never called for a failed publish */
         return rc;
     }
-    int64_t deadline = now_ms() + (timeout_ms < 0 ? p->delivery_timeout_ms : timeout_ms);
-    while (!s->done && now_ms() < deadline)
+    const double deadline =
+        sh_clock_mono_ms() + (timeout_ms < 0 ? p->delivery_timeout_ms : timeout_ms);
+    while (!s->done && sh_clock_mono_ms() < deadline)
         rd_kafka_poll(p->rk, 20);
     if (!s->done) {
         s->abandoned = true;
@@ -319,8 +313,8 @@ void sh_ingest_free(sh_ingest *p)
             /* Purged messages still get a delivery report (code __PURGE_*): serving them frees
              * every msg_ctx and tells the caller. */
             rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-            int64_t deadline = now_ms() + 5000; /* bounded: free must not hang */
-            while (p->in_flight && now_ms() < deadline)
+            const double deadline = sh_clock_mono_ms() + 5000; /* bounded: free must not hang */
+            while (p->in_flight && sh_clock_mono_ms() < deadline)
                 rd_kafka_poll(p->rk, 50);
         }
         rd_kafka_destroy(p->rk);

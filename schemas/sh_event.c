@@ -1,10 +1,11 @@
 /* sh_event.c — the audio event (io.soundhash.v1.AudioEvent): rules, setters, Avro mapping. */
 #include "sh_schema_int.h"
 
+#include "sh_clock.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <time.h>
 
 static const char *const OP_NAMES[] = {"UPSERT", "REINDEX", "DELETE"};
 
@@ -36,9 +37,7 @@ int sh_event_id_new(char out[SH_EVENT_ID_LEN + 1], sh_err *e)
             return sh_err_set(e, SH_EIO, "getrandom failed");
         got += (size_t)n;
     }
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    uint64_t ms = (uint64_t)sh_clock_wall_ms();
     for (int i = 0; i < 6; i++)
         b[i] = (uint8_t)(ms >> (40 - 8 * i));
     b[6] = (uint8_t)(0x70 | (b[6] & 0x0f)); /* version 7 */

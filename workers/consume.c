@@ -2,6 +2,7 @@
  * and database-down pausing, offset commits of the finished prefix, and graceful shutdown. */
 #include "worker.h"
 
+#include "sh_clock.h"
 #include "sh_kafka.h"
 #include "sh_log.h"
 
@@ -152,7 +153,7 @@ static int wait_broker(wk *w, sh_err *e)
     if (w->cfg.connect_timeout_s <= 0)
         return 0;
     SH_INFO("kafka_waiting", "brokers=%s timeout_s=%ld", w->cfg.brokers, w->cfg.connect_timeout_s);
-    double deadline = wk_now() + (double)w->cfg.connect_timeout_s;
+    double deadline = sh_clock_mono_s() + (double)w->cfg.connect_timeout_s;
     for (;;) {
         if (g_stop)
             return sh_err_set(e, SH_ECANCELED, "stopped by a signal while waiting for a Kafka "
@@ -160,7 +161,7 @@ static int wait_broker(wk *w, sh_err *e)
         int rc = sh_kafka_wait_ready(w->consumer, w->cfg.brokers, WAIT_SLICE_MS, e);
         if (rc != SH_ETIMEOUT)
             return rc;
-        if (wk_now() >= deadline)
+        if (sh_clock_mono_s() >= deadline)
             return sh_err_set(e, SH_ETIMEOUT, "no Kafka broker reachable at %s within %ld s",
                               w->cfg.brokers, w->cfg.connect_timeout_s);
     }
@@ -168,13 +169,15 @@ static int wait_broker(wk *w, sh_err *e)
 
 /* Sleeps until monotonic time `t` in short slices, returning early when a signal asks us to
  * stop. */
+static bool stop_requested(void *arg)
+{
+    (void)arg;
+    return g_stop != 0;
+}
+
 static void nap_until(double t)
 {
-    for (double left; !g_stop && (left = t - wk_now()) > 0;) {
-        double slice = left < 0.1 ? left : 0.1;
-        struct timespec ts = {0, (long)(slice * 1e9)};
-        nanosleep(&ts, NULL);
-    }
+    sh_clock_sleep_ms((t - sh_clock_mono_s()) * 1e3, stop_requested, NULL);
 }
 
 /* One connection attempt, bounded by what is left of the wait (libpq's minimum is 2 s). */
@@ -183,7 +186,7 @@ static int try_db(const wk *w, double deadline, sh_err *e)
     sh_primary_config pc;
     sh_primary_config_default(&pc);
     pc.dsn = w->cfg.dsn;
-    double left = deadline - wk_now();
+    double left = deadline - sh_clock_mono_s();
     pc.connect_timeout_s = left > 5 ? 5 : 2;
     pc.application_name = "soundhash-worker-ctl";
     sh_primary *db = NULL;
@@ -216,17 +219,17 @@ static int db_wait_failed(const wk *w, int rc, const sh_err *pe, sh_err *e)
 int wk_wait_db(wk *w, sh_err *e)
 {
     install_signals(); /* the wait may last --db-wait seconds */
-    double start = wk_now(), deadline = start + (double)w->cfg.db_wait_s;
+    double start = sh_clock_mono_s(), deadline = start + (double)w->cfg.db_wait_s;
     int last = 0;
     while (!g_stop) {
         sh_err pe = {0};
-        double t0 = wk_now();
+        double t0 = sh_clock_mono_s();
         int rc = try_db(w, deadline, &pe);
         sh_series_set(w->m.db_up_s, rc ? 0 : 1);
         atomic_store(&w->db_down, rc != 0);
         if (rc == 0) {
             if (last)
-                SH_INFO("db_ready", "waited_s=%.1f", wk_now() - start);
+                SH_INFO("db_ready", "waited_s=%.1f", sh_clock_mono_s() - start);
             return 0;
         }
         if (rc != SH_ETRANSIENT && rc != SH_EDB)
@@ -237,7 +240,7 @@ int wk_wait_db(wk *w, sh_err *e)
                     w->cfg.db_wait_s, sh_log_q(q, sizeof q, sh_err_text(&pe)));
         }
         last = rc;
-        if (wk_now() >= deadline)
+        if (sh_clock_mono_s() >= deadline)
             return db_wait_failed(w, rc, &pe, e);
         double next = t0 + 1.0; /* at most one attempt per second */
         nap_until(next < deadline ? next : deadline);
@@ -316,7 +319,7 @@ static int dispatch(wk *w, rd_kafka_message_t *m)
     const char *topic = rd_kafka_topic_name(m->rkt);
     j->msg = m;
     j->live = !is_reindex(topic);
-    j->t0 = wk_now();
+    j->t0 = sh_clock_mono_s();
     pthread_mutex_lock(&w->lock);
     int rc = sh_offsets_add(w->offsets, topic, m->partition, m->offset);
     if (rc == SH_EINVAL) {
@@ -377,7 +380,7 @@ typedef struct loop_state {
 
 static void ping_db(wk *w, loop_state *s)
 {
-    s->last_ping = wk_now();
+    s->last_ping = sh_clock_mono_s();
     sh_err e = {0};
     int rc = SH_ETRANSIENT;
     if (!s->ctl) {
@@ -403,7 +406,7 @@ static void ping_db(wk *w, loop_state *s)
 
 static void housekeeping(wk *w, loop_state *s)
 {
-    double now = wk_now();
+    double now = sh_clock_mono_s();
     if (now - s->last_ping >= PING_EVERY_S)
         ping_db(w, s);
     pthread_mutex_lock(&w->lock);
@@ -429,7 +432,7 @@ static void housekeeping(wk *w, loop_state *s)
  * grace period ends (then retries are abandoned and those events are left for redelivery). */
 static void drain(wk *w, loop_state *s)
 {
-    double deadline = wk_now() + (double)w->cfg.shutdown_grace_s;
+    double deadline = sh_clock_mono_s() + (double)w->cfg.shutdown_grace_s;
     pthread_mutex_lock(&w->lock); /* threads change it concurrently */
     size_t at_start = w->inflight;
     pthread_mutex_unlock(&w->lock);
@@ -440,7 +443,7 @@ static void drain(wk *w, loop_state *s)
         pthread_mutex_unlock(&w->lock);
         if (inflight == 0)
             break;
-        if (wk_now() > deadline && !atomic_load(&w->abandon)) {
+        if (sh_clock_mono_s() > deadline && !atomic_load(&w->abandon)) {
             SH_WARN("shutdown_grace_expired", "inflight=%zu", inflight);
             atomic_store(&w->abandon, true);
         }

@@ -3,12 +3,12 @@
  * (acks=all), so wk_dlq_send() blocks its caller until the delivery report arrives. */
 #include "worker.h"
 
+#include "sh_clock.h"
 #include "sh_kafka.h"
 #include "sh_log.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 /* One outstanding delivery; lives on the sender's stack until its report arrived. */
 typedef struct dr_wait {
@@ -83,13 +83,6 @@ void wk_dlq_free(wk *w)
     w->producer = NULL;
 }
 
-static int64_t realtime_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void fill_record(const wk *w, const wk_job *j, int code, const char *reason,
                         sh_dlq_record *r)
 {
@@ -110,7 +103,7 @@ static void fill_record(const wk *w, const wk_job *j, int code, const char *reas
     r->reason = (char *)reason;
     snprintf(r->worker, sizeof r->worker, "%s", w->cfg.worker_id);
     r->attempts = j->attempts > 0 ? j->attempts : 1;
-    r->failed_at_ms = realtime_ms();
+    r->failed_at_ms = sh_clock_wall_ms();
     snprintf(r->source_topic, sizeof r->source_topic, "%s", rd_kafka_topic_name(m->rkt));
     r->source_partition = m->partition;
     r->source_offset = m->offset;

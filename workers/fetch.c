@@ -3,6 +3,7 @@
  * given in the event is checked before decoding, on exactly the bytes that will be decoded. */
 #include "worker.h"
 
+#include "sh_clock.h"
 #include "sh_log.h"
 
 #include <curl/curl.h>
@@ -174,7 +175,7 @@ static int fetch_url(const wk *w, wk_job *j, const char *url, sh_audio **out, sh
         /* Counted against --max-retry-time: one dead URL must not hold its partition forever. */
         if (rc == SH_ETRANSIENT && !local) {
             if (j->src_fail_t0 <= 0)
-                j->src_fail_t0 = wk_now();
+                j->src_fail_t0 = sh_clock_mono_s();
             j->src_fails++;
         }
         return rc;

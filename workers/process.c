@@ -4,6 +4,7 @@
  * length except for the hash list itself (bounded by sh_fp_max_hashes_per_s × the duration cap). */
 #include "worker.h"
 
+#include "sh_clock.h"
 #include "sh_extract.h"
 #include "sh_fpblob.h"
 #include "sh_log.h"
@@ -156,7 +157,7 @@ static bool source_gave_up(const wk *w, const wk_job *j, bool src_failed, sh_err
     long limit = w->cfg.max_retry_time_s;
     if (limit <= 0 || !src_failed || j->src_fail_t0 <= 0)
         return false;
-    double failing_s = wk_now() - j->src_fail_t0;
+    double failing_s = sh_clock_mono_s() - j->src_fail_t0;
     if (failing_s < (double)limit)
         return false;
     char last[512];

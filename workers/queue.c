@@ -1,12 +1,10 @@
 /* queue.c — job lifetime (FIFO, done/abandon bookkeeping) and retry backoff. */
 #include "worker.h"
 
+#include "sh_clock.h"
 #include "sh_log.h"
 
-#include <math.h>
 #include <stdlib.h>
-#include <sys/random.h>
-#include <time.h>
 
 void wk_fifo_push(wk_fifo *q, wk_job *j)
 {
@@ -74,45 +72,18 @@ void wk_job_abandon(wk *w, wk_job *j)
     job_release(w, j, false, NULL);
 }
 
-double wk_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 bool wk_transient(int code)
 {
     return code == SH_ETRANSIENT || code == SH_ETIMEOUT || code == SH_EKAFKA;
 }
 
-/* Uniform in [0, 1) from the kernel: no shared PRNG state between threads. */
-static double jitter_unit(void)
+static bool abandoned(void *arg)
 {
-    uint32_t r = 0;
-    if (getrandom(&r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r)
-        r = (uint32_t)(wk_now() * 1e6);
-    return (double)r / 4294967296.0;
+    return atomic_load(&((wk *)arg)->abandon);
 }
 
 int wk_backoff(wk *w, int attempt)
 {
-    double base_ms = 100.0;
-    double cap_ms = (double)w->cfg.retry_max_ms;
-    double d = base_ms * pow(2.0, attempt < 20 ? attempt : 20);
-    if (d > cap_ms)
-        d = cap_ms;
-    d *= 0.5 + jitter_unit(); /* ±50 %: workers that failed together do not retry together */
-    double end = wk_now() + d / 1000.0;
-    while (wk_now() < end) {
-        if (atomic_load(&w->abandon))
-            return SH_ECANCELED;
-        double left = end - wk_now();
-        double slice = left < 0.05 ? left : 0.05;
-        if (slice > 0) {
-            struct timespec ts = {0, (long)(slice * 1e9)};
-            nanosleep(&ts, NULL);
-        }
-    }
-    return atomic_load(&w->abandon) ? SH_ECANCELED : 0;
+    return sh_clock_sleep_ms(sh_backoff_ms(100.0, (double)w->cfg.retry_max_ms, attempt), abandoned,
+                             w);
 }

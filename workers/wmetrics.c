@@ -2,6 +2,7 @@
  * the /health and /metrics endpoints. */
 #include "worker.h"
 
+#include "sh_clock.h"
 #include "sh_log.h"
 
 #include <jansson.h>
@@ -89,7 +90,7 @@ void wk_count_event(wk *w, const wk_job *j, const char *result)
     const char *src = j->live ? "live" : "reindex";
     const char *op = j->decoded ? sh_event_op_name(j->ev.op) : "UNKNOWN";
     sh_series_add(sh_metric_series(w->m.events, L(src, op ? op : "UNKNOWN", result)), 1);
-    sh_series_observe(sh_metric_series(w->m.latency, L(src)), wk_now() - j->t0);
+    sh_series_observe(sh_metric_series(w->m.latency, L(src)), sh_clock_mono_s() - j->t0);
     if (strcmp(result, "ok") == 0)
         sh_series_add(w->m.hashes_total, j->n_hashes);
 }

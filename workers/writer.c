@@ -5,6 +5,7 @@
  * sends the job to the dead-letter topic. */
 #include "worker.h"
 
+#include "sh_clock.h"
 #include "sh_log.h"
 
 #include <stdlib.h>
@@ -94,7 +95,7 @@ static size_t write_upserts(writer *wr, wk_job **jobs, size_t n, sh_err *e)
     int results[MAX_BATCH];
     for (size_t i = 0; i < n; i++)
         fill_write(jobs[i], &tws[i]);
-    double t0 = wk_now();
+    double t0 = sh_clock_mono_s();
     int rc = n == 1 ? sh_primary_write_track(wr->db, &tws[0], NULL, e)
                     : sh_primary_write_tracks(wr->db, tws, n, results, NULL, e);
     if (n == 1)
@@ -103,7 +104,7 @@ static size_t write_upserts(writer *wr, wk_job **jobs, size_t n, sh_err *e)
         for (size_t i = 0; i < n; i++)
             results[i] = rc;
     sh_series_observe(sh_metric_series(wr->w->m.db_latency, (const char *[]){"upsert", NULL}),
-                      wk_now() - t0);
+                      sh_clock_mono_s() - t0);
     size_t keep = 0;
     for (size_t i = 0; i < n; i++) {
         if (settle(wr, jobs[i], results[i], e))
@@ -116,12 +117,12 @@ static size_t write_deletes(writer *wr, wk_job **jobs, size_t n, sh_err *e)
 {
     size_t keep = 0;
     for (size_t i = 0; i < n; i++) {
-        double t0 = wk_now();
+        double t0 = sh_clock_mono_s();
         int rc = sh_primary_delete_track(wr->db, jobs[i]->ev.track_id, jobs[i]->ev.tenant,
                                          jobs[i]->ev.submitted_at_ms, NULL, e);
         sh_series_observe(
             sh_metric_series(wr->w->m.db_latency, (const char *[]){"delete", NULL}),
-            wk_now() - t0);
+            sh_clock_mono_s() - t0);
         if (settle(wr, jobs[i], rc, e))
             jobs[keep++] = jobs[i];
     }
