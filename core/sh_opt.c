@@ -219,12 +219,13 @@ static int read_secret_file(const char *path, char **out, sh_err *e)
     return 0;
 }
 
-static int assign_secret_file(sh_opt *o, const char *path, sh_err *e)
+/* `src` names where the path came from (--NAME-file or SOUNDHASH_NAME_FILE), for the message. */
+static int assign_secret_file(sh_opt *o, const char *path, const char *src, sh_err *e)
 {
     char *secret = NULL;
     int rc = read_secret_file(path, &secret, e);
     if (rc)
-        return rc;
+        return sh_err_wrap(e, rc, "%s", src);
     free(*(char **)o->target);
     *(char **)o->target = secret;
     return 0;
@@ -376,7 +377,7 @@ static int apply_env(sh_cmd_spec *spec, sh_err *e)
             env_name(o->name, "_FILE", name, sizeof name);
             const char *path = getenv(name);
             if (path && *path) {
-                int rc = assign_secret_file(o, path, e);
+                int rc = assign_secret_file(o, path, name, e);
                 if (rc)
                     return rc;
             }
@@ -490,8 +491,11 @@ static int parse_long_flag(sh_cmd_spec *spec, int argc, char **argv, int *i, fla
     const char *v = eq ? eq + 1 : (*i + 1 < argc ? argv[++*i] : NULL);
     if (!v)
         return sh_err_set(e, SH_EUSAGE, "--%s needs a value", o->name);
-    if (secret_file)
-        return assign_secret_file(o, v, e);
+    if (secret_file) {
+        char src[96];
+        snprintf(src, sizeof src, "--%s-file", o->name);
+        return assign_secret_file(o, v, src, e);
+    }
     if (o->flags & SH_OPT_SECRET)
         return sh_err_set(e, SH_EUSAGE,
                           "--%s is a secret: use SOUNDHASH_* environment or --%s-file FILE",

@@ -326,6 +326,8 @@ static int cmd_delete(int argc, char **argv)
         sh_err_set(&e, SH_EUSAGE, "give the tracks as --track-id ID (repeatable)");
         code = sh_opt_exit_code(&spec, SH_EUSAGE, &e);
     }
+    if (code < 0 && dsn && sh_primary_dsn_check(dsn, &e))
+        code = sh_opt_exit_code(&spec, sh_err_wrap(&e, SH_EUSAGE, "--dsn"), &e);
     ingest_batch_opts o = {.op = SH_OP_DELETE, .tenant = c.tenant};
     sh_schema_limits_default(&o.lim);
     ingest_batch b = {0};

@@ -553,6 +553,8 @@ static int parse_rate(const char *text, double *rate)
 
 static int check_conf(const reindex_conf *c, double *rate, sh_err *e)
 {
+    if (sh_primary_dsn_check(c->dsn, e)) /* malformed: a usage error before anything starts */
+        return sh_err_wrap(e, SH_EUSAGE, "--dsn");
     int modes = (c->tenant != NULL || c->older) + (c->list != NULL) + c->all;
     if (modes != 1)
         return sh_err_set(e, SH_EUSAGE, "choose the tracks: --all, --list FILE, or --tenant T "

@@ -282,6 +282,9 @@ int sh_cmd_db(int argc, char **argv)
     sh_cmd_spec spec = {.name = name, .usage = sub->usage, .summary = sub->summary,
                         .examples = sub->examples, .opts = sub->dsn ? dsn_opts : chosen};
     int code = db_parse(&spec, argc - 1, argv + 1);
+    sh_err e = {0};
+    if (code < 0 && sub->dsn && sh_primary_dsn_check(c.dsn, &e)) /* malformed: usage, exit 2 */
+        code = sh_opt_exit_code(&spec, sh_err_wrap(&e, SH_EUSAGE, "--dsn"), &e);
     if (code < 0 && !sub->dsn)
         code = check_pg_bin(&c, spec.name, sub->run == db_start ? "initdb" : "pg_ctl");
     if (code < 0)

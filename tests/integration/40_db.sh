@@ -47,7 +47,7 @@ expect_exit 0 "$SH_BIN" db start --dir "$SH_PG_DIR"
 check "start while running: same DSN" test "$(cat "$SH_TMP/out")" = "$SH_DSN"
 
 # Failures: clear message, exit 1 at runtime, 2 for usage.
-expect_exit 1 "$SH_BIN" db migrate --dsn "not a dsn"
+expect_exit 2 "$SH_BIN" db migrate --dsn "not a dsn"   # malformed: a usage error
 check "bad DSN is named as such" grep -q 'bad DSN' "$SH_TMP/err"
 expect_exit 1 "$SH_BIN" db migrate --dsn "host=127.0.0.1 port=$(( $(sed -n 's/.*port=\([0-9]*\).*/\1/p' <<< "$SH_DSN") )) dbname=nope user=soundhash passfile=$SH_PG_DIR/pgpass"
 check "missing database is a permanent error" grep -q 'SH_EDB' "$SH_TMP/err"
