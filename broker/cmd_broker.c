@@ -187,6 +187,8 @@ static int cmd_run(int argc, char **argv)
     sh_cmd_spec spec = {.name = "broker",
                         .usage = "[--brokers N] [--bootstrap-file F] | topics --help",
                         .summary = broker_summary,
+                        .examples = "soundhash broker --bootstrap-file /tmp/sh.boot &\n"
+                                    "soundhash broker --brokers 1",
                         .opts = opts};
     sh_err e = {0};
     sh_strlist owned = {0};
@@ -358,6 +360,9 @@ static int cmd_topics(int argc, char **argv)
                                    "prints one JSON line per topic with the messages it retains; "
                                    "exits 1 if any is missing or differs. --create creates missing "
                                    "ones (Admin API) first.",
+                        .examples = "soundhash broker topics --brokers kafka1:9092\n"
+                                    "soundhash broker topics --brokers kafka1:9092 --create "
+                                    "--replication 3 -X security.protocol=SSL",
                         .opts = opts};
     sh_err e = {0};
     int rc = sh_opt_parse(&spec, argc, argv, &e);

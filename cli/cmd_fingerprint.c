@@ -92,6 +92,8 @@ int sh_cmd_fingerprint(int argc, char **argv)
             "Decodes each audio file (any format libsndfile reads), fingerprints it and prints "
             "one JSON object per line: file, duration_s, sample_rate, channels, fp_version, "
             "hashes, format. Exit 1 if any file failed (each failure is named on stderr).",
+        .examples = "soundhash fingerprint music/*.flac\n"
+                    "soundhash fingerprint --hashes --query clip.wav | jq '.hash_list | length'",
         .opts = opts,
     };
     sh_err err = {0};

@@ -245,7 +245,8 @@ static int run_compact(const index_cfg *c, const char *verb)
         return SH_EXIT_RUNTIME;
     }
     if (rc) {
-        fprintf(stderr, "soundhash %s: %s\n", verb, sh_err_text(&e));
+        fprintf(stderr, "soundhash %s: %s%s\n", verb, rc == SH_ENOTFOUND ? "--index " : "",
+                sh_err_text(&e));
         return open_exit_code(rc);
     }
     json_t *j = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
