@@ -96,8 +96,13 @@ static void on_assign(wk *w, rd_kafka_topic_partition_list_t *parts, bool paused
     else
         rd_kafka_assign(w->consumer, parts);
     route_queues(w, parts, true);
+    /* Explicitly either way: librdkafka keeps a partition's pause flag across unassign and assign
+     * (librdkafka #1849), so a partition paused when it was revoked would come back paused after a
+     * pause that ended in between, and never be fetched again. */
     if (paused)
         rd_kafka_pause_partitions(w->consumer, parts);
+    else
+        rd_kafka_resume_partitions(w->consumer, parts);
     atomic_fetch_add(&w->assigned, parts->cnt);
     wk_lag_assign(w, parts, true);
     SH_INFO("partitions_assigned", "count=%d", parts->cnt);
