@@ -2,7 +2,9 @@
 
 #include "sh_err.h"
 
+#include <ctype.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
@@ -29,6 +31,74 @@ int sh_log_level_parse(const char *s, int *out)
 void sh_log_set_level(int level) { atomic_store(&g_level, level); }
 
 int sh_log_enabled(int level) { return level >= atomic_load(&g_level); }
+
+/* True when `s` (just after a space) starts `key=`: what may follow the closing quote of a value. */
+static bool starts_pair(const char *s, const char *end)
+{
+    const char *k = s;
+    while (s < end && (isalnum((unsigned char)*s) || *s == '_' || *s == '.' || *s == '-'))
+        s++;
+    return s > k && s < end && *s == '=';
+}
+
+/* The safety net under "quote values with sh_log_q": makes any formatted line valid logfmt, so a
+ * call site writing `msg=\"%s\"` with a value that holds quotes or backslashes, or `k=%s` with one
+ * that holds '=' or a quote, cannot produce a line a logfmt parser rejects. Inside a quoted value a
+ * quote closes it only when the line ends or ` key=` follows, else it is escaped; a backslash that
+ * does not start \" or \\ is escaped; an unterminated value is closed. A bare value that meets '='
+ * or '"' is turned into a quoted one. Lines that are already valid logfmt come out unchanged.
+ * `out` holds at least 3 * n + 2 bytes; returns the output length. */
+static size_t logfmt_repair(const char *in, size_t n, char *out)
+{
+    enum { KEY, VALUE, BARE, QUOTED, REQUOTED } st = KEY; /* REQUOTED: a bare value, now quoted */
+    const char *end = in + n;
+    size_t o = 0, vstart = 0;
+    for (const char *p = in; p < end; p++) {
+        char c = *p;
+        if (st == VALUE) {
+            vstart = o;
+            st = c == '"' ? QUOTED : c == ' ' ? KEY : BARE;
+            out[o++] = c;
+            continue;
+        }
+        if (st == BARE && (c == '"' || c == '=')) { /* quote the value retroactively */
+            memmove(out + vstart + 1, out + vstart, o - vstart);
+            out[vstart] = '"';
+            o++;
+            st = REQUOTED;
+        }
+        if (st == REQUOTED) { /* ends where the bare value would have: at a space */
+            if (c == ' ')
+                out[o++] = '"';
+            else if (c == '"' || c == '\\')
+                out[o++] = '\\';
+            out[o++] = c;
+            st = c == ' ' ? KEY : REQUOTED;
+            continue;
+        }
+        if (st == KEY || st == BARE) {
+            if (c == '=' && st == KEY)
+                st = VALUE;
+            else if (c == ' ')
+                st = KEY;
+            out[o++] = c == '"' ? '\'' : c;
+        } else if (c == '\\' && p + 1 < end && (p[1] == '"' || p[1] == '\\')) {
+            out[o++] = c;
+            out[o++] = *++p;
+        } else if (c == '"' && (p + 1 == end || (p[1] == ' ' && starts_pair(p + 2, end)))) {
+            out[o++] = '"';
+            st = BARE; /* the space that follows returns to KEY */
+        } else if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = c;
+        } else {
+            out[o++] = c;
+        }
+    }
+    if (st == QUOTED || st == REQUOTED)
+        out[o++] = '"';
+    return o;
+}
 
 void sh_log(int level, const char *event, const char *fmt, ...)
 {
@@ -61,9 +131,11 @@ void sh_log(int level, const char *event, const char *fmt, ...)
         if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
             line[i] = ' ';
     }
-    line[n++] = '\n';
+    char out[3 * sizeof line + 2];
+    size_t len = logfmt_repair(line, (size_t)n, out);
+    out[len++] = '\n';
     /* One write(2) per line so lines of concurrent threads never interleave. */
-    ssize_t w = write(STDERR_FILENO, line, (size_t)n);
+    ssize_t w = write(STDERR_FILENO, out, len);
     (void)w;
 }
 

@@ -139,12 +139,49 @@ static void test_lines_are_logfmt(void **state)
     assert_non_null(strstr(buf, "msg=\"back\\\\slash\""));
 }
 
+/* Call sites that do not quote (`msg=\"%s\"`, `k=%s`) still give valid logfmt: sh_log repairs
+ * the line — inner quotes and stray backslashes escaped, bare values with '=' or '"' quoted. */
+static void log_raw(void)
+{
+    static const char *const raw[] = {
+        "plain", "quote \" inside", "back\\slash", "\"leading", "trailing\\", "= = =",
+        "a\" k=v", "missing \"=\" after \"not\" in connection info string", "",
+    };
+    for (size_t i = 0; i < sizeof raw / sizeof raw[0]; i++)
+        SH_WARN("raw_value", "i=%zu msg=\"%s\" id=%s n=1", i, raw[i], i % 2 ? "a=b" : "x\"y");
+    SH_WARN("raw_unterminated", "msg=\"%s", "no end");
+}
+
+static void test_raw_lines_are_logfmt(void **state)
+{
+    (void)state;
+    char buf[8192];
+    capture_stderr(log_raw, buf, sizeof buf);
+    size_t lines = 0;
+    for (char *p = buf; *p;) {
+        char *nl = strchr(p, '\n');
+        assert_non_null(nl);
+        if (!logfmt_valid(p, (size_t)(nl - p)))
+            fail_msg("not logfmt: %.*s", (int)(nl - p), p);
+        lines++;
+        p = nl + 1;
+    }
+    assert_int_equal(lines, 10);
+    /* Valid values come out unchanged; broken ones are escaped, not dropped. */
+    assert_non_null(strstr(buf, "i=0 msg=\"plain\" id=\"x\\\"y\" n=1"));
+    assert_non_null(strstr(buf, "i=1 msg=\"quote \\\" inside\" id=\"a=b\" n=1"));
+    assert_non_null(strstr(buf, "msg=\"back\\\\slash\""));
+    assert_non_null(strstr(buf, "msg=\"missing \\\"=\\\" after \\\"not\\\" in connection info string\""));
+    assert_non_null(strstr(buf, "event=raw_unterminated msg=\"no end\"\n"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_validator_rejects),
         cmocka_unit_test(test_quote_escapes),
         cmocka_unit_test(test_lines_are_logfmt),
+        cmocka_unit_test(test_raw_lines_are_logfmt),
     };
     return cmocka_run_group_tests_name("log", tests, NULL, NULL);
 }
