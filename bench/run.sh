@@ -30,6 +30,11 @@ section publish "$BUILD/bench/bench_publish" 200000
 # Encode/decode throughput of the Avro contract (audio event, inline clip, index delta).
 section schema "$BUILD/bench/bench_schema" 200000
 
+# The index-delta payload codec over the real corpus: bytes per posting on the wire (one track per
+# payload, per-shard batches, whole corpus) vs today's posting blob, the entropy bound of the
+# columns it writes, encode/decode postings/s (target <= 4.0 bytes/posting, >= 2 M postings/s).
+section dpay "$BUILD/bench/bench_dpay"
+
 # The LMDB shard over the real corpus: index bytes per posting and MB per audio hour (bulk build,
 # incremental build, compacted snapshot), shard build speed, match latency p50/p99 of 5 s and 10 s
 # queries in-process (q1536 set), shard lookup alone.
