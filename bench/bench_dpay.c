@@ -9,6 +9,7 @@
  *   --rounds  timing rounds over the corpus (default 5)
  */
 #include "bench_util.h"
+#include "sh_clock.h"
 #include "sh_dpay.h"
 #include "sh_fp.h"
 #include "sh_fpblob.h"
@@ -17,7 +18,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 enum { MAX_TRACKS = 512, LINE_MAX_LEN = 2048, NSHARDS = SH_SHARDS_DEFAULT };
 
@@ -26,13 +26,6 @@ typedef struct track {
     sh_hash *h;
     size_t n;
 } track;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static int load_corpus(const char *data, track *t, int *nt, double *audio_s)
 {
@@ -176,13 +169,13 @@ static void speed(const track *t, int nt, size_t postings, int level, int rounds
     double enc = 0, dec = 0;
     size_t decoded = 0;
     for (int r = 0; r < rounds; r++) {
-        double t0 = now_s();
+        double t0 = sh_clock_mono_s();
         for (int s = 0; s < NSHARDS; s++) {
             free(p[s]);
             p[s] = NULL;
             len[s] = encode_group(b, t, nt, shard_of, s, level, &p[s], &raw[s]);
         }
-        double t1 = now_s();
+        double t1 = sh_clock_mono_s();
         for (int s = 0; s < NSHARDS; s++) {
             sh_dpay *d;
             sh_err e = {0};
@@ -194,7 +187,7 @@ static void speed(const track *t, int nt, size_t postings, int level, int rounds
             sh_dpay_free(d);
         }
         enc += t1 - t0;
-        dec += now_s() - t1;
+        dec += sh_clock_mono_s() - t1;
     }
     for (int s = 0; s < NSHARDS; s++)
         free(p[s]);

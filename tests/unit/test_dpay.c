@@ -393,6 +393,16 @@ static void test_unordered(void **state)
     check_equal(&s, d);
     sh_dpay_free(d);
     free(buf);
+    /* The same bytes labelled ordered (flags 0, checksum fixed): the decreasing seq is refused
+     * even by a decoder that accepts unordered payloads — the flag of the payload decides. */
+    encode(&s, SH_DPAY_UNORDERED, SH_DPAY_CODEC_NONE, &buf, &len, &raw);
+    buf[2] = 0;
+    uint8_t sum[SH_SHA256_LEN];
+    assert_int_equal(sh_sha256(buf, len - 8, sum, NULL), 0);
+    memcpy(buf + len - 8, sum, 8);
+    assert_int_equal(sh_dpay_decode(buf, len, SH_DPAY_CODEC_NONE, raw, &caps, &d, NULL),
+                     SH_EFORMAT);
+    free(buf);
     opset_free(&s);
 }
 
