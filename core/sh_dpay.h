@@ -32,7 +32,7 @@
  * Decoding is hostile-input safe: every count and length is checked against the caller's caps
  * before anything is allocated; the decompressor's output is bounded by the declared raw size
  * (itself capped); the checksum is verified before any op is parsed; anything inconsistent fails
- * the whole payload — there is never a partial result. A decode holds at most about 8 times
+ * the whole payload — there is never a partial result. A decode holds at most about 9 times
  * the raw size (raw bytes, postings, strings, op table) while it runs.
  */
 #ifndef SH_DPAY_H
