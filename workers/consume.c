@@ -298,6 +298,7 @@ int wk_consumer_new(wk *w, sh_err *e)
     SH_INFO("group_joining", "group=%s", w->cfg.group);
     rd_kafka_resp_err_t err = rd_kafka_subscribe(w->consumer, topics);
     rd_kafka_topic_partition_list_destroy(topics);
+    atomic_store(&w->joined, !err);
     return err ? sh_kafka_err_set(e, err, "subscribe") : 0;
 }
 

@@ -29,6 +29,7 @@
 #include <time.h>
 
 #define LAG_EVERY_S 2
+#define LAG_META_EVERY 15 /* rounds: partition counts are refreshed every 30 s */
 #define LAG_TIMEOUT_MS 2000
 #define L(...) ((const char *[]){__VA_ARGS__, NULL})
 
@@ -142,16 +143,21 @@ static void publish(wk *w, const int n[WK_LAG_TOPICS], int64_t lag[][WK_LAG_MAX_
     pthread_mutex_unlock(&w->lag.lock);
 }
 
-static void round_once(wk *w)
+/* Partition counts change rarely (an operator adds partitions) and a metadata request lists every
+ * topic of the cluster: they are refreshed every LAG_META_EVERY rounds, or after a failure. Only
+ * this thread touches `n` and `rounds`. */
+static void round_once(wk *w, int n[WK_LAG_TOPICS], unsigned *rounds)
 {
-    int n[WK_LAG_TOPICS];
     int64_t lag[WK_LAG_TOPICS][WK_LAG_MAX_PARTITIONS];
-    int rc = partition_counts(w, n);
+    int rc = 0;
+    if ((*rounds)++ % LAG_META_EVERY == 0)
+        rc = partition_counts(w, n);
     if (rc == 0)
         rc = query(w, n, lag);
     if (rc) {
         /* The cluster is away: kafka_up and /health say so; the gauges keep their last values. */
         SH_DEBUG("lag_query_failed", "code=%s", sh_err_name(rc));
+        *rounds = 0;
         return;
     }
     publish(w, n, lag);
@@ -160,10 +166,12 @@ static void round_once(wk *w)
 static void *lag_thread(void *arg)
 {
     wk *w = arg;
+    int n[WK_LAG_TOPICS] = {0};
+    unsigned rounds = 0;
     pthread_mutex_lock(&w->lag.lock);
     while (!w->lag.stop) {
         pthread_mutex_unlock(&w->lag.lock);
-        round_once(w);
+        round_once(w, n, &rounds);
         pthread_mutex_lock(&w->lag.lock);
         struct timespec until;
         clock_gettime(CLOCK_MONOTONIC, &until);

@@ -145,12 +145,15 @@ static int on_health(const sh_http_req *req, sh_http_resp *resp, void *ud)
     (void)req;
     wk *w = ud;
     bool kafka = atomic_load(&w->kafka_up), db = !atomic_load(&w->db_down);
-    bool ok = kafka && db;
+    bool joined = atomic_load(&w->joined);
+    bool ok = joined && kafka && db;
+    /* "starting": still checking and waiting for the database and a broker, not in the group. */
+    const char *status = !joined ? "starting" : ok ? "ok" : "degraded";
     char body[256];
     int n = snprintf(body, sizeof body,
                      "{\"status\":\"%s\",\"kafka\":\"%s\",\"db\":\"%s\",\"assigned\":%d,"
                      "\"inflight\":%.0f,\"paused\":%s}\n",
-                     ok ? "ok" : "degraded", kafka ? "up" : "down", db ? "up" : "down",
+                     status, kafka ? "up" : "down", db ? "up" : "down",
                      atomic_load(&w->assigned), sh_series_value(w->m.inflight_s),
                      sh_series_value(w->m.paused_s) > 0 ? "true" : "false");
     return sh_http_resp_set(resp, ok ? 200 : 503, "application/json", body, (size_t)n);

@@ -153,6 +153,7 @@ typedef struct wk {
     atomic_bool dr_stop;      /* the DLQ delivery-report thread leaves */
     atomic_bool untracked;    /* an event could not be tracked: never commit again */
     atomic_int assigned;      /* partitions currently assigned */
+    atomic_bool joined;       /* subscribed: the start-up checks and waits are over */
 } wk;
 
 /* queue.c */

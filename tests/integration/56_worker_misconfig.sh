@@ -146,6 +146,8 @@ wk_start w4 --threads 2 --db-wait 60
 health_code() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$WK_PORT_w4/health"; }
 wait_for 20 grep -q 'event=db_waiting' "$SH_TMP/w4.log"
 check "waiting: /health 503 with db down" test "$(health_code)" = 503
+check "waiting: /health says starting, db down" bash -c \
+  "curl -s http://127.0.0.1:$WK_PORT_w4/health | grep -q '\"status\":\"starting\",\"kafka\":\"down\",\"db\":\"down\"'"
 "$SH_BIN" db start --dir "$SH_PG_DIR" > /dev/null 2>&1 || fail "db restart"
 wait_for 30 grep -q 'event=db_ready' "$SH_TMP/w4.log"
 check "did not join the group before the database answered" bash -c \
