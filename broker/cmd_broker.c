@@ -203,6 +203,9 @@ static int cmd_run(int argc, char **argv)
         sh_err_set(&e, SH_EUSAGE, "unexpected argument '%s'", spec.args.v[0]);
         code = sh_opt_exit_code(&spec, SH_EUSAGE, &e);
     }
+    if (code < 0 && c.bootstrap_file && *c.bootstrap_file &&
+        sh_file_check_writable_dir(c.bootstrap_file, &e))
+        code = sh_opt_exit_code(&spec, sh_err_wrap(&e, SH_EUSAGE, "--bootstrap-file"), &e);
     if (code < 0) {
         rc = run_broker(&c, &e);
         if (rc)

@@ -12,6 +12,7 @@
  * the others go on. A plain consumer without a group: reading commits nothing and never disturbs
  * the workers. Uses only core/ and schemas/.
  */
+#include "sh_clock.h"
 #include "sh_cmds.h"
 #include "sh_kafka.h"
 #include "sh_log.h"
@@ -53,13 +54,6 @@ static void install_signals(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* --since: an RFC 3339 UTC time (2026-12-02T03:00:00Z, seconds and Z optional), a duration ago
@@ -328,7 +322,7 @@ int sh_cmd_dlq(int argc, char **argv)
         rc = sh_err_set(&e, SH_EUSAGE, "unexpected argument '%s'", spec.args.v[0]);
     else if (code < 0 && !(c.timeout_s > 0 && c.timeout_s <= 3600))
         rc = sh_err_set(&e, SH_EUSAGE, "--timeout must be in (0, 3600] seconds");
-    else if (code < 0 && c.since && parse_since(c.since, now_ms(), &since_ms))
+    else if (code < 0 && c.since && parse_since(c.since, sh_clock_wall_ms(), &since_ms))
         rc = sh_err_set(&e, SH_EUSAGE, "--since '%s': want a UTC time (2026-12-02T03:00:00Z), "
                                        "a duration ago (90s, 15m, 2h, 7d) or epoch ms", c.since);
     else

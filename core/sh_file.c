@@ -74,3 +74,21 @@ int sh_file_write_atomic(const char *path, const void *data, size_t len, sh_err 
                           strerror(errno));
     return 0;
 }
+
+int sh_file_check_writable_dir(const char *path, sh_err *e)
+{
+    char dir[PATH_MAX];
+    if (!path || !*path || strlen(path) >= sizeof dir)
+        return sh_err_set(e, SH_EUSAGE, "%.200s: not a usable file name", path ? path : "");
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
+    if (access(dir, W_OK | X_OK) != 0)
+        return sh_err_set(e, SH_EUSAGE, "%s: directory %s: %s", path, dir, strerror(errno));
+    return 0;
+}

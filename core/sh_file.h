@@ -18,4 +18,9 @@
  * system's reason). On failure the temporary file is removed and `path` is left as it was. */
 int sh_file_write_atomic(const char *path, const void *data, size_t len, sh_err *e);
 
+/* Checks, before any work starts, that sh_file_write_atomic(path) can create its files: the
+ * directory holding `path` exists and is writable. Lets a command reject a bad path option as a
+ * usage error. Returns 0, or SH_EUSAGE with "<path>: directory <dir>: <reason>". */
+int sh_file_check_writable_dir(const char *path, sh_err *e);
+
 #endif

@@ -555,6 +555,10 @@ static int check_conf(const reindex_conf *c, double *rate, sh_err *e)
 {
     if (sh_primary_dsn_check(c->dsn, e)) /* malformed: a usage error before anything starts */
         return sh_err_wrap(e, SH_EUSAGE, "--dsn");
+    if (c->list && access(c->list, R_OK) != 0)
+        return sh_err_set(e, SH_EUSAGE, "--list %s: %s", c->list, strerror(errno));
+    if (sh_file_check_writable_dir(c->checkpoint, e)) /* written as tmp + rename beside it */
+        return sh_err_wrap(e, SH_EUSAGE, "--checkpoint");
     int modes = (c->tenant != NULL || c->older) + (c->list != NULL) + c->all;
     if (modes != 1)
         return sh_err_set(e, SH_EUSAGE, "choose the tracks: --all, --list FILE, or --tenant T "

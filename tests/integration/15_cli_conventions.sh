@@ -41,6 +41,9 @@ bogus.prop|ingest publish --brokers 127.0.0.1:1 -X bogus.prop=1 https://h.exampl
 --priority|ingest publish --brokers 127.0.0.1:1 --priority 5000 https://h.example/a.ogg
 --track-id|ingest delete --brokers 127.0.0.1:1
 --dsn|ingest delete --brokers 127.0.0.1:1 --track-id a --dsn notadsn
+--checkpoint|ingest reindex --brokers 127.0.0.1:1 --dsn host=x --all --checkpoint /nonexistent/ck
+--list|ingest reindex --brokers 127.0.0.1:1 --dsn host=x --list /nonexistent.txt --checkpoint c
+--bootstrap-file|broker --bootstrap-file /nonexistent/boot
 --rate|ingest reindex --brokers 127.0.0.1:1 --dsn host=x --all --checkpoint c --rate fast
 --dsn|ingest reindex --brokers 127.0.0.1:1 --dsn notadsn --all --checkpoint c
 --pg-bin|db start --dir pgdir --pg-bin /nonexistent
