@@ -11,13 +11,14 @@
 #include "sh_err.h"
 #include "sh_file.h"
 #include "sh_kafka.h"
+#include "sh_kclient.h"
 #include "sh_log.h"
 #include "sh_opt.h"
+#include "sh_signal.h"
 
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
-#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,14 +31,6 @@ typedef struct broker_conf {
     long broker_count;
     char *bootstrap_file;
 } broker_conf;
-
-/* Set only by the signal handler; read by the main thread between sigsuspend() calls. */
-static volatile sig_atomic_t stop_signal;
-
-static void on_stop_signal(int sig)
-{
-    stop_signal = sig;
-}
 
 static int create_topics(rd_kafka_mock_cluster_t *mc, int broker_count, sh_err *e)
 {
@@ -53,30 +46,7 @@ static int create_topics(rd_kafka_mock_cluster_t *mc, int broker_count, sh_err *
     return 0;
 }
 
-/* Blocks SIGINT/SIGTERM in this thread before any librdkafka thread exists (threads inherit the
- * mask), installs the flag-setting handler, and returns the mask to wait with. */
-static void setup_signals(sigset_t *wait_mask)
-{
-    sigset_t block;
-    sigemptyset(&block);
-    sigaddset(&block, SIGINT);
-    sigaddset(&block, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &block, wait_mask);
-    sigdelset(wait_mask, SIGINT);
-    sigdelset(wait_mask, SIGTERM);
-
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sa.sa_handler = SIG_IGN; /* a client vanishing mid-write must not kill the broker */
-    sigaction(SIGPIPE, &sa, NULL);
-}
-
-static int serve(rd_kafka_mock_cluster_t *mc, const broker_conf *c, const sigset_t *wait_mask,
-                 sh_err *e)
+static int serve(rd_kafka_mock_cluster_t *mc, const broker_conf *c, sh_stop *stop, sh_err *e)
 {
     const char *bootstraps = rd_kafka_mock_cluster_bootstraps(mc);
     if (c->bootstrap_file && *c->bootstrap_file) {
@@ -90,9 +60,8 @@ static int serve(rd_kafka_mock_cluster_t *mc, const broker_conf *c, const sigset
     printf("%s\n", bootstraps);
     fflush(stdout);
     sh_log(SH_LOG_INFO, "broker_ready", "brokers=%ld bootstrap=%s", c->broker_count, bootstraps);
-    while (!stop_signal)
-        sigsuspend(wait_mask); /* returns after a handled signal; no polling */
-    sh_log(SH_LOG_INFO, "broker_stopping", "signal=%d", (int)stop_signal);
+    sh_stop_wait(stop); /* the signals are delivered only there: no polling */
+    sh_log(SH_LOG_INFO, "broker_stopping", "signal=%d", sh_stop_signal(stop));
     if (c->bootstrap_file && *c->bootstrap_file)
         unlink(c->bootstrap_file); /* the file exists only while the broker does */
     return 0;
@@ -100,32 +69,35 @@ static int serve(rd_kafka_mock_cluster_t *mc, const broker_conf *c, const sigset
 
 static int run_broker(const broker_conf *c, sh_err *e)
 {
-    sigset_t wait_mask;
-    setup_signals(&wait_mask);
-
-    rd_kafka_conf_t *conf;
-    int rc = sh_kafka_conf_new(NULL, NULL, &conf, e);
+    /* Before any librdkafka thread exists: they inherit the blocked SIGINT/SIGTERM, so the
+     * signals reach sh_stop_wait() in this thread; a client vanishing mid-write must not kill
+     * the broker (SIGPIPE). */
+    sh_stop stop;
+    int rc = sh_stop_install(&stop, SH_STOP_BLOCK | SH_STOP_IGNORE_SIGPIPE, e);
     if (rc)
         return rc;
     /* The handle only hosts the mock cluster; it never connects anywhere, so silence its
      * "no bootstrap.servers" notice. */
-    sh_kafka_conf_set(conf, "log_level", "3", NULL);
-    char errstr[512];
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        return sh_err_set(e, SH_EKAFKA, "cannot create kafka handle: %s", errstr);
+    static const sh_kclient_kv defaults[] = {{"log_level", "3"}};
+    const sh_kclient_config kc = {
+        .defaults = defaults, .n_defaults = 1, .what = "cannot create kafka handle"};
+    rd_kafka_t *rk = NULL;
+    if ((rc = sh_kafka_producer_new(&kc, &rk, e))) {
+        sh_stop_uninstall(&stop);
+        return rc;
     }
     rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(rk, (int)c->broker_count);
     if (!mc) {
         rd_kafka_destroy(rk);
+        sh_stop_uninstall(&stop);
         return sh_err_set(e, SH_EKAFKA, "cannot start the mock cluster (listen on 127.0.0.1)");
     }
     rc = create_topics(mc, (int)c->broker_count, e);
     if (!rc)
-        rc = serve(mc, c, &wait_mask, e);
+        rc = serve(mc, c, &stop, e);
     rd_kafka_mock_cluster_destroy(mc);
     rd_kafka_destroy(rk);
+    sh_stop_uninstall(&stop);
     return rc;
 }
 
@@ -316,16 +288,10 @@ static int report_topics(rd_kafka_t *rk, int timeout_ms, sh_err *e)
     return bad;
 }
 
-/* Takes over `conf`. */
-static int run_topics(const topics_conf *c, rd_kafka_conf_t *conf, sh_err *e)
+/* Takes over `rk`. */
+static int run_topics(const topics_conf *c, rd_kafka_t *rk, sh_err *e)
 {
     int rc;
-    char errstr[512];
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        return sh_err_set(e, SH_EKAFKA, "cannot create kafka client: %s", errstr);
-    }
     int timeout_ms = (int)(c->timeout_s * 1000.0);
     rc = sh_kafka_wait_ready(rk, c->bootstrap, timeout_ms, e);
     if (!rc && c->create)
@@ -374,13 +340,20 @@ static int cmd_topics(int argc, char **argv)
         sh_err_set(&e, SH_EUSAGE, "--timeout must be in (0, 3600] seconds");
         code = sh_opt_exit_code(&spec, SH_EUSAGE, &e);
     }
-    rd_kafka_conf_t *conf = NULL;
-    if (code < 0 && (rc = sh_kafka_conf_new(c.bootstrap, &c.props, &conf, &e)) != 0)
-        code = sh_opt_exit_code(&spec, SH_EUSAGE, &e); /* a bad -X is a usage error */
-    if (code < 0)
-        sh_kafka_conf_quiet_until_ready(conf); /* run_topics waits first */
+    rd_kafka_t *rk = NULL;
+    rc = 0;
     if (code < 0) {
-        rc = run_topics(&c, conf, &e);
+        const sh_kclient_config kc = {.bootstrap = c.bootstrap,
+                                      .props = &c.props,
+                                      .quiet_until_ready = true, /* run_topics waits first */
+                                      .what = "cannot create kafka client"};
+        rc = sh_kafka_producer_new(&kc, &rk, &e);
+        if (rc == SH_EINVAL || rc == SH_EUSAGE)
+            code = sh_opt_exit_code(&spec, SH_EUSAGE, &e); /* a bad -X is a usage error */
+    }
+    if (code < 0) {
+        if (!rc)
+            rc = run_topics(&c, rk, &e);
         if (rc)
             fprintf(stderr, "soundhash broker topics: %s\n", sh_err_text(&e));
         code = rc ? SH_EXIT_RUNTIME : SH_EXIT_OK;

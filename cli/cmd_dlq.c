@@ -15,13 +15,14 @@
 #include "sh_clock.h"
 #include "sh_cmds.h"
 #include "sh_kafka.h"
+#include "sh_kclient.h"
 #include "sh_log.h"
 #include "sh_opt.h"
 #include "sh_registry.h"
 #include "sh_schema.h"
+#include "sh_signal.h"
 
 #include <jansson.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,24 +38,6 @@ typedef struct dlq_cfg {
     char *topic;
     double timeout_s;
 } dlq_cfg;
-
-/* Set only by the signal handler; read by the poll loop between polls. */
-static volatile sig_atomic_t stop_signal;
-
-static void on_stop(int sig)
-{
-    stop_signal = sig;
-}
-
-static void install_signals(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
 
 /* --since: an RFC 3339 UTC time (2026-12-02T03:00:00Z, seconds and Z optional), a duration ago
  * (90s, 15m, 2h, 7d) or milliseconds since 1970. Returns 0 or SH_EUSAGE. */
@@ -176,13 +159,13 @@ static int start_offsets(rd_kafka_t *rk, const char *topic, int np, int64_t sinc
 
 /* Polls until every partition reported its end (show) or a signal arrives (tail). */
 static int read_loop(rd_kafka_t *rk, sh_registry *reg, int np, bool follow, int64_t since_ms,
-                     sh_err *e)
+                     const sh_stop *stop, sh_err *e)
 {
     bool *eof = calloc((size_t)np, sizeof *eof);
     if (!eof)
         return sh_err_set(e, SH_ENOMEM, "out of memory");
     int at_end = 0, rc = 0;
-    while (!stop_signal && !rc && (follow || at_end < np)) {
+    while (!sh_stop_requested(stop) && !rc && (follow || at_end < np)) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, DLQ_POLL_MS);
         if (!m)
             continue;
@@ -205,26 +188,24 @@ static int read_loop(rd_kafka_t *rk, sh_registry *reg, int np, bool follow, int6
     return rc;
 }
 
-static int run(const dlq_cfg *c, bool follow, int64_t since_ms, sh_err *e)
+static int run(const dlq_cfg *c, bool follow, int64_t since_ms, const sh_stop *stop, sh_err *e)
 {
-    rd_kafka_conf_t *conf = NULL;
-    int rc = sh_kafka_conf_new(c->brokers, &c->props, &conf, e);
+    /* No group: assign() reads without joining or committing anything. */
+    static const sh_kclient_kv forced[] = {
+        {"enable.partition.eof", "true"},
+        {"enable.auto.commit", "false"},
+        {"group.id", "soundhash-dlq-reader"},
+    };
+    const sh_kclient_config kc = {.bootstrap = c->brokers,
+                                  .props = &c->props,
+                                  .forced = forced,
+                                  .n_forced = sizeof forced / sizeof forced[0],
+                                  .quiet_until_ready = true,
+                                  .what = "cannot create Kafka consumer"};
+    rd_kafka_t *rk = NULL;
+    int rc = sh_kafka_consumer_new(&kc, &rk, e);
     if (rc)
         return rc == SH_EINVAL ? SH_EUSAGE : rc; /* a property librdkafka refused */
-    /* No group: assign() reads without joining or committing anything. */
-    if ((rc = sh_kafka_conf_set(conf, "enable.partition.eof", "true", e)) ||
-        (rc = sh_kafka_conf_set(conf, "enable.auto.commit", "false", e)) ||
-        (rc = sh_kafka_conf_set(conf, "group.id", "soundhash-dlq-reader", e))) {
-        rd_kafka_conf_destroy(conf);
-        return rc;
-    }
-    sh_kafka_conf_quiet_until_ready(conf);
-    char errstr[512];
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        return sh_err_set(e, SH_EKAFKA, "cannot create Kafka consumer: %s", errstr);
-    }
     const int timeout_ms = (int)(c->timeout_s * 1000.0);
     const char *topic = c->topic && *c->topic ? c->topic : SH_TOPIC_AUDIO_DLQ;
     sh_registry *reg = NULL;
@@ -246,7 +227,7 @@ static int run(const dlq_cfg *c, bool follow, int64_t since_ms, sh_err *e)
         rc = err ? sh_kafka_err_set(e, err, "assigning %s", topic) : 0;
     }
     if (!rc)
-        rc = read_loop(rk, reg, np, follow, since_ms, e);
+        rc = read_loop(rk, reg, np, follow, since_ms, stop, e);
     if (l)
         rd_kafka_topic_partition_list_destroy(l);
     rd_kafka_consumer_close(rk);
@@ -331,9 +312,12 @@ int sh_cmd_dlq(int argc, char **argv)
         code = sh_opt_exit_code(&spec, rc, &e);
     if (code < 0) {
         bool tail = !strcmp(sub[0], "tail");
-        install_signals();
+        sh_stop stop;
+        rc = sh_stop_install(&stop, 0, &e);
         /* No --since: show reads everything (0), tail only what comes next (-1). */
-        rc = run(&c, tail, c.since ? since_ms : tail ? -1 : 0, &e);
+        if (!rc)
+            rc = run(&c, tail, c.since ? since_ms : tail ? -1 : 0, &stop, &e);
+        sh_stop_uninstall(&stop);
         if (rc)
             fprintf(stderr, "soundhash %s: %s\n", spec.name, sh_err_text(&e));
         code = !rc ? SH_EXIT_OK : rc == SH_EUSAGE ? SH_EXIT_USAGE : SH_EXIT_RUNTIME;

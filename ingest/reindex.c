@@ -22,13 +22,13 @@
 #include "sh_media.h"
 #include "sh_opt.h"
 #include "sh_primary.h"
+#include "sh_signal.h"
 #include "sh_vec.h"
 
 #include <jansson.h>
 
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,13 +68,6 @@ typedef struct job_state {
     long long published;
     bool done;
 } job_state;
-
-static volatile sig_atomic_t stop_flag;
-
-static void on_signal(int sig)
-{
-    stop_flag = sig;
-}
 
 /* ---- checkpoint ------------------------------------------------------------------------------- */
 
@@ -185,6 +178,7 @@ typedef struct job {
     long long sent_since_t0;
     double last_progress;
     bool tty;
+    sh_stop stop;         /* SIGINT/SIGTERM: stop after the current event, keep the checkpoint */
     char **list;          /* --list ids */
     size_t list_n;
     char list_sha[17];    /* first 64 bits of the --list file's SHA-256, hex */
@@ -233,7 +227,7 @@ static void pace(job *j)
     for (;;) {
         double due = j->t0 + (double)j->sent_since_t0 / j->rate;
         double wait = due - sh_clock_mono_s();
-        if (wait <= 0 || stop_flag)
+        if (wait <= 0 || sh_stop_requested(&j->stop))
             return;
         /* Slices of at most 100 ms: a stop signal is noticed promptly even at very low rates
          * (and the poll timeout can never overflow an int); progress stays alive meanwhile. */
@@ -247,7 +241,7 @@ static int publish_track(job *j, const sh_track *t, sh_err *e)
     pace(j);
     /* Checked per event, not per page: after a signal nothing more goes out, and the page stays
      * un-checkpointed (a re-run sends it again, which is harmless). */
-    if (stop_flag)
+    if (sh_stop_requested(&j->stop))
         return sh_err_set(e, SH_ECANCELED, "interrupted; re-run the same command to resume");
     sh_audio_event ev;
     int rc = track_event(t, (int)j->c->fp_version, &ev, e);
@@ -294,7 +288,7 @@ static int run_db_pages(job *j, sh_err *e)
 {
     sh_track_filter f = job_filter(j);
     for (;;) {
-        if (stop_flag)
+        if (sh_stop_requested(&j->stop))
             return sh_err_set(e, SH_ECANCELED, "interrupted; re-run the same command to resume");
         sh_track_list l = {0};
         f.after_id = j->st.after[0] ? j->st.after : NULL;
@@ -317,7 +311,7 @@ static int run_list_pages(job *j, sh_err *e)
 {
     size_t pos = (size_t)j->st.list_pos;
     while (pos < j->list_n) {
-        if (stop_flag)
+        if (sh_stop_requested(&j->stop))
             return sh_err_set(e, SH_ECANCELED, "interrupted; re-run the same command to resume");
         size_t end = pos + (size_t)j->c->batch < j->list_n ? pos + (size_t)j->c->batch : j->list_n;
         long long n = 0;
@@ -571,16 +565,6 @@ static int check_conf(const reindex_conf *c, double *rate, sh_err *e)
     return 0;
 }
 
-static void install_signals(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-}
-
 int ingest_cmd_reindex(int argc, char **argv)
 {
     reindex_conf c = {0};
@@ -637,8 +621,10 @@ int ingest_cmd_reindex(int argc, char **argv)
     if (code < 0 && check_conf(&c, &j.rate, &e))
         code = sh_opt_exit_code(&spec, SH_EUSAGE, &e);
     if (code < 0) {
-        install_signals();
-        rc = run_job(&j, &e);
+        rc = sh_stop_install(&j.stop, 0, &e);
+        if (!rc)
+            rc = run_job(&j, &e);
+        sh_stop_uninstall(&j.stop);
         if (rc)
             fprintf(stderr, "soundhash ingest reindex: %s\n", sh_err_text(&e));
         code = rc == 0 ? SH_EXIT_OK : rc == SH_EUSAGE ? SH_EXIT_USAGE : SH_EXIT_RUNTIME;

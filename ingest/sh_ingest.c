@@ -3,6 +3,7 @@
 
 #include "sh_clock.h"
 #include "sh_kafka.h"
+#include "sh_kclient.h"
 
 #include <librdkafka/rdkafka.h>
 
@@ -68,51 +69,29 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *conf_opaque
 }
 
 /* Producer defaults tuned for many small events (bench/bench_publish.c); -X overrides them. */
-static int set_defaults(rd_kafka_conf_t *conf, int delivery_timeout_ms, sh_err *e)
-{
-    char tmo[32];
-    snprintf(tmo, sizeof tmo, "%d", delivery_timeout_ms);
-    static const char *const kv[][2] = {
-        {"enable.idempotence", "true"}, {"acks", "all"},       {"linger.ms", "5"},
-        {"compression.codec", "lz4"},   {"client.id", "soundhash-ingest"},
-    };
-    for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++) {
-        int rc = sh_kafka_conf_set(conf, kv[i][0], kv[i][1], e);
-        if (rc)
-            return rc;
-    }
-    return sh_kafka_conf_set(conf, "message.timeout.ms", tmo, e);
-}
-
 static int make_producer(const sh_ingest_config *cfg, sh_ingest *p, sh_err *e)
 {
-    rd_kafka_conf_t *conf;
-    int rc = sh_kafka_conf_new(cfg->brokers, NULL, &conf, e);
-    if (rc)
-        return rc;
-    rc = set_defaults(conf, cfg->delivery_timeout_ms > 0 ? cfg->delivery_timeout_ms : 30000, e);
-    for (size_t i = 0; !rc && cfg->props && i < cfg->props->n; i++)
-        rc = sh_kafka_conf_set_kv(conf, cfg->props->v[i], e);
-    if (rc) {
-        rd_kafka_conf_destroy(conf);
-        return rc;
-    }
-    char val[512];
-    size_t vlen = sizeof val;
-    if (rd_kafka_conf_get(conf, "bootstrap.servers", val, &vlen) != RD_KAFKA_CONF_OK || !val[0]) {
-        rd_kafka_conf_destroy(conf);
-        return sh_err_set(e, SH_EUSAGE, "no Kafka brokers given (--brokers or -X bootstrap.servers)");
-    }
-    rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
-    if (cfg->connect_timeout_ms > 0) /* sh_ingest_new waits: its failure is the one line */
-        sh_kafka_conf_quiet_until_ready(conf);
-    char errstr[512];
-    p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-    if (!p->rk) {
-        rd_kafka_conf_destroy(conf);
-        return sh_err_set(e, SH_EINVAL, "cannot create Kafka producer: %s", errstr);
-    }
-    return 0;
+    char tmo[32];
+    const int timeout_ms = cfg->delivery_timeout_ms > 0 ? cfg->delivery_timeout_ms : 30000;
+    snprintf(tmo, sizeof tmo, "%d", timeout_ms);
+    const sh_kclient_kv defaults[] = {
+        {"enable.idempotence", "true"}, {"acks", "all"},       {"linger.ms", "5"},
+        {"compression.codec", "lz4"},   {"client.id", "soundhash-ingest"},
+        {"message.timeout.ms", tmo},
+    };
+    const sh_kclient_config kc = {
+        .bootstrap = cfg->brokers,
+        .defaults = defaults,
+        .n_defaults = sizeof defaults / sizeof defaults[0],
+        .props = cfg->props,
+        .require_bootstrap = true,
+        .quiet_until_ready = cfg->connect_timeout_ms > 0, /* sh_ingest_new waits: its failure is
+                                                             the one line */
+        .what = "cannot create Kafka producer",
+        .new_error = SH_EINVAL,
+        .dr_msg_cb = dr_cb,
+    };
+    return sh_kafka_producer_new(&kc, &p->rk, e);
 }
 
 static char *dup_or_null(const char *s)

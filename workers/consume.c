@@ -4,37 +4,16 @@
 
 #include "sh_clock.h"
 #include "sh_kafka.h"
+#include "sh_kclient.h"
 #include "sh_log.h"
 
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define COMMIT_EVERY_S 0.2
 #define PING_EVERY_S 1.0
 #define MAX_COMMITS 256
 #define WAIT_SLICE_MS 250
-
-/* The only process-wide state: set by the signal handler, read by the main loop. */
-static volatile sig_atomic_t g_stop;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    g_stop = 1;
-}
-
-static void install_signals(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-}
 
 /* ---- offsets ------------------------------------------------------------------------------- */
 
@@ -160,7 +139,7 @@ static int wait_broker(wk *w, sh_err *e)
     SH_INFO("kafka_waiting", "brokers=%s timeout_s=%ld", w->cfg.brokers, w->cfg.connect_timeout_s);
     double deadline = sh_clock_mono_s() + (double)w->cfg.connect_timeout_s;
     for (;;) {
-        if (g_stop)
+        if (sh_stop_requested(&w->stop))
             return sh_err_set(e, SH_ECANCELED, "stopped by a signal while waiting for a Kafka "
                                                "broker at %s", w->cfg.brokers);
         int rc = sh_kafka_wait_ready(w->consumer, w->cfg.brokers, WAIT_SLICE_MS, e);
@@ -174,15 +153,9 @@ static int wait_broker(wk *w, sh_err *e)
 
 /* Sleeps until monotonic time `t` in short slices, returning early when a signal asks us to
  * stop. */
-static bool stop_requested(void *arg)
+static void nap_until(wk *w, double t)
 {
-    (void)arg;
-    return g_stop != 0;
-}
-
-static void nap_until(double t)
-{
-    sh_clock_sleep_ms((t - sh_clock_mono_s()) * 1e3, stop_requested, NULL);
+    sh_clock_sleep_ms((t - sh_clock_mono_s()) * 1e3, sh_stop_requested_fn, &w->stop);
 }
 
 /* One connection attempt, bounded by what is left of the wait (libpq's minimum is 2 s). */
@@ -223,10 +196,9 @@ static int db_wait_failed(const wk *w, int rc, const sh_err *pe, sh_err *e)
 
 int wk_wait_db(wk *w, sh_err *e)
 {
-    install_signals(); /* the wait may last --db-wait seconds */
     double start = sh_clock_mono_s(), deadline = start + (double)w->cfg.db_wait_s;
     int last = 0;
-    while (!g_stop) {
+    while (!sh_stop_requested(&w->stop)) {
         sh_err pe = {0};
         double t0 = sh_clock_mono_s();
         int rc = try_db(w, deadline, &pe);
@@ -248,17 +220,14 @@ int wk_wait_db(wk *w, sh_err *e)
         if (sh_clock_mono_s() >= deadline)
             return db_wait_failed(w, rc, &pe, e);
         double next = t0 + 1.0; /* at most one attempt per second */
-        nap_until(next < deadline ? next : deadline);
+        nap_until(w, next < deadline ? next : deadline);
     }
     return sh_err_set(e, SH_ECANCELED, "stopped by a signal while waiting for the database");
 }
 
 int wk_consumer_new(wk *w, sh_err *e)
 {
-    install_signals(); /* before the broker wait, which may last --connect-timeout seconds */
-    rd_kafka_conf_t *conf = NULL;
-    int rc = sh_kafka_conf_new(w->cfg.brokers, NULL, &conf, e);
-    const char *defaults[][2] = {
+    const sh_kclient_kv defaults[] = {
         {"group.id", w->cfg.group},
         {"enable.auto.commit", "false"}, /* we commit the finished prefix ourselves */
         {"auto.offset.reset", "earliest"},
@@ -268,24 +237,18 @@ int wk_consumer_new(wk *w, sh_err *e)
         {"queued.max.messages.kbytes", "8192"},
         {"client.id", w->cfg.worker_id},
     };
-    for (size_t i = 0; rc == 0 && i < sizeof defaults / sizeof defaults[0]; i++)
-        rc = sh_kafka_conf_set(conf, defaults[i][0], defaults[i][1], e);
-    for (size_t i = 0; rc == 0 && i < w->cfg.kafka_props.n; i++)
-        rc = sh_kafka_conf_set_kv(conf, w->cfg.kafka_props.v[i], e);
-    if (rc) {
-        rd_kafka_conf_destroy(conf);
+    const sh_kclient_config kc = {.bootstrap = w->cfg.brokers,
+                                  .defaults = defaults,
+                                  .n_defaults = sizeof defaults / sizeof defaults[0],
+                                  .props = &w->cfg.kafka_props,
+                                  .what = "consumer",
+                                  .opaque = w,
+                                  .rebalance_cb = on_rebalance,
+                                  .stats_cb = wk_stats_cb,
+                                  .error_cb = on_error};
+    int rc = sh_kafka_consumer_new(&kc, &w->consumer, e);
+    if (rc)
         return rc;
-    }
-    rd_kafka_conf_set_opaque(conf, w);
-    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
-    rd_kafka_conf_set_stats_cb(conf, wk_stats_cb);
-    rd_kafka_conf_set_error_cb(conf, on_error);
-    char errstr[512];
-    w->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    if (!w->consumer) {
-        rd_kafka_conf_destroy(conf);
-        return sh_err_set(e, SH_EKAFKA, "consumer: %s", errstr);
-    }
     rc = wait_broker(w, e);
     if (rc)
         return rc;
@@ -463,11 +426,10 @@ static void drain(wk *w, loop_state *s)
 
 int wk_run(wk *w)
 {
-    install_signals();
     loop_state s = {0};
     ping_db(w, &s);
     int rc = 0;
-    while (!g_stop && !rc) {
+    while (!sh_stop_requested(&w->stop) && !rc) {
         housekeeping(w, &s);
         /* While paused, a message fetched just before the pause is handled rather than lose its
          * place. */

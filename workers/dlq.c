@@ -5,6 +5,7 @@
 
 #include "sh_clock.h"
 #include "sh_kafka.h"
+#include "sh_kclient.h"
 #include "sh_log.h"
 
 #include <stdlib.h>
@@ -40,30 +41,21 @@ static void *dr_thread(void *arg)
 
 int wk_dlq_new(wk *w, sh_err *e)
 {
-    rd_kafka_conf_t *conf = NULL;
-    int rc = sh_kafka_conf_new(w->cfg.brokers, NULL, &conf, e);
-    /* Defaults first, then -X so that operators can override them. */
-    if (rc == 0)
-        rc = sh_kafka_conf_set(conf, "enable.idempotence", "true", e);
-    if (rc == 0)
-        rc = sh_kafka_conf_set(conf, "acks", "all", e);
-    if (rc == 0)
-        rc = sh_kafka_conf_set(conf, "message.timeout.ms", "30000", e);
-    if (rc == 0)
-        rc = sh_kafka_conf_set(conf, "linger.ms", "5", e);
-    for (size_t i = 0; rc == 0 && i < w->cfg.kafka_props.n; i++)
-        rc = sh_kafka_conf_set_kv(conf, w->cfg.kafka_props.v[i], e);
-    if (rc) {
-        rd_kafka_conf_destroy(conf);
+    static const sh_kclient_kv defaults[] = {
+        {"enable.idempotence", "true"},
+        {"acks", "all"},
+        {"message.timeout.ms", "30000"},
+        {"linger.ms", "5"},
+    };
+    const sh_kclient_config kc = {.bootstrap = w->cfg.brokers,
+                                  .defaults = defaults, /* -X may override them */
+                                  .n_defaults = sizeof defaults / sizeof defaults[0],
+                                  .props = &w->cfg.kafka_props,
+                                  .what = "dlq producer",
+                                  .dr_msg_cb = on_delivery};
+    int rc = sh_kafka_producer_new(&kc, &w->producer, e);
+    if (rc)
         return rc;
-    }
-    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
-    char errstr[512];
-    w->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-    if (!w->producer) {
-        rd_kafka_conf_destroy(conf);
-        return sh_err_set(e, SH_EKAFKA, "dlq producer: %s", errstr);
-    }
     if (pthread_create(&w->dr_thread, NULL, dr_thread, w)) {
         rd_kafka_destroy(w->producer);
         w->producer = NULL;

@@ -268,8 +268,8 @@ int sh_cmd_worker(int argc, char **argv)
     rc = wk_lag_init(&w);
     if (rc)
         sh_err_set(&e, rc, "out of memory");
-    else
-        rc = start(&w, &e);
+    else if (!(rc = sh_stop_install(&w.stop, SH_STOP_IGNORE_SIGPIPE, &e)))
+        rc = start(&w, &e); /* SIGTERM/SIGINT from here on: waits end, then a graceful stop */
     if (rc == 0)
         rc = start_threads(&w, &e);
     if (rc == 0) {
@@ -288,6 +288,7 @@ int sh_cmd_worker(int argc, char **argv)
     }
     stop_threads(&w);
     teardown(&w);
+    sh_stop_uninstall(&w.stop);
     SH_INFO("worker_stopped", "rc=%d", rc);
     /* The reason is the last line on stderr, after the log lines of the tear-down. */
     int exit_code = rc ? sh_opt_exit_code(&spec, rc, &e) : SH_EXIT_OK;

@@ -36,6 +36,7 @@
 #include "sh_primary.h"
 #include "sh_registry.h"
 #include "sh_schema.h"
+#include "sh_signal.h"
 
 #include <librdkafka/rdkafka.h>
 #include <pthread.h>
@@ -154,6 +155,7 @@ typedef struct wk {
     atomic_bool untracked;    /* an event could not be tracked: never commit again */
     atomic_int assigned;      /* partitions currently assigned */
     atomic_bool joined;       /* subscribed: the start-up checks and waits are over */
+    sh_stop stop;             /* SIGTERM/SIGINT: installed by sh_cmd_worker, read by wk_run */
 } wk;
 
 /* queue.c */
