@@ -494,7 +494,8 @@ static int build_meta(index_cfg *c, const char *cmd)
     json_t *o = rc ? NULL : json_object();
     for (size_t i = 0; o && i + 1 < kv.n; i += 2) {
         if (json_object_set_new(o, kv.v[i], json_string(kv.v[i + 1])))
-            rc = sh_err_set(&e, SH_EUSAGE, "--meta: key '%.64s' is not valid UTF-8", kv.v[i]);
+            rc = sh_err_set(&e, SH_EUSAGE, "--meta: '%.64s' or its value is not valid UTF-8",
+                            kv.v[i]);
     }
     sh_strlist_clear(&kv);
     if (!rc && !o)

@@ -259,9 +259,10 @@ static int cmd_publish(int argc, char **argv)
 
 /* With a --dsn, says which ids the primary does not hold (or holds only as a tombstone): their
  * delete events change nothing but a tombstone. Publishing goes on — a tombstone also stops an
- * older upload still in flight — but nobody is left believing a typo deleted something. Returns
- * 0 or an exit code (the database could not be asked). */
-static int warn_unknown_ids(const char *dsn, const sh_strlist *ids, size_t *unknown)
+ * older upload still in flight — but nobody is left believing a typo deleted something. The check
+ * is advice: when the database cannot be asked (SOUNDHASH_DSN may come from a shared environment)
+ * that is one warning and the deletes go out unchecked. */
+static void warn_unknown_ids(const char *dsn, const sh_strlist *ids, size_t *unknown)
 {
     sh_primary_config pc;
     sh_primary_config_default(&pc);
@@ -285,9 +286,12 @@ static int warn_unknown_ids(const char *dsn, const sh_strlist *ids, size_t *unkn
     }
     sh_primary_free(db);
     if (!rc)
-        return 0;
-    fprintf(stderr, "soundhash ingest delete: --dsn: %s (nothing published)\n", sh_err_text(&e));
-    return SH_EXIT_RUNTIME;
+        return;
+    for (char *p = e.msg; *p; p++) /* libpq's messages span lines: keep the warning on one */
+        if ((unsigned char)*p < 0x20)
+            *p = ' ';
+    fprintf(stderr, "soundhash ingest delete: warning: cannot check the ids against the primary "
+                    "(--dsn: %s); publishing them unchecked\n", sh_err_text(&e));
 }
 
 static int cmd_delete(int argc, char **argv)
@@ -300,8 +304,8 @@ static int cmd_delete(int argc, char **argv)
         {"track-id", 0, SH_OPT_LIST, &ids, NULL, "track to erase everywhere (repeatable)", 0, 0,
          0},
         {"dsn", 0, SH_OPT_STR, &dsn, NULL,
-         "primary PostgreSQL: warn about ids it does not hold (without it nothing is checked)", 0,
-         0, 0},
+         "primary PostgreSQL: warn about ids it does not hold (advice only: without it, or when "
+         "it cannot be reached, the ids go out unchecked)", 0, 0, 0},
         {0},
     };
     sh_cmd_spec spec = {.name = "ingest delete",
@@ -342,8 +346,8 @@ static int cmd_delete(int argc, char **argv)
         code = SH_EXIT_RUNTIME;
     }
     size_t unknown = 0;
-    if (code < 0 && dsn && (rc = warn_unknown_ids(dsn, &ids, &unknown)))
-        code = rc;
+    if (code < 0 && dsn)
+        warn_unknown_ids(dsn, &ids, &unknown);
     if (code < 0)
         code = publish_batch("delete", &c, &b, &o);
     if (unknown && code == SH_EXIT_OK)

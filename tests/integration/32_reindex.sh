@@ -170,3 +170,6 @@ check "delete: unknown id warned" grep -q "warning: track 'ghost' is not in the 
 check "delete: known id not warned" bash -c "! grep -q \"track 't01'\" '$SH_TMP/err'"
 check "delete: summary counts the unknown" grep -q "1 of 2 id(s) were not in the primary" "$SH_TMP/err"
 check "delete: both published" test "$(jq -s length "$SH_TMP/out")" -eq 2
+expect_exit 0 "$SH_BIN" ingest delete --brokers "$B" --dsn "host=127.0.0.1 port=1 connect_timeout=2" --track-id t03
+check "delete: an unreachable --dsn is one warning, the delete still goes out" \
+  bash -c "grep -q 'warning: cannot check the ids against the primary' '$SH_TMP/err' && test \$(wc -l < '$SH_TMP/out') -eq 1"
