@@ -7,6 +7,7 @@
 
 #include "sh_audio.h"
 #include "sh_fp.h"
+#include "sh_vec.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,25 +28,16 @@ static inline int bench_decode(const char *path, int rate, float **x, size_t *n)
         fprintf(stderr, "%s: %s\n", path, sh_err_text(&e));
         return -1;
     }
-    size_t cap = 1 << 20, len = 0;
-    float *buf = malloc(cap * sizeof *buf);
+    size_t cap = 0, len = 0;
+    float *buf = NULL;
     long got = 0;
-    while (buf && (got = sh_audio_read(a, buf + len, cap - len, &e)) > 0) {
+    int grow = 0; /* room for at least 2^20 more samples before each read */
+    while (!(grow = sh_vec_reserve(&buf, &cap, len + (1 << 20), SH_VEC_NOCAP)) &&
+           (got = sh_audio_read(a, buf + len, cap - len, &e)) > 0)
         len += (size_t)got;
-        if (len == cap) {
-            float *y = realloc(buf, 2 * cap * sizeof *buf);
-            if (!y) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = y;
-            cap *= 2;
-        }
-    }
     sh_audio_free(a);
-    if (!buf || got < 0) {
-        fprintf(stderr, "%s: %s\n", path, buf ? sh_err_text(&e) : "out of memory");
+    if (grow || got < 0) {
+        fprintf(stderr, "%s: %s\n", path, grow ? "out of memory" : sh_err_text(&e));
         free(buf);
         return -1;
     }

@@ -1,6 +1,7 @@
 #include "sh_opt.h"
 
 #include "sh_log.h"
+#include "sh_vec.h"
 
 #include <jansson.h>
 
@@ -88,14 +89,8 @@ int sh_parse_size(const char *s, size_t *out)
 
 int sh_strlist_push(sh_strlist *l, const char *s)
 {
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 8;
-        char **v = realloc(l->v, cap * sizeof *v);
-        if (!v)
-            return SH_ENOMEM;
-        l->v = v;
-        l->cap = cap;
-    }
+    if (sh_vec_reserve(&l->v, &l->cap, l->n + 1, SH_VEC_NOCAP))
+        return SH_ENOMEM;
     char *copy = strdup(s);
     if (!copy)
         return SH_ENOMEM;

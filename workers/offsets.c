@@ -1,6 +1,8 @@
 /* offsets.c — per-partition in-flight offsets; the commit point follows the finished prefix. */
 #include "offsets.h"
 
+#include "sh_vec.h"
+
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,14 +63,8 @@ static part *find_or_add(sh_offsets *t, const char *topic, int32_t partition)
     part *p = find(t, topic, partition);
     if (p)
         return p;
-    if (t->n == t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 8;
-        part *np = realloc(t->parts, cap * sizeof *np);
-        if (!np)
-            return NULL;
-        t->parts = np;
-        t->cap = cap;
-    }
+    if (sh_vec_reserve(&t->parts, &t->cap, t->n + 1, SH_VEC_NOCAP))
+        return NULL;
     p = &t->parts[t->n++];
     memset(p, 0, sizeof *p);
     memcpy(p->topic, topic, strlen(topic) + 1);
