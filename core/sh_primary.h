@@ -281,6 +281,10 @@ int sh_primary_last_seq(sh_primary *db, int64_t *seq, sh_err *e);
  * SH_ENOMEM. */
 int sh_primary_snap_begin(sh_primary *db, int64_t *seq, sh_err *e);
 int sh_primary_snap_next(sh_primary *db, size_t limit, sh_track_list *out, sh_err *e);
+/* Inside a snapshot read (after begin, before the first next): the distinct fp_versions of the
+ * active tracks, ascending, up to `cap` into v; *n gets how many there are (may exceed cap).
+ * Errors: SH_EDB, SH_ETRANSIENT. */
+int sh_primary_snap_fp_versions(sh_primary *db, int32_t *v, size_t cap, size_t *n, sh_err *e);
 void sh_primary_snap_end(sh_primary *db);
 
 /* Change-log retention: in one transaction deletes every change with seq <= upto_seq and every

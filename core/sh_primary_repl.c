@@ -108,6 +108,23 @@ int sh_primary_snap_next(sh_primary *db, size_t limit, sh_track_list *out, sh_er
     return rc;
 }
 
+int sh_primary_snap_fp_versions(sh_primary *db, int32_t *v, size_t cap, size_t *n, sh_err *e)
+{
+    PGresult *r;
+    int rc = sh_query(db,
+                      "SELECT DISTINCT fp_version::int4 FROM tracks WHERE status = 'active' "
+                      "ORDER BY 1",
+                      0, NULL, NULL, NULL, &r, e, "snapshot fp_versions");
+    if (rc)
+        return rc;
+    int bad = 0;
+    *n = (size_t)PQntuples(r);
+    for (size_t i = 0; i < *n && i < cap; i++)
+        v[i] = sh_pg_col_i32(r, (int)i, 0, &bad);
+    PQclear(r);
+    return bad ? sh_err_set(e, SH_EDB, "postgres: unexpected fp_version row") : 0;
+}
+
 void sh_primary_snap_end(sh_primary *db)
 {
     sh_rollback(db, 0); /* read only: nothing to commit */
