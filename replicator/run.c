@@ -1,0 +1,572 @@
+/* run.c — the replicator's loop: change log → per-shard deltas → Kafka, acknowledged before the
+ * position moves. See replicator.h for the position rules. */
+#include "replicator.h"
+
+#include "sh_dpay.h"
+#include "sh_fpblob.h"
+#include "sh_kafka.h"
+#include "sh_log.h"
+#include "sh_shardmap.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define READ_ROWS 256                 /* change rows (with blobs) per query */
+#define DELTA_POSTINGS_MAX (1u << 20) /* split a shard's batch into deltas of at most this many */
+#define PUBLISH_TIMEOUT_MS 60000
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- one batch ---------------------------------------------------------------------------- */
+
+/* The changes read for one batch, kept until their deltas are acknowledged. */
+typedef struct batch {
+    sh_change_list *lists;
+    size_t n_lists, cap_lists;
+    int64_t start;      /* the batch holds the changes after this seq ... */
+    int64_t end;        /* ... up to this one (= start when it holds none) */
+    int64_t jump;       /* > 0: the log held nothing in (read_pos, jump] */
+    bool read;          /* filled (possibly empty) */
+    bool caught_up;     /* the last read found the end of the log */
+    size_t blob_bytes;  /* sum of blob sizes read */
+} batch;
+
+static void batch_clear(batch *b)
+{
+    for (size_t i = 0; i < b->n_lists; i++)
+        sh_change_list_clear(&b->lists[i]);
+    free(b->lists);
+    memset(b, 0, sizeof *b);
+}
+
+static int batch_push(batch *b, sh_change_list *l)
+{
+    if (b->n_lists == b->cap_lists) {
+        size_t cap = b->cap_lists ? 2 * b->cap_lists : 8;
+        sh_change_list *v = realloc(b->lists, cap * sizeof *v);
+        if (!v)
+            return SH_ENOMEM;
+        b->lists = v;
+        b->cap_lists = cap;
+    }
+    b->lists[b->n_lists++] = *l;
+    memset(l, 0, sizeof *l);
+    return 0;
+}
+
+/* Reads changes after r->read_pos until caught up, or the batch is cfg.batch_ms old, or its blobs
+ * reach cfg.batch_bytes. The log is gap-free by construction (a reader that sees seq N sees every
+ * seq below it), so the only hole allowed is at the start, where a pruned log or a new epoch
+ * begins: then b->jump is the seq before the first one held, and every shard's next delta starts
+ * there, so a subscriber behind it sees a gap and bootstraps from a snapshot instead of silently
+ * missing changes. Any other hole is SH_EGAP. */
+static int batch_read(rp *r, int64_t after, batch *b, sh_err *e)
+{
+    int64_t t0 = mono_ms();
+    bool first = true;
+    b->start = after;
+    b->read = true;
+    for (;;) {
+        sh_change_list l = {0};
+        int rc = sh_primary_changes_since(r->db, after, READ_ROWS, SH_PRIMARY_WITH_BLOB, &l, e);
+        if (rc)
+            return rc;
+        for (size_t i = 0; i < l.n; i++, first = false) {
+            int64_t seq = l.v[i].seq;
+            if (seq != after + 1 && first && after == r->read_pos) {
+                SH_WARN("change_log_starts_later", "expected_seq=%" PRId64 " first_seq=%" PRId64
+                        " note=\"subscribers behind it must bootstrap from a snapshot\"",
+                        after + 1, seq);
+                b->jump = seq - 1;
+            } else if (seq != after + 1) {
+                sh_change_list_clear(&l);
+                return sh_err_set(e, SH_EGAP, "change log gap: seq %" PRId64 " follows %" PRId64,
+                                  seq, after);
+            }
+            after = seq;
+            b->blob_bytes += l.v[i].fp_blob_len;
+        }
+        size_t n = l.n;
+        if (n && (rc = batch_push(b, &l))) {
+            sh_change_list_clear(&l);
+            return sh_err_set(e, rc, "out of memory");
+        }
+        b->end = after;
+        b->caught_up = n < READ_ROWS;
+        if (b->caught_up || b->blob_bytes >= r->cfg.batch_bytes ||
+            mono_ms() - t0 >= r->cfg.batch_ms) {
+            sh_series_observe(r->m.read_hist, (double)(mono_ms() - t0) / 1000.0);
+            return 0;
+        }
+    }
+}
+
+/* ---- deltas ------------------------------------------------------------------------------- */
+
+/* One encoded delta waiting for its acknowledgement. */
+typedef struct pending {
+    int shard;
+    int64_t sequence;
+    uint8_t *frame;
+    size_t frame_len;
+    size_t ops, postings, raw, wire;
+    rd_kafka_resp_err_t err;
+    bool done;
+} pending;
+
+typedef struct out_set {
+    pending *v;
+    size_t n, cap;
+} out_set;
+
+static void out_clear(out_set *o)
+{
+    for (size_t i = 0; i < o->n; i++)
+        free(o->v[i].frame);
+    free(o->v);
+    memset(o, 0, sizeof *o);
+}
+
+static pending *out_add(out_set *o)
+{
+    if (o->n == o->cap) {
+        size_t cap = o->cap ? 2 * o->cap : 16;
+        pending *v = realloc(o->v, cap * sizeof *v);
+        if (!v)
+            return NULL;
+        o->v = v;
+        o->cap = cap;
+    }
+    pending *p = &o->v[o->n++];
+    memset(p, 0, sizeof *p);
+    return p;
+}
+
+/* Per-shard builder state while a batch is grouped. */
+typedef struct shard_acc {
+    sh_dpay_builder *b;
+    int64_t prev;     /* prev_sequence of the delta being built */
+    int64_t last_op;  /* seq of the last op added */
+    size_t postings;
+    int fp_version;   /* highest fp_version among the ops */
+} shard_acc;
+
+static int seal(rp *r, int shard, shard_acc *a, int64_t sequence, out_set *o, sh_err *e)
+{
+    uint8_t *payload = NULL;
+    size_t len = 0, raw = 0, ops = sh_dpay_builder_count(a->b);
+    int rc = sh_dpay_builder_finish(a->b, SH_DPAY_CODEC_ZSTD, (int)r->cfg.zstd_level, &payload,
+                                    &len, &raw, e);
+    sh_dpay_builder_free(a->b);
+    a->b = NULL;
+    if (rc)
+        return rc;
+    sh_delta_envelope d;
+    memset(&d, 0, sizeof d);
+    d.shard = shard;
+    d.epoch = r->epoch;
+    d.sequence = sequence;
+    d.prev_sequence = a->prev;
+    d.count = (int32_t)ops;
+    d.fp_version = a->fp_version;
+    d.codec = SH_CODEC_ZSTD;
+    d.raw_size = (int64_t)raw;
+    d.payload = payload;
+    d.payload_len = len;
+    d.commit_lsn = sequence;
+    d.created_at_ms = wall_ms();
+    snprintf(d.region, sizeof d.region, "%s", r->cfg.region ? r->cfg.region : "");
+    pending *p = out_add(o);
+    if (!p) {
+        free(payload);
+        return sh_err_set(e, SH_ENOMEM, "out of memory");
+    }
+    p->shard = shard;
+    p->sequence = sequence;
+    p->ops = ops;
+    p->postings = a->postings;
+    p->raw = raw;
+    p->wire = len;
+    rc = sh_delta_encode(&d, r->reg, &r->lim, &p->frame, &p->frame_len, e);
+    free(payload);
+    if (rc) {
+        o->n--;
+        return sh_err_wrap(e, rc, "shard %d delta %" PRId64, shard, sequence);
+    }
+    a->prev = sequence;
+    a->postings = 0;
+    a->fp_version = 0;
+    return 0;
+}
+
+static int acc_begin(shard_acc *a, sh_err *e)
+{
+    if (a->b)
+        return 0;
+    return sh_dpay_builder_new(NULL, 0, &a->b, e);
+}
+
+/* Adds one change as an op of its shard's delta. */
+static int add_change(rp *r, shard_acc *a, int shard, const sh_change *c, out_set *o, sh_err *e)
+{
+    sh_hash *h = NULL;
+    size_t n = 0;
+    int rc = 0;
+    if (c->op == SH_CHANGE_UPSERT && c->fp_blob_len) {
+        rc = sh_fpblob_decode(c->fp_blob, c->fp_blob_len, 0, &h, &n, e);
+        if (rc)
+            return sh_err_wrap(e, rc, "track %s (seq %" PRId64 ") has a bad posting blob",
+                               c->external_id, c->seq);
+    }
+    if (a->b && a->postings + n > DELTA_POSTINGS_MAX && a->last_op > a->prev)
+        rc = seal(r, shard, a, a->last_op, o, e);
+    if (rc == 0)
+        rc = acc_begin(a, e);
+    if (rc == 0) {
+        sh_dop op;
+        memset(&op, 0, sizeof op);
+        op.seq = c->seq;
+        op.kind = c->op == SH_CHANGE_DELETE ? SH_DOP_DELETE : SH_DOP_UPSERT;
+        op.track_id = c->external_id;
+        op.tenant = c->tenant;
+        op.version = c->version;
+        op.fp_version = c->fp_version;
+        op.duration_s = c->duration_s;
+        op.metadata = c->metadata_json;
+        op.postings = h;
+        op.npostings = n;
+        rc = sh_dpay_builder_add(a->b, &op, e);
+    }
+    free(h);
+    if (rc)
+        return rc;
+    a->last_op = c->seq;
+    a->postings += n;
+    if (c->fp_version > a->fp_version)
+        a->fp_version = c->fp_version;
+    return 0;
+}
+
+static int group_batch(rp *r, const batch *b, shard_acc *acc, out_set *o, size_t *superseded,
+                       sh_err *e)
+{
+    for (size_t li = 0; li < b->n_lists; li++) {
+        const sh_change_list *l = &b->lists[li];
+        for (size_t i = 0; i < l->n; i++) {
+            const sh_change *c = &l->v[i];
+            int s = (int)sh_shard_of(c->external_id, strlen(c->external_id), (uint32_t)r->nshards);
+            if (c->seq <= r->shards[s].pos)
+                continue; /* already in the topic (a restart re-reads from the slowest shard) */
+            if (c->superseded) {
+                /* A later change of the same track carries its newer state (or its delete);
+                 * it is in this batch or a later one, so skipping loses nothing. */
+                (*superseded)++;
+                continue;
+            }
+            int rc = add_change(r, &acc[s], s, c, o, e);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+/* Seals every shard that has ops, and idle shards due a heartbeat, at sequence `end`. */
+static int seal_all(rp *r, shard_acc *acc, int64_t end, int64_t now, out_set *o, sh_err *e)
+{
+    for (int s = 0; s < r->nshards; s++) {
+        shard_acc *a = &acc[s];
+        /* A shard whose stream must jump (see batch_read) is sealed at once: its next delta
+         * has to carry the jump. */
+        bool idle_due = !a->b && r->shards[s].pos < end &&
+                        (now - r->shards[s].last_ms >= r->cfg.heartbeat_ms ||
+                         a->prev != r->shards[s].pos);
+        if (!a->b && !idle_due)
+            continue;
+        int rc = acc_begin(a, e);
+        if (rc == 0)
+            rc = seal(r, s, a, end, o, e);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- publishing --------------------------------------------------------------------------- */
+
+static int produce(rp *r, out_set *o, sh_err *e)
+{
+    for (size_t i = 0; i < o->n; i++) {
+        pending *p = &o->v[i];
+        char key[16];
+        int kl = snprintf(key, sizeof key, "%d", p->shard);
+        rd_kafka_resp_err_t err = rd_kafka_producev(
+            r->producer, RD_KAFKA_V_TOPIC(r->cfg.topic), RD_KAFKA_V_PARTITION(p->shard),
+            RD_KAFKA_V_KEY(key, (size_t)kl), RD_KAFKA_V_VALUE(p->frame, p->frame_len),
+            RD_KAFKA_V_OPAQUE(p), RD_KAFKA_V_END);
+        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            rd_kafka_poll(r->producer, 50);
+            i--;
+            continue;
+        }
+        if (err)
+            return sh_kafka_err_set(e, err, "produce shard %d", p->shard);
+    }
+    return 0;
+}
+
+/* Waits until every delta of `o` has its delivery report; any failure fails the round (the
+ * positions are then re-read from the topic). */
+static int wait_acks(rp *r, out_set *o, sh_err *e)
+{
+    int64_t deadline = mono_ms() + PUBLISH_TIMEOUT_MS;
+    for (;;) {
+        size_t done = 0;
+        for (size_t i = 0; i < o->n; i++) {
+            if (o->v[i].done && o->v[i].err)
+                return sh_kafka_err_set(e, o->v[i].err, "delta of shard %d not acknowledged",
+                                        o->v[i].shard);
+            done += o->v[i].done;
+        }
+        if (done == o->n)
+            return 0;
+        if (mono_ms() > deadline)
+            return sh_err_set(e, SH_ETIMEOUT, "deltas not acknowledged within %d ms",
+                              PUBLISH_TIMEOUT_MS);
+        rd_kafka_poll(r->producer, 5);
+    }
+}
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    pending *p = m->_private;
+    if (p) {
+        p->err = m->err;
+        p->done = true;
+    }
+}
+
+int rp_producer_new(rp *r, sh_err *e)
+{
+    rd_kafka_conf_t *conf = NULL;
+    int rc = sh_kafka_conf_new(r->cfg.brokers, NULL, &conf, e);
+    /* Idempotent with acks=all: a retry inside librdkafka never duplicates or reorders. */
+    if (rc == 0)
+        rc = sh_kafka_conf_set(conf, "enable.idempotence", "true", e);
+    if (rc == 0)
+        rc = sh_kafka_conf_set(conf, "acks", "all", e);
+    if (rc == 0)
+        rc = sh_kafka_conf_set(conf, "linger.ms", "1", e);
+    if (rc == 0)
+        rc = sh_kafka_conf_set(conf, "message.timeout.ms", "30000", e);
+    if (rc == 0)
+        rc = sh_kafka_conf_set(conf, "message.max.bytes", "16777216", e);
+    for (size_t i = 0; rc == 0 && i < r->cfg.kafka_props.n; i++)
+        rc = sh_kafka_conf_set_kv(conf, r->cfg.kafka_props.v[i], e);
+    if (rc) {
+        rd_kafka_conf_destroy(conf);
+        return rc;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    char errstr[512];
+    r->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    if (!r->producer) {
+        rd_kafka_conf_destroy(conf);
+        return sh_err_set(e, SH_EKAFKA, "producer: %s", errstr);
+    }
+    return 0;
+}
+
+/* ---- the loop ----------------------------------------------------------------------------- */
+
+static void record(rp *r, const batch *b, const out_set *o, int64_t acked_ms)
+{
+    for (size_t i = 0; i < o->n; i++) {
+        const pending *p = &o->v[i];
+        rp_shard *sh = &r->shards[p->shard];
+        sh->pos = p->sequence;
+        sh->last_ms = mono_ms();
+        sh_series_add(sh->deltas, 1);
+        sh_series_add(sh->bytes, (double)p->frame_len);
+        sh_series_add(sh->ops, (double)p->ops);
+        sh_series_set(sh->position, (double)p->sequence);
+        sh_series_add(r->m.postings, (double)p->postings);
+        sh_series_add(r->m.raw_bytes, (double)p->raw);
+        sh_series_add(r->m.wire_bytes, (double)p->wire);
+    }
+    for (size_t li = 0; li < b->n_lists; li++)
+        for (size_t i = 0; i < b->lists[li].n; i++) {
+            const sh_change *c = &b->lists[li].v[i];
+            if (c->seq > r->read_pos)
+                sh_series_observe(r->m.lag_hist, (double)(acked_ms - c->committed_ms) / 1000.0);
+            if (c->seq > r->read_pos && !c->superseded)
+                sh_series_add(r->m.blob_bytes, (double)c->fp_blob_len);
+        }
+}
+
+static int oldest_commit(const batch *b, int64_t *ms)
+{
+    *ms = 0;
+    if (b->n_lists && b->lists[0].n)
+        *ms = b->lists[0].v[0].committed_ms;
+    return 0;
+}
+
+/* One round over batch `b` (read here unless the previous round prefetched it): group, seal and
+ * produce its deltas; while Kafka acknowledges them, read the next batch into `next` (the
+ * database read overlaps the acks: throughput); then wait for every ack and advance. Deltas of
+ * `next` are produced only after this round's are acknowledged, so a failed delivery can never
+ * leave a later delta in the topic without the earlier one. *idle = `b` held no change. */
+static int round_once(rp *r, batch *b, batch *next, bool *idle, sh_err *e)
+{
+    out_set o = {0};
+    int rc = b->read ? 0 : batch_read(r, r->read_pos, b, e);
+    shard_acc *acc = calloc((size_t)r->nshards, sizeof *acc);
+    if (!acc)
+        rc = rc ? rc : sh_err_set(e, SH_ENOMEM, "out of memory");
+    for (int s = 0; acc && s < r->nshards; s++)
+        acc[s].prev = r->shards[s].pos < b->jump ? b->jump : r->shards[s].pos;
+    size_t superseded = 0;
+    *idle = b->n_lists == 0;
+    if (rc == 0) {
+        int64_t oldest;
+        oldest_commit(b, &oldest);
+        atomic_store(&r->oldest_pending_ms, oldest);
+        rc = group_batch(r, b, acc, &o, &superseded, e);
+    }
+    int64_t end = b->n_lists ? b->end : r->read_pos;
+    if (rc == 0)
+        rc = seal_all(r, acc, end, mono_ms(), &o, e);
+    int64_t t0 = mono_ms();
+    if (rc == 0 && o.n)
+        rc = produce(r, &o, e);
+    if (rc == 0 && b->n_lists && !b->caught_up) {
+        sh_err ne = {0};
+        if (batch_read(r, end, next, &ne)) {
+            batch_clear(next); /* read again next round, where its error counts */
+        }
+    }
+    if (rc == 0 && o.n)
+        rc = wait_acks(r, &o, e);
+    if (rc == 0) {
+        if (o.n)
+            sh_series_observe(r->m.publish_hist, (double)(mono_ms() - t0) / 1000.0);
+        record(r, b, &o, wall_ms());
+        r->read_pos = end;
+        atomic_store(&r->oldest_pending_ms, 0);
+        sh_series_add(r->m.superseded, (double)superseded);
+        sh_series_set(r->m.last_seq, (double)end);
+        if (o.n)
+            sh_series_add(r->m.batches, 1);
+    } else {
+        batch_clear(next);
+    }
+    for (int s = 0; acc && s < r->nshards; s++)
+        sh_dpay_builder_free(acc[s].b);
+    free(acc);
+    out_clear(&o);
+    batch_clear(b);
+    return rc;
+}
+
+static void refresh_primary_seq(rp *r)
+{
+    sh_primary_counts c;
+    sh_err e = {0};
+    if (sh_primary_last_seq(r->db, &c.last_seq, &e) == 0) {
+        atomic_store(&r->primary_seq, c.last_seq);
+        sh_series_set(r->m.primary_seq, (double)c.last_seq);
+        sh_series_set(r->m.backlog, (double)(c.last_seq - r->read_pos));
+        atomic_store(&r->db_ok, true);
+    }
+}
+
+/* After a failure: back off, rebuild the producer, re-read the positions from the topic. */
+static int recover(rp *r, long *backoff_ms, sh_err *e)
+{
+    struct timespec ts = {*backoff_ms / 1000, (*backoff_ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+    *backoff_ms = *backoff_ms * 2 > 10000 ? 10000 : *backoff_ms * 2;
+    if (*r->stop)
+        return 0;
+    rd_kafka_flush(r->producer, 1000);
+    rd_kafka_destroy(r->producer);
+    r->producer = NULL;
+    int rc = rp_producer_new(r, e);
+    if (rc == 0)
+        rc = rp_positions_load(r, (int)r->cfg.connect_timeout_s * 1000, e);
+    atomic_store(&r->kafka_ok, rc == 0);
+    return rc;
+}
+
+int rp_run(rp *r, sh_err *e)
+{
+    long backoff_ms = 100;
+    int64_t last_seq_check = 0;
+    batch b[2];
+    memset(b, 0, sizeof b);
+    int cur = 0;
+    while (!*r->stop) {
+        bool idle = true;
+        sh_err re = {0};
+        int rc = round_once(r, &b[cur], &b[1 - cur], &idle, &re);
+        cur = 1 - cur; /* the prefetched batch (if any) is the next round's */
+        if (rc == SH_EGAP || rc == SH_EFORMAT || rc == SH_ENOMEM) {
+            batch_clear(&b[cur]);
+            sh_err_set(e, rc, "%s", sh_err_text(&re));
+            return rc; /* not something a retry cures */
+        }
+        if (rc) {
+            sh_series_add(r->m.errors, 1);
+            bool db = rc == SH_ETRANSIENT || rc == SH_EDB;
+            atomic_store(db ? &r->db_ok : &r->kafka_ok, false);
+            batch_clear(&b[cur]);
+            SH_WARN("round_failed", "code=%s msg=\"%s\" backoff_ms=%ld", sh_err_name(rc),
+                    sh_err_text(&re), backoff_ms);
+            sh_err rec = {0};
+            if (!db && recover(r, &backoff_ms, &rec))
+                SH_WARN("recover_failed", "msg=\"%s\"", sh_err_text(&rec));
+            if (db) {
+                struct timespec ts = {backoff_ms / 1000, (backoff_ms % 1000) * 1000000L};
+                nanosleep(&ts, NULL);
+                backoff_ms = backoff_ms * 2 > 10000 ? 10000 : backoff_ms * 2;
+            }
+            continue;
+        }
+        backoff_ms = 100;
+        atomic_store(&r->kafka_ok, true);
+        atomic_store(&r->db_ok, true);
+        int64_t now = mono_ms();
+        if (now - last_seq_check >= 1000 || !idle) {
+            refresh_primary_seq(r);
+            last_seq_check = now;
+        }
+        if (idle) {
+            /* NOTIFY arrives at commit; the timeout bounds a lost notification and paces the
+             * heartbeats of idle shards. */
+            long wait = r->cfg.poll_ms < r->cfg.heartbeat_ms ? r->cfg.poll_ms : r->cfg.heartbeat_ms;
+            int wrc = sh_primary_wait_changes(r->db, (int)wait, &re);
+            if (wrc && wrc != SH_ETIMEOUT)
+                atomic_store(&r->db_ok, false);
+        }
+    }
+    batch_clear(&b[cur]);
+    return 0;
+}
