@@ -1,0 +1,481 @@
+/* repl_tool.c — test helper for the replicator's integration tests.
+ *
+ *   repl_tool write DSN N SEED THREADS
+ *       N writes from THREADS connections at once on a pool of track ids: uploads (new and
+ *       re-uploads), reindexes (same version, next fp_version) and deletes, with random postings.
+ *   repl_tool reconstruct BROKERS DSN TOPIC TIMEOUT_S
+ *       Reads the whole delta topic like a subscriber (ops applied only above the shard's
+ *       position, a prev_sequence ahead of it is a gap), until every shard has reached the
+ *       primary's last seq, then compares each shard's checksum (core/sh_shardsum.h) with the
+ *       primary's. Prints one JSON line per shard and a summary; exit 1 on any mismatch or gap.
+ */
+#include "sh_dpay.h"
+#include "sh_fpblob.h"
+#include "sh_kafka.h"
+#include "sh_primary.h"
+#include "sh_schema.h"
+#include "sh_shardmap.h"
+#include "sh_shardsum.h"
+#include "sh_snap.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define POOL 64
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t rnd(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+static sh_primary *connect_db(const char *dsn)
+{
+    sh_primary_config c;
+    sh_primary_config_default(&c);
+    c.dsn = dsn;
+    sh_primary *db = NULL;
+    sh_err e = {0};
+    if (sh_primary_new(&c, &db, &e)) {
+        fprintf(stderr, "repl_tool: %s\n", e.msg);
+        exit(2);
+    }
+    return db;
+}
+
+/* ---- write -------------------------------------------------------------------------------- */
+
+typedef struct wargs {
+    const char *dsn;
+    long n;
+    uint64_t seed;
+    int thread;
+    long done[3];
+} wargs;
+
+static int upload(sh_primary *db, const char *id, uint64_t *s)
+{
+    size_t n = 50 + rnd(s) % 2000;
+    sh_hash *h = calloc(n, sizeof *h);
+    if (!h)
+        return SH_ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        h[i] = (sh_hash){.hash = (uint32_t)rnd(s), .t = (uint32_t)(rnd(s) % 20000)};
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    int rc = sh_fpblob_encode(h, n, 0, &blob, &len, NULL);
+    free(h);
+    if (rc)
+        return rc;
+    char meta[64];
+    snprintf(meta, sizeof meta, "{\"title\":\"t%llu\"}", (unsigned long long)(rnd(s) % 1000));
+    /* versions from the clock in µs plus a random tail: concurrent writers rarely tie, and a
+     * tie is just a stale write, as in production */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    sh_track_write tw = {.external_id = id, .tenant = "acme", .metadata_json = meta,
+                         .duration_s = 10 + (double)(rnd(s) % 300), .fp_version = 1,
+                         .version = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000,
+                         .n_hashes = (uint32_t)n, .fp_blob = blob, .fp_blob_len = len};
+    rc = sh_primary_write_track(db, &tw, NULL, NULL);
+    free(blob);
+    return rc == SH_ESTALE ? 0 : rc;
+}
+
+static int reindex(sh_primary *db, const char *id, uint64_t *s)
+{
+    sh_track t = {0};
+    int rc = sh_primary_get_track(db, id, 0, &t, NULL);
+    if (rc == SH_ENOTFOUND)
+        return 0;
+    if (rc)
+        return rc;
+    int64_t base = t.version;
+    int fpv = t.fp_version + 1, active = !t.deleted;
+    sh_track_clear(&t);
+    if (!active)
+        return 0;
+    size_t n = 20 + rnd(s) % 500;
+    sh_hash *h = calloc(n, sizeof *h);
+    if (!h)
+        return SH_ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        h[i] = (sh_hash){.hash = (uint32_t)rnd(s), .t = (uint32_t)(rnd(s) % 20000)};
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    rc = sh_fpblob_encode(h, n, 0, &blob, &len, NULL);
+    free(h);
+    if (rc)
+        return rc;
+    sh_track_write tw = {.external_id = id, .tenant = "acme", .duration_s = 12, .fp_version = fpv,
+                         .version = 1, .n_hashes = (uint32_t)n, .fp_blob = blob,
+                         .fp_blob_len = len, .is_reindex = 1, .base_version = base};
+    rc = sh_primary_write_track(db, &tw, NULL, NULL);
+    free(blob);
+    return rc == SH_ESTALE ? 0 : rc;
+}
+
+static void *writer(void *arg)
+{
+    wargs *a = arg;
+    sh_primary *db = connect_db(a->dsn);
+    uint64_t s = a->seed * 1000003u + (uint64_t)a->thread + 1;
+    for (long i = 0; i < a->n; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "track-%02d", (int)(rnd(&s) % POOL));
+        int kind = (int)(rnd(&s) % 10), rc;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        if (kind < 6)
+            rc = upload(db, id, &s);
+        else if (kind < 8)
+            rc = reindex(db, id, &s);
+        else
+            rc = sh_primary_delete_track(db, id, "acme",
+                                         (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000, NULL,
+                                         NULL);
+        if (rc && rc != SH_ESTALE) {
+            fprintf(stderr, "repl_tool write: %s\n", sh_err_name(rc));
+            exit(1);
+        }
+        a->done[kind < 6 ? 0 : kind < 8 ? 1 : 2]++;
+    }
+    sh_primary_free(db);
+    return NULL;
+}
+
+static int cmd_write(const char *dsn, long n, uint64_t seed, int threads)
+{
+    pthread_t th[16];
+    wargs a[16];
+    if (threads < 1 || threads > 16)
+        return 2;
+    for (int i = 0; i < threads; i++) {
+        a[i] = (wargs){.dsn = dsn, .n = n / threads, .seed = seed, .thread = i};
+        pthread_create(&th[i], NULL, writer, &a[i]);
+    }
+    long d[3] = {0};
+    for (int i = 0; i < threads; i++) {
+        pthread_join(th[i], NULL);
+        for (int k = 0; k < 3; k++)
+            d[k] += a[i].done[k];
+    }
+    printf("{\"uploads\":%ld,\"reindexes\":%ld,\"deletes\":%ld}\n", d[0], d[1], d[2]);
+    return 0;
+}
+
+/* ---- reconstruct -------------------------------------------------------------------------- */
+
+/* One track as a subscriber holds it. */
+typedef struct rtrack {
+    char *id;
+    int64_t version;
+    int fp_version;
+    sh_hash *h;
+    size_t n;
+} rtrack;
+
+typedef struct rshard {
+    int64_t pos;
+    rtrack *v;
+    size_t n, cap;
+    long deltas, ops_applied, ops_skipped;
+} rshard;
+
+static rtrack *find(rshard *s, const char *id)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->v[i].id, id) == 0)
+            return &s->v[i];
+    return NULL;
+}
+
+static void drop(rshard *s, const char *id)
+{
+    rtrack *t = find(s, id);
+    if (!t)
+        return;
+    free(t->id);
+    free(t->h);
+    *t = s->v[--s->n];
+}
+
+static int apply_op(rshard *s, const sh_dop *op)
+{
+    drop(s, op->track_id);
+    if (op->kind == SH_DOP_DELETE)
+        return 0;
+    if (s->n == s->cap) {
+        s->cap = s->cap ? 2 * s->cap : 64;
+        s->v = realloc(s->v, s->cap * sizeof *s->v);
+        if (!s->v)
+            return SH_ENOMEM;
+    }
+    rtrack *t = &s->v[s->n++];
+    t->id = strdup(op->track_id);
+    t->version = op->version;
+    t->fp_version = op->fp_version;
+    t->n = op->npostings;
+    t->h = malloc((op->npostings ? op->npostings : 1) * sizeof *t->h);
+    if (!t->id || !t->h)
+        return SH_ENOMEM;
+    memcpy(t->h, op->postings, op->npostings * sizeof *t->h);
+    return 0;
+}
+
+static int apply_delta(rshard *shards, int nshards, const rd_kafka_message_t *m, sh_registry *reg,
+                       const sh_schema_limits *lim)
+{
+    sh_delta_envelope d;
+    memset(&d, 0, sizeof d);
+    sh_err e = {0};
+    if (sh_delta_decode(m->payload, m->len, reg, lim, &d, &e)) {
+        fprintf(stderr, "repl_tool: partition %d offset %lld: %s\n", (int)m->partition,
+                (long long)m->offset, e.msg);
+        return 1;
+    }
+    int rc = 0;
+    rshard *s = &shards[d.shard];
+    if (d.shard != m->partition || d.shard >= nshards) {
+        fprintf(stderr, "repl_tool: shard %d delta in partition %d\n", d.shard, m->partition);
+        rc = 1;
+    } else if (d.prev_sequence > s->pos) {
+        fprintf(stderr, "repl_tool: GAP in shard %d: prev_sequence %" PRId64 " > position %" PRId64
+                "\n", d.shard, d.prev_sequence, s->pos);
+        rc = 1;
+    }
+    sh_dpay *p = NULL;
+    if (rc == 0 && sh_dpay_decode(d.payload, d.payload_len, (int)d.codec, (size_t)d.raw_size, NULL, &p, &e)) {
+        fprintf(stderr, "repl_tool: shard %d payload: %s\n", d.shard, e.msg);
+        rc = 1;
+    }
+    for (size_t i = 0; rc == 0 && i < sh_dpay_count(p); i++) {
+        const sh_dop *op = sh_dpay_op(p, i);
+        if ((int)sh_shard_of(op->track_id, strlen(op->track_id), (uint32_t)nshards) != d.shard) {
+            fprintf(stderr, "repl_tool: track %s in shard %d's delta\n", op->track_id, d.shard);
+            rc = 1;
+        } else if (op->seq <= s->pos) {
+            s->ops_skipped++;
+        } else if (op->seq > d.sequence) {
+            fprintf(stderr, "repl_tool: op seq %" PRId64 " beyond its delta's sequence\n", op->seq);
+            rc = 1;
+        } else {
+            rc = apply_op(s, op);
+            s->ops_applied++;
+        }
+    }
+    if (rc == 0 && d.sequence > s->pos)
+        s->pos = d.sequence;
+    s->deltas++;
+    sh_dpay_free(p);
+    sh_delta_clear(&d);
+    return rc;
+}
+
+static sh_shardsum shard_sum(const rshard *s)
+{
+    sh_shardsum sum = SH_SHARDSUM_INIT;
+    for (size_t i = 0; i < s->n; i++) {
+        const rtrack *t = &s->v[i];
+        sh_shardsum_add(&sum, t->id, strlen(t->id), t->version, t->fp_version, t->h, t->n, NULL);
+    }
+    return sum;
+}
+
+/* The primary's checksum per shard, from one consistent read; *seq = the seq it reflects. */
+static int primary_sums(sh_primary *db, int nshards, sh_shardsum *sums, int64_t *seq)
+{
+    for (int s = 0; s < nshards; s++)
+        sums[s] = (sh_shardsum)SH_SHARDSUM_INIT;
+    sh_err e = {0};
+    int rc = sh_primary_snap_begin(db, seq, &e);
+    while (rc == 0) {
+        sh_track_list l = {0};
+        if ((rc = sh_primary_snap_next(db, 100, &l, &e)) || l.n == 0)
+            break;
+        for (size_t i = 0; i < l.n && rc == 0; i++) {
+            const sh_track *t = &l.v[i];
+            sh_hash *h = NULL;
+            size_t n = 0;
+            if (t->fp_blob_len && (rc = sh_fpblob_decode(t->fp_blob, t->fp_blob_len, 0, &h, &n, &e)))
+                break;
+            int s = (int)sh_shard_of(t->external_id, strlen(t->external_id), (uint32_t)nshards);
+            rc = sh_shardsum_add(&sums[s], t->external_id, strlen(t->external_id), t->version,
+                                 t->fp_version, h, n, &e);
+            free(h);
+        }
+        sh_track_list_clear(&l);
+    }
+    sh_primary_snap_end(db);
+    if (rc)
+        fprintf(stderr, "repl_tool: primary read: %s\n", e.msg);
+    return rc;
+}
+
+static int cmd_reconstruct(const char *brokers, const char *dsn, const char *topic, int timeout_s)
+{
+    sh_err e = {0};
+    sh_registry *reg = NULL;
+    sh_schema_limits lim;
+    sh_schema_limits_default(&lim);
+    rd_kafka_conf_t *conf = NULL;
+    if (sh_registry_new_from_env(&reg, &e) || sh_kafka_conf_new(brokers, NULL, &conf, &e) ||
+        sh_kafka_conf_set(conf, "group.id", "repl-tool", &e) ||
+        sh_kafka_conf_set(conf, "enable.auto.commit", "false", &e)) {
+        fprintf(stderr, "repl_tool: %s\n", e.msg);
+        return 2;
+    }
+    char errstr[256];
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    int nshards = 0;
+    if (!rk || sh_kafka_describe_topic(rk, topic, 10000, &nshards, &e) || nshards <= 0) {
+        fprintf(stderr, "repl_tool: topic %s: %s\n", topic, e.msg);
+        return 2;
+    }
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(nshards);
+    for (int p = 0; p < nshards; p++)
+        rd_kafka_topic_partition_list_add(l, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_assign(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    rshard *shards = calloc((size_t)nshards, sizeof *shards);
+    sh_primary *db = connect_db(dsn);
+    int64_t target = 0, deadline = mono_ms() + (int64_t)timeout_s * 1000;
+    sh_primary_last_seq(db, &target, NULL);
+    int bad = 0;
+    for (;;) {
+        int behind = 0;
+        for (int s = 0; s < nshards; s++)
+            behind += shards[s].pos < target;
+        if (!behind)
+            break;
+        if (mono_ms() > deadline) {
+            fprintf(stderr, "repl_tool: %d shards below seq %" PRId64 " after %d s\n", behind,
+                    target, timeout_s);
+            bad = 1;
+            break;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (!m)
+            continue;
+        if (!m->err && apply_delta(shards, nshards, m, reg, &lim))
+            bad = 1;
+        rd_kafka_message_destroy(m);
+        if (bad)
+            break;
+    }
+    sh_shardsum *sums = calloc((size_t)nshards, sizeof *sums);
+    int64_t pseq = 0;
+    /* The primary may have moved on since `target`: compare at a quiet primary only. */
+    if (!bad && primary_sums(db, nshards, sums, &pseq))
+        bad = 1;
+    long tracks = 0, applied = 0, skipped = 0, deltas = 0, mismatched = 0;
+    for (int s = 0; s < nshards && !bad; s++) {
+        sh_shardsum got = shard_sum(&shards[s]);
+        int ok = sh_shardsum_equal(&got, &sums[s]);
+        mismatched += !ok;
+        char a[SH_SHARDSUM_TEXT_MAX], b[SH_SHARDSUM_TEXT_MAX];
+        printf("{\"shard\":%d,\"position\":%" PRId64 ",\"tracks\":%zu,\"checksum\":\"%s\","
+               "\"primary_checksum\":\"%s\",\"deltas\":%ld,\"ok\":%s}\n",
+               s, shards[s].pos, shards[s].n, sh_shardsum_format(&got, a, sizeof a),
+               sh_shardsum_format(&sums[s], b, sizeof b), shards[s].deltas,
+               ok ? "true" : "false");
+        tracks += (long)shards[s].n;
+        applied += shards[s].ops_applied;
+        skipped += shards[s].ops_skipped;
+        deltas += shards[s].deltas;
+    }
+    if (!bad)
+        printf("{\"summary\":true,\"primary_seq\":%" PRId64 ",\"tracks\":%ld,\"deltas\":%ld,"
+               "\"ops_applied\":%ld,\"ops_skipped\":%ld,\"mismatched_shards\":%ld}\n",
+               pseq, tracks, deltas, applied, skipped, mismatched);
+    for (int s = 0; s < nshards; s++) {
+        while (shards[s].n)
+            drop(&shards[s], shards[s].v[0].id);
+        free(shards[s].v);
+    }
+    free(shards);
+    free(sums);
+    sh_primary_free(db);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    sh_registry_free(reg);
+    return bad || mismatched ? 1 : 0;
+}
+
+/* ---- snapcheck ---------------------------------------------------------------------------- */
+
+/* Reads a snapshot file whole (every chunk and the trailer verified) and compares its checksum
+ * with the primary's for the same shard (the primary must be quiet since the snapshot). */
+static int cmd_snapcheck(const char *file, const char *dsn, int shard)
+{
+    FILE *f = fopen(file, "rb");
+    if (!f) {
+        perror(file);
+        return 2;
+    }
+    int fd = fileno(f);
+    sh_snap_reader *r = NULL;
+    sh_err e = {0};
+    sh_shardsum got = SH_SHARDSUM_INIT;
+    int rc = sh_snap_reader_new(sh_snap_fd_read, &fd, NULL, &r, &e);
+    const sh_snap_info *info = rc == 0 ? sh_snap_reader_info(r) : NULL;
+    if (rc == 0 && (int)info->shard != shard)
+        rc = sh_err_set(&e, SH_EFORMAT, "snapshot of shard %u, not %d", info->shard, shard);
+    const sh_dpay *chunk = NULL;
+    while (rc == 0 && (rc = sh_snap_reader_next(r, &chunk, &e)) == 1) {
+        rc = 0;
+        for (size_t i = 0; rc == 0 && i < sh_dpay_count(chunk); i++) {
+            const sh_dop *op = sh_dpay_op(chunk, i);
+            rc = sh_shardsum_add(&got, op->track_id, strlen(op->track_id), op->version,
+                                 op->fp_version, op->postings, op->npostings, &e);
+        }
+    }
+    int nshards = info ? (int)info->nshards : 0;
+    int64_t sseq = info ? info->seq : 0;
+    sh_snap_reader_free(r);
+    fclose(f);
+    if (rc) {
+        fprintf(stderr, "repl_tool snapcheck: %s: %s\n", sh_err_name(rc), e.msg);
+        return 1;
+    }
+    sh_primary *db = connect_db(dsn);
+    sh_shardsum *sums = calloc((size_t)nshards, sizeof *sums);
+    int64_t pseq = 0;
+    rc = primary_sums(db, nshards, sums, &pseq);
+    sh_primary_free(db);
+    int ok = rc == 0 && sh_shardsum_equal(&got, &sums[shard]) && pseq == sseq;
+    char a[SH_SHARDSUM_TEXT_MAX], b[SH_SHARDSUM_TEXT_MAX];
+    printf("{\"shard\":%d,\"seq\":%" PRId64 ",\"primary_seq\":%" PRId64 ",\"checksum\":\"%s\","
+           "\"primary_checksum\":\"%s\",\"ok\":%s}\n",
+           shard, sseq, pseq, sh_shardsum_format(&got, a, sizeof a),
+           rc == 0 ? sh_shardsum_format(&sums[shard], b, sizeof b) : "", ok ? "true" : "false");
+    free(sums);
+    return ok ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 5 && strcmp(argv[1], "snapcheck") == 0)
+        return cmd_snapcheck(argv[2], argv[3], atoi(argv[4]));
+    if (argc == 6 && strcmp(argv[1], "write") == 0)
+        return cmd_write(argv[2], atol(argv[3]), (uint64_t)atoll(argv[4]), atoi(argv[5]));
+    if (argc == 6 && strcmp(argv[1], "reconstruct") == 0)
+        return cmd_reconstruct(argv[2], argv[3], argv[4], atoi(argv[5]));
+    fprintf(stderr, "usage: repl_tool write DSN N SEED THREADS | reconstruct BROKERS DSN TOPIC "
+                    "TIMEOUT_S | snapcheck FILE DSN SHARD\n");
+    return 2;
+}
