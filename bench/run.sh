@@ -53,4 +53,10 @@ section accuracy "$BUILD/bench/eval_accuracy" --repeat 3
 # same threads (target >= 80 %), worker CPU vs raw CPU, and worker peak RSS incl. a 90 min file.
 section worker bench/bench_worker.sh "$BUILD/soundhash" 2
 
+# Replicator (broker + PostgreSQL + two workers ingesting the dev corpus): commit -> Kafka-ack lag
+# p50/p99 (target p99 <= 250 ms), bytes per posting on the wire next to the primary's blob, and
+# sustained throughput through a fresh replicator over the corpus copied 20x (target >= 2 M
+# postings/s) with its CPU share.
+section replicator bench/bench_replicator.sh "$BUILD/soundhash" 20
+
 [ "$failed" -eq 0 ] || { echo "bench: $failed section(s) failed"; exit 1; }

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Replicator benchmark: commit → Kafka-ack lag under live ingest, bytes per posting on the wire,
+# and sustained throughput (postings/s) with its CPU share.
+#
+#   bench/bench_replicator.sh [BIN] [COPIES]      (defaults: build/soundhash, 20)
+#
+# Against a local `soundhash broker` and a private PostgreSQL, with the dev corpus
+# ($SOUNDHASH_DATA_DIR/corpus/dev):
+#   lag         the replicator runs while two workers ingest the corpus; the commit → ack
+#               histogram (soundhash_replicator_commit_to_ack_seconds) gives p50/p99
+#   wire        payload bytes on the wire per posting, next to the primary's blob bytes per posting
+#   throughput  the corpus's fingerprint rows copied COPIES times more under new ids (through the
+#               same write function, so each copy is a change), then a fresh replicator on a fresh
+#               broker publishes the whole change log: postings/s of wall time and its CPU seconds
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+BIN="$(realpath "${1:-$ROOT/build/soundhash}")"
+COPIES="${2:-20}"
+DATA="${SOUNDHASH_DATA_DIR:-$HOME/.cache/soundhash-data}"
+CORPUS="$DATA/corpus/dev"
+[ -d "$CORPUS" ] || { echo "   (skipped: no corpus at $CORPUS; run scripts/data/make_corpus.sh)"; exit 0; }
+TMP=$(mktemp -d /tmp/sh-bench-repl.XXXXXX)
+PIDS=()
+cleanup() {
+  [ "${ok:-0}" = 1 ] || for f in "$TMP"/*.log; do echo "--- $f"; tail -n 5 "$f"; done
+  for p in "${PIDS[@]}"; do kill "$p" 2> /dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2> /dev/null || true; done
+  "$BIN" db stop --dir "$TMP/pg" > /dev/null 2>&1 || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+now() { date +%s.%N; }
+wait_for() { # wait_for SECS cmd...
+  local end=$(( $(date +%s) + $1 )); shift
+  until "$@" > /dev/null 2>&1; do [ "$(date +%s)" -lt "$end" ] || { echo "timeout: $*" >&2; return 1; }; sleep 0.05; done
+}
+sql() { psql "$DSN" -X -Atq -c "$1"; }
+metric() { curl -fsS "127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
+port_of() { sed -n 's/.*event=http_listening.* port=\([0-9]*\).*/\1/p' "$1" | head -n1; }
+broker() { # broker NAME: starts a broker, sets BOOT
+  "$BIN" broker --bootstrap-file "$TMP/$1.boot" > /dev/null 2> "$TMP/$1.log" &
+  PIDS+=($!)
+  wait_for 20 test -s "$TMP/$1.boot"
+  BOOT=$(cat "$TMP/$1.boot")
+}
+replicator() { # replicator NAME: starts one, sets RP and RP_PORT
+  "$BIN" replicator --brokers "$BOOT" --dsn "$DSN" --http 127.0.0.1:0 ${RP_ARGS:-} > /dev/null 2> "$TMP/$1.log" &
+  RP=$!
+  PIDS+=($RP)
+  wait_for 30 grep -q event=http_listening "$TMP/$1.log"
+  RP_PORT=$(port_of "$TMP/$1.log")
+}
+# Quantile q of a Prometheus histogram (linear within the bucket), in ms.
+quantile() { # quantile PORT NAME Q
+  curl -fsS "127.0.0.1:$1/metrics" | awk -v n="$2_bucket" -v q="$3" '
+    index($1, n "{") == 1 { match($1, /le="[^"]*"/); le = substr($1, RSTART + 4, RLENGTH - 5);
+                            b[++k] = le; c[k] = $2 }
+    END { tot = c[k]; want = q * tot; prev_b = 0; prev_c = 0;
+          for (i = 1; i <= k; i++) { if (c[i] >= want) {
+              if (b[i] == "+Inf") { printf "> %.0f", prev_b * 1000; exit }
+              f = (c[i] > prev_c) ? (want - prev_c) / (c[i] - prev_c) : 0;
+              printf "%.1f", (prev_b + f * (b[i] - prev_b)) * 1000; exit }
+            prev_b = b[i]; prev_c = c[i] } }'
+}
+cpu_s() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$1/stat"; }
+
+DSN=$("$BIN" db start --dir "$TMP/pg" 2> "$TMP/pg.log")
+"$BIN" db migrate --dsn "$DSN" > /dev/null
+broker b1
+mkdir -p "$TMP/media"
+cp "$CORPUS"/*.ogg "$TMP/media/"
+
+# ---- lag and wire size under live ingest ---------------------------------------------------------
+replicator rp1
+for w in 1 2; do
+  "$BIN" worker --brokers "$BOOT" --dsn "$DSN" --media-root "$TMP/media" --threads 1 \
+    > /dev/null 2> "$TMP/w$w.log" &
+  PIDS+=($!)
+done
+sleep 3 # the group forms
+"$BIN" ingest publish --brokers "$BOOT" --media-root "$TMP/media" "$TMP/media"/*.ogg > /dev/null
+n_files=$(ls "$TMP/media"/*.ogg | wc -l)
+tracks_at_least() { [ "$(sql "SELECT count(*) FROM tracks")" -ge "$1" ]; }
+caught_up() { [ "$(metric "$RP_PORT" soundhash_replicator_last_seq)" = "$1" ]; }
+wait_for 300 tracks_at_least "$((n_files - 2))"
+sleep 2
+last=$(sql "SELECT last_seq FROM change_counter")
+wait_for 30 caught_up "$last"
+postings=$(metric "$RP_PORT" soundhash_replicator_postings_total)
+wire=$(metric "$RP_PORT" soundhash_replicator_payload_wire_bytes_total)
+blob=$(metric "$RP_PORT" soundhash_replicator_primary_blob_bytes_total)
+msgs=$(metric "$RP_PORT" soundhash_replicator_delta_bytes_total 2> /dev/null || true)
+p50=$(quantile "$RP_PORT" soundhash_replicator_commit_to_ack_seconds 0.5)
+p99=$(quantile "$RP_PORT" soundhash_replicator_commit_to_ack_seconds 0.99)
+echo "   live ingest: $(sql "SELECT count(*) FROM tracks") tracks, $last changes, $postings postings"
+echo "   commit -> Kafka ack lag: p50 $p50 ms, p99 $p99 ms (target p99 <= 250 ms)"
+awk -v w="$wire" -v b="$blob" -v p="$postings" 'BEGIN {
+  printf "   wire: %.2f B/posting (payload after zstd); primary blob: %.2f B/posting (target <= 4.0)\n",
+         w / p, b / p }'
+kill "${PIDS[@]:1}" 2> /dev/null || true
+
+# ---- throughput: the whole (amplified) change log through a fresh replicator ---------------------
+sql "SELECT count(sh_write_track(t.external_id || '#' || g, t.tenant, t.metadata, NULL, t.duration_s,
+       NULL, f.fp_version, 1, f.n_hashes, f.blob))
+     FROM tracks t JOIN fingerprints f USING (external_id), generate_series(1, $COPIES) g
+     WHERE t.status = 'active'" > /dev/null
+total=$(sql "SELECT sum(n_hashes) FROM fingerprints")
+last=$(sql "SELECT last_seq FROM change_counter")
+broker b2
+t0=$(now)
+replicator rp2
+wait_for 600 caught_up "$last"
+t1=$(now)
+cpu=$(cpu_s "$RP")
+awk -v p="$total" -v t0="$t0" -v t1="$t1" -v c="$cpu" -v n="$last" 'BEGIN {
+  w = t1 - t0;
+  printf "   throughput: %d changes, %.1f M postings in %.2f s (incl. start-up): %.2f M postings/s; replicator CPU %.2f s = %.0f %% of one core (target >= 2 M/s)\n",
+         n, p / 1e6, w, p / w / 1e6, c, 100 * c / w }'
+ok=1
