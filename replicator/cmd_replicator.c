@@ -6,10 +6,13 @@
  */
 #include "replicator.h"
 
+#include "sh_clock.h"
 #include "sh_cmds.h"
 #include "sh_kafka.h"
+#include "sh_kclient.h"
 #include "sh_log.h"
 #include "sh_shardmap.h"
+#include "sh_signal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,28 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
-
-/* The only process-wide state: set by the signal handler, read by the loop (kcat's model). */
-static volatile sig_atomic_t g_stop;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    g_stop = 1;
-}
-
-static void install_signals(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-}
 
 static const char *const SUMMARY =
     "Streams every committed change of the primary's change log, in commit order and without "
@@ -99,32 +81,23 @@ static void init_run_opts(rp_config *c, sh_opt *opts, sh_cmd_spec *spec)
     spec->opts = opts;
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Connects to the primary, waiting while it is merely down (bounded). */
-static int db_connect(const char *dsn, const char *app, long timeout_s,
-                      volatile sig_atomic_t *stop, sh_primary **out, sh_err *e)
+/* Connects to the primary, waiting while it is merely down (bounded; `stop` may be NULL). */
+static int db_connect(const char *dsn, const char *app, long timeout_s, sh_stop *stop,
+                      sh_primary **out, sh_err *e)
 {
     sh_primary_config pc;
     sh_primary_config_default(&pc);
     pc.dsn = dsn;
     pc.application_name = app;
-    int64_t deadline = mono_ms() + timeout_s * 1000;
+    double deadline = sh_clock_mono_ms() + (double)timeout_s * 1000;
     for (;;) {
         int rc = sh_primary_new(&pc, out, e);
         if (rc != SH_ETRANSIENT)
             return rc;
-        if (mono_ms() > deadline)
+        if (sh_clock_mono_ms() > deadline)
             return sh_err_wrap(e, SH_ETIMEOUT, "primary not reachable within %ld s", timeout_s);
-        if (stop && *stop)
+        if (sh_clock_sleep_ms(250, stop ? sh_stop_requested_fn : NULL, stop))
             return sh_err_set(e, SH_ECANCELED, "interrupted while waiting for the primary");
-        struct timespec ts = {0, 250 * 1000000L};
-        nanosleep(&ts, NULL);
     }
 }
 
@@ -209,9 +182,11 @@ static int cmd_run(int argc, char **argv)
         sh_opt_free(&spec);
         return code;
     }
-    install_signals();
-    r.stop = &g_stop;
-    int rc = start(&r, &e);
+    sh_stop stop;
+    int rc = sh_stop_install(&stop, SH_STOP_IGNORE_SIGPIPE, &e);
+    r.stop = &stop;
+    if (rc == 0)
+        rc = start(&r, &e);
     if (rc == 0) {
         SH_INFO("replicator_started", "epoch=%" PRId64 " shards=%d read_from=%" PRId64
                 " region=%s", r.epoch, r.nshards, r.read_pos, r.cfg.region);
@@ -222,6 +197,7 @@ static int cmd_run(int argc, char **argv)
     if (rc)
         fprintf(stderr, "soundhash replicator: %s\n", sh_err_text(&e));
     teardown(&r);
+    sh_stop_uninstall(&stop);
     SH_INFO("replicator_stopped", "rc=%d", rc);
     sh_opt_free(&spec);
     return rc == SH_EUSAGE ? SH_EXIT_USAGE : rc ? SH_EXIT_RUNTIME : SH_EXIT_OK;
@@ -307,20 +283,16 @@ static int cmd_snapshot(int argc, char **argv)
 static int topic_partitions(const char *brokers, const sh_strlist *props, const char *topic,
                             int timeout_ms, int *n, sh_err *e)
 {
-    rd_kafka_conf_t *conf = NULL;
-    int rc = sh_kafka_conf_new(brokers, props, &conf, e);
-    if (rc)
-        return rc;
-    char errstr[512];
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        return sh_err_set(e, SH_EKAFKA, "kafka client: %s", errstr);
-    }
-    rc = sh_kafka_wait_ready(rk, brokers, timeout_ms, e);
+    sh_kclient_config kc = {.bootstrap = brokers, .props = props, .quiet_until_ready = true,
+                            .what = "metadata client"};
+    rd_kafka_t *rk = NULL;
+    int rc = sh_kafka_producer_new(&kc, &rk, e);
+    if (rc == 0)
+        rc = sh_kafka_wait_ready(rk, brokers, timeout_ms, e);
     if (rc == 0)
         rc = sh_kafka_describe_topic(rk, topic, timeout_ms, n, e);
-    rd_kafka_destroy(rk);
+    if (rk)
+        rd_kafka_destroy(rk);
     return rc;
 }
 

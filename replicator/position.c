@@ -5,47 +5,32 @@
  * fetch of the last message per partition at start-up and after a publish failure. */
 #include "replicator.h"
 
+#include "sh_clock.h"
 #include "sh_kafka.h"
+#include "sh_kclient.h"
 #include "sh_log.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+static int64_t mono_ms(void) { return (int64_t)sh_clock_mono_ms(); }
 
 static int consumer_new(const char *brokers, const sh_strlist *props, rd_kafka_t **out, sh_err *e)
 {
-    rd_kafka_conf_t *conf = NULL;
-    int rc = sh_kafka_conf_new(brokers, NULL, &conf, e);
-    /* A throw-away group id: assign() needs none to join, and nothing is ever committed. */
+    /* A throw-away group id: assign() joins no group, and nothing is ever committed. */
+    static sh_kclient_kv forced[] = {{"group.id", "soundhash-replicator-positions"},
+                                     {"enable.auto.commit", "false"},
+                                     {"enable.partition.eof", "true"}};
+    sh_kclient_config kc = {.bootstrap = brokers,
+                            .props = props,
+                            .forced = forced,
+                            .n_forced = sizeof forced / sizeof forced[0],
+                            .quiet_until_ready = true,
+                            .what = "position reader"};
+    int rc = sh_kafka_consumer_new(&kc, out, e);
     if (rc == 0)
-        rc = sh_kafka_conf_set(conf, "group.id", "soundhash-replicator-positions", e);
-    if (rc == 0)
-        rc = sh_kafka_conf_set(conf, "enable.auto.commit", "false", e);
-    if (rc == 0)
-        rc = sh_kafka_conf_set(conf, "enable.partition.eof", "true", e);
-    if (rc == 0)
-        rc = sh_kafka_conf_set(conf, "isolation.level", "read_committed", e);
-    for (size_t i = 0; rc == 0 && props && i < props->n; i++)
-        rc = sh_kafka_conf_set_kv(conf, props->v[i], e);
-    if (rc) {
-        rd_kafka_conf_destroy(conf);
-        return rc;
-    }
-    char errstr[512];
-    *out = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    if (!*out) {
-        rd_kafka_conf_destroy(conf);
-        return sh_err_set(e, SH_EKAFKA, "position consumer: %s", errstr);
-    }
-    rd_kafka_poll_set_consumer(*out);
-    return 0;
+        rd_kafka_poll_set_consumer(*out);
+    return rc;
 }
 
 /* Decodes one delta message and stores its sequence if it belongs to `epoch`. A message of an

@@ -28,10 +28,10 @@
 #include "sh_opt.h"
 #include "sh_primary.h"
 #include "sh_schema.h"
+#include "sh_signal.h"
 
 #include <librdkafka/rdkafka.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -98,7 +98,7 @@ typedef struct rp {
     _Atomic int64_t primary_seq;
     _Atomic int64_t oldest_pending_ms; /* commit time of the oldest unpublished change, 0: none */
     _Atomic bool db_ok, kafka_ok;
-    volatile sig_atomic_t *stop;
+    sh_stop *stop; /* owned by the command (sh_signal.h) */
 } rp;
 
 /* run.c */

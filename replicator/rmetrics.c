@@ -2,6 +2,7 @@
  * snapshots new or lagging subscribers bootstrap from. */
 #include "replicator.h"
 
+#include "sh_clock.h"
 #include "sh_log.h"
 
 #include <errno.h>
@@ -10,15 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int shard_series(rp *r)
 {
@@ -144,7 +137,7 @@ static int on_health(const sh_http_req *req, sh_http_resp *resp, void *ud)
     rp *r = ud;
     bool db = atomic_load(&r->db_ok), kafka = atomic_load(&r->kafka_ok);
     int64_t oldest = atomic_load(&r->oldest_pending_ms);
-    int64_t lag_ms = oldest ? wall_ms() - oldest : 0;
+    int64_t lag_ms = oldest ? sh_clock_wall_ms() - oldest : 0;
     if (lag_ms < 0)
         lag_ms = 0;
     bool ok = db && kafka && lag_ms <= r->cfg.lag_threshold_ms;

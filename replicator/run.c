@@ -2,9 +2,11 @@
  * position moves. See replicator.h for the position rules. */
 #include "replicator.h"
 
+#include "sh_clock.h"
 #include "sh_dpay.h"
 #include "sh_fpblob.h"
 #include "sh_kafka.h"
+#include "sh_kclient.h"
 #include "sh_log.h"
 #include "sh_shardmap.h"
 
@@ -12,25 +14,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define READ_ROWS 256                 /* change rows (with blobs) per query */
 #define DELTA_POSTINGS_MAX (1u << 20) /* split a shard's batch into deltas of at most this many */
 #define PUBLISH_TIMEOUT_MS 60000
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+static int64_t mono_ms(void) { return (int64_t)sh_clock_mono_ms(); }
 
 /* ---- one batch ---------------------------------------------------------------------------- */
 
@@ -189,7 +178,7 @@ static int seal(rp *r, int shard, shard_acc *a, int64_t sequence, out_set *o, sh
     d.payload = payload;
     d.payload_len = len;
     d.commit_lsn = sequence;
-    d.created_at_ms = wall_ms();
+    d.created_at_ms = sh_clock_wall_ms();
     snprintf(d.region, sizeof d.region, "%s", r->cfg.region ? r->cfg.region : "");
     pending *p = out_add(o);
     if (!p) {
@@ -365,33 +354,24 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 
 int rp_producer_new(rp *r, sh_err *e)
 {
-    rd_kafka_conf_t *conf = NULL;
-    int rc = sh_kafka_conf_new(r->cfg.brokers, NULL, &conf, e);
-    /* Idempotent with acks=all: a retry inside librdkafka never duplicates or reorders. */
-    if (rc == 0)
-        rc = sh_kafka_conf_set(conf, "enable.idempotence", "true", e);
-    if (rc == 0)
-        rc = sh_kafka_conf_set(conf, "acks", "all", e);
-    if (rc == 0)
-        rc = sh_kafka_conf_set(conf, "linger.ms", "1", e);
-    if (rc == 0)
-        rc = sh_kafka_conf_set(conf, "message.timeout.ms", "30000", e);
-    if (rc == 0)
-        rc = sh_kafka_conf_set(conf, "message.max.bytes", "16777216", e);
-    for (size_t i = 0; rc == 0 && i < r->cfg.kafka_props.n; i++)
-        rc = sh_kafka_conf_set_kv(conf, r->cfg.kafka_props.v[i], e);
-    if (rc) {
-        rd_kafka_conf_destroy(conf);
-        return rc;
-    }
-    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
-    char errstr[512];
-    r->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-    if (!r->producer) {
-        rd_kafka_conf_destroy(conf);
-        return sh_err_set(e, SH_EKAFKA, "producer: %s", errstr);
-    }
-    return 0;
+    /* Idempotent with acks=all: a retry inside librdkafka never duplicates or reorders, and an
+     * acknowledged delta is on every in-sync replica. Not overridable by -X. */
+    static sh_kclient_kv defaults[] = {
+        {"linger.ms", "1"},
+        {"message.timeout.ms", "30000"},
+        {"message.max.bytes", "16777216"},
+    };
+    static sh_kclient_kv forced[] = {{"enable.idempotence", "true"}, {"acks", "all"}};
+    sh_kclient_config kc = {.bootstrap = r->cfg.brokers,
+                            .defaults = defaults,
+                            .n_defaults = sizeof defaults / sizeof defaults[0],
+                            .props = &r->cfg.kafka_props,
+                            .forced = forced,
+                            .n_forced = sizeof forced / sizeof forced[0],
+                            .quiet_until_ready = true,
+                            .what = "delta producer",
+                            .dr_msg_cb = on_delivery};
+    return sh_kafka_producer_new(&kc, &r->producer, e);
 }
 
 /* ---- the loop ----------------------------------------------------------------------------- */
@@ -468,7 +448,7 @@ static int round_once(rp *r, batch *b, batch *next, bool *idle, sh_err *e)
     if (rc == 0) {
         if (o.n)
             sh_series_observe(r->m.publish_hist, (double)(mono_ms() - t0) / 1000.0);
-        record(r, b, &o, wall_ms());
+        record(r, b, &o, sh_clock_wall_ms());
         r->read_pos = end;
         atomic_store(&r->oldest_pending_ms, 0);
         sh_series_add(r->m.superseded, (double)superseded);
@@ -498,14 +478,9 @@ static void refresh_primary_seq(rp *r)
     }
 }
 
-/* After a failure: back off, rebuild the producer, re-read the positions from the topic. */
-static int recover(rp *r, long *backoff_ms, sh_err *e)
+/* After a Kafka failure: rebuild the producer and re-read the positions from the topic. */
+static int recover(rp *r, sh_err *e)
 {
-    struct timespec ts = {*backoff_ms / 1000, (*backoff_ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-    *backoff_ms = *backoff_ms * 2 > 10000 ? 10000 : *backoff_ms * 2;
-    if (*r->stop)
-        return 0;
     rd_kafka_flush(r->producer, 1000);
     rd_kafka_destroy(r->producer);
     r->producer = NULL;
@@ -518,12 +493,12 @@ static int recover(rp *r, long *backoff_ms, sh_err *e)
 
 int rp_run(rp *r, sh_err *e)
 {
-    long backoff_ms = 100;
+    int attempt = 0;
     int64_t last_seq_check = 0;
     batch b[2];
     memset(b, 0, sizeof b);
     int cur = 0;
-    while (!*r->stop) {
+    while (!sh_stop_requested(r->stop)) {
         bool idle = true;
         sh_err re = {0};
         int rc = round_once(r, &b[cur], &b[1 - cur], &idle, &re);
@@ -535,22 +510,20 @@ int rp_run(rp *r, sh_err *e)
         }
         if (rc) {
             sh_series_add(r->m.errors, 1);
+            batch_clear(&b[cur]);
             bool db = rc == SH_ETRANSIENT || rc == SH_EDB;
             atomic_store(db ? &r->db_ok : &r->kafka_ok, false);
-            batch_clear(&b[cur]);
-            SH_WARN("round_failed", "code=%s msg=\"%s\" backoff_ms=%ld", sh_err_name(rc),
-                    sh_err_text(&re), backoff_ms);
+            double wait = sh_backoff_ms(100, 10000, attempt++);
+            SH_WARN("round_failed", "code=%s msg=\"%s\" backoff_ms=%.0f", sh_err_name(rc),
+                    sh_err_text(&re), wait);
+            if (sh_clock_sleep_ms(wait, sh_stop_requested_fn, r->stop))
+                break;
             sh_err rec = {0};
-            if (!db && recover(r, &backoff_ms, &rec))
+            if (!db && recover(r, &rec))
                 SH_WARN("recover_failed", "msg=\"%s\"", sh_err_text(&rec));
-            if (db) {
-                struct timespec ts = {backoff_ms / 1000, (backoff_ms % 1000) * 1000000L};
-                nanosleep(&ts, NULL);
-                backoff_ms = backoff_ms * 2 > 10000 ? 10000 : backoff_ms * 2;
-            }
             continue;
         }
-        backoff_ms = 100;
+        attempt = 0;
         atomic_store(&r->kafka_ok, true);
         atomic_store(&r->db_ok, true);
         int64_t now = mono_ms();
@@ -562,7 +535,7 @@ int rp_run(rp *r, sh_err *e)
             /* NOTIFY arrives at commit; the timeout bounds a lost notification and paces the
              * heartbeats of idle shards. */
             long wait = r->cfg.poll_ms < r->cfg.heartbeat_ms ? r->cfg.poll_ms : r->cfg.heartbeat_ms;
-            int wrc = sh_primary_wait_changes(r->db, (int)wait, &re);
+            int wrc = sh_primary_wait_changes(r->db, (int)(wait < 200 ? wait : 200), &re);
             if (wrc && wrc != SH_ETIMEOUT)
                 atomic_store(&r->db_ok, false);
         }
