@@ -164,11 +164,22 @@ static enum MHD_Result queue_text(struct MHD_Connection *c, int status, const ch
     return b ? queue_buffer(c, status, NULL, b, strlen(b)) : MHD_NO;
 }
 
+/* Exact paths, or a pattern whose last segment is '*': the prefix, then one non-empty segment
+ * without '/'. */
+static int path_matches(const char *pattern, const char *url)
+{
+    size_t n = strlen(pattern);
+    if (n < 2 || pattern[n - 1] != '*' || pattern[n - 2] != '/')
+        return strcmp(pattern, url) == 0;
+    n--; /* the prefix, '/' included */
+    return strncmp(pattern, url, n) == 0 && url[n] && !strchr(url + n, '/');
+}
+
 static const route *find_route(const sh_http *h, const char *method, const char *url, int *path_ok)
 {
     *path_ok = 0;
     for (size_t i = 0; i < h->nroutes; i++) {
-        if (strcmp(h->routes[i].path, url) != 0)
+        if (!path_matches(h->routes[i].path, url))
             continue;
         *path_ok = 1;
         if (strcmp(h->routes[i].method, method) == 0)

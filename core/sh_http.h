@@ -55,9 +55,12 @@ void sh_http_opts_default(sh_http_opts *o);
 /* Creates a stopped server. `o` may be NULL for defaults. Errors: SH_EINVAL, SH_ENOMEM. */
 int sh_http_new(const sh_http_opts *o, sh_http **out, sh_err *e);
 
-/* Registers `fn` for `method` ("GET", "POST", ...) and the exact `path` ("/health"); strings are
- * copied. Only before sh_http_start(). Errors: SH_EINVAL (after start, bad args), SH_EEXIST,
- * SH_ENOMEM. */
+/* Registers `fn` for `method` ("GET", "POST", ...) and the exact `path` ("/health"). A path whose
+ * last segment is a lone '*' is a pattern for one more segment: registered as "/v1/snapshots/"
+ * followed by '*', it serves "/v1/snapshots/3", not "/v1/snapshots/" nor "/v1/snapshots/3/x";
+ * the handler reads req->path, which the server has not validated further (parse it as hostile
+ * input). Strings are copied. Only before sh_http_start(). Errors: SH_EINVAL (after start, bad
+ * args), SH_EEXIST, SH_ENOMEM. */
 int sh_http_route(sh_http *h, const char *method, const char *path, sh_http_handler fn, void *ud);
 
 /* Binds and starts serving. `addr` is "HOST:PORT", ":PORT" (all interfaces) or "[V6]:PORT", with

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct fetched {
     long status;
@@ -97,6 +98,32 @@ static int on_fail(const sh_http_req *req, sh_http_resp *resp, void *ud)
     return SH_EDB;
 }
 
+/* Echoes the path (pattern routes) */
+static int on_item(const sh_http_req *req, sh_http_resp *resp, void *ud)
+{
+    (void)ud;
+    return sh_http_resp_set(resp, 200, NULL, req->path, strlen(req->path));
+}
+
+/* A file body: 100000 bytes of a known pattern from an unlinked temporary file. */
+static int on_file(const sh_http_req *req, sh_http_resp *resp, void *ud)
+{
+    (void)req;
+    (void)ud;
+    char path[] = "/tmp/sh-ut-http.XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0)
+        return SH_EIO;
+    unlink(path);
+    char buf[1000];
+    for (int i = 0; i < 100; i++) {
+        memset(buf, 'a' + i % 26, sizeof buf);
+        if (write(fd, buf, sizeof buf) != (ssize_t)sizeof buf)
+            return SH_EIO;
+    }
+    return sh_http_resp_fd(resp, 200, "application/octet-stream", fd, 100000);
+}
+
 typedef struct fixture {
     sh_http *h;
     sh_metrics *m;
@@ -118,6 +145,8 @@ static int setup(void **state)
     assert_int_equal(sh_http_route(fx->h, "GET", "/metrics", on_metrics, fx->m), 0);
     assert_int_equal(sh_http_route(fx->h, "POST", "/echo", on_echo, NULL), 0);
     assert_int_equal(sh_http_route(fx->h, "GET", "/fail", on_fail, NULL), 0);
+    assert_int_equal(sh_http_route(fx->h, "GET", "/items/*", on_item, NULL), 0);
+    assert_int_equal(sh_http_route(fx->h, "GET", "/file", on_file, NULL), 0);
     assert_int_equal(sh_http_route(fx->h, "GET", "/health", on_health, NULL), SH_EEXIST);
     assert_int_equal(sh_http_route(fx->h, "GET", "nopath", on_health, NULL), SH_EINVAL);
     assert_int_equal(sh_http_port(fx->h), 0);
@@ -293,6 +322,28 @@ static void test_ipv6_loopback(void **state)
     sh_http_free(h);
 }
 
+/* A pattern route serves exactly one more segment; a file body arrives whole. */
+static void test_pattern_route_and_file(void **state)
+{
+    fixture *fx = *state;
+    fetched f;
+    assert_int_equal(http_do(fx->port, "/items/42", NULL, 0, &f), CURLE_OK);
+    assert_int_equal(f.status, 200);
+    assert_string_equal(f.body, "/items/42");
+    assert_int_equal(http_do(fx->port, "/items/", NULL, 0, &f), CURLE_OK);
+    assert_int_equal(f.status, 404);
+    assert_int_equal(http_do(fx->port, "/items/4/x", NULL, 0, &f), CURLE_OK);
+    assert_int_equal(f.status, 404);
+    assert_int_equal(http_do(fx->port, "/items", NULL, 0, &f), CURLE_OK);
+    assert_int_equal(f.status, 404);
+    assert_int_equal(http_do(fx->port, "/file", NULL, 0, &f), CURLE_OK);
+    assert_int_equal(f.status, 200);
+    assert_string_equal(f.ctype, "application/octet-stream");
+    assert_int_equal(f.len, sizeof f.body - 1); /* truncated by the test buffer, not the server */
+    assert_int_equal(f.body[0], 'a');
+    assert_int_equal(f.body[1000], 'b');
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -303,6 +354,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_oversized_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_oversized_chunked_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_handler_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pattern_route_and_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_port_in_use, setup, teardown),
         cmocka_unit_test(test_bad_addresses),
         cmocka_unit_test(test_ipv6_loopback),
