@@ -300,3 +300,14 @@ int sh_kafka_describe_topic(rd_kafka_t *rk, const char *topic, int timeout_ms, i
     rd_kafka_metadata_destroy(md);
     return 0;
 }
+
+int sh_kafka_props_check(const char *bootstrap, const sh_strlist *props, sh_err *e)
+{
+    rd_kafka_conf_t *conf = NULL;
+    int rc = sh_kafka_conf_new(bootstrap, props, &conf, e);
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    if (rc == SH_EINVAL)
+        return sh_opt_usage_error(e, "-X");
+    return rc; /* SH_EUSAGE: the message names -X already */
+}

@@ -65,6 +65,11 @@ int sh_kafka_topic_partitions(const char *topic);
 int sh_kafka_conf_new(const char *bootstrap, const sh_strlist *props, rd_kafka_conf_t **out,
                       sh_err *e);
 
+/* Checks `props` (the -X list) against a throw-away configuration, so that a typo is a usage
+ * error before anything starts. Returns 0 or SH_EUSAGE with a message naming -X and the
+ * property (SH_ENOMEM when out of memory). */
+int sh_kafka_props_check(const char *bootstrap, const sh_strlist *props, sh_err *e);
+
 /* Sets one "key=value" on `conf` with the same errors as sh_kafka_conf_new. */
 int sh_kafka_conf_set_kv(rd_kafka_conf_t *conf, const char *kv, sh_err *e);
 

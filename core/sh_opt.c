@@ -769,3 +769,10 @@ int sh_opt_meta_pairs(const sh_strlist *in, sh_strlist *out, sh_err *e)
     }
     return 0;
 }
+
+int sh_opt_usage_error(sh_err *e, const char *flag)
+{
+    char why[SH_ERR_MSG_MAX];
+    snprintf(why, sizeof why, "%s", e ? sh_err_text(e) : "invalid");
+    return sh_err_set(e, SH_EUSAGE, "%s: %s", flag, why);
+}

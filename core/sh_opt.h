@@ -111,6 +111,10 @@ int sh_parse_double(const char *s, double *out);
 /* Standard exit codes of every subcommand. */
 enum { SH_EXIT_OK = 0, SH_EXIT_RUNTIME = 1, SH_EXIT_USAGE = 2 };
 
+/* Turns the error in `e` into a usage error naming `flag` ("--dsn: <the message>"); returns
+ * SH_EUSAGE. For checks a command makes after parsing (a malformed DSN, address or -X). */
+int sh_opt_usage_error(sh_err *e, const char *flag);
+
 /* Maps the result of sh_opt_parse to a process exit code after printing the error (if any) as
  * "soundhash <cmd>: <message>" on stderr. Returns -1 when parsing succeeded and the command should
  * run. */

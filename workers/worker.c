@@ -91,27 +91,6 @@ static void init_opts(wk_config *c, sh_opt *opts, sh_cmd_spec *spec)
     spec->opts = opts;
 }
 
-/* Turns the error in `e` into a usage error naming `flag`; returns SH_EUSAGE. */
-static int usage_error(sh_err *e, const char *flag)
-{
-    char why[sizeof e->msg];
-    snprintf(why, sizeof why, "%s", sh_err_text(e));
-    return sh_err_set(e, SH_EUSAGE, "%s: %s", flag, why);
-}
-
-/* -X properties are checked once here, against a throw-away configuration, so that a typo is a
- * usage error before anything starts (the consumer and the DLQ producer apply them later). */
-static int check_kafka_props(const wk_config *c, sh_err *e)
-{
-    rd_kafka_conf_t *conf = NULL;
-    int rc = sh_kafka_conf_new(c->brokers, &c->kafka_props, &conf, e);
-    if (conf)
-        rd_kafka_conf_destroy(conf);
-    if (rc == SH_EINVAL)
-        return usage_error(e, "-X");
-    return rc; /* SH_EUSAGE: the message names -X already */
-}
-
 static int check_dir(const char *flag, const char *path, sh_err *e)
 {
     struct stat st;
@@ -135,8 +114,8 @@ static int finish_config(wk *w, sh_err *e)
         return sh_err_set(e, SH_EUSAGE, "--max-fetch-bytes must be > 0");
     int rc = sh_primary_dsn_check(c->dsn, e);
     if (rc)
-        return rc == SH_EINVAL ? usage_error(e, "--dsn") : rc;
-    if ((rc = check_kafka_props(c, e)) || (rc = check_dir("--media-root", c->media_root, e)) ||
+        return rc == SH_EINVAL ? sh_opt_usage_error(e, "--dsn") : rc;
+    if ((rc = sh_kafka_props_check(c->brokers, &c->kafka_props, e)) || (rc = check_dir("--media-root", c->media_root, e)) ||
         (rc = check_dir("--tmp-dir", c->tmp_dir, e)))
         return rc;
     if (!c->worker_id || !c->worker_id[0]) {
@@ -157,7 +136,7 @@ static int start_http(wk *w, sh_err *e)
 {
     int rc = wk_http_start(w, e);
     if (rc == SH_EINVAL)
-        return usage_error(e, "--http");
+        return sh_opt_usage_error(e, "--http");
     if (rc) {
         char why[sizeof e->msg];
         snprintf(why, sizeof why, "%s", sh_err_text(e));
@@ -173,7 +152,7 @@ static int start(wk *w, sh_err *e)
     sh_schema_limits_default(&w->lim);
     sh_fp_config_default(&w->fpc);
     if (rc == 0 && (rc = sh_media_new(w->cfg.media_root, 0, &w->media, e)) && rc != SH_ENOMEM)
-        rc = usage_error(e, "--media-root"); /* checked in finish_config: a race */
+        rc = sh_opt_usage_error(e, "--media-root"); /* checked in finish_config: a race */
     if (rc == 0 && (rc = sh_offsets_new(&w->offsets)))
         sh_err_set(e, rc, "out of memory");
     if (rc == 0 && (rc = wk_metrics_init(&w->m)))
