@@ -55,6 +55,8 @@ static const sh_help_line help_lines[] = {
     {"dlq", "show", "print the dead letters as JSON lines and exit"},
     {"dlq", "tail", "follow the dead letters as JSON lines until stopped"},
     {"replicator", NULL, "stream index deltas from the primary to Kafka"},
+    {"replicator", "snapshot", "write one shard's snapshot from the primary to a file"},
+    {"replicator", "prune", "delete change-log rows every shard's delta stream has passed"},
     {"edge", NULL, "apply index deltas to a local shard and serve /v1/match"},
 };
 

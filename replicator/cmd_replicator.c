@@ -7,6 +7,7 @@
 #include "replicator.h"
 
 #include "sh_clock.h"
+#include "sh_primary.h"
 #include "sh_cmds.h"
 #include "sh_kafka.h"
 #include "sh_kclient.h"
@@ -73,10 +74,10 @@ static void init_run_opts(rp_config *c, sh_opt *opts, sh_cmd_spec *spec)
     for (size_t i = 0; i < N_RUN_OPTS - 1; i++)
         opts[i].target = targets[i];
     spec->name = "replicator";
-    spec->usage = "--dsn DSN --brokers B [--http ADDR] [--region NAME] [options]\n"
-                  "       soundhash replicator snapshot|prune --help\n"
-                  "example: soundhash replicator --dsn \"$(cat /tmp/sh-pg/dsn)\" --brokers "
-                  "127.0.0.1:9092 --http 127.0.0.1:9200 --region us-east";
+    spec->usage = "--dsn DSN --brokers B [--http ADDR] [--region NAME] [options]";
+    spec->examples = "soundhash replicator --dsn \"$(cat /tmp/sh-pg/dsn)\" --brokers "
+                     "127.0.0.1:9092 --http 127.0.0.1:9200 --region us-east\n"
+                     "soundhash replicator snapshot --help; soundhash replicator prune --help";
     spec->summary = SUMMARY;
     spec->opts = opts;
 }
@@ -122,9 +123,46 @@ static int kafka_start(rp *r, sh_err *e)
     return rc;
 }
 
+/* A malformed --dsn is a usage error (SH_EUSAGE naming the flag); 0 when it parses. */
+static int dsn_usage(const char *dsn, sh_err *e)
+{
+    int rc = sh_primary_dsn_check(dsn, e);
+    return rc == SH_EINVAL ? sh_opt_usage_error(e, "--dsn") : rc;
+}
+
+/* What can be checked before connecting anywhere; every failure is a usage error (exit 2). */
+static int check_config(const rp_config *c, sh_err *e)
+{
+    if (strlen(c->region) > SH_REGION_MAX)
+        return sh_err_set(e, SH_EUSAGE, "--region: at most %d bytes", SH_REGION_MAX);
+    if (!c->topic[0])
+        return sh_err_set(e, SH_EUSAGE, "--topic: empty");
+    int rc = dsn_usage(c->dsn, e);
+    return rc ? rc : sh_kafka_props_check(c->brokers, &c->kafka_props, e);
+}
+
+/* HTTP first, so that /health answers (503, "starting") while the primary and Kafka are awaited;
+ * a malformed address is a usage error, a busy port a runtime one. */
+static int http_first(rp *r, sh_err *e)
+{
+    int rc = rp_http_start(r, e);
+    if (rc == SH_EINVAL)
+        return sh_opt_usage_error(e, "--http");
+    if (rc) {
+        char why[SH_ERR_MSG_MAX];
+        snprintf(why, sizeof why, "%s", sh_err_text(e));
+        sh_err_set(e, rc, "--http: %s", why);
+    }
+    return rc;
+}
+
 static int start(rp *r, sh_err *e)
 {
     int rc = sh_registry_new_from_env(&r->reg, e);
+    if (rc == 0 && rp_metrics_init(r))
+        rc = sh_err_set(e, SH_ENOMEM, "metrics registry");
+    if (rc == 0)
+        rc = http_first(r, e);
     sh_schema_limits_default(&r->lim);
     if (rc == 0)
         rc = db_connect(r->cfg.dsn, "soundhash-replicator", r->cfg.connect_timeout_s, r->stop,
@@ -135,21 +173,19 @@ static int start(rp *r, sh_err *e)
         rc = kafka_start(r, e);
     if (rc == 0 && !(r->shards = calloc((size_t)r->nshards, sizeof *r->shards)))
         rc = sh_err_set(e, SH_ENOMEM, "out of memory");
-    if (rc == 0 && rp_metrics_init(r))
+    if (rc == 0 && rp_metrics_shards(r))
         rc = sh_err_set(e, SH_ENOMEM, "metrics registry");
     if (rc == 0)
         rc = rp_positions_load(r, (int)r->cfg.connect_timeout_s * 1000, e);
-    if (rc == 0)
-        rc = rp_http_start(r, e);
     atomic_store(&r->db_ok, rc == 0);
     atomic_store(&r->kafka_ok, rc == 0);
+    atomic_store(&r->started, rc == 0);
     return rc;
 }
 
 static void teardown(rp *r)
 {
     sh_http_free(r->http); /* first: its handlers read what is freed below */
-    free(r->snap_routes);
     if (r->producer) {
         rd_kafka_flush(r->producer, 5000);
         rd_kafka_destroy(r->producer);
@@ -174,10 +210,8 @@ static int cmd_run(int argc, char **argv)
         sh_err_set(&e, SH_EUSAGE, "unexpected argument '%s'", spec.args.v[0]);
         code = sh_opt_exit_code(&spec, SH_EUSAGE, &e);
     }
-    if (code < 0 && strlen(r.cfg.region) > SH_REGION_MAX) {
-        sh_err_set(&e, SH_EUSAGE, "--region: at most %d bytes", SH_REGION_MAX);
+    if (code < 0 && check_config(&r.cfg, &e))
         code = sh_opt_exit_code(&spec, SH_EUSAGE, &e);
-    }
     if (code >= 0) {
         sh_opt_free(&spec);
         return code;
@@ -194,8 +228,11 @@ static int cmd_run(int argc, char **argv)
     } else if (rc == SH_ECANCELED) {
         rc = 0;
     }
-    if (rc)
+    if (rc == SH_EUSAGE) {
+        code = sh_opt_exit_code(&spec, SH_EUSAGE, &e);
+    } else if (rc) {
         fprintf(stderr, "soundhash replicator: %s\n", sh_err_text(&e));
+    }
     teardown(&r);
     sh_stop_uninstall(&stop);
     SH_INFO("replicator_stopped", "rc=%d", rc);
@@ -228,9 +265,9 @@ static int cmd_snapshot(int argc, char **argv)
         {NULL, 0, 0, NULL, NULL, NULL, 0, 0, 0},
     };
     sh_cmd_spec spec = {.name = "replicator snapshot",
-                        .usage = "--dsn DSN --shard N --out FILE [--shards N]\n"
-                                 "example: soundhash replicator snapshot --dsn \"$DSN\" --shard 3 "
-                                 "--out shard3.snap",
+                        .usage = "--dsn DSN --shard N --out FILE [--shards N]",
+                        .examples = "soundhash replicator snapshot --dsn \"$DSN\" --shard 3 "
+                                    "--out shard3.snap",
                         .summary = "Writes one shard's snapshot (every active track with its "
                                    "postings, read in one consistent transaction) at the "
                                    "primary's current change-log seq, in the checksummed "
@@ -242,6 +279,8 @@ static int cmd_snapshot(int argc, char **argv)
         sh_err_set(&e, SH_EUSAGE, "--shard %ld: must be below --shards %ld", c.shard, c.shards);
         code = sh_opt_exit_code(&spec, SH_EUSAGE, &e);
     }
+    if (code < 0 && dsn_usage(c.dsn, &e))
+        code = sh_opt_exit_code(&spec, SH_EUSAGE, &e);
     if (code >= 0) {
         sh_opt_free(&spec);
         return code;
@@ -328,9 +367,9 @@ static int cmd_prune(int argc, char **argv)
         {NULL, 0, 0, NULL, NULL, NULL, 0, 0, 0},
     };
     sh_cmd_spec spec = {.name = "replicator prune",
-                        .usage = "--dsn DSN --brokers B [--tombstone-days D]\n"
-                                 "example: soundhash replicator prune --dsn \"$ADMIN_DSN\" "
-                                 "--brokers 127.0.0.1:9092",
+                        .usage = "--dsn DSN --brokers B [--tombstone-days D]",
+                        .examples = "soundhash replicator prune --dsn \"$ADMIN_DSN\" --brokers "
+                                    "127.0.0.1:9092 --tombstone-days 14",
                         .summary = "Deletes change-log rows every shard's delta stream has "
                                    "passed (read back from the topic) and tombstones older than "
                                    "--tombstone-days whose delete every stream has passed. Run "
@@ -342,6 +381,8 @@ static int cmd_prune(int argc, char **argv)
         sh_err_set(&e, SH_EUSAGE, "--tombstone-days must be >= 0");
         code = sh_opt_exit_code(&spec, SH_EUSAGE, &e);
     }
+    if (code < 0 && (dsn_usage(c.dsn, &e) || sh_kafka_props_check(c.brokers, &c.kafka_props, &e)))
+        code = sh_opt_exit_code(&spec, SH_EUSAGE, &e);
     if (code >= 0) {
         sh_opt_free(&spec);
         return code;

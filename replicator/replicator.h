@@ -93,11 +93,11 @@ typedef struct rp {
     int64_t read_pos;    /* every change <= read_pos is acknowledged in every shard */
     rp_metrics m;
     sh_http *http;
-    void *snap_routes; /* per-shard route data of the snapshot handlers (rmetrics.c) */
     /* Read by HTTP threads. */
     _Atomic int64_t primary_seq;
     _Atomic int64_t oldest_pending_ms; /* commit time of the oldest unpublished change, 0: none */
     _Atomic bool db_ok, kafka_ok;
+    _Atomic bool started; /* start-up checks and waits are over */
     sh_stop *stop; /* owned by the command (sh_signal.h) */
 } rp;
 
@@ -117,8 +117,10 @@ int rp_topic_last_sequences(const char *brokers, const sh_strlist *props, const 
                             const sh_schema_limits *lim, int timeout_ms, int64_t *seqs,
                             sh_err *e);
 
-/* rmetrics.c */
+/* rmetrics.c: the registry and the process-wide series (before the shard count is known), then
+ * the per-shard series once it is. */
 int rp_metrics_init(rp *r);
+int rp_metrics_shards(rp *r);
 void rp_metrics_free(rp *r);
 int rp_http_start(rp *r, sh_err *e);
 

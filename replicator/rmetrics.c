@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int shard_series(rp *r)
+int rp_metrics_shards(rp *r)
 {
     for (int s = 0; s < r->nshards; s++) {
         char v[16];
@@ -105,7 +105,7 @@ int rp_metrics_init(rp *r)
         !m->last_seq || !m->primary_seq || !m->batches || !m->errors || !m->superseded ||
         !m->snapshots)
         return SH_ENOMEM;
-    return shard_series(r);
+    return 0;
 }
 
 void rp_metrics_free(rp *r)
@@ -135,6 +135,10 @@ static int on_health(const sh_http_req *req, sh_http_resp *resp, void *ud)
 {
     (void)req;
     rp *r = ud;
+    if (!atomic_load(&r->started)) {
+        const char *b = "{\"status\":\"starting\"}\n";
+        return sh_http_resp_set(resp, 503, "application/json", b, strlen(b));
+    }
     bool db = atomic_load(&r->db_ok), kafka = atomic_load(&r->kafka_ok);
     int64_t oldest = atomic_load(&r->oldest_pending_ms);
     int64_t lag_ms = oldest ? sh_clock_wall_ms() - oldest : 0;
@@ -151,11 +155,6 @@ static int on_health(const sh_http_req *req, sh_http_resp *resp, void *ud)
     return sh_http_resp_set(resp, ok ? 200 : 503, "application/json", body, (size_t)n);
 }
 
-typedef struct snap_route {
-    rp *r;
-    int shard;
-} snap_route;
-
 static int json_error(sh_http_resp *resp, int status, const char *msg)
 {
     char body[600];
@@ -165,11 +164,30 @@ static int json_error(sh_http_resp *resp, int status, const char *msg)
 
 /* Builds the snapshot into an unlinked temporary file and streams that: the snapshot's database
  * transaction ends before the (possibly slow) client reads, and memory stays bounded. */
+/* The shard number of "/v1/snapshots/{shard}": digits only, below the shard count. */
+static int parse_shard(const rp *r, const char *path, int *shard)
+{
+    const char *p = path + strlen("/v1/snapshots/");
+    size_t n = strspn(p, "0123456789");
+    if (n == 0 || n > 5 || p[n])
+        return SH_EINVAL;
+    long v = strtol(p, NULL, 10);
+    if (v >= r->nshards)
+        return SH_ENOTFOUND;
+    *shard = (int)v;
+    return 0;
+}
+
 static int on_snapshot(const sh_http_req *req, sh_http_resp *resp, void *ud)
 {
-    (void)req;
-    snap_route *sr = ud;
-    rp *r = sr->r;
+    rp *r = ud;
+    if (!atomic_load(&r->started))
+        return json_error(resp, 503, "starting");
+    int shard = 0;
+    int prc = parse_shard(r, req->path, &shard);
+    if (prc)
+        return json_error(resp, prc == SH_ENOTFOUND ? 404 : 400,
+                          prc == SH_ENOTFOUND ? "no such shard" : "shard must be a number");
     char path[] = "/tmp/soundhash-snapshot.XXXXXX";
     int fd = mkstemp(path);
     if (fd < 0)
@@ -185,20 +203,20 @@ static int on_snapshot(const sh_http_req *req, sh_http_resp *resp, void *ud)
     uint64_t tracks = 0;
     int rc = sh_primary_new(&pc, &db, &e);
     if (rc == 0)
-        rc = rp_snapshot_write(db, sr->shard, r->nshards, r->epoch, fd, &seq, &tracks, &e);
+        rc = rp_snapshot_write(db, shard, r->nshards, r->epoch, fd, &seq, &tracks, &e);
     sh_primary_free(db);
     struct stat st;
     if (rc == 0 && fstat(fd, &st) != 0)
         rc = sh_err_set(&e, SH_EIO, "fstat: %s", strerror(errno));
     if (rc) {
         close(fd);
-        SH_WARN("snapshot_failed", "shard=%d code=%s msg=\"%s\"", sr->shard, sh_err_name(rc),
+        SH_WARN("snapshot_failed", "shard=%d code=%s msg=\"%s\"", shard, sh_err_name(rc),
                 sh_err_text(&e));
         return json_error(resp, rc == SH_ETRANSIENT ? 503 : 500, "snapshot failed");
     }
     sh_series_add(r->m.snapshots, 1);
     SH_INFO("snapshot_served", "shard=%d seq=%" PRId64 " tracks=%" PRIu64 " bytes=%lld",
-            sr->shard, seq, tracks, (long long)st.st_size);
+            shard, seq, tracks, (long long)st.st_size);
     return sh_http_resp_fd(resp, 200, "application/octet-stream", fd, (uint64_t)st.st_size);
 }
 
@@ -215,17 +233,8 @@ int rp_http_start(rp *r, sh_err *e)
         rc = sh_http_route(r->http, "GET", "/health", on_health, r);
     if (rc == 0)
         rc = sh_http_route(r->http, "GET", "/metrics", on_metrics, r);
-    snap_route *routes = rc == 0 ? calloc((size_t)r->nshards, sizeof *routes) : NULL;
-    if (rc == 0 && !routes)
-        rc = sh_err_set(e, SH_ENOMEM, "out of memory");
-    r->snap_routes = routes;
-    for (int s = 0; rc == 0 && s < r->nshards; s++) {
-        char path[48];
-        snprintf(path, sizeof path, "/v1/snapshots/%d", s);
-        routes[s].r = r;
-        routes[s].shard = s;
-        rc = sh_http_route(r->http, "GET", path, on_snapshot, &routes[s]);
-    }
+    if (rc == 0)
+        rc = sh_http_route(r->http, "GET", "/v1/snapshots/*", on_snapshot, r);
     if (rc == 0)
         rc = sh_http_start(r->http, r->cfg.http, e);
     return rc;

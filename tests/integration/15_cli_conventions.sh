@@ -56,6 +56,12 @@ bogus.prop|ingest publish --brokers 127.0.0.1:1 -X bogus.prop=1 https://h.exampl
 --since|dlq show --brokers 127.0.0.1:1 --since yesterday
 --brokers is required|dlq tail
 unknown subcommand|dlq frobnicate
+--dsn|replicator --brokers 127.0.0.1:1 --dsn notadsn
+-X|replicator --brokers 127.0.0.1:1 --dsn host=x -X bogus.prop=1
+--http|replicator --brokers 127.0.0.1:1 --dsn host=x --http notanaddr
+--batch-ms|replicator --brokers 127.0.0.1:1 --dsn host=x --batch-ms 0
+--shard|replicator snapshot --dsn host=x --shard 9 --shards 8 --out snap
+--tombstone-days|replicator prune --dsn host=x --brokers 127.0.0.1:1 --tombstone-days -1
 unknown command 'nope'|help nope
 unknown command 'nope'|nope
 T
@@ -89,6 +95,9 @@ db migrate|dsn db-password-file connect-timeout statement-timeout-ms
 db status|dsn db-password-file connect-timeout statement-timeout-ms
 dlq show|brokers property since timeout topic
 dlq tail|brokers property since timeout topic
+replicator|dsn brokers http region topic property batch-ms batch-bytes poll-ms heartbeat-ms lag-threshold-ms connect-timeout zstd-level
+replicator snapshot|dsn shard shards out
+replicator prune|dsn brokers topic property tombstone-days
 T
 )
 opts_of() { # the long options a --help text on stdin lists, built-ins left out

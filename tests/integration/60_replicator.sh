@@ -30,6 +30,9 @@ rp_start() { # rp_start NAME [--asan] [ARGS...]
   WK_PIDS+=("$RP_PID")
   wait_for 30 grep -q 'event=http_listening' "$SH_TMP/$name.log"
   RP_PORT=$(sed -n 's/.*event=http_listening.* port=\([0-9]*\).*/\1/p' "$SH_TMP/$name.log" | head -n1)
+  # /health is served (503 "starting") before the primary and Kafka are reached
+  [ -n "${RP_NO_WAIT:-}" ] || wait_for 30 grep -q 'event=replicator_started' "$SH_TMP/$name.log"
+  RP_PORT=$(sed -n 's/.*event=http_listening.* port=\([0-9]*\).*/\1/p' "$SH_TMP/$name.log" | head -n1)
 }
 rp_kill() { kill -s "${1:-TERM}" "$RP_PID"; set +e; wait "$RP_PID"; RP_RC=$?; set -e; }
 
@@ -41,8 +44,14 @@ expect_exit 2 "$SH_BIN" replicator snapshot --dsn "$SH_DSN" --shard 9 --shards 8
 expect_exit 0 "$SH_BIN" replicator --help
 grep -q 'heartbeat-ms' "$SH_TMP/out" || fail "--help lists --heartbeat-ms"
 
-# ---- an empty primary: the replicator starts, heartbeats, is healthy ----------------------------
-rp_start rp0 --asan
+# ---- /health says "starting" until the primary answers; then healthy on an empty primary --------
+"$SH_BIN" db stop --dir "$SH_PG_DIR" > /dev/null
+RP_NO_WAIT=1 rp_start rp0 --asan
+check "health is 503 starting while the primary is down" \
+  bash -c "curl -s 127.0.0.1:$RP_PORT/health | grep -q '\"starting\"'"
+SH_DSN2=$("$SH_BIN" db start --dir "$SH_PG_DIR" 2> /dev/null)
+check "the primary comes back at the same DSN" test "$SH_DSN2" = "$SH_DSN"
+wait_for 30 grep -q 'event=replicator_started' "$SH_TMP/rp0.log"
 check "health ok on an idle primary" curl -fsS "127.0.0.1:$RP_PORT/health"
 rp_kill TERM
 check "SIGTERM exits 0 (rc $RP_RC)" test "$RP_RC" -eq 0
@@ -92,6 +101,8 @@ check "snapshot verifies against the primary (file)" "$RT" snapcheck "$SH_TMP/s3
 head -c 200 "$SH_TMP/s3.file" > "$SH_TMP/s3.trunc"
 check "a truncated snapshot is refused" bash -c "! '$RT' snapcheck '$SH_TMP/s3.trunc' '$SH_DSN' 3"
 check "unknown shard is 404" test "$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$RP_PORT/v1/snapshots/8")" = 404
+check "a shard that is not a number is 400" test "$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$RP_PORT/v1/snapshots/1x")" = 400
+check "a deeper path is 404" test "$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$RP_PORT/v1/snapshots/1/x")" = 404
 
 # ---- pruning, then a restart still continues without a gap -------------------------------------
 before=$(pg_sql 'SELECT count(*) FROM change_log')
