@@ -242,6 +242,8 @@ int wk_consumer_new(wk *w, sh_err *e)
                                   .n_defaults = sizeof defaults / sizeof defaults[0],
                                   .props = &w->cfg.kafka_props,
                                   .what = "consumer",
+                                  /* one line for a broker that is not there: wait_broker's */
+                                  .quiet_until_ready = true,
                                   .opaque = w,
                                   .rebalance_cb = on_rebalance,
                                   .stats_cb = wk_stats_cb,

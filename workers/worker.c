@@ -87,6 +87,11 @@ static void init_opts(wk_config *c, sh_opt *opts, sh_cmd_spec *spec)
         opts[i].target = targets[i];
     spec->name = "worker";
     spec->usage = "--brokers B --dsn DSN --media-root DIR [options]";
+    spec->examples = "soundhash worker --brokers 127.0.0.1:9092 --dsn \"$(cat /tmp/sh-pg/dsn)\" "
+                     "--media-root ~/music --http 127.0.0.1:9100\n"
+                     "SOUNDHASH_DB_PASSWORD_FILE=/run/secrets/db soundhash worker --brokers "
+                     "kafka:9092 --dsn 'host=db user=soundhash_app dbname=soundhash' --media-root "
+                     "/srv/audio --threads 4 --db-wait 300";
     spec->summary = SUMMARY;
     spec->opts = opts;
 }
@@ -161,10 +166,12 @@ static int start(wk *w, sh_err *e)
         rc = start_http(w, e);
     if (rc == 0)
         rc = wk_wait_db(w, e);
-    if (rc == 0)
-        rc = wk_dlq_new(w, e);
+    /* The consumer waits for the broker; the DLQ producer comes after, so an unreachable broker
+     * is the wait's one line, not the producer's connection errors too. */
     if (rc == 0)
         rc = wk_consumer_new(w, e);
+    if (rc == 0)
+        rc = wk_dlq_new(w, e);
     if (rc == 0)
         rc = wk_lag_start(w, e);
     return rc;
