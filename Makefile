@@ -14,7 +14,7 @@ SAN      ?= 0
 # Every dependency comes through pkg-config.
 PKGS     := rdkafka libpq avro-c sndfile fftw3f soxr libzstd lmdb libmicrohttpd jansson libcurl \
             libcrypto
-CPPFLAGS += -D_GNU_SOURCE -Icore -Ischemas
+CPPFLAGS += -D_GNU_SOURCE -Icore/engine -Icore/runtime -Icore -Ischemas
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=c17 -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wvla -fno-common -pthread
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
@@ -25,9 +25,11 @@ CFLAGS   += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-saniti
 LDFLAGS  += -fsanitize=address,undefined
 endif
 
-# The shared library: core (fingerprinting, shard, errors, config, kafka/pg/http helpers) and the
-# Avro schemas codec. Components below depend on it and never on each other.
-LIB_SRC  := $(wildcard core/*.c schemas/*.c)
+# The shared library: core/engine (audio, fingerprinting, matching, the shard and its formats),
+# core/runtime (errors, logs, options, clocks, kafka/pg/http/metrics helpers) and the Avro schemas
+# codec; headers are included by bare name, both core folders being on the include path.
+# Components below depend on it and never on each other.
+LIB_SRC  := $(wildcard core/engine/*.c core/runtime/*.c core/*.c schemas/*.c)
 # Components: one folder each; each provides `int sh_cmd_<name>(int argc, char **argv)`.
 CMD_SRC  := $(wildcard cli/cmd_*.c ingest/*.c broker/*.c workers/*.c replicator/*.c edge/*.c)
 MAIN_SRC := cli/main.c

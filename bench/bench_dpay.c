@@ -1,6 +1,6 @@
-/* bench_dpay — the index-delta payload codec (core/sh_dpay) over the real-music corpus: bytes per
+/* bench_dpay — the index-delta payload codec (sh_dpay) over the real-music corpus: bytes per
  * posting on the wire (one track per payload; per-shard batches as the replicator sends them;
- * the whole corpus in one payload), against today's posting blob (core/sh_fpblob), the order-0
+ * the whole corpus in one payload), against today's posting blob (sh_fpblob), the order-0
  * entropy bound of the columns the codec writes, and encode/decode throughput in postings/s.
  *
  * usage: bench_dpay [--data DIR] [--level N] [--rounds N]

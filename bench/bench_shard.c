@@ -1,4 +1,4 @@
-/* bench_shard — the LMDB shard (core/sh_shard) over the real-music corpus: index size on disk
+/* bench_shard — the LMDB shard (sh_shard) over the real-music corpus: index size on disk
  * (bytes per posting, MB per audio hour) for a bulk build, an incremental build (one track per
  * transaction) and a compacted snapshot; build speed; match latency p50/p99 of 5 s and 10 s
  * queries in-process (audio decoded beforehand; timed: query fingerprint + shard lookup + ranking,

@@ -1,4 +1,4 @@
-/* cmd_index.c — `soundhash index add|delete|stats`: maintain a local shard index (core/sh_shard.h).
+/* cmd_index.c — `soundhash index add|delete|stats`: maintain a local shard index (sh_shard.h).
  *
  *   index add --index DIR [--id ID] [--tenant T] [--meta k=v|JSON]... FILE...
  *       {"file","track_id","status":"added"|"replaced","hashes","duration_s"} per file

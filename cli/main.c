@@ -1,5 +1,5 @@
 /* soundhash — one binary, many subcommands. main() only dispatches; every subcommand parses its
- * own options (core/sh_opt.h) and returns its exit code.
+ * own options (core/runtime/sh_opt.h) and returns its exit code.
  *
  *   soundhash help                 every command and subcommand, one line each
  *   soundhash help CMD [SUB]       that command's --help (same as `soundhash CMD [SUB] --help`)

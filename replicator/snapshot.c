@@ -2,7 +2,7 @@
  *
  * A new or lagging subscriber must not need the whole history: Kafka's retention is finite and
  * the change log is pruned. The snapshot holds every active track of the shard as an upsert, at
- * the change-log seq S the read reflects (core/sh_snap.h); the subscriber then applies the delta
+ * the change-log seq S the read reflects (sh_snap.h); the subscriber then applies the delta
  * stream, skipping ops <= S. Reading every track and keeping those of the shard costs one pass
  * over the catalogue per snapshot (a shard column would avoid it; snapshots are rare next to
  * deltas). */

@@ -185,7 +185,7 @@ void wk_dlq_free(wk *w);
  * with backoff until delivered or w->abandon. Returns 0 (delivered) or SH_ECANCELED. */
 int wk_dlq_send(wk *w, wk_job *j, int code, const char *reason);
 
-/* backoff: sleeps sh_backoff_ms(100 ms, --retry-max-ms, attempt) (core/sh_clock.h: exponential,
+/* backoff: sleeps sh_backoff_ms(100 ms, --retry-max-ms, attempt) (sh_clock.h: exponential,
  * ±50 % jitter) in slices, returning early when `w->abandon` is set. Returns 0, or SH_ECANCELED
  * when abandoned. */
 int wk_backoff(wk *w, int attempt);

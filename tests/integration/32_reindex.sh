@@ -15,8 +15,8 @@ B=$(cat "$SH_TMP/bs")
 
 # 40 tracks: t00..t39; tenants a (even) and b (odd); fp_version V-1 for the first 10, else V
 # (V = this build's SH_FP_VERSION).
-V=$(sed -n 's/^#define SH_FP_VERSION \([0-9][0-9]*\).*/\1/p' "$SH_ROOT/core/sh_fp.h")
-[ -n "$V" ] && [ "$V" -ge 2 ] || fail "cannot read SH_FP_VERSION from core/sh_fp.h"
+V=$(sed -n 's/^#define SH_FP_VERSION \([0-9][0-9]*\).*/\1/p' "$SH_ROOT/core/engine/sh_fp.h")
+[ -n "$V" ] && [ "$V" -ge 2 ] || fail "cannot read SH_FP_VERSION from core/engine/sh_fp.h"
 sql="SELECT count(*) FROM ("
 for i in $(seq 0 39); do
   id=$(printf 't%02d' "$i"); ten=$([ $((i % 2)) -eq 0 ] && echo a || echo b)
@@ -45,7 +45,8 @@ check "checkpoint done" grep -q '"done":true' "$ck"
 # Each REINDEX event names the stored version it was made from (base_version, schema v3).
 pk="rdkafka libpq avro-c sndfile fftw3f soxr libzstd lmdb libmicrohttpd jansson libcurl libcrypto"
 # shellcheck disable=SC2046,SC2086
-cc -std=c17 -D_GNU_SOURCE -O1 -I"$SH_ROOT/core" -I"$SH_ROOT/schemas" $(pkg-config --cflags $pk) \
+cc -std=c17 -D_GNU_SOURCE -O1 -I"$SH_ROOT/core/engine" -I"$SH_ROOT/core/runtime" \
+  -I"$SH_ROOT/schemas" $(pkg-config --cflags $pk) \
   -o "$SH_TMP/kafka_tool" "$SH_ROOT/tests/integration/helpers/kafka_tool.c" \
   "$(dirname "$SH_BIN")/libsoundhash.a" $(pkg-config --libs $pk) -lm -pthread || fail "cannot build kafka_tool"
 "$SH_TMP/kafka_tool" events "$B" soundhash.audio.reindex 20 20 > "$SH_TMP/events" \

@@ -16,7 +16,8 @@ RANDOM=$SEED
 pk="rdkafka libpq avro-c sndfile fftw3f soxr libzstd lmdb libmicrohttpd jansson libcurl libcrypto"
 RT="$SH_TMP/repl_tool"
 # shellcheck disable=SC2046
-cc -std=c17 -D_GNU_SOURCE -O1 -I"$SH_ROOT/core" -I"$SH_ROOT/schemas" $(pkg-config --cflags $pk) \
+cc -std=c17 -D_GNU_SOURCE -O1 -I"$SH_ROOT/core/engine" -I"$SH_ROOT/core/runtime" \
+  -I"$SH_ROOT/schemas" $(pkg-config --cflags $pk) \
   -o "$RT" "$SH_ROOT/tests/integration/helpers/repl_tool.c" "$(dirname "$SH_BIN")/libsoundhash.a" \
   $(pkg-config --libs $pk) -lm -pthread || fail "cannot build repl_tool"
 

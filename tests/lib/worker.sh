@@ -29,7 +29,8 @@ wk_setup() {
   local lib; lib="$(dirname "$SH_BIN")/libsoundhash.a"
   KT="$SH_TMP/kafka_tool"
   # shellcheck disable=SC2046
-  cc -std=c17 -D_GNU_SOURCE -O1 -I"$SH_ROOT/core" -I"$SH_ROOT/schemas" $(pkg-config --cflags $pk) \
+  cc -std=c17 -D_GNU_SOURCE -O1 -I"$SH_ROOT/core/engine" -I"$SH_ROOT/core/runtime" \
+    -I"$SH_ROOT/schemas" $(pkg-config --cflags $pk) \
     -o "$KT" "$SH_ROOT/tests/integration/helpers/kafka_tool.c" "$lib" $(pkg-config --libs $pk) \
     -lm -pthread || fail "cannot build kafka_tool"
   "$SH_BIN" broker --bootstrap-file "$SH_TMP/boot" > /dev/null 2> "$SH_TMP/broker.log" &

@@ -1,4 +1,4 @@
-/* Unit tests for core/sh_audio (decode → mono → resample) and core/sh_extract.
+/* Unit tests for core/engine/sh_audio (decode → mono → resample) and core/engine/sh_extract.
  *
  * All audio is generated in-process: libsndfile encodes sines/noise into memory (WAV, FLAC, Ogg
  * Vorbis, Ogg Opus, MP3, AIFF) and the bad inputs are made from those bytes (truncated, headers

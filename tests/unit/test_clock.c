@@ -1,4 +1,4 @@
-/* Unit tests for core/sh_clock: the clocks move the right way, the backoff stays inside its
+/* Unit tests for core/runtime/sh_clock: the clocks move the right way, the backoff stays inside its
  * jittered bounds and cap, and a sleep ends with SH_ECANCELED once its stop function says so
  * (counted calls, no timing assertions). */
 #include <setjmp.h>

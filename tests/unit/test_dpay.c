@@ -1,4 +1,4 @@
-/* Unit tests for core/sh_dpay (index-delta payload codec): round trips with both codecs,
+/* Unit tests for core/engine/sh_dpay (index-delta payload codec): round trips with both codecs,
  * determinism, every cap, and corrupt input (truncated, bit-flipped, wrong checksum, lying
  * counts behind a valid checksum) rejected as a whole. */
 #include <setjmp.h>

@@ -1,4 +1,4 @@
-/* Unit tests for core/sh_fp: determinism, streaming, degenerate input, bounds, hash layout. */
+/* Unit tests for sh_fp: determinism, streaming, degenerate input, bounds, hash layout. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,4 +1,4 @@
-/* Unit tests for core/sh_fpblob (posting blob codec) and core/sh_shard_range (range blobs). */
+/* Unit tests for sh_fpblob (posting blob codec) and sh_shard_range (range blobs). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

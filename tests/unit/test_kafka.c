@@ -1,4 +1,4 @@
-/* Unit tests for core/sh_kafka: -X passthrough, error translation, topic table, reachability. */
+/* Unit tests for sh_kafka: -X passthrough, error translation, topic table, reachability. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>

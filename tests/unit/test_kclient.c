@@ -1,4 +1,4 @@
-/* Unit tests for core/sh_kclient: the configuration order (defaults < -X < forced), opaque and
+/* Unit tests for sh_kclient: the configuration order (defaults < -X < forced), opaque and
  * callbacks, a required bootstrap, and the errors of a refused property or client. */
 #include <setjmp.h>
 #include <stdarg.h>

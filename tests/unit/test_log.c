@@ -1,4 +1,4 @@
-/* Unit tests for core/sh_log: every line it writes is valid logfmt, whatever the values hold. */
+/* Unit tests for sh_log: every line it writes is valid logfmt, whatever the values hold. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

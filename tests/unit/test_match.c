@@ -1,4 +1,4 @@
-/* Unit tests for core/sh_match (offset voting) and core/sh_memindex, end to end with sh_fp. */
+/* Unit tests for sh_match (offset voting) and sh_memindex, end to end with sh_fp. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

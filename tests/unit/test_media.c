@@ -1,4 +1,4 @@
-/* Unit tests for core/sh_media: confinement under the media root (.., absolute paths, symlinks,
+/* Unit tests for sh_media: confinement under the media root (.., absolute paths, symlinks,
  * percent-encoded escapes) with both openat2 and the O_NOFOLLOW walk, capped reads, URIs,
  * SHA-256 and hex. Each test builds its own tree under a fresh temp dir:
  *   T/outside.txt   T/root/a.wav   T/root/sub/b.wav   T/root/fifo   T/root/dir/

@@ -1,4 +1,4 @@
-/* Unit tests for core/sh_opt (configuration layering) and core/sh_err (the error table). */
+/* Unit tests for sh_opt (configuration layering) and sh_err (the error table). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,4 +1,4 @@
-/* Unit tests for core/sh_recognize: clip → fingerprint → lookup → ranked answer against a real
+/* Unit tests for sh_recognize: clip → fingerprint → lookup → ranked answer against a real
  * LMDB shard (answers carry id, tenant and metadata) and an in-memory index (track numbers), from
  * PCM and from an encoded WAV buffer; the duration cap, argument errors and a failed clip. */
 #include <setjmp.h>

@@ -1,4 +1,4 @@
-/* Unit tests for core/sh_shard: add/replace/delete/stats exact counts, version checks, batches and
+/* Unit tests for sh_shard: add/replace/delete/stats exact counts, version checks, batches and
  * cursors (atomic, aborted batches leave no trace), reopen, map growth, vacuum, corrupted and
  * foreign files, and lookups checked against a brute-force count of matching postings. */
 #include <setjmp.h>

@@ -1,4 +1,4 @@
-/* Unit tests for core/sh_shardmap: the shard assignment is part of the wire contract, so these
+/* Unit tests for sh_shardmap: the shard assignment is part of the wire contract, so these
  * vectors are fixed. If one fails, the function changed: that breaks every deployed replicator
  * and edge — restore it instead of updating the vectors. */
 #include <setjmp.h>

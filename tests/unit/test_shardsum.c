@@ -1,4 +1,4 @@
-/* Unit tests for core/sh_shardsum: fixed vectors (computed independently, in Python, from the
+/* Unit tests for sh_shardsum: fixed vectors (computed independently, in Python, from the
  * definition in the header — if they fail, the contract changed: restore it), order
  * independence, incremental remove, and sensitivity to every covered field. */
 #include <setjmp.h>

@@ -1,4 +1,4 @@
-/* Unit tests for core/sh_signal: SIGTERM/SIGINT set the registered flag instead of killing the
+/* Unit tests for sh_signal: SIGTERM/SIGINT set the registered flag instead of killing the
  * process, SH_STOP_BLOCK delivers them in sh_stop_wait, SIGPIPE can be ignored, one registration
  * at a time, and uninstall restores the handlers found. */
 #include <setjmp.h>

@@ -1,4 +1,4 @@
-/* Unit tests for core/sh_snap (shard snapshot streams): round trips through memory and a file,
+/* Unit tests for sh_snap (shard snapshot streams): round trips through memory and a file,
  * several chunks, and every way a stream can be wrong (truncated, bit-flipped, trailing bytes,
  * ops that do not belong, caps, failing callbacks). */
 #include <setjmp.h>

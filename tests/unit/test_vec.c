@@ -1,4 +1,4 @@
-/* Unit tests for core/sh_vec: capped growth keeps the contents, never passes the cap, reports
+/* Unit tests for sh_vec: capped growth keeps the contents, never passes the cap, reports
  * SH_ETOOBIG / SH_ENOMEM without touching the array, and cannot overflow a size computation. */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -6,7 +6,7 @@
  *   repl_tool reconstruct BROKERS DSN TOPIC TIMEOUT_S
  *       Reads the whole delta topic like a subscriber (ops applied only above the shard's
  *       position, a prev_sequence ahead of it is a gap), until every shard has reached the
- *       primary's last seq, then compares each shard's checksum (core/sh_shardsum.h) with the
+ *       primary's last seq, then compares each shard's checksum (sh_shardsum.h) with the
  *       primary's. Prints one JSON line per shard and a summary; exit 1 on any mismatch or gap.
  */
 #include "sh_dpay.h"

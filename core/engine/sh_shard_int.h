@@ -1,4 +1,4 @@
-/* sh_shard_int.h — private to the shard module; core/sh_shard.h is its contract. The module is
+/* sh_shard_int.h — private to the shard module; sh_shard.h is its contract. The module is
  * three files sharing the handle, the table records and the write-transaction machinery below:
  *   sh_shard.c         open/close, read transactions, lookups, info, stats, cursors
  *   sh_shard_batch.c   building a batch and applying it in one transaction (range rewrites, the

@@ -1,6 +1,6 @@
-/* sh_primary_int.h — private to core/sh_primary*.c: the connection handle and the statement
+/* sh_primary_int.h — private to core/runtime/sh_primary*.c: the connection handle and the statement
  * helpers that sh_primary.c (writes, reads) and sh_primary_repl.c (replication reads, pruning)
- * share. Nothing outside core/sh_primary*.c includes it. */
+ * share. Nothing outside core/runtime/sh_primary*.c includes it. */
 #ifndef SH_PRIMARY_INT_H
 #define SH_PRIMARY_INT_H
 

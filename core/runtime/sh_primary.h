@@ -7,7 +7,7 @@
  *   tracks(id, external_id UNIQUE, tenant, metadata jsonb, sha256, duration_s, source_uri,
  *          fp_version, n_hashes, version bigint, status 'active'|'deleted', created_at, updated_at)
  *   fingerprints(external_id → tracks, fp_version, n_hashes, blob bytea)   one row per track: the
- *          compressed posting blob (core/sh_fpblob.h); bench/bench_primary.c measures why.
+ *          compressed posting blob (core/engine/sh_fpblob.h); bench/bench_primary.c measures why.
  *   change_log(seq, op 'upsert'|'delete', external_id, tenant, track_id, version, fp_version,
  *          committed_at)
  *   change_counter(id = 1, last_seq)      the single-row counter that orders the change log
@@ -36,7 +36,7 @@
  * refused, SQLSTATE classes 08 connection, 40 serialization/deadlock, 53 insufficient resources /
  * too many connections, 57 operator intervention incl. admin shutdown and statement timeout),
  * SH_ESTALE (version check: nothing written), SH_ENOTFOUND, SH_ENOMEM. The message in `e` carries
- * PostgreSQL's text and SQLSTATE. (The translation lives in core/sh_pgutil.h.)
+ * PostgreSQL's text and SQLSTATE. (The translation lives in core/runtime/sh_pgutil.h.)
  *
  * Connections. One sh_primary is one libpq connection: use it from one thread at a time (one per
  * worker thread). After SH_ETRANSIENT the next call reconnects by itself (bounded by
@@ -262,7 +262,7 @@ int sh_primary_changes_since(sh_primary *db, int64_t after_seq, size_t limit, un
  * LISTENs; callers still poll with sh_primary_changes_since (notifications are a hint). */
 int sh_primary_wait_changes(sh_primary *db, int timeout_ms, sh_err *e);
 
-/* ---- replication (the replicator; core/sh_primary_repl.c) -------------------------------------
+/* ---- replication (the replicator; sh_primary_repl.c) -------------------------------------
  */
 
 /* The replication epoch (table replication_epoch, migration 5): *epoch >= 1 and the change-log
