@@ -222,11 +222,13 @@ typedef enum sh_delta_codec {
     SH_CODEC_ZSTD = 1,
 } sh_delta_codec;
 
-/* One batch of committed index changes of one shard. Sequences are per (shard, epoch): the
- * first delta of an epoch has prev_sequence 0; a consumer that last applied sequence S accepts a
- * delta only when prev_sequence == S (else SH_EGAP: re-bootstrap or re-read). The epoch changes
- * when the shard's history is restarted (e.g. failover of the primary); a consumer on an older
- * epoch needs a snapshot. */
+/* One batch of committed index changes of one shard, as the replicator writes it (see
+ * schemas/README.md, "Index-delta payload and snapshots"): sequence = commit_lsn = the last
+ * change-log seq the delta covers, prev_sequence = the previous delta's sequence of this shard
+ * (the epoch's start seq for the first). A consumer at position S applies the ops with seq > S
+ * of a delta whose prev_sequence <= S and then holds `sequence`; prev_sequence > S is a gap
+ * (SH_EGAP: bootstrap from a snapshot). The epoch changes when the shard's history is restarted
+ * (shard count changed, a region took over); a consumer on an older epoch needs a snapshot. */
 typedef struct sh_delta_envelope {
     int32_t shard;           /* >= 0 */
     int64_t epoch;           /* >= 0 */
@@ -238,7 +240,9 @@ typedef struct sh_delta_envelope {
     int64_t raw_size;        /* payload size after decompression (bounds the decompressor) */
     uint8_t *payload;        /* owned; <= lim->delta_payload_max */
     size_t payload_len;
-    int64_t commit_lsn;      /* PostgreSQL LSN of the last change (replication progress) */
+    int64_t commit_lsn;      /* the last change-log seq of the delta (= sequence); the Avro doc's
+                                "PostgreSQL LSN" predates the change log and is kept so the
+                                registered schema text does not change */
     int64_t created_at_ms;   /* when the replicator built it (lag = now - created_at) */
     char region[SH_REGION_MAX + 1]; /* producing region, e.g. "us-east"; may be "" */
 } sh_delta_envelope;
