@@ -9,6 +9,7 @@
 #include "sh_kclient.h"
 #include "sh_log.h"
 #include "sh_shardmap.h"
+#include "sh_vec.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -45,14 +46,8 @@ static void batch_clear(batch *b)
 
 static int batch_push(batch *b, sh_change_list *l)
 {
-    if (b->n_lists == b->cap_lists) {
-        size_t cap = b->cap_lists ? 2 * b->cap_lists : 8;
-        sh_change_list *v = realloc(b->lists, cap * sizeof *v);
-        if (!v)
-            return SH_ENOMEM;
-        b->lists = v;
-        b->cap_lists = cap;
-    }
+    if (sh_vec_reserve(&b->lists, &b->cap_lists, b->n_lists + 1, SH_VEC_NOCAP))
+        return SH_ENOMEM;
     b->lists[b->n_lists++] = *l;
     memset(l, 0, sizeof *l);
     return 0;
@@ -133,14 +128,8 @@ static void out_clear(out_set *o)
 
 static pending *out_add(out_set *o)
 {
-    if (o->n == o->cap) {
-        size_t cap = o->cap ? 2 * o->cap : 16;
-        pending *v = realloc(o->v, cap * sizeof *v);
-        if (!v)
-            return NULL;
-        o->v = v;
-        o->cap = cap;
-    }
+    if (sh_vec_reserve(&o->v, &o->cap, o->n + 1, SH_VEC_NOCAP))
+        return NULL;
     pending *p = &o->v[o->n++];
     memset(p, 0, sizeof *p);
     return p;

@@ -31,6 +31,7 @@
 
 #include "sh_media.h"
 #include "sh_varint.h"
+#include "sh_vec.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -448,15 +449,7 @@ static int check_op(const sh_dpay_builder *b, const sh_dop *op, size_t lens[3], 
 
 static int grow_ops(sh_dpay_builder *b)
 {
-    if (b->n < b->cap)
-        return 0;
-    size_t nc = b->cap ? 2 * b->cap : 16;
-    bop *v = realloc(b->ops, nc * sizeof *v);
-    if (!v)
-        return -1;
-    b->ops = v;
-    b->cap = nc;
-    return 0;
+    return sh_vec_reserve(&b->ops, &b->cap, b->n + 1, SH_VEC_NOCAP) ? -1 : 0;
 }
 
 int sh_dpay_builder_add(sh_dpay_builder *b, const sh_dop *op, sh_err *e)
