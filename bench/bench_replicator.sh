@@ -94,6 +94,7 @@ p50=$(quantile "$RP_PORT" soundhash_replicator_commit_to_ack_seconds 0.5)
 p99=$(quantile "$RP_PORT" soundhash_replicator_commit_to_ack_seconds 0.99)
 echo "   live ingest: $(sql "SELECT count(*) FROM tracks") tracks, $last changes, $postings postings"
 echo "   commit -> Kafka ack lag: p50 $p50 ms, p99 $p99 ms (target p99 <= 250 ms)"
+echo "     of which: batch read p50 $(quantile "$RP_PORT" soundhash_replicator_read_seconds 0.5) / p99 $(quantile "$RP_PORT" soundhash_replicator_read_seconds 0.99) ms, produce->acks p50 $(quantile "$RP_PORT" soundhash_replicator_publish_seconds 0.5) / p99 $(quantile "$RP_PORT" soundhash_replicator_publish_seconds 0.99) ms"
 awk -v w="$wire" -v b="$blob" -v p="$postings" 'BEGIN {
   printf "   wire: %.2f B/posting (payload after zstd); primary blob: %.2f B/posting (target <= 4.0)\n",
          w / p, b / p }'
@@ -109,11 +110,18 @@ last=$(sql "SELECT last_seq FROM change_counter")
 broker b2
 t0=$(now)
 replicator rp2
-wait_for 600 caught_up "$last"
+started() { [ "$(metric "$RP_PORT" soundhash_replicator_postings_total)" != 0 ]; }
+wait_for 60 started
 t1=$(now)
-cpu=$(cpu_s "$RP")
-awk -v p="$total" -v t0="$t0" -v t1="$t1" -v c="$cpu" -v n="$last" 'BEGIN {
-  w = t1 - t0;
-  printf "   throughput: %d changes, %.1f M postings in %.2f s (incl. start-up): %.2f M postings/s; replicator CPU %.2f s = %.0f %% of one core (target >= 2 M/s)\n",
-         n, p / 1e6, w, p / w / 1e6, c, 100 * c / w }'
+p1=$(metric "$RP_PORT" soundhash_replicator_postings_total)
+c1=$(cpu_s "$RP")
+wait_for 600 caught_up "$last"
+t2=$(now)
+c2=$(cpu_s "$RP")
+awk -v p="$total" -v p1="$p1" -v t0="$t0" -v t1="$t1" -v t2="$t2" -v c1="$c1" -v c2="$c2" -v n="$last" 'BEGIN {
+  w = t2 - t0; s = t2 - t1;
+  printf "   throughput: %d changes, %.1f M postings in %.2f s from process start: %.2f M postings/s\n",
+         n, p / 1e6, w, p / w / 1e6;
+  printf "   sustained (first delta acked -> caught up): %.2f M postings/s, replicator CPU %.0f %% of one core (target >= 2 M/s)\n",
+         (p - p1) / s / 1e6, 100 * (c2 - c1) / s }'
 ok=1
