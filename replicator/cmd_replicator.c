@@ -58,6 +58,8 @@ static const sh_opt RUN_OPTS[] = {
     {"connect-timeout", 0, SH_OPT_INT, NULL, "30",
      "seconds to wait for Kafka and PostgreSQL at start, then exit 1", 0, 1, 3600},
     {"zstd-level", 0, SH_OPT_INT, NULL, "3", "zstd level of the payloads", 0, 1, 19},
+    {"max-delta-bytes", 0, SH_OPT_SIZE, NULL, "900K",
+     "a delta's payload stays under this; keep it below the topic's max.message.bytes", 0, 0, 0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0, 0},
 };
 #define N_RUN_OPTS (sizeof RUN_OPTS / sizeof RUN_OPTS[0])
@@ -68,7 +70,7 @@ static void init_run_opts(rp_config *c, sh_opt *opts, sh_cmd_spec *spec)
                        &c->region,       &c->topic,         &c->kafka_props,
                        &c->batch_ms,     &c->batch_bytes,   &c->poll_ms,
                        &c->heartbeat_ms, &c->lag_threshold_ms, &c->connect_timeout_s,
-                       &c->zstd_level};
+                       &c->zstd_level,   &c->max_delta_bytes};
     _Static_assert(sizeof targets / sizeof targets[0] == N_RUN_OPTS - 1, "one target per option");
     memcpy(opts, RUN_OPTS, sizeof RUN_OPTS);
     for (size_t i = 0; i < N_RUN_OPTS - 1; i++)
@@ -137,6 +139,8 @@ static int check_config(const rp_config *c, sh_err *e)
         return sh_err_set(e, SH_EUSAGE, "--region: at most %d bytes", SH_REGION_MAX);
     if (!c->topic[0])
         return sh_err_set(e, SH_EUSAGE, "--topic: empty");
+    if (c->max_delta_bytes < 4096 || c->max_delta_bytes > 64u << 20)
+        return sh_err_set(e, SH_EUSAGE, "--max-delta-bytes: 4K to 64M");
     int rc = dsn_usage(c->dsn, e);
     return rc ? rc : sh_kafka_props_check(c->brokers, &c->kafka_props, e);
 }
@@ -158,6 +162,7 @@ static int http_first(rp *r, sh_err *e)
 
 static int start(rp *r, sh_err *e)
 {
+    int64_t epoch = 0;
     int rc = sh_registry_new_from_env(&r->reg, e);
     if (rc == 0 && rp_metrics_init(r))
         rc = sh_err_set(e, SH_ENOMEM, "metrics registry");
@@ -168,7 +173,8 @@ static int start(rp *r, sh_err *e)
         rc = db_connect(r->cfg.dsn, "soundhash-replicator", r->cfg.connect_timeout_s, r->stop,
                         &r->db, e);
     if (rc == 0)
-        rc = sh_primary_replication_get(r->db, &r->epoch, &r->epoch_start, e);
+        rc = sh_primary_replication_get(r->db, &epoch, &r->epoch_start, e);
+    r->epoch = epoch;
     if (rc == 0)
         rc = kafka_start(r, e);
     if (rc == 0 && !(r->shards = calloc((size_t)r->nshards, sizeof *r->shards)))

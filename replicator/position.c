@@ -10,6 +10,7 @@
 #include "sh_kclient.h"
 #include "sh_log.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -138,7 +139,21 @@ int rp_positions_load(rp *r, int timeout_ms, sh_err *e)
     if (!seqs)
         return sh_err_set(e, SH_ENOMEM, "out of memory");
     int rc = rp_topic_last_sequences(r->cfg.brokers, &r->cfg.kafka_props, r->cfg.topic,
-                                     r->nshards, r->epoch, r->reg, &r->lim, timeout_ms, seqs, e);
+                                     r->nshards, atomic_load(&r->epoch), r->reg, &r->lim, timeout_ms, seqs, e);
+    int64_t last = 0, max = 0;
+    if (rc == 0)
+        rc = sh_primary_last_seq(r->db, &last, e);
+    for (int s = 0; rc == 0 && s < r->nshards; s++)
+        max = seqs[s] > max ? seqs[s] : max;
+    /* The topic holds changes the primary does not: it lost commits the topic has (a promoted
+     * asynchronous standby, a restore). Its seqs would be reused by other changes, which the
+     * subscribers would skip as already applied: refuse, a new epoch is the way on. */
+    if (rc == 0 && max > last)
+        rc = sh_err_set(e, SH_EINVAL,
+                        "the delta topic is at seq %" PRId64 " but the primary only at %" PRId64
+                        " (epoch %" PRId64 "): it lost changes the subscribers have; start a new "
+                        "epoch (README, \"Epochs\")",
+                        max, last, (int64_t)atomic_load(&r->epoch));
     if (rc == 0) {
         int64_t min = INT64_MAX;
         for (int s = 0; s < r->nshards; s++) {
@@ -148,7 +163,7 @@ int rp_positions_load(rp *r, int timeout_ms, sh_err *e)
             sh_series_set(r->shards[s].position, (double)r->shards[s].pos);
         }
         r->read_pos = min;
-        SH_INFO("positions_loaded", "epoch=%lld read_from=%lld shards=%d", (long long)r->epoch,
+        SH_INFO("positions_loaded", "epoch=%lld read_from=%lld shards=%d", (long long)atomic_load(&r->epoch),
                 (long long)r->read_pos, r->nshards);
     }
     free(seqs);

@@ -49,8 +49,8 @@ typedef struct rp_config {
     long heartbeat_ms;       /* an idle shard gets an empty delta at most this often */
     long lag_threshold_ms;   /* /health fails when the oldest unpublished change is older */
     long connect_timeout_s;  /* bounded waits for Kafka and PostgreSQL at start */
-    long shutdown_grace_s;   /* SIGTERM: time to finish the batch in flight */
     long zstd_level;
+    size_t max_delta_bytes;  /* a delta's payload stays under this (one Kafka message) */
 } rp_config;
 
 /* One shard = one partition of the delta topic. */
@@ -88,7 +88,7 @@ typedef struct rp {
     sh_schema_limits lim;
     int nshards;
     rp_shard *shards;
-    int64_t epoch;
+    _Atomic int64_t epoch; /* read by the snapshot handler; changed by follow_epoch */
     int64_t epoch_start; /* change-log seq the epoch's stream starts after */
     int64_t read_pos;    /* every change <= read_pos is acknowledged in every shard */
     rp_metrics m;
@@ -99,6 +99,11 @@ typedef struct rp {
     _Atomic bool db_ok, kafka_ok;
     _Atomic bool started; /* start-up checks and waits are over */
     sh_stop *stop; /* owned by the command (sh_signal.h) */
+    /* The round being published, for the delivery-report callback (run.c). */
+    uint64_t round;
+    struct pending *inflight;
+    size_t n_inflight;
+    _Atomic bool snapshot_busy; /* one snapshot at a time (rmetrics.c) */
 } rp;
 
 /* run.c */

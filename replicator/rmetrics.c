@@ -24,8 +24,8 @@ int rp_metrics_shards(rp *r)
         sh->bytes = sh_metric_series(r->m.f_bytes, lv);
         sh->ops = sh_metric_series(r->m.f_ops, lv);
         sh->position = sh_metric_series(r->m.f_pos, lv);
-        if (!sh->deltas || !sh->bytes || !sh->ops || !sh->position)
-            return SH_ENOMEM; /* more shards than series: metrics cover the first 128 */
+        /* Past SH_METRICS_MAX_SERIES shards the series are NULL (updates are no-ops): the
+         * per-shard metrics cover the first ones, the totals all. */
     }
     return 0;
 }
@@ -151,7 +151,7 @@ static int on_health(const sh_http_req *req, sh_http_resp *resp, void *ud)
                      ",\"lag_threshold_ms\":%ld,\"epoch\":%" PRId64 ",\"primary_seq\":%" PRId64
                      ",\"shards\":%d}\n",
                      ok ? "ok" : "unhealthy", db ? "ok" : "down", kafka ? "ok" : "down", lag_ms,
-                     r->cfg.lag_threshold_ms, r->epoch, atomic_load(&r->primary_seq), r->nshards);
+                     r->cfg.lag_threshold_ms, (int64_t)atomic_load(&r->epoch), atomic_load(&r->primary_seq), r->nshards);
     return sh_http_resp_set(resp, ok ? 200 : 503, "application/json", body, (size_t)n);
 }
 
@@ -164,6 +164,8 @@ static int json_error(sh_http_resp *resp, int status, const char *msg)
 
 /* Builds the snapshot into an unlinked temporary file and streams that: the snapshot's database
  * transaction ends before the (possibly slow) client reads, and memory stays bounded. */
+static int serve_snapshot(rp *r, int shard, sh_http_resp *resp);
+
 /* The shard number of "/v1/snapshots/{shard}": digits only, below the shard count. */
 static int parse_shard(const rp *r, const char *path, int *shard)
 {
@@ -188,7 +190,19 @@ static int on_snapshot(const sh_http_req *req, sh_http_resp *resp, void *ud)
     if (prc)
         return json_error(resp, prc == SH_ENOTFOUND ? 404 : 400,
                           prc == SH_ENOTFOUND ? "no such shard" : "shard must be a number");
-    char path[] = "/tmp/soundhash-snapshot.XXXXXX";
+    /* One at a time: a snapshot reads the whole catalogue, and /health must keep answering. */
+    if (atomic_exchange(&r->snapshot_busy, true))
+        return json_error(resp, 503, "another snapshot is being built: retry later");
+    int rc = serve_snapshot(r, shard, resp);
+    atomic_store(&r->snapshot_busy, false);
+    return rc;
+}
+
+static int serve_snapshot(rp *r, int shard, sh_http_resp *resp)
+{
+    const char *tmp = getenv("TMPDIR");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/soundhash-snapshot.XXXXXX", tmp && *tmp ? tmp : "/tmp");
     int fd = mkstemp(path);
     if (fd < 0)
         return json_error(resp, 500, "cannot create a temporary file");
@@ -203,7 +217,7 @@ static int on_snapshot(const sh_http_req *req, sh_http_resp *resp, void *ud)
     uint64_t tracks = 0;
     int rc = sh_primary_new(&pc, &db, &e);
     if (rc == 0)
-        rc = rp_snapshot_write(db, shard, r->nshards, r->epoch, fd, &seq, &tracks, &e);
+        rc = rp_snapshot_write(db, shard, r->nshards, atomic_load(&r->epoch), fd, &seq, &tracks, &e);
     sh_primary_free(db);
     struct stat st;
     if (rc == 0 && fstat(fd, &st) != 0)
@@ -228,6 +242,7 @@ int rp_http_start(rp *r, sh_err *e)
     sh_http_opts_default(&o);
     o.max_body = 0; /* no route takes a body */
     o.timeout_s = 120;
+    o.threads = 4; /* a snapshot being built occupies one; /health and /metrics keep the others */
     int rc = sh_http_new(&o, &r->http, e);
     if (rc == 0)
         rc = sh_http_route(r->http, "GET", "/health", on_health, r);

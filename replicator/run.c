@@ -12,13 +12,18 @@
 #include "sh_vec.h"
 
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define READ_ROWS 256                 /* change rows (with blobs) per query */
-#define DELTA_POSTINGS_MAX (1u << 20) /* split a shard's batch into deltas of at most this many */
+/* Change rows (with blobs) per query: bounds a read's memory to READ_ROWS blobs (a 3-hour
+ * track's blob is ~2 MB), twice with the prefetch. */
+#define READ_ROWS 64
+/* Longer than any message can stay in librdkafka (message.timeout.ms is forced below it), so
+ * every produced delta has its delivery report before a round ends. */
 #define PUBLISH_TIMEOUT_MS 60000
+#define MESSAGE_TIMEOUT_MS "30000"
 
 static int64_t mono_ms(void) { return (int64_t)sh_clock_mono_ms(); }
 
@@ -110,6 +115,7 @@ typedef struct pending {
     size_t frame_len;
     size_t ops, postings, raw, wire;
     rd_kafka_resp_err_t err;
+    bool queued; /* handed to librdkafka: a delivery report will come */
     bool done;
 } pending;
 
@@ -157,7 +163,7 @@ static int seal(rp *r, int shard, shard_acc *a, int64_t sequence, out_set *o, sh
     sh_delta_envelope d;
     memset(&d, 0, sizeof d);
     d.shard = shard;
-    d.epoch = r->epoch;
+    d.epoch = atomic_load(&r->epoch);
     d.sequence = sequence;
     d.prev_sequence = a->prev;
     d.count = (int32_t)ops;
@@ -211,7 +217,12 @@ static int add_change(rp *r, shard_acc *a, int shard, const sh_change *c, out_se
             return sh_err_wrap(e, rc, "track %s (seq %" PRId64 ") has a bad posting blob",
                                c->external_id, c->seq);
     }
-    if (a->b && a->postings + n > DELTA_POSTINGS_MAX && a->last_op > a->prev)
+    /* A delta must fit in one Kafka message: seal what is there before an op that would push
+     * the raw size (an upper bound of the compressed one) past --max-delta-bytes. */
+    size_t est = n * 4 + strlen(c->external_id) + strlen(c->tenant) +
+                 (c->metadata_json ? strlen(c->metadata_json) : 0) + 64;
+    if (a->b && a->last_op > a->prev &&
+        sh_dpay_builder_raw_bound(a->b) + est > r->cfg.max_delta_bytes)
         rc = seal(r, shard, a, a->last_op, o, e);
     if (rc == 0)
         rc = acc_begin(a, e);
@@ -248,7 +259,7 @@ static int group_batch(rp *r, const batch *b, shard_acc *acc, out_set *o, size_t
         for (size_t i = 0; i < l->n; i++) {
             const sh_change *c = &l->v[i];
             int s = (int)sh_shard_of(c->external_id, strlen(c->external_id), (uint32_t)r->nshards);
-            if (c->seq <= r->shards[s].pos)
+            if (c->seq <= r->shards[s].pos || c->seq <= r->read_pos)
                 continue; /* already in the topic (a restart re-reads from the slowest shard) */
             if (c->superseded) {
                 /* A later change of the same track carries its newer state (or its delete);
@@ -287,25 +298,62 @@ static int seal_all(rp *r, shard_acc *acc, int64_t end, int64_t now, out_set *o,
 
 /* ---- publishing --------------------------------------------------------------------------- */
 
+/* The delivery-report callback finds a delta through r->inflight, tagged with the round, so a
+ * late report of an earlier round (after a failure) can never write into freed memory; frames
+ * are copied by librdkafka (F_COPY) for the same reason. */
+static void *dr_tag(uint64_t round, size_t i)
+{
+    return (void *)(uintptr_t)((round << 24) | (uint64_t)i);
+}
+
 static int produce(rp *r, out_set *o, sh_err *e)
 {
+    r->round++;
+    r->inflight = o->v;
+    r->n_inflight = o->n;
     for (size_t i = 0; i < o->n; i++) {
         pending *p = &o->v[i];
         char key[16];
         int kl = snprintf(key, sizeof key, "%d", p->shard);
         rd_kafka_resp_err_t err = rd_kafka_producev(
             r->producer, RD_KAFKA_V_TOPIC(r->cfg.topic), RD_KAFKA_V_PARTITION(p->shard),
-            RD_KAFKA_V_KEY(key, (size_t)kl), RD_KAFKA_V_VALUE(p->frame, p->frame_len),
-            RD_KAFKA_V_OPAQUE(p), RD_KAFKA_V_END);
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, (size_t)kl),
+            RD_KAFKA_V_VALUE(p->frame, p->frame_len), RD_KAFKA_V_OPAQUE(dr_tag(r->round, i)),
+            RD_KAFKA_V_END);
         if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
             rd_kafka_poll(r->producer, 50);
             i--;
             continue;
         }
+        if (err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE)
+            return sh_err_set(e, SH_ETOOBIG,
+                              "the delta of shard %d up to seq %" PRId64 " (%zu bytes) is over "
+                              "the producer's message.max.bytes: raise --max-delta-bytes' "
+                              "limits (topic max.message.bytes, -X message.max.bytes) together",
+                              p->shard, p->sequence, p->frame_len);
         if (err)
             return sh_kafka_err_set(e, err, "produce shard %d", p->shard);
+        p->queued = true;
     }
     return 0;
+}
+
+/* After a failed round: drop what librdkafka still holds of it and wait for the reports it owes
+ * (purged messages report at once), so that nothing of the round is in flight afterwards. */
+static void abandon_round(rp *r, out_set *o)
+{
+    if (!r->producer || !o->n)
+        return;
+    rd_kafka_purge(r->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    int64_t deadline = mono_ms() + PUBLISH_TIMEOUT_MS;
+    for (;;) {
+        size_t open = 0;
+        for (size_t i = 0; i < o->n; i++)
+            open += o->v[i].queued && !o->v[i].done;
+        if (!open || mono_ms() > deadline)
+            break;
+        rd_kafka_poll(r->producer, 10);
+    }
 }
 
 /* Waits until every delta of `o` has its delivery report; any failure fails the round (the
@@ -333,24 +381,28 @@ static int wait_acks(rp *r, out_set *o, sh_err *e)
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     (void)rk;
-    (void)opaque;
-    pending *p = m->_private;
-    if (p) {
-        p->err = m->err;
-        p->done = true;
-    }
+    rp *r = opaque;
+    uint64_t tag = (uint64_t)(uintptr_t)m->_private;
+    size_t i = (size_t)(tag & 0xffffff);
+    if (tag >> 24 != r->round || !r->inflight || i >= r->n_inflight)
+        return; /* a report of an abandoned round */
+    r->inflight[i].err = m->err;
+    r->inflight[i].done = true;
 }
 
 int rp_producer_new(rp *r, sh_err *e)
 {
     /* Idempotent with acks=all: a retry inside librdkafka never duplicates or reorders, and an
      * acknowledged delta is on every in-sync replica. Not overridable by -X. */
-    static sh_kclient_kv defaults[] = {
+    char max_bytes[32];
+    snprintf(max_bytes, sizeof max_bytes, "%zu", r->cfg.max_delta_bytes + 65536);
+    sh_kclient_kv defaults[] = {
         {"linger.ms", "1"},
-        {"message.timeout.ms", "30000"},
-        {"message.max.bytes", "16777216"},
+        {"message.max.bytes", max_bytes}, /* the envelope around a payload of max_delta_bytes */
     };
-    static sh_kclient_kv forced[] = {{"enable.idempotence", "true"}, {"acks", "all"}};
+    static sh_kclient_kv forced[] = {{"enable.idempotence", "true"},
+                                     {"acks", "all"},
+                                     {"message.timeout.ms", MESSAGE_TIMEOUT_MS}};
     sh_kclient_config kc = {.bootstrap = r->cfg.brokers,
                             .defaults = defaults,
                             .n_defaults = sizeof defaults / sizeof defaults[0],
@@ -359,6 +411,7 @@ int rp_producer_new(rp *r, sh_err *e)
                             .n_forced = sizeof forced / sizeof forced[0],
                             .quiet_until_ready = true,
                             .what = "delta producer",
+                            .opaque = r,
                             .dr_msg_cb = on_delivery};
     return sh_kafka_producer_new(&kc, &r->producer, e);
 }
@@ -434,6 +487,10 @@ static int round_once(rp *r, batch *b, batch *next, bool *idle, sh_err *e)
     }
     if (rc == 0 && o.n)
         rc = wait_acks(r, &o, e);
+    if (rc)
+        abandon_round(r, &o);
+    r->inflight = NULL;
+    r->n_inflight = 0;
     if (rc == 0) {
         if (o.n)
             sh_series_observe(r->m.publish_hist, (double)(mono_ms() - t0) / 1000.0);
@@ -467,17 +524,51 @@ static void refresh_primary_seq(rp *r)
     }
 }
 
-/* After a Kafka failure: rebuild the producer and re-read the positions from the topic. */
+/* After a Kafka failure: rebuild the producer and re-read the positions from the topic, until
+ * both work (or a stop is asked). A position that cannot be right (the topic ahead of the
+ * primary, a newer epoch) is returned: no retry cures it. */
 static int recover(rp *r, sh_err *e)
 {
-    rd_kafka_flush(r->producer, 1000);
-    rd_kafka_destroy(r->producer);
-    r->producer = NULL;
-    int rc = rp_producer_new(r, e);
-    if (rc == 0)
-        rc = rp_positions_load(r, (int)r->cfg.connect_timeout_s * 1000, e);
-    atomic_store(&r->kafka_ok, rc == 0);
-    return rc;
+    for (int attempt = 0; !sh_stop_requested(r->stop); attempt++) {
+        if (r->producer) {
+            rd_kafka_purge(r->producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+            rd_kafka_destroy(r->producer);
+            r->producer = NULL;
+        }
+        int rc = rp_producer_new(r, e);
+        if (rc == 0)
+            rc = rp_positions_load(r, (int)r->cfg.connect_timeout_s * 1000, e);
+        atomic_store(&r->kafka_ok, rc == 0);
+        if (rc == 0 || rc == SH_EINVAL || rc == SH_EFORMAT)
+            return rc;
+        SH_WARN("recover_failed", "code=%s msg=%s", sh_err_name(rc), SH_Q(sh_err_text(e)));
+        sh_clock_sleep_ms(sh_backoff_ms(200, 10000, attempt), sh_stop_requested_fn, r->stop);
+    }
+    return 0;
+}
+
+/* An operator started a new epoch (README, "Epochs"): continue in it from its start seq. */
+static int follow_epoch(rp *r, sh_err *e)
+{
+    int64_t epoch = 0, start = 0;
+    sh_err ee = {0};
+    if (sh_primary_replication_get(r->db, &epoch, &start, &ee) || epoch == atomic_load(&r->epoch))
+        return 0; /* an unreachable primary shows in the next round */
+    SH_WARN("epoch_changed", "from=%" PRId64 " to=%" PRId64 " start_seq=%" PRId64, (int64_t)atomic_load(&r->epoch), epoch,
+            start);
+    atomic_store(&r->epoch, epoch);
+    r->epoch_start = start;
+    return rp_positions_load(r, (int)r->cfg.connect_timeout_s * 1000, e);
+}
+
+/* Errors no retry cures: bad data in the primary (a blob, a field over the caps), a delta over
+ * Kafka's message size, a gap in the log, positions that cannot be right, memory. The process
+ * stops with the message naming the change; a supervisor restart meets the same and alerts. */
+static bool is_fatal(int rc)
+{
+    return rc == SH_EGAP || rc == SH_EFORMAT || rc == SH_ENOMEM || rc == SH_EINVAL ||
+           rc == SH_ETOOBIG || rc == SH_EZSTD || rc == SH_EAVRO || rc == SH_ESCHEMA ||
+           rc == SH_EUNSUPPORTED || rc == SH_EINTERNAL;
 }
 
 int rp_run(rp *r, sh_err *e)
@@ -492,10 +583,10 @@ int rp_run(rp *r, sh_err *e)
         sh_err re = {0};
         int rc = round_once(r, &b[cur], &b[1 - cur], &idle, &re);
         cur = 1 - cur; /* the prefetched batch (if any) is the next round's */
-        if (rc == SH_EGAP || rc == SH_EFORMAT || rc == SH_ENOMEM) {
+        if (is_fatal(rc)) {
             batch_clear(&b[cur]);
             sh_err_set(e, rc, "%s", sh_err_text(&re));
-            return rc; /* not something a retry cures */
+            return rc;
         }
         if (rc) {
             sh_series_add(r->m.errors, 1);
@@ -507,9 +598,8 @@ int rp_run(rp *r, sh_err *e)
                     sh_err_text(&re), wait);
             if (sh_clock_sleep_ms(wait, sh_stop_requested_fn, r->stop))
                 break;
-            sh_err rec = {0};
-            if (!db && recover(r, &rec))
-                SH_WARN("recover_failed", "msg=\"%s\"", sh_err_text(&rec));
+            if (!db && (rc = recover(r, e)))
+                return rc;
             continue;
         }
         attempt = 0;
@@ -519,6 +609,8 @@ int rp_run(rp *r, sh_err *e)
         if (now - last_seq_check >= 1000 || !idle) {
             refresh_primary_seq(r);
             last_seq_check = now;
+            if ((rc = follow_epoch(r, e)))
+                return rc;
         }
         if (idle) {
             /* NOTIFY arrives at commit; the timeout bounds a lost notification and paces the

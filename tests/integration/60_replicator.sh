@@ -135,3 +135,34 @@ check "a reader of the fresh topic detects the gap instead of missing the pruned
   bash -c "! '$RT' reconstruct '$BOOT' '$SH_DSN' soundhash.index.deltas 20 2> '$SH_TMP/gap.err' > /dev/null && grep -q GAP '$SH_TMP/gap.err'"
 rp_kill TERM
 BOOT=$BOOT_MAIN
+
+# ---- a delta Kafka refuses (over message.max.bytes): a clear stop, nothing half-sent -------------
+"$SH_BIN" replicator prune --dsn "$SH_DSN" --brokers "$BOOT" --tombstone-days 7 > /dev/null
+"$RT" write "$SH_DSN" 40 "$((SEED + 3))" 1 > /dev/null
+set +e
+timeout 60 "$SH_BIN_ASAN" replicator --brokers "$BOOT" --dsn "$SH_DSN" --max-delta-bytes 8K \
+  -X message.max.bytes=3000 > /dev/null 2> "$SH_TMP/toobig.log"
+rc=$?
+set -e
+check "a delta over Kafka's message size stops the replicator with exit 1 (rc $rc)" test "$rc" -eq 1
+check "... saying which limit to raise" grep -q 'max-delta-bytes' "$SH_TMP/toobig.log"
+check "... with no sanitizer report" bash -c "! grep -q 'ERROR: AddressSanitizer\|runtime error' '$SH_TMP/toobig.log'"
+rp_start rp-after-toobig --max-delta-bytes 8K
+"$RT" reconstruct "$BOOT" "$SH_DSN" soundhash.index.deltas 60 > "$SH_TMP/recon3" 2> "$SH_TMP/recon3.err" || {
+  cat "$SH_TMP/recon3" "$SH_TMP/recon3.err" >&2; fail "after the refused delta"; }
+check "small deltas (--max-delta-bytes 8K, shards split into several deltas) still reconstruct" \
+  test "$(grep -c '"ok":true' "$SH_TMP/recon3")" -eq 8
+rp_kill TERM
+
+# ---- a primary behind the topic is refused; a new epoch is the way on ----------------------------
+last=$(pg_sql 'SELECT last_seq FROM change_counter')
+pg_sql "UPDATE change_counter SET last_seq = $((last - 5))" > /dev/null
+expect_exit 1 timeout 60 "$SH_BIN" replicator --brokers "$BOOT" --dsn "$SH_DSN"
+check "a primary that lost changes the topic has is refused, naming the epoch procedure" \
+  grep -q 'new epoch' "$SH_TMP/err"
+pg_sql "UPDATE change_counter SET last_seq = $last;
+        UPDATE replication_epoch SET epoch = 2, start_seq = $last, changed_at = now()" > /dev/null
+rp_start rp-epoch2
+grep -q 'event=positions_loaded epoch=2' "$SH_TMP/rp-epoch2.log" || fail "epoch 2 not started"
+echo "ok: a new epoch starts from its start seq"
+rp_kill TERM

@@ -184,6 +184,7 @@ typedef struct rtrack {
     char *id;
     int64_t version;
     int fp_version;
+    uint64_t meta; /* meta_hash() of tenant, metadata and duration: the checksum leaves them out */
     sh_hash *h;
     size_t n;
 } rtrack;
@@ -194,6 +195,22 @@ typedef struct rshard {
     size_t n, cap;
     long deltas, ops_applied, ops_skipped;
 } rshard;
+
+/* FNV-1a over tenant, metadata (as text) and duration (to the ms): what the shard checksum does
+ * not cover, compared here too. */
+static uint64_t meta_hash(const char *tenant, const char *meta, double duration_s)
+{
+    char d[32];
+    snprintf(d, sizeof d, "%.3f", duration_s);
+    const char *parts[3] = {tenant ? tenant : "", meta ? meta : "", d};
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (int k = 0; k < 3; k++) {
+        for (const char *p = parts[k]; *p; p++)
+            h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
+        h = (h ^ 0xff) * 0x100000001b3ull;
+    }
+    return h;
+}
 
 static rtrack *find(rshard *s, const char *id)
 {
@@ -228,6 +245,7 @@ static int apply_op(rshard *s, const sh_dop *op)
     t->id = strdup(op->track_id);
     t->version = op->version;
     t->fp_version = op->fp_version;
+    t->meta = meta_hash(op->tenant, op->metadata, op->duration_s);
     t->n = op->npostings;
     t->h = malloc((op->npostings ? op->npostings : 1) * sizeof *t->h);
     if (!t->id || !t->h)
@@ -252,6 +270,10 @@ static int apply_delta(rshard *shards, int nshards, const rd_kafka_message_t *m,
     if (d.shard != m->partition || d.shard >= nshards) {
         fprintf(stderr, "repl_tool: shard %d delta in partition %d\n", d.shard, m->partition);
         rc = 1;
+    } else if (d.epoch != 1 || d.commit_lsn != d.sequence) {
+        fprintf(stderr, "repl_tool: shard %d delta %" PRId64 ": epoch %" PRId64 ", commit_lsn %"
+                PRId64 "\n", d.shard, d.sequence, d.epoch, d.commit_lsn);
+        rc = 1;
     } else if (d.prev_sequence > s->pos) {
         fprintf(stderr, "repl_tool: GAP in shard %d: prev_sequence %" PRId64 " > position %" PRId64
                 "\n", d.shard, d.prev_sequence, s->pos);
@@ -262,6 +284,11 @@ static int apply_delta(rshard *shards, int nshards, const rd_kafka_message_t *m,
         fprintf(stderr, "repl_tool: shard %d payload: %s\n", d.shard, e.msg);
         rc = 1;
     }
+    if (rc == 0 && (size_t)d.count != sh_dpay_count(p)) {
+        fprintf(stderr, "repl_tool: shard %d delta %" PRId64 ": count %d, %zu ops\n", d.shard,
+                d.sequence, d.count, sh_dpay_count(p));
+        rc = 1;
+    }
     for (size_t i = 0; rc == 0 && i < sh_dpay_count(p); i++) {
         const sh_dop *op = sh_dpay_op(p, i);
         if ((int)sh_shard_of(op->track_id, strlen(op->track_id), (uint32_t)nshards) != d.shard) {
@@ -269,8 +296,9 @@ static int apply_delta(rshard *shards, int nshards, const rd_kafka_message_t *m,
             rc = 1;
         } else if (op->seq <= s->pos) {
             s->ops_skipped++;
-        } else if (op->seq > d.sequence) {
-            fprintf(stderr, "repl_tool: op seq %" PRId64 " beyond its delta's sequence\n", op->seq);
+        } else if (op->seq > d.sequence || op->seq <= d.prev_sequence) {
+            fprintf(stderr, "repl_tool: op seq %" PRId64 " outside its delta (%" PRId64 ", %" PRId64
+                    "]\n", op->seq, d.prev_sequence, d.sequence);
             rc = 1;
         } else {
             rc = apply_op(s, op);
@@ -285,21 +313,26 @@ static int apply_delta(rshard *shards, int nshards, const rd_kafka_message_t *m,
     return rc;
 }
 
-static sh_shardsum shard_sum(const rshard *s)
+static sh_shardsum shard_sum(const rshard *s, uint64_t *meta)
 {
     sh_shardsum sum = SH_SHARDSUM_INIT;
+    *meta = 0;
     for (size_t i = 0; i < s->n; i++) {
         const rtrack *t = &s->v[i];
         sh_shardsum_add(&sum, t->id, strlen(t->id), t->version, t->fp_version, t->h, t->n, NULL);
+        *meta += t->meta;
     }
     return sum;
 }
 
 /* The primary's checksum per shard, from one consistent read; *seq = the seq it reflects. */
-static int primary_sums(sh_primary *db, int nshards, sh_shardsum *sums, int64_t *seq)
+static int primary_sums(sh_primary *db, int nshards, sh_shardsum *sums, uint64_t *metas,
+                        int64_t *seq)
 {
-    for (int s = 0; s < nshards; s++)
+    for (int s = 0; s < nshards; s++) {
         sums[s] = (sh_shardsum)SH_SHARDSUM_INIT;
+        metas[s] = 0;
+    }
     sh_err e = {0};
     int rc = sh_primary_snap_begin(db, seq, &e);
     while (rc == 0) {
@@ -315,6 +348,7 @@ static int primary_sums(sh_primary *db, int nshards, sh_shardsum *sums, int64_t 
             int s = (int)sh_shard_of(t->external_id, strlen(t->external_id), (uint32_t)nshards);
             rc = sh_shardsum_add(&sums[s], t->external_id, strlen(t->external_id), t->version,
                                  t->fp_version, h, n, &e);
+            metas[s] += meta_hash(t->tenant, t->metadata_json, t->duration_s);
             free(h);
         }
         sh_track_list_clear(&l);
@@ -378,14 +412,16 @@ static int cmd_reconstruct(const char *brokers, const char *dsn, const char *top
             break;
     }
     sh_shardsum *sums = calloc((size_t)nshards, sizeof *sums);
+    uint64_t *metas = calloc((size_t)nshards, sizeof *metas);
     int64_t pseq = 0;
     /* The primary may have moved on since `target`: compare at a quiet primary only. */
-    if (!bad && primary_sums(db, nshards, sums, &pseq))
+    if (!bad && primary_sums(db, nshards, sums, metas, &pseq))
         bad = 1;
     long tracks = 0, applied = 0, skipped = 0, deltas = 0, mismatched = 0;
     for (int s = 0; s < nshards && !bad; s++) {
-        sh_shardsum got = shard_sum(&shards[s]);
-        int ok = sh_shardsum_equal(&got, &sums[s]);
+        uint64_t meta = 0;
+        sh_shardsum got = shard_sum(&shards[s], &meta);
+        int ok = sh_shardsum_equal(&got, &sums[s]) && meta == metas[s];
         mismatched += !ok;
         char a[SH_SHARDSUM_TEXT_MAX], b[SH_SHARDSUM_TEXT_MAX];
         printf("{\"shard\":%d,\"position\":%" PRId64 ",\"tracks\":%zu,\"checksum\":\"%s\","
@@ -409,6 +445,7 @@ static int cmd_reconstruct(const char *brokers, const char *dsn, const char *top
     }
     free(shards);
     free(sums);
+    free(metas);
     sh_primary_free(db);
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
@@ -454,8 +491,10 @@ static int cmd_snapcheck(const char *file, const char *dsn, int shard)
     }
     sh_primary *db = connect_db(dsn);
     sh_shardsum *sums = calloc((size_t)nshards, sizeof *sums);
+    uint64_t *metas = calloc((size_t)nshards, sizeof *metas);
     int64_t pseq = 0;
-    rc = primary_sums(db, nshards, sums, &pseq);
+    rc = primary_sums(db, nshards, sums, metas, &pseq);
+    free(metas);
     sh_primary_free(db);
     int ok = rc == 0 && sh_shardsum_equal(&got, &sums[shard]) && pseq == sseq;
     char a[SH_SHARDSUM_TEXT_MAX], b[SH_SHARDSUM_TEXT_MAX];
