@@ -49,7 +49,7 @@ int sh_shard_lmdb_err(sh_err *e, int rc, const char *what)
     }
 }
 
-static int meta_get_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t *v)
+int sh_shard_meta_get_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t *v)
 {
     MDB_val k = mval(key, strlen(key)), d;
     int rc = mdb_get(txn, dbi, &k, &d);
@@ -65,24 +65,58 @@ static int meta_get_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t *v)
     return 0;
 }
 
-static int meta_put_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t v)
+int sh_shard_meta_put_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t v)
 {
     MDB_val k = mval(key, strlen(key)), d = mval(&v, 8);
     return mdb_put(txn, dbi, &k, &d, 0);
 }
 
+/* The checksum: three u64 (sum, tracks, postings) under "sum". */
+static int sum_get(const sh_shard *s, MDB_txn *txn, sh_shardsum *sum)
+{
+    MDB_val k = mval("sum", 3), d;
+    int rc = mdb_get(txn, s->meta, &k, &d);
+    if (rc == MDB_NOTFOUND) {
+        *sum = (sh_shardsum)SH_SHARDSUM_INIT;
+        return 0;
+    }
+    if (rc)
+        return rc;
+    if (d.mv_size != 24)
+        return MDB_CORRUPTED;
+    memcpy(&sum->sum, d.mv_data, 8);
+    memcpy(&sum->tracks, (const char *)d.mv_data + 8, 8);
+    memcpy(&sum->postings, (const char *)d.mv_data + 16, 8);
+    return 0;
+}
+
+static int sum_put(const sh_shard *s, MDB_txn *txn, const sh_shardsum *sum)
+{
+    uint8_t buf[24];
+    memcpy(buf, &sum->sum, 8);
+    memcpy(buf + 8, &sum->tracks, 8);
+    memcpy(buf + 16, &sum->postings, 8);
+    MDB_val k = mval("sum", 3), d = mval(buf, 24);
+    return mdb_put(txn, s->meta, &k, &d, 0);
+}
+
 int sh_shard_counters_load(const sh_shard *s, MDB_txn *txn, shard_counters *c)
 {
-    uint64_t nt = 0, vp = 0;
-    int rc = meta_get_u64(txn, s->meta, "postings", &c->postings);
+    uint64_t nt = 0, vp = 0, vf = 0;
+    int rc = sh_shard_meta_get_u64(txn, s->meta, "postings", &c->postings);
     if (!rc)
-        rc = meta_get_u64(txn, s->meta, "dead_postings", &c->dead_postings);
+        rc = sh_shard_meta_get_u64(txn, s->meta, "dead_postings", &c->dead_postings);
     if (!rc)
-        rc = meta_get_u64(txn, s->meta, "audio_ms", &c->audio_ms);
+        rc = sh_shard_meta_get_u64(txn, s->meta, "audio_ms", &c->audio_ms);
     if (!rc)
-        rc = meta_get_u64(txn, s->meta, "next_track", &nt);
+        rc = sh_shard_meta_get_u64(txn, s->meta, "next_track", &nt);
     if (!rc)
-        rc = meta_get_u64(txn, s->meta, "vacuum_pos", &vp);
+        rc = sh_shard_meta_get_u64(txn, s->meta, "vacuum_pos", &vp);
+    if (!rc)
+        rc = sh_shard_meta_get_u64(txn, s->meta, "vacuum_fp", &vf);
+    if (!rc)
+        rc = sum_get(s, txn, &c->sum);
+    c->vacuum_fp = (int)vf;
     c->next_track = nt ? (uint32_t)nt : 1; /* 0 means "deleted" in the ids table */
     c->vacuum_pos = (uint32_t)vp;
     return rc;
@@ -90,15 +124,19 @@ int sh_shard_counters_load(const sh_shard *s, MDB_txn *txn, shard_counters *c)
 
 int sh_shard_counters_store(const sh_shard *s, MDB_txn *txn, const shard_counters *c)
 {
-    int rc = meta_put_u64(txn, s->meta, "postings", c->postings);
+    int rc = sh_shard_meta_put_u64(txn, s->meta, "postings", c->postings);
     if (!rc)
-        rc = meta_put_u64(txn, s->meta, "dead_postings", c->dead_postings);
+        rc = sh_shard_meta_put_u64(txn, s->meta, "dead_postings", c->dead_postings);
     if (!rc)
-        rc = meta_put_u64(txn, s->meta, "audio_ms", c->audio_ms);
+        rc = sh_shard_meta_put_u64(txn, s->meta, "audio_ms", c->audio_ms);
     if (!rc)
-        rc = meta_put_u64(txn, s->meta, "next_track", c->next_track);
+        rc = sh_shard_meta_put_u64(txn, s->meta, "next_track", c->next_track);
     if (!rc)
-        rc = meta_put_u64(txn, s->meta, "vacuum_pos", c->vacuum_pos);
+        rc = sh_shard_meta_put_u64(txn, s->meta, "vacuum_pos", c->vacuum_pos);
+    if (!rc)
+        rc = sh_shard_meta_put_u64(txn, s->meta, "vacuum_fp", (uint64_t)c->vacuum_fp);
+    if (!rc)
+        rc = sum_put(s, txn, &c->sum);
     return rc;
 }
 
@@ -107,9 +145,7 @@ int sh_shard_counters_store(const sh_shard *s, MDB_txn *txn, const shard_counter
 
 static int open_dbis(sh_shard *s, MDB_txn *txn, unsigned flags)
 {
-    int rc = mdb_dbi_open(txn, "post", flags | MDB_INTEGERKEY, &s->post);
-    if (!rc)
-        rc = mdb_dbi_open(txn, "ids", flags, &s->ids);
+    int rc = mdb_dbi_open(txn, "ids", flags, &s->ids);
     if (!rc)
         rc = mdb_dbi_open(txn, "tracks", flags | MDB_INTEGERKEY, &s->tracks);
     if (!rc)
@@ -121,9 +157,21 @@ static int open_dbis(sh_shard *s, MDB_txn *txn, unsigned flags)
 
 static int init_new(sh_shard *s, MDB_txn *txn, sh_err *e)
 {
+    s->format = SH_SHARD_FORMAT;
+    s->base_fp = s->fp_version;
+    char fk[32];
+    sh_shard_fp_key(fk, sizeof fk, s->base_fp);
     int rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta);
     if (!rc)
         rc = open_dbis(s, txn, MDB_CREATE);
+    MDB_dbi post;
+    if (!rc)
+        rc = mdb_dbi_open(txn, "post", MDB_CREATE | MDB_INTEGERKEY, &post);
+    if (!rc) {
+        s->posts[0] = (post_dbi){.fp_version = s->base_fp, .dbi = post};
+        s->nposts = 1;
+        rc = sh_shard_meta_put_u64(txn, s->meta, fk, 0);
+    }
     MDB_val k = mval("format", 6), d;
     char fmt[64];
     int fl = snprintf(fmt, sizeof fmt, "%s %d", SH_SHARD_MAGIC, SH_SHARD_FORMAT);
@@ -131,40 +179,83 @@ static int init_new(sh_shard *s, MDB_txn *txn, sh_err *e)
     if (!rc)
         rc = mdb_put(txn, s->meta, &k, &d, 0);
     if (!rc)
-        rc = meta_put_u64(txn, s->meta, "fp_version", (uint64_t)s->fp_version);
+        rc = sh_shard_meta_put_u64(txn, s->meta, "fp_version", (uint64_t)s->fp_version);
     return rc ? sh_shard_lmdb_err(e, rc, "initialising shard") : 0;
 }
 
-/* Checks the format record and fp_version of an existing shard. */
-static int check_existing(sh_shard *s, MDB_txn *txn, int want_fp, sh_err *e)
+/* The format record: "soundhash-shard N". Sets s->format; format 1 only read-only. */
+static int check_format(sh_shard *s, MDB_txn *txn, sh_err *e)
 {
     MDB_val k = mval("format", 6), d;
     int rc = mdb_get(txn, s->meta, &k, &d);
-    char want[64];
-    int wl = snprintf(want, sizeof want, "%s %d", SH_SHARD_MAGIC, SH_SHARD_FORMAT);
     if (rc == MDB_NOTFOUND ||
         (rc == 0 && (d.mv_size < sizeof SH_SHARD_MAGIC - 1 ||
                      memcmp(d.mv_data, SH_SHARD_MAGIC, sizeof SH_SHARD_MAGIC - 1))))
         return sh_err_set(e, SH_EFORMAT, "%s: not a SoundHash shard (no format record)", s->dir);
     if (rc)
         return sh_shard_lmdb_err(e, rc, s->dir);
-    if (d.mv_size != (size_t)wl || memcmp(d.mv_data, want, (size_t)wl))
-        return sh_err_set(e, SH_EUNSUPPORTED, "%s: shard format '%.*s', this build reads '%s'",
-                          s->dir, (int)(d.mv_size < 64 ? d.mv_size : 64), (char *)d.mv_data, want);
+    char want[64], v1[64];
+    int wl = snprintf(want, sizeof want, "%s %d", SH_SHARD_MAGIC, SH_SHARD_FORMAT);
+    int vl = snprintf(v1, sizeof v1, "%s %d", SH_SHARD_MAGIC, SH_SHARD_FORMAT_V1);
+    if (d.mv_size == (size_t)wl && !memcmp(d.mv_data, want, (size_t)wl)) {
+        s->format = SH_SHARD_FORMAT;
+        return 0;
+    }
+    if (d.mv_size == (size_t)vl && !memcmp(d.mv_data, v1, (size_t)vl)) {
+        s->format = SH_SHARD_FORMAT_V1;
+        if (s->read_only)
+            return 0;
+        return sh_err_set(e, SH_EUNSUPPORTED,
+                          "%s: shard format 1 (one fingerprint version, no apply seqs or "
+                          "checksum) is read-only in this build: open it read-only, or rebuild "
+                          "the index into a new directory to write to it",
+                          s->dir);
+    }
+    return sh_err_set(e, SH_EUNSUPPORTED, "%s: shard format '%.*s', this build reads '%s'", s->dir,
+                      (int)(d.mv_size < 64 ? d.mv_size : 64), (char *)d.mv_data, want);
+}
+
+/* Checks the format record and fp_versions of an existing shard and opens its tables. */
+static int check_existing(sh_shard *s, MDB_txn *txn, int want_fp, sh_err *e)
+{
+    int rc = check_format(s, txn, e);
+    if (rc)
+        return rc;
     uint64_t fp = 0;
-    rc = meta_get_u64(txn, s->meta, "fp_version", &fp);
+    rc = sh_shard_meta_get_u64(txn, s->meta, "fp_version", &fp);
     if (rc)
         return sh_shard_lmdb_err(e, rc, s->dir);
-    if (want_fp >= 0 && (uint64_t)want_fp != fp)
+    if (fp < 1 || fp > SH_SHARD_FP_VERSION_MAX)
+        return sh_err_set(e, SH_EFORMAT, "%s: shard file corrupted (fp_version %llu)", s->dir,
+                          (unsigned long long)fp);
+    s->base_fp = (int)fp;
+    rc = open_dbis(s, txn, 0);
+    if (rc == MDB_NOTFOUND)
+        return sh_err_set(e, SH_EFORMAT, "%s: shard incomplete (a table is missing)", s->dir);
+    if (rc)
+        return sh_shard_lmdb_err(e, rc, s->dir);
+    int fps[SH_SHARD_FP_VERSIONS_MAX];
+    size_t n;
+    if ((rc = sh_shard_fp_scan(s, txn, fps, NULL, &n)))
+        return sh_shard_lmdb_err(e, rc, s->dir);
+    bool has = false;
+    for (size_t i = 0; i < n; i++)
+        has |= fps[i] == want_fp;
+    if (want_fp >= 0 && !has)
         return sh_err_set(e, SH_EUNSUPPORTED,
                           "%s: shard holds fp_version %llu postings, this build computes %d "
                           "(rebuild the index)",
                           s->dir, (unsigned long long)fp, want_fp);
-    s->fp_version = (int)fp;
-    rc = open_dbis(s, txn, 0);
+    s->fp_version = want_fp >= 0 ? want_fp : s->base_fp;
+    post_dbi got[SH_SHARD_FP_VERSIONS_MAX];
+    rc = sh_shard_posts_open_missing(s, txn, got, &n);
     if (rc == MDB_NOTFOUND)
-        return sh_err_set(e, SH_EFORMAT, "%s: shard incomplete (a table is missing)", s->dir);
-    return rc ? sh_shard_lmdb_err(e, rc, s->dir) : 0;
+        return sh_err_set(e, SH_EFORMAT, "%s: shard incomplete (a posting index is missing)",
+                          s->dir);
+    if (rc)
+        return sh_shard_lmdb_err(e, rc, s->dir);
+    sh_shard_posts_publish(s, got, n); /* the open transaction commits before anyone reads them */
+    return 0;
 }
 
 /* Opens the tables, creating them in an empty environment. Refuses foreign LMDB files. */
@@ -237,7 +328,7 @@ static int env_open(sh_shard *s, sh_err *e)
     int rc = mdb_env_create(&s->env);
     if (rc)
         return sh_shard_lmdb_err(e, rc, s->dir);
-    rc = mdb_env_set_maxdbs(s->env, 8);
+    rc = mdb_env_set_maxdbs(s->env, 6 + SH_SHARD_FP_VERSIONS_MAX);
     if (!rc)
         rc = mdb_env_set_mapsize(s->env, s->map_size);
     /* NOTLS: read transactions are not tied to threads (the edge serves from a pool). */
@@ -341,19 +432,25 @@ int sh_shard_id_get(const sh_shard *s, MDB_txn *txn, const char *id, id_rec *r)
     int rc = mdb_get(txn, s->ids, &k, &v);
     if (rc)
         return rc;
-    if (v.mv_size != 12)
+    if (v.mv_size != (s->format == SH_SHARD_FORMAT_V1 ? 12u : 20u))
         return MDB_CORRUPTED;
     memcpy(&r->track, v.mv_data, 4);
     memcpy(&r->version, (const char *)v.mv_data + 4, 8);
+    r->seq = 0;
+    if (v.mv_size == 20)
+        memcpy(&r->seq, (const char *)v.mv_data + 12, 8);
     return 0;
 }
 
-int sh_shard_track_parse(const MDB_val *v, track_hdr *h)
+int sh_shard_track_parse(const sh_shard *s, const MDB_val *v, track_hdr *h, size_t *hlen)
 {
-    if (v->mv_size < sizeof *h)
+    size_t hl = s->format == SH_SHARD_FORMAT_V1 ? SH_TRACK_HDR_V1 : sizeof *h;
+    if (v->mv_size < hl)
         return MDB_CORRUPTED;
-    memcpy(h, v->mv_data, sizeof *h);
-    if (v->mv_size != sizeof *h + h->id_len + h->tenant_len + (size_t)h->meta_len ||
+    *h = (track_hdr){0};
+    memcpy(h, v->mv_data, hl);
+    *hlen = hl;
+    if (v->mv_size != hl + h->id_len + h->tenant_len + (size_t)h->meta_len ||
         h->id_len > SH_SHARD_ID_MAX || h->tenant_len > SH_SHARD_TENANT_MAX ||
         h->meta_len > SH_SHARD_META_MAX)
         return MDB_CORRUPTED;
@@ -409,6 +506,7 @@ static int cmp_hash_only(const void *x, const void *y)
 
 typedef struct lookup_ctx {
     sh_shard *s;
+    MDB_dbi post; /* the posting index of the query's fp_version */
     sh_matcher *m;
     const sh_hash *q; /* sorted by hash */
     size_t nq;
@@ -504,7 +602,7 @@ static int load_dead_tracks(lookup_ctx *l, MDB_txn *txn, uint32_t **out)
 static int lookup_sweep(lookup_ctx *l, MDB_txn *txn, sh_err *e)
 {
     MDB_cursor *c;
-    int rc = mdb_cursor_open(txn, l->s->post, &c);
+    int rc = mdb_cursor_open(txn, l->post, &c);
     if (rc)
         return sh_shard_lmdb_err(e, rc, "lookup");
     size_t i = 0;
@@ -534,8 +632,30 @@ static int lookup_sweep(lookup_ctx *l, MDB_txn *txn, sh_err *e)
     return rc;
 }
 
-int sh_shard_lookup(sh_shard *s, const sh_hash *q, size_t n, sh_matcher *m, size_t *postings,
-                    sh_err *e)
+/* One read transaction: the dead set, then the sweep over fp's index. *refresh is set when the
+ * shard has an index for fp that this handle has not opened (another process created it). */
+static int lookup_txn(lookup_ctx *l, int fp, uint32_t **dead, bool *refresh, sh_err *e)
+{
+    MDB_txn *txn;
+    int rc = sh_shard_read_begin(l->s, &txn, e);
+    if (rc)
+        return rc;
+    bool listed = false;
+    int lr = sh_shard_post_find(l->s, fp, &l->post);
+    if (lr == MDB_NOTFOUND) {
+        lr = sh_shard_fp_listed(l->s, txn, fp, &listed);
+        *refresh = !lr && listed;
+        sh_shard_read_end(l->s, txn);
+        return lr ? sh_shard_lmdb_err(e, lr, "lookup") : 0; /* no such postings: no votes */
+    }
+    lr = load_dead_tracks(l, txn, dead);
+    rc = lr ? sh_shard_lmdb_err(e, lr, "lookup") : lookup_sweep(l, txn, e);
+    sh_shard_read_end(l->s, txn);
+    return rc;
+}
+
+int sh_shard_lookup_fp(sh_shard *s, int fp_version, const sh_hash *q, size_t n, sh_matcher *m,
+                       size_t *postings, sh_err *e)
 {
     if (!s || (!q && n) || !m)
         return sh_err_set(e, SH_EINVAL, "lookup: NULL argument");
@@ -548,14 +668,11 @@ int sh_shard_lookup(sh_shard *s, const sh_hash *q, size_t n, sh_matcher *m, size
         memcpy(sorted, q, n * sizeof *q);
     qsort(sorted, n, sizeof *sorted, cmp_hash_only);
     lookup_ctx l = {.s = s, .m = m, .q = sorted, .nq = n};
-    MDB_txn *txn;
     uint32_t *dead = NULL;
-    int rc = sh_shard_read_begin(s, &txn, e);
-    if (!rc) {
-        int lr = load_dead_tracks(&l, txn, &dead);
-        rc = lr ? sh_shard_lmdb_err(e, lr, "lookup") : lookup_sweep(&l, txn, e);
-        sh_shard_read_end(s, txn);
-    }
+    bool refresh = false;
+    int rc = lookup_txn(&l, fp_version, &dead, &refresh, e);
+    if (!rc && refresh && !(rc = sh_shard_posts_refresh(s, e)))
+        rc = lookup_txn(&l, fp_version, &dead, &refresh, e);
     if (postings)
         *postings = l.votes;
     free(dead);
@@ -565,17 +682,41 @@ int sh_shard_lookup(sh_shard *s, const sh_hash *q, size_t n, sh_matcher *m, size
     return rc;
 }
 
+int sh_shard_lookup(sh_shard *s, const sh_hash *q, size_t n, sh_matcher *m, size_t *postings,
+                    sh_err *e)
+{
+    if (!s)
+        return sh_err_set(e, SH_EINVAL, "lookup: NULL argument");
+    return sh_shard_lookup_fp(s, s->fp_version, q, n, m, postings, e);
+}
+
+int sh_shard_checksum(sh_shard *s, sh_shardsum *out, sh_err *e)
+{
+    if (!s || !out)
+        return sh_err_set(e, SH_EINVAL, "checksum: NULL argument");
+    if (s->format == SH_SHARD_FORMAT_V1)
+        return sh_err_set(e, SH_EUNSUPPORTED, "%s: a format 1 shard keeps no checksum", s->dir);
+    MDB_txn *txn;
+    int rc = sh_shard_read_begin(s, &txn, e);
+    if (rc)
+        return rc;
+    int lr = sum_get(s, txn, out);
+    sh_shard_read_end(s, txn);
+    return lr ? sh_shard_lmdb_err(e, lr, "checksum") : 0;
+}
+
 /* Fills `out` from a tracks record, copying strings into buf. */
-static int info_fill(uint32_t track, const MDB_val *v, sh_shard_info *out, char *buf, size_t cap,
-                     sh_err *e)
+static int info_fill(const sh_shard *s, uint32_t track, const MDB_val *v, sh_shard_info *out,
+                     char *buf, size_t cap, sh_err *e)
 {
     track_hdr h;
-    if (sh_shard_track_parse(v, &h))
+    size_t hl;
+    if (sh_shard_track_parse(s, v, &h, &hl))
         return sh_err_set(e, SH_EFORMAT, "track %u: corrupted record", track);
     size_t need = (size_t)h.id_len + h.tenant_len + h.meta_len + 3;
     if (!buf || cap < need)
         return sh_err_set(e, SH_ETOOBIG, "track %u: info needs %zu bytes", track, need);
-    const char *p = (const char *)v->mv_data + sizeof h;
+    const char *p = (const char *)v->mv_data + hl;
     char *id = buf, *tenant = id + h.id_len + 1, *meta = tenant + h.tenant_len + 1;
     memcpy(id, p, h.id_len);
     id[h.id_len] = '\0';
@@ -603,7 +744,7 @@ static int info_txn(sh_shard *s, MDB_txn *txn, uint32_t track, sh_shard_info *ou
         return sh_err_set(e, SH_ENOTFOUND, "track %u not in the shard", track);
     if (rc)
         return sh_shard_lmdb_err(e, rc, "reading track");
-    return info_fill(track, &v, out, buf, cap, e);
+    return info_fill(s, track, &v, out, buf, cap, e);
 }
 
 int sh_shard_info_by_track(sh_shard *s, uint32_t track, sh_shard_info *out, char *buf, size_t cap,
@@ -677,8 +818,10 @@ int sh_shard_stats_get(sh_shard *s, sh_shard_stats *out, sh_err *e)
     int lr = sh_shard_counters_load(s, txn, &c);
     if (!lr)
         lr = mdb_stat(txn, s->tracks, &ts);
-    if (!lr)
-        lr = mdb_stat(txn, s->post, &ps);
+    uint64_t ranges = 0;
+    for (size_t i = 0; i < s->nposts && !lr; i++)
+        if (!(lr = mdb_stat(txn, s->posts[i].dbi, &ps)))
+            ranges += ps.ms_entries;
     if (!lr)
         lr = mdb_env_info(s->env, &info);
     if (!lr)
@@ -689,7 +832,7 @@ int sh_shard_stats_get(sh_shard *s, sh_shard_stats *out, sh_err *e)
         out->tracks = ts.ms_entries;
         out->postings = c.postings;
         out->dead_postings = c.dead_postings;
-        out->ranges = ps.ms_entries;
+        out->ranges = ranges;
         out->audio_s = (double)c.audio_ms / 1000.0;
         uint64_t pages = (uint64_t)info.me_last_pgno + 1;
         out->used_bytes = (pages > freep ? pages - freep : 0) * es.ms_psize;

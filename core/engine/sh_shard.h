@@ -2,21 +2,42 @@
  * `soundhash index` / `match` commands keep. One LMDB environment (a directory holding data.mdb and
  * lock.mdb): readers never block the writer (MVCC), every change is one ACID transaction.
  *
- * Layout (named LMDB databases):
- *   post    postings, as "range blobs": key u32 K (MDB_INTEGERKEY) holds every posting whose hash
- *           is in (previous key, K], sorted by (hash, track, t), bit-packed: Rice-coded hash
- *           deltas, then fixed-width track and t columns. Blobs stay under ~1 KB (split when they
- *           grow) so a lookup decodes a few hundred postings and a write rewrites one small node.
- *   ids     external track id (1..256 bytes) -> {internal track number, version}; a deleted track
- *           keeps its entry with track number 0 so older versions stay refused after a delete.
- *   tracks  internal track number (u32, never reused) -> metadata record.
+ * Layout (format 2; named LMDB databases):
+ *   post    postings of the shard's first fp_version, as "range blobs": key u32 K
+ *           (MDB_INTEGERKEY) holds every posting whose hash is in (previous key, K], sorted by
+ *           (hash, track, t), bit-packed: Rice-coded hash deltas, then fixed-width track and t
+ *           columns. Blobs stay under ~1 KB (split when they grow) so a lookup decodes a few
+ *           hundred postings and a write rewrites one small node.
+ *   post.vN the same for each further fp_version N (at most SH_SHARD_FP_VERSIONS_MAX per shard):
+ *           one posting index per fingerprint version, so during a catalogue reindex a shard
+ *           holds tracks of two versions and a query of version N only meets version-N postings.
+ *   ids     external track id (1..256 bytes) -> {internal track number, version, seq}; a deleted
+ *           track keeps its entry with track number 0 so older versions/seqs stay refused after a
+ *           delete. seq is the change-log seq of the last replicated op (0 for local puts).
+ *   tracks  internal track number (u32, never reused) -> record: version, fp_version, duration,
+ *           posting count, the track's sh_shardsum_track() (so a replace or delete takes it out
+ *           of the shard's checksum without reading its postings), id, tenant, metadata.
  *   dead    track numbers deleted or replaced whose postings are still in `post` -> count left.
  *           Lookups ignore them; every rewrite of a range drops them and a bounded sweep per
  *           commit (plus sh_shard_vacuum()) removes the rest, so deletes cost O(1) up front and
  *           the index needs no per-track posting list (which would cost ~50 % more space).
  *   cursor  opaque key -> opaque value: the applied position of each delta source (e.g. a Kafka
  *           partition -> epoch/sequence), written in the same transaction as the changes.
- *   meta    format magic/version, fp_version, counters.
+ *   meta    format magic/version ("soundhash-shard 2"), the first fp_version, counters, the
+ *           live-track count per fp_version ("tracks.vN": also the list of posting indexes), and
+ *           the checksum (sh_shardsum: sum, tracks, postings) of the live tracks, updated in the
+ *           transaction of every commit.
+ *
+ * Two ways to write, not to be mixed on the same ids:
+ *   - local (`soundhash index add/delete`): sh_shard_batch_put()/delete(), ordered by version
+ *     (SH_SHARD_VERSION_NEXT = one more than stored);
+ *   - replicated (an edge applying index deltas and snapshot chunks): sh_shard_batch_apply(),
+ *     ordered by the op's change-log seq, the apply key; the edge puts its (epoch, position) for
+ *     the shard in the same batch with sh_shard_batch_set_cursor().
+ *
+ * Format 1 (before the apply key and several fp_versions: 12-byte ids values, no checksum, one
+ * posting index) is read, read-only, as a single-version shard: lookups, info, stats and cursors
+ * work; a read-write open is refused with SH_EUNSUPPORTED saying so (rebuild the index to write).
  *
  * Threads: one sh_shard may be shared by many threads for lookups and reads; one batch at a time
  * writes (sh_shard_batch_begin() blocks while another batch of the same handle is committing).
@@ -25,9 +46,11 @@
 #ifndef SH_SHARD_H
 #define SH_SHARD_H
 
+#include "sh_dpay.h"
 #include "sh_err.h"
 #include "sh_fp.h"
 #include "sh_match.h"
+#include "sh_shardsum.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -39,6 +62,8 @@ enum {
     SH_SHARD_META_MAX = 64 << 10, /* bytes of a track's metadata JSON */
     SH_SHARD_CURSOR_KEY_MAX = 256,
     SH_SHARD_CURSOR_VAL_MAX = 1024,
+    SH_SHARD_FP_VERSIONS_MAX = 16, /* fingerprint versions (posting indexes) one shard holds */
+    SH_SHARD_FP_VERSION_MAX = 65535,
 };
 
 /* Version value meaning "one more than the current version" (CLI adds/replacements). */
@@ -50,9 +75,11 @@ typedef struct sh_shard_opts {
     bool read_only;      /* open an existing shard read-only; never creates */
     bool no_create;      /* open an existing shard read-write; never creates (SH_ENOTFOUND), so
                             e.g. a delete aimed at a mistyped directory leaves nothing behind */
-    int fp_version;      /* fingerprint version of the postings a new shard will hold; 0 =
-                            SH_FP_VERSION. An existing shard with another version is refused
-                            (SH_EUNSUPPORTED) unless this is -1 (any: stats, delete). */
+    int fp_version;      /* this handle's fingerprint version: a new shard's first one, the one of
+                            puts without one and of sh_shard_lookup(); 0 = SH_FP_VERSION. An
+                            existing shard without a posting index of it is refused
+                            (SH_EUNSUPPORTED) unless this is -1 (any: the handle takes the shard's
+                            first fp_version; edges, stats, delete). */
 } sh_shard_opts;
 
 void sh_shard_opts_default(sh_shard_opts *o);
@@ -62,14 +89,14 @@ typedef struct sh_shard sh_shard;
 /* Opens (creating the directory and the shard unless read_only or no_create) the shard in `dir`.
  * Errors: SH_ENOTFOUND (read_only or no_create, and no shard there), SH_EIO (directory not
  * creatable/readable), SH_EFORMAT (the files are not an LMDB environment or not a SoundHash shard,
- * or corrupted; the message says which), SH_EUNSUPPORTED (format or fp_version mismatch), SH_ELMDB,
- * SH_ENOMEM. */
+ * or corrupted; the message says which), SH_EUNSUPPORTED (unknown format, a format 1 shard opened
+ * read-write, or no index of opts->fp_version), SH_ELMDB, SH_ENOMEM. */
 int sh_shard_open(const char *dir, const sh_shard_opts *o, sh_shard **out, sh_err *e);
 
 /* Closes; accepts NULL. No batch may be open. */
 void sh_shard_free(sh_shard *s);
 
-/* fp_version of the postings stored. */
+/* The handle's fp_version (sh_shard_opts.fp_version; the shard's first one when that was -1). */
 int sh_shard_fp_version(const sh_shard *s);
 
 /* ---- writing: batches ------------------------------------------------------------------------ */
@@ -81,7 +108,7 @@ typedef struct sh_shard_track {
     const char *id;        /* required, 1..SH_SHARD_ID_MAX bytes */
     const char *tenant;    /* may be NULL */
     uint64_t version;      /* SH_SHARD_VERSION_NEXT or the producer's version (e.g. change seq) */
-    int fp_version;        /* 0 = the shard's */
+    int fp_version;        /* 0 = the handle's (sh_shard_fp_version()) */
     double duration_s;     /* of the audio */
     const char *meta_json; /* may be NULL; ≤ SH_SHARD_META_MAX bytes */
 } sh_shard_track;
@@ -94,9 +121,11 @@ int sh_shard_batch_begin(sh_shard *s, size_t max_postings, sh_shard_batch **out,
 
 /* Records an upsert: the track `t` with `n` postings `h` (copied). At commit it is applied only if
  * t->version is newer than the stored version of the id (a deleted id remembers its version);
- * otherwise it is counted as stale and skipped, so re-applying a delta is harmless.
- * Errors: SH_EINVAL (bad id/tenant/meta, fp_version differs from the shard's), SH_ETOOBIG,
- * SH_ENOMEM. */
+ * otherwise it is counted as stale and skipped. t->fp_version 0 means the handle's
+ * (sh_shard_fp_version()); another one goes to that fp_version's index (created at commit; at
+ * most SH_SHARD_FP_VERSIONS_MAX per shard, past which the commit fails with SH_ETOOBIG).
+ * Errors: SH_EINVAL (bad id/tenant/meta, fp_version outside 0..SH_SHARD_FP_VERSION_MAX, version
+ * over INT64_MAX), SH_ETOOBIG, SH_ENOMEM. */
 int sh_shard_batch_put(sh_shard_batch *b, const sh_shard_track *t, const sh_hash *h, size_t n,
                        sh_err *e);
 
@@ -105,7 +134,21 @@ int sh_shard_batch_put(sh_shard_batch *b, const sh_shard_track *t, const sh_hash
  * upsert delivered later stays refused). Errors: SH_EINVAL, SH_ENOMEM. */
 int sh_shard_batch_delete(sh_shard_batch *b, const char *id, uint64_t version, sh_err *e);
 
-/* Records the applied position of a delta source, written in the same transaction. */
+/* Records one replicated op (an index delta's or a snapshot chunk's, sh_dpay.h), keyed by
+ * its change-log seq (THE APPLY KEY): at commit it applies only if op->seq is above the seq
+ * stored for op->track_id (live or deleted), else it counts as stale — so redelivered, duplicated
+ * and older ops are harmless, and a reindex (same version, new fp_version, higher seq) applies.
+ * The track is stored with its real version and fp_version (any 1..SH_SHARD_FP_VERSION_MAX: its
+ * postings go to that fp_version's index) and counted into the shard's checksum; a delete
+ * remembers its seq, so an older upsert delivered after it stays out. Strings and postings are
+ * copied. Do not mix with sh_shard_batch_put()/delete() on the same ids: those compare versions.
+ * Errors: SH_EINVAL (seq < 1, negative version, unknown kind, fp_version < 1 on an upsert, and as
+ * sh_shard_batch_put()), SH_ETOOBIG, SH_ENOMEM. */
+int sh_shard_batch_apply(sh_shard_batch *b, const sh_dop *op, sh_err *e);
+
+/* Records the applied position of a delta source, written in the same transaction: an edge
+ * stores its (epoch, position) per shard here in the batch that carries the ops up to that
+ * position, so a crash leaves both or neither. */
 int sh_shard_batch_set_cursor(sh_shard_batch *b, const char *key, const void *val, size_t len,
                               sh_err *e);
 
@@ -147,13 +190,30 @@ int sh_shard_compact(sh_shard *s, sh_err *e);
 
 /* ---- reading ------------------------------------------------------------------------------- */
 
-/* Votes, into `m`, every stored posting (track, t_db) whose hash equals a query hash (at
- * t_query): sh_matcher_vote(m, track, t_db, t_query). Postings of deleted tracks are skipped.
- * Does not reset `m`. Runs in one read transaction; safe from many threads at once.
- * `*postings` (may be NULL) gets the number of votes cast. Errors: SH_ENOMEM, SH_EFORMAT, SH_ELMDB.
- */
+/* Votes, into `m`, every stored posting (track, t_db) of fp_version `fp_version` whose hash equals
+ * a query hash (at t_query, computed with that fingerprint version): sh_matcher_vote(m, track,
+ * t_db, t_query). Postings of deleted tracks and of other fp_versions are never voted (no votes
+ * when the shard holds none of fp_version). Does not reset `m`. Runs in one read transaction;
+ * safe from many threads at once. `*postings` (may be NULL) gets the number of votes cast.
+ * While a catalogue is reindexed a shard holds two fp_versions: fingerprint the query once per
+ * version sh_shard_fp_versions() lists, look each up with a matcher of that version's query
+ * config and keep the best answer (track numbers are unique across versions) — every track is
+ * then matchable at every moment. Errors: SH_ENOMEM, SH_EFORMAT, SH_ELMDB. */
+int sh_shard_lookup_fp(sh_shard *s, int fp_version, const sh_hash *q, size_t n, sh_matcher *m,
+                       size_t *postings, sh_err *e);
+
+/* sh_shard_lookup_fp() with the handle's fp_version (sh_shard_fp_version()). */
 int sh_shard_lookup(sh_shard *s, const sh_hash *q, size_t n, sh_matcher *m, size_t *postings,
                     sh_err *e);
+
+/* The fp_versions of the live tracks, ascending, into out[0..*n) (cap entries; at most
+ * SH_SHARD_FP_VERSIONS_MAX). Errors: SH_ETOOBIG (cap too small), SH_EINVAL, SH_ELMDB. */
+int sh_shard_fp_versions(sh_shard *s, int *out, size_t cap, size_t *n, sh_err *e);
+
+/* The shard's checksum (sh_shardsum.h: live tracks' ids, versions, fp_versions, postings) as
+ * of the last commit: kept up to date by every commit in the same transaction, so this is O(1).
+ * Errors: SH_EUNSUPPORTED (a format 1 shard keeps none), SH_ELMDB. */
+int sh_shard_checksum(sh_shard *s, sh_shardsum *out, sh_err *e);
 
 /* What is stored about a track. The strings point into `buf` (caller-provided, `cap` bytes:
  * SH_SHARD_ID_MAX + SH_SHARD_TENANT_MAX + SH_SHARD_META_MAX + 3 always suffices). */
@@ -184,7 +244,7 @@ typedef struct sh_shard_stats {
     uint64_t used_bytes;      /* pages in use (file minus LMDB's free list) */
     double audio_s;           /* sum of live track durations */
     double bytes_per_posting; /* file_bytes / postings (0 when empty) */
-    int fp_version;
+    int fp_version;           /* the handle's (sh_shard_fp_versions() lists those present) */
 } sh_shard_stats;
 
 int sh_shard_stats_get(sh_shard *s, sh_shard_stats *out, sh_err *e);

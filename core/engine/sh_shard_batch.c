@@ -81,18 +81,34 @@ int sh_shard_dead_store(const sh_shard *s, MDB_txn *txn, const dead_set *d)
 
 static int id_put(const sh_shard *s, MDB_txn *txn, const char *id, const id_rec *r)
 {
-    uint8_t buf[12];
+    uint8_t buf[20];
     memcpy(buf, &r->track, 4);
     memcpy(buf + 4, &r->version, 8);
-    MDB_val k = mval(id, strlen(id)), v = mval(buf, 12);
+    memcpy(buf + 12, &r->seq, 8);
+    MDB_val k = mval(id, strlen(id)), v = mval(buf, 20);
     return mdb_put(txn, s->ids, &k, &v, 0);
 }
 
 static int track_get_hdr(const sh_shard *s, MDB_txn *txn, uint32_t track, track_hdr *h)
 {
     MDB_val k = mval(&track, 4), v;
+    size_t hl;
     int rc = mdb_get(txn, s->tracks, &k, &v);
-    return rc ? rc : sh_shard_track_parse(&v, h);
+    return rc ? rc : sh_shard_track_parse(s, &v, h, &hl);
+}
+
+/* Adds `delta` (±1) to the live-track count of fp_version fp. */
+static int fp_count(apply_ctx *a, int fp, int delta)
+{
+    char key[32];
+    uint64_t n;
+    sh_shard_fp_key(key, sizeof key, fp);
+    int rc = sh_shard_meta_get_u64(a->txn, a->s->meta, key, &n);
+    if (rc)
+        return rc;
+    if (delta < 0 && !n)
+        return MDB_CORRUPTED;
+    return sh_shard_meta_put_u64(a->txn, a->s->meta, key, delta < 0 ? n - 1 : n + 1);
 }
 
 /* ---- batch
@@ -102,6 +118,7 @@ typedef enum { OP_PUT, OP_DELETE, OP_CURSOR } op_kind;
 
 typedef struct batch_op {
     op_kind kind;
+    uint64_t seq; /* apply key of a replicated op (sh_shard_batch_apply); 0: keyed by version */
     char *id; /* or cursor key */
     char *tenant;
     char *meta; /* or cursor value */
@@ -185,9 +202,11 @@ int sh_shard_batch_put(sh_shard_batch *b, const sh_shard_track *t, const sh_hash
         return sh_err_set(e, SH_EINVAL, "shard put: NULL argument");
     if (!sh_shard_valid_id(t->id))
         return sh_err_set(e, SH_EINVAL, "shard put: track id must be 1..%d bytes", SH_SHARD_ID_MAX);
-    if (t->fp_version && t->fp_version != b->s->fp_version)
-        return sh_err_set(e, SH_EINVAL, "shard put: track %s has fp_version %d, shard holds %d",
-                          t->id, t->fp_version, b->s->fp_version);
+    if (t->fp_version < 0 || t->fp_version > SH_SHARD_FP_VERSION_MAX)
+        return sh_err_set(e, SH_EINVAL, "shard put: track %s has fp_version %d (1..%d)", t->id,
+                          t->fp_version, SH_SHARD_FP_VERSION_MAX);
+    if (t->version > INT64_MAX)
+        return sh_err_set(e, SH_EINVAL, "shard put: track %s: version over 2^63 - 1", t->id);
     if (n > UINT32_MAX)
         return sh_err_set(e, SH_ETOOBIG, "shard put: too many postings");
     int rc = reserve_postings(b, n, e);
@@ -211,7 +230,7 @@ int sh_shard_batch_put(sh_shard_batch *b, const sh_shard_track *t, const sh_hash
     op->kind = OP_PUT;
     op->meta_len = op->meta ? strlen(op->meta) : 0;
     op->version = t->version;
-    op->fp_version = b->s->fp_version;
+    op->fp_version = t->fp_version ? t->fp_version : b->s->fp_version;
     op->duration_s = t->duration_s > 0 ? t->duration_s : 0;
     op->first = b->nh;
     op->n = n;
@@ -234,6 +253,34 @@ int sh_shard_batch_delete(sh_shard_batch *b, const char *id, uint64_t version, s
     op->version = version;
     b->nops++;
     return 0;
+}
+
+int sh_shard_batch_apply(sh_shard_batch *b, const sh_dop *op, sh_err *e)
+{
+    if (!b || !op)
+        return sh_err_set(e, SH_EINVAL, "shard apply: NULL argument");
+    if (op->seq < 1 || op->version < 0 || (op->kind != SH_DOP_UPSERT && op->kind != SH_DOP_DELETE))
+        return sh_err_set(e, SH_EINVAL, "shard apply: seq %lld, version %lld, kind %d invalid",
+                          (long long)op->seq, (long long)op->version, op->kind);
+    size_t before = b->nops;
+    int rc;
+    if (op->kind == SH_DOP_DELETE) {
+        rc = sh_shard_batch_delete(b, op->track_id, (uint64_t)op->version, e);
+    } else {
+        if (op->fp_version < 1)
+            return sh_err_set(e, SH_EINVAL, "shard apply: track %.256s has fp_version %d",
+                              op->track_id ? op->track_id : "", (int)op->fp_version);
+        sh_shard_track t = {.id = op->track_id,
+                            .tenant = op->tenant,
+                            .version = (uint64_t)op->version,
+                            .fp_version = (int)op->fp_version,
+                            .duration_s = op->duration_s,
+                            .meta_json = op->metadata};
+        rc = sh_shard_batch_put(b, &t, op->postings, op->npostings, e);
+    }
+    if (!rc && b->nops == before + 1)
+        b->ops[before].seq = (uint64_t)op->seq;
+    return rc;
 }
 
 int sh_shard_batch_set_cursor(sh_shard_batch *b, const char *key, const void *val, size_t len,
@@ -284,6 +331,11 @@ static int kill_track(apply_ctx *a, uint32_t track)
     if ((rc = mdb_del(a->txn, a->s->tracks, &k, NULL)))
         return rc;
     a->c.postings -= h.postings;
+    a->c.sum.sum -= h.sum;
+    a->c.sum.tracks--;
+    a->c.sum.postings -= h.postings;
+    if ((rc = fp_count(a, (int)h.fp_version, -1)))
+        return rc;
     uint64_t ms = (uint64_t)(h.duration_s * 1000.0 + 0.5);
     a->c.audio_ms = a->c.audio_ms > ms ? a->c.audio_ms - ms : 0;
     if (track >= a->first_new) {
@@ -302,7 +354,8 @@ static int kill_track(apply_ctx *a, uint32_t track)
     return dead_add(&a->dead, track, h.postings);
 }
 
-static int track_write(apply_ctx *a, uint32_t track, const batch_op *op, uint64_t version)
+static int track_write(apply_ctx *a, uint32_t track, const batch_op *op, uint64_t version,
+                       uint64_t sum)
 {
     size_t il = strlen(op->id), tl = op->tenant ? strlen(op->tenant) : 0;
     track_hdr h = {.version = version,
@@ -311,7 +364,8 @@ static int track_write(apply_ctx *a, uint32_t track, const batch_op *op, uint64_
                    .postings = (uint32_t)op->n,
                    .meta_len = (uint32_t)op->meta_len,
                    .id_len = (uint16_t)il,
-                   .tenant_len = (uint16_t)tl};
+                   .tenant_len = (uint16_t)tl,
+                   .sum = sum};
     MDB_val k = mval(&track, 4), v = {.mv_size = sizeof h + il + tl + op->meta_len};
     int rc = mdb_put(a->txn, a->s->tracks, &k, &v, MDB_RESERVE);
     if (rc)
@@ -354,12 +408,21 @@ static int apply_put(apply_ctx *a, const sh_shard_batch *b, size_t i)
         return rc;
     bool exists = rc == 0;
     uint64_t version = op->version;
-    if (version == SH_SHARD_VERSION_NEXT)
+    if (!op->seq && version == SH_SHARD_VERSION_NEXT)
         version = exists ? cur.version + 1 : 1;
-    if (exists && cur.version >= version) {
+    /* A replicated op is keyed by its seq alone (a reindex keeps the version); a local put by
+     * version. */
+    if (exists && (op->seq ? cur.seq >= op->seq : cur.version >= version)) {
         a->st.stale++;
         return 0;
     }
+    uint64_t sum;
+    MDB_dbi post;
+    if ((rc = sh_shardsum_track(op->id, strlen(op->id), (int64_t)version, op->fp_version,
+                                b->h + op->first, op->n, &sum, a->e)))
+        return rc;
+    if ((rc = sh_shard_post_open(a, op->fp_version, true, &post)))
+        return rc;
     if (exists && cur.track && (rc = kill_track(a, cur.track)))
         return rc;
     if (a->c.next_track == UINT32_MAX)
@@ -367,15 +430,42 @@ static int apply_put(apply_ctx *a, const sh_shard_batch *b, size_t i)
     uint32_t track = a->c.next_track++;
     if ((rc = new_track_push(a, (uint32_t)i)))
         return rc;
-    rc = track_write(a, track, op, version);
+    rc = track_write(a, track, op, version, sum);
     if (!rc)
-        rc = id_put(a->s, a->txn, op->id, &(id_rec){.track = track, .version = version});
+        rc = id_put(a->s, a->txn, op->id,
+                    &(id_rec){.track = track, .version = version,
+                              .seq = op->seq ? op->seq : cur.seq});
+    if (!rc)
+        rc = fp_count(a, op->fp_version, +1);
     if (rc)
         return rc;
+    a->c.sum.sum += sum;
+    a->c.sum.tracks++;
+    a->c.sum.postings += op->n;
     a->c.postings += op->n;
     a->c.audio_ms += (uint64_t)(op->duration_s * 1000.0 + 0.5);
     a->st.upserts++;
     return 0;
+}
+
+/* A replicated delete (seq-keyed): applies when its seq is above the id's; a missing or already
+ * deleted id remembers the seq so that an older upsert delivered later stays out. */
+static int apply_delete_seq(apply_ctx *a, const batch_op *op, bool exists, const id_rec *cur)
+{
+    if (exists && cur->seq >= op->seq) {
+        a->st.stale++;
+        return 0;
+    }
+    int rc = 0;
+    if (exists && cur->track) {
+        if ((rc = kill_track(a, cur->track)))
+            return rc;
+        a->st.deletes++;
+    } else {
+        a->st.not_found++;
+    }
+    return id_put(a->s, a->txn, op->id,
+                  &(id_rec){.track = 0, .version = op->version, .seq = op->seq});
 }
 
 static int apply_delete(apply_ctx *a, const batch_op *op)
@@ -384,6 +474,8 @@ static int apply_delete(apply_ctx *a, const batch_op *op)
     int rc = sh_shard_id_get(a->s, a->txn, op->id, &cur);
     if (rc && rc != MDB_NOTFOUND)
         return rc;
+    if (op->seq)
+        return apply_delete_seq(a, op, rc == 0, &cur);
     if (rc == MDB_NOTFOUND) {
         a->st.not_found++;
         uint64_t v = op->version == SH_SHARD_VERSION_NEXT ? 1 : op->version;
@@ -397,7 +489,8 @@ static int apply_delete(apply_ctx *a, const batch_op *op)
     if ((rc = kill_track(a, cur.track)))
         return rc;
     a->st.deletes++;
-    return id_put(a->s, a->txn, op->id, &(id_rec){.track = 0, .version = version});
+    return id_put(a->s, a->txn, op->id,
+                  &(id_rec){.track = 0, .version = version, .seq = cur.seq});
 }
 
 static int apply_cursor(apply_ctx *a, const batch_op *op)
@@ -416,18 +509,20 @@ static int cmp_posting(const void *x, const void *y)
     return p->t < q->t ? -1 : p->t > q->t;
 }
 
-/* Gathers the postings of surviving new tracks, sorted by (hash, track, t). */
-static int gather_pending(apply_ctx *a, const sh_shard_batch *b)
+/* Gathers the postings of surviving new tracks of fp_version fp, sorted by (hash, track, t). */
+static int gather_pending(apply_ctx *a, const sh_shard_batch *b, int fp)
 {
     size_t total = 0;
     for (size_t i = 0; i < a->nnew; i++)
-        total += a->cancelled[i] ? 0 : b->ops[a->new_op[i]].n;
+        total += a->cancelled[i] || b->ops[a->new_op[i]].fp_version != fp ? 0
+                                                                          : b->ops[a->new_op[i]].n;
+    free(a->pend);
     a->pend = malloc((total ? total : 1) * sizeof *a->pend);
     if (!a->pend)
         return ENOMEM;
     size_t k = 0;
     for (size_t i = 0; i < a->nnew; i++) {
-        if (a->cancelled[i])
+        if (a->cancelled[i] || b->ops[a->new_op[i]].fp_version != fp)
             continue;
         const batch_op *op = &b->ops[a->new_op[i]];
         for (size_t j = 0; j < op->n; j++)
@@ -513,7 +608,7 @@ static int put_range(apply_ctx *a, uint32_t key, size_t len, bool append)
 {
     MDB_val k = mval(&key, 4), v = mval(a->blob, len);
     a->st.ranges_written++;
-    return mdb_put(a->txn, a->s->post, &k, &v, append ? MDB_APPEND : 0);
+    return mdb_put(a->txn, a->post, &k, &v, append ? MDB_APPEND : 0);
 }
 
 /* Writes sorted postings p[0..n) as ranges ending at `key`: one blob when it fits, else pieces
@@ -573,7 +668,7 @@ static int merge_range(apply_ctx *a, uint32_t key, const MDB_val *v, size_t i, s
         qsort(a->work, n, sizeof *a->work, cmp_posting); /* two sorted runs: cheap */
     if (!n) {
         MDB_val k = mval(&key, 4);
-        return mdb_del(a->txn, a->s->post, &k, NULL);
+        return mdb_del(a->txn, a->post, &k, NULL);
     }
     return sh_shard_write_ranges(a, key, a->work, n, append);
 }
@@ -582,7 +677,7 @@ static int merge_range(apply_ctx *a, uint32_t key, const MDB_val *v, size_t i, s
 static int merge_pending(apply_ctx *a)
 {
     MDB_cursor *c;
-    int rc = mdb_cursor_open(a->txn, a->s->post, &c);
+    int rc = mdb_cursor_open(a->txn, a->post, &c);
     if (rc)
         return rc;
     size_t i = 0;
@@ -613,19 +708,19 @@ static int merge_pending(apply_ctx *a)
     return rc;
 }
 
-/* Rewrites up to `budget` ranges from the vacuum position, dropping dead postings. Returns with
- * a->c.vacuum_pos advanced (wrapping to 0 at the end). budget 0 = the whole index. */
-static int vacuum_ranges(apply_ctx *a, size_t budget)
+/* Rewrites ranges of the index a->post from *pos on, dropping dead postings, until *left (when
+ * `bounded`) is used up or no dead postings remain. *at_end when it reached the end of the index.
+ */
+static int vacuum_index(apply_ctx *a, uint32_t *pos, bool bounded, size_t *left, bool *at_end)
 {
     MDB_cursor *c;
-    int rc = mdb_cursor_open(a->txn, a->s->post, &c);
+    *at_end = false;
+    int rc = mdb_cursor_open(a->txn, a->post, &c);
     if (rc)
         return rc;
-    uint32_t pos = a->c.vacuum_pos;
-    MDB_val k = mval(&pos, 4), v;
+    MDB_val k = mval(pos, 4), v;
     rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
-    size_t visited = 0;
-    while (!rc && a->c.dead_postings && (!budget || visited < budget)) {
+    while (!rc && a->c.dead_postings && (!bounded || *left)) {
         uint32_t key;
         if (k.mv_size != 4) {
             rc = MDB_CORRUPTED;
@@ -643,27 +738,84 @@ static int vacuum_ranges(apply_ctx *a, size_t budget)
                 size_t len = rc ? 0 : sh_range_encode(a->work, n, a->blob);
                 MDB_val nv = mval(a->blob, len);
                 if (!rc)
-                    rc = mdb_put(a->txn, a->s->post, &kk, &nv, 0);
+                    rc = mdb_put(a->txn, a->post, &kk, &nv, 0);
             } else {
-                rc = mdb_del(a->txn, a->s->post, &kk, NULL);
+                rc = mdb_del(a->txn, a->post, &kk, NULL);
             }
             if (rc)
                 break;
             a->st.ranges_written++;
         }
-        visited++;
+        if (bounded)
+            (*left)--;
         if (key == UINT32_MAX) {
             rc = MDB_NOTFOUND;
             break;
         }
-        pos = key + 1;
+        *pos = key + 1;
         /* Re-seek rather than MDB_NEXT: a delete leaves the cursor on the following item. */
-        k = mval(&pos, 4);
+        k = mval(pos, 4);
         rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
     }
-    a->c.vacuum_pos = rc == MDB_NOTFOUND ? 0 : pos;
     mdb_cursor_close(c);
-    return rc == MDB_NOTFOUND ? 0 : rc;
+    if (rc == MDB_NOTFOUND) {
+        *at_end = true;
+        *pos = 0;
+        rc = 0;
+    }
+    return rc;
+}
+
+/* Rewrites up to `budget` ranges from the vacuum position (an fp_version's index and a key in
+ * it), dropping dead postings, moving on to the next index at the end of one. Returns with the
+ * position advanced. budget 0 = every index, from the current position round to it again. */
+static int vacuum_ranges(apply_ctx *a, size_t budget)
+{
+    int fps[SH_SHARD_FP_VERSIONS_MAX];
+    size_t n, start = 0, left = budget;
+    int rc = sh_shard_fp_scan(a->s, a->txn, fps, NULL, &n);
+    if (rc || !n)
+        return rc;
+    for (size_t i = 0; i < n; i++)
+        if (fps[i] == a->c.vacuum_fp)
+            start = i;
+    uint32_t pos = fps[start] == a->c.vacuum_fp ? a->c.vacuum_pos : 0;
+    /* n + 1 visits: the start index again from 0, for the part before the start position. */
+    for (size_t k = 0; k <= n && a->c.dead_postings && (!budget || left); k++) {
+        int fp = fps[(start + k) % n];
+        bool at_end;
+        if ((rc = sh_shard_post_open(a, fp, false, &a->post)))
+            return rc;
+        if ((rc = vacuum_index(a, &pos, budget != 0, &left, &at_end)))
+            return rc;
+        a->c.vacuum_fp = at_end ? fps[(start + k + 1) % n] : fp;
+        a->c.vacuum_pos = pos;
+    }
+    return 0;
+}
+
+/* Merges the new postings of each fp_version into its index. */
+static int merge_all(apply_ctx *a, const sh_shard_batch *b)
+{
+    int done[SH_SHARD_FP_VERSIONS_MAX];
+    size_t ndone = 0;
+    int rc = 0;
+    for (size_t i = 0; i < a->nnew && !rc; i++) {
+        int fp = b->ops[a->new_op[i]].fp_version;
+        bool seen = false;
+        for (size_t j = 0; j < ndone; j++)
+            seen |= done[j] == fp;
+        if (seen || a->cancelled[i])
+            continue;
+        done[ndone++] = fp; /* ≤ SH_SHARD_FP_VERSIONS_MAX: each has an index */
+        rc = sh_shard_post_open(a, fp, true, &a->post);
+        if (!rc)
+            rc = gather_pending(a, b, fp);
+        if (!rc)
+            rc = merge_pending(a);
+        a->st.postings_added += a->npend;
+    }
+    return rc;
 }
 
 static int apply_ops(apply_ctx *a, sh_shard_batch *b)
@@ -686,10 +838,7 @@ static int apply_ops(apply_ctx *a, sh_shard_batch *b)
         }
     }
     if (!rc)
-        rc = gather_pending(a, b);
-    if (!rc)
-        rc = merge_pending(a);
-    a->st.postings_added = a->npend;
+        rc = merge_all(a, b);
     if (!rc && a->c.dead_postings) {
         size_t budget = a->st.ranges_written > SH_VACUUM_RANGES_MIN ? a->st.ranges_written
                                                                     : SH_VACUUM_RANGES_MIN;
@@ -719,6 +868,16 @@ static int grow_map(sh_shard *s, sh_err *e)
     return 0;
 }
 
+/* Posting indexes a committed transaction opened become the handle's (an aborted one closed
+ * them). */
+static void publish_opened(sh_shard *s, const apply_ctx *a)
+{
+    pthread_rwlock_wrlock(&s->map_lock);
+    for (size_t i = 0; i < a->nopened && s->nposts < SH_SHARD_FP_VERSIONS_MAX; i++)
+        s->posts[s->nposts++] = a->opened[i];
+    pthread_rwlock_unlock(&s->map_lock);
+}
+
 /* Runs `body` in one write transaction and commits it, holding the handle's write lock. Retries
  * with a doubled map when the map is full and with the current size when another process grew it
  * (MDB_MAP_RESIZED). Errors of our own (negative SH_E* codes) keep the body's message; LMDB codes
@@ -744,6 +903,8 @@ int sh_shard_write_txn(sh_shard *s, const char *what, int (*body)(apply_ctx *a, 
         if (!rc) {
             rc = body(&a, arg);
             rc = rc ? (mdb_txn_abort(a.txn), rc) : mdb_txn_commit(a.txn);
+            if (!rc && a.nopened)
+                publish_opened(s, &a);
         }
         if (st)
             *st = a.st;
@@ -794,6 +955,7 @@ static int vacuum_body(apply_ctx *a, void *unused)
     if (!rc)
         rc = sh_shard_dead_load(a->s, a->txn, &a->dead);
     a->c.vacuum_pos = 0;
+    a->c.vacuum_fp = 0;
     if (!rc && a->c.dead_postings)
         rc = vacuum_ranges(a, 0);
     if (!rc)

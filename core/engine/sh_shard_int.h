@@ -1,6 +1,7 @@
 /* sh_shard_int.h — private to the shard module; sh_shard.h is its contract. The module is
- * three files sharing the handle, the table records and the write-transaction machinery below:
- *   sh_shard.c         open/close, read transactions, lookups, info, stats, cursors
+ * four files sharing the handle, the table records and the write-transaction machinery below:
+ *   sh_shard.c         open/close, read transactions, lookups, info, stats, cursors, checksum
+ *   sh_shard_post.c    the posting indexes, one per fp_version (names, list, opening them)
  *   sh_shard_batch.c   building a batch and applying it in one transaction (range rewrites, the
  *                      dead set, the incremental vacuum)
  *   sh_shard_repack.c  compact (every range rewritten in place), snapshot, repack (a compacted copy
@@ -14,6 +15,7 @@
 
 #include "sh_shard.h"
 #include "sh_shard_range.h"
+#include "sh_shardsum.h"
 
 #include <lmdb.h>
 #include <pthread.h>
@@ -26,7 +28,8 @@
 
 #define SH_SHARD_MAGIC "soundhash-shard"
 enum {
-    SH_SHARD_FORMAT = 1,
+    SH_SHARD_FORMAT = 2,
+    SH_SHARD_FORMAT_V1 = 1, /* read-only: one fp_version, no seqs, no checksum (sh_shard.h) */
     /* A range blob is split when it grows past this; pieces are cut at ~3/4 of it so that the
      * next few inserts do not split again. Kept well under LMDB's inline node limit (~2 KB for
      * 4 KB pages): bigger values would go to whole overflow pages. */
@@ -42,12 +45,26 @@ enum {
 /* ---- handle ------------------------------------------------------------------------------------
  */
 
+/* The posting index of one fp_version: LMDB database "post" for the shard's first fp_version
+ * (the only one a format-1 shard has), "post.v<N>" for the others. */
+typedef struct post_dbi {
+    int fp_version;
+    MDB_dbi dbi;
+} post_dbi;
+
 struct sh_shard {
     MDB_env *env;
-    MDB_dbi post, ids, tracks, dead, cursor, meta;
+    MDB_dbi ids, tracks, dead, cursor, meta;
+    /* Posting indexes this handle has opened. Read under map_lock (shared); appended under
+     * write_lock and map_lock (exclusive), only after the transaction that opened them
+     * committed. */
+    post_dbi posts[SH_SHARD_FP_VERSIONS_MAX];
+    size_t nposts;
     char *dir;
     size_t map_size, map_max;
-    int fp_version;
+    int fp_version;  /* this handle's default (puts without one, sh_shard_lookup) */
+    int base_fp;     /* the shard's first fp_version: its index is "post" */
+    int format;      /* SH_SHARD_FORMAT or SH_SHARD_FORMAT_V1 (then read_only) */
     bool read_only;
     bool no_create;
     /* Growing the map is only allowed with no transaction active in this process: readers hold
@@ -62,6 +79,8 @@ struct sh_shard {
 typedef struct shard_counters {
     uint64_t postings, dead_postings, audio_ms;
     uint32_t next_track, vacuum_pos;
+    int vacuum_fp;  /* the posting index the incremental vacuum is in (0: the first) */
+    sh_shardsum sum; /* the checksum of the live tracks (format 2) */
 } shard_counters;
 
 /* ---- dead set: sorted (track, postings left) pairs ----------------------------------------------
@@ -81,13 +100,16 @@ typedef struct dead_set {
 /* ---- track records ------------------------------------------------------------------------------
  */
 
-/* ids value: track number (0 = deleted) and version. */
+/* ids value: track number (0 = deleted), version and the change-log seq of the last op applied
+ * (0: written by version; format 1 has no seq: 12 bytes, format 2: 20). */
 typedef struct id_rec {
     uint32_t track;
     uint64_t version;
+    uint64_t seq;
 } id_rec;
 
-/* tracks value: fixed header then id, tenant and meta bytes (native byte order, like LMDB). */
+/* tracks value: fixed header then id, tenant and meta bytes (native byte order, like LMDB).
+ * Format 1 headers end before `sum` (SH_TRACK_HDR_V1 bytes). */
 typedef struct track_hdr {
     uint64_t version;
     double duration_s;
@@ -96,7 +118,9 @@ typedef struct track_hdr {
     uint32_t meta_len;
     uint16_t id_len;
     uint16_t tenant_len;
+    uint64_t sum; /* the track's sh_shardsum_track(), so a replace/delete can take it out */
 } track_hdr;
+#define SH_TRACK_HDR_V1 offsetof(track_hdr, sum)
 
 /* ---- applying: one write transaction ----------------------------------------------------------
  */
@@ -105,6 +129,9 @@ typedef struct track_hdr {
 typedef struct apply_ctx {
     sh_shard *s;
     MDB_txn *txn;
+    MDB_dbi post;           /* the posting index being written */
+    post_dbi opened[SH_SHARD_FP_VERSIONS_MAX]; /* opened by this transaction: published on commit */
+    size_t nopened;
     shard_counters c;
     dead_set dead;
     uint32_t first_new; /* track numbers ≥ this were created by this batch */
@@ -146,8 +173,47 @@ void sh_shard_read_end(sh_shard *s, MDB_txn *txn);
 /* The ids record of `id` (a valid id). LMDB codes (MDB_NOTFOUND, MDB_CORRUPTED). */
 int sh_shard_id_get(const sh_shard *s, MDB_txn *txn, const char *id, id_rec *r);
 
-/* Checks and copies the fixed header of a tracks value. 0 or MDB_CORRUPTED. */
-int sh_shard_track_parse(const MDB_val *v, track_hdr *h);
+/* Checks and copies the fixed header of a tracks value (of s's format) into *h, its size into
+ * *hlen. 0 or MDB_CORRUPTED. */
+int sh_shard_track_parse(const sh_shard *s, const MDB_val *v, track_hdr *h, size_t *hlen);
+
+/* u64 values of the meta table (absent: 0). LMDB codes. */
+int sh_shard_meta_get_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t *v);
+int sh_shard_meta_put_u64(MDB_txn *txn, MDB_dbi dbi, const char *key, uint64_t v);
+
+/* The meta key holding the live-track count of fp_version `fp` ("tracks.v<N>"); its presence
+ * says the shard has a posting index for fp. */
+void sh_shard_fp_key(char *buf, size_t cap, int fp);
+
+/* The LMDB name of fp's posting index. */
+void sh_shard_post_name(const sh_shard *s, char *buf, size_t cap, int fp);
+
+/* The fp_versions with a posting index in the shard as `txn` sees it, ascending, and their live
+ * track counts (tracks may be NULL). *n ≤ SH_SHARD_FP_VERSIONS_MAX. LMDB codes. */
+int sh_shard_fp_scan(const sh_shard *s, MDB_txn *txn, int *fps, uint64_t *tracks, size_t *n);
+
+/* The handle's posting index of fp: 0 or MDB_NOTFOUND (not opened by this handle). The caller
+ * holds map_lock or write_lock. */
+int sh_shard_post_find(const sh_shard *s, int fp, MDB_dbi *dbi);
+
+/* Opens, in `txn` (which the caller commits before publishing them), the posting indexes listed in
+ * the meta table that the handle lacks, into got[0..*ngot). LMDB codes. */
+int sh_shard_posts_open_missing(sh_shard *s, MDB_txn *txn, post_dbi *got, size_t *ngot);
+
+/* Adds got[0..n) to the handle's posting indexes (caller holds write_lock and map_lock
+ * exclusively, or is opening the handle). */
+void sh_shard_posts_publish(sh_shard *s, const post_dbi *got, size_t n);
+
+/* Adopts posting indexes another process created since this handle opened them. Takes
+ * write_lock, then map_lock: call with neither held. SH_E* codes. */
+int sh_shard_posts_refresh(sh_shard *s, sh_err *e);
+
+/* Whether the shard as `txn` sees it lists a posting index for fp. LMDB codes. */
+int sh_shard_fp_listed(sh_shard *s, MDB_txn *txn, int fp, bool *listed);
+
+/* The posting index of fp inside the write transaction of `a`, opened (created when `create`)
+ * if needed. LMDB codes; SH_ETOOBIG (message in a->e) past SH_SHARD_FP_VERSIONS_MAX. */
+int sh_shard_post_open(apply_ctx *a, int fp, bool create, MDB_dbi *dbi);
 
 /* An external id of 1..SH_SHARD_ID_MAX bytes. */
 bool sh_shard_valid_id(const char *id);

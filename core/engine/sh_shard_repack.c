@@ -18,16 +18,13 @@
 /* ---- compact: every range rewritten in key order -----------------------------------------------
  */
 
-/* Reads every range (dropping dead postings), empties the table and rewrites it in key order with
- * MDB_APPEND, which fills pages completely. */
-static int compact_body(apply_ctx *a, void *unused)
+/* Reads every range of the index a->post (dropping dead postings), empties it and rewrites it in
+ * key order with MDB_APPEND, which fills pages completely. */
+static int compact_index(apply_ctx *a)
 {
-    (void)unused;
-    int rc = sh_shard_counters_load(a->s, a->txn, &a->c);
-    if (!rc)
-        rc = sh_shard_dead_load(a->s, a->txn, &a->dead);
     MDB_cursor *c;
-    if (rc || (rc = mdb_cursor_open(a->txn, a->s->post, &c)))
+    int rc = mdb_cursor_open(a->txn, a->post, &c);
+    if (rc)
         return rc;
     size_t n = 0;
     MDB_val k, v;
@@ -49,11 +46,31 @@ static int compact_body(apply_ctx *a, void *unused)
     mdb_cursor_close(c);
     if (rc != MDB_NOTFOUND)
         return rc;
-    if ((rc = mdb_drop(a->txn, a->s->post, 0)))
+    if ((rc = mdb_drop(a->txn, a->post, 0)))
         return rc;
-    if (n && (rc = sh_shard_write_ranges(a, UINT32_MAX, a->work, n, true)))
+    return n ? sh_shard_write_ranges(a, UINT32_MAX, a->work, n, true) : 0;
+}
+
+/* Every fp_version's index, one after the other (one index's postings in memory at a time). */
+static int compact_body(apply_ctx *a, void *unused)
+{
+    (void)unused;
+    int fps[SH_SHARD_FP_VERSIONS_MAX];
+    size_t nfp = 0;
+    int rc = sh_shard_counters_load(a->s, a->txn, &a->c);
+    if (!rc)
+        rc = sh_shard_dead_load(a->s, a->txn, &a->dead);
+    if (!rc)
+        rc = sh_shard_fp_scan(a->s, a->txn, fps, NULL, &nfp);
+    for (size_t i = 0; i < nfp && !rc; i++) {
+        rc = sh_shard_post_open(a, fps[i], false, &a->post);
+        if (!rc)
+            rc = compact_index(a);
+    }
+    if (rc)
         return rc;
     a->c.vacuum_pos = 0;
+    a->c.vacuum_fp = 0;
     rc = sh_shard_dead_store(a->s, a->txn, &a->dead);
     return rc ? rc : sh_shard_counters_store(a->s, a->txn, &a->c);
 }

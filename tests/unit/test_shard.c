@@ -315,7 +315,12 @@ static void test_batch_cursor_atomic(void **state)
     bad.id = "";
     assert_int_equal(sh_shard_batch_put(b, &bad, NULL, 0, &e), SH_EINVAL);
     bad.id = "ok";
-    bad.fp_version = sh_shard_fp_version(f->s) + 1;
+    bad.fp_version = SH_SHARD_FP_VERSION_MAX + 1; /* other fp_versions go to their own index */
+    assert_int_equal(sh_shard_batch_put(b, &bad, NULL, 0, &e), SH_EINVAL);
+    bad.fp_version = -1;
+    assert_int_equal(sh_shard_batch_put(b, &bad, NULL, 0, &e), SH_EINVAL);
+    bad.fp_version = 0;
+    bad.version = (uint64_t)INT64_MAX + 1; /* the checksum's versions are signed */
     assert_int_equal(sh_shard_batch_put(b, &bad, NULL, 0, &e), SH_EINVAL);
     sh_shard_batch_abort(b);
 }
