@@ -140,7 +140,7 @@ start_worker() { # start_worker NAME: sets PORT to its /metrics port
 }
 
 stage2_pipeline() {
-  say "stage 2: ingestion pipeline — broker, PostgreSQL primary, two workers, ingest publish"
+  say "stage 2: ingestion and replication — broker, PostgreSQL primary, two workers, the replicator"
   trap 'stage2_cleanup; [ "${DEMO_KEEP:-0}" = 1 ] || rm -rf "$WORK"' EXIT
   "$BIN" broker --bootstrap-file "$WORK/boot" > /dev/null 2> "$WORK/broker.log" &
   S2_PIDS+=($!)
@@ -163,6 +163,12 @@ stage2_pipeline() {
   start_worker worker-a; ports+=("$PORT")
   start_worker worker-b; ports+=("$PORT")
   echo "workers: worker-a (/metrics on :${ports[0]}), worker-b (:${ports[1]}), group soundhash-workers"
+  "$BIN" replicator --brokers "$BOOT" --dsn "$DSN" --http 127.0.0.1:0 --region demo \
+    > /dev/null 2> "$WORK/replicator.log" &
+  S2_PIDS+=($!)
+  wait_until 30 "the replicator" grep -q 'event=replicator_started' "$WORK/replicator.log"
+  RP_PORT=$(sed -n 's/.*event=http_listening.* port=\([0-9]*\).*/\1/p' "$WORK/replicator.log" | head -n1)
+  echo "replicator: change log -> soundhash.index.deltas (8 shards), /metrics on :$RP_PORT"
 
   local t0; t0=$(date +%s.%N)
   "$BIN" ingest publish --brokers "$BOOT" --media-root "$WORK/media" --tenant demo \
@@ -191,6 +197,32 @@ stage2_pipeline() {
   wait_until 60 "the delete of $victim" track_deleted "$victim"
   echo
   echo "deleted $victim: $(sql_id "SELECT status || ' at version ' || version FROM tracks WHERE external_id = :'id'" "$victim"), fingerprint rows left: $(sql_id "SELECT count(*) FROM fingerprints WHERE external_id = :'id'" "$victim")"
+  stage2_replication
+}
+
+rp_metric() { curl -sf "http://127.0.0.1:$RP_PORT/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+replicated() { [ "$(rp_metric soundhash_replicator_last_seq)" = "$(sql 'SELECT last_seq FROM change_counter')" ]; }
+
+# The replication half: every change of the log is in a shard's delta stream; a snapshot of one
+# shard is read in one consistent transaction.
+stage2_replication() {
+  wait_until 30 "the replicator to publish every change" replicated
+  echo
+  echo "replicator: every change published, last seq $(rp_metric soundhash_replicator_last_seq); health: $(curl -s "http://127.0.0.1:$RP_PORT/health")"
+  curl -sf "http://127.0.0.1:$RP_PORT/metrics" | awk '
+    $1 ~ /^soundhash_replicator_ops_total\{/ { ops += $2; split($1, a, "\""); per = per " " a[2] ":" $2 }
+    $1 == "soundhash_replicator_postings_total" { p = $2 }
+    $1 == "soundhash_replicator_payload_wire_bytes_total" { w = $2 }
+    $1 == "soundhash_replicator_primary_blob_bytes_total" { b = $2 }
+    $1 == "soundhash_replicator_commit_to_ack_seconds_sum" { ls = $2 }
+    $1 == "soundhash_replicator_commit_to_ack_seconds_count" { lc = $2 }
+    END { printf "  ops per shard:%s (%d in all)\n", per, ops;
+          if (p > 0) printf "  %d postings on the wire at %.2f B/posting (the primary stores %.2f); commit -> Kafka ack %.0f ms on average\n",
+                            p, w / p, b / p, 1000 * ls / lc }'
+  local snap
+  snap=$("$BIN" replicator snapshot --dsn "$DSN" --shard 0 --out "$WORK/shard0.snap")
+  echo "$snap" | jq -r --arg b "$(stat -c %s "$WORK/shard0.snap")" \
+    '"  snapshot of shard \(.shard): \(.tracks) tracks at seq \(.seq), epoch \(.epoch), \($b) bytes"'
 }
 
 [ -x "$BIN" ] || { echo "demo: $BIN not built (run make)" >&2; exit 1; }
