@@ -10,7 +10,7 @@
 wk_setup
 
 SEED=${SH_SEED:-$(( $(date +%s) % 100000 ))}
-echo "seed $SEED (SH_SEED=$SEED reproduces the kill points)"
+echo "seed $SEED (SH_SEED=$SEED repeats the writes and the delays before each kill)"
 RANDOM=$SEED
 
 pk="rdkafka libpq avro-c sndfile fftw3f soxr libzstd lmdb libmicrohttpd jansson libcurl libcrypto"
