@@ -154,8 +154,8 @@ static int rank(sh_recognizer *r, sh_shard *s, size_t k, sh_recognize_answer *ou
 }
 
 /* Lookup in a shard (s) or an in-memory index (mi), then ranking. */
-static int recognize(sh_recognizer *r, sh_shard *s, const sh_memindex *mi, const sh_hash *h,
-                     size_t n, size_t k, sh_recognize_answer *out, size_t *nout,
+static int recognize(sh_recognizer *r, sh_shard *s, int fpv, const sh_memindex *mi,
+                     const sh_hash *h, size_t n, size_t k, sh_recognize_answer *out, size_t *nout,
                      sh_recognize_stats *st, sh_err *e)
 {
     if (nout)
@@ -168,7 +168,8 @@ static int recognize(sh_recognizer *r, sh_shard *s, const sh_memindex *mi, const
     const double t0 = sh_clock_mono_ms();
     int rc = 0;
     if (s)
-        rc = sh_shard_lookup(s, h, n, r->m, &got.postings, e);
+        rc = fpv > 0 ? sh_shard_lookup_fp(s, fpv, h, n, r->m, &got.postings, e)
+                     : sh_shard_lookup(s, h, n, r->m, &got.postings, e);
     else
         got.postings = sh_memindex_query(mi, h, n, r->m);
     const double t1 = sh_clock_mono_ms();
@@ -187,7 +188,16 @@ int sh_recognize_shard(sh_recognizer *r, sh_shard *s, const sh_hash *h, size_t n
 {
     if (!s)
         return sh_err_set(e, SH_EINVAL, "recognize: NULL shard");
-    return recognize(r, s, NULL, h, n, k, out, nout, st, e);
+    return recognize(r, s, 0, NULL, h, n, k, out, nout, st, e);
+}
+
+int sh_recognize_shard_fp(sh_recognizer *r, sh_shard *s, int fp_version, const sh_hash *h,
+                          size_t n, size_t k, sh_recognize_answer *out, size_t *nout,
+                          sh_recognize_stats *st, sh_err *e)
+{
+    if (!s || fp_version < 1)
+        return sh_err_set(e, SH_EINVAL, "recognize: NULL shard or fp_version < 1");
+    return recognize(r, s, fp_version, NULL, h, n, k, out, nout, st, e);
 }
 
 int sh_recognize_memindex(sh_recognizer *r, const sh_memindex *mi, const sh_hash *h, size_t n,
@@ -196,5 +206,5 @@ int sh_recognize_memindex(sh_recognizer *r, const sh_memindex *mi, const sh_hash
 {
     if (!mi)
         return sh_err_set(e, SH_EINVAL, "recognize: NULL index");
-    return recognize(r, NULL, mi, h, n, k, out, nout, st, e);
+    return recognize(r, NULL, 0, mi, h, n, k, out, nout, st, e);
 }

@@ -86,6 +86,12 @@ const sh_hash *sh_recognize_hashes(const sh_recognizer *r, size_t *n);
  * range), the shard's lookup errors (SH_EFORMAT, SH_ELMDB, ...), SH_ENOMEM ("ranking failed"). */
 int sh_recognize_shard(sh_recognizer *r, sh_shard *s, const sh_hash *h, size_t n, size_t k,
                        sh_recognize_answer *out, size_t *nout, sh_recognize_stats *st, sh_err *e);
+/* sh_recognize_shard() against the posting index of `fp_version` (sh_shard_lookup_fp), whatever
+ * the handle's fp_version: an edge opens its shards for any version and queries the one its
+ * recognizer fingerprints with. No answers when the shard holds none of that version. */
+int sh_recognize_shard_fp(sh_recognizer *r, sh_shard *s, int fp_version, const sh_hash *h,
+                          size_t n, size_t k, sh_recognize_answer *out, size_t *nout,
+                          sh_recognize_stats *st, sh_err *e);
 int sh_recognize_memindex(sh_recognizer *r, const sh_memindex *mi, const sh_hash *h, size_t n,
                           size_t k, sh_recognize_answer *out, size_t *nout,
                           sh_recognize_stats *st, sh_err *e);

@@ -48,6 +48,7 @@ void sh_http_opts_default(sh_http_opts *o)
     o->timeout_s = 10;
     o->threads = 2;
     o->max_conns = 64;
+    o->json_errors = 0;
 }
 
 int sh_http_new(const sh_http_opts *o, sh_http **out, sh_err *e)
@@ -158,8 +159,20 @@ static enum MHD_Result queue_fd(struct MHD_Connection *c, int status, const char
     return ret;
 }
 
-static enum MHD_Result queue_text(struct MHD_Connection *c, int status, const char *text)
+/* The server's own answers (404, 405, 413, 500): plain text, or {"error": "..."} when
+ * opts.json_errors asks for every error of an API to be JSON. `text` is a constant without quotes
+ * or backslashes. */
+static enum MHD_Result queue_text(const sh_http *h, struct MHD_Connection *c, int status,
+                                  const char *text)
 {
+    if (h->opts.json_errors) {
+        size_t n = strlen(text) + 16;
+        char *b = malloc(n);
+        if (!b)
+            return MHD_NO;
+        int len = snprintf(b, n, "{\"error\":\"%.*s\"}\n", (int)strcspn(text, "\n"), text);
+        return queue_buffer(c, status, "application/json", b, (size_t)len);
+    }
     char *b = strdup(text);
     return b ? queue_buffer(c, status, NULL, b, strlen(b)) : MHD_NO;
 }
@@ -214,14 +227,14 @@ static enum MHD_Result on_first(sh_http *h, struct MHD_Connection *c, void **con
         unsigned long long n = strtoull(cl, &end, 10);
         if (*end || (unsigned long long)h->opts.max_body < n) {
             st->answered = 1;
-            return queue_text(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large\n");
+            return queue_text(h, c, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large\n");
         }
     }
     return MHD_YES;
 }
 
-static enum MHD_Result run_handler(const route *r, struct MHD_Connection *c, const char *method,
-                                   const char *url, req_state *st)
+static enum MHD_Result run_handler(const sh_http *h, const route *r, struct MHD_Connection *c,
+                                   const char *method, const char *url, req_state *st)
 {
     sh_http_req req = {method, url, st->body ? st->body : "", st->len, c};
     sh_http_resp resp = {200, NULL, NULL, 0, -1, 0};
@@ -233,7 +246,7 @@ static enum MHD_Result run_handler(const route *r, struct MHD_Connection *c, con
     if (rc < 0) {
         free(resp.body);
         SH_WARN("http_handler_failed", "path=%s code=%s", url, sh_err_name(rc));
-        return queue_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal error\n");
+        return queue_text(h, c, MHD_HTTP_INTERNAL_SERVER_ERROR, "internal error\n");
     }
     char *body = resp.body ? resp.body : strdup("");
     if (!body)
@@ -280,13 +293,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     st->answered = 1;
     if (st->too_big)
-        return queue_text(c, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large\n");
+        return queue_text(h, c, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large\n");
     int path_ok;
     const route *r = find_route(h, method, url, &path_ok);
     if (!r)
-        return path_ok ? queue_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n")
-                       : queue_text(c, MHD_HTTP_NOT_FOUND, "not found\n");
-    return run_handler(r, c, method, url, st);
+        return path_ok ? queue_text(h, c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n")
+                       : queue_text(h, c, MHD_HTTP_NOT_FOUND, "not found\n");
+    return run_handler(h, r, c, method, url, st);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,

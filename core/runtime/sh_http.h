@@ -23,6 +23,8 @@ typedef struct sh_http_opts {
     unsigned timeout_s; /* idle connection timeout; default 10 s */
     unsigned threads;   /* worker threads of the pool; default 2 */
     unsigned max_conns; /* concurrent connections; default 64 */
+    int json_errors;    /* the server's own 404/405/413/500 answers as {"error": "..."} JSON
+                           instead of plain text (an API whose every error is JSON); default 0 */
 } sh_http_opts;
 
 /* One request, valid only during the handler call. */

@@ -8,6 +8,10 @@
  *       position, a prev_sequence ahead of it is a gap), until every shard has reached the
  *       primary's last seq, then compares each shard's checksum (sh_shardsum.h) with the
  *       primary's. Prints one JSON line per shard and a summary; exit 1 on any mismatch or gap.
+ *   repl_tool sums DSN NSHARDS
+ *       The primary's checksum per shard (sh_shardsum.h) from one consistent read, one JSON line
+ *       per shard in the form an edge's GET /v1/shards reports it:
+ *       {"shard":N,"seq":S,"sum":"16 hex","tracks":T,"postings":P}.
  */
 #include "sh_dpay.h"
 #include "sh_fpblob.h"
@@ -506,8 +510,29 @@ static int cmd_snapcheck(const char *file, const char *dsn, int shard)
     return ok ? 0 : 1;
 }
 
+static int cmd_sums(const char *dsn, int nshards)
+{
+    if (nshards < 1 || nshards > (int)SH_SHARDS_MAX)
+        return 2;
+    sh_primary *db = connect_db(dsn);
+    sh_shardsum *sums = calloc((size_t)nshards, sizeof *sums);
+    uint64_t *metas = calloc((size_t)nshards, sizeof *metas);
+    int64_t seq = 0;
+    int rc = sums && metas ? primary_sums(db, nshards, sums, metas, &seq) : 1;
+    for (int s = 0; rc == 0 && s < nshards; s++)
+        printf("{\"shard\":%d,\"seq\":%" PRId64 ",\"sum\":\"%016" PRIx64 "\",\"tracks\":%" PRIu64
+               ",\"postings\":%" PRIu64 "}\n",
+               s, seq, sums[s].sum, sums[s].tracks, sums[s].postings);
+    free(sums);
+    free(metas);
+    sh_primary_free(db);
+    return rc ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 4 && strcmp(argv[1], "sums") == 0)
+        return cmd_sums(argv[2], atoi(argv[3]));
     if (argc == 5 && strcmp(argv[1], "snapcheck") == 0)
         return cmd_snapcheck(argv[2], argv[3], atoi(argv[4]));
     if (argc == 6 && strcmp(argv[1], "write") == 0)
@@ -515,6 +540,6 @@ int main(int argc, char **argv)
     if (argc == 6 && strcmp(argv[1], "reconstruct") == 0)
         return cmd_reconstruct(argv[2], argv[3], argv[4], atoi(argv[5]));
     fprintf(stderr, "usage: repl_tool write DSN N SEED THREADS | reconstruct BROKERS DSN TOPIC "
-                    "TIMEOUT_S | snapcheck FILE DSN SHARD\n");
+                    "TIMEOUT_S | snapcheck FILE DSN SHARD | sums DSN NSHARDS\n");
     return 2;
 }

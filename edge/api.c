@@ -1,0 +1,442 @@
+/* api.c — the edge's HTTP side and metrics: /health, /ready, /v1/shards, /metrics and
+ * POST /v1/match. Every error is a 4xx/5xx with a {"error": "..."} body (the server's own 404,
+ * 405 and 413 too: sh_http_opts.json_errors). */
+#include "edge.h"
+
+#include "sh_clock.h"
+#include "sh_log.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- metrics ------------------------------------------------------------------------------ */
+
+static sh_series *plain(sh_metrics *m, int gauge, const char *name, const char *help)
+{
+    sh_metric *f = NULL;
+    int rc = gauge ? sh_metrics_gauge(m, name, help, NULL, &f)
+                   : sh_metrics_counter(m, name, help, NULL, &f);
+    return rc ? NULL : sh_metric_series(f, NULL);
+}
+
+static sh_series *hist(sh_metrics *m, const char *name, const char *help, double start,
+                       double factor, size_t n)
+{
+    double b[SH_METRICS_MAX_BUCKETS];
+    sh_metric *f = NULL;
+    sh_metrics_exp_buckets(start, factor, n, b);
+    return sh_metrics_histogram(m, name, help, NULL, b, n, &f) ? NULL : sh_metric_series(f, NULL);
+}
+
+int ed_metrics_init(ed *x)
+{
+    ed_metrics *m = &x->m;
+    int rc = sh_metrics_new(&m->reg);
+    if (rc)
+        return rc;
+    m->deltas = plain(m->reg, 0, "soundhash_edge_deltas_applied_total", "Deltas applied.");
+    m->ops_applied = plain(m->reg, 0, "soundhash_edge_ops_applied_total", "Ops applied.");
+    m->ops_skipped = plain(m->reg, 0, "soundhash_edge_ops_skipped_total",
+                           "Ops skipped: at or below the shard's position (redelivery, tail "
+                           "behind a snapshot).");
+    m->bootstraps = plain(m->reg, 0, "soundhash_edge_bootstraps_total",
+                          "Shards replaced by a snapshot.");
+    m->gaps = plain(m->reg, 0, "soundhash_edge_gaps_total",
+                    "Gaps seen (prev_sequence ahead of the position, or an offset Kafka no "
+                    "longer holds).");
+    m->errors = plain(m->reg, 0, "soundhash_edge_bootstrap_failures_total",
+                      "Bootstraps that failed (retried).");
+    m->matches = plain(m->reg, 0, "soundhash_edge_matches_total", "Match requests answered "
+                       "with a track.");
+    m->no_matches = plain(m->reg, 0, "soundhash_edge_no_matches_total",
+                          "Match requests answered with no track.");
+    m->bad_requests = plain(m->reg, 0, "soundhash_edge_bad_requests_total",
+                            "Match requests refused (4xx).");
+    m->apply_lag = hist(m->reg, "soundhash_edge_apply_lag_seconds",
+                        "Delta created (replicator) to applied (edge).", 0.002, 1.6, 20);
+    m->match_hist = hist(m->reg, "soundhash_edge_match_seconds",
+                         "POST /v1/match handling: decode, fingerprint, lookup, ranking.", 0.001,
+                         1.6, 20);
+    const char *shard[] = {"shard", NULL};
+    if (sh_metrics_gauge(m->reg, "soundhash_edge_shard_position",
+                         "Change-log seq the shard has applied.", shard, &m->f_pos) ||
+        sh_metrics_gauge(m->reg, "soundhash_edge_shard_bytes", "Bytes of the shard's data file.",
+                         shard, &m->f_bytes) ||
+        sh_metrics_gauge(m->reg, "soundhash_edge_shard_tracks", "Live tracks of the shard.",
+                         shard, &m->f_tracks))
+        return SH_ENOMEM;
+    for (size_t i = 0; i < x->nheld; i++) {
+        char v[16];
+        snprintf(v, sizeof v, "%d", x->held[i].n);
+        const char *lv[] = {v, NULL};
+        x->held[i].m_position = sh_metric_series(m->f_pos, lv);
+        x->held[i].m_bytes = sh_metric_series(m->f_bytes, lv);
+        x->held[i].m_tracks = sh_metric_series(m->f_tracks, lv);
+    }
+    if (!m->deltas || !m->ops_applied || !m->ops_skipped || !m->bootstraps || !m->gaps ||
+        !m->errors || !m->matches || !m->no_matches || !m->bad_requests || !m->apply_lag ||
+        !m->match_hist)
+        return SH_ENOMEM;
+    return 0;
+}
+
+void ed_metrics_free(ed *x)
+{
+    sh_metrics_free(x->m.reg);
+    x->m.reg = NULL;
+}
+
+void ed_shard_gauges(ed *x, ed_shard *sh)
+{
+    (void)x;
+    sh_shard_stats st;
+    sh_err e = {0};
+    sh_series_set(sh->m_position, (double)atomic_load(&sh->position));
+    if (sh->s && sh_shard_stats_get(sh->s, &st, &e) == 0) {
+        sh_series_set(sh->m_bytes, (double)st.file_bytes);
+        sh_series_set(sh->m_tracks, (double)st.tracks);
+    }
+}
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+static int json_error(sh_http_resp *resp, int status, const char *msg)
+{
+    json_t *o = json_pack("{s:s}", "error", msg);
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!s)
+        return SH_ENOMEM;
+    size_t n = strlen(s);
+    sh_http_resp_take(resp, status, "application/json", s, n);
+    return 0;
+}
+
+static int json_answer(sh_http_resp *resp, int status, json_t *o)
+{
+    char *s = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
+    json_decref(o);
+    if (!s)
+        return SH_ENOMEM;
+    sh_http_resp_take(resp, status, "application/json", s, strlen(s));
+    return 0;
+}
+
+/* Constant-time comparison of the bearer token: 1 when authorised. */
+static int authorised(const ed *x, const sh_http_req *req)
+{
+    if (!x->token)
+        return 1;
+    const char *h = sh_http_req_header(req, "Authorization");
+    if (!h || strncmp(h, "Bearer ", 7) != 0)
+        return 0;
+    h += 7;
+    size_t a = strlen(h), b = strlen(x->token);
+    unsigned char diff = (unsigned char)(a != b);
+    for (size_t i = 0; i < b; i++)
+        diff |= (unsigned char)(x->token[i] ^ (i < a ? h[i] : 0));
+    return diff == 0;
+}
+
+/* 0 when the shard has handled all Kafka holds; else the age of its last delta (-1: none). */
+static int64_t lag_ms(const ed_shard *sh)
+{
+    if (atomic_load(&sh->caught_up))
+        return 0;
+    int64_t c = atomic_load(&sh->created_ms);
+    if (!c)
+        return -1;
+    int64_t l = sh_clock_wall_ms() - c;
+    return l < 0 ? 0 : l;
+}
+
+/* ---- handlers ----------------------------------------------------------------------------- */
+
+static int on_health(const sh_http_req *req, sh_http_resp *resp, void *ud)
+{
+    (void)req;
+    ed *x = ud;
+    if (!atomic_load(&x->started))
+        return json_answer(resp, 503, json_pack("{s:s}", "status", "starting"));
+    return json_answer(resp, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+/* Ready = started, every held shard loaded (a position, no bootstrap pending) and either caught up
+ * with its partition or its last delta younger than --lag-threshold-ms. */
+static int on_ready(const sh_http_req *req, sh_http_resp *resp, void *ud)
+{
+    (void)req;
+    ed *x = ud;
+    json_t *why = json_array();
+    if (!atomic_load(&x->started))
+        json_array_append_new(why, json_string("starting"));
+    for (size_t i = 0; atomic_load(&x->opened) && i < x->nheld; i++) {
+        const ed_shard *sh = &x->held[i];
+        char b[96];
+        int64_t l = lag_ms(sh);
+        if (atomic_load(&sh->position) < 0 || sh->need_bootstrap)
+            snprintf(b, sizeof b, "shard %d: not loaded", sh->n);
+        else if (l < 0 || l > x->cfg.lag_threshold_ms)
+            snprintf(b, sizeof b, "shard %d: lag %" PRId64 " ms", sh->n, l);
+        else
+            continue;
+        json_array_append_new(why, json_string(b));
+    }
+    int ok = json_array_size(why) == 0;
+    return json_answer(resp, ok ? 200 : 503,
+                       json_pack("{s:s, s:o}", "status", ok ? "ready" : "not ready", "reasons",
+                                 why));
+}
+
+static json_t *fp_versions_json(sh_shard *s)
+{
+    int v[SH_SHARD_FP_VERSIONS_MAX];
+    size_t n = 0;
+    sh_err e = {0};
+    json_t *a = json_array();
+    if (s && sh_shard_fp_versions(s, v, SH_SHARD_FP_VERSIONS_MAX, &n, &e) == 0)
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(a, json_integer(v[i]));
+    return a;
+}
+
+static json_t *shard_json(ed_shard *sh)
+{
+    sh_shard_stats st;
+    memset(&st, 0, sizeof st);
+    sh_shardsum sum = SH_SHARDSUM_INIT;
+    sh_err e = {0};
+    pthread_rwlock_rdlock(&sh->lock);
+    int rc = sh->s ? sh_shard_stats_get(sh->s, &st, &e) : SH_ENOTFOUND;
+    if (rc == 0)
+        rc = sh_shard_checksum(sh->s, &sum, &e);
+    json_t *fpv = fp_versions_json(sh->s);
+    pthread_rwlock_unlock(&sh->lock);
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016" PRIx64, sum.sum);
+    int64_t l = lag_ms(sh);
+    return json_pack("{s:i, s:I, s:I, s:b, s:I, s:I, s:I, s:o, s:o, s:o}", "shard", sh->n,
+                     "epoch", (json_int_t)atomic_load(&sh->epoch), "position",
+                     (json_int_t)atomic_load(&sh->position), "loaded",
+                     rc == 0 && !sh->need_bootstrap, "tracks", (json_int_t)st.tracks,
+                     "postings", (json_int_t)st.postings, "bytes", (json_int_t)st.file_bytes,
+                     "lag_ms", l < 0 ? json_null() : json_integer(l), "fp_versions", fpv,
+                     "checksum",
+                     json_pack("{s:s, s:I, s:I}", "sum", hex, "tracks", (json_int_t)sum.tracks,
+                               "postings", (json_int_t)sum.postings));
+}
+
+static const char *node_name(const ed *x)
+{
+    return x->cfg.region[0] ? x->cfg.region : "edge";
+}
+
+static int on_shards(const sh_http_req *req, sh_http_resp *resp, void *ud)
+{
+    ed *x = ud;
+    if (!authorised(x, req))
+        return json_error(resp, 401, "missing or wrong bearer token");
+    if (!atomic_load(&x->opened))
+        return json_error(resp, 503, "starting");
+    json_t *a = json_array();
+    for (size_t i = 0; i < x->nheld; i++)
+        json_array_append_new(a, shard_json(&x->held[i]));
+    return json_answer(resp, 200, json_pack("{s:s, s:i, s:o}", "node", node_name(x), "nshards",
+                                            x->nshards, "shards", a));
+}
+
+static int on_metrics(const sh_http_req *req, sh_http_resp *resp, void *ud)
+{
+    (void)req;
+    ed *x = ud;
+    if (!atomic_load(&x->opened))
+        return json_error(resp, 503, "starting");
+    char *text = NULL;
+    size_t len = 0;
+    int rc = sh_metrics_render(x->m.reg, &text, &len);
+    if (rc)
+        return rc;
+    sh_http_resp_take(resp, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+    return 0;
+}
+
+/* ---- POST /v1/match ----------------------------------------------------------------------- */
+
+static sh_recognizer *pool_take(ed *x)
+{
+    pthread_mutex_lock(&x->pool_lock);
+    sh_recognizer *r = x->nfree ? x->pool[--x->nfree] : NULL;
+    pthread_mutex_unlock(&x->pool_lock);
+    return r;
+}
+
+static void pool_give(ed *x, sh_recognizer *r)
+{
+    pthread_mutex_lock(&x->pool_lock);
+    x->pool[x->nfree++] = r;
+    pthread_mutex_unlock(&x->pool_lock);
+}
+
+typedef struct cand {
+    json_t *j;
+    double confidence;
+    int score;
+} cand;
+
+static int cand_cmp(const void *a, const void *b)
+{
+    const cand *p = a, *q = b;
+    if (p->confidence != q->confidence)
+        return p->confidence < q->confidence ? 1 : -1;
+    return (p->score < q->score) - (p->score > q->score);
+}
+
+static json_t *answer_json(const sh_recognize_answer *a, int shard)
+{
+    json_t *meta = a->meta_json[0] ? json_loads(a->meta_json, 0, NULL) : NULL;
+    return json_pack("{s:s, s:f, s:f, s:i, s:f, s:f, s:i, s:o}", "track_id", a->id, "offset_s",
+                     a->offset_s, "duration_s", a->duration_s, "score", a->score, "confidence",
+                     a->confidence, "scale", a->scale, "shard", shard, "metadata",
+                     meta ? meta : json_null());
+}
+
+/* Looks the hashes up in one shard (read lock held), adding its answers to cands. */
+static int match_shard(ed_shard *sh, sh_recognizer *r, const sh_hash *h, size_t n, size_t k,
+                       cand *cands, size_t *nc, json_t *consulted, sh_err *e)
+{
+    pthread_rwlock_rdlock(&sh->lock);
+    int rc = 0;
+    if (sh->s && atomic_load(&sh->position) >= 0 && !sh->need_bootstrap) {
+        sh_recognize_answer a[SH_RECOGNIZE_TOP_MAX];
+        size_t na = 0;
+        rc = sh_recognize_shard_fp(r, sh->s, SH_FP_VERSION, h, n, k, a, &na, NULL, e);
+        for (size_t i = 0; rc == 0 && i < na; i++) {
+            cands[*nc] = (cand){answer_json(&a[i], sh->n), a[i].confidence, a[i].score};
+            (*nc)++;
+        }
+        json_array_append_new(consulted,
+                              json_pack("{s:i, s:I, s:I}", "shard", sh->n, "epoch",
+                                        (json_int_t)atomic_load(&sh->epoch), "position",
+                                        (json_int_t)atomic_load(&sh->position)));
+    }
+    pthread_rwlock_unlock(&sh->lock);
+    return rc;
+}
+
+static int decode_status(int rc)
+{
+    switch (rc) {
+    case SH_ETOOLONG:
+        return 413;
+    case SH_EDECODE:
+    case SH_ETOOSHORT:
+    case SH_EFORMAT:
+    case SH_EUNSUPPORTED:
+    case SH_EINVAL:
+        return 422;
+    default:
+        return 500;
+    }
+}
+
+static int match_body(ed *x, sh_recognizer *r, const sh_http_req *req, size_t k, double t0,
+                      sh_http_resp *resp)
+{
+    sh_err e = {0};
+    int rc = sh_recognize_clip_mem(r, req->body, req->body_len, &e);
+    if (rc) {
+        sh_series_add(x->m.bad_requests, 1);
+        char msg[SH_ERR_MSG_MAX + 32];
+        snprintf(msg, sizeof msg, "audio: %s", sh_err_text(&e));
+        return json_error(resp, decode_status(rc), msg);
+    }
+    size_t n = 0;
+    const sh_hash *h = sh_recognize_hashes(r, &n);
+    cand *cands = calloc(x->nheld * k, sizeof *cands);
+    json_t *consulted = json_array();
+    size_t nc = 0;
+    if (!cands)
+        rc = sh_err_set(&e, SH_ENOMEM, "out of memory");
+    for (size_t i = 0; rc == 0 && i < x->nheld; i++)
+        rc = match_shard(&x->held[i], r, h, n, k, cands, &nc, consulted, &e);
+    if (rc) {
+        for (size_t i = 0; i < nc; i++)
+            json_decref(cands[i].j);
+        free(cands);
+        json_decref(consulted);
+        SH_WARN("match_failed", "code=%s msg=\"%s\"", sh_err_name(rc), sh_err_text(&e));
+        return json_error(resp, 500, "lookup failed");
+    }
+    qsort(cands, nc, sizeof *cands, cand_cmp);
+    json_t *all = json_array();
+    for (size_t i = 0; i < nc; i++) {
+        if (i < k)
+            json_array_append(all, cands[i].j);
+        json_decref(cands[i].j);
+    }
+    free(cands);
+    json_t *best = json_array_size(all) ? json_incref(json_array_get(all, 0)) : json_null();
+    sh_series_add(json_is_null(best) ? x->m.no_matches : x->m.matches, 1);
+    const double ms = sh_clock_mono_ms() - t0;
+    sh_series_observe(x->m.match_hist, ms / 1000.0);
+    json_t *o = json_pack("{s:o, s:s, s:o, s:i, s:f}", "match", best, "node", node_name(x),
+                          "shards", consulted, "hashes", (int)n, "elapsed_ms", ms);
+    if (o && k > 1)
+        json_object_set(o, "candidates", all);
+    json_decref(all);
+    return json_answer(resp, 200, o);
+}
+
+static int on_match(const sh_http_req *req, sh_http_resp *resp, void *ud)
+{
+    ed *x = ud;
+    const double t0 = sh_clock_mono_ms();
+    if (!authorised(x, req))
+        return json_error(resp, 401, "missing or wrong bearer token");
+    if (!atomic_load(&x->opened))
+        return json_error(resp, 503, "starting");
+    long k = 1;
+    const char *top = sh_http_req_query(req, "top");
+    if (top && (sh_parse_long(top, &k) || k < 1 || k > SH_RECOGNIZE_TOP_MAX)) {
+        sh_series_add(x->m.bad_requests, 1);
+        return json_error(resp, 400, "top: 1..100");
+    }
+    if (req->body_len == 0) {
+        sh_series_add(x->m.bad_requests, 1);
+        return json_error(resp, 400, "empty body: send the audio clip as the request body");
+    }
+    sh_recognizer *r = pool_take(x);
+    if (!r)
+        return json_error(resp, 503, "busy: retry");
+    int rc = match_body(x, r, req, (size_t)k, t0, resp);
+    pool_give(x, r);
+    return rc;
+}
+
+int ed_http_start(ed *x, sh_err *e)
+{
+    sh_http_opts o;
+    sh_http_opts_default(&o);
+    o.max_body = x->cfg.max_body;
+    o.timeout_s = (unsigned)x->cfg.request_timeout_s;
+    o.threads = (unsigned)x->cfg.http_threads;
+    o.json_errors = 1;
+    int rc = sh_http_new(&o, &x->http, e);
+    if (rc == 0)
+        rc = sh_http_route(x->http, "GET", "/health", on_health, x);
+    if (rc == 0)
+        rc = sh_http_route(x->http, "GET", "/ready", on_ready, x);
+    if (rc == 0)
+        rc = sh_http_route(x->http, "GET", "/metrics", on_metrics, x);
+    if (rc == 0)
+        rc = sh_http_route(x->http, "GET", "/v1/shards", on_shards, x);
+    if (rc == 0)
+        rc = sh_http_route(x->http, "POST", "/v1/match", on_match, x);
+    if (rc == 0)
+        rc = sh_http_start(x->http, x->cfg.listen, e);
+    return rc;
+}

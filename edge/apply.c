@@ -1,0 +1,384 @@
+/* apply.c — the edge's only writer: Kafka deltas → its shards, each delta with the shard's cursor
+ * in one LMDB transaction (so a SIGKILL at any instant resumes exactly where the shard's data is).
+ *
+ * Per delta of shard N at (epoch E, position P), read at offset O:
+ *   epoch older than E            skipped (a stream the node has already left)
+ *   epoch newer than E            bootstrap (the primary's history restarted)
+ *   sequence <= P                 skipped (redelivery, or the tail behind a snapshot)
+ *   prev_sequence > P             a gap: bootstrap
+ *   otherwise                     ops with seq > P applied, cursor (E, sequence, O) in the same
+ *                                 transaction
+ * An empty shard (no cursor) bootstraps when a snapshot source is configured; without one it
+ * reads the partition from the beginning and accepts a stream that starts at seq 0 (a topic that
+ * holds its whole history), any other start being a gap. An offset Kafka no longer holds
+ * (auto.offset.reset=error) is a gap too. A bootstrap that fails is retried every few seconds; the
+ * shard then takes no deltas and /ready says so.
+ */
+#include "edge.h"
+
+#include "sh_clock.h"
+#include "sh_dpay.h"
+#include "sh_kafka.h"
+#include "sh_kclient.h"
+#include "sh_log.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { ED_BOOTSTRAP_RETRY_MS = 3000, ED_CURSOR_MAX = 128 };
+#define ED_CURSOR_KEY "edge"
+
+int ed_cursor_parse(const char *v, size_t len, int64_t *epoch, int64_t *pos, int64_t *offset,
+                    int64_t *created_ms)
+{
+    char buf[ED_CURSOR_MAX];
+    if (len == 0 || len >= sizeof buf)
+        return SH_EFORMAT;
+    memcpy(buf, v, len);
+    buf[len] = '\0';
+    int fmt = 0;
+    long long a, b, c, d;
+    if (sscanf(buf, "%d %lld %lld %lld %lld", &fmt, &a, &b, &c, &d) != 5 || fmt != 1 || a < 0 ||
+        b < 0 || c < -1 || d < 0)
+        return SH_EFORMAT;
+    *epoch = a;
+    *pos = b;
+    *offset = c;
+    *created_ms = d;
+    return 0;
+}
+
+int ed_cursor_put(sh_shard_batch *b, int64_t epoch, int64_t pos, int64_t offset,
+                  int64_t created_ms, sh_err *e)
+{
+    char v[ED_CURSOR_MAX];
+    int n = snprintf(v, sizeof v, "1 %" PRId64 " %" PRId64 " %" PRId64 " %" PRId64, epoch, pos,
+                     offset, created_ms);
+    return sh_shard_batch_set_cursor(b, ED_CURSOR_KEY, v, (size_t)n, e);
+}
+
+static int open_one(ed_shard *sh, sh_err *e)
+{
+    sh_shard_opts so;
+    sh_shard_opts_default(&so);
+    so.fp_version = -1; /* whatever versions the stream brings */
+    int rc = sh_shard_open(sh->dir, &so, &sh->s, e);
+    if (rc)
+        return rc;
+    char v[ED_CURSOR_MAX];
+    size_t len = 0;
+    int64_t ep = 0, pos = 0, off = -1, cr = 0;
+    rc = sh_shard_get_cursor(sh->s, ED_CURSOR_KEY, v, sizeof v, &len, e);
+    if (rc == SH_ENOTFOUND) {
+        sh->need_bootstrap = true; /* empty (or never finished a bootstrap) */
+        sh->offset = -1;
+        atomic_store(&sh->epoch, -1);
+        atomic_store(&sh->position, -1);
+        return 0;
+    }
+    if (rc == 0 && ed_cursor_parse(v, len, &ep, &pos, &off, &cr))
+        rc = sh_err_set(e, SH_EFORMAT, "%s: unreadable cursor", sh->dir);
+    if (rc)
+        return rc;
+    atomic_store(&sh->epoch, ep);
+    atomic_store(&sh->position, pos);
+    atomic_store(&sh->created_ms, cr);
+    sh->offset = off;
+    return 0;
+}
+
+int ed_shards_open(ed *x, sh_err *e)
+{
+    for (size_t i = 0; i < x->nheld; i++) {
+        ed_shard *sh = &x->held[i];
+        int rc = open_one(sh, e);
+        if (rc)
+            return sh_err_wrap(e, rc, "shard %d (%s)", sh->n, sh->dir);
+        ed_shard_gauges(x, sh);
+        SH_INFO("shard_opened", "shard=%d epoch=%" PRId64 " position=%" PRId64 " offset=%" PRId64,
+                sh->n, (int64_t)atomic_load(&sh->epoch), (int64_t)atomic_load(&sh->position),
+                sh->offset);
+    }
+    return 0;
+}
+
+void ed_shards_close(ed *x)
+{
+    for (size_t i = 0; i < x->nheld; i++) {
+        sh_shard_free(x->held[i].s);
+        x->held[i].s = NULL;
+    }
+}
+
+static ed_shard *held_of(ed *x, int partition)
+{
+    for (size_t i = 0; i < x->nheld; i++)
+        if (x->held[i].n == partition)
+            return &x->held[i];
+    return NULL;
+}
+
+/* (Re)assigns every held partition from where its shard stands: the offset after the last delta
+ * handled, or the beginning of what Kafka holds (after a bootstrap, or an empty shard). */
+static int assign_all(ed *x, sh_err *e)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)x->nheld);
+    if (!l)
+        return sh_err_set(e, SH_ENOMEM, "out of memory");
+    for (size_t i = 0; i < x->nheld; i++) {
+        const ed_shard *sh = &x->held[i];
+        rd_kafka_topic_partition_list_add(l, x->cfg.topic, sh->n)->offset =
+            sh->offset >= 0 ? sh->offset + 1 : RD_KAFKA_OFFSET_BEGINNING;
+    }
+    rd_kafka_resp_err_t err = rd_kafka_assign(x->consumer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    return err ? sh_kafka_err_set(e, err, "assign %s", x->cfg.topic) : 0;
+}
+
+/* Bootstraps a shard; on failure the shard waits (need_bootstrap) and the loop retries. Returns
+ * 1 when the shard was replaced (the caller re-assigns), 0 when it still waits, or a fatal code
+ * (the swap itself failed). */
+static int try_bootstrap(ed *x, ed_shard *sh, sh_err *e)
+{
+    sh->need_bootstrap = true;
+    sh->offset = -1;
+    sh_err be = {0};
+    const double t0 = sh_clock_mono_ms();
+    int rc = ed_bootstrap(x, sh, &be);
+    if (rc == SH_EINTERNAL) {
+        *e = be;
+        return rc;
+    }
+    if (rc) {
+        sh_series_add(x->m.errors, 1);
+        SH_WARN("bootstrap_failed", "shard=%d code=%s msg=\"%s\"", sh->n, sh_err_name(rc),
+                sh_err_text(&be));
+        return 0;
+    }
+    sh->need_bootstrap = false;
+    sh_series_add(x->m.bootstraps, 1);
+    ed_shard_gauges(x, sh);
+    SH_INFO("bootstrapped", "shard=%d epoch=%" PRId64 " position=%" PRId64 " ms=%.0f", sh->n,
+            (int64_t)atomic_load(&sh->epoch), (int64_t)atomic_load(&sh->position),
+            sh_clock_mono_ms() - t0);
+    return 1;
+}
+
+/* Shards that wait for a bootstrap: tried now (start-up) or every few seconds. An empty shard
+ * without a snapshot source starts from seq 0 instead (see the file comment). */
+static int bootstrap_waiting(ed *x, bool *reassign, sh_err *e)
+{
+    for (size_t i = 0; i < x->nheld; i++) {
+        ed_shard *sh = &x->held[i];
+        if (!sh->need_bootstrap || sh_stop_requested(x->stop))
+            continue;
+        if (!x->cfg.snapshot_source[0] && atomic_load(&sh->position) < 0) {
+            atomic_store(&sh->position, 0); /* epoch -1: adopted from the first delta */
+            sh->need_bootstrap = false;
+            *reassign = true;
+            continue;
+        }
+        int rc = try_bootstrap(x, sh, e);
+        if (rc < 0)
+            return rc;
+        *reassign |= rc == 1;
+    }
+    return 0;
+}
+
+/* Applies the ops above the shard's position and the new cursor in one transaction. */
+static int apply_delta(ed *x, ed_shard *sh, const sh_delta_envelope *d, int64_t offset,
+                       sh_err *e)
+{
+    sh_dpay *p = NULL;
+    int rc = sh_dpay_decode(d->payload, d->payload_len, (int)d->codec, (size_t)d->raw_size, NULL,
+                            &p, e);
+    if (rc)
+        return rc;
+    const int64_t pos = atomic_load(&sh->position);
+    sh_shard_batch *b = NULL;
+    size_t applied = 0, skipped = 0;
+    rc = sh_shard_batch_begin(sh->s, 0, &b, e);
+    for (size_t i = 0; rc == 0 && i < sh_dpay_count(p); i++) {
+        const sh_dop *op = sh_dpay_op(p, i);
+        if (op->seq <= pos || op->seq > d->sequence) {
+            skipped++;
+            continue;
+        }
+        rc = sh_shard_batch_apply(b, op, e);
+        applied++;
+    }
+    if (rc == 0)
+        rc = ed_cursor_put(b, d->epoch, d->sequence, offset, d->created_at_ms, e);
+    if (rc == 0) {
+        rc = sh_shard_batch_commit(b, NULL, e);
+        b = NULL;
+    }
+    sh_shard_batch_abort(b);
+    sh_dpay_free(p);
+    if (rc)
+        return rc;
+    atomic_store(&sh->epoch, d->epoch);
+    atomic_store(&sh->position, d->sequence);
+    atomic_store(&sh->created_ms, d->created_at_ms);
+    sh->offset = offset;
+    sh_series_add(x->m.deltas, 1);
+    sh_series_add(x->m.ops_applied, (double)applied);
+    sh_series_add(x->m.ops_skipped, (double)skipped);
+    int64_t lag = sh_clock_wall_ms() - d->created_at_ms;
+    sh_series_observe(x->m.apply_lag, (double)(lag > 0 ? lag : 0) / 1000.0);
+    if (applied)
+        ed_shard_gauges(x, sh);
+    else
+        sh_series_set(sh->m_position, (double)d->sequence);
+    return 0;
+}
+
+typedef enum { ED_DONE, ED_NEED_BOOTSTRAP } ed_verdict;
+
+/* Decides what one delta message means for its shard (file comment) and applies it. */
+static int handle_delta(ed *x, ed_shard *sh, const rd_kafka_message_t *m, ed_verdict *v,
+                        sh_err *e)
+{
+    *v = ED_DONE;
+    sh_delta_envelope d;
+    memset(&d, 0, sizeof d);
+    int rc = sh_delta_decode(m->payload, m->len, x->reg, &x->lim, &d, e);
+    if (rc)
+        return sh_err_wrap(e, rc, "shard %d offset %lld: not an index delta", sh->n,
+                           (long long)m->offset);
+    int64_t epoch = atomic_load(&sh->epoch), pos = atomic_load(&sh->position);
+    if (d.shard != sh->n) {
+        rc = sh_err_set(e, SH_EFORMAT, "partition %d offset %lld holds a delta of shard %d",
+                        sh->n, (long long)m->offset, (int)d.shard);
+    } else if (epoch < 0 && d.prev_sequence > 0) {
+        *v = ED_NEED_BOOTSTRAP; /* an empty shard and a stream that starts later */
+    } else if (epoch >= 0 && d.epoch < epoch) {
+        sh->offset = m->offset;
+    } else if (epoch >= 0 && d.epoch > epoch) {
+        SH_INFO("epoch_changed", "shard=%d from=%" PRId64 " to=%" PRId64, sh->n, epoch, d.epoch);
+        *v = ED_NEED_BOOTSTRAP;
+    } else if (d.sequence <= pos) {
+        sh->offset = m->offset;
+        sh_series_add(x->m.ops_skipped, d.count);
+    } else if (d.prev_sequence > pos) {
+        SH_WARN("gap", "shard=%d position=%" PRId64 " prev_sequence=%" PRId64 " offset=%lld",
+                sh->n, pos, d.prev_sequence, (long long)m->offset);
+        sh_series_add(x->m.gaps, 1);
+        *v = ED_NEED_BOOTSTRAP;
+    } else {
+        rc = apply_delta(x, sh, &d, m->offset, e);
+        if (rc)
+            rc = sh_err_wrap(e, rc, "shard %d: delta (%" PRId64 ", %" PRId64 "] at offset %lld",
+                             sh->n, d.prev_sequence, d.sequence, (long long)m->offset);
+    }
+    sh_delta_clear(&d);
+    return rc;
+}
+
+/* One message (or consumer event). Returns 0, or a fatal code: a delta that cannot be applied is
+ * data the edge must not skip, so the process stops naming it (like the replicator). */
+static int on_message(ed *x, const rd_kafka_message_t *m, bool *reassign, sh_err *e)
+{
+    ed_shard *sh = m->rkt ? held_of(x, m->partition) : NULL;
+    if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET && sh) {
+        SH_WARN("offset_gone", "shard=%d offset=%" PRId64 " reason=\"%s\"", sh->n,
+                sh->offset + 1, rd_kafka_message_errstr(m));
+        sh_series_add(x->m.gaps, 1);
+        sh->need_bootstrap = true;
+        *reassign = true;
+        if (atomic_load(&sh->position) < 0 || !x->cfg.snapshot_source[0])
+            sh->offset = -1;
+        return 0;
+    }
+    if (m->err) {
+        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            SH_WARN("kafka_error", "msg=\"%s\"", rd_kafka_message_errstr(m));
+        return 0;
+    }
+    if (!sh || sh->need_bootstrap)
+        return 0; /* a waiting shard takes nothing: it re-reads from its snapshot's position */
+    ed_verdict v = ED_DONE;
+    int rc = handle_delta(x, sh, m, &v, e);
+    if (rc == 0 && v == ED_NEED_BOOTSTRAP) {
+        rc = try_bootstrap(x, sh, e);
+        *reassign = true; /* bootstrapped or not: the partition restarts from its new state */
+        rc = rc < 0 ? rc : 0;
+    }
+    return rc;
+}
+
+int ed_consumer_start(ed *x, sh_err *e)
+{
+    /* assign() joins no group and nothing is ever committed: the position lives in the shard. */
+    static sh_kclient_kv forced[] = {{"group.id", "soundhash-edge"},
+                                     {"enable.auto.commit", "false"},
+                                     {"enable.auto.offset.store", "false"},
+                                     {"auto.offset.reset", "error"}};
+    sh_kclient_config kc = {.bootstrap = x->cfg.brokers,
+                            .props = &x->cfg.kafka_props,
+                            .forced = forced,
+                            .n_forced = sizeof forced / sizeof forced[0],
+                            .quiet_until_ready = true,
+                            .what = "edge consumer"};
+    int rc = sh_kafka_consumer_new(&kc, &x->consumer, e);
+    if (rc == 0)
+        rd_kafka_poll_set_consumer(x->consumer);
+    int tmo = (int)x->cfg.connect_timeout_s * 1000;
+    if (rc == 0)
+        rc = sh_kafka_wait_ready(x->consumer, x->cfg.brokers, tmo, e);
+    if (rc == 0)
+        rc = sh_kafka_describe_topic(x->consumer, x->cfg.topic, tmo, &x->nshards, e);
+    if (rc == 0 && x->nshards <= 0)
+        rc = sh_err_set(e, SH_ENOTFOUND, "topic %s does not exist", x->cfg.topic);
+    return rc;
+}
+
+/* A shard is caught up when it has handled everything Kafka holds of its partition (the high
+ * watermark librdkafka last saw, from its fetches: no request here). */
+static void update_caught_up(ed *x)
+{
+    for (size_t i = 0; i < x->nheld; i++) {
+        ed_shard *sh = &x->held[i];
+        int64_t lo = 0, hi = 0;
+        bool ok = !sh->need_bootstrap &&
+                  rd_kafka_get_watermark_offsets(x->consumer, x->cfg.topic, sh->n, &lo, &hi) ==
+                      RD_KAFKA_RESP_ERR_NO_ERROR &&
+                  hi >= 0 && (hi <= lo || sh->offset + 1 >= hi);
+        atomic_store(&sh->caught_up, ok);
+    }
+}
+
+int ed_run(ed *x, sh_err *e)
+{
+    bool reassign = true;
+    int rc = bootstrap_waiting(x, &reassign, e);
+    double next_retry = sh_clock_mono_ms() + ED_BOOTSTRAP_RETRY_MS;
+    if (rc == 0)
+        atomic_store(&x->started, true);
+    while (rc == 0 && !sh_stop_requested(x->stop)) {
+        if (reassign) {
+            reassign = false;
+            if ((rc = assign_all(x, e)))
+                break;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(x->consumer, 200);
+        if (m) {
+            rc = on_message(x, m, &reassign, e);
+            rd_kafka_message_destroy(m);
+        }
+        update_caught_up(x);
+        if (rc == 0 && sh_clock_mono_ms() > next_retry) {
+            next_retry = sh_clock_mono_ms() + ED_BOOTSTRAP_RETRY_MS;
+            rc = bootstrap_waiting(x, &reassign, e);
+        }
+    }
+    if (x->consumer) {
+        rd_kafka_consumer_close(x->consumer);
+        rd_kafka_destroy(x->consumer);
+        x->consumer = NULL;
+    }
+    return rc;
+}

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# soundhash edge against the real processes: broker, PostgreSQL, a worker ingesting real corpus
+# tracks, the replicator, and three edges — two with disjoint shards (0-3, 4-7; empty data dirs
+# started after the replicator ran, so they bootstrap from its snapshot URL; one with a bearer
+# token) and one with all shards reading the topic from its beginning. Each edge's /v1/shards
+# checksums equal the primary's per-shard sums; a degraded real clip POSTed as audio identifies
+# its track (on the all-shards edge, and on the disjoint edge that holds its shard only); a
+# deleted track stops matching; an edge SIGKILLed while deltas flow converges after restart; bad
+# requests get 4xx JSON and the node keeps serving; SIGTERM exits 0.
+. "$SH_ROOT/tests/integration/lib.sh"
+. "$SH_ROOT/tests/lib/pg.sh"
+. "$SH_ROOT/tests/lib/worker.sh"
+
+corpus="$SH_DATA_DIR/corpus/dev"
+[ -d "$corpus" ] || fail "no dev corpus at $corpus (scripts/data/make_corpus.sh builds it)"
+wk_setup
+
+pk="rdkafka libpq avro-c sndfile fftw3f soxr libzstd lmdb libmicrohttpd jansson libcurl libcrypto"
+RT="$SH_TMP/repl_tool"
+# shellcheck disable=SC2046
+cc -std=c17 -D_GNU_SOURCE -O1 -I"$SH_ROOT/core/engine" -I"$SH_ROOT/core/runtime" \
+  -I"$SH_ROOT/schemas" $(pkg-config --cflags $pk) \
+  -o "$RT" "$SH_ROOT/tests/integration/helpers/repl_tool.c" "$(dirname "$SH_BIN")/libsoundhash.a" \
+  $(pkg-config --libs $pk) -lm -pthread || fail "cannot build repl_tool"
+
+# ---- usage errors ------------------------------------------------------------------------------
+expect_exit 2 "$SH_BIN" edge --brokers "$BOOT" --data "$SH_TMP/x" --shards 0-3
+grep -q -- '--listen' "$SH_TMP/err" || fail "missing --listen names the flag"
+expect_exit 2 "$SH_BIN" edge --brokers "$BOOT" --data "$SH_TMP/x" --shards 3-1 --listen :0
+grep -q -- '--shards' "$SH_TMP/err" || fail "a bad --shards names the flag"
+expect_exit 2 "$SH_BIN" edge --brokers "$BOOT" --data "$SH_TMP/x" --shards 0 --listen nohost
+grep -q -- '--listen' "$SH_TMP/err" || fail "a bad --listen names the flag"
+expect_exit 0 "$SH_BIN" edge --help
+grep -q 'snapshot-source' "$SH_TMP/out" || fail "--help lists --snapshot-source"
+
+# ---- real tracks into the primary, the replicator streams them ---------------------------------
+mapfile -t tracks < <(ls "$corpus"/*.ogg | head -n 6)
+for f in "${tracks[@]}"; do cp "$f" "$MEDIA/"; done
+first=("${tracks[@]:0:4}")
+wk_start w1 --threads 2 --worker-id it-edge-worker
+wk_publish "${first[@]/#$corpus/$MEDIA}"
+wait_for 120 wk_tracks_active 4
+
+"$SH_BIN" replicator --brokers "$BOOT" --dsn "$SH_DSN" --http 127.0.0.1:0 --heartbeat-ms 200 \
+  > /dev/null 2> "$SH_TMP/rp.log" &
+RP_PID=$!
+WK_PIDS+=("$RP_PID")
+wait_for 30 grep -q 'event=replicator_started' "$SH_TMP/rp.log"
+RP_PORT=$(sed -n 's/.*event=http_listening.* port=\([0-9]*\).*/\1/p' "$SH_TMP/rp.log" | head -n1)
+
+ed_start() { # ed_start NAME [--asan] ARGS... : sets ED_PID_NAME, ED_PORT_NAME
+  local name="$1" bin="$SH_BIN"; shift
+  if [ "${1:-}" = "--asan" ]; then bin="$SH_BIN_ASAN"; shift; fi
+  # a restart logs afresh (its port is read from the log); the previous run's log is kept aside
+  [ -f "$SH_TMP/$name.log" ] && mv "$SH_TMP/$name.log" "$SH_TMP/$name.log.$(date +%s%N)"
+  "$bin" edge --brokers "$BOOT" --listen 127.0.0.1:0 --data "$SH_TMP/data-$name" \
+    --lag-threshold-ms 3000 "$@" > /dev/null 2> "$SH_TMP/$name.log" &
+  local pid=$!
+  WK_PIDS+=("$pid")
+  printf -v "ED_PID_$name" '%s' "$pid"
+  wait_for 30 grep -q 'event=http_listening' "$SH_TMP/$name.log"
+  printf -v "ED_PORT_$name" '%s' "$(sed -n 's/.*event=http_listening.* port=\([0-9]*\).*/\1/p' "$SH_TMP/$name.log" | head -n1)"
+}
+ed_stop() { # ed_stop NAME SIG : sets ED_RC
+  local pidvar="ED_PID_$1"
+  kill -s "$2" "${!pidvar}"
+  set +e; wait "${!pidvar}"; ED_RC=$?; set -e
+}
+AUTH=()
+# Every shard the edge holds has the primary's checksum (sum, tracks, postings).
+converged() { # converged PORT
+  curl -fsS "${AUTH[@]}" "127.0.0.1:$1/v1/shards" > "$SH_TMP/shards.json" || return 1
+  "$RT" sums "$SH_DSN" 8 > "$SH_TMP/sums.json" || return 1
+  local got want
+  got=$(jq -r '.shards[] | "\(.shard) \(.checksum.sum) \(.checksum.tracks) \(.checksum.postings)"' "$SH_TMP/shards.json")
+  want=$(jq -r --argjson held "$(jq '[.shards[].shard]' "$SH_TMP/shards.json")" \
+    'select(.shard as $s | $held | index($s)) | "\(.shard) \(.sum) \(.tracks) \(.postings)"' "$SH_TMP/sums.json")
+  [ -n "$got" ] && [ "$got" = "$want" ]
+}
+metric() { curl -fsS "127.0.0.1:$2/metrics" | awk -v n="$1" '$1 == n {print $2}'; }
+
+echo secret-token > "$SH_TMP/token"
+ed_start A --asan --shards 0-3 --snapshot-source "http://127.0.0.1:$RP_PORT" --region edge-a
+ed_start B --shards 4-7 --snapshot-source "http://127.0.0.1:$RP_PORT" --region edge-b \
+  --api-token-file "$SH_TMP/token"
+ed_start C --shards all --region secondary
+check "/health answers" curl -fsS "127.0.0.1:$ED_PORT_C/health"
+wait_for 60 converged "$ED_PORT_A"
+echo "ok: edge A (shards 0-3, ASan) equals the primary"
+AUTH=(-H "Authorization: Bearer secret-token")
+wait_for 60 converged "$ED_PORT_B"
+echo "ok: edge B (shards 4-7, token) equals the primary"
+AUTH=()
+wait_for 60 converged "$ED_PORT_C"
+echo "ok: edge C (all shards, from the topic's beginning) equals the primary"
+check "A bootstrapped its 4 shards from the replicator's snapshots" \
+  test "$(metric soundhash_edge_bootstraps_total "$ED_PORT_A")" = 4
+check "C needed no snapshot" test "$(metric soundhash_edge_bootstraps_total "$ED_PORT_C")" = 0
+wait_for 20 curl -fsS "127.0.0.1:$ED_PORT_C/ready"
+check "/ready on A" curl -fsS "127.0.0.1:$ED_PORT_A/ready"
+
+# ---- a degraded real clip: 10 s from the middle, plus noise, as Ogg -------------------------------
+target="${first[1]}"
+tid=$(basename "$target" .ogg)
+sox "$target" -c 1 "$SH_TMP/cut.wav" trim 30 10
+sox -n -r "$(soxi -r "$SH_TMP/cut.wav")" -c 1 "$SH_TMP/noise.wav" synth 10 whitenoise vol 0.05
+sox -m "$SH_TMP/cut.wav" "$SH_TMP/noise.wav" "$SH_TMP/clip.ogg"
+match() { # match PORT [curl args...] : the answer's JSON
+  local port="$1"; shift
+  curl -sS "$@" --data-binary @"$SH_TMP/clip.ogg" "127.0.0.1:$port/v1/match"
+}
+match "$ED_PORT_C" > "$SH_TMP/m.json"
+cat "$SH_TMP/m.json"; echo
+check "the all-shards edge identifies $tid" test "$(jq -r '.match.track_id' "$SH_TMP/m.json")" = "$tid"
+check "... reporting its node, 8 shards consulted with (epoch, position), elapsed_ms" \
+  test "$(jq -r '"\(.node) \(.shards | length) \(.shards[0].position >= 0) \(.elapsed_ms > 0)"' "$SH_TMP/m.json")" = "secondary 8 true true"
+shard=$(jq -r '.match.shard' "$SH_TMP/m.json")
+if [ "$shard" -lt 4 ]; then holder=$ED_PORT_A; other=$ED_PORT_B; else holder=$ED_PORT_B; other=$ED_PORT_A; fi
+TOK=(-H "Authorization: Bearer secret-token")
+check "the disjoint edge holding shard $shard identifies it" \
+  test "$(match "$holder" "${TOK[@]}" | jq -r '.match.track_id')" = "$tid"
+check "the other disjoint edge has no match" \
+  test "$(match "$other" "${TOK[@]}" | jq -r '.match')" = null
+check "top=3 lists candidates, best first" test "$(curl -sS --data-binary @"$SH_TMP/clip.ogg" \
+  "127.0.0.1:$ED_PORT_C/v1/match?top=3" | jq -r '"\(.candidates[0].track_id) \(.candidates | length <= 3)"')" = "$tid true"
+lat=$(for i in 1 2 3 4 5; do curl -sS -o /dev/null -w '%{time_total}\n' --data-binary @"$SH_TMP/clip.ogg" "127.0.0.1:$ED_PORT_C/v1/match"; done | sort -n | sed -n 3p)
+echo "match over HTTP (10 s Ogg clip, all 8 shards, median of 5): ${lat}s"
+
+# ---- bad requests: 4xx with a JSON error, and the node keeps serving ------------------------------
+status() { curl -s -o "$SH_TMP/body" -w '%{http_code}' "$@"; }
+json_err() { jq -e '.error | type == "string"' "$SH_TMP/body" > /dev/null; }
+check "empty body: 400 JSON" test "$(status -X POST "127.0.0.1:$ED_PORT_C/v1/match")" = 400 -a -s "$SH_TMP/body"
+json_err || fail "empty body: JSON error"
+head -c 50000 /dev/urandom > "$SH_TMP/garbage.bin"
+check "garbage audio: 422" test "$(status --data-binary @"$SH_TMP/garbage.bin" "127.0.0.1:$ED_PORT_C/v1/match")" = 422
+json_err || fail "garbage: JSON error"
+head -c 3000000 /dev/urandom > "$SH_TMP/big.bin"
+check "3 MB body over the 2 MiB cap: 413" test "$(status --data-binary @"$SH_TMP/big.bin" "127.0.0.1:$ED_PORT_C/v1/match")" = 413
+json_err || fail "oversize: JSON error"
+check "unknown path: 404" test "$(status "127.0.0.1:$ED_PORT_C/v1/nothing")" = 404
+json_err || fail "404: JSON error"
+check "wrong method: 405" test "$(status "127.0.0.1:$ED_PORT_C/v1/match")" = 405
+json_err || fail "405: JSON error"
+check "bad top: 400" test "$(status -X POST --data-binary @"$SH_TMP/clip.ogg" "127.0.0.1:$ED_PORT_C/v1/match?top=0")" = 400
+check "no token: 401" test "$(status --data-binary @"$SH_TMP/clip.ogg" "127.0.0.1:$ED_PORT_B/v1/match")" = 401
+json_err || fail "401: JSON error"
+check "wrong token: 401" test "$(status -H 'Authorization: Bearer nope' "127.0.0.1:$ED_PORT_B/v1/shards")" = 401
+check "/health needs no token" curl -fsS "127.0.0.1:$ED_PORT_B/health"
+check "after the bad requests C still identifies the clip" \
+  test "$(match "$ED_PORT_C" | jq -r '.match.track_id')" = "$tid"
+
+# ---- a delete stops matching everywhere; an edge SIGKILLed while deltas flow converges -----------
+"$SH_BIN" ingest delete --brokers "$BOOT" --dsn "$SH_DSN" --track-id "$tid" > /dev/null 2> "$SH_TMP/delete.err" || {
+  cat "$SH_TMP/delete.err" >&2; fail "ingest delete"; }
+wk_publish "${tracks[4]/#$corpus/$MEDIA}" "${tracks[5]/#$corpus/$MEDIA}"
+sleep "0.$(( RANDOM % 9 + 1 ))"
+ed_stop C KILL
+check "SIGKILL (rc $ED_RC)" test "$ED_RC" -eq 137
+ed_start C --shards all --region secondary
+wait_for 120 wk_tracks_active 5
+wait_for 60 converged "$ED_PORT_C"
+echo "ok: edge C converges after SIGKILL and restart"
+wait_for 60 converged "$ED_PORT_A"
+AUTH=(-H "Authorization: Bearer secret-token")
+wait_for 60 converged "$ED_PORT_B"
+AUTH=()
+check "the deleted track no longer matches (C)" test "$(match "$ED_PORT_C" | jq -r '.match')" = null
+check "... nor on the edge holding its shard" test "$(match "$holder" "${TOK[@]}" | jq -r '.match')" = null
+m=$(curl -fsS "127.0.0.1:$ED_PORT_C/metrics")
+for n in soundhash_edge_deltas_applied_total soundhash_edge_ops_applied_total \
+         soundhash_edge_apply_lag_seconds_bucket soundhash_edge_match_seconds_bucket \
+         soundhash_edge_shard_bytes soundhash_edge_gaps_total; do
+  check "metric $n" grep -q "^$n" <<< "$m"
+done
+
+# ---- SIGTERM --------------------------------------------------------------------------------------
+for n in A B C; do
+  ed_stop "$n" TERM
+  check "edge $n exits 0 on SIGTERM (rc $ED_RC)" test "$ED_RC" -eq 0
+done
+check "no sanitizer report from the ASan edge" bash -c "! grep -q 'ERROR: AddressSanitizer\|runtime error' '$SH_TMP/A.log'"
+kill "$RP_PID"
