@@ -62,6 +62,11 @@ unknown subcommand|dlq frobnicate
 --batch-ms|replicator --brokers 127.0.0.1:1 --dsn host=x --batch-ms 0
 --shard|replicator snapshot --dsn host=x --shard 9 --shards 8 --out snap
 --tombstone-days|replicator prune --dsn host=x --brokers 127.0.0.1:1 --tombstone-days -1
+--listen is required|edge --brokers 127.0.0.1:1 --data ed --shards 0-3
+--shards|edge --brokers 127.0.0.1:1 --data ed --shards 3-1 --listen :0
+--listen|edge --brokers 127.0.0.1:1 --data ed --shards all --listen notanaddr
+-X|edge --brokers 127.0.0.1:1 --data ed --shards all --listen :0 -X bogus.prop=1
+--api-token-file|edge --brokers 127.0.0.1:1 --data ed --shards all --listen :0 --api-token-file /nonexistent
 unknown command 'nope'|help nope
 unknown command 'nope'|nope
 T
@@ -99,6 +104,7 @@ worker|brokers dsn media-root threads group http worker-id property max-inflight
 replicator|dsn brokers http region topic property batch-ms batch-bytes poll-ms heartbeat-ms lag-threshold-ms connect-timeout zstd-level max-delta-bytes
 replicator snapshot|dsn shard shards out
 replicator prune|dsn brokers topic property tombstone-days
+edge|brokers data shards listen region snapshot-source topic api-token-file property lag-threshold-ms connect-timeout max-body max-clip-s http-threads request-timeout snapshot-max-bytes snapshot-timeout
 T
 )
 opts_of() { # the long options a --help text on stdin lists, built-ins left out
