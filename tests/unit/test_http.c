@@ -277,6 +277,47 @@ static void test_handler_failure(void **state)
     assert_null(strstr(f.body, "partial"));
 }
 
+/* json_errors: the server's own 404, 405, 413 and 500 answers are {"error": ...} JSON. */
+static void test_json_errors(void **state)
+{
+    (void)state;
+    sh_http_opts o;
+    sh_http_opts_default(&o);
+    o.max_body = 100;
+    o.json_errors = 1;
+    sh_http *h = NULL;
+    sh_err e = {0};
+    assert_int_equal(sh_http_new(&o, &h, NULL), 0);
+    assert_int_equal(sh_http_route(h, "POST", "/echo", on_echo, NULL), 0);
+    assert_int_equal(sh_http_route(h, "GET", "/fail", on_fail, NULL), 0);
+    assert_int_equal(sh_http_start(h, "127.0.0.1:0", &e), 0);
+    int port = sh_http_port(h);
+    fetched f;
+    char big[200];
+    memset(big, 'z', sizeof big);
+    const struct {
+        const char *path, *body;
+        size_t blen;
+        long status;
+        const char *want;
+    } cases[] = {
+        {"/nope", NULL, 0, 404, "{\"error\":\"not found\"}\n"},
+        {"/echo", NULL, 0, 405, "{\"error\":\"method not allowed\"}\n"},
+        {"/echo", big, sizeof big, 413, "{\"error\":\"request body too large\"}\n"},
+        {"/fail", NULL, 0, 500, "{\"error\":\"internal error\"}\n"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        assert_int_equal(http_do(port, cases[i].path, cases[i].body, cases[i].blen, &f), CURLE_OK);
+        assert_int_equal(f.status, cases[i].status);
+        assert_string_equal(f.body, cases[i].want);
+        assert_string_equal(f.ctype, "application/json");
+    }
+    /* A handler's own answer is untouched. */
+    assert_int_equal(http_do(port, "/echo", "hi", 2, &f), CURLE_OK);
+    assert_int_equal(f.status, 201);
+    sh_http_free(h);
+}
+
 static void test_bad_addresses(void **state)
 {
     (void)state;
@@ -356,6 +397,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_handler_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pattern_route_and_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_port_in_use, setup, teardown),
+        cmocka_unit_test(test_json_errors),
         cmocka_unit_test(test_bad_addresses),
         cmocka_unit_test(test_ipv6_loopback),
     };

@@ -122,6 +122,31 @@ static void test_shard_answer(void **state)
     assert_int_equal(na, 0);
 }
 
+/* sh_recognize_shard_fp: the posting index of the version asked for, whatever the handle's —
+ * the same answer for the version the shard holds, none for a version it does not. */
+static void test_shard_fp_version(void **state)
+{
+    world *w = *state;
+    sh_err e = {0};
+    const size_t off = (size_t)(11.3 * RATE);
+    assert_int_equal(sh_recognize_clip_pcm(w->r, w->tracks[1] + off, 8 * RATE, &e), 0);
+    size_t nh;
+    const sh_hash *h = sh_recognize_hashes(w->r, &nh);
+    sh_recognize_answer a[5];
+    size_t na = 99;
+    assert_int_equal(sh_recognize_shard_fp(w->r, w->s, SH_FP_VERSION, h, nh, 5, a, &na, NULL, &e),
+                     0);
+    assert_int_equal(na, 1);
+    assert_string_equal(a[0].id, "track-one");
+    na = 99;
+    assert_int_equal(
+        sh_recognize_shard_fp(w->r, w->s, SH_FP_VERSION + 1, h, nh, 5, a, &na, NULL, &e), 0);
+    assert_int_equal(na, 0);
+    assert_int_equal(sh_recognize_shard_fp(w->r, w->s, 0, h, nh, 5, a, &na, NULL, &e), SH_EINVAL);
+    assert_int_equal(sh_recognize_shard_fp(w->r, NULL, SH_FP_VERSION, h, nh, 5, a, &na, NULL, &e),
+                     SH_EINVAL);
+}
+
 /* The same excerpt against the in-memory index: the caller's track number, no strings. */
 static void test_memindex_answer(void **state)
 {
@@ -228,6 +253,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shard_answer),
+        cmocka_unit_test(test_shard_fp_version),
         cmocka_unit_test(test_memindex_answer),
         cmocka_unit_test(test_clip_mem_and_duration_cap),
         cmocka_unit_test(test_errors),
