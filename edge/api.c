@@ -310,7 +310,9 @@ static int match_shard(ed_shard *sh, sh_recognizer *r, const sh_hash *h, size_t 
 {
     pthread_rwlock_rdlock(&sh->lock);
     int rc = 0;
-    if (sh->s && atomic_load(&sh->position) >= 0 && !sh->need_bootstrap) {
+    /* A shard waiting for a bootstrap still answers from what it holds (its position says how
+     * old that is); only a shard never loaded is left out. */
+    if (sh->s && atomic_load(&sh->position) >= 0) {
         sh_recognize_answer a[SH_RECOGNIZE_TOP_MAX];
         size_t na = 0;
         rc = sh_recognize_shard_fp(r, sh->s, SH_FP_VERSION, h, n, k, a, &na, NULL, e);

@@ -61,10 +61,20 @@ int ed_cursor_put(sh_shard_batch *b, int64_t epoch, int64_t pos, int64_t offset,
 
 static int open_one(ed_shard *sh, sh_err *e)
 {
+    /* Leftovers of a bootstrap a crash interrupted (bootstrap.c): the live directory, or none
+     * (then the shard is empty and bootstraps again). */
+    char p[4200];
+    snprintf(p, sizeof p, "%s.staging", sh->dir);
+    int rc = ed_rm_shard_dir(p, e);
+    snprintf(p, sizeof p, "%s.old", sh->dir);
+    if (rc == 0)
+        rc = ed_rm_shard_dir(p, e);
+    if (rc)
+        return rc;
     sh_shard_opts so;
     sh_shard_opts_default(&so);
     so.fp_version = -1; /* whatever versions the stream brings */
-    int rc = sh_shard_open(sh->dir, &so, &sh->s, e);
+    rc = sh_shard_open(sh->dir, &so, &sh->s, e);
     if (rc)
         return rc;
     char v[ED_CURSOR_MAX];
@@ -284,14 +294,13 @@ static int on_message(ed *x, const rd_kafka_message_t *m, bool *reassign, sh_err
 {
     ed_shard *sh = m->rkt ? held_of(x, m->partition) : NULL;
     if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET && sh) {
+        /* Retention dropped deltas this shard has not applied: only a snapshot can bridge it. */
         SH_WARN("offset_gone", "shard=%d offset=%" PRId64 " reason=\"%s\"", sh->n,
                 sh->offset + 1, rd_kafka_message_errstr(m));
         sh_series_add(x->m.gaps, 1);
-        sh->need_bootstrap = true;
         *reassign = true;
-        if (atomic_load(&sh->position) < 0 || !x->cfg.snapshot_source[0])
-            sh->offset = -1;
-        return 0;
+        int rc = try_bootstrap(x, sh, e); /* the partition restarts from its beginning */
+        return rc < 0 ? rc : 0;
     }
     if (m->err) {
         if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)

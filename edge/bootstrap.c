@@ -25,8 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Removes a shard directory (flat: data.mdb, lock.mdb). Missing is fine. */
-static int rm_shard_dir(const char *dir, sh_err *e)
+int ed_rm_shard_dir(const char *dir, sh_err *e)
 {
     DIR *d = opendir(dir);
     if (!d)
@@ -49,7 +48,19 @@ typedef struct dl {
     int fd;
     size_t got, max;
     int err;
+    sh_stop *stop;
 } dl;
+
+/* libcurl's progress callback: a stop (SIGTERM) aborts a download in progress. */
+static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+    (void)dt;
+    (void)dn;
+    (void)ut;
+    (void)un;
+    const dl *d = ud;
+    return d->stop && sh_stop_requested(d->stop);
+}
 
 static size_t on_data(char *p, size_t sz, size_t n, void *ud)
 {
@@ -79,7 +90,7 @@ static int download(const ed *x, int n, int fd, sh_err *e)
     CURL *c = curl_easy_init();
     if (!c)
         return sh_err_set(e, SH_ENOMEM, "curl_easy_init");
-    dl d = {fd, 0, x->cfg.snapshot_max, 0};
+    dl d = {fd, 0, x->cfg.snapshot_max, 0, x->stop};
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
@@ -89,11 +100,16 @@ static int download(const ed *x, int n, int fd, sh_err *e)
     curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)x->cfg.snapshot_max);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &d);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, &d);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
     CURLcode cc = curl_easy_perform(c);
     curl_easy_cleanup(c);
     if (d.err == SH_ETOOBIG || cc == CURLE_FILESIZE_EXCEEDED)
         return sh_err_set(e, SH_ETOOBIG, "%s: over --snapshot-max-bytes %zu", url,
                           x->cfg.snapshot_max);
+    if (cc == CURLE_ABORTED_BY_CALLBACK)
+        return sh_err_set(e, SH_ECANCELED, "%s: stopped", url);
     if (cc != CURLE_OK)
         return sh_err_set(e, cc == CURLE_OPERATION_TIMEDOUT ? SH_ETIMEOUT : SH_EHTTP, "%s: %s",
                           url, curl_easy_strerror(cc));
@@ -192,7 +208,7 @@ static int swap_in(ed_shard *sh, const char *staging, sh_err *e)
         rc = sh_err_wrap(e, SH_EINTERNAL, "reopening %s", sh->dir);
     pthread_rwlock_unlock(&sh->lock);
     if (rc == 0)
-        rm_shard_dir(old, e);
+        ed_rm_shard_dir(old, e);
     return rc;
 }
 
@@ -203,7 +219,7 @@ int ed_bootstrap(ed *x, ed_shard *sh, sh_err *e)
                           "is set", sh->n);
     char staging[4200];
     snprintf(staging, sizeof staging, "%s.staging", sh->dir);
-    int rc = rm_shard_dir(staging, e);
+    int rc = ed_rm_shard_dir(staging, e);
     int fd = -1;
     if (rc == 0)
         rc = snapshot_fd(x, sh, &fd, e);
@@ -215,7 +231,7 @@ int ed_bootstrap(ed *x, ed_shard *sh, sh_err *e)
         close(fd);
     if (rc) {
         sh_err tmp = {0};
-        rm_shard_dir(staging, &tmp);
+        ed_rm_shard_dir(staging, &tmp);
         return rc;
     }
     if ((rc = swap_in(sh, staging, e)))

@@ -108,8 +108,13 @@ int ed_run(ed *x, sh_err *e);
 int ed_shards_open(ed *x, sh_err *e);
 void ed_shards_close(ed *x);
 
-/* bootstrap.c: replaces shard `sh` by the snapshot from cfg.snapshot_source. */
+/* bootstrap.c: replaces shard `sh` by the snapshot from cfg.snapshot_source. Errors: those of the
+ * download or file (SH_ENOTFOUND, SH_EHTTP, SH_ETIMEOUT, SH_ETOOBIG, SH_ECANCELED on a stop), of
+ * the snapshot (SH_EFORMAT, SH_ECHECKSUM, ...) and the shard; the live shard is then untouched.
+ * SH_EINTERNAL: the swap failed half-way (the shard has no handle: the process must stop). */
 int ed_bootstrap(ed *x, ed_shard *sh, sh_err *e);
+/* Removes a shard directory (flat: data.mdb, lock.mdb); a missing one is fine. */
+int ed_rm_shard_dir(const char *dir, sh_err *e);
 /* Parses a cursor value; 0 or SH_EFORMAT. */
 int ed_cursor_parse(const char *v, size_t len, int64_t *epoch, int64_t *pos, int64_t *offset,
                     int64_t *created_ms);

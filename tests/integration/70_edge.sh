@@ -173,8 +173,48 @@ for n in soundhash_edge_deltas_applied_total soundhash_edge_ops_applied_total \
   check "metric $n" grep -q "^$n" <<< "$m"
 done
 
+# ---- churn written straight into the primary (uploads, reindexes to the next fp_version, deletes)
+# while edge C is SIGKILLed at seeded random points and restarted: every edge converges -------------
+SEED=${SH_SEED:-$(( $(date +%s) % 100000 ))}
+echo "seed $SEED (SH_SEED=$SEED repeats the writes and the kill delays)"
+RANDOM=$SEED
+"$RT" write "$SH_DSN" 400 "$SEED" 1 > "$SH_TMP/write.out" &
+WRITER=$!
+for i in 1 2 3; do
+  sleep "0.$(( RANDOM % 4 + 1 ))"
+  ed_stop C KILL
+  check "kill $i during apply: SIGKILL (rc $ED_RC)" test "$ED_RC" -eq 137
+  ed_start C --shards all --region secondary
+  wait_for 30 grep -q 'event=edge_started' "$SH_TMP/C.log"
+  echo "restart $i resumes at positions: $(sed -n 's/.*event=shard_opened .* position=\([0-9-]*\).*/\1/p' "$SH_TMP/C.log" | tr '\n' ' ')"
+done
+wait "$WRITER" || fail "writers failed"
+cat "$SH_TMP/write.out"
+check "reindexes left every shard under 16 fp_versions" \
+  test "$(pg_sql 'SELECT max(fp_version) FROM tracks')" -lt 12
+wait_for 60 converged "$ED_PORT_C"
+echo "ok: edge C converges after 3 SIGKILLs during the churn"
+wait_for 60 converged "$ED_PORT_A"
+AUTH=(-H "Authorization: Bearer secret-token")
+wait_for 60 converged "$ED_PORT_B"
+AUTH=()
+echo "ok: edges A and B converge too (reindexed tracks hold a second fp_version)"
+check "a shard holds two fp_versions" \
+  bash -c "curl -fsS 127.0.0.1:$ED_PORT_C/v1/shards | jq -e '[.shards[].fp_versions | length] | max >= 2'"
+
+# ---- an edge bootstrapped from snapshot files (--snapshot-source DIR) -----------------------------
+mkdir -p "$SH_TMP/snaps"
+for s in 0 1 2 3 4 5 6 7; do
+  "$SH_BIN" replicator snapshot --dsn "$SH_DSN" --shard "$s" --out "$SH_TMP/snaps/shard-$s.snap" > /dev/null
+done
+ed_start D --shards 0,2,4-7 --snapshot-source "$SH_TMP/snaps" --region from-files
+wait_for 60 converged "$ED_PORT_D"
+check "D bootstrapped its 6 shards from the files" \
+  test "$(metric soundhash_edge_bootstraps_total "$ED_PORT_D")" = 6
+echo "ok: edge D (shards 0,2,4-7 from snapshot files) equals the primary"
+
 # ---- SIGTERM --------------------------------------------------------------------------------------
-for n in A B C; do
+for n in A B C D; do
   ed_stop "$n" TERM
   check "edge $n exits 0 on SIGTERM (rc $ED_RC)" test "$ED_RC" -eq 0
 done
