@@ -95,6 +95,7 @@ static int open_one(ed_shard *sh, sh_err *e)
     atomic_store(&sh->epoch, ep);
     atomic_store(&sh->position, pos);
     atomic_store(&sh->created_ms, cr);
+    sh->need_bootstrap = false;
     sh->offset = off;
     return 0;
 }
@@ -239,10 +240,7 @@ static int apply_delta(ed *x, ed_shard *sh, const sh_delta_envelope *d, int64_t 
     sh_series_add(x->m.ops_skipped, (double)skipped);
     int64_t lag = sh_clock_wall_ms() - d->created_at_ms;
     sh_series_observe(x->m.apply_lag, (double)(lag > 0 ? lag : 0) / 1000.0);
-    if (applied)
-        ed_shard_gauges(x, sh);
-    else
-        sh_series_set(sh->m_position, (double)d->sequence);
+    sh_series_set(sh->m_position, (double)d->sequence); /* sizes: ed_run, once a second */
     return 0;
 }
 
@@ -364,7 +362,7 @@ int ed_run(ed *x, sh_err *e)
 {
     bool reassign = true;
     int rc = bootstrap_waiting(x, &reassign, e);
-    double next_retry = sh_clock_mono_ms() + ED_BOOTSTRAP_RETRY_MS;
+    double next_retry = sh_clock_mono_ms() + ED_BOOTSTRAP_RETRY_MS, next_gauges = 0;
     if (rc == 0)
         atomic_store(&x->started, true);
     while (rc == 0 && !sh_stop_requested(x->stop)) {
@@ -379,6 +377,12 @@ int ed_run(ed *x, sh_err *e)
             rd_kafka_message_destroy(m);
         }
         update_caught_up(x);
+        /* Sizes cost a read transaction and a free-list walk: once a second, not per delta. */
+        if (sh_clock_mono_ms() > next_gauges) {
+            next_gauges = sh_clock_mono_ms() + 1000;
+            for (size_t i = 0; i < x->nheld; i++)
+                ed_shard_gauges(x, &x->held[i]);
+        }
         if (rc == 0 && sh_clock_mono_ms() > next_retry) {
             next_retry = sh_clock_mono_ms() + ED_BOOTSTRAP_RETRY_MS;
             rc = bootstrap_waiting(x, &reassign, e);

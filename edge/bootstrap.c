@@ -240,5 +240,6 @@ int ed_bootstrap(ed *x, ed_shard *sh, sh_err *e)
     atomic_store(&sh->position, info.seq);
     atomic_store(&sh->created_ms, 0);
     sh->offset = -1;
+    sh->need_bootstrap = false;
     return 0;
 }

@@ -275,8 +275,7 @@ int sh_cmd_edge(int argc, char **argv)
     memset(&spec, 0, sizeof spec);
     sh_opt opts[N_OPTS];
     init_opts(&x.cfg, opts, &spec);
-    static unsigned char marks[SH_SHARDS_MAX];
-    memset(marks, 0, sizeof marks);
+    unsigned char marks[SH_SHARDS_MAX] = {0};
     bool all = false;
     sh_err e = {0};
     int code = sh_opt_exit_code(&spec, sh_opt_parse(&spec, argc, argv, &e), &e);
