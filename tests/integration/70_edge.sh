@@ -6,7 +6,10 @@
 # checksums equal the primary's per-shard sums; a degraded real clip POSTed as audio identifies
 # its track (on the all-shards edge, and on the disjoint edge that holds its shard only); a
 # deleted track stops matching; an edge SIGKILLed while deltas flow converges after restart; bad
-# requests get 4xx JSON and the node keeps serving; SIGTERM exits 0.
+# requests get 4xx JSON and the node keeps serving; churn with reindexes and deletes while the
+# all-shards edge is SIGKILLed mid-stream converges; an edge bootstraps from snapshot files; an edge
+# whose delta stream is lost (a new cluster after the change log was pruned) sees the gap, bootstraps
+# from the new replicator's snapshots and converges; SIGTERM exits 0.
 . "$SH_ROOT/tests/integration/lib.sh"
 . "$SH_ROOT/tests/lib/pg.sh"
 . "$SH_ROOT/tests/lib/worker.sh"
@@ -216,10 +219,35 @@ wait_for 10 metric_is soundhash_edge_bootstraps_total "$ED_PORT_D" 6
 echo "ok: D bootstrapped its 6 shards from the files"
 echo "ok: edge D (shards 0,2,4-7 from snapshot files) equals the primary"
 
+# ---- the edge's stream is lost (a new cluster, the change log pruned): gap → snapshot → converges --
+kill "$RP_PID"; wait "$RP_PID" || true
+"$SH_BIN" replicator prune --dsn "$SH_DSN" --brokers "$BOOT" --tombstone-days 7 > /dev/null
+"$SH_BIN" broker --bootstrap-file "$SH_TMP/boot2" > /dev/null 2> "$SH_TMP/broker2.log" &
+WK_PIDS+=($!)
+wait_for 20 test -s "$SH_TMP/boot2"
+BOOT_MAIN=$BOOT
+BOOT=$(cat "$SH_TMP/boot2")
+"$SH_BIN" replicator --brokers "$BOOT" --dsn "$SH_DSN" --http 127.0.0.1:0 --heartbeat-ms 200 \
+  > /dev/null 2> "$SH_TMP/rp2.log" &
+RP_PID=$!
+WK_PIDS+=("$RP_PID")
+wait_for 30 grep -q 'event=replicator_started' "$SH_TMP/rp2.log"
+RP_PORT=$(sed -n 's/.*event=http_listening.* port=\([0-9]*\).*/\1/p' "$SH_TMP/rp2.log" | head -n1)
+"$RT" write "$SH_DSN" 40 "$((SEED + 1))" 1 > /dev/null
+ed_stop A TERM
+check "ASan edge A exits 0 on SIGTERM (rc $ED_RC)" test "$ED_RC" -eq 0
+ed_start A --asan --shards 0-3 --snapshot-source "http://127.0.0.1:$RP_PORT" --region edge-a
+wait_for 60 converged "$ED_PORT_A"
+check "A saw the lost stream (gaps or gone offsets: $(metric soundhash_edge_gaps_total "$ED_PORT_A"))" \
+  test "$(metric soundhash_edge_gaps_total "$ED_PORT_A")" -ge 1
+check "... and bootstrapped from the new replicator's snapshots" \
+  test "$(metric soundhash_edge_bootstraps_total "$ED_PORT_A")" -ge 1
+echo "ok: edge A moved to a new delta stream through snapshots and equals the primary"
+
 # ---- SIGTERM --------------------------------------------------------------------------------------
 for n in A B C D; do
   ed_stop "$n" TERM
   check "edge $n exits 0 on SIGTERM (rc $ED_RC)" test "$ED_RC" -eq 0
 done
-check "no sanitizer report from the ASan edge" bash -c "! grep -q 'ERROR: AddressSanitizer\|runtime error' '$SH_TMP/A.log'"
+check "no sanitizer report from the ASan edge" bash -c "! grep -q 'ERROR: AddressSanitizer\|runtime error' '$SH_TMP'/A.log*"
 kill "$RP_PID"
