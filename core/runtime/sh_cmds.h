@@ -20,6 +20,7 @@ SH_CMD(sh_cmd_worker);      /* workers/ */
 SH_CMD(sh_cmd_dlq);         /* cli/cmd_dlq.c (reads the dead-letter topic) */
 SH_CMD(sh_cmd_replicator);  /* replicator/ */
 SH_CMD(sh_cmd_edge);        /* edge/ */
+SH_CMD(sh_cmd_verify);      /* replicator/cmd_verify.c (primary vs edges) */
 
 #undef SH_CMD
 #endif

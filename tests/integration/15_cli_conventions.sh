@@ -67,6 +67,10 @@ unknown subcommand|dlq frobnicate
 --listen|edge --brokers 127.0.0.1:1 --data ed --shards all --listen notanaddr
 -X|edge --brokers 127.0.0.1:1 --data ed --shards all --listen :0 -X bogus.prop=1
 --api-token-file|edge --brokers 127.0.0.1:1 --data ed --shards all --listen :0 --api-token-file /nonexistent
+--dsn|verify --dsn notadsn --edge http://127.0.0.1:1
+--edge|verify --dsn host=x --edge notaurl
+--edge|verify --dsn host=x
+--wait|verify --dsn host=x --edge http://127.0.0.1:1 --wait -1
 unknown command 'nope'|help nope
 unknown command 'nope'|nope
 T
@@ -105,6 +109,7 @@ replicator|dsn brokers http region topic property batch-ms batch-bytes poll-ms h
 replicator snapshot|dsn shard shards out
 replicator prune|dsn brokers topic property tombstone-days
 edge|brokers data shards listen region snapshot-source topic api-token-file property lag-threshold-ms connect-timeout max-body max-clip-s http-threads request-timeout snapshot-max-bytes snapshot-timeout
+verify|dsn edge wait shards
 T
 )
 opts_of() { # the long options a --help text on stdin lists, built-ins left out

@@ -9,7 +9,9 @@
 # requests get 4xx JSON and the node keeps serving; churn with reindexes and deletes while the
 # all-shards edge is SIGKILLed mid-stream converges; an edge bootstraps from snapshot files; an edge
 # whose delta stream is lost (a new cluster after the change log was pruned) sees the gap, bootstraps
-# from the new replicator's snapshots and converges; SIGTERM exits 0.
+# from the new replicator's snapshots and converges; `soundhash verify` passes on the converged edges
+# and exits 1 on a wrong shard (a doctored copy of an edge's answer) or an unreachable edge; SIGTERM
+# exits 0.
 . "$SH_ROOT/tests/integration/lib.sh"
 . "$SH_ROOT/tests/lib/pg.sh"
 . "$SH_ROOT/tests/lib/worker.sh"
@@ -207,6 +209,48 @@ AUTH=()
 echo "ok: edges A and B converge too (reindexed tracks hold a second fp_version)"
 check "a shard holds two fp_versions" \
   bash -c "curl -fsS 127.0.0.1:$ED_PORT_C/v1/shards | jq -e '[.shards[].fp_versions | length] | max >= 2'"
+
+# ---- soundhash verify: the three edges against the primary; then a wrong edge, an unreachable one --
+VTOK=(env SOUNDHASH_API_TOKEN=secret-token) # B needs it; A and C hold no token and ignore it
+EDGES=(--edge "http://127.0.0.1:$ED_PORT_A" --edge "http://127.0.0.1:$ED_PORT_B" --edge "http://127.0.0.1:$ED_PORT_C/")
+expect_exit 0 "${VTOK[@]}" "$SH_BIN" verify --dsn "$SH_DSN" --wait 20 "${EDGES[@]}"
+check "verify: 16 ok lines (A 4 + B 4 + C 8 shards), summary without mismatch" \
+  test "$(jq -rs '"\([.[] | select(.ok == true and .edge.sum == .primary.sum and .position >= .primary_seq)] | length) \(.[-1].mismatched) \(length)"' "$SH_TMP/out")" = "16 0 17"
+# a wrong edge: B's real answer with shard 5's sum altered, served as a stale copy would be
+curl -fsS "${TOK[@]}" "127.0.0.1:$ED_PORT_B/v1/shards" |
+  jq -c '(.shards[] | select(.shard == 5) | .checksum.sum) |= (if . == "0000000000000001" then "0000000000000002" else "0000000000000001" end)' \
+  > "$SH_TMP/fake-shards.json"
+cat > "$SH_TMP/fake_edge.py" << 'EOF'
+import http.server, os, sys
+body = open(sys.argv[1], "rb").read()
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/v1/shards" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+open(sys.argv[2] + ".tmp", "w").write(str(s.server_address[1]))
+os.rename(sys.argv[2] + ".tmp", sys.argv[2])
+s.serve_forever()
+EOF
+python3 "$SH_TMP/fake_edge.py" "$SH_TMP/fake-shards.json" "$SH_TMP/fake.port" &
+FAKE_PID=$!
+WK_PIDS+=("$FAKE_PID")
+wait_for 10 test -s "$SH_TMP/fake.port"
+expect_exit 1 "$SH_BIN" verify --dsn "$SH_DSN" --wait 20 --edge "http://127.0.0.1:$ED_PORT_A" \
+  --edge "http://127.0.0.1:$(cat "$SH_TMP/fake.port")"
+check "verify exits 1 naming shard 5 of the wrong edge, the other 7 shards ok" \
+  test "$(jq -rs '"\([.[] | select(.ok == false) | .shard]) \([.[] | select(.ok == true)] | length) \(.[-1].mismatched)"' "$SH_TMP/out")" = "[5] 7 1"
+grep -q '1 shard(s) differ' "$SH_TMP/err" || fail "verify says a shard differs"
+kill "$FAKE_PID"
+DEAD=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+expect_exit 1 "$SH_BIN" verify --dsn "$SH_DSN" --wait 5 --edge "http://127.0.0.1:$ED_PORT_A" --edge "http://127.0.0.1:$DEAD"
+grep -q "127.0.0.1:$DEAD" "$SH_TMP/err" || fail "verify names the unreachable edge"
+echo "ok: verify passes on converged edges, fails on a wrong shard and on an unreachable edge"
 
 # ---- an edge bootstrapped from snapshot files (--snapshot-source DIR) -----------------------------
 mkdir -p "$SH_TMP/snaps"
