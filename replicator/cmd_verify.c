@@ -252,6 +252,9 @@ static long report(const vf_edge *edges, size_t n, const sh_shardsum *sums, int6
             putchar(',');
             print_sum("primary", &sums[x->shard]);
             printf(",\"ok\":%s}\n", ok ? "true" : "false");
+            if (!ok)
+                fprintf(stderr, "soundhash verify: node %s (%s) shard %d differs from the primary\n",
+                        edges[i].node, edges[i].url, x->shard);
             bad += !ok;
             checked++;
         }
