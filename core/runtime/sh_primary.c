@@ -823,14 +823,7 @@ void sh_track_list_clear(sh_track_list *l)
 }
 
 /* Columns 0..12 of every track query, in this order. */
-#define SQL_TRACK_COLS                                                                             \
-    "t.id::int8, t.external_id::text, t.tenant::text, t.metadata::text, t.source_uri::text, "      \
-    "t.sha256::text, t.duration_s::float8, t.fp_version::int4, t.version::int8, "                  \
-    "(t.status = 'deleted')::bool, t.n_hashes::int8, "                                             \
-    SH_PG_EPOCH_MS("t.created_at") ", "                                                            \
-    SH_PG_EPOCH_MS("t.updated_at")
-
-static int sh_track_from_row(const PGresult *r, int row, sh_track *t, int blob_col)
+int sh_track_from_row(const PGresult *r, int row, sh_track *t, int blob_col)
 {
     int bad = 0;
     memset(t, 0, sizeof *t);

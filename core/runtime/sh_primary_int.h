@@ -33,4 +33,17 @@ int sh_exec(sh_primary *db, const char *sql, sh_err *e, const char *what);
 /* Rolls back an open transaction if the connection is alive; returns rc. */
 int sh_rollback(sh_primary *db, int rc);
 
+/* The columns of one track as sh_track_from_row reads them (0..12; a blob may follow as 13),
+ * from `tracks t`. Shared by the track reads and the snapshot cursor. */
+#define SQL_TRACK_COLS                                                                             \
+    "t.id::int8, t.external_id::text, t.tenant::text, t.metadata::text, t.source_uri::text, "      \
+    "t.sha256::text, t.duration_s::float8, t.fp_version::int4, t.version::int8, "                  \
+    "(t.status = 'deleted')::bool, t.n_hashes::int8, "                                             \
+    SH_PG_EPOCH_MS("t.created_at") ", "                                                            \
+    SH_PG_EPOCH_MS("t.updated_at")
+
+/* Decodes a row selected with SQL_TRACK_COLS (blob at `blob_col`, or -1) into `t`; SH_EDB (and a
+ * zeroed `t`) when the row has another shape. */
+int sh_track_from_row(const PGresult *r, int row, sh_track *t, int blob_col);
+
 #endif

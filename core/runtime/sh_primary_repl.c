@@ -56,9 +56,7 @@ int sh_primary_snap_begin(sh_primary *db, int64_t *seq, sh_err *e)
     if (rc == 0)
         rc = sh_exec(db,
                      "DECLARE sh_snap NO SCROLL CURSOR FOR "
-                     "SELECT t.external_id::text, t.tenant::text, t.metadata::text, "
-                     "t.duration_s::float8, t.fp_version::int4, t.version::int8, "
-                     "coalesce(f.n_hashes, 0)::int8, f.blob::bytea "
+                     "SELECT " SQL_TRACK_COLS ", f.blob::bytea "
                      "FROM tracks t LEFT JOIN fingerprints f ON f.external_id = t.external_id "
                      "WHERE t.status = 'active' ORDER BY t.external_id",
                      e, "snapshot cursor");
@@ -69,22 +67,7 @@ int sh_primary_snap_begin(sh_primary *db, int64_t *seq, sh_err *e)
 
 static int snap_row(const PGresult *r, int row, void *item)
 {
-    sh_track *t = item;
-    int bad = 0;
-    memset(t, 0, sizeof *t);
-    t->external_id = sh_pg_col_str(r, row, 0, &bad);
-    t->tenant = sh_pg_col_str(r, row, 1, &bad);
-    t->metadata_json = sh_pg_col_str(r, row, 2, &bad);
-    t->duration_s = sh_pg_col_f64(r, row, 3, &bad);
-    t->fp_version = sh_pg_col_i32(r, row, 4, &bad);
-    t->version = sh_pg_col_i64(r, row, 5, &bad);
-    t->n_hashes = (uint32_t)sh_pg_col_i64(r, row, 6, &bad);
-    t->fp_blob = sh_pg_col_bytes(r, row, 7, &t->fp_blob_len, &bad);
-    if (bad || !t->external_id || !t->tenant) {
-        sh_track_clear(t);
-        return SH_EDB;
-    }
-    return 0;
+    return sh_track_from_row(r, row, item, 13);
 }
 
 int sh_primary_snap_next(sh_primary *db, size_t limit, sh_track_list *out, sh_err *e)
