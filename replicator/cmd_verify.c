@@ -44,40 +44,8 @@ typedef struct vf_edge {
     char node[128];
     vf_eshard *v;
     size_t n;
+    int starting; /* its last answer was 503 (opening, bootstrapping): waited for like a lag */
 } vf_edge;
-
-/* ---- the primary's side ------------------------------------------------------------------- */
-
-/* Per-shard sums of every active track, from one consistent read; *seq = the change-log seq it
- * reflects. sums has nshards entries. */
-static int primary_sums(sh_primary *db, int nshards, sh_shardsum *sums, int64_t *seq, sh_err *e)
-{
-    for (int s = 0; s < nshards; s++)
-        sums[s] = (sh_shardsum)SH_SHARDSUM_INIT;
-    int rc = sh_primary_snap_begin(db, seq, e);
-    while (rc == 0) {
-        sh_track_list l = {0};
-        if ((rc = sh_primary_snap_next(db, 256, &l, e)) || l.n == 0) {
-            sh_track_list_clear(&l);
-            break;
-        }
-        for (size_t i = 0; i < l.n && rc == 0; i++) {
-            const sh_track *t = &l.v[i];
-            sh_hash *h = NULL;
-            size_t n = 0, idlen = strlen(t->external_id);
-            if (t->fp_blob_len)
-                rc = sh_fpblob_decode(t->fp_blob, t->fp_blob_len, 0, &h, &n, e);
-            int s = (int)sh_shard_of(t->external_id, idlen, (uint32_t)nshards);
-            if (rc == 0)
-                rc = sh_shardsum_add(&sums[s], t->external_id, idlen, t->version, t->fp_version,
-                                     h, n, e);
-            free(h);
-        }
-        sh_track_list_clear(&l);
-    }
-    sh_primary_snap_end(db);
-    return rc;
-}
 
 /* ---- the edges' side ---------------------------------------------------------------------- */
 
@@ -105,7 +73,8 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
     return len;
 }
 
-/* GET {url}/v1/shards into *out (caller frees). Errors: SH_EIO (unreachable, non-200, over cap). */
+/* GET {url}/v1/shards into *out (caller frees). Errors: SH_ETRANSIENT (503: the edge is starting),
+ * SH_EIO (unreachable, another non-200, over cap). */
 static int http_get_shards(const char *url, const char *token, char **out, sh_err *e)
 {
     char full[2048], auth[VF_TOKEN_MAX + 32];
@@ -136,6 +105,8 @@ static int http_get_shards(const char *url, const char *token, char **out, sh_er
     if (cc != CURLE_OK)
         rc = sh_err_set(e, SH_EIO, "edge %s: %s", url,
                         b.over ? "answer over 4 MiB" : curl_easy_strerror(cc));
+    else if (status == 503)
+        rc = sh_err_set(e, SH_ETRANSIENT, "edge %s: still starting (503)", url);
     else if (status != 200)
         rc = sh_err_set(e, SH_EIO, "edge %s: GET /v1/shards answered %ld", url, status);
     curl_slist_free_all(hdr);
@@ -216,6 +187,11 @@ static int fetch_edges(vf_edge *edges, size_t n, long nshards, int64_t seq, int 
     for (size_t i = 0; i < n; i++) {
         char *body = NULL;
         int rc = http_get_shards(edges[i].url, token, &body, e);
+        edges[i].starting = rc == SH_ETRANSIENT;
+        if (edges[i].starting) {
+            *behind = 1; /* a starting edge is behind, not broken: --wait covers it */
+            continue;
+        }
         if (rc == 0)
             rc = parse_shards(body, nshards, &edges[i], e);
         free(body);
@@ -265,6 +241,15 @@ static long report(const vf_edge *edges, size_t n, const sh_shardsum *sums, int6
     return bad;
 }
 
+/* The URL of an edge whose last answer was 503, or NULL. */
+static const char *starting_url(const vf_edge *edges, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (edges[i].starting)
+            return edges[i].url;
+    return NULL;
+}
+
 /* Waits (bounded) until every edge shard has reached the seq of a primary read that is still
  * current, then compares. *mismatched gets the count. Errors: SH_ETIMEOUT, those of the reads. */
 static int verify(sh_primary *db, const vf_cfg *c, vf_edge *edges, long *mismatched, sh_err *e)
@@ -274,13 +259,17 @@ static int verify(sh_primary *db, const vf_cfg *c, vf_edge *edges, long *mismatc
         return sh_err_set(e, SH_ENOMEM, "out of memory");
     double deadline = sh_clock_mono_ms() + (double)c->wait_s * 1000;
     int64_t seq = -1, now = -1;
-    int behind = 1, rc = primary_sums(db, (int)c->shards, sums, &seq, e);
+    int behind = 1, rc = sh_primary_shard_sums(db, (int)c->shards, sums, &seq, NULL, NULL, e);
     while (rc == 0) {
         rc = fetch_edges(edges, c->edges.n, c->shards, seq, &behind, e);
         if (rc == 0 && !behind)
             rc = sh_primary_last_seq(db, &now, e);
         if (rc == 0 && !behind && now == seq)
             break; /* the edges reached a read the primary has not moved past */
+        const char *still = starting_url(edges, c->edges.n);
+        if (rc == 0 && still && sh_clock_mono_ms() > deadline)
+            rc = sh_err_set(e, SH_ETIMEOUT, "edge %s still starting (503) after --wait %ld s",
+                            still, c->wait_s);
         if (rc == 0 && sh_clock_mono_ms() > deadline)
             rc = sh_err_set(e, SH_ETIMEOUT,
                             behind ? "edges did not reach the primary's seq %" PRId64
@@ -289,7 +278,7 @@ static int verify(sh_primary *db, const vf_cfg *c, vf_edge *edges, long *mismatc
                                      ") for --wait %ld s: no quiet moment to compare at",
                             seq, c->wait_s);
         if (rc == 0 && !behind)
-            rc = primary_sums(db, (int)c->shards, sums, &seq, e);
+            rc = sh_primary_shard_sums(db, (int)c->shards, sums, &seq, NULL, NULL, e);
         else if (rc == 0)
             sh_clock_sleep_ms(200, NULL, NULL);
     }

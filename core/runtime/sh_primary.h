@@ -50,6 +50,7 @@
 #define SH_PRIMARY_H
 
 #include "sh_err.h"
+#include "sh_shardsum.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -286,6 +287,15 @@ int sh_primary_snap_next(sh_primary *db, size_t limit, sh_track_list *out, sh_er
  * Errors: SH_EDB, SH_ETRANSIENT. */
 int sh_primary_snap_fp_versions(sh_primary *db, int32_t *v, size_t cap, size_t *n, sh_err *e);
 void sh_primary_snap_end(sh_primary *db);
+
+/* Each shard's checksum (sh_shardsum.h) of the active tracks, from one consistent snapshot read
+ * (the calls above): sums[0..nshards) are reset first, *seq gets the seq they reflect. The
+ * definition verify and the tests compare edges with — one loop, not one per tool. `each` (may be
+ * NULL) sees every track with its shard, e.g. to hash fields the checksum leaves out.
+ * Errors: those of the snapshot read, SH_EFORMAT (a stored blob that does not decode). */
+typedef void (*sh_primary_track_fn)(const sh_track *t, int shard, void *ud);
+int sh_primary_shard_sums(sh_primary *db, int nshards, sh_shardsum *sums, int64_t *seq,
+                          sh_primary_track_fn each, void *ud, sh_err *e);
 
 /* Change-log retention: in one transaction deletes every change with seq <= upto_seq and every
  * tombstone older than tombstone_age_s whose delete is no longer in the log. *changes and

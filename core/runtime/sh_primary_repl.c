@@ -3,7 +3,10 @@
  * sh_primary_changes_since (sh_primary.c). */
 #include "sh_primary.h"
 #include "sh_primary_int.h"
+#include "sh_fpblob.h"
 #include "sh_pgutil.h"
+#include "sh_shardmap.h"
+#include "sh_shardsum.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -111,6 +114,42 @@ int sh_primary_snap_fp_versions(sh_primary *db, int32_t *v, size_t cap, size_t *
 void sh_primary_snap_end(sh_primary *db)
 {
     sh_rollback(db, 0); /* read only: nothing to commit */
+}
+
+int sh_primary_shard_sums(sh_primary *db, int nshards, sh_shardsum *sums, int64_t *seq,
+                          sh_primary_track_fn each, void *ud, sh_err *e)
+{
+    if (nshards < 1)
+        return sh_err_set(e, SH_EINVAL, "shard sums: bad shard count %d", nshards);
+    for (int s = 0; s < nshards; s++)
+        sums[s] = (sh_shardsum)SH_SHARDSUM_INIT;
+    int rc = sh_primary_snap_begin(db, seq, e);
+    if (rc)
+        return rc;
+    while (rc == 0) {
+        sh_track_list l = {0};
+        if ((rc = sh_primary_snap_next(db, 256, &l, e)) || l.n == 0) {
+            sh_track_list_clear(&l);
+            break;
+        }
+        for (size_t i = 0; i < l.n && rc == 0; i++) {
+            const sh_track *t = &l.v[i];
+            sh_hash *h = NULL;
+            size_t n = 0, idlen = strlen(t->external_id);
+            if (t->fp_blob_len)
+                rc = sh_fpblob_decode(t->fp_blob, t->fp_blob_len, 0, &h, &n, e);
+            int s = (int)sh_shard_of(t->external_id, idlen, (uint32_t)nshards);
+            if (rc == 0)
+                rc = sh_shardsum_add(&sums[s], t->external_id, idlen, t->version, t->fp_version,
+                                     h, n, e);
+            if (rc == 0 && each)
+                each(t, s, ud);
+            free(h);
+        }
+        sh_track_list_clear(&l);
+    }
+    sh_primary_snap_end(db);
+    return rc;
 }
 
 /* ---- retention ---------------------------------------------------------------------------- */

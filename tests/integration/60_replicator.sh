@@ -166,3 +166,26 @@ rp_start rp-epoch2
 grep -q 'event=positions_loaded epoch=2' "$SH_TMP/rp-epoch2.log" || fail "epoch 2 not started"
 echo "ok: a new epoch starts from its start seq"
 rp_kill TERM
+
+# ---- verify waits for an edge that is still starting (503), within --wait, and names it -----------
+cat > "$SH_TMP/starting.py" <<'PY'
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(503); self.send_header("Content-Type", "application/json")
+        self.end_headers(); self.wfile.write(b'{"error":"starting"}')
+    def log_message(self, *a): pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+PY
+python3 "$SH_TMP/starting.py" > "$SH_TMP/starting.port" &
+STARTING_PID=$!
+wait_for 10 test -s "$SH_TMP/starting.port"
+t0=$(date +%s%N)
+expect_exit 1 timeout 30 "$SH_BIN" verify --dsn "$SH_DSN" --wait 2 \
+  --edge "http://127.0.0.1:$(cat "$SH_TMP/starting.port")"
+kill "$STARTING_PID" 2>/dev/null || true
+waited=$(( ($(date +%s%N) - t0) / 1000000 ))
+check "verify names the edge that stayed in 503 (starting)" grep -q 'still starting (503)' "$SH_TMP/err"
+check "... after waiting --wait (2 s), not at the first 503 (waited ${waited} ms)" test "$waited" -ge 1900

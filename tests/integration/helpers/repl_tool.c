@@ -329,35 +329,21 @@ static sh_shardsum shard_sum(const rshard *s, uint64_t *meta)
     return sum;
 }
 
+/* Adds a track's meta_hash() to its shard's (the checksum leaves tenant/metadata/duration out). */
+static void add_meta(const sh_track *t, int shard, void *ud)
+{
+    uint64_t *metas = ud;
+    metas[shard] += meta_hash(t->tenant, t->metadata_json, t->duration_s);
+}
+
 /* The primary's checksum per shard, from one consistent read; *seq = the seq it reflects. */
 static int primary_sums(sh_primary *db, int nshards, sh_shardsum *sums, uint64_t *metas,
                         int64_t *seq)
 {
-    for (int s = 0; s < nshards; s++) {
-        sums[s] = (sh_shardsum)SH_SHARDSUM_INIT;
+    for (int s = 0; s < nshards; s++)
         metas[s] = 0;
-    }
     sh_err e = {0};
-    int rc = sh_primary_snap_begin(db, seq, &e);
-    while (rc == 0) {
-        sh_track_list l = {0};
-        if ((rc = sh_primary_snap_next(db, 100, &l, &e)) || l.n == 0)
-            break;
-        for (size_t i = 0; i < l.n && rc == 0; i++) {
-            const sh_track *t = &l.v[i];
-            sh_hash *h = NULL;
-            size_t n = 0;
-            if (t->fp_blob_len && (rc = sh_fpblob_decode(t->fp_blob, t->fp_blob_len, 0, &h, &n, &e)))
-                break;
-            int s = (int)sh_shard_of(t->external_id, strlen(t->external_id), (uint32_t)nshards);
-            rc = sh_shardsum_add(&sums[s], t->external_id, strlen(t->external_id), t->version,
-                                 t->fp_version, h, n, &e);
-            metas[s] += meta_hash(t->tenant, t->metadata_json, t->duration_s);
-            free(h);
-        }
-        sh_track_list_clear(&l);
-    }
-    sh_primary_snap_end(db);
+    int rc = sh_primary_shard_sums(db, nshards, sums, seq, add_meta, metas, &e);
     if (rc)
         fprintf(stderr, "repl_tool: primary read: %s\n", e.msg);
     return rc;
