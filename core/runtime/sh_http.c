@@ -1,6 +1,7 @@
 /* sh_http.c — libmicrohttpd wrapper: exact-path routing, bounded bodies, a thread pool. */
 #include "sh_http.h"
 
+#include "sh_clock.h"
 #include "sh_log.h"
 #include "sh_vec.h"
 
@@ -39,7 +40,7 @@ typedef struct req_state {
     size_t len, cap;
     int answered;     /* a response was queued (possibly before the body ended) */
     int too_big;      /* the body passed the cap: discard the rest, then answer 413 */
-    size_t discarded; /* bytes seen since the cap was passed */
+    double t0_ms;     /* monotonic time the request's headers were complete */
 } req_state;
 
 void sh_http_opts_default(sh_http_opts *o)
@@ -221,6 +222,7 @@ static enum MHD_Result on_first(sh_http *h, struct MHD_Connection *c, void **con
     if (!st)
         return MHD_NO;
     *con_cls = st;
+    st->t0_ms = sh_clock_mono_ms();
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
         char *end;
@@ -254,19 +256,25 @@ static enum MHD_Result run_handler(const sh_http *h, const route *r, struct MHD_
     return queue_buffer(c, resp.status, resp.content_type, body, resp.body ? resp.body_len : 0);
 }
 
-/* A body chunk. libmicrohttpd accepts a response only once the body has been read, so an
- * oversize body is discarded (not stored) up to a bound and answered 413 at its end; a client
- * that keeps sending far past the cap is disconnected. */
+/* A body chunk. The connection timeout of libmicrohttpd counts idle time only, so a client
+ * trickling a few bytes a second would hold its connection forever: a body still arriving
+ * opts.timeout_s after the headers closes the connection (libmicrohttpd 0.9.75 refuses a
+ * response before the body's end, so no 408 can be sent). For the same reason an oversize body
+ * (chunked: no length to refuse up front) is discarded, not stored, and answered 413 at its end;
+ * the time limit bounds how long a client may keep sending. */
 static enum MHD_Result on_body(const sh_http *h, req_state *st, const char *data, size_t n)
 {
-    if (st->too_big) {
-        st->discarded += n;
-        return st->discarded > 4 * h->opts.max_body + 65536 ? MHD_NO : MHD_YES;
+    const double ms = sh_clock_mono_ms() - st->t0_ms;
+    if (h->opts.timeout_s && ms > 1000.0 * h->opts.timeout_s) {
+        SH_WARN("http_body_too_slow", "received=%zu elapsed_ms=%.0f limit_s=%u", st->len, ms,
+                h->opts.timeout_s);
+        return MHD_NO;
     }
+    if (st->too_big)
+        return MHD_YES;
     int rc = body_append(st, data, n, h->opts.max_body);
     if (rc == SH_ETOOBIG) {
         st->too_big = 1;
-        st->discarded = st->len + n;
         return MHD_YES;
     }
     return rc == 0 ? MHD_YES : MHD_NO;

@@ -2,9 +2,12 @@
  *
  * Routes are (method, exact path) pairs registered before sh_http_start(). Each request is served
  * by a thread of an internal pool (opts.threads); handlers therefore run concurrently and must be
- * thread-safe. Bodies are buffered up to opts.max_body bytes: a larger declared Content-Length or a
- * larger streamed body is answered 413 without calling the handler. Idle connections are closed
- * after opts.timeout_s. Unknown paths get 404, a known path with another method gets 405.
+ * thread-safe. Bodies are buffered up to opts.max_body bytes: a larger declared Content-Length is
+ * answered 413 at once; a larger streamed (chunked) body is read to its end without being stored,
+ * then answered 413; the handler is not called. Idle connections are closed after opts.timeout_s,
+ * and so is a connection whose request body is still arriving opts.timeout_s after its headers (a
+ * client trickling bytes; no answer can be sent before the body's end). Unknown paths get 404, a
+ * known path with another method gets 405.
  *
  * Nothing here is global; several servers may run in one process.
  */
@@ -20,7 +23,8 @@ typedef struct sh_http sh_http;
 
 typedef struct sh_http_opts {
     size_t max_body;    /* request body cap in bytes; default 1 MiB */
-    unsigned timeout_s; /* idle connection timeout; default 10 s */
+    unsigned timeout_s; /* idle connection timeout, and the time a request body may take;
+                           default 10 s (0: none) */
     unsigned threads;   /* worker threads of the pool; default 2 */
     unsigned max_conns; /* concurrent connections; default 64 */
     int json_errors;    /* the server's own 404/405/413/500 answers as {"error": "..."} JSON

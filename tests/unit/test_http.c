@@ -1,5 +1,6 @@
 /* test_http.c — the HTTP wrapper against real sockets: port 0 binding, routing (200/404/405),
- * bodies and their cap (413), handler failures (500), query arguments, bad listen addresses. */
+ * bodies and their cap (413, chunked too), a trickled body cut by the time limit, handler failures
+ * (500), query arguments, bad listen addresses. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,10 +10,15 @@
 #include "sh_http.h"
 #include "sh_metrics.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct fetched {
@@ -241,14 +247,16 @@ static size_t on_read(char *p, size_t sz, size_t n, void *ud)
     return take;
 }
 
-/* A chunked body declares no length: the cap must hold while streaming. */
+/* A chunked body declares no length: the cap must hold while streaming, and the client gets its
+ * 413 even when it sends far more than the cap (2 MB here, cap 1000 bytes: the excess is read and
+ * dropped, not stored, and the connection is not cut before the answer). */
 static void test_oversized_chunked_body(void **state)
 {
     fixture *fx = *state;
     char url[128];
     snprintf(url, sizeof url, "http://127.0.0.1:%d/echo", fx->port);
     fetched f = {0};
-    reader r = {5000};
+    reader r = {2000000};
     CURL *c = curl_easy_init();
     struct curl_slist *hd = curl_slist_append(NULL, "Transfer-Encoding: chunked");
     curl_easy_setopt(c, CURLOPT_URL, url);
@@ -266,6 +274,71 @@ static void test_oversized_chunked_body(void **state)
     assert_int_equal(rc, CURLE_OK);
     assert_int_equal(f.status, 413);
     assert_null(strstr(f.body, "POST"));
+    assert_int_equal(r.left, 0);
+}
+
+/* Connects to 127.0.0.1:port; the socket or -1. */
+static int tcp_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* 1 when the server closed (or reset) the connection: readable with EOF or an error. */
+static int peer_closed(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 0) <= 0)
+        return 0;
+    char b[512];
+    ssize_t n = recv(fd, b, sizeof b, MSG_DONTWAIT);
+    return n <= 0;
+}
+
+/* A client trickling its body (one byte per 50 ms of a declared 400) never leaves the
+ * connection idle: the server still closes it once the body has taken longer than timeout_s,
+ * without calling the handler, and serves other clients meanwhile. */
+static void test_slow_body(void **state)
+{
+    (void)state;
+    sh_http_opts o;
+    sh_http_opts_default(&o);
+    o.timeout_s = 1;
+    sh_http *h = NULL;
+    sh_err e = {0};
+    assert_int_equal(sh_http_new(&o, &h, NULL), 0);
+    assert_int_equal(sh_http_route(h, "POST", "/echo", on_echo, NULL), 0);
+    assert_int_equal(sh_http_route(h, "GET", "/health", on_health, NULL), 0);
+    assert_int_equal(sh_http_start(h, "127.0.0.1:0", &e), 0);
+    int port = sh_http_port(h);
+    int fd = tcp_connect(port);
+    assert_true(fd >= 0);
+    const char head[] = "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 400\r\n\r\n";
+    assert_int_equal(send(fd, head, sizeof head - 1, MSG_NOSIGNAL), (ssize_t)(sizeof head - 1));
+    const struct timespec gap = {0, 50 * 1000 * 1000};
+    size_t sent = 0;
+    int closed = 0;
+    while (sent < 400 && !closed) {
+        closed = send(fd, "x", 1, MSG_NOSIGNAL) != 1 || peer_closed(fd);
+        sent++;
+        if (sent == 5) { /* the trickle does not hold up other clients */
+            fetched f;
+            assert_int_equal(http_do(port, "/health", NULL, 0, &f), CURLE_OK);
+            assert_int_equal(f.status, 200);
+        }
+        nanosleep(&gap, NULL);
+    }
+    close(fd);
+    /* Closed before the 400th byte (20 s of trickle against a 1 s limit), with no answer. */
+    assert_true(closed);
+    assert_true(sent < 400);
+    sh_http_free(h);
 }
 
 static void test_handler_failure(void **state)
@@ -398,6 +471,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pattern_route_and_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_port_in_use, setup, teardown),
         cmocka_unit_test(test_json_errors),
+        cmocka_unit_test(test_slow_body),
         cmocka_unit_test(test_bad_addresses),
         cmocka_unit_test(test_ipv6_loopback),
     };
