@@ -103,6 +103,20 @@ void sh_fp_config_query(sh_fp_config *c)
     c->query = 1;
 }
 
+int sh_fp_config_for_version(int fp_version, sh_fp_config *c, sh_err *e)
+{
+    if (!c)
+        return sh_err_set(e, SH_EINVAL, "fp config: NULL");
+    if (fp_version != 2 && fp_version != 3)
+        return sh_err_set(e, SH_EUNSUPPORTED, "fp_version %d: this build makes 2 and 3",
+                          fp_version);
+    _Static_assert(SH_FP_VERSION == 3, "a new SH_FP_VERSION: add it here");
+    sh_fp_config_default(c);
+    if (fp_version == 2)
+        sh_fp_config_mode(c, SH_FP_PAIRS);
+    return 0;
+}
+
 int sh_fp_config_check(const sh_fp_config *c, sh_err *e)
 {
     if (!c)

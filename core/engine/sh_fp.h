@@ -181,6 +181,12 @@ void sh_fp_config_mode(sh_fp_config *c, int mode);
 /* Defaults with query = 1. */
 void sh_fp_config_query(sh_fp_config *c);
 
+/* The index-mode config whose hashes `fp_version` identifies: 2 = SH_FP_PAIRS with every other
+ * tunable default, 3 = the defaults (SH_FP_TRIPLETS). Set c->query = 1 for a query of that
+ * version. The versions a build can make and compare are exactly these. Returns 0, or
+ * SH_EUNSUPPORTED for any other version (*c then untouched; message in e). */
+int sh_fp_config_for_version(int fp_version, sh_fp_config *c, sh_err *e);
+
 /* Checks ranges. Returns 0 or SH_EINVAL (message in e). */
 int sh_fp_config_check(const sh_fp_config *c, sh_err *e);
 

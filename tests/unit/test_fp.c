@@ -446,6 +446,46 @@ static void test_config_checks(void **state)
     assert_int_equal(n, 0);
 }
 
+/* The configs behind fp_versions 2 and 3, and that they make different hashes (pairs keep the
+ * top 10 bits zero; triplets use them). */
+static void test_config_for_version(void **state)
+{
+    (void)state;
+    sh_fp_config c, want;
+    sh_err e = {0};
+    assert_int_equal(sh_fp_config_for_version(3, &c, &e), 0);
+    sh_fp_config_default(&want);
+    assert_memory_equal(&c, &want, sizeof c);
+    assert_int_equal(SH_FP_VERSION, 3);
+    assert_int_equal(sh_fp_config_for_version(2, &c, &e), 0);
+    sh_fp_config_mode(&want, SH_FP_PAIRS);
+    assert_memory_equal(&c, &want, sizeof c);
+    assert_int_equal(c.q_fanout, 5);
+    sh_fp_config keep = c;
+    const int bad[] = {0, 1, 4, -3, 1000};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_equal(sh_fp_config_for_version(bad[i], &c, &e), SH_EUNSUPPORTED);
+        assert_non_null(strstr(sh_err_text(&e), "fp_version"));
+        assert_memory_equal(&c, &keep, sizeof c);
+    }
+    assert_int_equal(sh_fp_config_for_version(3, NULL, NULL), SH_EINVAL);
+    const size_t n = RATE * 4;
+    float *x = music(n, 11);
+    sh_fp_config c2, c3;
+    assert_int_equal(sh_fp_config_for_version(2, &c2, NULL), 0);
+    assert_int_equal(sh_fp_config_for_version(3, &c3, NULL), 0);
+    hashes h2 = run(&c2, x, n, 0), h3 = run(&c3, x, n, 0);
+    assert_true(h2.n > 0 && h3.n > 0);
+    uint32_t top2 = 0, top3 = 0;
+    for (size_t i = 0; i < h2.n; i++)
+        top2 |= h2.h[i].hash >> 22;
+    for (size_t i = 0; i < h3.n; i++)
+        top3 |= h3.h[i].hash >> 22;
+    assert_int_equal(top2, 0);
+    assert_true(top3 != 0);
+    free(h2.h), free(h3.h), free(x);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -454,6 +494,7 @@ int main(void)
         cmocka_unit_test(test_bounded_count),      cmocka_unit_test(test_layout_roundtrip),
         cmocka_unit_test(test_query_covers_index), cmocka_unit_test(test_threads),
         cmocka_unit_test(test_config_checks),      cmocka_unit_test(test_modes_speed_and_specificity),
+        cmocka_unit_test(test_config_for_version),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
