@@ -30,7 +30,7 @@ static const sh_cmd_entry *commands(size_t *n)
         {"ingest", sh_cmd_ingest},           {"db", sh_cmd_db},
         {"worker", sh_cmd_worker},           {"dlq", sh_cmd_dlq},
         {"replicator", sh_cmd_replicator},   {"edge", sh_cmd_edge},
-        {"verify", sh_cmd_verify},
+        {"verify", sh_cmd_verify},           {"status", sh_cmd_status},
     };
     *n = sizeof table / sizeof table[0];
     return table;
@@ -60,6 +60,7 @@ static const sh_help_line help_lines[] = {
     {"replicator", "prune", "delete change-log rows every shard's delta stream has passed"},
     {"edge", NULL, "apply index deltas to a local shard and serve /v1/match"},
     {"verify", NULL, "compare each edge shard's checksum with the primary's (JSON lines)"},
+    {"status", NULL, "one table of a deployment: primary, consumer-group lag, nodes"},
 };
 
 static int (*command_fn(const char *name))(int, char **)

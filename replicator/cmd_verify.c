@@ -8,13 +8,12 @@
  */
 #include "sh_clock.h"
 #include "sh_cmds.h"
-#include "sh_fpblob.h"
 #include "sh_opt.h"
+#include "sh_httpc.h"
 #include "sh_primary.h"
 #include "sh_shardmap.h"
 #include "sh_shardsum.h"
 
-#include <curl/curl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -22,7 +21,6 @@
 #include <string.h>
 
 #define VF_BODY_MAX (4u << 20) /* /v1/shards of 1024 shards is well under 1 MiB */
-#define VF_TOKEN_MAX 4096
 
 typedef struct vf_cfg {
     char *dsn;
@@ -49,74 +47,27 @@ typedef struct vf_edge {
 
 /* ---- the edges' side ---------------------------------------------------------------------- */
 
-typedef struct vf_buf {
-    char *p;
-    size_t n;
-    int over;
-} vf_buf;
-
-static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
-{
-    vf_buf *b = ud;
-    size_t len = size * nmemb;
-    if (b->n + len > VF_BODY_MAX) {
-        b->over = 1;
-        return 0;
-    }
-    char *p = realloc(b->p, b->n + len + 1);
-    if (!p)
-        return 0;
-    memcpy(p + b->n, data, len);
-    b->p = p;
-    b->n += len;
-    p[b->n] = 0;
-    return len;
-}
-
 /* GET {url}/v1/shards into *out (caller frees). Errors: SH_ETRANSIENT (503: the edge is starting),
- * SH_EIO (unreachable, another non-200, over cap). */
+ * SH_EIO (unreachable, another non-200), SH_ETIMEOUT, SH_ETOOBIG, SH_ENOMEM. */
 static int http_get_shards(const char *url, const char *token, char **out, sh_err *e)
 {
-    char full[2048], auth[VF_TOKEN_MAX + 32];
-    size_t ul = strlen(url);
-    while (ul && url[ul - 1] == '/')
-        ul--;
-    snprintf(full, sizeof full, "%.*s/v1/shards", (int)ul, url);
-    CURL *c = curl_easy_init();
-    if (!c)
-        return sh_err_set(e, SH_ENOMEM, "curl_easy_init");
-    vf_buf b = {0};
-    struct curl_slist *hdr = NULL;
-    if (token) {
-        snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
-        hdr = curl_slist_append(NULL, auth);
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
-    }
-    curl_easy_setopt(c, CURLOPT_URL, full);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 10000L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    CURLcode cc = curl_easy_perform(c);
+    sh_httpc_opts o;
+    sh_httpc_opts_default(&o);
+    o.token = token;
+    o.max_body = VF_BODY_MAX;
     long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    int rc = 0;
-    if (cc != CURLE_OK)
-        rc = sh_err_set(e, SH_EIO, "edge %s: %s", url,
-                        b.over ? "answer over 4 MiB" : curl_easy_strerror(cc));
-    else if (status == 503)
+    char *body = NULL;
+    int rc = sh_httpc_get(url, "/v1/shards", &o, &status, &body, NULL, e);
+    if (rc == 0 && status == 503)
         rc = sh_err_set(e, SH_ETRANSIENT, "edge %s: still starting (503)", url);
-    else if (status != 200)
+    else if (rc == 0 && status != 200)
         rc = sh_err_set(e, SH_EIO, "edge %s: GET /v1/shards answered %ld", url, status);
-    curl_slist_free_all(hdr);
-    curl_easy_cleanup(c);
-    if (rc == 0 && !b.p)
+    else if (rc == 0 && !*body)
         rc = sh_err_set(e, SH_EIO, "edge %s: empty answer", url);
     if (rc)
-        free(b.p);
+        free(body);
     else
-        *out = b.p;
+        *out = body;
     return rc;
 }
 
@@ -180,9 +131,7 @@ static int parse_shards(const char *body, long nshards, vf_edge *ed, sh_err *e)
 /* Fetches every edge; *behind = 1 when some shard's position is below seq. */
 static int fetch_edges(vf_edge *edges, size_t n, long nshards, int64_t seq, int *behind, sh_err *e)
 {
-    const char *token = getenv("SOUNDHASH_API_TOKEN");
-    if (token && (!*token || strlen(token) > VF_TOKEN_MAX))
-        token = NULL;
+    const char *token = sh_httpc_env_token();
     *behind = 0;
     for (size_t i = 0; i < n; i++) {
         char *body = NULL;
@@ -290,25 +239,12 @@ static int verify(sh_primary *db, const vf_cfg *c, vf_edge *edges, long *mismatc
 
 /* ---- options ------------------------------------------------------------------------------ */
 
-static int url_ok(const char *u)
-{
-    const char *rest = strncmp(u, "http://", 7) == 0    ? u + 7
-                       : strncmp(u, "https://", 8) == 0 ? u + 8
-                                                        : NULL;
-    if (!rest || !*rest || *rest == '/' || strlen(u) > 1024)
-        return 0;
-    for (const char *p = u; *p; p++)
-        if ((unsigned char)*p <= ' ')
-            return 0;
-    return 1;
-}
-
 static int check_config(const vf_cfg *c, sh_err *e)
 {
     if (c->edges.n == 0)
         return sh_err_set(e, SH_EUSAGE, "--edge: at least one edge URL is required");
     for (size_t i = 0; i < c->edges.n; i++)
-        if (!url_ok(c->edges.v[i]))
+        if (!sh_httpc_url_ok(c->edges.v[i]))
             return sh_err_set(e, SH_EUSAGE, "--edge %s: not an http:// or https:// URL",
                               c->edges.v[i]);
     int rc = sh_primary_dsn_check(c->dsn, e);

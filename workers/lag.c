@@ -6,11 +6,9 @@
  * partitions were invisible on every other worker. The statistics also keep revoked partitions,
  * so their series lingered on the worker that had lost them.
  *
- * Instead, every LAG_EVERY_S a thread asks the cluster for every partition of both topics: the
- * end and start offsets (ListOffsets) and the group's committed offset (OffsetFetch). Then
- *   lag = end - committed   (nothing committed yet: end - start, where auto.offset.reset=earliest
- *                            starts; a committed offset below the start counts from the start)
- * is the number of events not yet done. It is published as
+ * Instead, every LAG_EVERY_S a thread asks the cluster for every partition of both topics (end,
+ * start and committed offsets: sh_kafka_group_lag, which `soundhash status` uses too) the number
+ * of events not yet done. It is published as
  *   soundhash_worker_consumer_lag{topic,partition}  partitions assigned to this worker only; the
  *                                                   series is removed when the partition is revoked
  *   soundhash_worker_consumer_lag_sum               their sum
@@ -89,29 +87,13 @@ static rd_kafka_topic_partition_list_t *all_partitions(const int n[WK_LAG_TOPICS
 /* One query round: lag[t][p], or -1 where the cluster gave no answer. Returns 0 or an error. */
 static int query(wk *w, const int n[WK_LAG_TOPICS], int64_t lag[][WK_LAG_MAX_PARTITIONS])
 {
-    rd_kafka_topic_partition_list_t *end = all_partitions(n, RD_KAFKA_OFFSET_END);
-    rd_kafka_topic_partition_list_t *start = all_partitions(n, RD_KAFKA_OFFSET_BEGINNING);
-    rd_kafka_topic_partition_list_t *done = all_partitions(n, RD_KAFKA_OFFSET_INVALID);
-    /* A timestamp of END/BEGINNING asks ListOffsets for the latest/earliest offset. */
-    rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(w->consumer, end, LAG_TIMEOUT_MS);
-    if (!err)
-        err = rd_kafka_offsets_for_times(w->consumer, start, LAG_TIMEOUT_MS);
-    if (!err)
-        err = rd_kafka_committed(w->consumer, done, LAG_TIMEOUT_MS);
-    for (int i = 0; !err && i < end->cnt; i++) {
-        const rd_kafka_topic_partition_t *e = &end->elems[i], *s = &start->elems[i],
-                                         *c = &done->elems[i];
-        int t = topic_index(e->topic);
-        int64_t from = c->offset >= 0 ? c->offset : s->offset;
-        if (from < s->offset)
-            from = s->offset; /* committed, then deleted by retention */
-        bool ok = !e->err && !s->err && !c->err && e->offset >= 0 && s->offset >= 0;
-        lag[t][e->partition] = ok ? (e->offset > from ? e->offset - from : 0) : -1;
-    }
-    rd_kafka_topic_partition_list_destroy(end);
-    rd_kafka_topic_partition_list_destroy(start);
-    rd_kafka_topic_partition_list_destroy(done);
-    return err ? sh_kafka_errcode(err) : 0;
+    rd_kafka_topic_partition_list_t *l = all_partitions(n, RD_KAFKA_OFFSET_INVALID);
+    sh_err e = {0};
+    int rc = sh_kafka_group_lag(w->consumer, l, LAG_TIMEOUT_MS, &e);
+    for (int i = 0; rc == 0 && i < l->cnt; i++)
+        lag[topic_index(l->elems[i].topic)][l->elems[i].partition] = l->elems[i].offset;
+    rd_kafka_topic_partition_list_destroy(l);
+    return rc;
 }
 
 /* Sum of the known lags of the assigned partitions; under the lock. */

@@ -21,6 +21,7 @@ SH_CMD(sh_cmd_dlq);         /* cli/cmd_dlq.c (reads the dead-letter topic) */
 SH_CMD(sh_cmd_replicator);  /* replicator/ */
 SH_CMD(sh_cmd_edge);        /* edge/ */
 SH_CMD(sh_cmd_verify);      /* replicator/cmd_verify.c (primary vs edges) */
+SH_CMD(sh_cmd_status);      /* cli/cmd_status.c (one view of a deployment) */
 
 #undef SH_CMD
 #endif

@@ -311,3 +311,43 @@ int sh_kafka_props_check(const char *bootstrap, const sh_strlist *props, sh_err 
         return sh_opt_usage_error(e, "-X");
     return rc; /* SH_EUSAGE: the message names -X already */
 }
+
+/* ---- consumer lag ------------------------------------------------------------------------- */
+
+/* A copy of parts with every offset set to `offset` (END/BEGINNING ask ListOffsets for the
+ * latest/earliest; INVALID is what OffsetFetch fills). */
+static rd_kafka_topic_partition_list_t *with_offsets(const rd_kafka_topic_partition_list_t *parts,
+                                                     int64_t offset)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_copy(parts);
+    for (int i = 0; i < l->cnt; i++)
+        l->elems[i].offset = offset;
+    return l;
+}
+
+int sh_kafka_group_lag(rd_kafka_t *consumer, rd_kafka_topic_partition_list_t *parts,
+                       int timeout_ms, sh_err *e)
+{
+    rd_kafka_topic_partition_list_t *end = with_offsets(parts, RD_KAFKA_OFFSET_END);
+    rd_kafka_topic_partition_list_t *start = with_offsets(parts, RD_KAFKA_OFFSET_BEGINNING);
+    rd_kafka_topic_partition_list_t *done = with_offsets(parts, RD_KAFKA_OFFSET_INVALID);
+    rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(consumer, end, timeout_ms);
+    if (!err)
+        err = rd_kafka_offsets_for_times(consumer, start, timeout_ms);
+    if (!err)
+        err = rd_kafka_committed(consumer, done, timeout_ms);
+    /* The three lists keep parts' order: the calls fill entries in place. */
+    for (int i = 0; !err && i < parts->cnt; i++) {
+        const rd_kafka_topic_partition_t *en = &end->elems[i], *s = &start->elems[i],
+                                         *c = &done->elems[i];
+        int64_t from = c->offset >= 0 ? c->offset : s->offset;
+        if (from < s->offset)
+            from = s->offset; /* committed, then deleted by retention */
+        bool ok = !en->err && !s->err && !c->err && en->offset >= 0 && s->offset >= 0;
+        parts->elems[i].offset = ok ? (en->offset > from ? en->offset - from : 0) : -1;
+    }
+    rd_kafka_topic_partition_list_destroy(end);
+    rd_kafka_topic_partition_list_destroy(start);
+    rd_kafka_topic_partition_list_destroy(done);
+    return err ? sh_kafka_err_set(e, err, "consumer lag") : 0;
+}

@@ -104,4 +104,15 @@ int sh_kafka_wait_ready(rd_kafka_t *rk, const char *bootstrap, int timeout_ms, s
 int sh_kafka_describe_topic(rd_kafka_t *rk, const char *topic, int timeout_ms, int *partitions,
                             sh_err *e);
 
+/* Consumer lag of the group behind `consumer` (a consumer client created with that group.id; it
+ * need not subscribe): for every entry of `parts` (topic, partition) asks the cluster for the end
+ * and start offsets (ListOffsets) and the group's committed offset (OffsetFetch), then sets the
+ * entry's `offset` to the events not yet done:
+ *   end - committed   (nothing committed: end - start, where auto.offset.reset=earliest starts;
+ *                      a committed offset below the start counts from the start)
+ * or -1 where the cluster gave no answer for that partition. Bounded: three requests of at most
+ * `timeout_ms` each. Returns 0 or a translated error (then no entry is changed). */
+int sh_kafka_group_lag(rd_kafka_t *consumer, rd_kafka_topic_partition_list_t *parts,
+                       int timeout_ms, sh_err *e);
+
 #endif

@@ -71,6 +71,11 @@ unknown subcommand|dlq frobnicate
 --edge|verify --dsn host=x --edge notaurl
 --edge|verify --dsn host=x
 --wait|verify --dsn host=x --edge http://127.0.0.1:1 --wait -1
+nothing to show|status
+--node|status --node notaurl
+--dsn|status --dsn notadsn
+-X|status --brokers 127.0.0.1:1 -X bogus.prop=1
+--timeout-ms|status --dsn host=x --timeout-ms 5
 unknown command 'nope'|help nope
 unknown command 'nope'|nope
 T
@@ -110,6 +115,7 @@ replicator snapshot|dsn shard shards out
 replicator prune|dsn brokers topic property tombstone-days
 edge|brokers data shards listen region snapshot-source topic api-token-file property lag-threshold-ms connect-timeout max-body max-clip-s http-threads request-timeout snapshot-max-bytes snapshot-timeout
 verify|dsn edge wait shards
+status|brokers property dsn node group json timeout-ms
 T
 )
 opts_of() { # the long options a --help text on stdin lists, built-ins left out
