@@ -1,5 +1,5 @@
-/* api.c — the edge's HTTP side and metrics: /health, /ready, /v1/shards, /metrics and
- * POST /v1/match. Every error is a 4xx/5xx with a {"error": "..."} body (the server's own 404,
+/* api.c — the edge's HTTP side and metrics: /health, /ready, /v1/shards, /metrics, and the route
+ * of POST /v1/match (match.c). Every error is a 4xx/5xx with a {"error": "..."} body (the server's own 404,
  * 405 and 413 too: sh_http_opts.json_errors). */
 #include "edge.h"
 
@@ -61,6 +61,14 @@ int ed_metrics_init(ed *x)
     m->match_hist = hist(m->reg, "soundhash_edge_match_seconds",
                          "POST /v1/match handling: decode, fingerprint, lookup, ranking.", 0.001,
                          1.6, 20);
+    const char *body[] = {"body", NULL};
+    if (sh_metrics_counter(m->reg, "soundhash_edge_match_requests_total",
+                           "POST /v1/match requests by body: audio, hashes_json, hashes_binary.",
+                           body, &m->f_requests))
+        return SH_ENOMEM;
+    m->req_audio = sh_metric_series(m->f_requests, (const char *[]){"audio", NULL});
+    m->req_json = sh_metric_series(m->f_requests, (const char *[]){"hashes_json", NULL});
+    m->req_binary = sh_metric_series(m->f_requests, (const char *[]){"hashes_binary", NULL});
     const char *shard[] = {"shard", NULL};
     if (sh_metrics_gauge(m->reg, "soundhash_edge_shard_position",
                          "Change-log seq the shard has applied.", shard, &m->f_pos) ||
@@ -79,7 +87,7 @@ int ed_metrics_init(ed *x)
     }
     if (!m->deltas || !m->ops_applied || !m->ops_skipped || !m->bootstraps || !m->gaps ||
         !m->errors || !m->matches || !m->no_matches || !m->bad_requests || !m->apply_lag ||
-        !m->match_hist)
+        !m->match_hist || !m->req_audio || !m->req_json || !m->req_binary)
         return SH_ENOMEM;
     return 0;
 }
@@ -104,7 +112,7 @@ void ed_shard_gauges(ed *x, ed_shard *sh)
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
-static int json_error(sh_http_resp *resp, int status, const char *msg)
+int ed_json_error(sh_http_resp *resp, int status, const char *msg)
 {
     json_t *o = json_pack("{s:s}", "error", msg);
     char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
@@ -116,7 +124,7 @@ static int json_error(sh_http_resp *resp, int status, const char *msg)
     return 0;
 }
 
-static int json_answer(sh_http_resp *resp, int status, json_t *o)
+int ed_json_answer(sh_http_resp *resp, int status, json_t *o)
 {
     char *s = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
     json_decref(o);
@@ -127,7 +135,7 @@ static int json_answer(sh_http_resp *resp, int status, json_t *o)
 }
 
 /* Constant-time comparison of the bearer token: 1 when authorised. */
-static int authorised(const ed *x, const sh_http_req *req)
+int ed_authorised(const ed *x, const sh_http_req *req)
 {
     if (!x->token)
         return 1;
@@ -161,8 +169,8 @@ static int on_health(const sh_http_req *req, sh_http_resp *resp, void *ud)
     (void)req;
     ed *x = ud;
     if (!atomic_load(&x->started))
-        return json_answer(resp, 503, json_pack("{s:s}", "status", "starting"));
-    return json_answer(resp, 200, json_pack("{s:s}", "status", "ok"));
+        return ed_json_answer(resp, 503, json_pack("{s:s}", "status", "starting"));
+    return ed_json_answer(resp, 200, json_pack("{s:s}", "status", "ok"));
 }
 
 /* Ready = started, every held shard loaded (a position, no bootstrap pending) and either caught up
@@ -187,7 +195,7 @@ static int on_ready(const sh_http_req *req, sh_http_resp *resp, void *ud)
         json_array_append_new(why, json_string(b));
     }
     int ok = json_array_size(why) == 0;
-    return json_answer(resp, ok ? 200 : 503,
+    return ed_json_answer(resp, ok ? 200 : 503,
                        json_pack("{s:s, s:o}", "status", ok ? "ready" : "not ready", "reasons",
                                  why));
 }
@@ -230,7 +238,7 @@ static json_t *shard_json(ed_shard *sh)
                                "postings", (json_int_t)sum.postings));
 }
 
-static const char *node_name(const ed *x)
+const char *ed_node_name(const ed *x)
 {
     return x->cfg.region[0] ? x->cfg.region : "edge";
 }
@@ -238,14 +246,14 @@ static const char *node_name(const ed *x)
 static int on_shards(const sh_http_req *req, sh_http_resp *resp, void *ud)
 {
     ed *x = ud;
-    if (!authorised(x, req))
-        return json_error(resp, 401, "missing or wrong bearer token");
+    if (!ed_authorised(x, req))
+        return ed_json_error(resp, 401, "missing or wrong bearer token");
     if (!atomic_load(&x->opened))
-        return json_error(resp, 503, "starting");
+        return ed_json_error(resp, 503, "starting");
     json_t *a = json_array();
     for (size_t i = 0; i < x->nheld; i++)
         json_array_append_new(a, shard_json(&x->held[i]));
-    return json_answer(resp, 200, json_pack("{s:s, s:i, s:o}", "node", node_name(x), "nshards",
+    return ed_json_answer(resp, 200, json_pack("{s:s, s:i, s:o}", "node", ed_node_name(x), "nshards",
                                             x->nshards, "shards", a));
 }
 
@@ -254,7 +262,7 @@ static int on_metrics(const sh_http_req *req, sh_http_resp *resp, void *ud)
     (void)req;
     ed *x = ud;
     if (!atomic_load(&x->opened))
-        return json_error(resp, 503, "starting");
+        return ed_json_error(resp, 503, "starting");
     char *text = NULL;
     size_t len = 0;
     int rc = sh_metrics_render(x->m.reg, &text, &len);
@@ -262,161 +270,6 @@ static int on_metrics(const sh_http_req *req, sh_http_resp *resp, void *ud)
         return rc;
     sh_http_resp_take(resp, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
     return 0;
-}
-
-/* ---- POST /v1/match ----------------------------------------------------------------------- */
-
-static sh_recognizer *pool_take(ed *x)
-{
-    pthread_mutex_lock(&x->pool_lock);
-    sh_recognizer *r = x->nfree ? x->pool[--x->nfree] : NULL;
-    pthread_mutex_unlock(&x->pool_lock);
-    return r;
-}
-
-static void pool_give(ed *x, sh_recognizer *r)
-{
-    pthread_mutex_lock(&x->pool_lock);
-    x->pool[x->nfree++] = r;
-    pthread_mutex_unlock(&x->pool_lock);
-}
-
-typedef struct cand {
-    json_t *j;
-    double confidence;
-    int score;
-} cand;
-
-static int cand_cmp(const void *a, const void *b)
-{
-    const cand *p = a, *q = b;
-    if (p->confidence != q->confidence)
-        return p->confidence < q->confidence ? 1 : -1;
-    return (p->score < q->score) - (p->score > q->score);
-}
-
-static json_t *answer_json(const sh_recognize_answer *a, int shard)
-{
-    json_t *meta = a->meta_json[0] ? json_loads(a->meta_json, 0, NULL) : NULL;
-    return json_pack("{s:s, s:f, s:f, s:i, s:f, s:f, s:i, s:o}", "track_id", a->id, "offset_s",
-                     a->offset_s, "duration_s", a->duration_s, "score", a->score, "confidence",
-                     a->confidence, "scale", a->scale, "shard", shard, "metadata",
-                     meta ? meta : json_null());
-}
-
-/* Looks the hashes up in one shard (read lock held), adding its answers to cands. */
-static int match_shard(ed_shard *sh, sh_recognizer *r, const sh_hash *h, size_t n, size_t k,
-                       cand *cands, size_t *nc, json_t *consulted, sh_err *e)
-{
-    pthread_rwlock_rdlock(&sh->lock);
-    int rc = 0;
-    /* A shard waiting for a bootstrap still answers from what it holds (its position says how
-     * old that is); only a shard never loaded is left out. */
-    if (sh->s && atomic_load(&sh->position) >= 0) {
-        sh_recognize_answer a[SH_RECOGNIZE_TOP_MAX];
-        size_t na = 0;
-        rc = sh_recognize_shard_fp(r, sh->s, SH_FP_VERSION, h, n, k, a, &na, NULL, e);
-        for (size_t i = 0; rc == 0 && i < na; i++) {
-            cands[*nc] = (cand){answer_json(&a[i], sh->n), a[i].confidence, a[i].score};
-            (*nc)++;
-        }
-        json_array_append_new(consulted,
-                              json_pack("{s:i, s:I, s:I}", "shard", sh->n, "epoch",
-                                        (json_int_t)atomic_load(&sh->epoch), "position",
-                                        (json_int_t)atomic_load(&sh->position)));
-    }
-    pthread_rwlock_unlock(&sh->lock);
-    return rc;
-}
-
-static int decode_status(int rc)
-{
-    switch (rc) {
-    case SH_ETOOLONG:
-        return 413;
-    case SH_EDECODE:
-    case SH_ETOOSHORT:
-    case SH_EFORMAT:
-    case SH_EUNSUPPORTED:
-    case SH_EINVAL:
-        return 422;
-    default:
-        return 500;
-    }
-}
-
-static int match_body(ed *x, sh_recognizer *r, const sh_http_req *req, size_t k, double t0,
-                      sh_http_resp *resp)
-{
-    sh_err e = {0};
-    int rc = sh_recognize_clip_mem(r, req->body, req->body_len, &e);
-    if (rc) {
-        sh_series_add(x->m.bad_requests, 1);
-        char msg[SH_ERR_MSG_MAX + 32];
-        snprintf(msg, sizeof msg, "audio: %s", sh_err_text(&e));
-        return json_error(resp, decode_status(rc), msg);
-    }
-    size_t n = 0;
-    const sh_hash *h = sh_recognize_hashes(r, &n);
-    cand *cands = calloc(x->nheld * k, sizeof *cands);
-    json_t *consulted = json_array();
-    size_t nc = 0;
-    if (!cands)
-        rc = sh_err_set(&e, SH_ENOMEM, "out of memory");
-    for (size_t i = 0; rc == 0 && i < x->nheld; i++)
-        rc = match_shard(&x->held[i], r, h, n, k, cands, &nc, consulted, &e);
-    if (rc) {
-        for (size_t i = 0; i < nc; i++)
-            json_decref(cands[i].j);
-        free(cands);
-        json_decref(consulted);
-        SH_WARN("match_failed", "code=%s msg=\"%s\"", sh_err_name(rc), sh_err_text(&e));
-        return json_error(resp, 500, "lookup failed");
-    }
-    qsort(cands, nc, sizeof *cands, cand_cmp);
-    json_t *all = json_array();
-    for (size_t i = 0; i < nc; i++) {
-        if (i < k)
-            json_array_append(all, cands[i].j);
-        json_decref(cands[i].j);
-    }
-    free(cands);
-    json_t *best = json_array_size(all) ? json_incref(json_array_get(all, 0)) : json_null();
-    sh_series_add(json_is_null(best) ? x->m.no_matches : x->m.matches, 1);
-    const double ms = sh_clock_mono_ms() - t0;
-    sh_series_observe(x->m.match_hist, ms / 1000.0);
-    json_t *o = json_pack("{s:o, s:s, s:o, s:i, s:f}", "match", best, "node", node_name(x),
-                          "shards", consulted, "hashes", (int)n, "elapsed_ms", ms);
-    if (o && k > 1)
-        json_object_set(o, "candidates", all);
-    json_decref(all);
-    return json_answer(resp, 200, o);
-}
-
-static int on_match(const sh_http_req *req, sh_http_resp *resp, void *ud)
-{
-    ed *x = ud;
-    const double t0 = sh_clock_mono_ms();
-    if (!authorised(x, req))
-        return json_error(resp, 401, "missing or wrong bearer token");
-    if (!atomic_load(&x->opened))
-        return json_error(resp, 503, "starting");
-    long k = 1;
-    const char *top = sh_http_req_query(req, "top");
-    if (top && (sh_parse_long(top, &k) || k < 1 || k > SH_RECOGNIZE_TOP_MAX)) {
-        sh_series_add(x->m.bad_requests, 1);
-        return json_error(resp, 400, "top: 1..100");
-    }
-    if (req->body_len == 0) {
-        sh_series_add(x->m.bad_requests, 1);
-        return json_error(resp, 400, "empty body: send the audio clip as the request body");
-    }
-    sh_recognizer *r = pool_take(x);
-    if (!r)
-        return json_error(resp, 503, "busy: retry");
-    int rc = match_body(x, r, req, (size_t)k, t0, resp);
-    pool_give(x, r);
-    return rc;
 }
 
 int ed_http_start(ed *x, sh_err *e)
@@ -437,7 +290,7 @@ int ed_http_start(ed *x, sh_err *e)
     if (rc == 0)
         rc = sh_http_route(x->http, "GET", "/v1/shards", on_shards, x);
     if (rc == 0)
-        rc = sh_http_route(x->http, "POST", "/v1/match", on_match, x);
+        rc = sh_http_route(x->http, "POST", "/v1/match", ed_on_match, x);
     if (rc == 0)
         rc = sh_http_start(x->http, x->cfg.listen, e);
     return rc;

@@ -23,7 +23,9 @@ enum { ED_TOKEN_MAX = 4096 };
 static const char *const SUMMARY =
     "Keeps local LMDB shards (format 2, DIR/shard-N) exact from the replicator's index deltas "
     "(topic soundhash.index.deltas, partition = shard; partitions assigned by the node itself, no "
-    "consumer group) and answers POST /v1/match with an audio clip as the body. Each delta is "
+    "consumer group) and answers POST /v1/match with an audio clip as the body, or the clip's hashes "
+    "(the JSON of `soundhash fingerprint --hashes --query`, or the binary "
+    "application/vnd.soundhash.hashes form). Each delta is "
     "applied with the shard's (epoch, position) in one transaction, so a kill at any instant "
     "resumes exactly; a gap, an epoch change, an empty shard or an offset Kafka no longer holds "
     "bootstraps the shard from a snapshot (--snapshot-source: the replicator's URL, or a "
@@ -175,23 +177,6 @@ static int load_token(ed *x, sh_err *e)
     return x->token ? 0 : sh_err_set(e, SH_ENOMEM, "out of memory");
 }
 
-static int pool_new(ed *x, sh_err *e)
-{
-    sh_recognize_config rc;
-    sh_recognize_config_default(&rc);
-    rc.max_duration_s = (double)x->cfg.max_clip_s;
-    x->npool = (size_t)x->cfg.http_threads;
-    if (!(x->pool = calloc(x->npool, sizeof *x->pool)))
-        return sh_err_set(e, SH_ENOMEM, "out of memory");
-    pthread_mutex_init(&x->pool_lock, NULL);
-    for (; x->nfree < x->npool; x->nfree++) {
-        int r = sh_recognizer_new(&rc, &x->pool[x->nfree], e);
-        if (r)
-            return r;
-    }
-    return 0;
-}
-
 /* The held shards, from the marks (or every partition). */
 static int held_new(ed *x, const unsigned char *marks, bool all, sh_err *e)
 {
@@ -224,7 +209,7 @@ static int start(ed *x, const unsigned char *marks, bool all, sh_err *e)
     sh_schema_limits_default(&x->lim);
     int rc = sh_registry_new_from_env(&x->reg, e);
     if (rc == 0)
-        rc = pool_new(x, e);
+        rc = ed_slots_new(x, e);
     if (rc == 0 && (rc = ed_http_start(x, e))) {
         if (rc == SH_EINVAL)
             return sh_opt_usage_error(e, "--listen");
@@ -257,11 +242,7 @@ static void teardown(ed *x)
     for (size_t i = 0; i < x->nheld; i++)
         pthread_rwlock_destroy(&x->held[i].lock);
     free(x->held);
-    for (size_t i = 0; i < x->nfree; i++)
-        sh_recognizer_free(x->pool[i]);
-    free(x->pool);
-    if (x->npool)
-        pthread_mutex_destroy(&x->pool_lock);
+    ed_slots_free(x);
     ed_metrics_free(x);
     sh_registry_free(x->reg);
     free(x->token);

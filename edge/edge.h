@@ -6,7 +6,9 @@
  *                applied with the shard's new cursor in ONE LMDB transaction; gaps, epoch changes,
  *                empty shards and offsets Kafka no longer holds bootstrap the shard from a snapshot
  *   bootstrap.c  a snapshot (HTTP or file) applied into a staging shard, verified whole, swapped in
- *   api.c        /health, /ready, /v1/shards, /metrics, POST /v1/match
+ *   api.c        routes: /health, /ready, /v1/shards, /metrics and POST /v1/match (match.c)
+ *   match.c      POST /v1/match: audio or client hashes (sh_qhash) → lookups over every
+ *                fingerprint version a held shard holds → one merged, ranked answer
  *
  * Threads: the main thread applies (the only writer); the HTTP pool reads. A shard's handle is
  * replaced only under its write lock (a bootstrap's swap); lookups hold the read lock, so readers
@@ -30,6 +32,7 @@
 #include "sh_shard.h"
 #include "sh_signal.h"
 
+#include <jansson.h>
 #include <librdkafka/rdkafka.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -77,8 +80,19 @@ typedef struct ed_metrics {
     sh_metrics *reg;
     sh_series *deltas, *ops_applied, *ops_skipped, *bootstraps, *gaps, *errors;
     sh_series *apply_lag, *match_hist, *matches, *no_matches, *bad_requests;
-    sh_metric *f_pos, *f_bytes, *f_tracks;
+    sh_series *req_audio, *req_json, *req_binary; /* match requests by body kind */
+    sh_metric *f_pos, *f_bytes, *f_tracks, *f_requests;
 } ed_metrics;
+
+/* The fingerprint versions this build makes and compares (sh_fp_config_for_version), ascending. */
+enum { ED_FPV_N = 2 };
+extern const int ed_fpv[ED_FPV_N];
+
+/* One HTTP thread's recognizers: r[i] fingerprints and ranks with version ed_fpv[i]'s query
+ * config. A request holds a slot for its whole lookup. */
+typedef struct ed_slot {
+    sh_recognizer *r[ED_FPV_N];
+} ed_slot;
 
 typedef struct ed {
     ed_config cfg;
@@ -91,10 +105,12 @@ typedef struct ed {
     sh_schema_limits lim;
     ed_metrics m;
     sh_http *http;
-    /* Recognizers, one per HTTP thread at most (FFTW planning is done once, at start). */
+    /* Recognizer slots, one per HTTP thread (FFTW planning is done once, at start). */
     pthread_mutex_t pool_lock;
-    sh_recognizer **pool;
+    ed_slot *slots;
+    ed_slot **pool; /* the free ones: pool[0..nfree) */
     size_t npool, nfree;
+    size_t max_hashes; /* hashes one request may submit: max_clip_s × the densest query config */
     _Atomic bool opened;  /* shards open, metrics ready: the API answers */
     _Atomic bool started; /* Kafka reached, waiting shards bootstrapped (or retrying) */
     sh_stop *stop;
@@ -128,5 +144,62 @@ void ed_metrics_free(ed *x);
 int ed_http_start(ed *x, sh_err *e);
 /* Refreshes the per-shard gauges (size, tracks, position). */
 void ed_shard_gauges(ed *x, ed_shard *sh);
+/* Answers `status` with {"error": msg}. Returns 0 or SH_ENOMEM. */
+int ed_json_error(sh_http_resp *resp, int status, const char *msg);
+/* Answers `status` with the JSON `o` (reference stolen; NULL: SH_ENOMEM). */
+int ed_json_answer(sh_http_resp *resp, int status, json_t *o);
+/* 1 when the request carries the bearer token (or none is configured). */
+int ed_authorised(const ed *x, const sh_http_req *req);
+/* The node's name in answers: --region, else "edge". */
+const char *ed_node_name(const ed *x);
+
+/* match.c — the lookup behind POST /v1/match, for the handler and for callers that merge answers
+ * from elsewhere (an upstream). */
+
+/* Creates cfg.http_threads slots and sets max_hashes. Errors: those of sh_recognizer_new. */
+int ed_slots_new(ed *x, sh_err *e);
+/* Frees the slots (all must have been given back); accepts a never-created pool. */
+void ed_slots_free(ed *x);
+/* A free slot, or NULL when every one is in use (answer 503). */
+ed_slot *ed_slot_take(ed *x);
+void ed_slot_give(ed *x, ed_slot *s);
+
+/* What one lookup found. Every member is owned (ed_match_free). */
+typedef struct ed_match {
+    json_t *answers;     /* best first, at most k, one per track id; each {"track_id",
+                            "offset_s","duration_s","score","confidence","scale","node","shard",
+                            "fp_version","metadata"} */
+    json_t *shards;      /* consulted: [{"shard","epoch","position"}] in shard order */
+    json_t *missing;     /* shard numbers asked for (want) but not held here: [n, ...] */
+    json_t *fp_versions; /* versions whose hashes were looked up, ascending */
+    size_t hashes;       /* query hashes looked up, over every version */
+    int status;          /* after an error: the HTTP status it deserves (4xx: the request's
+                            fault, 500: the node's) */
+} ed_match;
+void ed_match_free(ed_match *m);
+
+/* Looks client hashes h[0..n) of `fp_version` (query mode) up in the held shards that `want`
+ * selects (want[s] != 0 for shard s < x->nshards; NULL = every held shard), answers merged:
+ * out->answers holds at most k (1..SH_RECOGNIZE_TOP_MAX). A version this build compares but no
+ * shard holds yet is an ordinary lookup with no answers. Errors: SH_EUNSUPPORTED (fp_version not
+ * in ed_fpv: status 422), SH_EINVAL (k: 400), the shards' lookup errors (500). On error *out
+ * holds nothing. */
+int ed_match_hashes(ed *x, ed_slot *slot, int fp_version, const sh_hash *h, size_t n, size_t k,
+                    const unsigned char *want, ed_match *out, sh_err *e);
+
+/* The same for an encoded audio clip (`buf` borrowed): fingerprinted once per version some
+ * selected shard holds (once with SH_FP_VERSION when none holds any, so that bad audio is always
+ * refused), each version looked up in the shards holding it; a version appearing in a shard
+ * during the lookup (a reindex moving tracks) is looked up too. Errors: the decoder's
+ * (SH_EDECODE, SH_ETOOSHORT, SH_EFORMAT, SH_EUNSUPPORTED: status 422; SH_ETOOLONG: 413), and
+ * those of ed_match_hashes. */
+int ed_match_audio(ed *x, ed_slot *slot, const void *buf, size_t len, size_t k,
+                   const unsigned char *want, ed_match *out, sh_err *e);
+
+/* The fp_versions the held shards hold (union, ascending), as a JSON array (NULL: no memory). */
+json_t *ed_held_fp_versions(ed *x);
+
+/* POST /v1/match (registered by ed_http_start; ud = the ed). */
+int ed_on_match(const sh_http_req *req, sh_http_resp *resp, void *ud);
 
 #endif
