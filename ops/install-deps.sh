@@ -8,6 +8,7 @@ PKGS=(
   librdkafka-dev libpq-dev libavro-dev libsndfile1-dev libfftw3-dev libzstd-dev liblmdb-dev
   libsoxr-dev libmicrohttpd-dev libjansson-dev libcmocka-dev libcurl4-openssl-dev libssl-dev
   postgresql postgresql-client sox libsox-fmt-mp3 opus-tools curl ca-certificates jq python3
+  python3-yaml python3-jsonschema
   bsdutils
 )
 
