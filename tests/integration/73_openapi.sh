@@ -198,6 +198,12 @@ bad "a multipart form upload" 422 POST /v1/match "${AUTH[@]}" -F "clip=@$SH_TMP/
 bad "text/plain garbage" 422 POST /v1/match "${AUTH[@]}" -H 'Content-Type: text/plain' \
   --data-binary 'what is this song?'
 
+# headers over libmicrohttpd's 32 KiB: its own 431 (HTML, documented as the exception to JSON)
+head -c 40000 /dev/zero | tr '\0' a > "$SH_TMP/bighdr"
+check "40 KB of headers: 431" test "$(curl -s -o /dev/null -w '%{http_code}' "${AUTH[@]}" \
+  -H "X-Big: $(cat "$SH_TMP/bighdr")" "$ED/v1/shards")" = 431
+check "... and the node keeps serving" alive
+
 # bad top values
 bad "top=abc" 400 POST '/v1/match?top=abc' "${AUTH[@]}" --data-binary @"$SH_TMP/clip.ogg"
 bad "top=101" 400 POST '/v1/match?top=101' "${AUTH[@]}" --data-binary @"$SH_TMP/clip.ogg"
