@@ -12,8 +12,14 @@
  *       The primary's checksum per shard (sh_shardsum.h) from one consistent read, one JSON line
  *       per shard in the form an edge's GET /v1/shards reports it:
  *       {"shard":N,"seq":S,"sum":"16 hex","tracks":T,"postings":P}.
+ *   repl_tool fpwrite DSN pairs|triplets FP_VERSION FILE...
+ *       Fingerprints each audio FILE (index mode, the mode's defaults: pairs with every other
+ *       tunable default are SH_FP_VERSION 2's hashes) and writes it as track BASENAME (extension
+ *       dropped, tenant "acme", source_uri file://FILE — FILE absolute, so a reindex re-reads it)
+ *       at FP_VERSION: tracks as an older build made them. One JSON line per track.
  */
 #include "sh_dpay.h"
+#include "sh_extract.h"
 #include "sh_fpblob.h"
 #include "sh_kafka.h"
 #include "sh_primary.h"
@@ -515,8 +521,80 @@ static int cmd_sums(const char *dsn, int nshards)
     return rc ? 1 : 0;
 }
 
+/* ---- fpwrite ------------------------------------------------------------------------------ */
+
+static int fpwrite_one(sh_primary *db, sh_fp *fp, const sh_audio_opts *ao, const char *path,
+                       int fp_version)
+{
+    sh_err e = {0};
+    sh_extract_result r;
+    int rc = sh_extract_file(path, ao, fp, &r, &e);
+    size_t n = 0;
+    const sh_hash *h = rc == 0 ? sh_fp_hashes(fp, &n) : NULL;
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    if (rc == 0)
+        rc = sh_fpblob_encode(h, n, 0, &blob, &len, &e);
+    char id[256], uri[4200], meta[300];
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    snprintf(id, sizeof id, "%s", base);
+    if (strrchr(id, '.'))
+        *strrchr(id, '.') = '\0';
+    snprintf(uri, sizeof uri, "file://%s", path);
+    snprintf(meta, sizeof meta, "{\"title\":\"%s\"}", id);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    sh_track_write tw = {.external_id = id, .tenant = "acme", .metadata_json = meta,
+                         .source_uri = uri, .duration_s = r.duration_s, .fp_version = fp_version,
+                         .version = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000,
+                         .n_hashes = (uint32_t)n, .fp_blob = blob, .fp_blob_len = len};
+    int64_t seq = 0;
+    if (rc == 0)
+        rc = sh_primary_write_track(db, &tw, &seq, &e);
+    free(blob);
+    if (rc) {
+        fprintf(stderr, "repl_tool fpwrite: %s: %s: %s\n", path, sh_err_name(rc), e.msg);
+        return 1;
+    }
+    printf("{\"track_id\":\"%s\",\"fp_version\":%d,\"hashes\":%zu,\"seq\":%" PRId64 "}\n", id,
+           fp_version, n, seq);
+    return 0;
+}
+
+static int cmd_fpwrite(const char *dsn, const char *mode, int fp_version, char **files, int n)
+{
+    sh_fp_config c;
+    sh_fp_config_default(&c);
+    if (strcmp(mode, "pairs") == 0)
+        sh_fp_config_mode(&c, SH_FP_PAIRS);
+    else if (strcmp(mode, "triplets") == 0)
+        sh_fp_config_mode(&c, SH_FP_TRIPLETS);
+    else
+        return 2;
+    if (fp_version < 1)
+        return 2;
+    sh_audio_opts ao;
+    sh_audio_opts_default(&ao);
+    ao.rate = c.rate;
+    sh_fp *fp = NULL;
+    sh_err e = {0};
+    if (sh_fp_new(&c, &fp, &e)) {
+        fprintf(stderr, "repl_tool fpwrite: %s\n", e.msg);
+        return 2;
+    }
+    sh_primary *db = connect_db(dsn);
+    int bad = 0;
+    for (int i = 0; i < n && !bad; i++)
+        bad = fpwrite_one(db, fp, &ao, files[i], fp_version);
+    sh_primary_free(db);
+    sh_fp_free(fp);
+    return bad;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 6 && strcmp(argv[1], "fpwrite") == 0)
+        return cmd_fpwrite(argv[2], argv[3], atoi(argv[4]), argv + 5, argc - 5);
     if (argc == 4 && strcmp(argv[1], "sums") == 0)
         return cmd_sums(argv[2], atoi(argv[3]));
     if (argc == 5 && strcmp(argv[1], "snapcheck") == 0)
@@ -526,6 +604,7 @@ int main(int argc, char **argv)
     if (argc == 6 && strcmp(argv[1], "reconstruct") == 0)
         return cmd_reconstruct(argv[2], argv[3], argv[4], atoi(argv[5]));
     fprintf(stderr, "usage: repl_tool write DSN N SEED THREADS | reconstruct BROKERS DSN TOPIC "
-                    "TIMEOUT_S | snapcheck FILE DSN SHARD | sums DSN NSHARDS\n");
+                    "TIMEOUT_S | snapcheck FILE DSN SHARD | sums DSN NSHARDS | fpwrite DSN "
+                    "pairs|triplets FP_VERSION FILE...\n");
     return 2;
 }
