@@ -86,8 +86,10 @@ $(BUILD)/bench/%: bench/%.c $(CMDA) $(LIBA)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP $(LDFLAGS) -o $@ $< $(CMDA) $(LIBA) $(LDLIBS)
 
 # ---- tests -------------------------------------------------------------------------------------
-# `make test` = everything, twice: the optimised build and the ASan+UBSan build.
+# `make test` = everything, twice: the optimised build and the ASan+UBSan build. The integration
+# tests that run a real Kafka cluster need its jars: fetched through Maven once (ops/kafka.sh).
 test: deps
+	@ops/kafka.sh fetch > /dev/null
 	@$(MAKE) --no-print-directory test-unit test-fuzz BUILD=build SAN=0
 	@$(MAKE) --no-print-directory test-unit test-fuzz BUILD=build/asan SAN=1
 	@$(MAKE) --no-print-directory build/soundhash BUILD=build SAN=0
@@ -101,6 +103,7 @@ test-fuzz: $(FUZZ_BIN)
 	@tests/fuzz/replay-all.sh $(BUILD)/fuzz
 
 test-integration: deps
+	@ops/kafka.sh fetch > /dev/null
 	@$(MAKE) --no-print-directory build/soundhash BUILD=build SAN=0
 	@$(MAKE) --no-print-directory build/asan/soundhash BUILD=build/asan SAN=1
 	@tests/integration/run.sh build/soundhash build/asan/soundhash

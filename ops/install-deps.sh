@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages SoundHash needs to build, test and demo — only those missing, so a
 # fresh Debian 12 machine needs nothing else. Runs apt-get only when something is missing.
+# Java 17 (what default-jre-headless is on Debian 12, named directly: it is what is installed) and
+# Maven run the real Kafka cluster of ops/kafka.sh, whose jars come from Maven Central.
 set -euo pipefail
 
 PKGS=(
@@ -10,6 +12,7 @@ PKGS=(
   postgresql postgresql-client sox libsox-fmt-mp3 opus-tools curl ca-certificates jq python3
   python3-yaml python3-jsonschema
   bsdutils
+  openjdk-17-jre-headless maven
 )
 
 missing=()
