@@ -31,7 +31,12 @@ RP_SPEC="$SH_ROOT/ops/openapi-replicator.yaml"
 "${OA[@]}" spec "$RP_SPEC" --routes-from "$SH_ROOT/replicator" || fail "ops/openapi-replicator.yaml"
 
 # ---- one real track into the primary; the replicator; an edge bootstrapped from its snapshot ------
-wk_setup
+# the broker and the schema (wk_setup without its kafka_tool build, which this test does not use)
+"$SH_BIN" broker --bootstrap-file "$SH_TMP/boot" > /dev/null 2> "$SH_TMP/broker.log" &
+BROKER_PID=$!
+wait_for 20 test -s "$SH_TMP/boot"
+BOOT=$(cat "$SH_TMP/boot")
+pg_migrate 2> /dev/null
 target=$(ls "$corpus"/*.ogg | head -n 1)
 tid=$(basename "$target" .ogg)
 cp "$target" "$MEDIA/"
