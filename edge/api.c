@@ -35,7 +35,7 @@ static sh_series *hist(sh_metrics *m, const char *name, const char *help, double
 int ed_metrics_init(ed *x)
 {
     ed_metrics *m = &x->m;
-    int rc = sh_metrics_new(&m->reg);
+    int rc = m->reg ? 0 : sh_metrics_new(&m->reg); /* ed_http_start may have made it */
     if (rc)
         return rc;
     m->deltas = plain(m->reg, 0, "soundhash_edge_deltas_applied_total", "Deltas applied.");
@@ -280,6 +280,11 @@ int ed_http_start(ed *x, sh_err *e)
     o.timeout_s = (unsigned)x->cfg.request_timeout_s;
     o.threads = (unsigned)x->cfg.http_threads;
     o.json_errors = 1;
+    /* The registry exists before the shards' families (ed_metrics_init, later): HTTP starts
+     * first, and counts its answers there from the first request on. */
+    if (!x->m.reg && sh_metrics_new(&x->m.reg))
+        return sh_err_set(e, SH_ENOMEM, "metrics registry");
+    o.metrics = x->m.reg;
     int rc = sh_http_new(&o, &x->http, e);
     if (rc == 0)
         rc = sh_http_route(x->http, "GET", "/health", on_health, x);

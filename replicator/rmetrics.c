@@ -243,6 +243,7 @@ int rp_http_start(rp *r, sh_err *e)
     o.max_body = 0; /* no route takes a body */
     o.timeout_s = 120;
     o.threads = 4; /* a snapshot being built occupies one; /health and /metrics keep the others */
+    o.metrics = r->m.reg; /* soundhash_http_responses_total */
     int rc = sh_http_new(&o, &r->http, e);
     if (rc == 0)
         rc = sh_http_route(r->http, "GET", "/health", on_health, r);

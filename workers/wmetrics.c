@@ -176,7 +176,10 @@ int wk_http_start(wk *w, sh_err *e)
 {
     if (!w->cfg.http || !w->cfg.http[0])
         return 0;
-    int rc = sh_http_new(NULL, &w->http, e);
+    sh_http_opts o;
+    sh_http_opts_default(&o);
+    o.metrics = w->m.reg; /* soundhash_http_responses_total */
+    int rc = sh_http_new(&o, &w->http, e);
     if (rc == 0)
         rc = sh_http_route(w->http, "GET", "/health", on_health, w);
     if (rc == 0)

@@ -32,6 +32,7 @@ struct sh_http {
     size_t nroutes;
     struct MHD_Daemon *daemon;
     int port;
+    sh_metric *responses; /* soundhash_http_responses_total, or NULL (opts.metrics unset) */
 };
 
 /* Per-request state, created on the first callback of a request, freed on completion. */
@@ -50,6 +51,7 @@ void sh_http_opts_default(sh_http_opts *o)
     o->threads = 2;
     o->max_conns = 64;
     o->json_errors = 0;
+    o->metrics = NULL;
 }
 
 int sh_http_new(const sh_http_opts *o, sh_http **out, sh_err *e)
@@ -63,6 +65,16 @@ int sh_http_new(const sh_http_opts *o, sh_http **out, sh_err *e)
     if (h->opts.threads == 0 || h->opts.threads > 64 || h->opts.max_conns == 0) {
         free(h);
         return sh_err_set(e, SH_EINVAL, "http: threads must be 1..64 and max_conns > 0");
+    }
+    int rc = h->opts.metrics
+                 ? sh_metrics_counter(h->opts.metrics, "soundhash_http_responses_total",
+                                      "HTTP answers by route (the registered path that matched, "
+                                      "or other) and status code.",
+                                      (const char *[]){"route", "code", NULL}, &h->responses)
+                 : 0;
+    if (rc) {
+        free(h);
+        return sh_err_set(e, rc, "http: cannot register soundhash_http_responses_total");
     }
     *out = h;
     return 0;
@@ -202,6 +214,25 @@ static const route *find_route(const sh_http *h, const char *method, const char 
     return NULL;
 }
 
+/* Counts one answer. The route label is a registered path (never the client's URL, so hostile
+ * URLs cannot grow the series), the code one of the few statuses handlers use. */
+static void count(const sh_http *h, const char *method, const char *url, int status)
+{
+    if (!h->responses)
+        return;
+    const char *label = "other";
+    for (size_t i = 0; url && i < h->nroutes; i++) {
+        if (path_matches(h->routes[i].path, url)) {
+            label = h->routes[i].path;
+            if (method && strcmp(h->routes[i].method, method) == 0)
+                break;
+        }
+    }
+    char code[16];
+    snprintf(code, sizeof code, "%d", status);
+    sh_series_add(sh_metric_series(h->responses, (const char *[]){label, code, NULL}), 1);
+}
+
 static int body_append(req_state *st, const char *data, size_t n, size_t max)
 {
     if (n > max || st->len > max - n)
@@ -216,7 +247,8 @@ static int body_append(req_state *st, const char *data, size_t n, size_t max)
 }
 
 /* First callback of a request: reject declared oversize bodies before reading them. */
-static enum MHD_Result on_first(sh_http *h, struct MHD_Connection *c, void **con_cls)
+static enum MHD_Result on_first(sh_http *h, struct MHD_Connection *c, const char *method,
+                                const char *url, void **con_cls)
 {
     req_state *st = calloc(1, sizeof *st);
     if (!st)
@@ -229,6 +261,7 @@ static enum MHD_Result on_first(sh_http *h, struct MHD_Connection *c, void **con
         unsigned long long n = strtoull(cl, &end, 10);
         if (*end || (unsigned long long)h->opts.max_body < n) {
             st->answered = 1;
+            count(h, method, url, MHD_HTTP_CONTENT_TOO_LARGE);
             return queue_text(h, c, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large\n");
         }
     }
@@ -241,6 +274,7 @@ static enum MHD_Result run_handler(const sh_http *h, const route *r, struct MHD_
     sh_http_req req = {method, url, st->body ? st->body : "", st->len, c};
     sh_http_resp resp = {200, NULL, NULL, 0, -1, 0};
     int rc = r->fn(&req, &resp, r->ud);
+    count(h, method, url, rc < 0 ? MHD_HTTP_INTERNAL_SERVER_ERROR : resp.status);
     if (rc == 0 && resp.body_fd >= 0)
         return queue_fd(c, resp.status, resp.content_type, resp.body_fd, resp.fd_size);
     if (resp.body_fd >= 0)
@@ -288,7 +322,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     (void)version;
     sh_http *h = cls;
     if (!*con_cls)
-        return on_first(h, c, con_cls);
+        return on_first(h, c, method, url, con_cls);
     req_state *st = *con_cls;
     if (*upload_data_size) {
         size_t n = *upload_data_size;
@@ -300,13 +334,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (st->answered)
         return MHD_YES;
     st->answered = 1;
-    if (st->too_big)
+    if (st->too_big) {
+        count(h, method, url, MHD_HTTP_CONTENT_TOO_LARGE);
         return queue_text(h, c, MHD_HTTP_CONTENT_TOO_LARGE, "request body too large\n");
+    }
     int path_ok;
     const route *r = find_route(h, method, url, &path_ok);
-    if (!r)
-        return path_ok ? queue_text(h, c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n")
-                       : queue_text(h, c, MHD_HTTP_NOT_FOUND, "not found\n");
+    if (!r) {
+        int status = path_ok ? MHD_HTTP_METHOD_NOT_ALLOWED : MHD_HTTP_NOT_FOUND;
+        count(h, method, url, status);
+        return queue_text(h, c, status, path_ok ? "method not allowed\n" : "not found\n");
+    }
     return run_handler(h, r, c, method, url, st);
 }
 

@@ -15,6 +15,7 @@
 #define SH_HTTP_H
 
 #include "sh_err.h"
+#include "sh_metrics.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -29,6 +30,12 @@ typedef struct sh_http_opts {
     unsigned max_conns; /* concurrent connections; default 64 */
     int json_errors;    /* the server's own 404/405/413/500 answers as {"error": "..."} JSON
                            instead of plain text (an API whose every error is JSON); default 0 */
+    sh_metrics *metrics; /* when set, every answer is counted in the counter
+                            soundhash_http_responses_total{route,code} registered there by
+                            sh_http_new (route: the registered path that matched, a pattern as
+                            registered, or "other"; code: the status, e.g. "503") — what
+                            5xx-rate alerts read. Not owned; must outlive the server.
+                            Default NULL: nothing counted */
 } sh_http_opts;
 
 /* One request, valid only during the handler call. */
@@ -58,7 +65,8 @@ typedef int (*sh_http_handler)(const sh_http_req *req, sh_http_resp *resp, void 
 /* Fills the defaults listed above. */
 void sh_http_opts_default(sh_http_opts *o);
 
-/* Creates a stopped server. `o` may be NULL for defaults. Errors: SH_EINVAL, SH_ENOMEM. */
+/* Creates a stopped server. `o` may be NULL for defaults. Errors: SH_EINVAL, SH_ENOMEM, SH_EEXIST
+ * (o->metrics already holds soundhash_http_responses_total: one server per registry). */
 int sh_http_new(const sh_http_opts *o, sh_http **out, sh_err *e);
 
 /* Registers `fn` for `method` ("GET", "POST", ...) and the exact `path` ("/health"). A path whose

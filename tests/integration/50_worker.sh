@@ -41,6 +41,8 @@ check "source uri stored" \
 health_ok() { curl -sf "http://127.0.0.1:$1/health" | grep -q '"status":"ok","kafka":"up","db":"up"'; }
 check "/health 200 with kafka and db up" health_ok "$WK_PORT_w1"
 curl -sf "http://127.0.0.1:$WK_PORT_w1/metrics" > "$SH_TMP/metrics.txt"
+check "metrics: /health answers counted" \
+  grep -q '^soundhash_http_responses_total{route="/health",code="200"} [1-9]' "$SH_TMP/metrics.txt"
 check "metrics: events by result" grep -q "soundhash_worker_events_total{source=\"live\",op=\"UPSERT\",result=\"ok\"} $N" "$SH_TMP/metrics.txt"
 for m in processing_seconds_bucket audio_seconds_total consumer_lag db_write_seconds_bucket inflight; do
   check "metrics: soundhash_worker_$m present with HELP/TYPE" bash -c \

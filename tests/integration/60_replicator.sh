@@ -104,6 +104,11 @@ check "a truncated snapshot is refused" bash -c "! '$RT' snapcheck '$SH_TMP/s3.t
 check "unknown shard is 404" test "$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$RP_PORT/v1/snapshots/8")" = 404
 check "a shard that is not a number is 400" test "$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$RP_PORT/v1/snapshots/1x")" = 400
 check "a deeper path is 404" test "$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$RP_PORT/v1/snapshots/1/x")" = 404
+metrics=$(curl -fsS "127.0.0.1:$RP_PORT/metrics")
+for l in 'route="/v1/snapshots/\*",code="200"' 'route="/v1/snapshots/\*",code="404"} 1$' \
+         'route="/v1/snapshots/\*",code="400"} 1$' 'route="other",code="404"} 1$'; do
+  check "answers counted: $l" grep -q "^soundhash_http_responses_total{$l" <<< "$metrics"
+done
 
 # ---- pruning, then a restart still continues without a gap -------------------------------------
 before=$(pg_sql 'SELECT count(*) FROM change_log')

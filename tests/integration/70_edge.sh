@@ -177,7 +177,8 @@ check "... nor on the edge holding its shard" test "$(match "$holder" "${TOK[@]}
 m=$(curl -fsS "127.0.0.1:$ED_PORT_C/metrics")
 for n in soundhash_edge_deltas_applied_total soundhash_edge_ops_applied_total \
          soundhash_edge_apply_lag_seconds_bucket soundhash_edge_match_seconds_bucket \
-         soundhash_edge_shard_bytes soundhash_edge_gaps_total; do
+         soundhash_edge_shard_bytes soundhash_edge_gaps_total \
+         'soundhash_http_responses_total{route="/v1/match",code="200"}'; do
   check "metric $n" grep -q "^$n" <<< "$m"
 done
 

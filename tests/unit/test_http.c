@@ -1,6 +1,6 @@
 /* test_http.c — the HTTP wrapper against real sockets: port 0 binding, routing (200/404/405),
  * bodies and their cap (413, chunked too), a trickled body cut by the time limit, handler failures
- * (500), query arguments, bad listen addresses. */
+ * (500), query arguments, bad listen addresses, the per-route answer counter. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -458,6 +458,63 @@ static void test_pattern_route_and_file(void **state)
     assert_int_equal(f.body[1000], 'b');
 }
 
+/* opts.metrics: every answer counted by registered route (never the client's URL) and status,
+ * the server's own 404/405/413 and a failing handler's 500 included; one server per registry. */
+static void test_response_counter(void **state)
+{
+    (void)state;
+    sh_metrics *m = NULL;
+    assert_int_equal(sh_metrics_new(&m), 0);
+    sh_http_opts o;
+    sh_http_opts_default(&o);
+    o.max_body = 10;
+    o.metrics = m;
+    sh_http *h = NULL, *h2 = NULL;
+    sh_err e = {0};
+    assert_int_equal(sh_http_new(&o, &h, &e), 0);
+    assert_int_equal(sh_http_new(&o, &h2, &e), SH_EEXIST);
+    assert_null(h2);
+    assert_int_equal(sh_http_route(h, "GET", "/metrics", on_metrics, m), 0);
+    assert_int_equal(sh_http_route(h, "POST", "/echo", on_echo, NULL), 0);
+    assert_int_equal(sh_http_route(h, "GET", "/fail", on_fail, NULL), 0);
+    assert_int_equal(sh_http_route(h, "GET", "/items/*", on_item, NULL), 0);
+    assert_int_equal(sh_http_start(h, "127.0.0.1:0", &e), 0);
+    int port = sh_http_port(h);
+    fetched f;
+    const struct {
+        const char *path, *body;
+        long status;
+    } reqs[] = {{"/echo", "x", 201},      {"/echo", "y", 201},       {"/fail", NULL, 500},
+                {"/items/1", NULL, 200},  {"/items/2", NULL, 200},   {"/nope/x", NULL, 404},
+                {"/%2e%2e", NULL, 404},   {"/echo", NULL, 405},      {"/echo", "0123456789ab", 413}};
+    for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
+        size_t n = reqs[i].body ? strlen(reqs[i].body) : 0;
+        assert_int_equal(http_do(port, reqs[i].path, reqs[i].body, n, &f), CURLE_OK);
+        assert_int_equal(f.status, reqs[i].status);
+    }
+    assert_int_equal(http_do(port, "/metrics", NULL, 0, &f), CURLE_OK);
+    assert_int_equal(f.status, 200);
+    const char *want[] = {
+        "# TYPE soundhash_http_responses_total counter\n",
+        "soundhash_http_responses_total{route=\"/echo\",code=\"201\"} 2\n",
+        "soundhash_http_responses_total{route=\"/fail\",code=\"500\"} 1\n",
+        "soundhash_http_responses_total{route=\"/items/*\",code=\"200\"} 2\n",
+        "soundhash_http_responses_total{route=\"other\",code=\"404\"} 2\n",
+        "soundhash_http_responses_total{route=\"/echo\",code=\"405\"} 1\n",
+        "soundhash_http_responses_total{route=\"/echo\",code=\"413\"} 1\n",
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        if (!strstr(f.body, want[i]))
+            fail_msg("missing %s in:\n%s", want[i], f.body);
+    }
+    /* The /metrics request itself is counted once its answer is built, i.e. after rendering. */
+    assert_null(strstr(f.body, "route=\"/metrics\""));
+    assert_int_equal(http_do(port, "/metrics", NULL, 0, &f), CURLE_OK);
+    assert_non_null(strstr(f.body, "soundhash_http_responses_total{route=\"/metrics\",code=\"200\"} 1\n"));
+    sh_http_free(h);
+    sh_metrics_free(m);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -472,6 +529,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_port_in_use, setup, teardown),
         cmocka_unit_test(test_json_errors),
         cmocka_unit_test(test_slow_body),
+        cmocka_unit_test(test_response_counter),
         cmocka_unit_test(test_bad_addresses),
         cmocka_unit_test(test_ipv6_loopback),
     };
