@@ -2,7 +2,9 @@
 #
 #   make            build build/soundhash (installs missing Debian packages first)
 #   make test       unit tests (cmocka), fuzz-corpus replay and integration tests, plain and
-#                   under ASan+UBSan
+#                   under ASan+UBSan, and test-ops
+#   make test-ops   the ops/ files: alert rules (promtool), dashboard, docker-compose.yml and
+#                   systemd units checked with real parsers and real processes (< 30 s)
 #   make demo       the whole pipeline end to end on a local stack (see README)
 #   make bench      benchmarks, printing figures
 #   make fuzz       libFuzzer builds (clang) of every fuzz target; FUZZ_SECONDS per target
@@ -47,7 +49,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 BENCH_BIN:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all deps test test-unit test-fuzz test-integration demo bench fuzz format clean
+.PHONY: all deps test test-unit test-fuzz test-integration test-ops demo bench fuzz format clean
 .DEFAULT_GOAL := all
 
 all: deps
@@ -95,6 +97,7 @@ test: deps
 	@$(MAKE) --no-print-directory build/soundhash BUILD=build SAN=0
 	@$(MAKE) --no-print-directory build/asan/soundhash BUILD=build/asan SAN=1
 	@tests/integration/run.sh build/soundhash build/asan/soundhash
+	@$(MAKE) --no-print-directory test-ops
 
 test-unit: $(UNIT_BIN)
 	@tests/run-unit.sh $(UNIT_BIN)
@@ -107,6 +110,12 @@ test-integration: deps
 	@$(MAKE) --no-print-directory build/soundhash BUILD=build SAN=0
 	@$(MAKE) --no-print-directory build/asan/soundhash BUILD=build/asan SAN=1
 	@tests/integration/run.sh build/soundhash build/asan/soundhash
+
+# The operations files (ops/tests/run.sh); its tools come with `ops/install-deps.sh ops`.
+test-ops:
+	@ops/install-deps.sh ops
+	@$(MAKE) --no-print-directory build/soundhash BUILD=build SAN=0
+	@ops/tests/run.sh
 
 # ---- demo, bench, fuzz, format ----------------------------------------------------------------
 demo: all

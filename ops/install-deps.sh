@@ -3,6 +3,9 @@
 # fresh Debian 12 machine needs nothing else. Runs apt-get only when something is missing.
 # Java 17 (what default-jre-headless is on Debian 12, named directly: it is what is installed) and
 # Maven run the real Kafka cluster of ops/kafka.sh, whose jars come from Maven Central.
+#   ops/install-deps.sh        what `make`, `make test` and `make demo` need
+#   ops/install-deps.sh ops    also what `make test-ops` needs: docker-compose (its `config`
+#                              parser; no Docker engine), systemd-analyze, and promtool
 set -euo pipefail
 
 PKGS=(
@@ -14,16 +17,41 @@ PKGS=(
   bsdutils
   openjdk-17-jre-headless maven
 )
+OPS=0
+if [ "${1:-}" = ops ]; then
+  OPS=1
+  PKGS+=(docker-compose systemd)
+fi
 
-missing=()
-for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-[ ${#missing[@]} -eq 0 ] && exit 0
-
-echo "install-deps: installing ${missing[*]}" >&2
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+
+# One dpkg-query for all (one per package takes seconds on a busy machine).
+installed=" $( (dpkg-query -W -f='${Package}=${Status}\n' "${PKGS[@]}" 2>/dev/null || true) |
+              sed -n 's/=install ok installed$//p' | tr '\n' ' ') "
+missing=()
+for p in "${PKGS[@]}"; do
+  [[ "$installed" == *" $p "* ]] || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+[ $OPS -eq 1 ] || exit 0
+
+# promtool comes from Debian's `prometheus` package, but only the binary is taken (apt-get
+# download + dpkg-deb, into $SOUNDHASH_TOOLS_DIR, default ~/.cache/soundhash-tools): installing the
+# package would also enable and start a Prometheus server (port 9090) on this machine.
+TOOLS="${SOUNDHASH_TOOLS_DIR:-$HOME/.cache/soundhash-tools}"
+if ! command -v promtool > /dev/null && [ ! -x "$TOOLS/promtool" ]; then
+  echo "install-deps: fetching promtool (Debian package prometheus) into $TOOLS" >&2
+  mkdir -p "$TOOLS"
+  dl=$(mktemp -d)
+  trap 'rm -rf "$dl"' EXIT
+  (cd "$dl" && apt-get download prometheus > /dev/null 2>&1) ||
+    { $SUDO apt-get update -qq && (cd "$dl" && apt-get download prometheus > /dev/null); }
+  dpkg-deb --fsys-tarfile "$dl"/prometheus_*.deb | tar -x -C "$dl" ./usr/bin/promtool
+  mv "$dl/usr/bin/promtool" "$TOOLS/promtool.tmp" && mv "$TOOLS/promtool.tmp" "$TOOLS/promtool"
+fi
