@@ -16,7 +16,7 @@ TMP=$(mktemp -d /tmp/sh-check-compose.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 cd "$ROOT"
 docker-compose -f docker-compose.yml --profile tools config > "$TMP/config.yml"
-python3 - "$TMP/config.yml" "$ROOT/ops/prometheus.yml" "$BIN" "$TMP" <<'PY'
+"${PYTHON:-/usr/bin/python3}" - "$TMP/config.yml" "$ROOT/ops/prometheus.yml" "$BIN" "$TMP" <<'PY'
 import os, re, subprocess, sys, yaml
 cfg = yaml.safe_load(open(sys.argv[1]))
 prom = yaml.safe_load(open(sys.argv[2]))

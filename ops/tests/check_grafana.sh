@@ -12,7 +12,7 @@ PROMTOOL="${PROMTOOL:-$(command -v promtool || echo "$TOOLS/promtool")}"
 TMP=$(mktemp -d /tmp/sh-check-grafana.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 cd "$ROOT"
-python3 - "$TMP/queries.yml" <<'PY'
+"${PYTHON:-/usr/bin/python3}" - "$TMP/queries.yml" <<'PY'
 import json, sys, yaml
 errors = []
 d = json.load(open("ops/grafana/soundhash.json"))

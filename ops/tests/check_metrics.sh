@@ -63,7 +63,7 @@ done
 cat "$TMP"/*.metrics | sed -n 's/^# TYPE \([^ ]*\) \([a-z]*\)$/\1 \2/p' | sort -u > "$TMP/exported"
 [ "$(wc -l < "$TMP/exported")" -ge 40 ] || die "too few metric families scraped: $(cat "$TMP/exported")"
 
-python3 - "$TMP/exported" "$ROOT/ops/prometheus/alerts.yml" "$ROOT/ops/grafana/soundhash.json" <<'PY'
+"${PYTHON:-/usr/bin/python3}" - "$TMP/exported" "$ROOT/ops/prometheus/alerts.yml" "$ROOT/ops/grafana/soundhash.json" <<'PY'
 import json, re, sys, yaml
 exported = dict(l.split() for l in open(sys.argv[1]))
 names = set(exported)

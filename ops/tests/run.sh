@@ -5,6 +5,7 @@
 #   check_metrics.sh   metric names of alerts and dashboard = what the processes export
 #   check_grafana.sh   dashboard and provisioning files
 #   check_compose.sh   docker-compose.yml: `docker-compose config`, scrape targets, command lines
+#   check_systemd.sh   ops/systemd units: systemd-analyze verify, hardening, command lines
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 cd "$ROOT"
