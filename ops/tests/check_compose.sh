@@ -17,7 +17,7 @@ trap 'rm -rf "$TMP"' EXIT
 cd "$ROOT"
 docker-compose -f docker-compose.yml --profile tools config > "$TMP/config.yml"
 "${PYTHON:-/usr/bin/python3}" - "$TMP/config.yml" "$ROOT/ops/prometheus.yml" "$BIN" "$TMP" <<'PY'
-import os, re, subprocess, sys, yaml
+import concurrent.futures, os, re, subprocess, sys, yaml
 cfg = yaml.safe_load(open(sys.argv[1]))
 prom = yaml.safe_load(open(sys.argv[2]))
 BIN, TMP = sys.argv[3], sys.argv[4]
@@ -91,7 +91,27 @@ def remap(v, n):
             v = local + v[len(target):]
             break
     return re.sub(r"^0\.0\.0\.0:\d+$", "127.0.0.1:0", v)
-procs = []
+def check_line(n, cmd, argv, env):
+    """--print-config must exit 0; the command itself, its waits cut to 1 s, exit 1 naming the
+    unreachable kafka/postgres. Returns the problems found."""
+    out = []
+    pc = subprocess.run(argv + ["--print-config"], env=env, capture_output=True, text=True, timeout=20)
+    if pc.returncode != 0:
+        out.append(f"{n}: `{' '.join(cmd)} --print-config` exit {pc.returncode}: {pc.stderr.strip()}")
+    words = [w for w in cmd[:2] if not w.startswith("-")]
+    helptext = subprocess.run([BIN] + words + ["--help"], capture_output=True, text=True, timeout=20).stdout
+    fast = [f for f in (["--db-wait", "0"], ["--connect-timeout", "1"], ["--timeout", "1"])
+            if re.search(rf"^\s+(-\w, )?{f[0]} ", helptext, re.M)]
+    try:
+        p = subprocess.run(argv + sum(fast, []), env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True, timeout=25)
+    except subprocess.TimeoutExpired:
+        return out + [f"{n}: `{' '.join(cmd)}` did not give up on unreachable dependencies within 25 s"]
+    if p.returncode != 1 or not re.search(r"kafka|postgres", p.stderr):
+        out.append(f"{n}: `{' '.join(cmd)}` exit {p.returncode}, want 1 for an unreachable "
+                   f"kafka/postgres: {p.stderr.strip().splitlines()[-3:]}")
+    return out
+lines = []
 for n, s in sorted(ours.items()):
     cmd = s.get("command")
     if not cmd:
@@ -103,27 +123,14 @@ for n, s in sorted(ours.items()):
     argv = [BIN] + [remap(a, n) for a in cmd]
     env = {"PATH": os.environ["PATH"], "HOME": TMP}
     env.update({k: remap(str(v), n) for k, v in (s.get("environment") or {}).items()})
-    pc = subprocess.run(argv + ["--print-config"], env=env, capture_output=True, text=True, timeout=20)
-    need(pc.returncode == 0, f"{n}: `{' '.join(cmd)} --print-config` exit {pc.returncode}: {pc.stderr.strip()}")
-    words = [w for w in cmd[:2] if not w.startswith("-")]
-    helptext = subprocess.run([BIN] + words + ["--help"], capture_output=True, text=True, timeout=20).stdout
-    fast = [f for f in (["--db-wait", "0"], ["--connect-timeout", "1"], ["--timeout", "1"])
-            if re.search(rf"^\s+(-\w, )?{f[0]} ", helptext, re.M)]
-    procs.append((n, cmd, subprocess.Popen(argv + sum(fast, []), env=env, stdout=subprocess.DEVNULL,
-                                           stderr=subprocess.PIPE, text=True)))
-for n, cmd, p in procs:
-    try:
-        _, stderr = p.communicate(timeout=25)
-    except subprocess.TimeoutExpired:
-        p.kill(); p.communicate()
-        err(f"{n}: `{' '.join(cmd)}` did not give up on unreachable dependencies within 25 s")
-        continue
-    last = stderr.strip().splitlines()[-3:]
-    need(p.returncode == 1 and re.search(r"kafka|postgres", stderr) is not None,
-         f"{n}: `{' '.join(cmd)}` exit {p.returncode}, want 1 for an unreachable kafka/postgres: {last}")
+    lines.append((n, cmd, argv, env))
+# Concurrently: each line mostly waits for its dependency's timeout.
+with concurrent.futures.ThreadPoolExecutor(max_workers=len(lines) or 1) as pool:
+    for problems in pool.map(lambda a: check_line(*a), lines):
+        errors.extend(problems)
 for e in errors:
     print("check_compose:", e, file=sys.stderr)
-print(f"check_compose: {len(svcs)} services, {len(procs)} soundhash command lines, "
+print(f"check_compose: {len(svcs)} services, {len(lines)} soundhash command lines, "
       f"{len(served)} scraped HTTP ports: " + ("ok" if not errors else f"{len(errors)} problems"))
 sys.exit(1 if errors else 0)
 PY
