@@ -1,6 +1,6 @@
 /* api.c — the edge's HTTP side and metrics: /health, /ready, /v1/shards, /metrics, and the route
- * of POST /v1/match (match.c). Every error is a 4xx/5xx with a {"error": "..."} body (the server's own 404,
- * 405 and 413 too: sh_http_opts.json_errors). */
+ * of POST /v1/match (match.c). Every error is a 4xx/5xx with a {"error": "..."} body (the
+ * server's own 404, 405 and 413 too: sh_http_opts.json_errors). */
 #include "edge.h"
 
 #include "sh_clock.h"
@@ -253,8 +253,8 @@ static int on_shards(const sh_http_req *req, sh_http_resp *resp, void *ud)
     json_t *a = json_array();
     for (size_t i = 0; i < x->nheld; i++)
         json_array_append_new(a, shard_json(&x->held[i]));
-    return ed_json_answer(resp, 200, json_pack("{s:s, s:i, s:o}", "node", ed_node_name(x), "nshards",
-                                            x->nshards, "shards", a));
+    return ed_json_answer(resp, 200, json_pack("{s:s, s:i, s:o}", "node", ed_node_name(x),
+                                               "nshards", x->nshards, "shards", a));
 }
 
 static int on_metrics(const sh_http_req *req, sh_http_resp *resp, void *ud)

@@ -59,8 +59,11 @@ static const sh_opt OPTS[] = {
     {"connect-timeout", 0, SH_OPT_INT, NULL, "30", "seconds to wait for Kafka at start", 0, 1,
      3600},
     {"max-body", 0, SH_OPT_SIZE, NULL, "2M", "POST /v1/match body cap (413 above)", 0, 0, 0},
-    {"max-clip-s", 0, SH_OPT_INT, NULL, "60", "longest clip decoded (413 above)", 0, 1, 600},
-    {"http-threads", 0, SH_OPT_INT, NULL, "4", "HTTP worker threads (one recognizer each)", 0, 1,
+    {"max-clip-s", 0, SH_OPT_INT, NULL, "60",
+     "longest clip decoded, and hashes accepted: this × the densest query config's hashes per "
+     "second (413 above)", 0, 1, 600},
+    {"http-threads", 0, SH_OPT_INT, NULL, "4",
+     "HTTP worker threads (one recognizer per fp_version each)", 0, 1,
      64},
     {"request-timeout", 0, SH_OPT_INT, NULL, "10", "seconds an idle or slow connection lives", 0,
      1, 600},

@@ -17,8 +17,9 @@
  *                               every t < 2^32
  *              4 bytes hash     little-endian
  * and nothing after the last entry. Measured on a dev-corpus track: 5.0 bytes per query hash
- * against 18.2 in the JSON line (~490 query hashes per second of music: ~25 KB for 10 s). The encoder sorts a copy by (t, hash) unless already in t order, so parse → encode
- * reproduces a canonical input byte for byte.
+ * against 18.2 in the JSON line (~490 query hashes per second of music: ~25 KB for 10 s). The
+ * encoder sorts a copy by (t, hash) unless already in t order, so parse → encode reproduces a
+ * canonical input byte for byte.
  *
  * Parsing is hostile-input safe: the count is checked against the caller's cap and against the
  * bytes left before anything is allocated.

@@ -29,6 +29,10 @@ no FILE|index add --index idx
 --index|index compact --index missing
 --top|match --index idx --top 0 a.wav
 --index|match --index missing a.wav
+--edge|match --index idx --edge http://127.0.0.1:1 a.wav
+--edge|match --edge notaurl a.wav
+--token-file|match --edge http://127.0.0.1:1 --token-file /nonexistent a.wav
+--min-confidence|match --edge http://127.0.0.1:1 --min-confidence 0.5 a.wav
 unknown verb|index frobnicate
 --broker-count|broker --broker-count 99
 --brokers is required|broker topics
@@ -97,7 +101,7 @@ index add|index id tenant meta batch max-duration map-size progress compact wait
 index delete|index map-size
 index stats|index
 index compact|index map-size wait
-match|index top max-duration min-confidence
+match|index edge top max-duration min-confidence token-file timeout
 broker|broker-count bootstrap-file
 broker topics|brokers property timeout create replication
 ingest publish|brokers property timeout delivery-timeout topic tenant meta media-root manifest track-id inline inline-max priority

@@ -4,7 +4,9 @@
 # started after the replicator ran, so they bootstrap from its snapshot URL; one with a bearer
 # token) and one with all shards reading the topic from its beginning. Each edge's /v1/shards
 # checksums equal the primary's per-shard sums; a degraded real clip POSTed as audio identifies
-# its track (on the all-shards edge, and on the disjoint edge that holds its shard only); a
+# its track (on the all-shards edge, and on the disjoint edge that holds its shard only), and so
+# do its hashes sent as JSON and by `soundhash match --edge` (binary; wrong-version and malformed
+# hashes get 4xx JSON); a
 # deleted track stops matching; an edge SIGKILLed while deltas flow converges after restart; bad
 # requests get 4xx JSON and the node keeps serving; churn with reindexes and deletes while the
 # all-shards edge is SIGKILLed mid-stream converges; an edge bootstraps from snapshot files; an edge
@@ -156,6 +158,46 @@ check "wrong token: 401" test "$(status -H 'Authorization: Bearer nope' "127.0.0
 check "/health needs no token" curl -fsS "127.0.0.1:$ED_PORT_B/health"
 check "after the bad requests C still identifies the clip" \
   test "$(match "$ED_PORT_C" | jq -r '.match.track_id')" = "$tid"
+
+# ---- client-side hashes: the same clip as JSON hashes, as binary (`match --edge`), bad hashes -----
+"$SH_BIN" fingerprint --hashes --query "$SH_TMP/clip.ogg" > "$SH_TMP/clip.json"
+hashes() { # hashes PORT FILE [curl args...] : the answer to the hashes JSON in FILE
+  local port="$1" file="$2"; shift 2
+  curl -sS "$@" -H 'Content-Type: application/json' --data-binary @"$file" "127.0.0.1:$port/v1/match"
+}
+check "the clip's JSON hashes identify $tid on C (fp_version 3, node named)" \
+  test "$(hashes "$ED_PORT_C" "$SH_TMP/clip.json" | jq -r '"\(.match.track_id) \(.fp_versions) \(.match.node)"')" = "$tid [3] secondary"
+check "... and on the disjoint edge holding shard $shard" \
+  test "$(hashes "$holder" "$SH_TMP/clip.json" "${TOK[@]}" | jq -r '.match.track_id')" = "$tid"
+expect_exit 0 "$SH_BIN" match --edge "http://127.0.0.1:$ED_PORT_C" --top 2 "$SH_TMP/clip.ogg"
+check "match --edge (binary hashes) identifies $tid, with node and shards" \
+  test "$(jq -r '"\(.match.track_id) \(.node) \(.shards | length) \(.candidates[0].track_id)"' "$SH_TMP/out")" = "$tid secondary 8 $tid"
+expect_exit 0 "$SH_BIN_ASAN" match --edge "http://127.0.0.1:$ED_PORT_B" --token-file "$SH_TMP/token" "$SH_TMP/clip.ogg"
+check "match --edge (ASan) with --token-file asks B" test "$(jq -r '.node' "$SH_TMP/out")" = edge-b
+expect_exit 1 "$SH_BIN" match --edge "http://127.0.0.1:$ED_PORT_B" "$SH_TMP/clip.ogg"
+check "match --edge without the token: exit 1, the HTTP status on stderr" grep -q 'HTTP 401' "$SH_TMP/err"
+jq -c '.fp_version = 9' "$SH_TMP/clip.json" > "$SH_TMP/v9.json"
+check "fp_version 9: 422 naming the versions held" \
+  test "$(status -H 'Content-Type: application/json' --data-binary @"$SH_TMP/v9.json" "127.0.0.1:$ED_PORT_C/v1/match")" = 422
+check "... in JSON" jq -e '(.error | test("fp_version 9")) and .fp_versions == [3]' "$SH_TMP/body"
+jq -c '.fp_version = 2' "$SH_TMP/clip.json" > "$SH_TMP/v2.json"
+check "fp_version 2 (compared, held by no shard): no match" \
+  test "$(hashes "$ED_PORT_C" "$SH_TMP/v2.json" | jq -c '[.match, .fp_versions]')" = '[null,[2]]'
+echo '{"fp_version":3,"hash_list":[[1,2],[3]]}' > "$SH_TMP/bad.json"
+check "malformed JSON hashes: 400" \
+  test "$(status -H 'Content-Type: application/json' --data-binary @"$SH_TMP/bad.json" "127.0.0.1:$ED_PORT_A/v1/match")" = 400
+check "... naming the entry" jq -e '.error | test("hash_list\\[1\\]")' "$SH_TMP/body"
+printf 'SHQ1\003\005\001\001\002' > "$SH_TMP/bad.bin"
+check "truncated binary hashes: 400 JSON (ASan edge)" \
+  test "$(status -H 'Content-Type: application/vnd.soundhash.hashes' --data-binary @"$SH_TMP/bad.bin" "127.0.0.1:$ED_PORT_A/v1/match")" = 400
+json_err || fail "bad binary: JSON error"
+check "requests counted by body" test "$(metric 'soundhash_edge_match_requests_total{body="hashes_binary"}' "$ED_PORT_C")" -ge 1 \
+  -a "$(metric 'soundhash_edge_match_requests_total{body="hashes_json"}' "$ED_PORT_C")" -ge 3
+lat=$(for i in 1 2 3 4 5; do curl -sS -o /dev/null -w '%{time_total}\n' -H 'Content-Type: application/json' \
+  --data-binary @"$SH_TMP/clip.json" "127.0.0.1:$ED_PORT_C/v1/match"; done | sort -n | sed -n 3p)
+echo "match over HTTP (the same clip's JSON hashes, $(jq '.hashes' "$SH_TMP/clip.json") of them, $(wc -c < "$SH_TMP/clip.json") bytes, median of 5): ${lat}s"
+check "after the bad hashes C still identifies the clip's hashes" \
+  test "$(hashes "$ED_PORT_C" "$SH_TMP/clip.json" | jq -r '.match.track_id')" = "$tid"
 
 # ---- a delete stops matching everywhere; an edge SIGKILLed while deltas flow converges -----------
 "$SH_BIN" ingest delete --brokers "$BOOT" --dsn "$SH_DSN" --track-id "$tid" > /dev/null 2> "$SH_TMP/delete.err" || {
