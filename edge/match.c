@@ -48,12 +48,12 @@ static int recognize_config(int fp_version, long max_clip_s, sh_recognize_config
 
 int ed_slots_new(ed *x, sh_err *e)
 {
-    x->npool = (size_t)x->cfg.http_threads;
+    pthread_mutex_init(&x->pool_lock, NULL);
+    x->npool = (size_t)x->cfg.http_threads; /* from here on ed_slots_free() cleans up */
     x->slots = calloc(x->npool, sizeof *x->slots);
     x->pool = calloc(x->npool, sizeof *x->pool);
     if (!x->slots || !x->pool)
         return sh_err_set(e, SH_ENOMEM, "out of memory");
-    pthread_mutex_init(&x->pool_lock, NULL);
     double per_s = 0;
     for (int v = 0; v < ED_FPV_N; v++) {
         sh_recognize_config rc;
@@ -78,7 +78,7 @@ void ed_slots_free(ed *x)
             sh_recognizer_free(x->slots[i].r[v]);
     free(x->slots);
     free(x->pool);
-    if (x->pool)
+    if (x->npool)
         pthread_mutex_destroy(&x->pool_lock);
     x->slots = NULL;
     x->pool = NULL;

@@ -9,6 +9,7 @@
 #include "synth.h"
 
 #include <curl/curl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -444,6 +445,127 @@ static void test_reindexed(void **state)
     free(b);
 }
 
+/* A reindex in flight, in shard 2 (C deleted first, so the shard's versions go {2} → {2,3} →
+ * {3}): a writer moves tracks from version 2 to 3, one commit each (as the applier does), each
+ * move made while a query for that very track is starting; every query finds its track. A
+ * reindex moves a track once, so that is the race to cover: a version that appears in a shard
+ * after its versions were read is looked up too (match.c reads them again after each round). */
+enum { CHURN_N = 8, CHURN_S = 15 };
+
+typedef struct churn {
+    float *music[CHURN_N];
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int moving;  /* the track the writer moves next; CHURN_N: done */
+    int queries; /* queries completed */
+    int failed;
+} churn;
+
+static char *churn_id(int i, char *b, size_t cap)
+{
+    snprintf(b, cap, "churn-%d", i);
+    return b;
+}
+
+static int churn_put(int i, int v, const float *x, int64_t seq)
+{
+    size_t n;
+    sh_hash *h = hashes(v, 0, x, (size_t)RATE * CHURN_S, &n);
+    char id[32];
+    sh_shard_batch *b = NULL;
+    sh_dop op = {.seq = seq, .kind = SH_DOP_UPSERT, .track_id = churn_id(i, id, sizeof id),
+                 .tenant = "t", .version = 1, .fp_version = v, .duration_s = CHURN_S,
+                 .metadata = "{}", .postings = h, .npostings = n};
+    int rc = sh_shard_batch_begin(W->held[1].s, 0, &b, NULL);
+    if (rc == 0)
+        rc = sh_shard_batch_apply(b, &op, NULL);
+    if (rc == 0)
+        rc = sh_shard_batch_commit(b, NULL, NULL);
+    else
+        sh_shard_batch_abort(b);
+    free(h);
+    return rc;
+}
+
+/* Moves track i once the main thread finished a query of it (it is then starting the next). */
+static void *churn_run(void *arg)
+{
+    churn *c = arg;
+    for (int i = 0; i < CHURN_N; i++) {
+        pthread_mutex_lock(&c->lock);
+        const int want = c->queries + 1;
+        while (c->queries < want)
+            pthread_cond_wait(&c->cond, &c->lock);
+        pthread_mutex_unlock(&c->lock);
+        const int rc = churn_put(i, 3, c->music[i], 200 + i);
+        pthread_mutex_lock(&c->lock);
+        c->failed |= rc != 0;
+        c->moving = i + 1;
+        pthread_cond_broadcast(&c->cond);
+        pthread_mutex_unlock(&c->lock);
+    }
+    return NULL;
+}
+
+static void test_reindex_churn(void **state)
+{
+    (void)state;
+    churn c = {.moving = 0};
+    pthread_mutex_init(&c.lock, NULL);
+    pthread_cond_init(&c.cond, NULL);
+    uint8_t *clips[CHURN_N];
+    size_t lens[CHURN_N];
+    sh_shard_batch *b = NULL;
+    sh_dop del = {.seq = 40, .kind = SH_DOP_DELETE, .track_id = "track-C", .version = 1};
+    assert_int_equal(sh_shard_batch_begin(W->held[1].s, 0, &b, NULL), 0);
+    assert_int_equal(sh_shard_batch_apply(b, &del, NULL), 0);
+    assert_int_equal(sh_shard_batch_commit(b, NULL, NULL), 0);
+    for (int i = 0; i < CHURN_N; i++) {
+        c.music[i] = malloc((size_t)RATE * CHURN_S * sizeof(float));
+        assert_non_null(c.music[i]);
+        synth_music(c.music[i], (size_t)RATE * CHURN_S, RATE, 200 + (uint64_t)i);
+        assert_int_equal(churn_put(i, 2, c.music[i], 50 + i), 0);
+        clips[i] = wav(c.music[i] + RATE * 4, (size_t)RATE * CLIP_S, &lens[i]);
+    }
+    atomic_store(&W->held[1].position, 300);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, churn_run, &c), 0);
+    int queries = 0;
+    for (;;) {
+        pthread_mutex_lock(&c.lock);
+        const int i = c.moving;
+        pthread_mutex_unlock(&c.lock);
+        if (i == CHURN_N)
+            break;
+        long st = 0;
+        json_t *o = post(NULL, NULL, clips[i], lens[i], &st);
+        char id[32];
+        assert_int_equal(st, 200);
+        if (!match_id(o) || strcmp(match_id(o), churn_id(i, id, sizeof id)))
+            fail_msg("query %d for %s during its move: %s", queries, id,
+                     match_id(o) ? match_id(o) : "no match");
+        json_decref(o);
+        pthread_mutex_lock(&c.lock);
+        c.queries = ++queries;
+        pthread_cond_broadcast(&c.cond);
+        pthread_mutex_unlock(&c.lock);
+    }
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_false(c.failed);
+    assert_true(queries >= CHURN_N);
+    /* Every track now answers under version 3. */
+    for (int i = 0; i < CHURN_N; i++) {
+        long st = 0;
+        json_t *o = post(NULL, NULL, clips[i], lens[i], &st);
+        assert_int_equal(match_fpv(o), 3);
+        json_decref(o);
+        free(clips[i]);
+        free(c.music[i]);
+    }
+    pthread_cond_destroy(&c.cond);
+    pthread_mutex_destroy(&c.lock);
+}
+
 /* Requests are counted by body kind. */
 static void test_metrics(void **state)
 {
@@ -469,7 +591,7 @@ int main(void)
         cmocka_unit_test(test_audio_two_versions), cmocka_unit_test(test_hashes),
         cmocka_unit_test(test_versions),           cmocka_unit_test(test_shard_filter),
         cmocka_unit_test(test_malformed),          cmocka_unit_test(test_reindexed),
-        cmocka_unit_test(test_metrics),
+        cmocka_unit_test(test_reindex_churn),      cmocka_unit_test(test_metrics),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
     curl_global_cleanup();
