@@ -59,4 +59,11 @@ section worker bench/bench_worker.sh "$BUILD/soundhash" 2
 # postings/s) with its CPU share.
 section replicator bench/bench_replicator.sh "$BUILD/soundhash" 20
 
+# Edge (broker + PostgreSQL + replicator + `soundhash edge`, all 8 shards) over >= 100 h of distinct
+# audio (the dev corpus speed-shifted into new tracks, generated once into DATA/bench): apply
+# throughput and commit -> applied lag under ingest (target p99 <= 1 s), bootstrap time and shard
+# bytes per audio hour, 10 s queries over HTTP as audio (latency p50/p99 for one client, matches/s
+# at saturation, top-1 accuracy), edge peak RSS. Alone: `make bench-edge`.
+section edge bench/bench_edge.sh "$BUILD/soundhash" 100
+
 [ "$failed" -eq 0 ] || { echo "bench: $failed section(s) failed"; exit 1; }
