@@ -18,11 +18,12 @@
 #   bootstrap  a fresh edge with --snapshot-source (the replicator's snapshot URL): time until
 #              /ready, per audio hour; shard bytes per audio hour (applied from deltas, and from the
 #              snapshot)
-#   match      the 10 s queries of the q1536 set POSTed as audio: one client (each query once),
-#              then CLIENTS clients for SECONDS (saturation on the machine's cores); latency p50/p99,
+#   match      the 10 s queries of the q1536 set POSTed as audio, then as hashes (fingerprinted by
+#              the client beforehand, the binary sh_qhash form; target p99 <= 20 ms): one client
+#              (each query once), then CLIENTS clients for SECONDS (saturation); latency p50/p99,
 #              matches/s, top-1 accuracy and false matches, edge CPU per match; the edge's peak RSS
 # Knobs (environment): SH_BENCH_EDGE_PACED (150), SH_BENCH_EDGE_RATE (5: about what two worker threads
-# fingerprint on this machine, bench_worker.sh), SH_BENCH_EDGE_CLIENTS (4), SH_BENCH_EDGE_SECONDS (20).
+# fingerprint on this machine, bench_worker.sh), SH_BENCH_EDGE_CLIENTS (4), SH_BENCH_EDGE_SECONDS (15).
 # The edge's CPU time and the time its threads waited for a CPU are printed per phase: on a shared
 # machine the wall-clock figures depend on the other load, the CPU per unit much less.
 set -euo pipefail
@@ -33,7 +34,7 @@ TOOL="$(dirname "$BIN")/bench/bench_edge_tool"
 PACED="${SH_BENCH_EDGE_PACED:-150}"
 RATE="${SH_BENCH_EDGE_RATE:-5}"
 CLIENTS="${SH_BENCH_EDGE_CLIENTS:-4}"
-SECONDS_SAT="${SH_BENCH_EDGE_SECONDS:-20}"
+SECONDS_SAT="${SH_BENCH_EDGE_SECONDS:-15}"
 DATA="${SOUNDHASH_DATA_DIR:-$HOME/.cache/soundhash-data}"
 QDIR="$DATA/q1536/queries/dev"
 [ -d "$DATA/corpus/dev" ] || { echo "   (skipped: no corpus at $DATA/corpus/dev; run scripts/data/make_corpus.sh)"; exit 0; }
@@ -69,6 +70,7 @@ quantile() { # quantile PORT NAME Q
               printf "%.1f", (prev_b + f * (b[i] - prev_b)) * 1000; exit }
             prev_b = b[i]; prev_c = c[i] } }'
 }
+cpu_s() { awk '{printf "%.1f", ($14 + $15) / 100}' "/proc/$1/stat"; } # user + system CPU seconds
 used_bytes() { # used_bytes DIR: LMDB pages in use summed over DIR/shard-* (the file also holds free pages)
   for d in "$1"/shard-*; do "$BIN" index stats --index "$d" 2> /dev/null; done | jq -s 'map(.used_bytes) | add'
 }
@@ -135,13 +137,14 @@ wait_for 600 ready "$ED_PORT"
 t1=$(now)
 boot_ms=$(sed -n 's/.*event=bootstrapped.* ms=\([0-9]*\).*/\1/p' "$TMP/boot.log" | awk '{s += $1} END {print s + 0}')
 boot_bytes=$(shard_sum "$ED_PORT" bytes)
+boot_cpu=$(cpu_s "$ED_PID")
 [ "$(shard_sum "$ED_PORT" postings)" = "$postings" ] || say "WARNING: the bootstrapped edge holds $(shard_sum "$ED_PORT" postings) postings, the live one $postings"
 kill "$ED_PID"; wait "$ED_PID" 2> /dev/null || true
 boot_used=$(used_bytes "$TMP/data-boot")
 awk -v h="$AUDIO_H" -v t="$tracks" -v p="$postings" -v lb="$live_bytes" -v bb="$boot_bytes" \
-    -v bu="$boot_used" -v w="$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')" -v bm="$boot_ms" 'BEGIN {
+    -v bc="$boot_cpu" -v bu="$boot_used" -v w="$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')" -v bm="$boot_ms" 'BEGIN {
   printf "   edge shards: %d tracks, %.1f h of audio, %.2f M postings\n", t, h, p / 1e6;
-  printf "   bootstrap from the replicator'"'"'s snapshots (8 shards): %.1f s to /ready (%.2f s of it applying snapshots) = %.2f s per audio hour\n", w, bm / 1000, w / h;
+  printf "   bootstrap from the replicator'"'"'s snapshots (8 shards): %.1f s to /ready (%.2f s of it applying snapshots; edge CPU %.1f s) = %.2f s per audio hour (%.2f CPU s)\n", w, bm / 1000, bc, w / h, bc / h;
   printf "   shard files: %.2f MB per audio hour applied from deltas (%.0f MB), %.2f MB per audio hour bootstrapped (%.0f MB, of which %.0f MB in use: %.2f MB per audio hour, %.2f B/posting)\n",
          lb / 1e6 / h, lb / 1e6, bb / 1e6 / h, bb / 1e6, bu / 1e6, bu / 1e6 / h, bu / p }'
 
@@ -151,6 +154,11 @@ URL="http://127.0.0.1:$LIVE_PORT"
   --label "10 s queries as audio, 1 client" --pid "$LIVE_PID" | sed 's/^/   /'
 "$TOOL" match --url "$URL" --queries "$QDIR" --len 10 --clients "$CLIENTS" --seconds "$SECONDS_SAT" \
   --label "10 s queries as audio, $CLIENTS clients (saturation)" --pid "$LIVE_PID" | sed 's/^/   /'
+"$TOOL" match --url "$URL" --queries "$QDIR" --len 10 --clients 1 --hashes 1 \
+  --label "10 s queries as hashes, 1 client" --pid "$LIVE_PID" | sed 's/^/   /'
+"$TOOL" match --url "$URL" --queries "$QDIR" --len 10 --clients "$CLIENTS" --seconds "$SECONDS_SAT" \
+  --hashes 1 --label "10 s queries as hashes, $CLIENTS clients (saturation)" --pid "$LIVE_PID" \
+  | sed 's/^/   /'
 say "edge peak RSS (VmHWM): $(awk '/VmHWM/ {printf "%.1f MiB", $2 / 1024}' "/proc/$LIVE_PID/status"), of which now $(awk '/RssAnon/ {a = $2} /RssFile/ {f = $2} END {printf "%.1f MiB anonymous, %.1f MiB mapped shard pages", a / 1024, f / 1024}' "/proc/$LIVE_PID/status")"
 kill "$LIVE_PID"; wait "$LIVE_PID" 2> /dev/null || true
 say "shard pages in use, applied from deltas: $(used_bytes "$TMP/data-live" | awk -v h="$AUDIO_H" '{printf "%.0f MB, %.2f MB per audio hour", $1 / 1e6, $1 / 1e6 / h}')"

@@ -3,7 +3,7 @@
  *   bench_edge_tool gen   --data DIR --out FILE [--hours H] [--threads N]
  *   bench_edge_tool write --dsn DSN --in FILE [--from I] [--to J] [--rate R] [--edge URL] [--pid P]
  *   bench_edge_tool match --url URL --queries DIR [--len S] [--clients N] [--seconds S] [--label L]
- *                         [--pid P]
+ *                         [--pid P] [--hashes 1]
  * --pid: the edge's process id, for its CPU time and run-queue wait over the phase.
  *
  * gen    the index inputs: every dev-corpus track (DIR/corpus/dev) decoded once, then resampled
@@ -21,7 +21,8 @@
  *        delta applied) and each track's commit (write returned) → applied (first poll showing
  *        its shard at or past its change seq) lag, p50/p99/max.
  * match  POSTs every S-second query of DIR/ground_truth.csv to URL/v1/match as audio, from N
- *        client threads (one keep-alive connection each): one pass in order (N = 1, no
+ *        client threads (one keep-alive connection each) — or, with --hashes, the clip's hashes in
+ *        the binary form (sh_qhash, fingerprinted beforehand as a device would) — : one pass in order (N = 1, no
  *        --seconds), or round robin until --seconds run out. Prints matches/s, client-side
  *        latency p50/p99, the server's elapsed_ms p50, and top-1 accuracy (right track on
  *        positives, any match on negatives = a false match).
@@ -33,6 +34,8 @@
 #include "sh_fp.h"
 #include "sh_fpblob.h"
 #include "sh_primary.h"
+#include "sh_qhash.h"
+#include "sh_recognize.h"
 #include "sh_shardmap.h"
 
 #include <curl/curl.h>
@@ -860,9 +863,37 @@ static void *client_thread(void *ud)
     return NULL;
 }
 
-/* The `len`-second queries of qdir/ground_truth.csv, each file read whole into memory. */
-static int load_queries(const char *qdir, int len, query **out, int *n)
+/* Replaces an audio body by the clip's hashes in the binary form (sh_qhash), fingerprinted here as
+ * a client does before it sends: the audio never leaves the device. Adds the CPU seconds to *fp_s. */
+static int to_hashes(sh_recognizer *rz, const char *path, query *q, double *fp_s)
 {
+    sh_err e = {0};
+    const double t0 = sh_clock_mono_s();
+    if (sh_recognize_clip_mem(rz, q->body, q->len, &e)) {
+        fprintf(stderr, "%s: %s\n", path, sh_err_text(&e));
+        return -1;
+    }
+    size_t n;
+    const sh_hash *h = sh_recognize_hashes(rz, &n);
+    uint8_t *buf;
+    size_t len;
+    if (sh_qhash_encode(SH_FP_VERSION, h, n, &buf, &len, &e)) {
+        fprintf(stderr, "%s: %s\n", path, sh_err_text(&e));
+        return -1;
+    }
+    *fp_s += sh_clock_mono_s() - t0;
+    free(q->body);
+    q->body = (char *)buf;
+    q->len = len;
+    return 0;
+}
+
+/* The `len`-second queries of qdir/ground_truth.csv, each file read whole into memory (or, with
+ * rz, turned into its hashes). */
+static int load_queries(const char *qdir, int len, sh_recognizer *rz, query **out, int *n)
+{
+    double fp_s = 0;
+    size_t bytes = 0;
     char path[4200], line[LINE_LEN];
     snprintf(path, sizeof path, "%s/ground_truth.csv", qdir);
     FILE *f = fopen(path, "r");
@@ -878,13 +909,19 @@ static int load_queries(const char *qdir, int len, query **out, int *n)
             continue;
         snprintf(path, sizeof path, "%s/%s", qdir, fl[0]);
         snprintf(q[k].expected, sizeof q[k].expected, "%s", fl[1]);
-        if (read_all(path, &q[k].body, &q[k].len)) {
+        if (read_all(path, &q[k].body, &q[k].len) || (rz && to_hashes(rz, path, &q[k], &fp_s))) {
             fclose(f);
             return -1;
         }
+        bytes += q[k].len;
         k++;
     }
     fclose(f);
+    if (k)
+        printf("%d queries of %d s, %.1f KB per request body on average%s", k, len,
+               (double)bytes / k / 1024, rz ? "" : "\n");
+    if (rz && k)
+        printf(" (hashes, fingerprinted by the client in %.1f ms per query)\n", 1e3 * fp_s / k);
     *out = q;
     *n = k;
     return k ? 0 : -1;
@@ -920,15 +957,24 @@ static int cmd_match(int argc, char **argv)
     const int len = (int)arg_long(argc, argv, "--len", 10);
     const int clients = (int)arg_long(argc, argv, "--clients", 1);
     const long pid = arg_long(argc, argv, "--pid", 0);
+    const bool hashes = arg(argc, argv, "--hashes", NULL) != NULL;
     const double seconds = arg_double(argc, argv, "--seconds", 0);
     if (!url || !qdir || clients < 1 || clients > 256) {
         fprintf(stderr, "usage: match --url URL --queries DIR [--len S] [--clients N] "
-                        "[--seconds S] [--label L]\n");
+                        "[--seconds S] [--label L] [--pid P] [--hashes 1]\n");
         return 1;
     }
     query *q;
     int nq;
-    if (load_queries(qdir, len, &q, &nq))
+    sh_recognizer *rz = NULL;
+    sh_err e = {0};
+    if (hashes && sh_recognizer_new(NULL, &rz, &e)) {
+        fprintf(stderr, "%s\n", sh_err_text(&e));
+        return 1;
+    }
+    int lrc = load_queries(qdir, len, rz, &q, &nq);
+    sh_recognizer_free(rz);
+    if (lrc)
         return 1;
     client_run *c = calloc((size_t)clients, sizeof *c);
     pthread_t *th = calloc((size_t)clients, sizeof *th);
@@ -937,7 +983,9 @@ static int cmd_match(int argc, char **argv)
     for (int i = 0; i < clients; i++) {
         c[i] = (client_run){.url = url, .q = q, .nq = nq, .start = i * nq / clients,
                             .one_pass = seconds <= 0, .deadline = t0 + seconds * 1000,
-                            .content_type = "application/octet-stream", .cap = 1 << 20};
+                            .content_type = hashes ? SH_QHASH_CONTENT_TYPE
+                                                   : "application/octet-stream",
+                            .cap = 1 << 20};
         c[i].lat = malloc((size_t)c[i].cap * sizeof(double));
         c[i].srv = malloc((size_t)c[i].cap * sizeof(double));
         pthread_create(&th[i], NULL, client_thread, &c[i]);
