@@ -1,7 +1,9 @@
 # Sourceable helpers for the worker integration tests (after lib.sh and pg.sh).
 #
-#   wk_setup                 builds the kafka_tool helper, starts `soundhash broker`, migrates the
-#                            database; sets BOOT (bootstrap list) and KT (the helper binary)
+#   wk_setup                 builds the kafka_tool helper, starts `soundhash broker` (with
+#                            WK_KAFKA=real: a real Kafka cluster of WK_KAFKA_NODES nodes, default 3,
+#                            by ops/kafka.sh in $SH_TMP/kafka), migrates the database; sets BOOT
+#                            (bootstrap list) and KT (the helper binary)
 #   wk_start NAME ARGS...    starts a worker in the background (log: $SH_TMP/NAME.log, pid in
 #                            WK_PID_<NAME>, http port in WK_PORT_<NAME> once listening)
 #   wk_kill NAME [SIG]       signals a worker (default TERM) and waits for it; sets WK_RC
@@ -10,7 +12,7 @@
 #   wk_tracks_active N       true when exactly N active tracks are stored
 #   wk_metric NAME PORT      prints the sum of a metric's samples from /metrics
 #   wk_expect_counts FILES   fills EXPECT[track_id]=hashes and FPV (fp_version) from `soundhash fingerprint`
-# The EXIT trap stops workers, the broker and the database.
+# The EXIT trap stops workers, the broker (or the cluster) and the database.
 : "${SH_BIN:?}" "${SH_TMP:?}" "${SH_ROOT:?}"
 MEDIA="$SH_TMP/media"
 mkdir -p "$MEDIA"
@@ -20,6 +22,8 @@ declare -A EXPECT
 wk_cleanup() {
   for p in "${WK_PIDS[@]}"; do kill -9 "$p" 2> /dev/null || true; done
   [ -n "${BROKER_PID:-}" ] && kill "$BROKER_PID" 2> /dev/null || true
+  # the test's cluster holds nothing worth a clean shutdown (~10 s for 3 nodes)
+  [ -n "${KAFKA_DIR:-}" ] && "$SH_ROOT/ops/kafka.sh" stop --kill --dir "$KAFKA_DIR" 2> /dev/null || true
   pg_stop
 }
 trap wk_cleanup EXIT
@@ -33,10 +37,19 @@ wk_setup() {
     -I"$SH_ROOT/schemas" $(pkg-config --cflags $pk) \
     -o "$KT" "$SH_ROOT/tests/integration/helpers/kafka_tool.c" "$lib" $(pkg-config --libs $pk) \
     -lm -pthread || fail "cannot build kafka_tool"
-  "$SH_BIN" broker --bootstrap-file "$SH_TMP/boot" > /dev/null 2> "$SH_TMP/broker.log" &
-  BROKER_PID=$!
-  wait_for 20 test -s "$SH_TMP/boot"
-  BOOT=$(cat "$SH_TMP/boot")
+  if [ "${WK_KAFKA:-mock}" = real ]; then
+    KAFKA_DIR="$SH_TMP/kafka"
+    SOUNDHASH_BIN="$SH_BIN" "$SH_ROOT/ops/kafka.sh" start --brokers "${WK_KAFKA_NODES:-3}" \
+      --dir "$KAFKA_DIR" > /dev/null 2> "$SH_TMP/kafka-start.log" || {
+      cat "$SH_TMP/kafka-start.log" >&2; fail "ops/kafka.sh start"; }
+    grep 'up in' "$SH_TMP/kafka-start.log" || true
+    BOOT=$(cat "$KAFKA_DIR/bootstrap")
+  else
+    "$SH_BIN" broker --bootstrap-file "$SH_TMP/boot" > /dev/null 2> "$SH_TMP/broker.log" &
+    BROKER_PID=$!
+    wait_for 20 test -s "$SH_TMP/boot"
+    BOOT=$(cat "$SH_TMP/boot")
+  fi
   pg_migrate
 }
 

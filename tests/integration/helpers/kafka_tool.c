@@ -15,6 +15,9 @@
  *                                                 fp_version|priority; exit 1 if fewer arrived
  *   kafka_tool committed BROKERS GROUP TOPIC      prints "partition offset" per partition
  *   kafka_tool end BROKERS TOPIC                  prints "partition high_watermark" per partition
+ *   kafka_tool replicas BROKERS TOPIC             prints "partition leader replicas isr" per
+ *                                                 partition (ids comma-separated, leader -1 when
+ *                                                 none), as the brokers' metadata says now
  */
 #include "sh_kafka.h"
 #include "sh_registry.h"
@@ -189,6 +192,40 @@ static int end_offsets(const char *brokers, const char *topic)
     return rc;
 }
 
+static void print_ids(const int32_t *ids, int n)
+{
+    for (int i = 0; i < n; i++)
+        printf("%s%d", i ? "," : " ", (int)ids[i]);
+    if (!n)
+        printf(" -");
+}
+
+static int replicas(const char *brokers, const char *topic)
+{
+    rd_kafka_t *rk = client(RD_KAFKA_PRODUCER, brokers, NULL);
+    if (!rk)
+        return 1;
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, t, &md, 10000);
+    if (!err && (md->topic_cnt != 1 || md->topics[0].err))
+        err = md->topic_cnt ? md->topics[0].err : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+    for (int i = 0; !err && i < md->topics[0].partition_cnt; i++) {
+        const struct rd_kafka_metadata_partition *mp = &md->topics[0].partitions[i];
+        printf("%d %d", (int)mp->id, (int)mp->leader);
+        print_ids(mp->replicas, mp->replica_cnt);
+        print_ids(mp->isrs, mp->isr_cnt);
+        printf("\n");
+    }
+    if (err)
+        fprintf(stderr, "kafka_tool replicas: %s\n", rd_kafka_err2str(err));
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(t);
+    rd_kafka_destroy(rk);
+    return err ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 6 && !strcmp(argv[1], "produce"))
@@ -202,6 +239,8 @@ int main(int argc, char **argv)
         return committed(argv[2], argv[3], argv[4]);
     if (argc == 4 && !strcmp(argv[1], "end"))
         return end_offsets(argv[2], argv[3]);
+    if (argc == 4 && !strcmp(argv[1], "replicas"))
+        return replicas(argv[2], argv[3]);
     fprintf(stderr, "usage: see the comment at the top of kafka_tool.c\n");
     return 2;
 }
