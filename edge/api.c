@@ -69,6 +69,15 @@ int ed_metrics_init(ed *x)
     m->req_audio = sh_metric_series(m->f_requests, (const char *[]){"audio", NULL});
     m->req_json = sh_metric_series(m->f_requests, (const char *[]){"hashes_json", NULL});
     m->req_binary = sh_metric_series(m->f_requests, (const char *[]){"hashes_binary", NULL});
+    sh_metric *ans = NULL;
+    if (sh_metrics_counter(m->reg, "soundhash_edge_answers_total",
+                           "Match answers by who gave the best one: local (a cache hit), "
+                           "upstream (asked for the shards this node lacks), none (no match).",
+                           (const char *[]){"source", NULL}, &ans))
+        return SH_ENOMEM;
+    m->ans_local = sh_metric_series(ans, (const char *[]){"local", NULL});
+    m->ans_upstream = sh_metric_series(ans, (const char *[]){"upstream", NULL});
+    m->ans_none = sh_metric_series(ans, (const char *[]){"none", NULL});
     const char *shard[] = {"shard", NULL};
     if (sh_metrics_gauge(m->reg, "soundhash_edge_shard_position",
                          "Change-log seq the shard has applied.", shard, &m->f_pos) ||
@@ -87,7 +96,8 @@ int ed_metrics_init(ed *x)
     }
     if (!m->deltas || !m->ops_applied || !m->ops_skipped || !m->bootstraps || !m->gaps ||
         !m->errors || !m->matches || !m->no_matches || !m->bad_requests || !m->apply_lag ||
-        !m->match_hist || !m->req_audio || !m->req_json || !m->req_binary)
+        !m->match_hist || !m->req_audio || !m->req_json || !m->req_binary || !m->ans_local ||
+        !m->ans_upstream || !m->ans_none)
         return SH_ENOMEM;
     return 0;
 }
@@ -253,8 +263,11 @@ static int on_shards(const sh_http_req *req, sh_http_resp *resp, void *ud)
     json_t *a = json_array();
     for (size_t i = 0; i < x->nheld; i++)
         json_array_append_new(a, shard_json(&x->held[i]));
-    return ed_json_answer(resp, 200, json_pack("{s:s, s:i, s:o}", "node", ed_node_name(x),
-                                               "nshards", x->nshards, "shards", a));
+    json_t *o = json_pack("{s:s, s:i, s:o}", "node", ed_node_name(x), "nshards", x->nshards,
+                          "shards", a);
+    if (o && x->up)
+        json_object_set_new(o, "upstream", ed_upstream_state_json(x->up));
+    return ed_json_answer(resp, 200, o);
 }
 
 static int on_metrics(const sh_http_req *req, sh_http_resp *resp, void *ud)

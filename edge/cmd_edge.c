@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 
 enum { ED_TOKEN_MAX = 4096 };
@@ -31,7 +32,10 @@ static const char *const SUMMARY =
     "bootstraps the shard from a snapshot (--snapshot-source: the replicator's URL, or a "
     "directory of shard-N.snap files), swapped in whole. Also GET /health, /ready, /v1/shards "
     "(per-shard checksum for `soundhash verify`), /metrics. Bearer token for /v1/* from env "
-    "SOUNDHASH_API_TOKEN or --api-token-file. SIGTERM/SIGINT: finishes the delta in hand and "
+    "SOUNDHASH_API_TOKEN or --api-token-file. With --upstream URL, a node that lacks shards asks "
+    "URL (POST /v1/match?shards=..., the clip's hashes, never its audio) when its own shards give "
+    "fewer answers than asked for; an upstream failure or timeout still answers 200 from the local "
+    "shards. SIGTERM/SIGINT: finishes the delta in hand and "
     "exits 0.";
 
 static const sh_opt OPTS[] = {
@@ -52,6 +56,14 @@ static const sh_opt OPTS[] = {
     {"api-token-file", 0, SH_OPT_STR, NULL, "",
      "file holding the bearer token for /v1/* (else env SOUNDHASH_API_TOKEN; none: open)", 0, 0,
      0},
+    {"upstream", 0, SH_OPT_STR, NULL, "",
+     "base URL of a wider node asked, with the clip's hashes, for the shards this one lacks", 0,
+     0, 0},
+    {"upstream-token-file", 0, SH_OPT_STR, NULL, "",
+     "file holding the bearer token sent to --upstream (else env SOUNDHASH_UPSTREAM_TOKEN)", 0, 0,
+     0},
+    {"upstream-timeout-ms", 0, SH_OPT_INT, NULL, "1500",
+     "longest wait for --upstream per request (then the local answer alone)", 0, 1, 600000},
     {"property", 'X', SH_OPT_LIST, NULL, NULL, "librdkafka property key=value (repeatable)", 0,
      0, 0},
     {"lag-threshold-ms", 0, SH_OPT_INT, NULL, "5000",
@@ -78,7 +90,8 @@ static void init_opts(ed_config *c, sh_opt *opts, sh_cmd_spec *spec)
 {
     void *targets[] = {&c->brokers,          &c->data,          &c->shards,
                        &c->listen,           &c->region,        &c->snapshot_source,
-                       &c->topic,            &c->token_file,    &c->kafka_props,
+                       &c->topic,            &c->token_file,    &c->upstream,
+                       &c->upstream_token_file, &c->upstream_timeout_ms, &c->kafka_props,
                        &c->lag_threshold_ms, &c->connect_timeout_s, &c->max_body,
                        &c->max_clip_s,       &c->http_threads,  &c->request_timeout_s,
                        &c->snapshot_max,     &c->snapshot_timeout_s};
@@ -93,6 +106,8 @@ static void init_opts(ed_config *c, sh_opt *opts, sh_cmd_spec *spec)
         "--listen 127.0.0.1:8080 --snapshot-source http://127.0.0.1:9200\n"
         "soundhash edge -b 127.0.0.1:9092 --data ./region --shards all --listen :8080 --region "
         "eu-west\n"
+        "soundhash edge -b 127.0.0.1:9092 --data ./edge --shards 0-1 --listen :8081 --upstream "
+        "http://eu-west.example:8080 --upstream-timeout-ms 800\n"
         "curl --data-binary @clip.ogg http://127.0.0.1:8080/v1/match";
     spec->summary = SUMMARY;
     spec->opts = opts;
@@ -150,34 +165,51 @@ static int check_config(const ed_config *c, unsigned char *marks, bool *all, sh_
         return sh_err_set(e, SH_EUSAGE, "--max-body: 1K to 256M");
     if (c->snapshot_max < 4096)
         return sh_err_set(e, SH_EUSAGE, "--snapshot-max-bytes: at least 4K");
+    if (c->upstream[0] && strncmp(c->upstream, "http://", 7) != 0 &&
+        strncmp(c->upstream, "https://", 8) != 0)
+        return sh_err_set(e, SH_EUSAGE, "--upstream %s: want http://HOST:PORT or https://...",
+                          c->upstream);
+    if (!c->upstream[0] && c->upstream_token_file[0])
+        return sh_err_set(e, SH_EUSAGE, "--upstream-token-file: needs --upstream");
     return sh_kafka_props_check(c->brokers, &c->kafka_props, e);
 }
 
-/* The bearer token: the file's first line, else the environment; NULL when neither. */
-static int load_token(ed *x, sh_err *e)
+/* A bearer token into *out: the file's first line (flag `flag`), else the environment variable
+ * `env`; *out stays NULL when neither is set. */
+static int read_token(const char *file, const char *flag, const char *env, char **out, sh_err *e)
 {
-    if (x->cfg.token_file[0]) {
-        FILE *f = fopen(x->cfg.token_file, "r");
+    if (file[0]) {
+        FILE *f = fopen(file, "r");
         if (!f)
-            return sh_err_set(e, SH_EUSAGE, "--api-token-file %s: %s", x->cfg.token_file,
-                              strerror(errno));
+            return sh_err_set(e, SH_EUSAGE, "%s %s: %s", flag, file, strerror(errno));
         char buf[ED_TOKEN_MAX];
         size_t n = fread(buf, 1, sizeof buf - 1, f);
         fclose(f);
         buf[n] = '\0';
         buf[strcspn(buf, "\r\n")] = '\0';
         if (!buf[0])
-            return sh_err_set(e, SH_EUSAGE, "--api-token-file %s: empty", x->cfg.token_file);
-        x->token = strdup(buf);
+            return sh_err_set(e, SH_EUSAGE, "%s %s: empty", flag, file);
+        *out = strdup(buf);
     } else {
-        const char *t = getenv("SOUNDHASH_API_TOKEN");
+        const char *t = getenv(env);
         if (!t || !t[0])
             return 0;
         if (strlen(t) >= ED_TOKEN_MAX)
-            return sh_err_set(e, SH_EUSAGE, "SOUNDHASH_API_TOKEN: over %d bytes", ED_TOKEN_MAX);
-        x->token = strdup(t);
+            return sh_err_set(e, SH_EUSAGE, "%s: over %d bytes", env, ED_TOKEN_MAX);
+        *out = strdup(t);
     }
-    return x->token ? 0 : sh_err_set(e, SH_ENOMEM, "out of memory");
+    return *out ? 0 : sh_err_set(e, SH_ENOMEM, "out of memory");
+}
+
+/* The API's bearer token, and the one sent to --upstream. */
+static int load_tokens(ed *x, sh_err *e)
+{
+    int rc = read_token(x->cfg.token_file, "--api-token-file", "SOUNDHASH_API_TOKEN", &x->token,
+                        e);
+    if (rc == 0 && x->cfg.upstream[0])
+        rc = read_token(x->cfg.upstream_token_file, "--upstream-token-file",
+                        "SOUNDHASH_UPSTREAM_TOKEN", &x->up_token, e);
+    return rc;
 }
 
 /* The held shards, from the marks (or every partition). */
@@ -206,6 +238,48 @@ static int held_new(ed *x, const unsigned char *marks, bool all, sh_err *e)
     return 0;
 }
 
+/* 1 when `url` names this node: a loopback or the --listen host, and the port it listens on. */
+static int is_self(const ed *x, const char *url)
+{
+    CURLU *u = curl_url();
+    char *host = NULL, *port = NULL;
+    int self = 0;
+    if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK) {
+        const char *lh = x->cfg.listen, *colon = strrchr(lh, ':');
+        size_t lhn = colon ? (size_t)(colon - lh) : 0;
+        int local = !strcmp(host, "localhost") || !strncmp(host, "127.", 4) ||
+                    !strcmp(host, "[::1]") || !strcmp(host, "0.0.0.0") ||
+                    (lhn && strlen(host) == lhn && !strncmp(host, lh, lhn));
+        long p = 0;
+        self = local && sh_parse_long(port, &p) == 0 && p == sh_http_port(x->http);
+    }
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(u);
+    return self;
+}
+
+/* The --upstream client (none without the flag), after the metrics registry. */
+static int upstream_new(ed *x, sh_err *e)
+{
+    if (!x->cfg.upstream[0])
+        return 0;
+    unsigned char raw[ED_UP_ORIGIN_LEN / 2];
+    if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw)
+        return sh_err_set(e, SH_EIO, "getrandom: %s", strerror(errno));
+    for (size_t i = 0; i < sizeof raw; i++)
+        snprintf(x->origin + 2 * i, 3, "%02x", raw[i]);
+    ed_up_config c = {.url = x->cfg.upstream,
+                      .token = x->up_token,
+                      .origin = x->origin,
+                      .timeout_ms = x->cfg.upstream_timeout_ms,
+                      .handles = (size_t)x->cfg.http_threads,
+                      .nshards = x->nshards};
+    return ed_upstream_new(&c, x->m.reg, &x->up, e);
+}
+
 /* HTTP first (503 "starting" while Kafka is awaited), then Kafka, the shards, the bootstraps. */
 static int start(ed *x, const unsigned char *marks, bool all, sh_err *e)
 {
@@ -220,6 +294,10 @@ static int start(ed *x, const unsigned char *marks, bool all, sh_err *e)
         snprintf(why, sizeof why, "%s", sh_err_text(e));
         return sh_err_set(e, rc, "--listen: %s", why);
     }
+    /* This node's own address is refused at once; the X-SoundHash-Origin check (508) catches the
+     * rest, e.g. another name of this host. */
+    if (rc == 0 && x->cfg.upstream[0] && is_self(x, x->cfg.upstream))
+        rc = sh_err_set(e, SH_EUSAGE, "--upstream %s: that is this node", x->cfg.upstream);
     if (rc == 0 && mkdir(x->cfg.data, 0755) != 0 && errno != EEXIST)
         rc = sh_err_set(e, SH_EUSAGE, "--data %s: %s", x->cfg.data, strerror(errno));
     if (rc == 0)
@@ -228,6 +306,8 @@ static int start(ed *x, const unsigned char *marks, bool all, sh_err *e)
         rc = held_new(x, marks, all, e);
     if (rc == 0 && ed_metrics_init(x))
         rc = sh_err_set(e, SH_ENOMEM, "metrics registry");
+    if (rc == 0)
+        rc = upstream_new(x, e);
     if (rc == 0)
         rc = ed_shards_open(x, e);
     atomic_store(&x->opened, rc == 0);
@@ -249,6 +329,8 @@ static void teardown(ed *x)
     ed_metrics_free(x);
     sh_registry_free(x->reg);
     free(x->token);
+    ed_upstream_free(x->up);
+    free(x->up_token);
 }
 
 int sh_cmd_edge(int argc, char **argv)
@@ -267,10 +349,11 @@ int sh_cmd_edge(int argc, char **argv)
         sh_err_set(&e, SH_EUSAGE, "unexpected argument '%s'", spec.args.v[0]);
         code = sh_opt_exit_code(&spec, SH_EUSAGE, &e);
     }
-    if (code < 0 && (check_config(&x.cfg, marks, &all, &e) || load_token(&x, &e)))
+    if (code < 0 && (check_config(&x.cfg, marks, &all, &e) || load_tokens(&x, &e)))
         code = sh_opt_exit_code(&spec, SH_EUSAGE, &e);
     if (code >= 0) {
         free(x.token);
+        free(x.up_token);
         sh_opt_free(&spec);
         return code;
     }

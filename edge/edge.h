@@ -31,6 +31,7 @@
 #include "sh_schema.h"
 #include "sh_shard.h"
 #include "sh_signal.h"
+#include "upstream.h"
 
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
@@ -48,6 +49,9 @@ typedef struct ed_config {
     char *snapshot_source;
     char *topic;
     char *token_file;
+    char *upstream;            /* "" = none */
+    char *upstream_token_file;
+    long upstream_timeout_ms;
     sh_strlist kafka_props;
     long lag_threshold_ms;   /* /ready fails when a shard's last delta is older */
     long connect_timeout_s;
@@ -81,6 +85,7 @@ typedef struct ed_metrics {
     sh_series *deltas, *ops_applied, *ops_skipped, *bootstraps, *gaps, *errors;
     sh_series *apply_lag, *match_hist, *matches, *no_matches, *bad_requests;
     sh_series *req_audio, *req_json, *req_binary; /* match requests by body kind */
+    sh_series *ans_local, *ans_upstream, *ans_none; /* who gave the best answer (hit rate) */
     sh_metric *f_pos, *f_bytes, *f_tracks, *f_requests;
 } ed_metrics;
 
@@ -97,6 +102,9 @@ typedef struct ed_slot {
 typedef struct ed {
     ed_config cfg;
     char *token;       /* bearer token for the /v1/ routes, or NULL */
+    char *up_token;    /* bearer token sent to --upstream, or NULL */
+    ed_upstream *up;   /* the --upstream client, or NULL */
+    char origin[ED_UP_ORIGIN_LEN + 1]; /* this process's random id (X-SoundHash-Origin) */
     int nshards;       /* partitions of the topic */
     ed_shard *held;
     size_t nheld;
@@ -175,6 +183,9 @@ typedef struct ed_match {
     size_t hashes;       /* query hashes looked up, over every version */
     int status;          /* after an error: the HTTP status it deserves (4xx: the request's
                             fault, 500: the node's) */
+    ed_up_query sent[ED_FPV_N]; /* the fingerprints looked up, for an upstream: borrowed from the
+                                   slot (audio) or the caller (hashes), valid while they are */
+    size_t nsent;
 } ed_match;
 void ed_match_free(ed_match *m);
 
@@ -201,5 +212,18 @@ json_t *ed_held_fp_versions(ed *x);
 
 /* POST /v1/match (registered by ed_http_start; ud = the ed). */
 int ed_on_match(const sh_http_req *req, sh_http_resp *resp, void *ud);
+
+/* forward.c: completes a local answer through --upstream. The request wants the shards marked
+ * in want[0..nshards) (its `shards=` list), or all when want is NULL. When the upstream is set,
+ * wanted shards were not consulted, the local shards gave fewer than k answers and the request
+ * is not a forwarded one (want is NULL: a request carrying `shards=` is never forwarded again),
+ * asks the upstream with q[0..nq) for the wanted shards not consulted. Then
+ * *cands (in: the local answers, best first; owned) is replaced by the merged list (best
+ * confidence first, one per track id, at most k), the upstream's consulted shards are appended to
+ * `consulted`, and `answer` gets "complete" (every wanted shard consulted) and, with --upstream,
+ * "upstream" {url, status, elapsed_ms, node[, error]}; the answer's source is counted. An
+ * upstream failure is not an error here. Errors: SH_ENOMEM, SH_EINVAL (bad q). */
+int ed_forward(ed *x, const unsigned char *want, const ed_up_query *q, size_t nq, size_t k,
+               json_t **cands, json_t *consulted, json_t *answer, sh_err *e);
 
 #endif

@@ -375,6 +375,8 @@ static int run(query *q, const unsigned char *want, ed_match *out, sh_err *e)
             json_array_append_new(out->fp_versions, json_integer(ed_fpv[vi]));
         if (q->made[vi] && (q->used[vi] || !any))
             out->hashes += q->n[vi];
+        if (q->made[vi] && q->n[vi]) /* every fingerprint made, for an upstream */
+            out->sent[out->nsent++] = (ed_up_query){ed_fpv[vi], q->h[vi], q->n[vi]};
     }
     query_free(q);
     if (!out->answers || !out->missing || !out->fp_versions) {
@@ -515,18 +517,30 @@ static int refuse_version(ed *x, sh_http_resp *resp, int fp_version)
                                                can ? can : json_array()));
 }
 
-static int answer(ed *x, sh_http_resp *resp, ed_match *m, size_t k, double t0)
+/* The answer, completed through --upstream when this node lacks shards (forward.c). */
+static int answer(ed *x, const unsigned char *want, sh_http_resp *resp, ed_match *m, size_t k,
+                  double t0)
 {
+    sh_err e = {0};
+    json_t *o = json_pack("{s:n, s:s, s:O, s:O, s:O, s:I}", "match", "node", ed_node_name(x),
+                          "shards", m->shards, "missing", m->missing, "fp_versions",
+                          m->fp_versions, "hashes", (json_int_t)m->hashes);
+    int rc = o ? ed_forward(x, want, m->sent, m->nsent, k, &m->answers, m->shards, o, &e)
+               : sh_err_set(&e, SH_ENOMEM, "out of memory");
+    if (rc) {
+        json_decref(o);
+        ed_match_free(m);
+        SH_WARN("match_failed", "code=%s msg=\"%s\"", sh_err_name(rc), sh_err_text(&e));
+        return ed_json_error(resp, 500, "lookup failed");
+    }
     json_t *best = json_array_size(m->answers) ? json_incref(json_array_get(m->answers, 0))
                                                : json_null();
     sh_series_add(json_is_null(best) ? x->m.no_matches : x->m.matches, 1);
     const double ms = sh_clock_mono_ms() - t0;
     sh_series_observe(x->m.match_hist, ms / 1000.0);
-    json_t *o = json_pack("{s:o, s:s, s:O, s:O, s:O, s:I, s:f}", "match", best, "node",
-                          ed_node_name(x), "shards", m->shards, "missing", m->missing,
-                          "fp_versions", m->fp_versions, "hashes", (json_int_t)m->hashes,
-                          "elapsed_ms", ms);
-    if (o && k > 1)
+    json_object_set_new(o, "match", best);
+    json_object_set_new(o, "elapsed_ms", json_real(ms));
+    if (k > 1)
         json_object_set(o, "candidates", m->answers);
     ed_match_free(m);
     return ed_json_answer(resp, 200, o);
@@ -558,8 +572,9 @@ static int match_hashes(ed *x, ed_slot *slot, const sh_http_req *req, int binary
     }
     ed_match m;
     rc = ed_match_hashes(x, slot, q.fp_version, q.h, q.n, k, want, &m, &e);
+    rc = rc ? failed(x, resp, &m, &e) : answer(x, want, resp, &m, k, t0); /* m.sent: q's */
     sh_qhash_free(&q);
-    return rc ? failed(x, resp, &m, &e) : answer(x, resp, &m, k, t0);
+    return rc;
 }
 
 static int match_audio(ed *x, ed_slot *slot, const sh_http_req *req, size_t k,
@@ -568,7 +583,7 @@ static int match_audio(ed *x, ed_slot *slot, const sh_http_req *req, size_t k,
     ed_match m;
     sh_err e = {0};
     int rc = ed_match_audio(x, slot, req->body, req->body_len, k, want, &m, &e);
-    return rc ? failed(x, resp, &m, &e) : answer(x, resp, &m, k, t0);
+    return rc ? failed(x, resp, &m, &e) : answer(x, want, resp, &m, k, t0);
 }
 
 int ed_on_match(const sh_http_req *req, sh_http_resp *resp, void *ud)
@@ -579,6 +594,9 @@ int ed_on_match(const sh_http_req *req, sh_http_resp *resp, void *ud)
         return ed_json_error(resp, 401, "missing or wrong bearer token");
     if (!atomic_load(&x->opened))
         return ed_json_error(resp, 503, "starting");
+    const char *origin = sh_http_req_header(req, "X-SoundHash-Origin");
+    if (origin && x->origin[0] && !strcmp(origin, x->origin))
+        return ed_json_error(resp, 508, "this node is its own --upstream");
     const enum body_kind kind = body_kind(req);
     sh_series_add(kind == BODY_JSON     ? x->m.req_json
                   : kind == BODY_BINARY ? x->m.req_binary

@@ -71,6 +71,10 @@ unknown subcommand|dlq frobnicate
 --listen|edge --brokers 127.0.0.1:1 --data ed --shards all --listen notanaddr
 -X|edge --brokers 127.0.0.1:1 --data ed --shards all --listen :0 -X bogus.prop=1
 --api-token-file|edge --brokers 127.0.0.1:1 --data ed --shards all --listen :0 --api-token-file /nonexistent
+--upstream|edge --brokers 127.0.0.1:1 --data ed --shards 0 --listen :0 --upstream ftp://x
+--upstream-token-file|edge --brokers 127.0.0.1:1 --data ed --shards 0 --listen :0 --upstream-token-file /x
+--upstream-token-file|edge --brokers 127.0.0.1:1 --data ed --shards 0 --listen :0 --upstream http://x:1 --upstream-token-file /nonexistent
+--upstream-timeout-ms|edge --brokers 127.0.0.1:1 --data ed --shards 0 --listen :0 --upstream-timeout-ms 0
 --dsn|verify --dsn notadsn --edge http://127.0.0.1:1
 --edge|verify --dsn host=x --edge notaurl
 --edge|verify --dsn host=x
@@ -117,7 +121,7 @@ worker|brokers dsn media-root threads group http worker-id property max-inflight
 replicator|dsn brokers http region topic property batch-ms batch-bytes poll-ms heartbeat-ms lag-threshold-ms connect-timeout zstd-level max-delta-bytes
 replicator snapshot|dsn shard shards out
 replicator prune|dsn brokers topic property tombstone-days
-edge|brokers data shards listen region snapshot-source topic api-token-file property lag-threshold-ms connect-timeout max-body max-clip-s http-threads request-timeout snapshot-max-bytes snapshot-timeout
+edge|brokers data shards listen region snapshot-source topic api-token-file upstream upstream-token-file upstream-timeout-ms property lag-threshold-ms connect-timeout max-body max-clip-s http-threads request-timeout snapshot-max-bytes snapshot-timeout
 verify|dsn edge wait shards
 status|brokers property dsn node group json timeout-ms
 T

@@ -110,11 +110,14 @@ wait_for 20 curl -fsS "127.0.0.1:$ED_PORT_C/ready"
 check "/ready on A" curl -fsS "127.0.0.1:$ED_PORT_A/ready"
 
 # ---- a degraded real clip: 10 s from the middle, plus noise, as Ogg -------------------------------
+mkclip() { # mkclip TRACK OUT : 10 s from 30 s in, plus white noise, as Ogg
+  sox "$1" -c 1 "$SH_TMP/cut.wav" trim 30 10
+  sox -n -r "$(soxi -r "$SH_TMP/cut.wav")" -c 1 "$SH_TMP/noise.wav" synth 10 whitenoise vol 0.05
+  sox -m "$SH_TMP/cut.wav" "$SH_TMP/noise.wav" "$2"
+}
 target="${first[1]}"
 tid=$(basename "$target" .ogg)
-sox "$target" -c 1 "$SH_TMP/cut.wav" trim 30 10
-sox -n -r "$(soxi -r "$SH_TMP/cut.wav")" -c 1 "$SH_TMP/noise.wav" synth 10 whitenoise vol 0.05
-sox -m "$SH_TMP/cut.wav" "$SH_TMP/noise.wav" "$SH_TMP/clip.ogg"
+mkclip "$target" "$SH_TMP/clip.ogg"
 match() { # match PORT [curl args...] : the answer's JSON
   local port="$1"; shift
   curl -sS "$@" --data-binary @"$SH_TMP/clip.ogg" "127.0.0.1:$port/v1/match"
@@ -199,7 +202,65 @@ echo "match over HTTP (the same clip's JSON hashes, $(jq '.hashes' "$SH_TMP/clip
 check "after the bad hashes C still identifies the clip's hashes" \
   test "$(hashes "$ED_PORT_C" "$SH_TMP/clip.json" | jq -r '.match.track_id')" = "$tid"
 
+# ---- --upstream: edge U holds every shard but the clip's; it asks the all-shards node C (hashes
+# only, shards= the one it lacks) on a local miss, answers its own shard's clips alone, and keeps
+# answering from its own shards (200, upstream.status error) once C is gone ----------------------
+expect_exit 2 "$SH_BIN" edge --brokers "$BOOT" --data "$SH_TMP/x" --shards 0 --listen 127.0.0.1:0 \
+  --upstream ftp://x
+grep -q -- '--upstream' "$SH_TMP/err" || fail "a bad --upstream names the flag"
+PSELF=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+expect_exit 2 "$SH_BIN" edge --brokers "$BOOT" --data "$SH_TMP/x" --shards 0 \
+  --listen "127.0.0.1:$PSELF" --upstream "http://localhost:$PSELF/"
+grep -q 'that is this node' "$SH_TMP/err" || fail "an --upstream naming the node itself is refused"
+own=""
+for f in "${first[0]}" "${first[2]}" "${first[3]}"; do # a clip of a track outside shard $shard
+  mkclip "$f" "$SH_TMP/clip2.ogg"
+  s2=$(curl -sS --data-binary @"$SH_TMP/clip2.ogg" "127.0.0.1:$ED_PORT_C/v1/match" | jq -r '.match.shard')
+  if [ "$s2" != null ] && [ "$s2" != "$shard" ]; then own=$(basename "$f" .ogg); break; fi
+done
+[ -n "$own" ] || fail "no other dev track lands outside shard $shard"
+ed_start U --asan --shards "$(seq 0 7 | grep -vx "$shard" | paste -sd,)" \
+  --snapshot-source "http://127.0.0.1:$RP_PORT" --region edge-u \
+  --upstream "http://127.0.0.1:$ED_PORT_C" --upstream-timeout-ms 3000
+wait_for 60 converged "$ED_PORT_U"
+up() { # up PORT CLIP [QUERY] : U's answer, summarised
+  curl -sS --data-binary @"$2" "127.0.0.1:$1/v1/match${3:-}" |
+    jq -r '"\(.match.track_id) \(.match.node) \(.node) \(.upstream.status) \(.upstream.node) \(.complete) \(.shards | length)"'
+}
+bin_c() { metric 'soundhash_edge_match_requests_total{body="hashes_binary"}' "$ED_PORT_C"; }
+bin0=$(bin_c)
+check "U matches $tid (shard $shard, not held) through C: node secondary, upstream ok, 8 shards" \
+  test "$(up "$ED_PORT_U" "$SH_TMP/clip.ogg")" = "$tid secondary edge-u ok secondary true 8"
+check "... C was asked with binary hashes, not audio" test "$(bin_c)" = "$((bin0 + 1))"
+curl -sS --data-binary @"$SH_TMP/clip.ogg" "127.0.0.1:$ED_PORT_U/v1/match" > "$SH_TMP/u.json"
+check "... C's shard $shard joins shards, named by C" \
+  test "$(jq -r --argjson s "$shard" '[.shards[] | select(.shard == $s) | .node] | join(",")' "$SH_TMP/u.json")" = secondary
+echo "upstream round trip (ASan U → C, warm): $(jq -r '.upstream.elapsed_ms' "$SH_TMP/u.json") ms of $(jq -r '.elapsed_ms' "$SH_TMP/u.json") ms"
+check "... upstream requests counted, and upstream answers" \
+  test "$(metric 'soundhash_edge_upstream_requests_total{result="ok"}' "$ED_PORT_U") $(metric 'soundhash_edge_answers_total{source="upstream"}' "$ED_PORT_U")" = "2 2"
+check "U matches $own (a held shard) alone: node edge-u, upstream not needed, 7 shards" \
+  test "$(up "$ED_PORT_U" "$SH_TMP/clip2.ogg")" = "$own edge-u edge-u not_needed  false 7"
+check "... no upstream request, a local answer" \
+  test "$(metric 'soundhash_edge_upstream_seconds_count' "$ED_PORT_U") $(metric 'soundhash_edge_answers_total{source="local"}' "$ED_PORT_U")" = "2 1"
+ed_stop C KILL
+check "upstream gone: U still answers its shard's clip (top=3 asks the upstream: error)" \
+  test "$(up "$ED_PORT_U" "$SH_TMP/clip2.ogg" '?top=3')" = "$own edge-u edge-u error  false 7"
+check "... and the other clip with no match, 200, upstream error" \
+  test "$(up "$ED_PORT_U" "$SH_TMP/clip.ogg")" = "null null edge-u error  false 7"
+check "... counted as upstream errors" \
+  test "$(metric 'soundhash_edge_upstream_requests_total{result="error"}' "$ED_PORT_U")" = 2
+curl -sS --data-binary @"$SH_TMP/clip.ogg" "127.0.0.1:$ED_PORT_U/v1/match" > "$SH_TMP/u.json"
+echo "upstream down: answered in $(jq -r '.elapsed_ms' "$SH_TMP/u.json") ms ($(jq -r '.upstream.error' "$SH_TMP/u.json"))"
+check "... /v1/shards shows the upstream's last status" \
+  test "$(curl -fsS "127.0.0.1:$ED_PORT_U/v1/shards" | jq -r '.upstream.status')" = error
+check "... /ready is not affected by the upstream" curl -fsS -o /dev/null "127.0.0.1:$ED_PORT_U/ready"
+check "... U keeps serving" test "$(up "$ED_PORT_U" "$SH_TMP/clip2.ogg")" = "$own edge-u edge-u not_needed  false 7"
+ed_stop U TERM
+check "ASan edge U exits 0 on SIGTERM (rc $ED_RC)" test "$ED_RC" -eq 0
+ed_start C --shards all --region secondary
+
 # ---- a delete stops matching everywhere; an edge SIGKILLed while deltas flow converges -----------
+wait_for 60 converged "$ED_PORT_C"
 "$SH_BIN" ingest delete --brokers "$BOOT" --dsn "$SH_DSN" --track-id "$tid" > /dev/null 2> "$SH_TMP/delete.err" || {
   cat "$SH_TMP/delete.err" >&2; fail "ingest delete"; }
 wk_publish "${tracks[4]/#$corpus/$MEDIA}" "${tracks[5]/#$corpus/$MEDIA}"
@@ -336,5 +397,5 @@ for n in A B C D; do
   ed_stop "$n" TERM
   check "edge $n exits 0 on SIGTERM (rc $ED_RC)" test "$ED_RC" -eq 0
 done
-check "no sanitizer report from the ASan edge" bash -c "! grep -q 'ERROR: AddressSanitizer\|runtime error' '$SH_TMP'/A.log*"
+check "no sanitizer report from the ASan edge" bash -c "! grep -q 'ERROR: AddressSanitizer\|runtime error' '$SH_TMP'/A.log* '$SH_TMP'/U.log"
 kill "$RP_PID"
