@@ -160,8 +160,8 @@ static json_t *candidate_copy(const json_t *c, const char *node, const unsigned 
         *why = "candidate: bad node";
         return NULL;
     }
-    json_int_t fpv = -1;
-    if (json_object_get(c, "fp_version") && !int_in(c, "fp_version", 0, INT_MAX, &fpv)) {
+    json_int_t fpv;
+    if (!int_in(c, "fp_version", 0, INT_MAX, &fpv)) {
         *why = "candidate: bad fp_version";
         return NULL;
     }
@@ -170,15 +170,10 @@ static json_t *candidate_copy(const json_t *c, const char *node, const unsigned 
         *why = "candidate: bad metadata";
         return NULL;
     }
-    json_t *o = json_pack("{s:s, s:f, s:f, s:I, s:f, s:f, s:s, s:I, s:o}", "track_id",
-                          json_string_value(id), "offset_s", off, "duration_s", dur, "score",
-                          score, "confidence", conf, "scale", scale, "node",
-                          cn ? json_string_value(cn) : node, "shard", shard, "metadata", meta);
-    if (o && fpv >= 0 && json_object_set_new(o, "fp_version", json_integer(fpv))) {
-        json_decref(o);
-        return NULL;
-    }
-    return o;
+    return json_pack("{s:s, s:f, s:f, s:I, s:f, s:f, s:s, s:I, s:I, s:o}", "track_id",
+                     json_string_value(id), "offset_s", off, "duration_s", dur, "score", score,
+                     "confidence", conf, "scale", scale, "node", cn ? json_string_value(cn) : node,
+                     "shard", shard, "fp_version", fpv, "metadata", meta);
 }
 
 /* The consulted shards: each asked for, at most once; marks them in seen[]. */

@@ -236,12 +236,16 @@ curl -sS --data-binary @"$SH_TMP/clip.ogg" "127.0.0.1:$ED_PORT_U/v1/match" > "$S
 check "... C's shard $shard joins shards, named by C" \
   test "$(jq -r --argjson s "$shard" '[.shards[] | select(.shard == $s) | .node] | join(",")' "$SH_TMP/u.json")" = secondary
 echo "upstream round trip (ASan U → C, warm): $(jq -r '.upstream.elapsed_ms' "$SH_TMP/u.json") ms of $(jq -r '.elapsed_ms' "$SH_TMP/u.json") ms"
+cp "$SH_TMP/u.json" "$SH_TMP/u-ok.json"
 check "... upstream requests counted, and upstream answers" \
   test "$(metric 'soundhash_edge_upstream_requests_total{result="ok"}' "$ED_PORT_U") $(metric 'soundhash_edge_answers_total{source="upstream"}' "$ED_PORT_U")" = "2 2"
 check "U matches $own (a held shard) alone: node edge-u, upstream not needed, 7 shards" \
   test "$(up "$ED_PORT_U" "$SH_TMP/clip2.ogg")" = "$own edge-u edge-u not_needed  false 7"
 check "... no upstream request, a local answer" \
   test "$(metric 'soundhash_edge_upstream_seconds_count' "$ED_PORT_U") $(metric 'soundhash_edge_answers_total{source="local"}' "$ED_PORT_U")" = "2 1"
+curl -sS --data-binary @"$SH_TMP/clip2.ogg" "127.0.0.1:$ED_PORT_U/v1/match?top=2" > "$SH_TMP/u-local.json"
+check "top=2 with one local answer asks the upstream and merges: $own first, from edge-u" \
+  test "$(jq -r '"\(.candidates[0].track_id) \(.candidates[0].node) \(.upstream.status)"' "$SH_TMP/u-local.json")" = "$own edge-u ok"
 ed_stop C KILL
 check "upstream gone: U still answers its shard's clip (top=3 asks the upstream: error)" \
   test "$(up "$ED_PORT_U" "$SH_TMP/clip2.ogg" '?top=3')" = "$own edge-u edge-u error  false 7"
@@ -251,6 +255,14 @@ check "... counted as upstream errors" \
   test "$(metric 'soundhash_edge_upstream_requests_total{result="error"}' "$ED_PORT_U")" = 2
 curl -sS --data-binary @"$SH_TMP/clip.ogg" "127.0.0.1:$ED_PORT_U/v1/match" > "$SH_TMP/u.json"
 echo "upstream down: answered in $(jq -r '.elapsed_ms' "$SH_TMP/u.json") ms ($(jq -r '.upstream.error' "$SH_TMP/u.json"))"
+curl -fsS "127.0.0.1:$ED_PORT_U/v1/shards" > "$SH_TMP/u-shards.json"
+PY=python3
+[ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import yaml, jsonschema' 2> /dev/null && PY=/usr/bin/python3
+printf '%s\tPOST\t/v1/match\t200\tapplication/json\t%s\n' upstream-ok "$SH_TMP/u-ok.json" \
+  local-top2 "$SH_TMP/u-local.json" upstream-down "$SH_TMP/u.json" > "$SH_TMP/u.tsv"
+printf 'shards\tGET\t/v1/shards\t200\tapplication/json\t%s\n' "$SH_TMP/u-shards.json" >> "$SH_TMP/u.tsv"
+check "U's answers (upstream ok, local top=2, upstream down) and /v1/shards follow ops/openapi.yaml" \
+  "$PY" "$SH_ROOT/tests/integration/helpers/openapi_check.py" exchanges "$SH_ROOT/ops/openapi.yaml" "$SH_TMP/u.tsv"
 check "... /v1/shards shows the upstream's last status" \
   test "$(curl -fsS "127.0.0.1:$ED_PORT_U/v1/shards" | jq -r '.upstream.status')" = error
 check "... /ready is not affected by the upstream" curl -fsS -o /dev/null "127.0.0.1:$ED_PORT_U/ready"

@@ -36,7 +36,7 @@ static const char *OK_BODY =
     "\"confidence\":0.99,\"scale\":1.0,\"shard\":1,\"metadata\":{\"title\":\"A\"},"
     "\"extra\":\"dropped\",\"fp_version\":3},"
     "{\"track_id\":\"t-b\",\"offset_s\":-1,\"duration_s\":3,\"score\":20,\"confidence\":0.85,"
-    "\"scale\":1.02,\"shard\":3,\"metadata\":null,\"node\":\"other-name\"}]}";
+    "\"scale\":1.02,\"shard\":3,\"metadata\":null,\"node\":\"other-name\",\"fp_version\":2}]}";
 
 static int parse(const char *body, size_t k, ed_up_answer *a)
 {
@@ -59,7 +59,7 @@ static void test_parse_valid(void **state)
     assert_string_equal(json_string_value(json_object_get(c1, "node")), "other-name");
     assert_null(json_object_get(c0, "extra")); /* copied field by field */
     assert_int_equal(json_integer_value(json_object_get(c0, "fp_version")), 3);
-    assert_null(json_object_get(c1, "fp_version"));
+    assert_int_equal(json_integer_value(json_object_get(c1, "fp_version")), 2);
     assert_string_equal(
         json_string_value(json_object_get(json_object_get(c0, "metadata"), "title")), "A");
     assert_true(json_is_null(json_object_get(c1, "metadata")));
@@ -109,23 +109,27 @@ static void test_parse_hostile(void **state)
         /* an answer from a shard not consulted */
         "{\"node\":\"n\",\"shards\":[{\"shard\":1,\"epoch\":1,\"position\":1}],\"match\":"
         "{\"track_id\":\"t\",\"offset_s\":1,\"duration_s\":1,\"score\":9,\"confidence\":0.9,"
-        "\"scale\":1,\"shard\":3,\"metadata\":null}}",
+        "\"scale\":1,\"fp_version\":3,\"shard\":3,\"metadata\":null}}",
         /* confidence above 1 */
         "{\"node\":\"n\",\"shards\":[{\"shard\":1,\"epoch\":1,\"position\":1}],\"match\":"
         "{\"track_id\":\"t\",\"offset_s\":1,\"duration_s\":1,\"score\":9,\"confidence\":1.5,"
-        "\"scale\":1,\"shard\":1,\"metadata\":null}}",
+        "\"scale\":1,\"fp_version\":3,\"shard\":1,\"metadata\":null}}",
         /* negative score */
         "{\"node\":\"n\",\"shards\":[{\"shard\":1,\"epoch\":1,\"position\":1}],\"match\":"
         "{\"track_id\":\"t\",\"offset_s\":1,\"duration_s\":1,\"score\":-9,\"confidence\":0.9,"
-        "\"scale\":1,\"shard\":1,\"metadata\":null}}",
+        "\"scale\":1,\"fp_version\":3,\"shard\":1,\"metadata\":null}}",
         /* empty track id */
         "{\"node\":\"n\",\"shards\":[{\"shard\":1,\"epoch\":1,\"position\":1}],\"match\":"
         "{\"track_id\":\"\",\"offset_s\":1,\"duration_s\":1,\"score\":9,\"confidence\":0.9,"
-        "\"scale\":1,\"shard\":1,\"metadata\":null}}",
+        "\"scale\":1,\"fp_version\":3,\"shard\":1,\"metadata\":null}}",
         /* nested metadata */
         "{\"node\":\"n\",\"shards\":[{\"shard\":1,\"epoch\":1,\"position\":1}],\"match\":"
         "{\"track_id\":\"t\",\"offset_s\":1,\"duration_s\":1,\"score\":9,\"confidence\":0.9,"
-        "\"scale\":1,\"shard\":1,\"metadata\":{\"a\":{\"b\":1}}}}",
+        "\"scale\":1,\"fp_version\":3,\"shard\":1,\"metadata\":{\"a\":{\"b\":1}}}}",
+        /* no fp_version */
+        "{\"node\":\"n\",\"shards\":[{\"shard\":1,\"epoch\":1,\"position\":1}],\"match\":"
+        "{\"track_id\":\"t\",\"offset_s\":1,\"duration_s\":1,\"score\":9,\"confidence\":0.9,"
+        "\"scale\":1,\"shard\":1,\"metadata\":null}}",
         /* a negative fp_version */
         "{\"node\":\"n\",\"shards\":[{\"shard\":1,\"epoch\":1,\"position\":1}],\"match\":"
         "{\"track_id\":\"t\",\"offset_s\":1,\"duration_s\":1,\"score\":9,\"confidence\":0.9,"
