@@ -12,7 +12,10 @@
  * reads the partition from the beginning and accepts a stream that starts at seq 0 (a topic that
  * holds its whole history), any other start being a gap. An offset Kafka no longer holds
  * (auto.offset.reset=error) is a gap too. A bootstrap that fails is retried every few seconds; the
- * shard then takes no deltas and /ready says so.
+ * shard then takes no deltas and /ready says so. A bootstrap never takes a snapshot older than the
+ * shard's (epoch, position), nor one short of the (epoch, prev_sequence) of the delta that asked
+ * for it (a stale snapshot file, a replicator not yet in the new epoch): swapped in, it would move
+ * the shard back in time, and the newer deltas, then the same bootstrap again, would loop.
  */
 #include "edge.h"
 
@@ -81,6 +84,7 @@ static int open_one(ed_shard *sh, sh_err *e)
     size_t len = 0;
     int64_t ep = 0, pos = 0, off = -1, cr = 0;
     rc = sh_shard_get_cursor(sh->s, ED_CURSOR_KEY, v, sizeof v, &len, e);
+    sh->floor_epoch = sh->floor_seq = -1;
     if (rc == SH_ENOTFOUND) {
         sh->need_bootstrap = true; /* empty (or never finished a bootstrap) */
         sh->offset = -1;
@@ -146,6 +150,19 @@ static int assign_all(ed *x, sh_err *e)
     rd_kafka_resp_err_t err = rd_kafka_assign(x->consumer, l);
     rd_kafka_topic_partition_list_destroy(l);
     return err ? sh_kafka_err_set(e, err, "assign %s", x->cfg.topic) : 0;
+}
+
+/* The oldest snapshot the next bootstrap of `sh` may take (ed_bootstrap): (epoch, seq) — the start
+ * of the delta that asks for it — or what the shard holds, whichever is newer. */
+static void set_floor(ed_shard *sh, int64_t epoch, int64_t seq)
+{
+    const int64_t e0 = atomic_load(&sh->epoch), p0 = atomic_load(&sh->position);
+    if (epoch < e0 || (epoch == e0 && seq < p0)) {
+        epoch = e0;
+        seq = p0;
+    }
+    sh->floor_epoch = epoch;
+    sh->floor_seq = seq;
 }
 
 /* Bootstraps a shard; on failure the shard waits (need_bootstrap) and the loop retries. Returns
@@ -282,6 +299,8 @@ static int handle_delta(ed *x, ed_shard *sh, const rd_kafka_message_t *m, ed_ver
             rc = sh_err_wrap(e, rc, "shard %d: delta (%" PRId64 ", %" PRId64 "] at offset %lld",
                              sh->n, d.prev_sequence, d.sequence, (long long)m->offset);
     }
+    if (rc == 0 && *v == ED_NEED_BOOTSTRAP)
+        set_floor(sh, d.epoch, d.prev_sequence); /* the snapshot must reach this delta's start */
     sh_delta_clear(&d);
     return rc;
 }
@@ -297,6 +316,7 @@ static int on_message(ed *x, const rd_kafka_message_t *m, bool *reassign, sh_err
                 sh->offset + 1, rd_kafka_message_errstr(m));
         sh_series_add(x->m.gaps, 1);
         *reassign = true;
+        set_floor(sh, -1, -1); /* what the shard holds */
         int rc = try_bootstrap(x, sh, e); /* the partition restarts from its beginning */
         return rc < 0 ? rc : 0;
     }

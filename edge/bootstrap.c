@@ -2,7 +2,9 @@
  * replicator's GET {URL}/v1/snapshots/{N}, downloaded with libcurl into an unlinked temporary file
  * under --data, bounded in size and time) or a directory holding shard-N.snap.
  *
- * The snapshot is applied into DATA/shard-N.staging (a fresh shard), one batch per chunk, and the
+ * A snapshot older than the shard's floor (edge.h: what it holds, or the start of the delta that
+ * asked for the bootstrap) is refused from its header. Otherwise it is applied into
+ * DATA/shard-N.staging (a fresh shard), one batch per chunk, and the
  * cursor (epoch, snapshot seq, offset -1) is written only after the reader verified the trailer
  * (sh_snap_reader_next returned 0). Then, under the shard's write lock, the live directory is
  * renamed aside and the staging one renamed in its place. A crash before the second rename
@@ -152,6 +154,14 @@ static int apply_snapshot(const ed *x, const ed_shard *sh, int fd, const char *d
     if (rc == 0 && ((int)info->shard != sh->n || (int)info->nshards != x->nshards))
         rc = sh_err_set(e, SH_EFORMAT, "snapshot of shard %u of %u, not %d of %d", info->shard,
                         info->nshards, sh->n, x->nshards);
+    /* Checked on the header, before anything is applied (see ed_bootstrap in edge.h). */
+    if (rc == 0 && (info->epoch < sh->floor_epoch ||
+                    (info->epoch == sh->floor_epoch && info->seq < sh->floor_seq)))
+        rc = sh_err_set(e, SH_ESTALE,
+                        "snapshot of shard %d at (epoch %" PRId64 ", seq %" PRId64 ") is older "
+                        "than the shard needs (epoch %" PRId64 ", seq %" PRId64 "): the shard is "
+                        "kept, retrying",
+                        sh->n, info->epoch, info->seq, sh->floor_epoch, sh->floor_seq);
     sh_shard *s = NULL;
     sh_shard_opts so;
     sh_shard_opts_default(&so);
@@ -186,9 +196,11 @@ static int apply_snapshot(const ed *x, const ed_shard *sh, int fd, const char *d
     return rc;
 }
 
-/* Puts the staging directory in place of the live one, under the write lock. A failure here
- * leaves the shard without a handle: SH_EINTERNAL (the process stops; a restart bootstraps). */
-static int swap_in(ed_shard *sh, const char *staging, sh_err *e)
+/* Puts the staging directory in place of the live one, and publishes its (epoch, seq), under the
+ * write lock: a reader holding the read lock sees a handle together with the position it
+ * reflects. A failure here leaves the shard without a handle: SH_EINTERNAL (the process stops; a
+ * restart bootstraps). */
+static int swap_in(ed_shard *sh, const char *staging, const sh_snap_info *info, sh_err *e)
 {
     char old[4200];
     snprintf(old, sizeof old, "%s.old", sh->dir);
@@ -206,6 +218,11 @@ static int swap_in(ed_shard *sh, const char *staging, sh_err *e)
         rc = sh_err_set(e, SH_EINTERNAL, "rename %s: %s", staging, strerror(errno));
     if (rc == 0 && (rc = sh_shard_open(sh->dir, &so, &sh->s, e)))
         rc = sh_err_wrap(e, SH_EINTERNAL, "reopening %s", sh->dir);
+    if (rc == 0) {
+        atomic_store(&sh->epoch, info->epoch);
+        atomic_store(&sh->position, info->seq);
+        atomic_store(&sh->created_ms, 0);
+    }
     pthread_rwlock_unlock(&sh->lock);
     if (rc == 0)
         ed_rm_shard_dir(old, e);
@@ -234,11 +251,8 @@ int ed_bootstrap(ed *x, ed_shard *sh, sh_err *e)
         ed_rm_shard_dir(staging, &tmp);
         return rc;
     }
-    if ((rc = swap_in(sh, staging, e)))
+    if ((rc = swap_in(sh, staging, &info, e)))
         return rc;
-    atomic_store(&sh->epoch, info.epoch);
-    atomic_store(&sh->position, info.seq);
-    atomic_store(&sh->created_ms, 0);
     sh->offset = -1;
     sh->need_bootstrap = false;
     return 0;

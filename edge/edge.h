@@ -77,6 +77,8 @@ typedef struct ed_shard {
                                   lag is 0: an idle primary publishes no heartbeats) */
     int64_t offset;            /* Kafka offset of the last delta handled; -1: none */
     _Atomic bool need_bootstrap;
+    int64_t floor_epoch;       /* applier only: the oldest snapshot (epoch, seq) the pending */
+    int64_t floor_seq;         /* bootstrap may take (ed_bootstrap); -1 -1: any */
     sh_series *m_position, *m_bytes, *m_tracks;
 } ed_shard;
 
@@ -134,7 +136,9 @@ void ed_shards_close(ed *x);
 
 /* bootstrap.c: replaces shard `sh` by the snapshot from cfg.snapshot_source. Errors: those of the
  * download or file (SH_ENOTFOUND, SH_EHTTP, SH_ETIMEOUT, SH_ETOOBIG, SH_ECANCELED on a stop), of
- * the snapshot (SH_EFORMAT, SH_ECHECKSUM, ...) and the shard; the live shard is then untouched.
+ * the snapshot (SH_EFORMAT, SH_ECHECKSUM, ...) and the shard, SH_ESTALE (the snapshot's (epoch,
+ * seq) is below sh->floor_*: taking it would move the shard back, or leave it short of the
+ * delta that asked for it); the live shard is then untouched.
  * SH_EINTERNAL: the swap failed half-way (the shard has no handle: the process must stop). */
 int ed_bootstrap(ed *x, ed_shard *sh, sh_err *e);
 /* Removes a shard directory (flat: data.mdb, lock.mdb); a missing one is fine. */

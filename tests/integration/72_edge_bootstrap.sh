@@ -10,7 +10,10 @@
 #       checksum equal to the primary's (the catalogue does not change meanwhile: never a half
 #       shard, never an empty one);
 #   (c) an edge (with a snapshot source) SIGKILLed at seeded moments while a burst of writes is
-#       applied resumes from its cursor: it converges with no bootstrap and no gap after restart.
+#       applied resumes from its cursor: it converges with no bootstrap and no gap after restart;
+#   (d) an edge bootstrapped from snapshot files refuses them once they are older than what its
+#       shards hold (an epoch change the files do not have yet): it keeps serving its shards,
+#       retries, and bootstraps into the new epoch once fresh files are there.
 . "$SH_ROOT/tests/integration/lib.sh"
 . "$SH_ROOT/tests/lib/pg.sh"
 . "$SH_ROOT/tests/lib/worker.sh"
@@ -123,19 +126,21 @@ ed_start E --shards all --snapshot-source "http://$RP_ADDR" --region secondary
 wait_for 30 ed_converged "$ED_PORT_E"
 check "a restart with every cursor in place bootstraps nothing" metric_is soundhash_edge_bootstraps_total 0
 applying() { [ "$(ed_metric soundhash_edge_deltas_applied_total "$ED_PORT_E")" != 0 ] || ! kill -0 "$WRITER"; }
-"$RT" write "$SH_DSN" 300 "$SEED" 2 > "$SH_TMP/write.out" &
+"$RT" write "$SH_DSN" 400 "$SEED" 2 > "$SH_TMP/write.out" &
 WRITER=$!
 for i in 1 2; do
   wait_for 30 applying
-  sleep "0.$(( RANDOM % 5 + 1 ))"
+  sleep "0.$(( RANDOM % 3 ))"
   ed_stop E KILL
   check "kill $i while applying: SIGKILL (rc $ED_RC)" test "$ED_RC" -eq 137
   ed_start E --shards all --snapshot-source "http://$RP_ADDR" --region secondary
+  wait_for 30 grep -q 'event=edge_started' "$SH_TMP/E.log"
+  echo "restart $i resumes at positions: $(sed -n 's/.*event=shard_opened .* position=\([0-9-]*\).*/\1/p' "$SH_TMP/E.log" | tr '\n' ' ')"
 done
 wait "$WRITER" || fail "the writer failed"
 cat "$SH_TMP/write.out"
 wait_for 60 ed_converged "$ED_PORT_E"
-echo "restarted at positions: $(sed -n 's/.*event=shard_opened .* position=\([0-9-]*\).*/\1/p' "$SH_TMP/E.log" | tr '\n' ' ')"
+echo "converged at positions: $(curl -fsS "127.0.0.1:$ED_PORT_E/v1/shards" | jq -r '[.shards[].position] | join(" ")')"
 check "after the kills the edge converged with no bootstrap" metric_is soundhash_edge_bootstraps_total 0
 check "... and no gap" metric_is soundhash_edge_gaps_total 0
 expect_exit 0 "$SH_BIN" verify --dsn "$SH_DSN" --wait 20 --edge "http://127.0.0.1:$ED_PORT_E"
@@ -145,4 +150,43 @@ while read -r id clip; do
 done < "$SH_TMP/clips"
 ed_stop E TERM
 check "the edge exits 0 on SIGTERM (rc $ED_RC)" test "$ED_RC" -eq 0
+
+# ---- (d) a snapshot older than what the shard holds is refused, not swapped in -------------------
+# F (shards 2-3) bootstraps from snapshot files, then applies newer deltas from the topic; after an
+# epoch change it needs a snapshot of the new epoch, but the files still hold the old one: taking
+# them would move its shards back in time (and loop: the newer deltas, the new epoch again, the
+# files again).
+snap_files() {
+  mkdir -p "$SH_TMP/snaps"
+  for s in 2 3; do
+    "$SH_BIN" replicator snapshot --dsn "$SH_DSN" --shard "$s" --out "$SH_TMP/snaps/shard-$s.snap" > /dev/null
+  done
+}
+snap_files
+"$RT" write "$SH_DSN" 40 "$((SEED + 1))" 1 > /dev/null
+ed_start F --shards 2-3 --snapshot-source "$SH_TMP/snaps" --region from-files
+wait_for 60 ed_converged "$ED_PORT_F"
+check "F bootstrapped from the files, then applied the newer deltas" \
+  test "$(ed_metric soundhash_edge_bootstraps_total "$ED_PORT_F")" = 2
+curl -fsS "127.0.0.1:$ED_PORT_F/v1/shards" | jq -c '[.shards[] | [.shard, .epoch, .position, .checksum.sum]]' > "$SH_TMP/f-before.json"
+new_epoch
+wait_for 20 grep -q 'event=epoch_changed from=3 to=4' "$SH_TMP/rp2.log"
+log_moves 4
+refused() { [ "$(ed_metric soundhash_edge_bootstrap_failures_total "$ED_PORT_F")" -ge "$1" ]; }
+wait_for 30 refused 4
+check "F refused the stale snapshots (each shard twice) and bootstrapped nothing from them" \
+  test "$(ed_metric soundhash_edge_bootstraps_total "$ED_PORT_F")" = 2
+check "... its shards still hold what they held (epoch 3, same positions and checksums)" test \
+  "$(curl -fsS "127.0.0.1:$ED_PORT_F/v1/shards" | jq -c '[.shards[] | [.shard, .epoch, .position, .checksum.sum]]')" = "$(cat "$SH_TMP/f-before.json")"
+grep -q 'event=bootstrap_failed shard=[0-9]* code=SH_ESTALE' "$SH_TMP/F.log" || fail "F logs why it refused"
+snap_files
+at_epoch_f() {
+  curl -fsS "127.0.0.1:$ED_PORT_F/v1/shards" | jq -e 'all(.shards[]; .epoch == 4 and .loaded)' > /dev/null
+}
+wait_for 30 at_epoch_f
+wait_for 30 ed_converged "$ED_PORT_F"
+check "with fresh files F bootstrapped into epoch 4 and equals the primary" \
+  test "$(ed_metric soundhash_edge_bootstraps_total "$ED_PORT_F")" = 4
+ed_stop F TERM
+check "F exits 0 on SIGTERM (rc $ED_RC)" test "$ED_RC" -eq 0
 rp_stop TERM

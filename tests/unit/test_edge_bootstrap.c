@@ -1,6 +1,8 @@
 /* test_edge_bootstrap.c — the edge's bootstrap from snapshot files (edge/bootstrap.c) and its
- * cursor format: a verified snapshot replaces the shard whole with its position; a truncated one
- * or one of another shard leaves the live shard as it was, with no staging directory left. */
+ * cursor format: a verified snapshot replaces the shard whole with its position; a truncated one,
+ * one of another shard, or one older than the shard's floor (what it holds, or the start of the
+ * delta that asked for the bootstrap) leaves the live shard as it was, with no staging directory
+ * left. */
 #include "../../edge/edge.h"
 
 #include "sh_shardmap.h"
@@ -162,12 +164,38 @@ static void test_bootstrap_and_refusals(void **state)
     assert_int_equal(ed_bootstrap(&w->x, &w->held, &e), 0);
     assert_shard(w, 3, 20, &second);
 
+    /* Older than the floor (apply.c sets it to what the shard holds, or to the start of the delta
+     * that asked for the bootstrap): SH_ESTALE, the live shard untouched. Equal is taken; a newer
+     * epoch is taken whatever its seq. */
+    w->held.floor_epoch = 3;
+    w->held.floor_seq = 20;
+    write_snap(w, SHARD, 3, 15, 4, 0, &ignored);
+    assert_int_equal(ed_bootstrap(&w->x, &w->held, &e), SH_ESTALE);
+    assert_shard(w, 3, 20, &second);
+    write_snap(w, SHARD, 2, 90, 4, 0, &ignored); /* an older epoch, whatever its seq */
+    assert_int_equal(ed_bootstrap(&w->x, &w->held, &e), SH_ESTALE);
+    assert_shard(w, 3, 20, &second);
+    w->held.floor_seq = 25; /* a gap: the delta that asked starts at 25 */
+    write_snap(w, SHARD, 3, 24, 2, 0, &ignored);
+    assert_int_equal(ed_bootstrap(&w->x, &w->held, &e), SH_ESTALE);
+    assert_shard(w, 3, 20, &second);
+    sh_shardsum third, fourth;
+    write_snap(w, SHARD, 3, 25, 2, 0, &third);
+    assert_int_equal(ed_bootstrap(&w->x, &w->held, &e), 0);
+    assert_shard(w, 3, 25, &third);
+    w->held.floor_seq = 40;
+    write_snap(w, SHARD, 4, 1, 1, 0, &fourth);
+    assert_int_equal(ed_bootstrap(&w->x, &w->held, &e), 0);
+    assert_shard(w, 4, 1, &fourth);
+    second = fourth;
+
     /* Reopened (a restart): the position comes back from the cursor. */
     ed_shards_close(&w->x);
     atomic_store(&w->held.position, -1);
     assert_int_equal(ed_shards_open(&w->x, &e), 0);
     assert_false(atomic_load(&w->held.need_bootstrap));
-    assert_shard(w, 3, 20, &second);
+    assert_shard(w, 4, 1, &second);
+    assert_int_equal(w->held.floor_epoch, -1); /* no bootstrap pending: no floor */
 
     /* No source: a clear error. */
     w->x.cfg.snapshot_source = "";
