@@ -364,8 +364,9 @@ int sh_cmd_edge(int argc, char **argv)
     if (rc == 0)
         rc = start(&x, marks, all, &e);
     if (rc == 0) {
-        SH_INFO("edge_started", "shards=%zu of=%d region=%s snapshot_source=%s", x.nheld,
-                x.nshards, x.cfg.region, x.cfg.snapshot_source);
+        SH_INFO("edge_started", "shards=%zu of=%d region=%s snapshot_source=%s upstream=%s "
+                "origin=%s", x.nheld, x.nshards, x.cfg.region, x.cfg.snapshot_source,
+                x.cfg.upstream, x.origin);
         rc = ed_run(&x, &e);
     }
     if (rc == SH_ECANCELED)

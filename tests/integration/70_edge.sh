@@ -267,6 +267,10 @@ check "... /v1/shards shows the upstream's last status" \
   test "$(curl -fsS "127.0.0.1:$ED_PORT_U/v1/shards" | jq -r '.upstream.status')" = error
 check "... /ready is not affected by the upstream" curl -fsS -o /dev/null "127.0.0.1:$ED_PORT_U/ready"
 check "... U keeps serving" test "$(up "$ED_PORT_U" "$SH_TMP/clip2.ogg")" = "$own edge-u edge-u not_needed  false 7"
+origin=$(sed -n 's/.*event=edge_started .*origin=\([0-9a-f]*\).*/\1/p' "$SH_TMP/U.log" | tail -n1)
+check "a request bearing U's own origin id (U as its own upstream): 508 JSON" test "$(status \
+  -H "X-SoundHash-Origin: $origin" --data-binary @"$SH_TMP/clip.ogg" "127.0.0.1:$ED_PORT_U/v1/match")" = 508 -a ${#origin} -eq 32
+json_err || fail "508: JSON error"
 ed_stop U TERM
 check "ASan edge U exits 0 on SIGTERM (rc $ED_RC)" test "$ED_RC" -eq 0
 ed_start C --shards all --region secondary
