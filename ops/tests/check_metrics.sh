@@ -3,7 +3,8 @@
 # the Grafana dashboard (ops/grafana/soundhash.json) query is one a SoundHash process really
 # exports. The names are scraped, not grepped: a worker, a replicator and an edge are started
 # (the worker and the replicator against a database that is not there — both serve /metrics while
-# they wait for it; the edge against `soundhash broker`), and the `# TYPE` lines of their /metrics
+# they wait for it; the edge, with an --upstream so that its upstream metrics exist, against
+# `soundhash broker`), and the `# TYPE` lines of their /metrics
 # are the truth. A histogram `h` counts as h_bucket, h_sum and h_count. Runs in a few seconds.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -53,8 +54,8 @@ PIDS+=($!)
 "$BIN" replicator --brokers "$BOOT" --dsn "$NODB" --http 127.0.0.1:0 --connect-timeout 60 \
   2> "$TMP/replicator.log" &
 PIDS+=($!)
-"$BIN" edge --brokers "$BOOT" --data "$TMP/edge" --shards all --listen 127.0.0.1:0 \
-  2> "$TMP/edge.log" &
+"$BIN" edge --brokers "$BOOT" --data "$TMP/edge" --shards 0-3 --listen 127.0.0.1:0 \
+  --upstream http://127.0.0.1:1 2> "$TMP/edge.log" &
 PIDS+=($!)
 
 for c in worker replicator edge; do
