@@ -36,6 +36,7 @@ struct ed_upstream {
     int64_t last_at_ms;
     char last_node[SH_REGION_MAX + 1];
     _Atomic int64_t requests;
+    _Atomic int64_t connects; /* connections opened (keep-alive reuses them) */
     sh_series *m_ok, *m_error, *m_timeout, *m_seconds;
 };
 
@@ -545,6 +546,9 @@ static CURLcode post(ed_upstream *u, CURL *c, const char *url, const uint8_t *re
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
     CURLcode cc = curl_easy_perform(c);
+    long opened = 0;
+    if (curl_easy_getinfo(c, CURLINFO_NUM_CONNECTS, &opened) == CURLE_OK)
+        atomic_fetch_add(&u->connects, opened);
     if (cc == CURLE_OK)
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, code);
     curl_slist_free_all(hdr);
@@ -693,10 +697,11 @@ json_t *ed_upstream_state_json(const ed_upstream *u)
 {
     ed_upstream *m = (ed_upstream *)u; /* the lock only */
     pthread_mutex_lock(&m->lock);
-    json_t *o = json_pack("{s:s, s:s, s:f, s:s, s:I, s:I}", "url", u->url, "status",
+    json_t *o = json_pack("{s:s, s:s, s:f, s:s, s:I, s:I, s:I}", "url", u->url, "status",
                           ed_up_status_name(u->last_status), "elapsed_ms", u->last_ms, "node",
                           u->last_node, "at_ms", (json_int_t)u->last_at_ms, "requests",
-                          (json_int_t)atomic_load(&m->requests));
+                          (json_int_t)atomic_load(&m->requests), "connections",
+                          (json_int_t)atomic_load(&m->connects));
     pthread_mutex_unlock(&m->lock);
     return o;
 }

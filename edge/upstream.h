@@ -107,8 +107,9 @@ int ed_upstream_match(ed_upstream *u, const ed_up_query *q, size_t nq,
                       const unsigned char *ask, size_t k, ed_up_answer *a, sh_err *e);
 
 /* The last exchange for /v1/shards: {"url", "status" (of the last exchange, "not_needed" before
- * any), "elapsed_ms", "node", "at_ms" (wall clock; 0 before any), "requests"}. New reference or
- * NULL (out of memory). Thread-safe. */
+ * any), "elapsed_ms", "node", "at_ms" (wall clock; 0 before any), "requests", "connections"
+ * (opened so far: fewer than requests when keep-alive works)}. New reference or NULL (out of
+ * memory). Thread-safe. */
 json_t *ed_upstream_state_json(const ed_upstream *u);
 
 /* Parses an upstream's 200 body (hostile input: `len` bytes, no NUL needed) into `a`'s node,

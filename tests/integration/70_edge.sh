@@ -246,6 +246,8 @@ check "... no upstream request, a local answer" \
 curl -sS --data-binary @"$SH_TMP/clip2.ogg" "127.0.0.1:$ED_PORT_U/v1/match?top=2" > "$SH_TMP/u-local.json"
 check "top=2 with one local answer asks the upstream and merges: $own first, from edge-u" \
   test "$(jq -r '"\(.candidates[0].track_id) \(.candidates[0].node) \(.upstream.status)"' "$SH_TMP/u-local.json")" = "$own edge-u ok"
+check "... the upstream connection is kept alive: fewer connections than requests" \
+  bash -c "curl -fsS 127.0.0.1:$ED_PORT_U/v1/shards | jq -e '.upstream.requests == 3 and .upstream.connections < 3'"
 ed_stop C KILL
 check "upstream gone: U still answers its shard's clip (top=3 asks the upstream: error)" \
   test "$(up "$ED_PORT_U" "$SH_TMP/clip2.ogg" '?top=3')" = "$own edge-u edge-u error  false 7"

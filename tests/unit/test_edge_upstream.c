@@ -1,7 +1,7 @@
 /* test_edge_upstream.c — the edge's --upstream client (edge/upstream.c): an upstream's answer is validated field by field (hostile answers are
  * refused whole, extra fields dropped, K kept); local and upstream answers merge best confidence
  * first, one per track id; the client against a real HTTP server: it sends the hashes in the
- * binary form with top, shards, the bearer token and its origin; a non-200,
+ * binary form with top, shards, the bearer token and its origin, over one kept connection; a non-200,
  * an oversized answer, a dead port and a server that does not answer in time become status error
  * or timeout and are counted. */
 #include "../../edge/edge.h"
@@ -322,6 +322,12 @@ static void test_client(void **state)
     assert_int_equal(json_array_size(a.candidates), 2);
     ed_up_answer_clear(&a);
 
+    /* three exchanges so far over one kept handle: one connection */
+    json_t *st = ed_upstream_state_json(u);
+    assert_int_equal(json_integer_value(json_object_get(st, "requests")), 2);
+    assert_int_equal(json_integer_value(json_object_get(st, "connections")), 1);
+    json_decref(st);
+
     /* a non-200: error, with the upstream's reason */
     f.mode = 1;
     assert_int_equal(ed_up_answer_init(&a), 0);
@@ -349,7 +355,7 @@ static void test_client(void **state)
     assert_int_equal(json_array_size(a.shards), 0);
     ed_up_answer_clear(&a);
 
-    json_t *st = ed_upstream_state_json(u);
+    st = ed_upstream_state_json(u);
     assert_string_equal(json_string_value(json_object_get(st, "status")), "error");
     assert_int_equal(json_integer_value(json_object_get(st, "requests")), 5);
     json_decref(st);
