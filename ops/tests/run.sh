@@ -6,6 +6,7 @@
 #   check_grafana.sh   dashboard and provisioning files
 #   check_compose.sh   docker-compose.yml: `docker-compose config`, scrape targets, command lines
 #   check_systemd.sh   ops/systemd units: systemd-analyze verify, hardening, command lines
+#   check_image.sh     the Dockerfile's runtime stage installs every library the binary links
 #   check_runbook.sh   ops/RUNBOOK.md: every soundhash command and flag exists, every alert has a section
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
