@@ -78,6 +78,8 @@ wait "$CLIENT" || fail "the client failed"
 jq -c . "$SH_TMP/client.json"
 check "during the reindex every answer named the right track ($(jq -r '"\(.answers) answers in \(.rounds) rounds, \(.nwrong) wrong"' "$SH_TMP/client.json"))" \
   jq_true '.nwrong == 0 and .nerrors == 0 and .answers >= 36' "$SH_TMP/client.json"
+check "... each consulting every shard, and no shard's (epoch, position) ever went back" \
+  jq_true '.partial == 0 and .nback == 0' "$SH_TMP/client.json"
 check "/v1/shards showed a shard holding two fp_versions ($(jq .mixed_reads "$SH_TMP/client.json") reads)" \
   jq_true ".mixed_reads >= 1 and .versions_seen == [2, $V]" "$SH_TMP/client.json"
 check "at the end every shard holds fp_version $V only" test \

@@ -106,6 +106,8 @@ check "during 16 shard swaps: $(jq -r '"\(.answers) matches, \(.shard_reads) sha
 check "... every answer named the right track" jq_true '.nwrong == 0' "$SH_TMP/client.json"
 check "... every shard read had the primary's checksum (never half a shard)" \
   jq_true '.nbad_sums == 0' "$SH_TMP/client.json"
+check "... every answer consulted all 8 shards; no shard's (epoch, position) ever went back" \
+  jq_true '.partial == 0 and .nback == 0' "$SH_TMP/client.json"
 echo "shard entries reported loaded=false (a bootstrap in progress): $(jq .not_loaded "$SH_TMP/client.json")"
 
 # the new epoch's deltas apply after the bootstraps

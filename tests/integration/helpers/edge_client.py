@@ -9,9 +9,12 @@ to OUT.rounds. At the end OUT gets one JSON summary:
   answers, wrong (answers naming another track or none: [track, status, got]), errors (non-200s),
   shard_reads, mixed_reads (reads where some shard listed two or more fp_versions),
   versions_seen (every fp_version any shard listed), not_loaded (shard entries with loaded false),
+  partial (200 answers that did not consult every held shard, or said complete false: a shard
+  missing while it is swapped), back (shard reads whose (epoch, position) is below the previous
+  read's of the same shard: a node going back in time),
   and with SUMS (lines of `repl_tool sums`, a primary that does not change meanwhile):
   bad_sums (shard entries whose checksum differs from the primary's: [shard, epoch, position, sum]).
-  Lists keep their first 20 entries; nwrong, nerrors and nbad_sums count them all.
+  Lists keep their first 20 entries; nwrong, nerrors, nbad_sums and nback count them all.
 Exit 0; the test judges the summary.
 """
 import json
@@ -45,16 +48,23 @@ def main():
         tid, path = line.split()
         clips.append((tid, open(path, "rb").read()))
     st = {"answers": 0, "wrong": [], "errors": [], "shard_reads": 0, "mixed_reads": 0,
-          "versions_seen": [], "not_loaded": 0, "bad_sums": [], "rounds": 0}
+          "versions_seen": [], "not_loaded": 0, "bad_sums": [], "rounds": 0, "partial": 0,
+          "back": []}
     seen = set()
+    held = None  # shard numbers, from the first /v1/shards read
+    last = {}  # shard -> (epoch, position) of the previous read
     while not os.path.exists(stop):
         for tid, body in clips:
             code, data = request(base + "/v1/match", body)
             st["answers"] += 1
             got = None
             if code == 200:
-                m = json.loads(data).get("match")
+                a = json.loads(data)
+                m = a.get("match")
                 got = m["track_id"] if m else None
+                consulted = {c["shard"] for c in a.get("shards", [])}
+                st["partial"] += (held is not None and not held <= consulted) or \
+                    a.get("complete") is False
             else:
                 st["errors"].append(["match", code, data[:200].decode(errors="replace")])
             if got != tid:
@@ -65,8 +75,14 @@ def main():
                 st["errors"].append(["shards", code, data[:200].decode(errors="replace")])
                 continue
             shards = json.loads(data)["shards"]
+            if held is None:
+                held = {s["shard"] for s in shards}
             st["mixed_reads"] += any(len(s["fp_versions"]) >= 2 for s in shards)
             for s in shards:
+                now = (s["epoch"], s["position"])
+                if now < last.get(s["shard"], now):
+                    st["back"].append([s["shard"], last[s["shard"]], now])
+                last[s["shard"]] = now
                 seen.update(s["fp_versions"])
                 st["not_loaded"] += not s["loaded"]
                 c = s["checksum"]
@@ -77,7 +93,7 @@ def main():
             f.write(str(st["rounds"]))
         os.rename(out + ".rounds.tmp", out + ".rounds")
     st["versions_seen"] = sorted(seen)
-    for k in ("wrong", "errors", "bad_sums"):
+    for k in ("wrong", "errors", "bad_sums", "back"):
         st["n" + k] = len(st[k])
         st[k] = st[k][:20]
     with open(out, "w") as f:
