@@ -27,8 +27,8 @@ EDGE_SPEC="$SH_ROOT/ops/openapi.yaml"
 RP_SPEC="$SH_ROOT/ops/openapi-replicator.yaml"
 
 # ---- (c) the documents themselves, and the routes the sources register -----------------------------
-"${OA[@]}" spec "$EDGE_SPEC" --routes-from "$SH_ROOT/edge" || fail "ops/openapi.yaml"
-"${OA[@]}" spec "$RP_SPEC" --routes-from "$SH_ROOT/replicator" || fail "ops/openapi-replicator.yaml"
+"${OA[@]}" spec "$EDGE_SPEC" --routes-from "$SH_ROOT/edge" -- \
+  spec "$RP_SPEC" --routes-from "$SH_ROOT/replicator" || fail "ops/openapi*.yaml"
 
 # ---- one real track into the primary; the replicator; an edge bootstrapped from its snapshot ------
 # the broker and the schema (wk_setup without its kafka_tool build, which this test does not use)
@@ -64,8 +64,8 @@ wait_for 60 has_track
 wait_for 30 curl -fsS "$ED/ready"
 
 # ---- (a) every documented route is served, nothing else ---------------------------------------------
-"${OA[@]}" probe "$EDGE_SPEC" "http://$ED" --token "$TOKEN" || fail "the edge against ops/openapi.yaml"
-"${OA[@]}" probe "$RP_SPEC" "http://$RP" || fail "the replicator against ops/openapi-replicator.yaml"
+"${OA[@]}" probe "$EDGE_SPEC" "http://$ED" --token "$TOKEN" -- probe "$RP_SPEC" "http://$RP" ||
+  fail "the edge or the replicator departs from its document"
 
 # ---- (b) requests of each kind; every answer is recorded and validated against the document -------
 mkdir -p "$SH_TMP/ex"
@@ -136,19 +136,20 @@ def varint(v):
         out.append(b | (0x80 if v else 0))
         if not v:
             return bytes(out)
+def shq1(q, n):
+    """The binary form of q's first n hashes; past the list, more at its last t."""
+    hl = sorted((t, h) for h, t in q["hash_list"])
+    body, prev = [b"SHQ1", varint(q["fp_version"]), varint(n)], 0
+    for t, h in hl[:n]:
+        body += [varint(t - prev), struct.pack("<I", h)]
+        prev = t
+    body.append((varint(0) + struct.pack("<I", hl[-1][1])) * max(0, n - len(hl)))
+    return b"".join(body)
 q = json.load(open(sys.argv[1]))
-hl = sorted((t, h) for h, t in q["hash_list"])
-n = int(sys.argv[3]) if len(sys.argv) > 3 else len(hl)  # past the list: more at its last t
-body, prev = [b"SHQ1", varint(q["fp_version"]), varint(n)], 0
-for t, h in hl[:n]:
-    body += [varint(t - prev), struct.pack("<I", h)]
-    prev = t
-body.append((varint(0) + struct.pack("<I", hl[-1][1])) * max(0, n - len(hl)))
-open(sys.argv[2], "wb").write(b"".join(body))
+open(sys.argv[2], "wb").write(shq1(q, len(q["hash_list"])))  # the clip's hashes
+open(sys.argv[3], "wb").write(shq1(q, int(sys.argv[4])))      # a count over the cap
 PY
-"$PY" "$SH_TMP/shq1.py" "$SH_TMP/hashes.json" "$SH_TMP/hashes.shq"
-check "the JSON hashes validate against the request schema" \
-  "${OA[@]}" request "$EDGE_SPEC" POST /v1/match application/json "$SH_TMP/hashes.json"
+"$PY" "$SH_TMP/shq1.py" "$SH_TMP/hashes.json" "$SH_TMP/hashes.shq" "$SH_TMP/many.shq" 300000
 JSON=(-H 'Content-Type: application/json')
 SHQ=(-H 'Content-Type: application/vnd.soundhash.hashes')
 send "JSON hashes" POST "$ED" /v1/match "${AUTH[@]}" "${JSON[@]}" --data-binary @"$SH_TMP/hashes.json"
@@ -182,13 +183,10 @@ malformed "hashes: an array, not an object" 400 '[[1,2]]' spec-invalid
 malformed "hashes of fp_version 9" 422 '{"fp_version":9,"hash_list":[[1,2]]}'
 check "... the 422 names the versions held and those compared" \
   test "$(jq -c '[.fp_versions, .supported]' "$BODY")" = "[[3],[2,3]]"
-"${OA[@]}" request "$EDGE_SPEC" POST /v1/match application/json --invalid "${INVALID[@]}" ||
-  fail "the document accepts a body the server refuses"
 printf 'SHQ1\003\005\000' > "$SH_TMP/trunc.shq"
 bad "binary hashes: truncated" 400 POST /v1/match "${AUTH[@]}" "${SHQ[@]}" --data-binary @"$SH_TMP/trunc.shq"
 printf 'SHQ2\003\000' > "$SH_TMP/magic.shq"
 bad "binary hashes: a wrong magic" 400 POST /v1/match "${AUTH[@]}" "${SHQ[@]}" --data-binary @"$SH_TMP/magic.shq"
-"$PY" "$SH_TMP/shq1.py" "$SH_TMP/hashes.json" "$SH_TMP/many.shq" 300000
 bad "binary hashes: 300,000 (over the cap of a 60 s clip)" 413 POST /v1/match "${AUTH[@]}" "${SHQ[@]}" --data-binary @"$SH_TMP/many.shq"
 bad "shards=8 (past the shard count)" 400 POST '/v1/match?shards=8' "${AUTH[@]}" "${JSON[@]}" --data-binary @"$SH_TMP/hashes.json"
 bad "shards=1,,2" 400 POST '/v1/match?shards=1,,2' "${AUTH[@]}" "${JSON[@]}" --data-binary @"$SH_TMP/hashes.json"
@@ -264,8 +262,12 @@ grep -q 'event=http_body_too_slow' "$SH_TMP/edge.log" || fail "the edge logs the
 check "... and the node keeps serving" alive
 
 # ---- every recorded answer against the documents -----------------------------------------------------
-"${OA[@]}" exchanges "$EDGE_SPEC" "$SH_TMP/edge.tsv" || fail "an edge answer departs from ops/openapi.yaml"
-"${OA[@]}" exchanges "$RP_SPEC" "$SH_TMP/rp.tsv" || fail "a replicator answer departs from ops/openapi-replicator.yaml"
+# and the request bodies: the clip's JSON hashes are valid, the malformed ones the server refused
+# with a 400 are invalid (the document and the server agree on what a valid body is)
+"${OA[@]}" exchanges "$EDGE_SPEC" "$SH_TMP/edge.tsv" -- exchanges "$RP_SPEC" "$SH_TMP/rp.tsv" -- \
+  request "$EDGE_SPEC" POST /v1/match application/json "$SH_TMP/hashes.json" -- \
+  request "$EDGE_SPEC" POST /v1/match application/json --invalid "${INVALID[@]}" ||
+  fail "an answer or a request body departs from its document"
 
 check "the edge still identifies the clip" \
   test "$(curl -sS "${AUTH[@]}" --data-binary @"$SH_TMP/clip.ogg" "$ED/v1/match" | jq -r '.match.track_id')" = "$tid"

@@ -26,6 +26,7 @@ Schema Object extends: `nullable` is translated, everything else is Draft 4 or i
       that content type (with --invalid: when none does), 1 otherwise. Tests send both valid and
       invalid bodies on purpose; this says whether the document agrees.
 
+Several commands may be given at once, separated by "--" (they run in turn).
 Exit status: 0 all good, 1 a check failed (each failure printed), 2 usage.
 """
 import copy
@@ -516,11 +517,12 @@ def cmd_request(path, method, rpath, ctype, files):
     return spec
 
 
-def main(argv):
-    if len(argv) < 3:
+def run(argv):
+    """One command (argv without the program name): 0, 1 or 2 as the exit status."""
+    if len(argv) < 2:
         print(__doc__, file=sys.stderr)
         return 2
-    cmd, path, rest = argv[1], argv[2], argv[3:]
+    cmd, path, rest = argv[0], argv[1], argv[2:]
     if cmd == "spec":
         routes = rest[1] if len(rest) == 2 and rest[0] == "--routes-from" else None
         spec = cmd_spec(path, routes)
@@ -535,6 +537,20 @@ def main(argv):
         print(__doc__, file=sys.stderr)
         return 2
     return 1 if spec.errors else 0
+
+
+def main(argv):
+    """Commands separated by "--" run in turn (one interpreter start on a loaded machine); the
+    exit status is the worst of theirs."""
+    cmds, cur = [], []
+    for a in argv[1:]:
+        if a == "--":
+            cmds.append(cur)
+            cur = []
+        else:
+            cur.append(a)
+    cmds.append(cur)
+    return max(run(c) for c in cmds)
 
 
 if __name__ == "__main__":
