@@ -35,6 +35,11 @@ PACED="${SH_BENCH_EDGE_PACED:-150}"
 RATE="${SH_BENCH_EDGE_RATE:-5}"
 CLIENTS="${SH_BENCH_EDGE_CLIENTS:-4}"
 SECONDS_SAT="${SH_BENCH_EDGE_SECONDS:-15}"
+# The mock broker answers a fetch only when fetch.wait.max.ms (librdkafka's default 500 ms) has
+# run out, even when deltas arrive meanwhile (Kafka answers once fetch.min.bytes, 1, is there):
+# with the default, every delta waits up to 0.5 s in the broker (measured at 6 h: lag p50 314 ms
+# vs 33 ms at 10 ms). Set SH_BENCH_EDGE_ARGS= (empty) to measure the edge's defaults.
+EDGE_ARGS="${SH_BENCH_EDGE_ARGS--X fetch.wait.max.ms=10}"
 DATA="${SOUNDHASH_DATA_DIR:-$HOME/.cache/soundhash-data}"
 QDIR="$DATA/q1536/queries/dev"
 [ -d "$DATA/corpus/dev" ] || { echo "   (skipped: no corpus at $DATA/corpus/dev; run scripts/data/make_corpus.sh)"; exit 0; }
@@ -71,8 +76,11 @@ quantile() { # quantile PORT NAME Q
             prev_b = b[i]; prev_c = c[i] } }'
 }
 cpu_s() { awk '{printf "%.1f", ($14 + $15) / 100}' "/proc/$1/stat"; } # user + system CPU seconds
-used_bytes() { # used_bytes DIR: LMDB pages in use summed over DIR/shard-* (the file also holds free pages)
-  for d in "$1"/shard-*; do "$BIN" index stats --index "$d" 2> /dev/null; done | jq -s 'map(.used_bytes) | add'
+# used_bytes DIR: LMDB pages in use summed over DIR/shard-* (the file also holds free pages), and
+# the number of posting range blobs (a lookup decodes every blob that holds a query hash)
+used_bytes() {
+  for d in "$1"/shard-*; do "$BIN" index stats --index "$d" 2> /dev/null; done |
+    jq -rs '"\(map(.used_bytes) | add) \(map(.ranges) | add)"'
 }
 ready() { curl -fsS "127.0.0.1:$1/ready" > /dev/null; }
 edge() { # edge NAME ARGS... : starts an edge holding every shard, sets ED_PID and ED_PORT
@@ -109,7 +117,9 @@ PIDS+=($!)
 wait_for 30 grep -q event=http_listening "$TMP/rp.log"
 RP_PORT=$(port_of "$TMP/rp.log")
 SNAP="http://127.0.0.1:$RP_PORT"
-edge live --snapshot-source "$SNAP"
+say "measured edge: --shards all --snapshot-source $SNAP $EDGE_ARGS"
+# shellcheck disable=SC2086 # extra edge options, word-split on purpose
+edge live --snapshot-source "$SNAP" $EDGE_ARGS
 LIVE_PID=$ED_PID LIVE_PORT=$ED_PORT
 wait_for 60 ready "$LIVE_PORT"
 
@@ -140,7 +150,7 @@ boot_bytes=$(shard_sum "$ED_PORT" bytes)
 boot_cpu=$(cpu_s "$ED_PID")
 [ "$(shard_sum "$ED_PORT" postings)" = "$postings" ] || say "WARNING: the bootstrapped edge holds $(shard_sum "$ED_PORT" postings) postings, the live one $postings"
 kill "$ED_PID"; wait "$ED_PID" 2> /dev/null || true
-boot_used=$(used_bytes "$TMP/data-boot")
+read -r boot_used boot_ranges < <(used_bytes "$TMP/data-boot")
 awk -v h="$AUDIO_H" -v t="$tracks" -v p="$postings" -v lb="$live_bytes" -v bb="$boot_bytes" \
     -v bc="$boot_cpu" -v bu="$boot_used" -v w="$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')" -v bm="$boot_ms" 'BEGIN {
   printf "   edge shards: %d tracks, %.1f h of audio, %.2f M postings\n", t, h, p / 1e6;
@@ -161,6 +171,6 @@ URL="http://127.0.0.1:$LIVE_PORT"
   | sed 's/^/   /'
 say "edge peak RSS (VmHWM): $(awk '/VmHWM/ {printf "%.1f MiB", $2 / 1024}' "/proc/$LIVE_PID/status"), of which now $(awk '/RssAnon/ {a = $2} /RssFile/ {f = $2} END {printf "%.1f MiB anonymous, %.1f MiB mapped shard pages", a / 1024, f / 1024}' "/proc/$LIVE_PID/status")"
 kill "$LIVE_PID"; wait "$LIVE_PID" 2> /dev/null || true
-say "shard pages in use, applied from deltas: $(used_bytes "$TMP/data-live" | awk -v h="$AUDIO_H" '{printf "%.0f MB, %.2f MB per audio hour", $1 / 1e6, $1 / 1e6 / h}')"
+say "shard pages in use, applied from deltas: $(used_bytes "$TMP/data-live" | awk -v h="$AUDIO_H" '{printf "%.0f MB, %.2f MB per audio hour; %d range blobs (bootstrapped: '"$boot_ranges"')", $1 / 1e6, $1 / 1e6 / h, $2}')"
 say "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 ok=1

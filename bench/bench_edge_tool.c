@@ -781,6 +781,7 @@ typedef struct client_run {
     const char *content_type;
     double *lat, *srv;  /* per request, ms */
     int n, cap, ok, pos, neg, falsepos, errors;
+    double hashes; /* sum of the answers' "hashes" (query hashes looked up) */
 } client_run;
 
 typedef struct resp {
@@ -813,6 +814,8 @@ static void score(client_run *c, const query *q, const char *body)
         return;
     }
     c->srv[c->n - 1] = json_is_number(el) ? json_number_value(el) : 0;
+    json_t *nh = json_object_get(o, "hashes");
+    c->hashes += json_is_number(nh) ? json_number_value(nh) : 0;
     if (!strcmp(q->expected, "NONE")) {
         c->neg++;
         c->falsepos += id != NULL;
@@ -930,6 +933,7 @@ static int load_queries(const char *qdir, int len, sh_recognizer *rz, query **ou
 static void report_match(const char *label, client_run *c, int nc, double secs)
 {
     int n = 0, ok = 0, pos = 0, neg = 0, fp = 0, err = 0;
+    double hashes = 0;
     for (int i = 0; i < nc; i++)
         n += c[i].n;
     double *lat = malloc((size_t)(n ? n : 1) * sizeof *lat);
@@ -940,12 +944,13 @@ static void report_match(const char *label, client_run *c, int nc, double secs)
         memcpy(srv + k, c[i].srv, (size_t)c[i].n * sizeof *srv);
         k += c[i].n;
         ok += c[i].ok, pos += c[i].pos, neg += c[i].neg, fp += c[i].falsepos, err += c[i].errors;
+        hashes += c[i].hashes;
     }
     printf("%s: %d requests in %.1f s = %.1f matches/s; latency p50 %.1f ms, p99 %.1f ms "
-           "(server elapsed_ms p50 %.1f); top-1 %.2f %% (%d / %d), false matches %d / %d, "
-           "errors %d\n",
+           "(server elapsed_ms p50 %.1f, %.0f query hashes on average); top-1 %.2f %% (%d / %d), "
+           "false matches %d / %d, errors %d\n",
            label, n, secs, n / secs, bench_pct(lat, n, 0.5), bench_pct(lat, n, 0.99),
-           bench_pct(srv, n, 0.5), pos ? 100.0 * ok / pos : 0.0, ok, pos, fp, neg, err);
+           bench_pct(srv, n, 0.5), n ? hashes / n : 0.0, pos ? 100.0 * ok / pos : 0.0, ok, pos, fp, neg, err);
     free(lat);
     free(srv);
 }
