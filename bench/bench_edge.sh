@@ -30,7 +30,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BIN="$(realpath "${1:-$ROOT/build/soundhash}")"
 HOURS="${2:-100}"
-TOOL="$(dirname "$BIN")/bench/bench_edge_tool"
+TOOL="${SH_BENCH_EDGE_TOOL:-$(dirname "$BIN")/bench/bench_edge_tool}"
 PACED="${SH_BENCH_EDGE_PACED:-150}"
 RATE="${SH_BENCH_EDGE_RATE:-5}"
 CLIENTS="${SH_BENCH_EDGE_CLIENTS:-4}"
@@ -40,6 +40,8 @@ SECONDS_SAT="${SH_BENCH_EDGE_SECONDS:-15}"
 # with the default, every delta waits up to 0.5 s in the broker (measured at 6 h: lag p50 314 ms
 # vs 33 ms at 10 ms). Set SH_BENCH_EDGE_ARGS= (empty) to measure the edge's defaults.
 EDGE_ARGS="${SH_BENCH_EDGE_ARGS--X fetch.wait.max.ms=10}"
+TRACKS="${SH_BENCH_EDGE_TRACKS:-0}"   # 0: every corpus track
+QUERIES="${SH_BENCH_EDGE_QUERIES:-0}" # 0: every 10 s query
 DATA="${SOUNDHASH_DATA_DIR:-$HOME/.cache/soundhash-data}"
 QDIR="$DATA/q1536/queries/dev"
 [ -d "$DATA/corpus/dev" ] || { echo "   (skipped: no corpus at $DATA/corpus/dev; run scripts/data/make_corpus.sh)"; exit 0; }
@@ -98,9 +100,11 @@ shard_sum() { # shard_sum PORT FIELD: the field summed over the edge's shards
 
 say "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at the start"
 # ---- the index inputs (cached) -------------------------------------------------------------------
-CACHE="$DATA/bench/edge-${HOURS}h.idx"
-mkdir -p "$DATA/bench"
-"$TOOL" gen --data "$DATA" --out "$CACHE" --hours "$HOURS" | tee "$TMP/gen.out" | sed 's/^/   /'
+CDIR="${SH_BENCH_EDGE_CACHE_DIR:-$DATA/bench}"
+CACHE="$CDIR/edge-${HOURS}h.idx"
+[ "$TRACKS" = 0 ] || CACHE="$CDIR/edge-${HOURS}h-${TRACKS}t.idx"
+mkdir -p "$CDIR"
+"$TOOL" gen --data "$DATA" --out "$CACHE" --hours "$HOURS" --max-tracks "$TRACKS" | tee "$TMP/gen.out" | sed 's/^/   /'
 read -r NTRACKS AUDIO_H < <(awk '/^index:/ {print $2, $4}' "$TMP/gen.out")
 [ "$PACED" -lt "$NTRACKS" ] || PACED=$((NTRACKS / 2))
 BULK=$((NTRACKS - PACED))
@@ -160,13 +164,13 @@ awk -v h="$AUDIO_H" -v t="$tracks" -v p="$postings" -v lb="$live_bytes" -v bb="$
 
 # ---- match over HTTP -----------------------------------------------------------------------------------
 URL="http://127.0.0.1:$LIVE_PORT"
-"$TOOL" match --url "$URL" --queries "$QDIR" --len 10 --clients 1 \
+"$TOOL" match --url "$URL" --queries "$QDIR" --len 10 --max "$QUERIES" --clients 1 \
   --label "10 s queries as audio, 1 client" --pid "$LIVE_PID" | sed 's/^/   /'
-"$TOOL" match --url "$URL" --queries "$QDIR" --len 10 --clients "$CLIENTS" --seconds "$SECONDS_SAT" \
+"$TOOL" match --url "$URL" --queries "$QDIR" --len 10 --max "$QUERIES" --clients "$CLIENTS" --seconds "$SECONDS_SAT" \
   --label "10 s queries as audio, $CLIENTS clients (saturation)" --pid "$LIVE_PID" | sed 's/^/   /'
-"$TOOL" match --url "$URL" --queries "$QDIR" --len 10 --clients 1 --hashes 1 \
+"$TOOL" match --url "$URL" --queries "$QDIR" --len 10 --max "$QUERIES" --clients 1 --hashes 1 \
   --label "10 s queries as hashes, 1 client" --pid "$LIVE_PID" | sed 's/^/   /'
-"$TOOL" match --url "$URL" --queries "$QDIR" --len 10 --clients "$CLIENTS" --seconds "$SECONDS_SAT" \
+"$TOOL" match --url "$URL" --queries "$QDIR" --len 10 --max "$QUERIES" --clients "$CLIENTS" --seconds "$SECONDS_SAT" \
   --hashes 1 --label "10 s queries as hashes, $CLIENTS clients (saturation)" --pid "$LIVE_PID" \
   | sed 's/^/   /'
 say "edge peak RSS (VmHWM): $(awk '/VmHWM/ {printf "%.1f MiB", $2 / 1024}' "/proc/$LIVE_PID/status"), of which now $(awk '/RssAnon/ {a = $2} /RssFile/ {f = $2} END {printf "%.1f MiB anonymous, %.1f MiB mapped shard pages", a / 1024, f / 1024}' "/proc/$LIVE_PID/status")"

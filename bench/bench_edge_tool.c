@@ -1,9 +1,9 @@
 /* bench_edge_tool — the C side of bench/bench_edge.sh (the edge benchmark).
  *
- *   bench_edge_tool gen   --data DIR --out FILE [--hours H] [--threads N]
+ *   bench_edge_tool gen   --data DIR --out FILE [--hours H] [--threads N] [--max-tracks N]
  *   bench_edge_tool write --dsn DSN --in FILE [--from I] [--to J] [--rate R] [--edge URL] [--pid P]
  *   bench_edge_tool match --url URL --queries DIR [--len S] [--clients N] [--seconds S] [--label L]
- *                         [--pid P] [--hashes 1]
+ *                         [--pid P] [--hashes 1] [--max N]
  * --pid: the edge's process id, for its CPU time and run-queue wait over the phase.
  *
  * gen    the index inputs: every dev-corpus track (DIR/corpus/dev) decoded once, then resampled
@@ -13,7 +13,8 @@
  *        ("FILE@speedF"; factor 1 keeps the manifest's file name, which the query set's ground
  *        truth names). Fingerprinted with the index config (the worker's) and stored as posting
  *        blobs (sh_fpblob) in FILE. A FILE whose header matches (fp version, corpus manifest,
- *        hours) is kept: reruns skip the generation.
+ *        hours, tracks) is kept: reruns skip the generation. --max-tracks takes only the first N
+ *        corpus tracks (the smoke test's tiny index).
  * write  writes records [I, J) of FILE into the primary through sh_primary (the workers' write
  *        path): pipelined batches of 64 at full speed, or one track per transaction at R tracks/s.
  *        With --edge, a poller reads the edge's per-shard positions (/metrics) every few ms; once
@@ -21,11 +22,12 @@
  *        delta applied) and each track's commit (write returned) → applied (first poll showing
  *        its shard at or past its change seq) lag, p50/p99/max.
  * match  POSTs every S-second query of DIR/ground_truth.csv to URL/v1/match as audio, from N
- *        client threads (one keep-alive connection each) — or, with --hashes, the clip's hashes in
- *        the binary form (sh_qhash, fingerprinted beforehand as a device would) — : one pass in order (N = 1, no
- *        --seconds), or round robin until --seconds run out. Prints matches/s, client-side
- *        latency p50/p99, the server's elapsed_ms p50, and top-1 accuracy (right track on
- *        positives, any match on negatives = a false match).
+ *        client threads (one keep-alive connection each), or with --hashes the clip's hashes in
+ *        the binary form (sh_qhash, fingerprinted beforehand as a device would): one pass in
+ *        order (N = 1, no --seconds), or round robin until --seconds run out (--max N: N queries
+ *        taken evenly). Prints matches/s, client-side latency p50/p99, the server's elapsed_ms
+ *        p50, and top-1 accuracy (right track on positives, any match on negatives = a false
+ *        match).
  *
  * Benchmark code: problems go to stderr and the exit status is 1.
  */
@@ -202,7 +204,8 @@ static int make_factors(double base_hours, double hours, double *f)
     return n;
 }
 
-static int load_corpus(const char *data, int rate, corpus *c, uint64_t *manifest_hash)
+static int load_corpus(const char *data, int rate, int max_tracks, corpus *c,
+                       uint64_t *manifest_hash)
 {
     char path[2200], line[LINE_LEN];
     snprintf(path, sizeof path, "%s/corpus/dev/manifest.csv", data);
@@ -217,7 +220,7 @@ static int load_corpus(const char *data, int rate, corpus *c, uint64_t *manifest
         return -1;
     c->nt = 0;
     c->hours = 0;
-    while (fgets(line, sizeof line, f) && c->nt < MAX_TRACKS) {
+    while (fgets(line, sizeof line, f) && c->nt < max_tracks) {
         char *fl[8];
         if (bench_split(line, fl, 8) < 2 || !strcmp(fl[0], "track_id"))
             continue;
@@ -331,10 +334,12 @@ static int write_cache(const char *out, const char *header, const rec *r, int n)
 }
 
 /* The header line names what the file was built from: a change of any makes it stale. */
-static void cache_header(char *buf, size_t len, uint64_t manifest, double hours)
+static void cache_header(char *buf, size_t len, uint64_t manifest, double hours, int max_tracks)
 {
-    snprintf(buf, len, CACHE_MAGIC " fp_version=%d manifest=%016" PRIx64 " hours=%.1f",
-             SH_FP_VERSION, manifest, hours);
+    int n = snprintf(buf, len, CACHE_MAGIC " fp_version=%d manifest=%016" PRIx64 " hours=%.1f",
+                     SH_FP_VERSION, manifest, hours);
+    if (max_tracks < MAX_TRACKS && n > 0 && (size_t)n < len)
+        snprintf(buf + n, len - (size_t)n, " tracks=%d", max_tracks);
 }
 
 static int header_matches(const char *path, const char *header)
@@ -368,8 +373,12 @@ static int cmd_gen(int argc, char **argv)
     const char *data = arg(argc, argv, "--data", NULL), *out = arg(argc, argv, "--out", NULL);
     const double hours = arg_double(argc, argv, "--hours", 100);
     const long threads = arg_long(argc, argv, "--threads", 2);
+    long max_tracks = arg_long(argc, argv, "--max-tracks", MAX_TRACKS);
+    if (max_tracks <= 0 || max_tracks > MAX_TRACKS)
+        max_tracks = MAX_TRACKS;
     if (!data || !out || threads < 1 || threads > 16) {
-        fprintf(stderr, "usage: gen --data DIR --out FILE [--hours H] [--threads N]\n");
+        fprintf(stderr, "usage: gen --data DIR --out FILE [--hours H] [--threads N] "
+                        "[--max-tracks N]\n");
         return 1;
     }
     sh_fp_config fc;
@@ -380,7 +389,7 @@ static int cmd_gen(int argc, char **argv)
     if (read_all(mpath, &m, &mlen))
         return 1;
     char header[256];
-    cache_header(header, sizeof header, sh_fnv1a64(m, mlen), hours);
+    cache_header(header, sizeof header, sh_fnv1a64(m, mlen), hours, (int)max_tracks);
     free(m);
     if (header_matches(out, header)) {
         rec *r;
@@ -393,7 +402,7 @@ static int cmd_gen(int argc, char **argv)
     const double t0 = sh_clock_mono_s();
     static corpus c;
     uint64_t mh;
-    if (load_corpus(data, fc.rate, &c, &mh))
+    if (load_corpus(data, fc.rate, (int)max_tracks, &c, &mh))
         return 1;
     double factors[MAX_FACTORS];
     gen_job g = {.c = &c, .factors = factors, .rate = fc.rate};
@@ -613,8 +622,9 @@ static int write_bulk(sh_primary *db, const rec *r, int n, wrote *w, int nshards
                 fprintf(stderr, "write %s: %s\n", r[i + j].id, sh_err_name(res[j]));
                 return -1;
             }
-            w[i + j] = (wrote){(int)sh_shard_of(r[i + j].id, strlen(r[i + j].id), (uint32_t)nshards),
-                               seq[j], t, r[i + j].n};
+            const char *id = r[i + j].id;
+            w[i + j] = (wrote){(int)sh_shard_of(id, strlen(id), (uint32_t)nshards), seq[j], t,
+                               r[i + j].n};
         }
     }
     return 0;
@@ -867,7 +877,7 @@ static void *client_thread(void *ud)
 }
 
 /* Replaces an audio body by the clip's hashes in the binary form (sh_qhash), fingerprinted here as
- * a client does before it sends: the audio never leaves the device. Adds the CPU seconds to *fp_s. */
+ * a client does before it sends: the audio never leaves the device. Adds the seconds to *fp_s. */
 static int to_hashes(sh_recognizer *rz, const char *path, query *q, double *fp_s)
 {
     sh_err e = {0};
@@ -891,24 +901,36 @@ static int to_hashes(sh_recognizer *rz, const char *path, query *q, double *fp_s
     return 0;
 }
 
-/* The `len`-second queries of qdir/ground_truth.csv, each file read whole into memory (or, with
- * rz, turned into its hashes). */
-static int load_queries(const char *qdir, int len, sh_recognizer *rz, query **out, int *n)
+/* 1 when a ground-truth line is a `len`-second query (fl filled), else 0. */
+static int gt_row(char *line, int len, char **fl)
+{
+    return bench_split(line, fl, 8) >= 4 && strcmp(fl[0], "query_file") != 0 &&
+           strtol(fl[3], NULL, 10) == len;
+}
+
+/* The `len`-second queries of qdir/ground_truth.csv (at most `max`, taken evenly across the file,
+ * which lists negatives first), each file read whole into memory (or, with rz, turned into its
+ * hashes). */
+static int load_queries(const char *qdir, int len, int max, sh_recognizer *rz, query **out,
+                        int *n)
 {
     double fp_s = 0;
     size_t bytes = 0;
-    char path[4200], line[LINE_LEN];
+    char path[4200], line[LINE_LEN], *fl[8];
     snprintf(path, sizeof path, "%s/ground_truth.csv", qdir);
     FILE *f = fopen(path, "r");
     if (!f) {
         fprintf(stderr, "%s: %s\n", path, strerror(errno));
         return -1;
     }
+    int all = 0, row = 0, k = 0;
+    while (fgets(line, sizeof line, f))
+        all += gt_row(line, len, fl);
+    const int stride = all > max ? all / max : 1;
+    rewind(f);
     query *q = calloc(MAX_QUERIES, sizeof *q);
-    int k = 0;
-    while (q && fgets(line, sizeof line, f) && k < MAX_QUERIES) {
-        char *fl[8];
-        if (bench_split(line, fl, 8) < 4 || !strcmp(fl[0], "query_file") || strtol(fl[3], NULL, 10) != len)
+    while (q && fgets(line, sizeof line, f) && k < max) {
+        if (!gt_row(line, len, fl) || row++ % stride != 0)
             continue;
         snprintf(path, sizeof path, "%s/%s", qdir, fl[0]);
         snprintf(q[k].expected, sizeof q[k].expected, "%s", fl[1]);
@@ -950,7 +972,8 @@ static void report_match(const char *label, client_run *c, int nc, double secs)
            "(server elapsed_ms p50 %.1f, %.0f query hashes on average); top-1 %.2f %% (%d / %d), "
            "false matches %d / %d, errors %d\n",
            label, n, secs, n / secs, bench_pct(lat, n, 0.5), bench_pct(lat, n, 0.99),
-           bench_pct(srv, n, 0.5), n ? hashes / n : 0.0, pos ? 100.0 * ok / pos : 0.0, ok, pos, fp, neg, err);
+           bench_pct(srv, n, 0.5), n ? hashes / n : 0.0, pos ? 100.0 * ok / pos : 0.0, ok, pos,
+           fp, neg, err);
     free(lat);
     free(srv);
 }
@@ -963,10 +986,13 @@ static int cmd_match(int argc, char **argv)
     const int clients = (int)arg_long(argc, argv, "--clients", 1);
     const long pid = arg_long(argc, argv, "--pid", 0);
     const bool hashes = arg(argc, argv, "--hashes", NULL) != NULL;
+    long max = arg_long(argc, argv, "--max", MAX_QUERIES);
+    if (max <= 0 || max > MAX_QUERIES)
+        max = MAX_QUERIES;
     const double seconds = arg_double(argc, argv, "--seconds", 0);
     if (!url || !qdir || clients < 1 || clients > 256) {
         fprintf(stderr, "usage: match --url URL --queries DIR [--len S] [--clients N] "
-                        "[--seconds S] [--label L] [--pid P] [--hashes 1]\n");
+                        "[--seconds S] [--label L] [--pid P] [--hashes 1] [--max N]\n");
         return 1;
     }
     query *q;
@@ -977,7 +1003,7 @@ static int cmd_match(int argc, char **argv)
         fprintf(stderr, "%s\n", sh_err_text(&e));
         return 1;
     }
-    int lrc = load_queries(qdir, len, rz, &q, &nq);
+    int lrc = load_queries(qdir, len, (int)max, rz, &q, &nq);
     sh_recognizer_free(rz);
     if (lrc)
         return 1;
