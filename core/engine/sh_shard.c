@@ -504,6 +504,50 @@ static int cmp_hash_only(const void *x, const void *y)
     return p->t < q->t ? -1 : p->t > q->t;
 }
 
+/* Sorts q[0..n) by (hash, t) — cmp_hash_only's order — with tmp (n entries) as scratch: an LSD
+ * radix sort, a byte at a time, skipping bytes that every key shares. A fingerprint's hashes come
+ * in time order, and then sorting stably by hash alone is enough (4 bytes instead of 6 of the
+ * 64-bit key). Every shard of a lookup sorts its query: qsort's compare calls cost a sixth of a
+ * lookup. Small queries keep qsort. */
+static void sort_query(sh_hash *q, sh_hash *tmp, size_t n)
+{
+    if (n < 256) {
+        qsort(q, n, sizeof *q, cmp_hash_only);
+        return;
+    }
+    bool by_t = true;
+    for (size_t i = 1; i < n && by_t; i++)
+        by_t = q[i - 1].t <= q[i].t;
+    const int nb = by_t ? 4 : 8, lo = by_t ? 4 : 0; /* key bytes lo..7 (hash = bytes 4..7) */
+    size_t cnt[8][256] = {{0}};
+    for (size_t i = 0; i < n; i++) {
+        const uint64_t k = (uint64_t)q[i].hash << 32 | q[i].t;
+        for (int b = lo; b < lo + nb; b++)
+            cnt[b][(k >> (8 * b)) & 255]++;
+    }
+    sh_hash *src = q, *dst = tmp;
+    const uint64_t k0 = (uint64_t)q[0].hash << 32 | q[0].t;
+    for (int b = lo; b < lo + nb; b++) {
+        if (cnt[b][(k0 >> (8 * b)) & 255] == n)
+            continue;
+        size_t sum = 0;
+        for (int d = 0; d < 256; d++) {
+            const size_t c = cnt[b][d];
+            cnt[b][d] = sum;
+            sum += c;
+        }
+        for (size_t i = 0; i < n; i++) {
+            const uint64_t k = (uint64_t)src[i].hash << 32 | src[i].t;
+            dst[cnt[b][(k >> (8 * b)) & 255]++] = src[i];
+        }
+        sh_hash *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != q)
+        memcpy(q, src, n * sizeof *q);
+}
+
 typedef struct lookup_ctx {
     sh_shard *s;
     MDB_dbi post; /* the posting index of the query's fp_version */
@@ -512,9 +556,6 @@ typedef struct lookup_ctx {
     size_t nq;
     const uint32_t *dead; /* sorted dead track numbers */
     size_t ndead;
-    uint8_t *pad;
-    uint32_t *hashes;
-    size_t cappad, caphash;
     size_t votes;
 } lookup_ctx;
 
@@ -531,42 +572,52 @@ static bool is_dead(const lookup_ctx *l, uint32_t track)
     return lo < l->ndead && l->dead[lo] == track;
 }
 
-/* Votes the postings of one range for the query hashes q[i..j) (all ≤ key): a merge walk of two
- * sorted lists. */
-static int vote_range(lookup_ctx *l, uint32_t key, const MDB_val *v, size_t i, size_t j, sh_err *e)
+static int vote_corrupt(const lookup_ctx *l, uint32_t key, sh_err *e)
 {
-    if (v->mv_size + 8 > l->cappad) {
-        size_t cap = v->mv_size + 8 > 8192 ? v->mv_size + 8 : 8192;
-        uint8_t *p = realloc(l->pad, cap);
-        if (!p)
-            return sh_err_set(e, SH_ENOMEM, "lookup: out of memory");
-        l->pad = p;
-        l->cappad = cap;
-    }
-    sh_range r;
-    if (sh_range_open(v->mv_data, v->mv_size, key, l->pad, &r))
-        return sh_err_set(e, SH_EFORMAT, "%s: corrupted range blob at key %u", l->s->dir, key);
-    if (r.n > l->caphash) {
-        uint32_t *h = realloc(l->hashes, r.n * sizeof *h);
-        if (!h)
-            return sh_err_set(e, SH_ENOMEM, "lookup: out of memory");
-        l->hashes = h;
-        l->caphash = r.n;
-    }
-    if (sh_range_hashes(&r, key, l->hashes))
-        return sh_err_set(e, SH_EFORMAT, "%s: corrupted range blob at key %u", l->s->dir, key);
-    size_t p = 0;
-    for (size_t qi = i; qi < j; qi++) {
-        uint32_t h = l->q[qi].hash;
-        while (p < r.n && l->hashes[p] < h)
-            p++;
-        for (size_t x = p; x < r.n && l->hashes[x] == h; x++) {
-            uint32_t track = sh_range_track(&r, x);
+    return sh_err_set(e, SH_EFORMAT, "%s: corrupted range blob at key %u", l->s->dir, key);
+}
+
+/* Votes postings [x0, x1) of r for the query hashes q[qi..qe) (all equal to the postings' hash),
+ * query by query, as a merge walk would. */
+static void vote_run(lookup_ctx *l, const sh_range *r, size_t x0, size_t x1, size_t qi, size_t qe)
+{
+    for (; qi < qe; qi++)
+        for (size_t x = x0; x < x1; x++) {
+            uint32_t track = sh_range_track(r, x);
             if (l->ndead && is_dead(l, track))
                 continue;
-            sh_matcher_vote(l->m, track, sh_range_t(&r, x), l->q[qi].t);
+            sh_matcher_vote(l->m, track, sh_range_t(r, x), l->q[qi].t);
             l->votes++;
         }
+}
+
+/* Votes the postings of one range for the query hashes q[i..j) (all ≤ key): a merge walk that
+ * decodes the hash column only up to the last query hash (sh_range_seek). */
+static int vote_range(lookup_ctx *l, uint32_t key, const MDB_val *v, size_t i, size_t j, sh_err *e)
+{
+    uint8_t tail[16]; /* the blob is read in place, its last bytes from this padded copy */
+    sh_range r;
+    sh_range_cursor c;
+    if (sh_range_open(v->mv_data, v->mv_size, key, tail, &r))
+        return vote_corrupt(l, key, e);
+    sh_range_cursor_init(&r, &c);
+    for (size_t qi = i; qi < j && c.i < r.n;) {
+        const uint32_t h = l->q[qi].hash;
+        size_t qe = qi + 1;
+        while (qe < j && l->q[qe].hash == h)
+            qe++;
+        if (sh_range_seek(&r, key, &c, h))
+            return vote_corrupt(l, key, e);
+        if (c.i < r.n && c.hash == h) {
+            const size_t x0 = c.i;
+            /* The run of h ends at the first hash ≥ h + 1; nothing follows UINT32_MAX. */
+            if (h == UINT32_MAX)
+                c.i = r.n;
+            else if (sh_range_seek(&r, key, &c, h + 1))
+                return vote_corrupt(l, key, e);
+            vote_run(l, &r, x0, c.i, qi, qe);
+        }
+        qi = qe;
     }
     return 0;
 }
@@ -599,6 +650,35 @@ static int load_dead_tracks(lookup_ctx *l, MDB_txn *txn, uint32_t **out)
     return rc == MDB_NOTFOUND || rc == 0 ? 0 : rc;
 }
 
+/* Positions c at the range holding hash h (the first key ≥ h). The sweep visits ranges in key
+ * order and a query hits a large share of them, so the next range is tried first (MDB_NEXT: no
+ * B-tree descent); only when h lies beyond it does a MDB_SET_RANGE descend. Returns 0,
+ * MDB_NOTFOUND (no key ≥ h) or an LMDB error. */
+static int range_find(MDB_cursor *c, bool started, uint32_t h, uint32_t *key, MDB_val *v)
+{
+    MDB_val k;
+    int rc = MDB_NOTFOUND;
+    if (started) {
+        rc = mdb_cursor_get(c, &k, v, MDB_NEXT);
+        if (!rc && k.mv_size != 4)
+            return MDB_CORRUPTED;
+        if (rc && rc != MDB_NOTFOUND)
+            return rc;
+        if (rc == MDB_NOTFOUND)
+            return rc; /* the previous range was the last: no key ≥ h */
+        memcpy(key, k.mv_data, 4);
+        if (*key >= h)
+            return 0;
+    }
+    k = mval(&h, 4);
+    rc = mdb_cursor_get(c, &k, v, MDB_SET_RANGE);
+    if (!rc && k.mv_size != 4)
+        return MDB_CORRUPTED;
+    if (!rc)
+        memcpy(key, k.mv_data, 4);
+    return rc;
+}
+
 static int lookup_sweep(lookup_ctx *l, MDB_txn *txn, sh_err *e)
 {
     MDB_cursor *c;
@@ -607,20 +687,17 @@ static int lookup_sweep(lookup_ctx *l, MDB_txn *txn, sh_err *e)
         return sh_shard_lmdb_err(e, rc, "lookup");
     size_t i = 0;
     while (i < l->nq) {
-        uint32_t h = l->q[i].hash, key;
-        MDB_val k = mval(&h, 4), v;
-        rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+        uint32_t key;
+        MDB_val v;
+        rc = range_find(c, i > 0, l->q[i].hash, &key, &v);
         if (rc == MDB_NOTFOUND) {
             rc = 0;
             break;
         }
-        if (!rc && k.mv_size != 4)
-            rc = MDB_CORRUPTED;
         if (rc) {
             rc = sh_shard_lmdb_err(e, rc, "lookup");
             break;
         }
-        memcpy(&key, k.mv_data, 4);
         size_t j = i;
         while (j < l->nq && l->q[j].hash <= key)
             j++;
@@ -661,12 +738,14 @@ int sh_shard_lookup_fp(sh_shard *s, int fp_version, const sh_hash *q, size_t n, 
         return sh_err_set(e, SH_EINVAL, "lookup: NULL argument");
     if (postings)
         *postings = 0;
-    sh_hash *sorted = malloc((n ? n : 1) * sizeof *sorted);
+    if (n > SIZE_MAX / (2 * sizeof(sh_hash)))
+        return sh_err_set(e, SH_ETOOBIG, "lookup: %zu query hashes", n);
+    sh_hash *sorted = malloc((n ? 2 * n : 1) * sizeof *sorted); /* the hashes, then scratch */
     if (!sorted)
         return sh_err_set(e, SH_ENOMEM, "lookup: out of memory");
     if (n)
         memcpy(sorted, q, n * sizeof *q);
-    qsort(sorted, n, sizeof *sorted, cmp_hash_only);
+    sort_query(sorted, sorted + n, n);
     lookup_ctx l = {.s = s, .m = m, .q = sorted, .nq = n};
     uint32_t *dead = NULL;
     bool refresh = false;
@@ -676,8 +755,6 @@ int sh_shard_lookup_fp(sh_shard *s, int fp_version, const sh_hash *q, size_t n, 
     if (postings)
         *postings = l.votes;
     free(dead);
-    free(l.pad);
-    free(l.hashes);
     free(sorted);
     return rc;
 }

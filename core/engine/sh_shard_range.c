@@ -121,12 +121,22 @@ static uint64_t load64(const uint8_t *p)
     return v; /* little-endian hosts only, like LMDB's native integer keys */
 }
 
-/* Reads nbits (≤ 32) at bit offset off of the padded stream. */
-static uint32_t get_bits(const uint8_t *bits, uint64_t off, unsigned nbits)
+/* The 8 bytes at byte b (< r->nbytes) of the bit stream, zeros past its end: read in place (the
+ * LMDB page), except near the end where the padded copy of the last bytes stands in — a page can
+ * end the map, so nothing may be read past the blob. */
+static inline uint64_t rload(const sh_range *r, uint64_t b)
+{
+    if (b + 8 <= r->nbytes)
+        return load64(r->bits + b);
+    return load64(r->tail + (b - r->tail_from));
+}
+
+/* Reads nbits (≤ 32) at bit offset off of the stream. */
+static uint32_t get_bits(const sh_range *r, uint64_t off, unsigned nbits)
 {
     if (!nbits)
         return 0;
-    uint64_t v = load64(bits + (off >> 3)) >> (off & 7);
+    uint64_t v = rload(r, off >> 3) >> (off & 7);
     return (uint32_t)(v & ((1ull << nbits) - 1));
 }
 
@@ -154,8 +164,9 @@ int sh_range_open(const uint8_t *buf, size_t len, uint32_t key, uint8_t *scratch
     size_t hdr = (size_t)(p - buf);
     if ((uint64_t)(len - hdr) != (total + 7) / 8)
         return -1;
-    memcpy(scratch, p, len - hdr);
-    memset(scratch + (len - hdr), 0, 8);
+    const size_t nbytes = len - hdr, from = nbytes > 8 ? nbytes - 8 : 0;
+    memcpy(scratch, p + from, nbytes - from);
+    memset(scratch + (nbytes - from), 0, 8);
     *r = (sh_range){.n = (size_t)n,
                     .first_hash = (uint32_t)first,
                     .k = k,
@@ -163,53 +174,131 @@ int sh_range_open(const uint8_t *buf, size_t len, uint32_t key, uint8_t *scratch
                     .w_t = wt,
                     .track_min = (uint32_t)tmin,
                     .hash_bits = hbits,
-                    .bits = scratch};
+                    .bits = p,
+                    .nbytes = nbytes,
+                    .tail = scratch,
+                    .tail_from = from};
+    return 0;
+}
+
+/* Decodes the Rice code at c->off (posting c->i + 1's delta) into c: one 64-bit load sees a whole
+ * ordinary code (≤ SH_RICE_QESC - 1 zeros + 1 + k ≤ 55 bits of the ≥ 57 valid). Returns 0 or -1
+ * (the code runs past the hash column, or the hash passes the key). */
+static int rice_step(const sh_range *r, uint32_t key, sh_range_cursor *c)
+{
+    const uint64_t left = r->hash_bits - c->off;
+    if (!left)
+        return -1;
+    uint64_t w = rload(r, c->off >> 3) >> (c->off & 7);
+    if (left < 57)
+        w &= (1ull << left) - 1;
+    const unsigned z = w ? (unsigned)__builtin_ctzll(w) : 64;
+    uint64_t d;
+    if (z < SH_RICE_QESC) {
+        const unsigned len = z + 1 + r->k;
+        if (len > left)
+            return -1;
+        d = ((uint64_t)z << r->k) | ((w >> (z + 1)) & ((1ull << r->k) - 1));
+        c->off += len;
+    } else {
+        if (left < SH_RICE_MAXBITS)
+            return -1;
+        d = get_bits(r, c->off + SH_RICE_QESC, 32);
+        c->off += SH_RICE_MAXBITS;
+    }
+    const uint64_t h = c->hash + d;
+    if (h > key)
+        return -1;
+    c->hash = (uint32_t)h;
+    c->i++;
+    return 0;
+}
+
+void sh_range_cursor_init(const sh_range *r, sh_range_cursor *c)
+{
+    *c = (sh_range_cursor){.i = 0, .off = 0, .hash = r->first_hash};
+}
+
+int sh_range_seek(const sh_range *r, uint32_t key, sh_range_cursor *c, uint32_t target)
+{
+    /* rice_step's loop with the state in registers. Hashes only grow (64-bit sum: no wrap), so
+     * checking the key once at the end fails exactly the seeks that passed it on the way. */
+    size_t i = c->i;
+    uint64_t off = c->off, h = c->hash;
+    const uint64_t end = r->hash_bits, kmask = (1ull << r->k) - 1;
+    const unsigned k = r->k;
+    /* Fast path while ≥ 57 bits of the column remain: the load is in place and whole, and a
+     * code (escapes included: 24 + 32 bits) cannot run past the column. */
+    const size_t last = r->n - 1;
+    while (i < last && h < target && off + 57 <= end) {
+        const uint64_t w = load64(r->bits + (off >> 3)) >> (off & 7);
+        const unsigned z = w ? (unsigned)__builtin_ctzll(w) : 64;
+        if (__builtin_expect(z < SH_RICE_QESC, 1)) {
+            h += ((uint64_t)z << k) | ((w >> (z + 1)) & kmask);
+            off += z + 1 + k;
+        } else {
+            h += (w >> SH_RICE_QESC) & 0xffffffffu;
+            off += SH_RICE_MAXBITS;
+        }
+        i++;
+    }
+    while (i < r->n && h < target) {
+        if (i + 1 == r->n) {
+            /* Past the last posting: the column must end exactly here. */
+            if (off != end)
+                return -1;
+            i = r->n;
+            break;
+        }
+        const uint64_t left = end - off;
+        uint64_t w = rload(r, off >> 3) >> (off & 7);
+        if (left < 57) {
+            if (!left)
+                return -1;
+            w &= (1ull << left) - 1;
+        }
+        const unsigned z = w ? (unsigned)__builtin_ctzll(w) : 64;
+        if (__builtin_expect(z < SH_RICE_QESC, 1)) {
+            const unsigned len = z + 1 + k;
+            if (len > left)
+                return -1;
+            h += ((uint64_t)z << k) | ((w >> (z + 1)) & kmask);
+            off += len;
+        } else {
+            if (left < SH_RICE_MAXBITS)
+                return -1;
+            h += get_bits(r, off + SH_RICE_QESC, 32);
+            off += SH_RICE_MAXBITS;
+        }
+        i++;
+    }
+    if (h > key)
+        return -1;
+    *c = (sh_range_cursor){.i = i, .off = off, .hash = (uint32_t)h};
     return 0;
 }
 
 int sh_range_hashes(const sh_range *r, uint32_t key, uint32_t *hashes)
 {
-    uint64_t off = 0, h = r->first_hash;
-    const uint64_t end = r->hash_bits;
-    hashes[0] = r->first_hash;
-    for (size_t i = 1; i < r->n; i++) {
-        /* At most SH_RICE_QESC zeros: one 64-bit load (≥ 57 valid bits) sees them all. */
-        uint64_t left = end - off;
-        if (!left)
+    sh_range_cursor c;
+    sh_range_cursor_init(r, &c);
+    hashes[0] = c.hash;
+    while (c.i + 1 < r->n) {
+        if (rice_step(r, key, &c))
             return -1;
-        uint64_t w = load64(r->bits + (off >> 3)) >> (off & 7);
-        unsigned avail = left < 57 ? (unsigned)left : 57;
-        w &= (1ull << avail) - 1;
-        unsigned z = w ? (unsigned)__builtin_ctzll(w) : 64;
-        uint64_t d;
-        if (z < SH_RICE_QESC) {
-            off += z + 1;
-            if (off + r->k > end)
-                return -1;
-            d = ((uint64_t)z << r->k) | get_bits(r->bits, off, r->k);
-            off += r->k;
-        } else {
-            if (left < SH_RICE_MAXBITS)
-                return -1;
-            d = get_bits(r->bits, off + SH_RICE_QESC, 32);
-            off += SH_RICE_MAXBITS;
-        }
-        h += d;
-        if (h > key)
-            return -1;
-        hashes[i] = (uint32_t)h;
+        hashes[c.i] = c.hash;
     }
-    return off == end ? 0 : -1;
+    return c.off == r->hash_bits ? 0 : -1;
 }
 
 uint32_t sh_range_track(const sh_range *r, size_t i)
 {
-    return r->track_min + get_bits(r->bits, r->hash_bits + i * r->w_track, r->w_track);
+    return r->track_min + get_bits(r, r->hash_bits + i * r->w_track, r->w_track);
 }
 
 uint32_t sh_range_t(const sh_range *r, size_t i)
 {
-    return get_bits(r->bits, r->hash_bits + r->n * r->w_track + i * r->w_t, r->w_t);
+    return get_bits(r, r->hash_bits + r->n * r->w_track + i * r->w_t, r->w_t);
 }
 
 int sh_range_decode(const sh_range *r, uint32_t key, uint32_t *hash_scratch, sh_posting *out)

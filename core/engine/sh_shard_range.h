@@ -33,7 +33,9 @@ size_t sh_range_bound(size_t n);
  * sh_range_bound(n) bytes; returns the length written. */
 size_t sh_range_encode(const sh_posting *p, size_t n, uint8_t *buf);
 
-/* A parsed blob; `bits` points into a copy padded with 8 zero bytes (sh_range_open's scratch). */
+/* A parsed blob. `bits` points into the caller's buffer (nbytes of bit stream, read in place);
+ * `tail` is a copy of its last bytes from tail_from on, padded with 8 zero bytes (in
+ * sh_range_open's scratch), so that 64-bit loads never pass the blob's end. */
 typedef struct sh_range {
     size_t n;
     uint32_t first_hash;
@@ -41,16 +43,38 @@ typedef struct sh_range {
     uint32_t track_min;
     uint64_t hash_bits;
     const uint8_t *bits;
+    size_t nbytes;
+    const uint8_t *tail;
+    size_t tail_from;
 } sh_range;
 
 /* Parses and validates the header of [buf, buf+len) for a range whose hashes are ≤ key. `scratch`
- * must hold len + 8 bytes; the blob is copied there. Returns 0 or -1 (malformed). */
+ * must hold min(len, 8) + 8 bytes (len + 8 always does); r reads buf in place, so buf and scratch
+ * must outlive r (for an LMDB value: the read transaction). Returns 0 or -1 (malformed). */
 int sh_range_open(const uint8_t *buf, size_t len, uint32_t key, uint8_t *scratch, sh_range *r);
 
 /* Decodes the hash column into hashes[0..r->n), validating order and bounds. Returns 0 or -1. */
 int sh_range_hashes(const sh_range *r, uint32_t key, uint32_t *hashes);
 
-/* Track and time of posting i (< r->n); only valid after sh_range_hashes() succeeded. */
+/* A position in the hash column: posting i (≤ n; n = past the end) has hash `hash`, and the
+ * delta of posting i + 1 starts at bit `off`. */
+typedef struct sh_range_cursor {
+    size_t i;
+    uint64_t off;
+    uint32_t hash;
+} sh_range_cursor;
+
+/* Sets c to posting 0. */
+void sh_range_cursor_init(const sh_range *r, sh_range_cursor *c);
+
+/* Moves c forward to the first posting whose hash is ≥ target (c->i == r->n: none), decoding only
+ * the codes on the way — a lookup decodes a blob up to its last query hash, not whole. Validates
+ * what it decodes (order, bounds, key; the column's exact length once c passes the last posting),
+ * so a damaged tail that no seek reaches goes unnoticed. Returns 0 or -1 (malformed). */
+int sh_range_seek(const sh_range *r, uint32_t key, sh_range_cursor *c, uint32_t target);
+
+/* Track and time of posting i (< r->n); valid after sh_range_open() succeeded
+ * (reads stay inside the blob whatever its bits hold). */
 uint32_t sh_range_track(const sh_range *r, size_t i);
 uint32_t sh_range_t(const sh_range *r, size_t i);
 

@@ -1,6 +1,8 @@
 /* Fuzz target: the shard's range blob decoder (sh_shard_range) on arbitrary bytes, as read from a
  * possibly corrupted data.mdb. The first 4 bytes are the range key. Accepted blobs must decode to
- * hashes ≤ key in order and re-encode losslessly. */
+ * hashes ≤ key in order and re-encode losslessly; a lookup's partial decode (sh_range_seek) must
+ * stay in bounds on any blob and, on a valid one, land where the full decode says. The blob is
+ * given to the codec in a buffer of exactly its size (it is read in place). */
 #include "sh_shard_range.h"
 
 #include <stdint.h>
@@ -23,7 +25,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     uint32_t *hs = malloc(r.n * sizeof *hs);
     sh_posting *p = malloc(r.n * sizeof *p);
-    if (hs && p && sh_range_decode(&r, key, hs, p) == 0) {
+    const int valid = hs && p && sh_range_decode(&r, key, hs, p) == 0;
+    /* Seeks in steps (targets from the blob's own bytes, then past everything). */
+    sh_range_cursor c;
+    sh_range_cursor_init(&r, &c);
+    for (size_t i = 0; i <= size / 4 && c.i < r.n; i++) {
+        uint32_t target = UINT32_MAX;
+        if (i < size / 4)
+            memcpy(&target, data + 4 * i, 4);
+        if (target < c.hash)
+            continue;
+        if (sh_range_seek(&r, key, &c, target) != 0) {
+            if (valid)
+                abort(); /* a valid blob never fails a seek */
+            break;
+        }
+        if (c.i < r.n && (c.hash < target || c.hash > key))
+            abort();
+        if (valid && ((c.i < r.n && hs[c.i] != c.hash) || (c.i > 0 && hs[c.i - 1] >= target)))
+            abort();
+    }
+    if (valid) {
         for (size_t i = 1; i < r.n; i++)
             if (p[i].hash < p[i - 1].hash || p[i].hash > key)
                 abort();

@@ -160,6 +160,152 @@ static void get_stats(fixture *f, sh_shard_stats *st)
     assert_int_equal(sh_shard_stats_get(f->s, st, &e), 0);
 }
 
+typedef struct ref_posting {
+    uint32_t hash, track, t;
+} ref_posting;
+
+static int cmp_ref(const void *a, const void *b)
+{
+    const ref_posting *x = a, *y = b;
+    if (x->hash != y->hash)
+        return x->hash < y->hash ? -1 : 1;
+    if (x->track != y->track)
+        return x->track < y->track ? -1 : 1;
+    return x->t < y->t ? -1 : x->t > y->t;
+}
+
+static int cmp_query(const void *a, const void *b)
+{
+    const sh_hash *x = a, *y = b;
+    if (x->hash != y->hash)
+        return x->hash < y->hash ? -1 : 1;
+    return x->t < y->t ? -1 : x->t > y->t;
+}
+
+/* Reference lookup: the votes a merge walk over fully decoded, sorted postings casts, in its
+ * order (query hashes by (hash, t), each against its postings by (hash, track, t)). */
+static size_t ref_vote(sh_matcher *m, const ref_posting *p, size_t np, const sh_hash *q, size_t nq)
+{
+    sh_hash *s = malloc(nq * sizeof *s);
+    memcpy(s, q, nq * sizeof *q);
+    qsort(s, nq, sizeof *s, cmp_query);
+    size_t votes = 0, lo = 0;
+    for (size_t i = 0; i < nq; i++) {
+        while (lo < np && p[lo].hash < s[i].hash)
+            lo++;
+        for (size_t x = lo; x < np && p[x].hash == s[i].hash; x++, votes++)
+            sh_matcher_vote(m, p[x].track, p[x].t, s[i].t);
+    }
+    free(s);
+    return votes;
+}
+
+/* A track's postings from a small hash space (shared hashes, long runs of one hash across tracks
+ * and within a track), with the extremes 0 and UINT32_MAX. */
+static sh_hash *dense_hashes(uint32_t seed, size_t n)
+{
+    sh_hash *h = malloc(n * sizeof *h);
+    uint64_t state = 0x9e3779b97f4a7c15ull * (seed + 1);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t r = rnd_next(&state);
+        /* ≤ 18000 distinct values spread over 32 bits, in triples of neighbours */
+        uint32_t v = (r % 6000u) * 715827u + (r >> 20) % 3;
+        v = r % 97 == 0 ? 0 : r % 89 == 0 ? UINT32_MAX : v;
+        h[i] = (sh_hash){.hash = v, .t = (uint32_t)(i * 2 + r % 2)};
+    }
+    return h;
+}
+
+/* The lookup (blobs decoded only up to the last query hash, ranges found by MDB_NEXT or a
+ * descent, radix-sorted query) casts exactly the votes of a full-decode reference: the same
+ * count per single hash and, for whole queries, the same matcher results. */
+static void test_lookup_matches_reference(void **state)
+{
+    fixture *f = *state;
+    enum { NT = 24, NP = 2500, NQ = 3000 };
+    char id[NT][16];
+    sh_shard_batch *b;
+    sh_err e = {0};
+    assert_int_equal(sh_shard_batch_begin(f->s, 0, &b, &e), 0);
+    for (int i = 0; i < NT; i++) {
+        snprintf(id[i], sizeof id[i], "t%d", i);
+        sh_hash *h = dense_hashes((uint32_t)i, NP);
+        sh_shard_track t = {.id = id[i], .version = 1, .duration_s = 10.0};
+        assert_int_equal(sh_shard_batch_put(b, &t, h, NP, &e), 0);
+        free(h);
+    }
+    assert_int_equal(sh_shard_batch_commit(b, NULL, &e), 0);
+    /* Three deleted tracks: their postings may linger in the blobs but must not vote. */
+    assert_int_equal(sh_shard_batch_begin(f->s, 0, &b, &e), 0);
+    for (int i = 3; i < NT; i += 9)
+        assert_int_equal(sh_shard_batch_delete(b, id[i], 2, &e), 0);
+    assert_int_equal(sh_shard_batch_commit(b, NULL, &e), 0);
+
+    ref_posting *p = malloc((size_t)NT * NP * sizeof *p);
+    size_t np = 0;
+    char buf[SH_SHARD_ID_MAX + SH_SHARD_TENANT_MAX + SH_SHARD_META_MAX + 3];
+    for (int i = 0; i < NT; i++) {
+        if (i % 9 == 3)
+            continue;
+        sh_shard_info info;
+        assert_int_equal(sh_shard_info_by_id(f->s, id[i], &info, buf, sizeof buf, &e), 0);
+        sh_hash *h = dense_hashes((uint32_t)i, NP);
+        for (size_t j = 0; j < NP; j++)
+            p[np++] = (ref_posting){.hash = h[j].hash, .track = info.track, .t = h[j].t};
+        free(h);
+    }
+    qsort(p, np, sizeof *p, cmp_ref);
+
+    sh_fp_config qc;
+    sh_fp_config_query(&qc);
+    sh_matcher *ref;
+    assert_int_equal(sh_matcher_new(&qc, &ref, &e), 0);
+    /* Single hashes: present, absent between and beyond the stored ones, the extremes. */
+    for (int i = 0; i < 400; i++) {
+        uint32_t r = rnd();
+        sh_hash q = {.hash = i % 4 == 0 ? r : p[r % np].hash + (uint32_t)(i % 4 == 1), .t = 7};
+        q.hash = i == 1 ? 0 : i == 2 ? UINT32_MAX : q.hash;
+        size_t got = 0;
+        sh_matcher_reset(f->m);
+        sh_matcher_reset(ref);
+        assert_int_equal(sh_shard_lookup(f->s, &q, 1, f->m, &got, &e), 0);
+        assert_int_equal(got, ref_vote(ref, p, np, &q, 1));
+    }
+    /* Whole queries: a live track's stretch (shifted), a deleted one's, random and repeated
+     * hashes. */
+    sh_hash *q = malloc(NQ * sizeof *q);
+    for (int round = 0; round < 6; round++) {
+        sh_hash *live = dense_hashes((uint32_t)(round * 4 + 1), NP);
+        sh_hash *dead = dense_hashes(3, NP);
+        for (size_t j = 0; j < NQ; j++) {
+            uint32_t r = rnd();
+            q[j] = j < 1200   ? (sh_hash){live[j + 300].hash, live[j + 300].t - 600}
+                   : j < 1500 ? dead[j]
+                   : j < 2200 ? (sh_hash){r, r % 2000}
+                              : (sh_hash){p[r % np].hash, r % 2000};
+        }
+        q[NQ - 1] = q[NQ - 2]; /* one hash twice at the same time */
+        free(live);
+        free(dead);
+        size_t got = 0;
+        sh_matcher_reset(f->m);
+        sh_matcher_reset(ref);
+        assert_int_equal(sh_shard_lookup(f->s, q, NQ, f->m, &got, &e), 0);
+        assert_int_equal(got, ref_vote(ref, p, np, q, NQ));
+        assert_int_equal(sh_matcher_votes(f->m), sh_matcher_votes(ref));
+        sh_match_result r1[16], r2[16];
+        size_t n1 = 0, n2 = 0;
+        assert_int_equal(sh_matcher_result(f->m, r1, 16, &n1), 0);
+        assert_int_equal(sh_matcher_result(ref, r2, 16, &n2), 0);
+        assert_int_equal(n1, n2);
+        assert_true(round > 0 || n1 > 0); /* the live stretch is found */
+        assert_memory_equal(r1, r2, n1 * sizeof *r1);
+    }
+    free(q);
+    sh_matcher_free(ref);
+    free(p);
+}
+
 static void test_add_replace_delete(void **state)
 {
     fixture *f = *state;
@@ -728,6 +874,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_readers_during_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repack, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lookup_matches_reference, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
