@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 /* ---- metrics ------------------------------------------------------------------------------ */
@@ -150,9 +151,12 @@ int ed_authorised(const ed *x, const sh_http_req *req)
     if (!x->token)
         return 1;
     const char *h = sh_http_req_header(req, "Authorization");
-    if (!h || strncmp(h, "Bearer ", 7) != 0)
+    /* The scheme is case-insensitive (RFC 9110 11.1): "bearer T" is the same credential. */
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
         return 0;
     h += 7;
+    while (*h == ' ')
+        h++;
     size_t a = strlen(h), b = strlen(x->token);
     unsigned char diff = (unsigned char)(a != b);
     for (size_t i = 0; i < b; i++)

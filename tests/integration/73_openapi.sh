@@ -110,6 +110,8 @@ send "a clip of no track" POST "$ED" /v1/match "${AUTH[@]}" -H 'Content-Type: au
 check "a clip of no track: 200, match null" test "$ST $(jq -r '.match' "$BODY")" = "200 null"
 send "shards" GET "$ED" /v1/shards "${AUTH[@]}"
 check "/v1/shards: 200, 8 shards, node oa-edge" test "$ST $(jq -r '"\(.shards | length) \(.node)"' "$BODY")" = "200 8 oa-edge"
+send "shards, lower-case scheme" GET "$ED" /v1/shards -H "Authorization: bearer $TOKEN"
+check "the auth scheme is case-insensitive (RFC 9110): 'bearer T' is accepted" test "$ST" = 200
 send "ready" GET "$ED" /ready
 send "metrics" GET "$ED" /metrics
 send "replicator health" GET "$RP" /health
