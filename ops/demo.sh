@@ -4,12 +4,22 @@
 #   scripts/data/) and the degraded queries when missing, index corpus/dev into a fresh shard with
 #   `soundhash index add`, match a sample of queries (2 per condition, negatives included) with
 #   `soundhash match`, print a table and a summary.
-#   Stage 2 — ingestion pipeline: start the local Kafka-protocol broker (`soundhash broker`) and a
+#   Stage 2 — ingestion pipeline: start a real Apache Kafka node (ops/kafka.sh; DEMO_KAFKA=mock, or
+#   no Java, falls back to the librdkafka mock cluster `soundhash broker`, said on screen) and a
 #   private PostgreSQL (`soundhash db start`), run two workers in one consumer group, publish the
 #   corpus plus two bad uploads with `soundhash ingest publish`, wait until every track is in the
 #   primary, show the tracks, the change log, the dead letters (by reason) and the workers'
-#   /health and /metrics; then delete a track and show its tombstone.
-# Environment: SOUNDHASH_BIN (default build/soundhash), SOUNDHASH_DATA_DIR (default
+#   /health and /metrics; then delete a track and show its tombstone. The replicator streams the
+#   change log as per-shard index deltas.
+#   Stage 3 — edges: two edge caches with disjoint shards (edge-eu 0-3, edge-ap 4-7, each with
+#   --upstream to the secondary region) and a secondary region holding all 8 shards, each a process
+#   with its own log and HTTP port, bootstrapped from the replicator's snapshots; `soundhash verify`
+#   until every edge equals the primary; one track re-uploaded (a new version) and verified again;
+#   degraded clips sent to the edges as audio and as client-side hashes (`soundhash match --edge`),
+#   a table (query, expected, answer, offset, node, local or upstream, latency) and a summary
+#   (tracks, audio hours, ingest throughput, commit -> edge lag, bytes per posting on the wire,
+#   match latency p50/p99, accuracy, false matches); `soundhash status` of the whole deployment.
+# Environment: DEMO_KAFKA (real|mock, default real), SOUNDHASH_BIN (default build/soundhash), SOUNDHASH_DATA_DIR (default
 # ~/.cache/soundhash-data), DEMO_PER_COND (queries per condition, default 2), DEMO_KEEP=1 keeps the
 # scratch directory.
 set -euo pipefail
@@ -99,9 +109,11 @@ stage1_local_shard() {
 # Stage 2 state: pids to stop and the database dir, cleaned up on exit.
 S2_PIDS=()
 S2_PG=""
+S2_KAFKA=""
 stage2_cleanup() {
   for p in "${S2_PIDS[@]}"; do kill "$p" 2> /dev/null || true; done
   for p in "${S2_PIDS[@]}"; do wait "$p" 2> /dev/null || true; done
+  [ -z "$S2_KAFKA" ] || "$ROOT/ops/kafka.sh" stop --dir "$S2_KAFKA" > /dev/null 2>&1 || true
   [ -z "$S2_PG" ] || "$BIN" db stop --dir "$S2_PG" > /dev/null 2>&1 || true
 }
 
@@ -118,6 +130,7 @@ wait_until() {
 sql() { psql "$DSN" -X -v ON_ERROR_STOP=1 -Atq -F $'\t' -c "$1"; }
 # sql_id QUERY ID: QUERY refers to the track id as :'id' (psql quotes it; no string pasting).
 sql_id() { printf '%s\n' "$1" | psql "$DSN" -X -v ON_ERROR_STOP=1 -Atq -F $'\t' -v id="$2"; }
+seq_past() { [ "$(sql 'SELECT last_seq FROM change_counter')" -gt "$1" ]; }
 tracks_written() { [ "$(sql "SELECT count(*) FROM tracks WHERE status = 'active'")" -ge "$1" ]; }
 track_deleted() { [ "$(sql_id "SELECT status FROM tracks WHERE external_id = :'id'" "$1")" = deleted ]; }
 dead_letters() { # sum of events_failed_total over both workers
@@ -139,14 +152,33 @@ start_worker() { # start_worker NAME: sets PORT to its /metrics port
   PORT=$(sed -n 's/.*event=http_listening.* port=\([0-9]*\).*/\1/p' "$WORK/$1.log" | head -n1)
 }
 
-stage2_pipeline() {
-  say "stage 2: ingestion and replication — broker, PostgreSQL primary, two workers, the replicator"
-  trap 'stage2_cleanup; [ "${DEMO_KEEP:-0}" = 1 ] || rm -rf "$WORK"' EXIT
+# start_kafka: a real Apache Kafka node (ops/kafka.sh, KRaft) unless DEMO_KAFKA=mock or Java and
+# the Kafka jars cannot be had; then the librdkafka mock cluster, said plainly. Sets BOOT.
+start_kafka() {
+  if [ "${DEMO_KAFKA:-real}" = real ] && command -v java > /dev/null &&
+     SOUNDHASH_BIN="$BIN" "$ROOT/ops/kafka.sh" fetch > /dev/null 2> "$WORK/kafka-fetch.log"; then
+    local t0; t0=$(date +%s.%N)
+    S2_KAFKA="$WORK/kafka"
+    if SOUNDHASH_BIN="$BIN" "$ROOT/ops/kafka.sh" start --brokers 1 --dir "$S2_KAFKA" > /dev/null 2> "$WORK/kafka.log"; then
+      BOOT=$(cat "$S2_KAFKA/bootstrap")
+      echo "Kafka: Apache Kafka $(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/ops/kafka/pom.xml") (KRaft, one node) at $BOOT, started in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}') s; log in $S2_KAFKA/logs"
+      return 0
+    fi
+    echo "demo: the Kafka node did not start (see $WORK/kafka.log):" >&2
+    tail -n 5 "$WORK/kafka.log" >&2
+  fi
+  echo "NOTE: not running real Apache Kafka (DEMO_KAFKA=${DEMO_KAFKA:-real}; Java or the Kafka jars unavailable): falling back to librdkafka's MOCK cluster, which fakes transactions and keeps ~5 MiB per partition"
   "$BIN" broker --bootstrap-file "$WORK/boot" > /dev/null 2> "$WORK/broker.log" &
   S2_PIDS+=($!)
   wait_until 20 "the broker" test -s "$WORK/boot"
   BOOT=$(cat "$WORK/boot")
   echo "broker (librdkafka mock cluster, 3 brokers over TCP): $BOOT"
+}
+
+stage2_pipeline() {
+  say "stage 2: ingestion and replication — broker, PostgreSQL primary, two workers, the replicator"
+  trap 'stage2_cleanup; [ "${DEMO_KEEP:-0}" = 1 ] || rm -rf "$WORK"' EXIT
+  start_kafka
   S2_PG="$WORK/pg"
   DSN=$("$BIN" db start --dir "$S2_PG" 2> "$WORK/db.log")
   "$BIN" db migrate --dsn "$DSN" > /dev/null 2>&1
@@ -177,6 +209,8 @@ stage2_pipeline() {
   wait_until "${DEMO_TIMEOUT:-600}" "the workers to write $((n - 2)) tracks" tracks_written $((n - 2))
   wait_until 60 "2 dead letters" dead_letters_at_least 2 "${ports[@]}"
   local t1; t1=$(date +%s.%N)
+  INGEST_S=$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')
+  WORKER_PORTS=("${ports[@]}")
 
   echo
   sql "SELECT count(*), round((sum(duration_s) / 60)::numeric, 1), sum(n_hashes), max(fp_version)
@@ -192,7 +226,9 @@ stage2_pipeline() {
     grep -E '^soundhash_worker_(events_total|audio_seconds_total|processing_seconds_count|db_write_seconds_count)' |
     sed 's/^/  /'
 
-  local victim; victim=$(head -n1 "$WORK/published.jsonl" | jq -r .track_id)
+  # a stored track (the published list is in delivery order, and its bad uploads never became tracks)
+  VICTIM=$(sql "SELECT external_id FROM tracks WHERE status = 'active' ORDER BY external_id DESC LIMIT 1")
+  local victim="$VICTIM"
   "$BIN" ingest delete --brokers "$BOOT" --track-id "$victim" > /dev/null
   wait_until 60 "the delete of $victim" track_deleted "$victim"
   echo
@@ -225,7 +261,161 @@ stage2_replication() {
     '"  snapshot of shard \(.shard): \(.tracks) tracks at seq \(.seq), epoch \(.epoch), \($b) bytes"'
 }
 
+# ---- stage 3: edges ------------------------------------------------------------------------------
+
+start_edge() { # start_edge NAME SHARDS [ARGS...]: sets EPORT to its HTTP port
+  local name="$1" shards="$2"; shift 2
+  "$BIN" edge --brokers "$BOOT" --data "$WORK/edge-$name" --shards "$shards" --region "$name" \
+    --listen 127.0.0.1:0 --snapshot-source "http://127.0.0.1:$RP_PORT" "$@" \
+    > /dev/null 2> "$WORK/edge-$name.log" &
+  S2_PIDS+=($!)
+  wait_until 30 "edge $name to listen" grep -q 'event=http_listening' "$WORK/edge-$name.log"
+  EPORT=$(sed -n 's/.*event=http_listening.* port=\([0-9]*\).*/\1/p' "$WORK/edge-$name.log" | head -n1)
+}
+
+edge_ready() { curl -sf "http://127.0.0.1:$1/ready" > /dev/null; }
+
+# verify_all: `soundhash verify` of the three edges against the primary; prints its summary.
+verify_all() {
+  "$BIN" verify --dsn "$DSN" --wait 60 "${EDGE_URLS[@]/#/--edge=}" > "$WORK/verify.jsonl" ||
+    { echo "demo: verify failed:"; cat "$WORK/verify.jsonl"; return 1; }
+  tail -n1 "$WORK/verify.jsonl" | jq -r '"verify: \(.nodes) nodes, \(.shards_checked) shards equal to the primary at seq \(.primary_seq), \(.mismatched) mismatched"'
+}
+
+# histogram_quantile Q METRIC PORT...: the Q quantile (ms) of a Prometheus histogram summed over
+# the nodes' /metrics (linear inside the bucket, as Prometheus does).
+histogram_quantile() {
+  local q="$1" m="$2"; shift 2
+  for port in "$@"; do curl -sf "http://127.0.0.1:$port/metrics"; done |
+    awk -v q="$q" -v m="${m}_bucket" '
+      index($1, m "{") == 1 { match($1, /le="[^"]*"/); le = substr($1, RSTART + 4, RLENGTH - 5)
+                               c[le] += $2; if (!(le in seen)) { seen[le] = 1; les[++n] = le } }
+      END { for (i = 2; i <= n; i++) { v = les[i]; for (j = i - 1; j >= 1 && (les[j] == "+Inf" || (v != "+Inf" && les[j] + 0 > v + 0)); j--) les[j + 1] = les[j]; les[j + 1] = v }
+            total = c["+Inf"]; if (!total) { print "-"; exit }
+            want = q * total; prev = 0; plo = 0
+            for (i = 1; i <= n; i++) { le = les[i]; if (c[le] >= want) {
+                if (le == "+Inf") { printf "> %.0f", plo * 1000; exit }
+                f = (c[le] > prev) ? (want - prev) / (c[le] - prev) : 1
+                printf "%.0f", 1000 * (plo + f * (le - plo)); exit }
+              prev = c[le]; plo = le + 0 } }'
+}
+
+# ask_edges SAMPLE OUT: each query of SAMPLE to one of the two edge caches in turn, as audio (odd
+# rows, curl) or as hashes fingerprinted here (even rows, `soundhash match --edge`); one JSON line
+# per query: {query, via, edge, answer...}.
+ask_edges() {
+  local sample="$1" out="$2" i=0 q url via
+  : > "$out"
+  while IFS=, read -r q _; do
+    url=${CACHE_URLS[$((i % 2))]}
+    if [ $((i / 2 % 2)) -eq 0 ]; then
+      via=audio
+      curl -sS --max-time 20 --data-binary @"$DATA/queries/dev/$q" "$url/v1/match" -w '\n%{time_total}\n' > "$WORK/ans" || true
+      jq -c --arg q "$q" --arg via "$via" --arg edge "$url" --argjson t "$(tail -n1 "$WORK/ans")" \
+        '. + {query: $q, via: $via, edge: $edge, client_ms: ($t * 1000)}' <(head -n1 "$WORK/ans") >> "$out" ||
+        echo "{\"query\":\"$q\",\"via\":\"$via\",\"edge\":\"$url\",\"match\":null,\"error\":true}" >> "$out"
+    else
+      via=hashes
+      local t0 t1; t0=$(date +%s%N)
+      "$BIN" match --edge "$url" "$DATA/queries/dev/$q" > "$WORK/ans" 2> "$WORK/ans.err" || true
+      t1=$(date +%s%N)
+      jq -c --arg q "$q" --arg via "$via" --arg edge "$url" --argjson t "$(( (t1 - t0) / 1000000 ))" \
+        '. + {query: $q, via: $via, edge: $edge, client_ms: $t}' "$WORK/ans" >> "$out" 2> /dev/null ||
+        echo "{\"query\":\"$q\",\"via\":\"$via\",\"edge\":\"$url\",\"match\":null,\"error\":true}" >> "$out"
+    fi
+    i=$((i + 1))
+  done < "$sample"
+}
+
+# print_edge_table SAMPLE ANSWERS: one row per query, then accuracy, false matches and latency
+# (edge_ms: the edge's own handling, `elapsed_ms`; client_ms: the client's whole request — for
+# hashes that includes starting `soundhash match` and fingerprinting the clip locally).
+print_edge_table() {
+  jq -r '[.query, .via, (.match.track_id // "NONE"), (.match.offset_s // "" | tostring),
+          (.match.node // .node // "-"), (if .match == null then "-" elif (.match.node // .node) == .node then "local" else "upstream" end),
+          (.elapsed_ms // 0 | tostring), (.client_ms // 0 | tostring)] | @tsv' "$2" |
+    paste -d '\t' <(tr ',' '\t' < "$1") - |
+    awk -F'\t' '
+      function pct(a, n, q,   i, j, v) {
+        for (i = 2; i <= n; i++) { v = a[i]; for (j = i - 1; j >= 1 && a[j] > v; j--) a[j + 1] = a[j]; a[j + 1] = v }
+        return n ? a[int(n * q + 0.999)] : 0 }
+      BEGIN { printf "%-28s %-13s %-6s %-30s %-30s %7s %-8s %-8s %8s %9s\n", "query", "condition", "via",
+                     "expected", "answer", "offset", "node", "source", "edge_ms", "client_ms" }
+      { expected = $2; sub(/\.[^.]*$/, "", expected); answer = $10
+        ok = (expected == answer)
+        if (expected == "NONE") { neg++; if (!ok) fm++ } else { pos++; if (ok) hit++ }
+        if ($13 == "upstream") up++
+        if ($9 == "audio") la[++na] = $14 + 0; else lh[++nh] = $14 + 0
+        printf "%-28s %-13s %-6s %-30s %-30s %7s %-8s %-8s %8.1f %9.1f %s\n", substr($1, 1, 28), $5, $9,
+               substr(expected, 1, 30), substr(answer, 1, 30), $11 == "" ? "-" : sprintf("%.2f", $11),
+               $12, $13, $14, $15, ok ? "ok" : "MISS" }
+      END { printf "\nanswers: %d/%d positives identified (%.1f %%), %d/%d negatives falsely matched, %d answered through the upstream\n",
+                   hit, pos, pos ? 100 * hit / pos : 0, fm, neg, up
+            printf "edge handling (elapsed_ms): audio p50 %.1f ms, p99 %.1f ms (decode + fingerprint + lookup); hashes p50 %.1f ms, p99 %.1f ms (lookup, and the upstream when asked)\n",
+                   pct(la, na, 0.5), pct(la, na, 0.99), pct(lh, nh, 0.5), pct(lh, nh, 0.99) }'
+}
+
+stage3_edges() {
+  say "stage 3: edges — two edge caches (disjoint shards, --upstream to the region) and a secondary region"
+  start_edge region all; local region_port=$EPORT
+  start_edge edge-eu 0-3 --upstream "http://127.0.0.1:$region_port"; local eu_port=$EPORT
+  start_edge edge-ap 4-7 --upstream "http://127.0.0.1:$region_port"; local ap_port=$EPORT
+  EDGE_URLS=("http://127.0.0.1:$eu_port" "http://127.0.0.1:$ap_port" "http://127.0.0.1:$region_port")
+  CACHE_URLS=("${EDGE_URLS[@]:0:2}")
+  echo "edge-eu (shards 0-3) on :$eu_port, edge-ap (4-7) on :$ap_port, region (0-7) on :$region_port; logs in $WORK/edge-*.log"
+  for p in "$eu_port" "$ap_port" "$region_port"; do
+    wait_until 120 "edge :$p to be ready" edge_ready "$p"
+  done
+  echo "all three ready (bootstrapped from the replicator's snapshots, then the delta tail)"
+  verify_all
+
+  # a re-upload: the same file again is a new version of its track, replicated to every edge
+  # (a track's id is its file name without the extension; the bad uploads never became tracks)
+  local again_id again
+  again_id=$(sql "SELECT external_id FROM tracks WHERE status = 'active' ORDER BY external_id LIMIT 1")
+  again="$WORK/media/$again_id.ogg"
+  [ -f "$again" ] || { echo "demo: no media file for track $again_id" >&2; return 1; }
+  local before; before=$(sql 'SELECT last_seq FROM change_counter')
+  "$BIN" ingest publish --brokers "$BOOT" --media-root "$WORK/media" --tenant demo \
+    --meta source=make-demo-again "$again" > "$WORK/republished.jsonl"
+  wait_until 120 "the re-upload to reach the primary" seq_past "$before"
+  echo "re-uploaded $(jq -r .track_id "$WORK/republished.jsonl"): now at version $(sql_id "SELECT version FROM tracks WHERE external_id = :'id'" "$(jq -r .track_id "$WORK/republished.jsonl")")"
+  verify_all
+
+  # the track deleted in stage 2 matches nowhere: a clip of it, to every node
+  sox "$WORK/media/$VICTIM.ogg" -c 1 "$WORK/victim.wav" trim 30 10 2> /dev/null
+  local url answered=""
+  for url in "${EDGE_URLS[@]}"; do
+    answered="$answered $(curl -sS --max-time 20 --data-binary @"$WORK/victim.wav" "$url/v1/match" | jq -r '.match.track_id // "none"')"
+  done
+  echo "a clip of the deleted track $VICTIM, asked of edge-eu, edge-ap and the region:$answered"
+
+  sample_queries "$DATA/queries/dev/ground_truth.csv" "$PER_COND" > "$WORK/sample3.csv"
+  echo "sending $(wc -l < "$WORK/sample3.csv") degraded clips to the edge caches (audio and client-side hashes)"
+  ask_edges "$WORK/sample3.csv" "$WORK/edge-answers.jsonl"
+  echo
+  print_edge_table "$WORK/sample3.csv" "$WORK/edge-answers.jsonl"
+
+  local hours; hours=$(sql "SELECT round((sum(duration_s) / 3600)::numeric, 2) FROM tracks WHERE status = 'active'")
+  echo
+  echo "summary:"
+  echo "  primary: $(sql "SELECT count(*) FROM tracks WHERE status = 'active'") tracks, $hours h of audio; ingest $(awk -v h="$hours" -v s="$INGEST_S" 'BEGIN {printf "%.0fx realtime (%.1f s)", h * 3600 / s, s}')"
+  echo "  commit -> edge applied lag: p50 $(histogram_quantile 0.5 soundhash_edge_apply_lag_seconds "$eu_port" "$ap_port" "$region_port") ms, p99 $(histogram_quantile 0.99 soundhash_edge_apply_lag_seconds "$eu_port" "$ap_port" "$region_port") ms"
+  echo "  wire: $(curl -sf "http://127.0.0.1:$RP_PORT/metrics" | awk '$1 == "soundhash_replicator_postings_total" {p = $2} $1 == "soundhash_replicator_payload_wire_bytes_total" {w = $2} END {if (p) printf "%.2f bytes per posting", w / p}')"
+  echo "  match handling on the edges (their histogram, every request): p50 $(histogram_quantile 0.5 soundhash_edge_match_seconds "$eu_port" "$ap_port" "$region_port") ms, p99 $(histogram_quantile 0.99 soundhash_edge_match_seconds "$eu_port" "$ap_port" "$region_port") ms"
+  echo
+  "$BIN" status --brokers "$BOOT" --dsn "$DSN" --node "http://127.0.0.1:${WORKER_PORTS[0]}" \
+    --node "http://127.0.0.1:${WORKER_PORTS[1]}" --node "http://127.0.0.1:$RP_PORT" \
+    "${EDGE_URLS[@]/#/--node=}" || echo "(status: something is not healthy, see above)"
+}
+
 [ -x "$BIN" ] || { echo "demo: $BIN not built (run make)" >&2; exit 1; }
 ensure_data
 stage1_local_shard
 stage2_pipeline
+stage3_edges
+stage2_cleanup
+S2_PIDS=()
+S2_PG=""
+S2_KAFKA=""
+say "done: every process and the database are stopped"
