@@ -66,4 +66,9 @@ section replicator bench/bench_replicator.sh "$BUILD/soundhash" 20
 # at saturation, top-1 accuracy), edge peak RSS. Alone: `make bench-edge`.
 section edge bench/bench_edge.sh "$BUILD/soundhash" 100
 
+# The shard lookup alone over the edge section's 100 h index, in-process: wall-clock p50/p99 and
+# instructions (callgrind) per 10 s hash query against one shard (12.5 h) and all 8.
+# Alone: `make bench-lookup`.
+section lookup bench/bench_lookup.sh "$BUILD/bench/bench_lookup"
+
 [ "$failed" -eq 0 ] || { echo "bench: $failed section(s) failed"; exit 1; }
