@@ -8,7 +8,11 @@
 . "$SH_ROOT/tests/integration/lib.sh"
 . "$SH_ROOT/tests/lib/pg.sh"
 . "$SH_ROOT/tests/lib/worker.sh"
-wk_setup
+# The mock even in a run on real Kafka (SH_TEST_KAFKA=real): case x needs the worker to fetch the
+# re-upload before the reindex event published after it, and on real Kafka the two topics'
+# partitions have different leaders, so either may come first (the stored track is right either
+# way, but the case is not exercised: seen in 2 of 4 runs).
+WK_KAFKA=mock wk_setup
 
 sox -n -r 16000 -c 1 "$MEDIA/a.wav" synth 12 sine 300-2500 vol 0.4
 sox -n -r 16000 -c 1 "$MEDIA/b.wav" synth 25 square 150-1800 vol 0.3

@@ -8,7 +8,9 @@
 . "$SH_ROOT/tests/integration/lib.sh"
 . "$SH_ROOT/tests/lib/pg.sh"
 . "$SH_ROOT/tests/lib/worker.sh"
-wk_setup
+# The mock even in a run on real Kafka (SH_TEST_KAFKA=real): real Kafka's rebalance is over too
+# fast for the database to come back inside it, so the case would not be exercised.
+WK_KAFKA=mock wk_setup
 
 for i in $(seq 1 12); do
   sox -n -r 22050 -c 1 "$MEDIA/p$i.wav" synth 3 square $((90 * i))-$((500 * i)) vol 0.3

@@ -3,6 +3,10 @@
 #   SH_BIN        the optimised binary          SH_BIN_ASAN  the ASan+UBSan binary
 #   SH_TMP        a fresh temp dir per test     SH_ROOT      the repository root
 #   SH_DATA_DIR   cache of generated/fetched test audio (scripts/data)
+#   SH_KAFKA_BOOT with SH_TEST_KAFKA=real: the bootstrap list of one real 3-node Kafka cluster
+#                 (ops/kafka.sh) shared by the run; the pipeline tests (tests/lib/worker.sh's
+#                 wk_setup) run on it, each on freshly created topics. Default (mock): each test
+#                 starts its own `soundhash broker`.
 # A test passes when it exits 0; it prints what it checked. Summary: "N passed, N failed".
 set -u
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -12,11 +16,26 @@ export SH_BIN_ASAN="$(cd "$ROOT" && realpath "${2:-build/asan/soundhash}")"
 export SH_DATA_DIR="${SOUNDHASH_DATA_DIR:-$HOME/.cache/soundhash-data}"
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+# kafka_start: the run's shared cluster, started before the first test that uses it: one whose
+# line says just `wk_setup` (WK_KAFKA=mock|real wk_setup picks the mock or a private cluster).
+uses_shared_kafka() { [ "${SH_TEST_KAFKA:-mock}" = real ] && grep -qx ' *wk_setup' "$1"; }
+kafka_start() {
+  KAFKA_RUN_DIR=$(mktemp -d /tmp/sh-it-kafka.XXXXXX)
+  trap '"$ROOT/ops/kafka.sh" stop --kill --dir "$KAFKA_RUN_DIR" 2> /dev/null; rm -rf "$KAFKA_RUN_DIR"' EXIT
+  SOUNDHASH_BIN="$SH_BIN" "$ROOT/ops/kafka.sh" start --brokers 3 --dir "$KAFKA_RUN_DIR" \
+    > /dev/null 2> "$KAFKA_RUN_DIR.log" || { cat "$KAFKA_RUN_DIR.log"; rm -f "$KAFKA_RUN_DIR.log"; return 1; }
+  grep 'up in' "$KAFKA_RUN_DIR.log"
+  rm -f "$KAFKA_RUN_DIR.log"
+  export SH_KAFKA_BOOT; SH_KAFKA_BOOT=$(cat "$KAFKA_RUN_DIR/bootstrap")
+}
 pass=0; fail=0; failed=()
 only="${SH_TEST_ONLY:-}"
 for t in "$ROOT"/tests/integration/[0-9]*.sh; do
   name=$(basename "$t" .sh)
   [ -n "$only" ] && [[ "$name" != *"$only"* ]] && continue
+  if [ -z "${SH_KAFKA_BOOT:-}" ] && uses_shared_kafka "$t"; then
+    kafka_start || { echo "FAIL: ops/kafka.sh could not start the shared cluster"; exit 1; }
+  fi
   export SH_TMP; SH_TMP=$(mktemp -d "/tmp/sh-it-$name.XXXXXX")
   start=$(date +%s)
   if timeout 1200 bash "$t" > "$SH_TMP.log" 2>&1; then

@@ -2,8 +2,10 @@
 #
 #   wk_setup                 builds the kafka_tool helper, starts `soundhash broker` (with
 #                            WK_KAFKA=real: a real Kafka cluster of WK_KAFKA_NODES nodes, default 3,
-#                            by ops/kafka.sh in $SH_TMP/kafka), migrates the database; sets BOOT
-#                            (bootstrap list) and KT (the helper binary)
+#                            by ops/kafka.sh in $SH_TMP/kafka; with SH_KAFKA_BOOT set by run.sh:
+#                            the run's shared real cluster, its topics and groups deleted and the
+#                            topics created afresh, unless WK_KAFKA=mock), migrates the database; sets BOOT (bootstrap
+#                            list) and KT (the helper)
 #   wk_start NAME ARGS...    starts a worker in the background (log: $SH_TMP/NAME.log, pid in
 #                            WK_PID_<NAME>, http port in WK_PORT_<NAME> once listening)
 #   wk_kill NAME [SIG]       signals a worker (default TERM) and waits for it; sets WK_RC
@@ -44,6 +46,12 @@ wk_setup() {
       cat "$SH_TMP/kafka-start.log" >&2; fail "ops/kafka.sh start"; }
     grep 'up in' "$SH_TMP/kafka-start.log" || true
     BOOT=$(cat "$KAFKA_DIR/bootstrap")
+  elif [ -n "${SH_KAFKA_BOOT:-}" ] && [ "${WK_KAFKA:-}" != mock ]; then
+    # Each test starts on empty topics with no consumer group: an earlier test's events, dead
+    # letters, deltas and committed offsets are gone.
+    BOOT=$SH_KAFKA_BOOT
+    "$KT" reset "$BOOT" 60 || fail "cannot reset the shared cluster's topics and groups"
+    wait_for 60 "$SH_BIN" broker topics --brokers "$BOOT" --create --replication 3
   else
     "$SH_BIN" broker --bootstrap-file "$SH_TMP/boot" > /dev/null 2> "$SH_TMP/broker.log" &
     BROKER_PID=$!

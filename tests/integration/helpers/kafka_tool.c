@@ -18,6 +18,11 @@
  *   kafka_tool replicas BROKERS TOPIC             prints "partition leader replicas isr" per
  *                                                 partition (ids comma-separated, leader -1 when
  *                                                 none), as the brokers' metadata says now
+ *   kafka_tool reset BROKERS TIMEOUT_S            deletes the project's topics (those that exist),
+ *                                                 waits until the metadata lists none of them, then
+ *                                                 deletes every consumer group (retrying one that
+ *                                                 still has members until their sessions expire);
+ *                                                 exit 1 on an error or after TIMEOUT_S
  */
 #include "sh_kafka.h"
 #include "sh_registry.h"
@@ -226,6 +231,137 @@ static int replicas(const char *brokers, const char *topic)
     return err ? 1 : 0;
 }
 
+/* How many of the project's topics the cluster lists now; -1 when the metadata is not answered. */
+static int project_topics_listed(rd_kafka_t *rk)
+{
+    const struct rd_kafka_metadata *md;
+    if (rd_kafka_metadata(rk, 1, NULL, &md, 10000))
+        return -1;
+    int n = 0;
+    for (int i = 0; i < md->topic_cnt; i++)
+        n += !md->topics[i].err && sh_kafka_topic_partitions(md->topics[i].topic) > 0;
+    rd_kafka_metadata_destroy(md);
+    return n;
+}
+
+static int delete_topics(const char *brokers, int timeout_s)
+{
+    rd_kafka_t *rk = client(RD_KAFKA_PRODUCER, brokers, NULL);
+    if (!rk)
+        return 1;
+    size_t n;
+    const sh_kafka_topic_def *t = sh_kafka_topics(&n);
+    rd_kafka_DeleteTopic_t *dt[8];
+    for (size_t i = 0; i < n && i < 8; i++)
+        dt[i] = rd_kafka_DeleteTopic_new(t[i].name);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_DeleteTopics(rk, dt, n, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, timeout_s * 1000);
+    int rc = ev ? 0 : 1;
+    if (ev && rd_kafka_event_error(ev)) {
+        fprintf(stderr, "kafka_tool reset: %s\n", rd_kafka_event_error_string(ev));
+        rc = 1;
+    }
+    const rd_kafka_DeleteTopics_result_t *res = ev ? rd_kafka_event_DeleteTopics_result(ev) : NULL;
+    size_t nr = 0;
+    const rd_kafka_topic_result_t **tr = res ? rd_kafka_DeleteTopics_result_topics(res, &nr) : NULL;
+    for (size_t i = 0; i < nr; i++) {
+        rd_kafka_resp_err_t e = rd_kafka_topic_result_error(tr[i]);
+        if (e && e != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+            fprintf(stderr, "kafka_tool reset: %s: %s\n", rd_kafka_topic_result_name(tr[i]),
+                    rd_kafka_err2str(e));
+            rc = 1;
+        }
+    }
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_DeleteTopic_destroy_array(dt, n);
+    /* Deletion is asynchronous in the controller: wait until the metadata lists none of them. */
+    struct timespec pause = {0, 100 * 1000 * 1000};
+    for (int waited = 0; !rc; waited += 100) {
+        int left = project_topics_listed(rk);
+        if (left == 0)
+            break;
+        if (waited >= timeout_s * 1000) {
+            fprintf(stderr, "kafka_tool reset: %d topic(s) still listed\n", left);
+            rc = 1;
+        }
+        nanosleep(&pause, NULL);
+    }
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
+/* Deletes the groups in `names`; sets *busy to how many still have members (not deleted). */
+static int delete_groups_once(rd_kafka_t *rk, const char **names, int n, int *busy)
+{
+    rd_kafka_DeleteGroup_t *dg[64];
+    int m = n < 64 ? n : 64, rc = 0;
+    *busy = 0;
+    for (int i = 0; i < m; i++)
+        dg[i] = rd_kafka_DeleteGroup_new(names[i]);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_DeleteGroups(rk, dg, (size_t)m, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
+    const rd_kafka_DeleteGroups_result_t *res = ev ? rd_kafka_event_DeleteGroups_result(ev) : NULL;
+    size_t nr = 0;
+    const rd_kafka_group_result_t **gr = res ? rd_kafka_DeleteGroups_result_groups(res, &nr) : NULL;
+    if (!res)
+        rc = 1;
+    for (size_t i = 0; i < nr; i++) {
+        const rd_kafka_error_t *e = rd_kafka_group_result_error(gr[i]);
+        rd_kafka_resp_err_t code = e ? rd_kafka_error_code(e) : RD_KAFKA_RESP_ERR_NO_ERROR;
+        if (code == RD_KAFKA_RESP_ERR_NON_EMPTY_GROUP)
+            (*busy)++;
+        else if (code && code != RD_KAFKA_RESP_ERR_GROUP_ID_NOT_FOUND) {
+            fprintf(stderr, "kafka_tool reset: group %s: %s\n", rd_kafka_group_result_name(gr[i]),
+                    rd_kafka_err2str(code));
+            rc = 1;
+        }
+    }
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_DeleteGroup_destroy_array(dg, (size_t)m);
+    return rc;
+}
+
+/* With the groups gone too, no test inherits an earlier test's committed offsets or the members
+ * of its SIGKILLed consumers (a group keeps them until their sessions expire). */
+static int delete_groups(const char *brokers, int timeout_s)
+{
+    rd_kafka_t *rk = client(RD_KAFKA_PRODUCER, brokers, NULL);
+    if (!rk)
+        return 1;
+    struct timespec pause = {0, 200 * 1000 * 1000};
+    int rc = 0;
+    for (int waited = 0;; waited += 200) {
+        const struct rd_kafka_group_list *gl = NULL;
+        if (rd_kafka_list_groups(rk, NULL, &gl, 10000)) {
+            fprintf(stderr, "kafka_tool reset: cannot list the groups\n");
+            rc = 1;
+            break;
+        }
+        const char *names[64];
+        int n = 0, busy = 0;
+        for (int i = 0; i < gl->group_cnt && n < 64; i++)
+            names[n++] = gl->groups[i].group;
+        rc = n ? delete_groups_once(rk, names, n, &busy) : 0;
+        rd_kafka_group_list_destroy(gl);
+        if (rc || !busy)
+            break;
+        if (waited >= timeout_s * 1000) {
+            fprintf(stderr, "kafka_tool reset: %d group(s) still have members\n", busy);
+            rc = 1;
+            break;
+        }
+        nanosleep(&pause, NULL);
+    }
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 6 && !strcmp(argv[1], "produce"))
@@ -241,6 +377,10 @@ int main(int argc, char **argv)
         return end_offsets(argv[2], argv[3]);
     if (argc == 4 && !strcmp(argv[1], "replicas"))
         return replicas(argv[2], argv[3]);
+    if (argc == 4 && !strcmp(argv[1], "reset")) {
+        int timeout_s = (int)strtol(argv[3], NULL, 10);
+        return delete_topics(argv[2], timeout_s) || delete_groups(argv[2], timeout_s);
+    }
     fprintf(stderr, "usage: see the comment at the top of kafka_tool.c\n");
     return 2;
 }
