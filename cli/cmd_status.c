@@ -159,8 +159,8 @@ static json_t *kafka_part(const st_cfg *c)
     for (size_t g = 0; g < c->groups.n; g++) {
         rd_kafka_t *rk = consumer(c, c->groups.v[g], &e);
         if (!rk)
-            return json_pack("{s:b, s:s, s:o}", "ok", 0, "error", sh_err_text(&e), "groups",
-                             groups);
+            return json_pack("{s:b, s:s, s:o, s:o}", "ok", 0, "error", sh_err_text(&e), "groups",
+                             groups, "deltas", deltas ? deltas : json_null());
         json_t *t = json_array();
         for (size_t i = 0; i < 2; i++) {
             json_t *x = topic_lag(rk, topics[i], (int)c->timeout_ms);
@@ -217,29 +217,43 @@ static void shard_ranges(const int *v, size_t n, char *out, size_t cap)
     }
 }
 
-/* Adds an edge's /v1/shards summary to node object o. */
+/* An integer field of o within [lo, hi], else -2 (absent, not an integer, out of range). */
+static json_int_t int_in(json_t *o, const char *key, json_int_t lo, json_int_t hi)
+{
+    json_t *v = json_object_get(o, key);
+    json_int_t x = json_is_integer(v) ? json_integer_value(v) : -2;
+    return x >= lo && x <= hi ? x : -2;
+}
+
+/* Adds an edge's /v1/shards summary to node object o. The node is not trusted: entries with a
+ * shard outside [0, nshards), a position below -1 or counts out of range are counted in
+ * "malformed" and left out. */
 static void edge_detail(json_t *o, json_t *sh)
 {
     json_t *arr = json_object_get(sh, "shards");
+    json_int_t ns = int_in(sh, "nshards", 1, ST_PARTITIONS_MAX);
     int held[ST_PARTITIONS_MAX];
-    size_t n = 0, i;
+    size_t n = 0, i, bad = 0;
     int64_t lo = INT64_MAX, hi = -1, lag = 0, loaded = 0, tracks = 0;
     json_t *it;
     json_array_foreach(arr, i, it) {
-        json_int_t s = json_integer_value(json_object_get(it, "shard"));
-        json_int_t p = json_integer_value(json_object_get(it, "position"));
-        json_t *l = json_object_get(it, "lag_ms");
-        if (n < ST_PARTITIONS_MAX)
-            held[n++] = (int)s;
+        json_int_t s = int_in(it, "shard", 0, ns - 1);
+        json_int_t p = int_in(it, "position", -1, INT64_MAX);
+        json_int_t l = int_in(it, "lag_ms", 0, INT64_MAX);
+        json_int_t t = int_in(it, "tracks", 0, (json_int_t)1 << 40);
+        if (ns < 1 || s < 0 || p < -1 || t < 0 || n >= ST_PARTITIONS_MAX) {
+            bad++;
+            continue;
+        }
+        held[n++] = (int)s;
         lo = p < lo ? p : lo;
         hi = p > hi ? p : hi;
-        lag = json_is_integer(l) && json_integer_value(l) > lag ? json_integer_value(l) : lag;
+        lag = l > lag ? l : lag;
         loaded += json_is_true(json_object_get(it, "loaded"));
-        tracks += json_integer_value(json_object_get(it, "tracks"));
+        tracks += t;
     }
     char ranges[256];
     shard_ranges(held, n, ranges, sizeof ranges);
-    json_int_t ns = json_integer_value(json_object_get(sh, "nshards"));
     json_object_set_new(o, "role", json_string((json_int_t)n == ns ? "region" : "edge"));
     json_object_set(o, "name", json_object_get(sh, "node"));
     json_object_set_new(o, "shards", json_string(ranges));
@@ -248,6 +262,10 @@ static void edge_detail(json_t *o, json_t *sh)
     json_object_set_new(o, "lag_ms", json_integer(lag));
     json_object_set_new(o, "loaded", json_integer(loaded));
     json_object_set_new(o, "tracks", json_integer(tracks));
+    if (bad) {
+        json_object_set_new(o, "malformed", json_integer((json_int_t)bad));
+        json_object_set_new(o, "ok", json_false());
+    }
 }
 
 static const char *role_of(json_t *h)
@@ -339,6 +357,16 @@ static void print_kafka(json_t *k)
                (int)json_integer_value(json_object_get(d, "partitions")));
 }
 
+/* s with control characters (a hostile node's terminal escapes) shown as '?', cut to cap - 1. */
+static const char *printable(const char *s, char *buf, size_t cap)
+{
+    size_t i = 0;
+    for (; s && s[i] && i + 1 < cap; i++)
+        buf[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+    buf[i] = 0;
+    return s ? buf : "-";
+}
+
 static void print_nodes(json_t *nodes, json_int_t primary_seq)
 {
     printf("%-28s %-12s %-10s %-10s %-10s %-16s %-8s %s\n", "NODE", "ROLE", "NAME", "HEALTH",
@@ -371,10 +399,13 @@ static void print_nodes(json_t *nodes, json_int_t primary_seq)
         if (json_object_get(n, "lag_ms"))
             snprintf(lag, sizeof lag, "%" JSON_INTEGER_FORMAT,
                      json_integer_value(json_object_get(n, "lag_ms")));
+        char b1[64], b2[64], b3[64], b4[160];
         printf("%-28s %-12s %-10s %-10s %-10s %-16s %-8s %s\n",
                json_string_value(json_object_get(n, "url")),
-               json_string_value(json_object_get(n, "role")) ?: "-", name ? name : "-",
-               json_string_value(json_object_get(n, "health")), s ? s : "-", pos, lag, note);
+               printable(json_string_value(json_object_get(n, "role")), b1, sizeof b1),
+               printable(name, b2, sizeof b2),
+               printable(json_string_value(json_object_get(n, "health")), b3, sizeof b3),
+               s ? s : "-", pos, lag, printable(note, b4, sizeof b4));
     }
 }
 

@@ -19,6 +19,8 @@
  */
 #include "edge.h"
 
+#include "sh_shardmap.h"
+
 #include "sh_clock.h"
 #include "sh_dpay.h"
 #include "sh_kafka.h"
@@ -344,7 +346,14 @@ int ed_consumer_start(ed *x, sh_err *e)
                                      {"enable.auto.commit", "false"},
                                      {"enable.auto.offset.store", "false"},
                                      {"auto.offset.reset", "error"}};
+    /* A fetch is held by the broker until data arrives or this wait ends. Apache Kafka answers
+     * as soon as a delta lands, but some brokers (librdkafka's mock among them) hold the fetch
+     * for the whole wait: 500 ms by default, which the apply lag would carry. 100 ms bounds it
+     * at ten idle fetches a second per broker. -X overrides it. */
+    static sh_kclient_kv defaults[] = {{"fetch.wait.max.ms", "100"}};
     sh_kclient_config kc = {.bootstrap = x->cfg.brokers,
+                            .defaults = defaults,
+                            .n_defaults = sizeof defaults / sizeof defaults[0],
                             .props = &x->cfg.kafka_props,
                             .forced = forced,
                             .n_forced = sizeof forced / sizeof forced[0],
@@ -360,6 +369,10 @@ int ed_consumer_start(ed *x, sh_err *e)
         rc = sh_kafka_describe_topic(x->consumer, x->cfg.topic, tmo, &x->nshards, e);
     if (rc == 0 && x->nshards <= 0)
         rc = sh_err_set(e, SH_ENOTFOUND, "topic %s does not exist", x->cfg.topic);
+    /* The shard count sizes per-request arrays (match, upstream): bounded like everywhere else. */
+    if (rc == 0 && (unsigned)x->nshards > SH_SHARDS_MAX)
+        rc = sh_err_set(e, SH_EUNSUPPORTED, "topic %s has %d partitions: at most %u shards",
+                        x->cfg.topic, x->nshards, SH_SHARDS_MAX);
     return rc;
 }
 

@@ -198,7 +198,17 @@ static int read_token(const char *file, const char *flag, const char *env, char 
             return sh_err_set(e, SH_EUSAGE, "%s: over %d bytes", env, ED_TOKEN_MAX);
         *out = strdup(t);
     }
-    return *out ? 0 : sh_err_set(e, SH_ENOMEM, "out of memory");
+    if (!*out)
+        return sh_err_set(e, SH_ENOMEM, "out of memory");
+    /* The token goes into an HTTP header: a control character would inject header lines. */
+    for (const char *p = *out; p && *p; p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7f) {
+            free(*out);
+            *out = NULL;
+            return sh_err_set(e, SH_EUSAGE, "%s: the token holds a control character",
+                              file[0] ? flag : env);
+        }
+    return 0;
 }
 
 /* The API's bearer token, and the one sent to --upstream. */

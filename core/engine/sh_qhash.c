@@ -5,6 +5,7 @@
 
 #include <jansson.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,6 +14,8 @@ enum {
     QH_ENTRY_MIN = 5,                      /* one varint byte + 4 hash bytes */
     QH_ENTRY_MAX = 5 + 4,                  /* a dt < 2^32 takes at most 5 varint bytes */
     QH_HEADER_MAX = QH_MAGIC_LEN + 2 * SH_VARINT_MAX,
+    QH_JSON_ENTRY_MAX = 64, /* "[4294967295,4294967295]," is 24 bytes; the rest for whitespace */
+    QH_JSON_SLACK = 16384,  /* the fingerprint line's other keys (file name, format, ...) */
 };
 
 void sh_qhash_free(sh_qhash *q)
@@ -140,6 +143,12 @@ static int parse_doc(const json_t *doc, size_t max_n, sh_qhash *q, sh_err *e)
 
 static int parse_json(const void *buf, size_t len, size_t max_n, sh_qhash *q, sh_err *e)
 {
+    /* jansson builds the whole document before the count can be checked: refuse a body longer
+     * than max_n entries can be ("[4294967295,4294967295]," with room for whitespace), plus the
+     * other keys of the fingerprint line, before parsing it. */
+    if (len > QH_JSON_SLACK && (len - QH_JSON_SLACK) / QH_JSON_ENTRY_MAX > max_n)
+        return sh_err_set(e, SH_ETOOBIG, "hashes: %zu bytes of JSON for at most %zu hashes",
+                              len, max_n);
     json_error_t je;
     json_t *doc = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
     if (!doc)
@@ -148,6 +157,39 @@ static int parse_json(const void *buf, size_t len, size_t max_n, sh_qhash *q, sh
     int rc = parse_doc(doc, max_n, q, e);
     json_decref(doc);
     return rc;
+}
+
+static int cmp_t_hash(const void *a, const void *b);
+
+static int cmp_hash_t(const void *a, const void *b)
+{
+    const sh_hash *x = a, *y = b;
+    if (x->hash != y->hash)
+        return x->hash < y->hash ? -1 : 1;
+    return (x->t > y->t) - (x->t < y->t);
+}
+
+/* Drops repeated (hash, t) pairs and keeps at most SH_QHASH_PER_HASH_MAX entries per hash value:
+ * a lookup walks a hash's postings once per query entry, so a body of one popular hash repeated
+ * 200k times would cost 200k walks of its list. Real queries repeat a hash a few times at most
+ * (repeating music). The survivors are left in (t, hash) order. */
+static void normalise(sh_qhash *q)
+{
+    if (q->n < 2)
+        return;
+    qsort(q->h, q->n, sizeof *q->h, cmp_hash_t);
+    size_t w = 0, run = 0;
+    for (size_t i = 0; i < q->n; i++) {
+        bool same_hash = w && q->h[w - 1].hash == q->h[i].hash;
+        if (same_hash && q->h[w - 1].t == q->h[i].t)
+            continue;
+        run = same_hash ? run + 1 : 1;
+        if (run > SH_QHASH_PER_HASH_MAX)
+            continue;
+        q->h[w++] = q->h[i];
+    }
+    q->n = w;
+    qsort(q->h, q->n, sizeof *q->h, cmp_t_hash);
 }
 
 int sh_qhash_parse(const void *buf, size_t len, int binary, size_t max_n, sh_qhash *out,
@@ -161,6 +203,8 @@ int sh_qhash_parse(const void *buf, size_t len, int binary, size_t max_n, sh_qha
     int rc = binary ? parse_binary(b, len, max_n, out, e) : parse_json(b, len, max_n, out, e);
     if (rc)
         sh_qhash_free(out);
+    else
+        normalise(out);
     return rc;
 }
 

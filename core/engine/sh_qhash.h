@@ -22,7 +22,10 @@
  * canonical input byte for byte.
  *
  * Parsing is hostile-input safe: the count is checked against the caller's cap and against the
- * bytes left before anything is allocated.
+ * bytes left before anything is allocated (a JSON body longer than the cap's entries can be is
+ * refused before it is parsed). A parsed query is normalised: repeated (hash, t) pairs dropped,
+ * at most SH_QHASH_PER_HASH_MAX entries kept per hash value (a lookup walks a hash's postings once
+ * per entry: one popular hash repeated 200k times must not cost 200k walks), in (t, hash) order.
  */
 #ifndef SH_QHASH_H
 #define SH_QHASH_H
@@ -35,6 +38,7 @@
 
 #define SH_QHASH_CONTENT_TYPE "application/vnd.soundhash.hashes"
 #define SH_QHASH_MAGIC "SHQ1"
+#define SH_QHASH_PER_HASH_MAX 16 /* entries kept per hash value (see above) */
 
 /* A parsed query: `h[0..n)` is owned (sh_qhash_free); NULL when n is 0. */
 typedef struct sh_qhash {

@@ -25,7 +25,7 @@ int sh_httpc_url_ok(const char *u)
     if (!rest || !*rest || *rest == '/' || strlen(u) > 1024)
         return 0;
     for (const char *p = u; *p; p++)
-        if ((unsigned char)*p <= ' ' || (unsigned char)*p == 0x7f)
+        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f) /* ASCII only: no IRIs */
             return 0;
     return 1;
 }

@@ -28,8 +28,9 @@ void sh_httpc_opts_default(sh_httpc_opts *o);
 int sh_httpc_get(const char *base_url, const char *path, const sh_httpc_opts *o, long *status,
                  char **body, size_t *len, sh_err *e);
 
-/* 1 when u is an absolute http:// or https:// URL with a host, no spaces or control characters,
- * at most 1 KiB: what the tools accept for --edge / --node. */
+/* 1 when u is an absolute http:// or https:// URL with a host, printable ASCII only (no spaces,
+ * control characters or raw non-ASCII bytes), at most 1 KiB: what the tools accept for --edge /
+ * --node. */
 int sh_httpc_url_ok(const char *u);
 
 /* The bearer token for the operator tools: env SOUNDHASH_API_TOKEN when set, non-empty and at most

@@ -97,6 +97,11 @@ while IFS='|' read -r want args; do
 done <<< "$usage_table"
 check "$n usage errors: exit 2, each naming its flag" test "$n" -ge 40
 check "pgdir was never created by a refused db start" test ! -e pgdir
+# a token goes into an HTTP header: a control character (header injection) is a usage error
+SOUNDHASH_API_TOKEN=$'tok\r\nX-Evil: 1' expect_exit 2 "$SH_BIN" edge --brokers 127.0.0.1:1 --data ed \
+  --shards all --listen 127.0.0.1:0 --connect-timeout 1
+check "an edge token with CR/LF is refused, naming its variable" \
+  grep -q 'SOUNDHASH_API_TOKEN: the token holds a control character' "$SH_TMP/err"
 
 # ---- --help lists exactly the options each subcommand takes -------------------------------------
 help_table=$(cat <<'T'

@@ -67,3 +67,29 @@ check "the workers' group lag shows the 2 unconsumed events; the dead worker is 
 kill -9 "$ED_PID"
 expect_exit 1 "$SH_BIN" status --dsn "$SH_DSN" --node "http://127.0.0.1:$ED_PORT" --timeout-ms 1000
 check "a dead edge is reported down" grep -q 'down' "$SH_TMP/out"
+
+# a hostile node: shard numbers at INT_MAX, a position of -2^63, escapes in its name — no
+# overflow (ASan+UBSan binary), the entries counted as malformed, the node not ok, exit 1
+cat > "$SH_TMP/hostile.py" <<'PY'
+import http.server, json
+SHARDS = {"node": "evil\u001b[2J", "nshards": 2147483647, "shards": [
+    {"shard": 2147483647, "position": -9223372036854775808, "tracks": 9223372036854775807,
+     "loaded": True, "lag_ms": 1},
+    {"shard": 2147483646, "position": 5, "tracks": 1, "loaded": True, "lag_ms": 1}]}
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"status": "ok"} if self.path == "/health" else SHARDS).encode()
+        self.send_response(200); self.send_header("Content-Type", "application/json")
+        self.end_headers(); self.wfile.write(body)
+    def log_message(self, *a): pass
+s = http.server.HTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+PY
+python3 "$SH_TMP/hostile.py" > "$SH_TMP/hostile.port" &
+HOSTILE=$!
+wait_for 10 test -s "$SH_TMP/hostile.port"
+expect_exit 1 "$SH_BIN_ASAN" status --node "http://127.0.0.1:$(cat "$SH_TMP/hostile.port")" --json
+kill "$HOSTILE" 2> /dev/null || true
+check "a hostile node's /v1/shards: every entry malformed, the node not ok, no sanitizer report" \
+  jq -e '.nodes[0].malformed == 2 and (.nodes[0].ok | not)' "$SH_TMP/out"

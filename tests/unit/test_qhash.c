@@ -176,10 +176,11 @@ static void test_json(void **state)
     assert_int_equal(sh_qhash_parse(line, strlen(line), 0, 3, &q, NULL), 0);
     assert_int_equal(q.fp_version, 3);
     assert_int_equal(q.n, 3);
-    /* Kept in the order given. */
-    assert_int_equal(q.h[0].hash, UINT32_MAX);
-    assert_int_equal(q.h[0].t, 9);
-    assert_int_equal(q.h[1].t, 2);
+    /* Normalised into (t, hash) order. */
+    assert_int_equal(q.h[0].hash, 0);
+    assert_int_equal(q.h[0].t, 2);
+    assert_int_equal(q.h[1].hash, UINT32_MAX);
+    assert_int_equal(q.h[1].t, 9);
     assert_int_equal(q.h[2].t, UINT32_MAX);
     sh_qhash_free(&q);
     sh_qhash_free(NULL);
@@ -217,6 +218,56 @@ static void test_json_malformed(void **state)
     bad_json("{\"fp_version\":3,\"hash_list\":[[1,2],[3,4],[5,6]]}", 2, SH_ETOOBIG, "at most 2");
 }
 
+/* Repeated (hash, t) pairs are dropped and one hash value keeps at most SH_QHASH_PER_HASH_MAX
+ * entries: a body of one popular hash repeated must not multiply the lookup's work. */
+static void test_normalise(void **state)
+{
+    (void)state;
+    enum { N = 1000 };
+    sh_hash *h = calloc(N, sizeof *h);
+    assert_non_null(h);
+    for (size_t i = 0; i < N; i++)
+        h[i] = (sh_hash){.hash = 7, .t = (uint32_t)(i < 500 ? 5 : i)}; /* 500 copies of (7, 5) */
+    h[N - 1] = (sh_hash){.hash = 8, .t = 3};
+    uint8_t *buf;
+    size_t len;
+    assert_int_equal(sh_qhash_encode(3, h, N, &buf, &len, NULL), 0);
+    sh_qhash q;
+    assert_int_equal(sh_qhash_parse(buf, len, 1, N, &q, NULL), 0);
+    assert_int_equal(q.n, SH_QHASH_PER_HASH_MAX + 1); /* hash 7 capped, hash 8 kept */
+    size_t sevens = 0;
+    for (size_t i = 0; i < q.n; i++) {
+        sevens += q.h[i].hash == 7;
+        if (i)
+            assert_true(q.h[i - 1].t <= q.h[i].t);
+        for (size_t j = 0; j < i; j++)
+            assert_false(q.h[j].hash == q.h[i].hash && q.h[j].t == q.h[i].t);
+    }
+    assert_int_equal(sevens, SH_QHASH_PER_HASH_MAX);
+    sh_qhash_free(&q);
+    free(buf);
+    free(h);
+}
+
+/* A JSON body longer than max_n entries can be is refused before jansson parses it. */
+static void test_json_precap(void **state)
+{
+    (void)state;
+    size_t len = 16384 + 64 * 10 + 65;
+    char *big = malloc(len + 1);
+    assert_non_null(big);
+    memset(big, ' ', len);
+    const char *doc = "{\"fp_version\":3,\"hash_list\":[]}";
+    memcpy(big, doc, strlen(doc));
+    big[len] = 0;
+    bad_json(big, 10, SH_ETOOBIG, "bytes of JSON");
+    /* the same body with room for its length parses (whitespace is valid JSON) */
+    sh_qhash q;
+    assert_int_equal(sh_qhash_parse(big, len, 0, 11, &q, NULL), 0);
+    assert_int_equal(q.n, 0);
+    free(big);
+}
+
 static void test_args(void **state)
 {
     (void)state;
@@ -236,6 +287,8 @@ int main(void)
         cmocka_unit_test(test_round_trip),      cmocka_unit_test(test_layout),
         cmocka_unit_test(test_binary_malformed), cmocka_unit_test(test_binary_cap),
         cmocka_unit_test(test_json),            cmocka_unit_test(test_json_malformed),
+        cmocka_unit_test(test_normalise),
+        cmocka_unit_test(test_json_precap),
         cmocka_unit_test(test_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
