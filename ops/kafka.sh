@@ -18,7 +18,8 @@
 # `soundhash broker topics --create` (SOUNDHASH_BIN, default build/soundhash) with replication
 # factor min(3, N); min.insync.replicas is 2 when N >= 3 (a cluster default, so it also holds for
 # topics created later and for Kafka's own offsets and transaction topics), else 1.
-# Environment: SOUNDHASH_KAFKA_HEAP (default 256m), SOUNDHASH_KAFKA_START_TIMEOUT (s, default 120),
+# Environment: SOUNDHASH_KAFKA_PROPS (extra broker settings, "k=v k=v"),
+# SOUNDHASH_KAFKA_HEAP (default 256m), SOUNDHASH_KAFKA_START_TIMEOUT (s, default 120),
 # SOUNDHASH_KAFKA_STOP_TIMEOUT (s, default 20).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -110,6 +111,16 @@ logger.state.level = WARN
 EOF
 }
 
+# extra_props: SOUNDHASH_KAFKA_PROPS, whitespace-separated key=value broker settings (tests: e.g.
+# log.retention.check.interval.ms=1000 so retention runs within a test), one per line.
+extra_props() {
+  local kv
+  for kv in ${SOUNDHASH_KAFKA_PROPS:-}; do
+    [[ "$kv" =~ ^[a-z][a-z0-9._-]*=[^[:space:]]+$ ]] || die "SOUNDHASH_KAFKA_PROPS: '$kv' is not key=value"
+    echo "$kv"
+  done
+}
+
 # write_config I N VOTERS PORT CPORT: node I's server.properties.
 write_config() {
   local i="$1" n="$2" voters="$3" port="$4" cport="$5"
@@ -138,6 +149,7 @@ transaction.state.log.num.partitions=6
 share.coordinator.state.topic.replication.factor=$rf
 share.coordinator.state.topic.min.isr=$isr
 group.initial.rebalance.delay.ms=0
+$(extra_props)
 # Few threads: a test cluster on a shared 2-core machine.
 num.network.threads=2
 num.io.threads=2

@@ -15,6 +15,9 @@
  *                                                 fp_version|priority; exit 1 if fewer arrived
  *   kafka_tool committed BROKERS GROUP TOPIC      prints "partition offset" per partition
  *   kafka_tool end BROKERS TOPIC                  prints "partition high_watermark" per partition
+ *   kafka_tool watermarks BROKERS TOPIC           prints "partition low high" per partition
+ *   kafka_tool topic-config BROKERS TOPIC K=V...  sets the topic's dynamic configs to exactly
+ *                                                 these (AlterConfigs replaces the set)
  *   kafka_tool replicas BROKERS TOPIC             prints "partition leader replicas isr" per
  *                                                 partition (ids comma-separated, leader -1 when
  *                                                 none), as the brokers' metadata says now
@@ -197,6 +200,70 @@ static int end_offsets(const char *brokers, const char *topic)
     return rc;
 }
 
+static int watermarks(const char *brokers, const char *topic)
+{
+    rd_kafka_t *rk = client(RD_KAFKA_CONSUMER, brokers, "kafka-tool-end");
+    if (!rk)
+        return 1;
+    int np = partitions_of(rk, topic), rc = 0;
+    for (int p = 0; p < np && !rc; p++) {
+        int64_t lo, hi;
+        rc = rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, 10000) ? 1 : 0;
+        if (!rc)
+            printf("%d %lld %lld\n", p, (long long)lo, (long long)hi);
+    }
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
+/* AlterConfigs (librdkafka 2.0 has no incremental form): the topic's dynamic configs become kv. */
+static int topic_config(const char *brokers, const char *topic, char **kv, int n)
+{
+    rd_kafka_t *rk = client(RD_KAFKA_PRODUCER, brokers, NULL);
+    if (!rk)
+        return 1;
+    rd_kafka_ConfigResource_t *r = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic);
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        char *eq = strchr(kv[i], '=');
+        if (!eq) {
+            fprintf(stderr, "kafka_tool topic-config: %s: want key=value\n", kv[i]);
+            rc = 2;
+            break;
+        }
+        *eq = 0;
+        if (rd_kafka_ConfigResource_set_config(r, kv[i], eq + 1)) {
+            fprintf(stderr, "kafka_tool topic-config: cannot set %s\n", kv[i]);
+            rc = 1;
+        }
+    }
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_event_t *ev = NULL;
+    if (!rc) {
+        rd_kafka_AlterConfigs(rk, &r, 1, NULL, q);
+        ev = rd_kafka_queue_poll(q, 15000);
+        rc = !ev || rd_kafka_event_error(ev) ? 1 : 0;
+        if (ev && rd_kafka_event_error(ev))
+            fprintf(stderr, "kafka_tool topic-config: %s\n", rd_kafka_event_error_string(ev));
+    }
+    const rd_kafka_AlterConfigs_result_t *res = ev ? rd_kafka_event_AlterConfigs_result(ev) : NULL;
+    size_t nr = 0;
+    const rd_kafka_ConfigResource_t **rr = res ? rd_kafka_AlterConfigs_result_resources(res, &nr)
+                                               : NULL;
+    for (size_t i = 0; i < nr; i++)
+        if (rd_kafka_ConfigResource_error(rr[i])) {
+            fprintf(stderr, "kafka_tool topic-config: %s\n",
+                    rd_kafka_ConfigResource_error_string(rr[i]));
+            rc = 1;
+        }
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_ConfigResource_destroy(r);
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
 static void print_ids(const int32_t *ids, int n)
 {
     for (int i = 0; i < n; i++)
@@ -375,6 +442,10 @@ int main(int argc, char **argv)
         return committed(argv[2], argv[3], argv[4]);
     if (argc == 4 && !strcmp(argv[1], "end"))
         return end_offsets(argv[2], argv[3]);
+    if (argc == 4 && !strcmp(argv[1], "watermarks"))
+        return watermarks(argv[2], argv[3]);
+    if (argc >= 5 && !strcmp(argv[1], "topic-config"))
+        return topic_config(argv[2], argv[3], argv + 4, argc - 4);
     if (argc == 4 && !strcmp(argv[1], "replicas"))
         return replicas(argv[2], argv[3]);
     if (argc == 4 && !strcmp(argv[1], "reset")) {
