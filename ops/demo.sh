@@ -363,12 +363,20 @@ stage3_edges() {
   EDGE_URLS=("http://127.0.0.1:$eu_port" "http://127.0.0.1:$ap_port" "http://127.0.0.1:$region_port")
   CACHE_URLS=("${EDGE_URLS[@]:0:2}")
   echo "edge-eu (shards 0-3) on :$eu_port, edge-ap (4-7) on :$ap_port, region (0-7) on :$region_port; logs in $WORK/edge-*.log"
+  local t0 p
+  t0=$(date +%s.%N)
   for p in "$eu_port" "$ap_port" "$region_port"; do
+    printf '  waiting for :%s to be ready (bootstrap from the snapshots, then the delta tail) ... ' "$p"
     wait_until 120 "edge :$p to be ready" edge_ready "$p"
+    echo "ready at +$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}') s"
   done
-  echo "all three ready (bootstrapped from the replicator's snapshots, then the delta tail)"
   verify_all
 
+  # a delete and a re-upload while the edges run: both travel as deltas
+  VICTIM2=$(sql "SELECT external_id FROM tracks WHERE status = 'active' ORDER BY external_id DESC LIMIT 1")
+  "$BIN" ingest delete --brokers "$BOOT" --track-id "$VICTIM2" > /dev/null
+  wait_until 60 "the delete of $VICTIM2" track_deleted "$VICTIM2"
+  echo "deleted $VICTIM2 while the edges run"
   # a re-upload: the same file again is a new version of its track, replicated to every edge
   # (a track's id is its file name without the extension; the bad uploads never became tracks)
   local again_id again
@@ -382,13 +390,16 @@ stage3_edges() {
   echo "re-uploaded $(jq -r .track_id "$WORK/republished.jsonl"): now at version $(sql_id "SELECT version FROM tracks WHERE external_id = :'id'" "$(jq -r .track_id "$WORK/republished.jsonl")")"
   verify_all
 
-  # the track deleted in stage 2 matches nowhere: a clip of it, to every node
-  sox "$WORK/media/$VICTIM.ogg" -c 1 "$WORK/victim.wav" trim 30 10 2> /dev/null
-  local url answered=""
-  for url in "${EDGE_URLS[@]}"; do
-    answered="$answered $(curl -sS --max-time 20 --data-binary @"$WORK/victim.wav" "$url/v1/match" | jq -r '.match.track_id // "none"')"
+  # the deleted tracks match nowhere: a clip of each, to every node
+  local url answered v
+  for v in "$VICTIM" "$VICTIM2"; do
+    sox "$WORK/media/$v.ogg" -c 1 "$WORK/victim.wav" trim 30 10 2> /dev/null
+    answered=""
+    for url in "${EDGE_URLS[@]}"; do
+      answered="$answered $(curl -sS --max-time 20 --data-binary @"$WORK/victim.wav" "$url/v1/match" | jq -r '.match.track_id // "none"')"
+    done
+    echo "a clip of the deleted track $v, asked of edge-eu, edge-ap and the region:$answered"
   done
-  echo "a clip of the deleted track $VICTIM, asked of edge-eu, edge-ap and the region:$answered"
 
   sample_queries "$DATA/queries/dev/ground_truth.csv" "$PER_COND" > "$WORK/sample3.csv"
   echo "sending $(wc -l < "$WORK/sample3.csv") degraded clips to the edge caches (audio and client-side hashes)"
