@@ -6,7 +6,10 @@
 # a delta partition is SIGKILLed — leadership moves, an upload published while it is down is
 # stored, every delta the replicator had acknowledged is in the topic (reading it like a subscriber
 # rebuilds each shard equal to the primary, no gap), the edge converges and `soundhash verify`
-# passes. The broker restarts, rejoins every ISR, and the stream goes on without a gap.
+# passes. The broker restarts, rejoins every ISR, and the stream goes on without a gap. Then two of
+# the three brokers stop (acks=all, min.insync.replicas 2): the replicator acknowledges nothing,
+# keeps running and reports it on /health (503, lag); the brokers return and every change written
+# meanwhile is published, no gap, the edge verifies.
 . "$SH_ROOT/tests/integration/lib.sh"
 . "$SH_ROOT/tests/lib/pg.sh"
 . "$SH_ROOT/tests/lib/worker.sh"
@@ -120,6 +123,29 @@ check "after the restart: 8 shards equal the primary, no gap" \
   test "$(grep -c '"ok":true' "$SH_TMP/recon2")" -eq 8
 wait_for 60 ed_converged "$ED_PORT_E"
 verify_edge "broker restarted"
+
+# ---- acks=all with min.insync.replicas 2 and two brokers down: the replicator blocks and says so --
+# (two of three nodes down is also two of three controllers: no quorum, no leader moves either)
+base=$(metric soundhash_replicator_last_seq)
+for n in 1 2; do "$SH_ROOT/ops/kafka.sh" node-stop --dir "$KAFKA_DIR" --node "$n"; done
+"$RT" write "$SH_DSN" 60 "$((SEED + 2))" 2 > /dev/null || fail "the primary takes writes with Kafka down"
+rp_unhealthy() { [ "$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$RP_PORT/health")" = 503 ]; }
+wait_for 60 rp_unhealthy
+curl -s "127.0.0.1:$RP_PORT/health" > "$SH_TMP/rp-health.json"
+echo "replicator /health with two brokers down: $(cat "$SH_TMP/rp-health.json")"
+check "two brokers down: nothing acknowledged past seq $base, the replicator's /health is 503 and reports lag" \
+  bash -c "[ \"\$(curl -fsS 127.0.0.1:$RP_PORT/metrics | awk '\$1 == \"soundhash_replicator_last_seq\" {print \$2}')\" = '$base' ] &&
+           jq -e '.lag_ms > 0' '$SH_TMP/rp-health.json' > /dev/null"
+check "the replicator keeps running (blocks, does not exit)" kill -0 "$RP_PID"
+for n in 1 2; do "$SH_ROOT/ops/kafka.sh" node-start --dir "$KAFKA_DIR" --node "$n"; done
+wait_for 120 caught_up
+echo "ok: the brokers are back and the replicator published everything written meanwhile"
+"$RT" reconstruct "$BOOT" "$SH_DSN" soundhash.index.deltas 60 > "$SH_TMP/recon3" 2> "$SH_TMP/recon3.err" || {
+  cat "$SH_TMP/recon3" "$SH_TMP/recon3.err" >&2; fail "after two brokers were down"; }
+check "after two brokers were down: 8 shards equal the primary, no gap" \
+  test "$(grep -c '"ok":true' "$SH_TMP/recon3")" -eq 8
+wait_for 60 ed_converged "$ED_PORT_E"
+verify_edge "two brokers were down"
 
 kill "$RP_PID"
 set +e; wait "$RP_PID"; rc=$?; set -e
