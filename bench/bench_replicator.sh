@@ -4,7 +4,8 @@
 #
 #   bench/bench_replicator.sh [BIN] [COPIES]      (defaults: build/soundhash, 20)
 #
-# Against a local `soundhash broker` and a private PostgreSQL, with the dev corpus
+# Against a local `soundhash broker` (BENCH_KAFKA=real: a real Apache Kafka node from ops/kafka.sh,
+# BENCH_KAFKA_NODES of them) and a private PostgreSQL, with the dev corpus
 # ($SOUNDHASH_DATA_DIR/corpus/dev):
 #   lag         the replicator runs while two workers ingest the corpus; the commit → ack
 #               histogram (soundhash_replicator_commit_to_ack_seconds) gives p50/p99
@@ -26,6 +27,7 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2> /dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2> /dev/null || true; done
   "$BIN" db stop --dir "$TMP/pg" > /dev/null 2>&1 || true
+  for d in "${KAFKA_DIRS[@]}"; do "$ROOT/ops/kafka.sh" stop --kill --dir "$d" > /dev/null 2>&1 || true; done
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -37,12 +39,22 @@ wait_for() { # wait_for SECS cmd...
 sql() { psql "$DSN" -X -Atq -c "$1"; }
 metric() { curl -fsS "127.0.0.1:$1/metrics" | awk -v m="$2" '$1 == m {print $2}'; }
 port_of() { sed -n 's/.*event=http_listening.* port=\([0-9]*\).*/\1/p' "$1" | head -n1; }
-broker() { # broker NAME: starts a broker, sets BOOT
+KAFKA_DIRS=()
+broker() { # broker NAME: starts a broker (BENCH_KAFKA=real: a real Apache Kafka node), sets BOOT
+  if [ "${BENCH_KAFKA:-mock}" = real ]; then
+    KAFKA_DIRS+=("$TMP/$1-kafka")
+    SOUNDHASH_BIN="$BIN" "$ROOT/ops/kafka.sh" start --brokers "${BENCH_KAFKA_NODES:-1}" \
+      --dir "$TMP/$1-kafka" > /dev/null 2> "$TMP/$1.log"
+    BOOT=$(cat "$TMP/$1-kafka/bootstrap")
+    return
+  fi
   "$BIN" broker --bootstrap-file "$TMP/$1.boot" > /dev/null 2> "$TMP/$1.log" &
   PIDS+=($!)
+  BROKER_PIDS+=($!)
   wait_for 20 test -s "$TMP/$1.boot"
   BOOT=$(cat "$TMP/$1.boot")
 }
+BROKER_PIDS=()
 replicator() { # replicator NAME: starts one, sets RP and RP_PORT
   "$BIN" replicator --brokers "$BOOT" --dsn "$DSN" --http 127.0.0.1:0 ${RP_ARGS:-} > /dev/null 2> "$TMP/$1.log" &
   RP=$!
@@ -92,13 +104,16 @@ blob=$(metric "$RP_PORT" soundhash_replicator_primary_blob_bytes_total)
 msgs=$(metric "$RP_PORT" soundhash_replicator_delta_bytes_total 2> /dev/null || true)
 p50=$(quantile "$RP_PORT" soundhash_replicator_commit_to_ack_seconds 0.5)
 p99=$(quantile "$RP_PORT" soundhash_replicator_commit_to_ack_seconds 0.99)
+echo "   Kafka: ${BENCH_KAFKA:-mock}$([ "${BENCH_KAFKA:-mock}" = real ] && echo " (Apache Kafka, ${BENCH_KAFKA_NODES:-1} node(s), acks=all)")"
 echo "   live ingest: $(sql "SELECT count(*) FROM tracks") tracks, $last changes, $postings postings"
 echo "   commit -> Kafka ack lag: p50 $p50 ms, p99 $p99 ms (target p99 <= 250 ms)"
 echo "     of which: batch read p50 $(quantile "$RP_PORT" soundhash_replicator_read_seconds 0.5) / p99 $(quantile "$RP_PORT" soundhash_replicator_read_seconds 0.99) ms, produce->acks p50 $(quantile "$RP_PORT" soundhash_replicator_publish_seconds 0.5) / p99 $(quantile "$RP_PORT" soundhash_replicator_publish_seconds 0.99) ms"
 awk -v w="$wire" -v b="$blob" -v p="$postings" 'BEGIN {
   printf "   wire: %.2f B/posting (payload after zstd); primary blob: %.2f B/posting (target <= 4.0)\n",
          w / p, b / p }'
-kill "${PIDS[@]:1}" 2> /dev/null || true
+for p in "${PIDS[@]}"; do # the workers and the first replicator; the broker stays
+  [[ " ${BROKER_PIDS[*]} " == *" $p "* ]] || kill "$p" 2> /dev/null || true
+done
 
 # ---- throughput: the whole (amplified) change log through a fresh replicator ---------------------
 sql "SELECT count(sh_write_track(t.external_id || '#' || g, t.tenant, t.metadata, NULL, t.duration_s,

@@ -3,7 +3,8 @@
 #
 #   bench/bench_worker.sh [BIN] [THREADS]      (defaults: build/soundhash, 2)
 #
-# Against a local `soundhash broker` and a private PostgreSQL (`soundhash db start`), with the dev
+# Against a local `soundhash broker` (BENCH_KAFKA=real: a real Apache Kafka node, ops/kafka.sh;
+# BENCH_KAFKA_NODES of them) and a private PostgreSQL (`soundhash db start`), with the dev
 # corpus ($SOUNDHASH_DATA_DIR/corpus/dev, scripts/data/make_corpus.sh):
 #   raw      `soundhash fingerprint` over the same files, THREADS processes in parallel
 #            (decode + fingerprint, the work of one worker thread, without Kafka or PostgreSQL)
@@ -27,6 +28,7 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2> /dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2> /dev/null || true; done
   "$BIN" db stop --dir "$TMP/pg" > /dev/null 2>&1 || true
+  [ -z "${KAFKA_DIR:-}" ] || "$ROOT/ops/kafka.sh" stop --kill --dir "$KAFKA_DIR" > /dev/null 2>&1 || true
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -62,8 +64,16 @@ N_OK=$(cat "$TMP"/raw.[0-9]* | grep -c '"hashes"')
 AUDIO_S=$(cat "$TMP"/raw.[0-9]* | sed -n 's/.*"duration_s":\([0-9.]*\).*/\1/p' | awk '{s += $1} END {printf "%.1f", s}')
 
 # ---- stack -----------------------------------------------------------------------------------
-"$BIN" broker --bootstrap-file "$TMP/boot" > /dev/null 2> "$TMP/broker.log" &
-PIDS+=($!)
+if [ "${BENCH_KAFKA:-mock}" = real ]; then # a real Apache Kafka node (ops/kafka.sh)
+  KAFKA_DIR="$TMP/kafka"
+  SOUNDHASH_BIN="$BIN" "$ROOT/ops/kafka.sh" start --brokers "${BENCH_KAFKA_NODES:-1}" \
+    --dir "$KAFKA_DIR" > /dev/null 2> "$TMP/broker.log"
+  echo "$(cat "$KAFKA_DIR/bootstrap")" > "$TMP/boot"
+else
+  "$BIN" broker --bootstrap-file "$TMP/boot" > /dev/null 2> "$TMP/broker.log" &
+  PIDS+=($!)
+fi
+echo "   Kafka: ${BENCH_KAFKA:-mock}$([ "${BENCH_KAFKA:-mock}" = real ] && echo " (Apache Kafka, ${BENCH_KAFKA_NODES:-1} node(s))")"
 DSN=$("$BIN" db start --dir "$TMP/pg" 2> "$TMP/pg.log")
 "$BIN" db migrate --dsn "$DSN" > /dev/null 2>&1
 wait_for 20 test -s "$TMP/boot"
