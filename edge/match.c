@@ -196,13 +196,13 @@ static int lookup_all_versions(query *q, ed_shard *sh, sh_err *e)
         int rc = versions_mask(sh->s, &have, e);
         if (rc)
             return rc;
-        unsigned todo = have & ~done;
-        if (!todo)
+        unsigned fresh = have & ~done;
+        if (!fresh)
             return 0;
         for (int vi = 0; vi < ED_FPV_N; vi++)
-            if ((todo >> vi & 1u) && (rc = lookup(q, sh, vi, e)) != 0)
+            if ((fresh >> vi & 1u) && (rc = lookup(q, sh, vi, e)) != 0)
                 return rc;
-        done |= todo;
+        done |= fresh;
     }
     return 0;
 }
