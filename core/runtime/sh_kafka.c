@@ -3,10 +3,12 @@
 
 #include "sh_log.h"
 
+#include <ctype.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const sh_kafka_topic_def topics[] = {
@@ -173,6 +175,54 @@ int sh_kafka_conf_set_kv(rd_kafka_conf_t *conf, const char *kv, sh_err *e)
     return sh_kafka_conf_set(conf, key, eq + 1, e);
 }
 
+/* SOUNDHASH_KAFKA_<KEY> with '.' → '_' and upper case. */
+static void secret_env_name(const char *key, const char *suffix, char *buf, size_t len)
+{
+    size_t o = (size_t)snprintf(buf, len, "SOUNDHASH_KAFKA_");
+    for (const char *p = key; *p && o + 1 < len; p++)
+        buf[o++] = *p == '.' ? '_' : (char)toupper((unsigned char)*p);
+    buf[o < len ? o : len - 1] = '\0';
+    size_t cur = strlen(buf);
+    snprintf(buf + cur, len - cur, "%s", suffix);
+}
+
+static void wipe_free(char *s)
+{
+    if (!s)
+        return;
+    volatile char *p = s;
+    while (*p)
+        *p++ = 0;
+    free(s);
+}
+
+/* The secret properties (sasl.password, ...) from the environment: SOUNDHASH_KAFKA_<KEY>, else the
+ * file named by SOUNDHASH_KAFKA_<KEY>_FILE. Applied before -X, so a -X still wins. */
+static int set_env_secrets(rd_kafka_conf_t *conf, sh_err *e)
+{
+    for (const char *const *k = sh_kafka_secret_props(); *k; k++) {
+        char name[96];
+        secret_env_name(*k, "", name, sizeof name);
+        const char *v = getenv(name);
+        char *fromfile = NULL;
+        if (!v || !*v) {
+            secret_env_name(*k, "_FILE", name, sizeof name);
+            const char *path = getenv(name);
+            if (!path || !*path)
+                continue;
+            int rc = sh_secret_file_read(path, &fromfile, e);
+            if (rc)
+                return sh_err_wrap(e, rc, "%s", name);
+            v = fromfile;
+        }
+        int rc = sh_kafka_conf_set(conf, *k, v, e);
+        wipe_free(fromfile);
+        if (rc)
+            return sh_err_wrap(e, rc, "%s", name);
+    }
+    return 0;
+}
+
 int sh_kafka_conf_new(const char *bootstrap, const sh_strlist *props, rd_kafka_conf_t **out,
                       sh_err *e)
 {
@@ -184,6 +234,8 @@ int sh_kafka_conf_new(const char *bootstrap, const sh_strlist *props, rd_kafka_c
     int rc = 0;
     if (bootstrap && *bootstrap)
         rc = sh_kafka_conf_set(conf, "bootstrap.servers", bootstrap, e);
+    if (!rc)
+        rc = set_env_secrets(conf, e);
     for (size_t i = 0; !rc && props && i < props->n; i++)
         rc = sh_kafka_conf_set_kv(conf, props->v[i], e);
     if (rc) {

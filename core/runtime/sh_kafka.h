@@ -58,6 +58,10 @@ int sh_kafka_topic_partitions(const char *topic);
 /* Creates a client configuration: `bootstrap` (comma-separated host:port list; NULL or "" leaves
  * bootstrap.servers unset, e.g. when it comes from `props`) and then every "key=value" of `props`
  * (the `-X` passthrough; may be NULL) applied in order, so -X overrides anything set before.
+ * Between the two, the secret properties (sh_kafka_prop_is_secret: sasl.password, ...) are taken
+ * from the environment: SOUNDHASH_KAFKA_<KEY> ('.' → '_', upper case), else the file named by
+ * SOUNDHASH_KAFKA_<KEY>_FILE (its content, trailing newlines stripped, ≤ 64 KiB); an unreadable
+ * file is SH_EUSAGE naming the variable.
  * librdkafka's log lines are routed to sh_log (logfmt on stderr).
  * On success `*out` is owned by the caller (rd_kafka_new takes it over, else
  * rd_kafka_conf_destroy). Errors: SH_EUSAGE (an entry without '='), SH_EINVAL (unknown property or

@@ -189,8 +189,7 @@ static int assign(sh_opt *o, const char *v, const char *src, sh_err *e)
     return sh_err_set(e, SH_EINTERNAL, "option --%s has an unknown type", o->name);
 }
 
-/* Reads a secret from a file: the whole content, trailing newlines stripped, capped. */
-static int read_secret_file(const char *path, char **out, sh_err *e)
+int sh_secret_file_read(const char *path, char **out, sh_err *e)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
@@ -218,7 +217,7 @@ static int read_secret_file(const char *path, char **out, sh_err *e)
 static int assign_secret_file(sh_opt *o, const char *path, const char *src, sh_err *e)
 {
     char *secret = NULL;
-    int rc = read_secret_file(path, &secret, e);
+    int rc = sh_secret_file_read(path, &secret, e);
     if (rc)
         return sh_err_wrap(e, rc, "%s", src);
     free(*(char **)o->target);
@@ -276,10 +275,121 @@ bool sh_dsn_has_password(const char *dsn)
     return query && has_password_kw(query, true);
 }
 
-/* Secrets never come from argv or a config file (ps, shell history, files in git): a password in
- * --dsn still works — refusing would break scripts mid-flight — but says how to pass it. */
+/* Where each password of `dsn` lies, as written: up to `max` spans (start, length). */
+typedef struct pw_span {
+    const char *p;
+    size_t n;
+} pw_span;
+
+/* The value of a `password` keyword at `q` (just past the keyword) in the key/value form: a
+ * quoted value up to the closing quote (backslash escapes skipped), else up to white space. */
+static pw_span kv_value(const char *q)
+{
+    while (isspace((unsigned char)*q))
+        q++;
+    q++; /* '=' */
+    while (isspace((unsigned char)*q))
+        q++;
+    pw_span s = {q, 0};
+    if (*q == '\'') {
+        const char *r = ++q;
+        while (*r && *r != '\'')
+            r += (*r == '\\' && r[1]) ? 2 : 1;
+        s.p = q, s.n = (size_t)(r - q);
+    } else {
+        s.n = strcspn(q, " \t\r\n\f\v");
+    }
+    return s;
+}
+
+static size_t dsn_password_spans(const char *dsn, pw_span *out, size_t max)
+{
+    size_t k = 0;
+    bool uri = is_uri(dsn);
+    const char *params = dsn;
+    if (uri) {
+        const char *auth = strstr(dsn, "://") + 3;
+        size_t hostlen = strcspn(auth, "/?");
+        const char *at = memchr(auth, '@', hostlen);
+        const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+        if (colon && k < max)
+            out[k++] = (pw_span){colon + 1, (size_t)(at - colon - 1)};
+        params = strchr(auth, '?');
+        if (!params)
+            return k;
+    }
+    for (const char *p = params; k < max && (p = strstr(p, "password")) != NULL; p += 8) {
+        bool start = p == params ||
+                     (uri ? (p[-1] == '?' || p[-1] == '&') : isspace((unsigned char)p[-1]));
+        const char *q = p + 8;
+        while (!uri && isspace((unsigned char)*q))
+            q++;
+        if (!start || *q != '=')
+            continue;
+        out[k++] = uri ? (pw_span){q + 1, strcspn(q + 1, "&#")} : kv_value(p + 8);
+    }
+    return k;
+}
+
+void sh_dsn_redact(const char *dsn, const char *text, char *out, size_t cap)
+{
+    if (!cap)
+        return;
+    pw_span spans[8];
+    size_t ns = dsn ? dsn_password_spans(dsn, spans, 8) : 0;
+    size_t o = 0;
+    for (const char *t = text ? text : ""; *t && o + 1 < cap;) {
+        size_t hit = 0;
+        for (size_t i = 0; i < ns && !hit; i++)
+            if (spans[i].n && !strncmp(t, spans[i].p, spans[i].n))
+                hit = spans[i].n;
+        if (!hit) {
+            out[o++] = *t++;
+            continue;
+        }
+        for (const char *m = "***"; *m && o + 1 < cap; m++)
+            out[o++] = *m;
+        t += hit;
+    }
+    out[o] = '\0';
+}
+
+static const char *const KAFKA_SECRET_PROPS[] = {
+    "sasl.password", "ssl.key.password", "ssl.keystore.password", "ssl.key.pem",
+    "sasl.oauthbearer.client.secret", NULL};
+
+const char *const *sh_kafka_secret_props(void)
+{
+    return KAFKA_SECRET_PROPS;
+}
+
+bool sh_kafka_prop_is_secret(const char *kv)
+{
+    size_t klen = strcspn(kv, "=");
+    while (klen && isspace((unsigned char)kv[klen - 1]))
+        klen--;
+    for (const char *const *k = KAFKA_SECRET_PROPS; *k; k++)
+        if (strlen(*k) == klen && !strncmp(kv, *k, klen))
+            return true;
+    return false;
+}
+
+/* Secrets never come from argv or a config file (ps, /proc/PID/cmdline, shell history, files in
+ * git): a password in --dsn or a secret -X property still works — refusing would break scripts
+ * mid-flight — but says how to pass it. */
 static void warn_dsn_secret(const sh_opt *o, const char *v, const char *src)
 {
+    if (o->type == SH_OPT_LIST && !strcmp(o->name, "property") && sh_kafka_prop_is_secret(v)) {
+        char key[64];
+        snprintf(key, sizeof key, "%.*s", (int)strcspn(v, "="), v);
+        SH_WARN("secret_on_command_line", "option=-X property=%s source=%s msg=%s", key,
+                SH_Q(src),
+                SH_Q("a secret librdkafka property is visible to every user in the process list "
+                     "and kept in shell history; pass it with SOUNDHASH_KAFKA_<PROPERTY> or "
+                     "SOUNDHASH_KAFKA_<PROPERTY>_FILE (e.g. SOUNDHASH_KAFKA_SASL_PASSWORD_FILE) "
+                     "instead"));
+        return;
+    }
     if (o->type != SH_OPT_STR || strcmp(o->name, "dsn") || !sh_dsn_has_password(v))
         return;
     SH_WARN("secret_on_command_line", "option=--dsn source=%s msg=%s", SH_Q(src),
@@ -646,6 +756,12 @@ void sh_opt_print(const sh_cmd_spec *spec, void *out)
         switch (o->type) {
         case SH_OPT_STR: {
             const char *s = *(char *const *)o->target;
+            if (s && !strcmp(o->name, "dsn")) {
+                char red[SH_OPT_LINE_MAX];
+                sh_dsn_redact(s, s, red, sizeof red);
+                fprintf(f, "%s = %s\n", o->name, red);
+                break;
+            }
             fprintf(f, "%s = %s\n", o->name, s ? s : "");
             break;
         }
@@ -663,8 +779,13 @@ void sh_opt_print(const sh_cmd_spec *spec, void *out)
             break;
         case SH_OPT_LIST: {
             const sh_strlist *l = o->target;
-            for (size_t i = 0; i < l->n; i++)
-                fprintf(f, "%s = %s\n", o->name, l->v[i]);
+            for (size_t i = 0; i < l->n; i++) {
+                if (!strcmp(o->name, "property") && sh_kafka_prop_is_secret(l->v[i]))
+                    fprintf(f, "%s = %.*s=(set, hidden)\n", o->name,
+                            (int)strcspn(l->v[i], "="), l->v[i]);
+                else
+                    fprintf(f, "%s = %s\n", o->name, l->v[i]);
+            }
             if (!l->n)
                 fprintf(f, "%s =\n", o->name);
             break;

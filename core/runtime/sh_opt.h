@@ -93,6 +93,28 @@ void sh_opt_free(sh_cmd_spec *spec);
  * or a URI query parameter) or a URI user-info `user:pw@`. */
 bool sh_dsn_has_password(const char *dsn);
 
+/* Copies `text` into `out` (`cap` bytes, always NUL-terminated when cap > 0, truncated to fit)
+ * with every password the connection string `dsn` holds (sh_dsn_has_password's three forms, as
+ * written in the DSN) replaced by "***". For messages that may quote the DSN (libpq echoes a
+ * malformed URI whole) and for --print-config. `dsn` may be NULL (a plain copy). */
+void sh_dsn_redact(const char *dsn, const char *text, char *out, size_t cap);
+
+/* True when the librdkafka property of `kv` ("key=value" or "key") holds a secret:
+ * sasl.password, ssl.key.password, ssl.keystore.password, ssl.key.pem,
+ * sasl.oauthbearer.client.secret. Such a -X on the command line or in a config file works but is
+ * warned about (event=secret_on_command_line); --print-config shows it as "key=(set, hidden)".
+ * The secret belongs in SOUNDHASH_KAFKA_<KEY> or a file named by SOUNDHASH_KAFKA_<KEY>_FILE
+ * (key upper-cased, '.' → '_', e.g. SOUNDHASH_KAFKA_SASL_PASSWORD_FILE); see sh_kafka_conf_new. */
+bool sh_kafka_prop_is_secret(const char *kv);
+
+/* The secret properties sh_kafka_prop_is_secret knows, NULL-terminated (static storage). */
+const char *const *sh_kafka_secret_props(void);
+
+/* Reads a secret from the file `path`: the whole content with trailing newlines stripped, at most
+ * 64 KiB. On success *out is a malloc'd string the caller frees (after wiping it). Errors:
+ * SH_EUSAGE (cannot open, over the cap; the message names the path), SH_ENOMEM. */
+int sh_secret_file_read(const char *path, char **out, sh_err *e);
+
 /* The --meta convention of every command that records metadata (`ingest publish`, `index add`):
  * each entry of `in` is `key=value` or a JSON object of scalar values ({"k":"v","n":3}; numbers and
  * booleans are kept as their JSON text). Appends key, value, key, value... to `out` in order (a

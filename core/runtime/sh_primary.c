@@ -4,6 +4,7 @@
 
 #include "sh_clock.h"
 #include "sh_log.h"
+#include "sh_opt.h"
 #include "sh_pgutil.h"
 
 #include <ctype.h>
@@ -221,6 +222,18 @@ void sh_primary_config_default(sh_primary_config *c)
     c->application_name = "soundhash";
 }
 
+/* libpq quotes a malformed URI whole in its messages: no password of the DSN reaches a message
+ * (they end up in logs, on stderr and in /health answers). */
+static int redact_err(const char *dsn, sh_err *e, int rc)
+{
+    if (e && dsn && sh_dsn_has_password(dsn)) {
+        char red[SH_ERR_MSG_MAX];
+        sh_dsn_redact(dsn, e->msg, red, sizeof red);
+        memcpy(e->msg, red, sizeof red);
+    }
+    return rc;
+}
+
 static int sh_connect(sh_primary *db, sh_err *e)
 {
     char timeout[16];
@@ -240,7 +253,7 @@ static int sh_connect(sh_primary *db, sh_err *e)
     if (!c)
         return sh_err_set(e, SH_ENOMEM, "postgres connect: out of memory");
     if (PQstatus(c) != CONNECTION_OK) {
-        int rc = sh_pg_connect_error(c, e);
+        int rc = redact_err(db->dsn, e, sh_pg_connect_error(c, e));
         PQfinish(c);
         return rc;
     }
@@ -327,7 +340,7 @@ int sh_primary_new(const sh_primary_config *c, sh_primary **out, sh_err *e)
         char msg[300];
         sh_pg_trim_copy(msg, sizeof msg, perr ? perr : "out of memory");
         PQfreemem(perr);
-        return sh_err_set(e, SH_EINVAL, "postgres: bad DSN: %s", msg);
+        return redact_err(c->dsn, e, sh_err_set(e, SH_EINVAL, "postgres: bad DSN: %s", msg));
     }
     int has_timeout = 0;
     for (PQconninfoOption *o = opts; o->keyword; o++) {
@@ -1135,5 +1148,5 @@ int sh_primary_dsn_check(const char *dsn, sh_err *e)
     char msg[300];
     sh_pg_trim_copy(msg, sizeof msg, perr);
     PQfreemem(perr);
-    return sh_err_set(e, SH_EINVAL, "postgres: bad DSN: %s", msg);
+    return redact_err(dsn, e, sh_err_set(e, SH_EINVAL, "postgres: bad DSN: %s", msg));
 }

@@ -81,6 +81,43 @@ static void test_conf_errors(void **state)
     expect_conf_error(longkey, SH_EUSAGE, "longer than");
 }
 
+/* Secret properties come from SOUNDHASH_KAFKA_<KEY> or its _FILE form; -X still overrides; an
+ * unreadable file is a usage error naming the variable. */
+static void test_conf_secret_env(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/sh-test-kafka-secretXXXXXX", buf[128];
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "from-file\n", 10), 10);
+    close(fd);
+    setenv("SOUNDHASH_KAFKA_SASL_PASSWORD_FILE", path, 1);
+    setenv("SOUNDHASH_KAFKA_SSL_KEY_PASSWORD", "from-env", 1);
+    rd_kafka_conf_t *conf = NULL;
+    sh_err e = {0};
+    assert_int_equal(sh_kafka_conf_new("127.0.0.1:1", NULL, &conf, &e), 0);
+    get_prop(conf, "sasl.password", buf, sizeof buf);
+    assert_string_equal(buf, "from-file");
+    get_prop(conf, "ssl.key.password", buf, sizeof buf);
+    assert_string_equal(buf, "from-env");
+    rd_kafka_conf_destroy(conf);
+
+    sh_strlist props = {0};
+    assert_int_equal(sh_strlist_push(&props, "sasl.password=from-flag"), 0);
+    assert_int_equal(sh_kafka_conf_new("127.0.0.1:1", &props, &conf, &e), 0);
+    get_prop(conf, "sasl.password", buf, sizeof buf);
+    assert_string_equal(buf, "from-flag");
+    rd_kafka_conf_destroy(conf);
+    sh_strlist_clear(&props);
+
+    unlink(path);
+    assert_int_equal(sh_kafka_conf_new("127.0.0.1:1", NULL, &conf, &e), SH_EUSAGE);
+    assert_null(conf);
+    assert_non_null(strstr(e.msg, "SOUNDHASH_KAFKA_SASL_PASSWORD_FILE"));
+    unsetenv("SOUNDHASH_KAFKA_SASL_PASSWORD_FILE");
+    unsetenv("SOUNDHASH_KAFKA_SSL_KEY_PASSWORD");
+}
+
 static void test_errcode_table(void **state)
 {
     (void)state;
@@ -220,6 +257,7 @@ int main(void)
         cmocka_unit_test(test_conf_bootstrap_and_passthrough),
         cmocka_unit_test(test_conf_props_override_bootstrap),
         cmocka_unit_test(test_conf_errors),
+        cmocka_unit_test(test_conf_secret_env),
         cmocka_unit_test(test_errcode_table),
         cmocka_unit_test(test_err_set_message),
         cmocka_unit_test(test_topic_table),

@@ -252,6 +252,47 @@ static void test_dsn_password(void **state)
     assert_false(sh_dsn_has_password(NULL));
 }
 
+/* Every password form of a DSN is replaced by *** wherever a message quotes it; a DSN without a
+ * password leaves the text alone. */
+static void test_dsn_redact(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *dsn, *text, *want;
+    } cases[] = {
+        {"host=db password=hunter2 user=u", "x host=db password=hunter2 user=u",
+         "x host=db password=*** user=u"},
+        {"host=db password = 'a b\\'c' user=u", "host=db password = 'a b\\'c' user=u",
+         "host=db password = '***' user=u"},
+        {"postgresql://u:pw9@[::1/db", "in URI: \"postgresql://u:pw9@[::1/db\"",
+         "in URI: \"postgresql://u:***@[::1/db\""},
+        {"postgresql://db/s?user=u&password=zz1&sslmode=x", "postgresql://db/s?user=u&password=zz1&sslmode=x",
+         "postgresql://db/s?user=u&password=***&sslmode=x"},
+        {"host=db user=u", "host=db user=u", "host=db user=u"},
+    };
+    char out[256];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        sh_dsn_redact(cases[i].dsn, cases[i].text, out, sizeof out);
+        assert_string_equal(out, cases[i].want);
+    }
+    sh_dsn_redact(NULL, "plain", out, sizeof out);
+    assert_string_equal(out, "plain");
+    sh_dsn_redact("password=abcdef", "abcdef-abcdef", out, 5); /* truncated, still terminated */
+    assert_string_equal(out, "***-");
+}
+
+static void test_kafka_secret_props(void **state)
+{
+    (void)state;
+    assert_true(sh_kafka_prop_is_secret("sasl.password=x"));
+    assert_true(sh_kafka_prop_is_secret("ssl.key.password"));
+    assert_true(sh_kafka_prop_is_secret("ssl.keystore.password = y"));
+    assert_true(sh_kafka_prop_is_secret("sasl.oauthbearer.client.secret=z"));
+    assert_false(sh_kafka_prop_is_secret("sasl.username=u"));
+    assert_false(sh_kafka_prop_is_secret("sasl.password.x=u"));
+    assert_false(sh_kafka_prop_is_secret("ssl.ca.location=/ca.pem"));
+}
+
 /* A --dsn with a password on the command line is accepted with one warning naming the way to pass
  * it; from the environment (a place for secrets) it is not warned about. */
 static void test_dsn_password_warns(void **state)
@@ -362,6 +403,8 @@ int main(void)
         cmocka_unit_test_setup(test_log_one_line, setup),
         cmocka_unit_test_setup(test_dsn_password, setup),
         cmocka_unit_test_setup(test_dsn_password_warns, setup),
+        cmocka_unit_test(test_dsn_redact),
+        cmocka_unit_test(test_kafka_secret_props),
         cmocka_unit_test_setup(test_meta_pairs, setup),
         cmocka_unit_test_setup(test_usage_examples_and_exit_codes, setup),
     };
