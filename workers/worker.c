@@ -90,7 +90,7 @@ static void init_opts(wk_config *c, sh_opt *opts, sh_cmd_spec *spec)
     spec->examples = "soundhash worker --brokers 127.0.0.1:9092 --dsn \"$(cat /tmp/sh-pg/dsn)\" "
                      "--media-root ~/music --http 127.0.0.1:9100\n"
                      "SOUNDHASH_DB_PASSWORD_FILE=/run/secrets/db soundhash worker --brokers "
-                     "kafka:9092 --dsn 'host=db user=soundhash_app dbname=soundhash' --media-root "
+                     "kafka:9092 --dsn 'host=db user=soundhash_worker dbname=soundhash' --media-root "
                      "/srv/audio --threads 4 --db-wait 300";
     spec->summary = SUMMARY;
     spec->opts = opts;
