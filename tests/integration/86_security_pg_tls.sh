@@ -53,7 +53,7 @@ check "the server sees this session encrypted (pg_stat_ssl), TLS ≥ 1.2" \
   test "$(pg_sql "SELECT ssl, version IN ('TLSv1.2', 'TLSv1.3') FROM pg_stat_ssl WHERE pid = pg_backend_pid()")" = "t|t"
 
 # ---- failing clearly -------------------------------------------------------------------------------
-expect_exit 1 "$SH_BIN" db status --dsn "$plain sslmode=verify-full sslrootcert=$PKI/wrong-ca.crt"
+expect_exit 1 "$SH_BIN_ASAN" db status --dsn "$plain sslmode=verify-full sslrootcert=$PKI/wrong-ca.crt"
 check "a wrong CA: exit 1, 'certificate verify failed' on stderr" grep -q 'certificate verify failed' "$SH_TMP/err"
 cat "$SH_TMP/err"
 expect_exit 1 "$SH_BIN" db status --dsn "${TLS_DSN/host=localhost/host=127.0.0.1}"

@@ -157,10 +157,10 @@ check "worker with a wrong password: exit 1 naming authentication, no echo" \
   bash -c "grep -qi 'authentication' '$SH_TMP/err' && ! grep -qF -- '$W_PW' '$SH_TMP/err'"
 
 # Secrets on the command line: warned about, masked, and never echoed in an error.
-expect_exit 2 "$SH_BIN" db status --dsn "postgresql://soundhash_worker:$W_PW@[::1/soundhash"
+expect_exit 2 "$SH_BIN_ASAN" db status --dsn "postgresql://soundhash_worker:$W_PW@[::1/soundhash"
 check "a malformed URI DSN's password is masked in the error" \
   bash -c "grep -q 'bad DSN.*soundhash_worker:\*\*\*@' '$SH_TMP/err' && ! grep -qF -- '$W_PW' '$SH_TMP/err'"
-expect_exit 0 "$SH_BIN" worker --brokers "$BOOT" --dsn "$W_DSN password=$W_PW" --media-root "$MEDIA" \
+expect_exit 0 "$SH_BIN_ASAN" worker --brokers "$BOOT" --dsn "$W_DSN password=$W_PW" --media-root "$MEDIA" \
   -X "sasl.password=$K_PW" --print-config
 check "--print-config masks the DSN password and -X sasl.password" \
   bash -c "grep -q 'password=\*\*\*' '$SH_TMP/out' && grep -q 'sasl.password=(set, hidden)' '$SH_TMP/out' &&
