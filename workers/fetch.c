@@ -6,12 +6,15 @@
 #include "sh_clock.h"
 #include "sh_log.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -74,7 +77,64 @@ typedef struct dl {
     int fd;
     size_t len, cap;
     bool too_big, io_error;
+    bool deny_private;          /* --fetch-deny-private */
+    char refused[INET6_ADDRSTRLEN]; /* the address refused, "" when none */
 } dl;
+
+/* True for an IPv4 address (host byte order) that is not a public unicast one: "this network",
+ * private, CGNAT, loopback, link-local (cloud metadata services), multicast, reserved, broadcast. */
+static bool v4_private(uint32_t a)
+{
+    static const struct {
+        uint32_t net, mask;
+    } nets[] = {{0x00000000u, 0xff000000u}, {0x0a000000u, 0xff000000u},
+                {0x64400000u, 0xffc00000u}, {0x7f000000u, 0xff000000u},
+                {0xa9fe0000u, 0xffff0000u}, {0xac100000u, 0xfff00000u},
+                {0xc0a80000u, 0xffff0000u}, {0xe0000000u, 0xe0000000u}};
+    for (size_t i = 0; i < sizeof nets / sizeof nets[0]; i++)
+        if ((a & nets[i].mask) == nets[i].net)
+            return true;
+    return false;
+}
+
+/* The same for IPv6: unspecified, loopback, link-local, unique-local, multicast, and IPv4-mapped
+ * or -compatible forms of a private IPv4 address. */
+static bool v6_private(const struct in6_addr *a)
+{
+    const uint8_t *b = a->s6_addr;
+    static const uint8_t zero10[10] = {0};
+    if (!memcmp(b, zero10, 10) && ((b[10] == 0xff && b[11] == 0xff) || (!b[10] && !b[11])))
+        return v4_private((uint32_t)b[12] << 24 | (uint32_t)b[13] << 16 | (uint32_t)b[14] << 8 |
+                          b[15]); /* ::ffff:a.b.c.d, ::a.b.c.d, :: and ::1 */
+    return (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) || (b[0] & 0xfe) == 0xfc || b[0] == 0xff;
+}
+
+/* libcurl asks this for every connection it makes (the first, redirects, retries), with the
+ * address it resolved: checking here, not the URL's host name, also stops DNS answers that point
+ * inside. A refused address fails the transfer (CURLE_COULDNT_CONNECT) and is remembered. */
+static curl_socket_t open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    dl *d = ud;
+    if (purpose == CURLSOCKTYPE_IPCXN && d->deny_private) {
+        bool priv = false;
+        const void *raw = NULL;
+        if (a->family == AF_INET) {
+            const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)&a->addr;
+            priv = v4_private(ntohl(in->sin_addr.s_addr));
+            raw = &in->sin_addr;
+        } else if (a->family == AF_INET6) {
+            const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)&a->addr;
+            priv = v6_private(&in6->sin6_addr);
+            raw = &in6->sin6_addr;
+        }
+        if (priv || !raw) {
+            if (!raw || !inet_ntop(a->family, raw, d->refused, sizeof d->refused))
+                snprintf(d->refused, sizeof d->refused, "family %d", a->family);
+            return CURL_SOCKET_BAD;
+        }
+    }
+    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
 
 static size_t on_body(char *p, size_t sz, size_t n, void *ud)
 {
@@ -117,6 +177,10 @@ static int tmp_fd(const char *dir, sh_err *e)
  * retry; other 4xx and oversize bodies are not. */
 static int http_result(CURLcode cc, long status, const dl *d, const char *url, sh_err *e)
 {
+    if (d->refused[0])
+        return sh_err_set(e, SH_EHTTP,
+                          "GET %s: refused to connect to %s, not a public address "
+                          "(--fetch-deny-private)", url, d->refused);
     if (d->too_big)
         return sh_err_set(e, SH_ETOOBIG, "GET %s: body over %zu bytes", url, d->cap);
     if (d->io_error)
@@ -142,8 +206,10 @@ static int download(const wk *w, const char *url, int fd, bool *local, sh_err *e
     CURL *c = curl_easy_init();
     if (!c)
         return sh_err_set(e, SH_ENOMEM, "curl_easy_init failed");
-    dl d = {fd, 0, w->cfg.max_fetch_bytes, false, false};
+    dl d = {fd, 0, w->cfg.max_fetch_bytes, false, false, w->cfg.fetch_deny_private, ""};
     curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+    curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, &d);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);

@@ -69,6 +69,11 @@ static const sh_opt OPTS[] = {
      "seconds to wait at start for the primary database to accept a connection before joining "
      "the consumer group, then exit 1 (0: one attempt)",
      0, 0, 604800},
+    {"fetch-deny-private", 0, SH_OPT_BOOL, NULL, "false",
+     "refuse http(s) audio at loopback, private, link-local, CGNAT, multicast or unspecified "
+     "addresses, checked on every connection (redirects and DNS answers included): the event is "
+     "dead-lettered (SSRF guard; see ops/SECURITY.md)",
+     0, 0, 0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0, 0},
 };
 #define N_OPTS (sizeof OPTS / sizeof OPTS[0])
@@ -80,7 +85,7 @@ static void init_opts(wk_config *c, sh_opt *opts, sh_cmd_spec *spec)
                        &c->max_inflight, &c->batch,         &c->max_duration_s,
                        &c->max_fetch_bytes, &c->http_timeout_s, &c->retry_max_ms,
                        &c->shutdown_grace_s, &c->tmp_dir, &c->connect_timeout_s,
-                       &c->max_retry_time_s, &c->db_wait_s};
+                       &c->max_retry_time_s, &c->db_wait_s, &c->fetch_deny_private};
     _Static_assert(sizeof targets / sizeof targets[0] == N_OPTS - 1, "one target per option");
     memcpy(opts, OPTS, sizeof OPTS);
     for (size_t i = 0; i < N_OPTS - 1; i++)

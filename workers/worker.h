@@ -65,6 +65,7 @@ typedef struct wk_config {
     long connect_timeout_s; /* bounded wait for a broker at start; 0: no check at start */
     long db_wait_s;         /* bounded wait for the database before joining; 0: one attempt */
     long max_retry_time_s;  /* per-event budget for transient source failures; 0: unlimited */
+    bool fetch_deny_private; /* refuse http(s) sources at non-public addresses (SSRF guard) */
 } wk_config;
 
 /* ---- jobs ------------------------------------------------------------------------------------ */

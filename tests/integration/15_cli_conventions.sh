@@ -122,7 +122,7 @@ db migrate|dsn db-password-file connect-timeout statement-timeout-ms
 db status|dsn db-password-file connect-timeout statement-timeout-ms
 dlq show|brokers property since timeout topic
 dlq tail|brokers property since timeout topic
-worker|brokers dsn media-root threads group http worker-id property max-inflight batch max-duration max-fetch-bytes http-timeout retry-max-ms shutdown-grace tmp-dir connect-timeout max-retry-time db-wait
+worker|brokers dsn media-root threads group http worker-id property max-inflight batch max-duration max-fetch-bytes http-timeout retry-max-ms shutdown-grace tmp-dir connect-timeout max-retry-time db-wait fetch-deny-private
 replicator|dsn brokers http region topic property batch-ms batch-bytes poll-ms heartbeat-ms lag-threshold-ms connect-timeout zstd-level max-delta-bytes
 replicator snapshot|dsn shard shards out
 replicator prune|dsn brokers topic property tombstone-days
