@@ -35,7 +35,7 @@ EOF
 python3 "$SH_TMP/server.py" "$WEB" "$SH_TMP/heal" "$SH_TMP/web.port" &
 WEB_PID=$!
 WK_PIDS+=("$WEB_PID")
-wait_for 10 test -s "$SH_TMP/web.port"
+wait_for 60 test -s "$SH_TMP/web.port"
 URL="http://127.0.0.1:$(cat "$SH_TMP/web.port")"
 
 wk_start w1 --threads 2 --retry-max-ms 300 --max-fetch-bytes 600K

@@ -44,7 +44,7 @@ EOF
 serve() { # serve NAME ADDR [REDIRECT_BASE]
   python3 "$SH_TMP/serve.py" "$WEB" "$2" "$SH_TMP/$1.port" "$SH_TMP/$1.requests" ${3:+"$3"} &
   WK_PIDS+=("$!")
-  wait_for 10 test -s "$SH_TMP/$1.port"
+  wait_for 60 test -s "$SH_TMP/$1.port"
   touch "$SH_TMP/$1.requests"
 }
 serve local4 127.0.0.1
