@@ -18,8 +18,9 @@
  * while tuning skip decoding; the cache key is the file name plus its size and mtime.
  * --set changes a tunable for this run: fp fields by their sh_fp_config name (applied to index and
  * query configs), match fields by their sh_match_config name, e.g. --set peaks_per_window=6.
- * --set hash_mode=0 (pairs, SH_FP_VERSION 2 hashes) or =1 (triplets) also resets the mode's query
- * and match defaults (sh_fp_config_mode, sh_match_config_for), so give it before other --set.
+ * --set hash_mode=0 (pairs, fp_version 2 hashes), =1 (triplets, 3) or =2 (speed-invariant
+ * triplets, 4) also resets the mode's query and match defaults (sh_fp_config_mode,
+ * sh_match_config_for), so give it before other --set.
  */
 #include "bench_util.h"
 #include "sh_audio.h"
@@ -110,6 +111,9 @@ static const knob knobs[] = {
     FPF(t_df_steps),
     FPF(t_dt_steps),
     FPF(t_ratio_steps),
+    FPF(s_u_steps),
+    FPF(s_f_steps),
+    FPF(q_speed_tol),
     {"coarse_frames", 'i', 1, offsetof(sh_match_config, coarse_frames)},
     {"tol_frames", 'i', 1, offsetof(sh_match_config, tol_frames)},
     {"max_scale", 'd', 1, offsetof(sh_match_config, max_scale)},
@@ -118,6 +122,7 @@ static const knob knobs[] = {
     {"min_score", 'i', 1, offsetof(sh_match_config, min_score)},
     {"min_confidence", 'd', 1, offsetof(sh_match_config, min_confidence)},
     {"dup_score", 'i', 1, offsetof(sh_match_config, dup_score)},
+    {"coarse_scale_step", 'd', 1, offsetof(sh_match_config, coarse_scale_step)},
 };
 
 static int set_knob(const char *kv, sh_fp_config *fc, sh_fp_config *qc, sh_match_config *mc)
@@ -401,8 +406,9 @@ int main(int argc, char **argv)
         best = dt < best ? dt : best;
     }
     const size_t np = sh_memindex_postings(mi);
-    printf("fp_version %d, corpus %d tracks, %.1f min of audio\n", SH_FP_VERSION, nt,
-           audio_s / 60.0);
+    printf("hash_mode %d (fp_version %d when every other tunable is default), corpus %d tracks, "
+           "%.1f min of audio\n",
+           fc.hash_mode, fc.hash_mode + 2, nt, audio_s / 60.0);
     printf("postings: %zu = %.1f per second of audio\n", np, np / audio_s);
     if (extra) {
         int ntot = nt; /* tr[] keeps the corpus only; distractors are freed once indexed */

@@ -85,6 +85,9 @@ void sh_fp_config_default(sh_fp_config *c)
     c->t_df_steps = 32.0f;
     c->t_dt_steps = 16.0f;
     c->t_ratio_steps = 16.0f;
+    c->s_u_steps = 16.0f;
+    c->s_f_steps = 4.0f;
+    c->q_speed_tol = 0.12f;
     sh_fp_config_mode(c, SH_FP_TRIPLETS);
 }
 
@@ -93,8 +96,13 @@ void sh_fp_config_mode(sh_fp_config *c, int mode)
     c->hash_mode = mode;
     /* A triplet needs three peaks to survive, so the query keeps more peaks and targets than the
      * index (a superset, see the header) to find the index's triplets in degraded audio. */
-    c->q_peaks_per_window = mode == SH_FP_TRIPLETS ? 6 : 5;
-    c->q_fanout = mode == SH_FP_TRIPLETS ? 6 : 5;
+    c->q_peaks_per_window = mode == SH_FP_PAIRS ? 5 : 6;
+    c->q_fanout = mode == SH_FP_PAIRS ? 5 : 6;
+    /* The speed mode covers speed changes with its fc variants; q_scale_tol is left for tempo-
+     * or pitch-only changes, which move u (cells of 1/16 octave), and variants are also spent on
+     * fc. */
+    c->q_scale_tol = mode == SH_FP_SPEED ? 0.05f : 0.025f;
+    c->q_max_variants = mode == SH_FP_SPEED ? 16 : 12;
 }
 
 void sh_fp_config_query(sh_fp_config *c)
@@ -107,13 +115,15 @@ int sh_fp_config_for_version(int fp_version, sh_fp_config *c, sh_err *e)
 {
     if (!c)
         return sh_err_set(e, SH_EINVAL, "fp config: NULL");
-    if (fp_version != 2 && fp_version != 3)
-        return sh_err_set(e, SH_EUNSUPPORTED, "fp_version %d: this build makes 2 and 3",
+    if (fp_version < 2 || fp_version > 4)
+        return sh_err_set(e, SH_EUNSUPPORTED, "fp_version %d: this build makes 2, 3 and 4",
                           fp_version);
     _Static_assert(SH_FP_VERSION == 3, "a new SH_FP_VERSION: add it here");
     sh_fp_config_default(c);
     if (fp_version == 2)
         sh_fp_config_mode(c, SH_FP_PAIRS);
+    else if (fp_version == 4)
+        sh_fp_config_mode(c, SH_FP_SPEED);
     return 0;
 }
 
@@ -150,8 +160,20 @@ int sh_fp_config_check(const sh_fp_config *c, sh_err *e)
         (c->dt_max + 1.0f) * (1.0f + c->q_scale_tol) / c->dt_step + 2.0f >=
             (float)(1u << SH_FP_DT_BITS))
         return sh_err_set(e, SH_EINVAL, "fp config: quantised values overflow the hash fields");
-    if (c->hash_mode != SH_FP_PAIRS && c->hash_mode != SH_FP_TRIPLETS)
-        return sh_err_set(e, SH_EINVAL, "fp config: hash_mode %d is neither 0 nor 1", c->hash_mode);
+    if (c->hash_mode != SH_FP_PAIRS && c->hash_mode != SH_FP_TRIPLETS &&
+        c->hash_mode != SH_FP_SPEED)
+        return sh_err_set(e, SH_EINVAL, "fp config: hash_mode %d is not 0, 1 or 2", c->hash_mode);
+    if (c->hash_mode == SH_FP_SPEED &&
+        (!(c->t_df_steps > 0.0f) || !(c->t_ratio_steps > 0.0f) || !(c->s_u_steps > 0.0f) ||
+         !(c->s_f_steps > 0.0f) || !(c->q_speed_tol >= 0.0f) || c->q_speed_tol > 0.3f ||
+         c->df_max_oct * c->t_df_steps + 2.0f >= (float)SH_FP_T_DF_BIAS ||
+         (log2f(c->fmax_hz / c->fmin_hz) + log2f((c->dt_max + 2.0f) * 1.5f)) * c->s_u_steps +
+                 1.0f >=
+             (float)(1u << SH_FP_S_U_BITS) ||
+         (log2f(c->fmax_hz / c->fmin_hz) + 0.5f) * c->s_f_steps + 1.0f >=
+             (float)(1u << SH_FP_S_F_BITS) ||
+         c->t_ratio_steps + 1.0f >= (float)(1u << SH_FP_T_R_BITS)))
+        return sh_err_set(e, SH_EINVAL, "fp config: speed-triplet cells overflow the hash fields");
     if (c->hash_mode == SH_FP_TRIPLETS &&
         (!(c->t_df_steps > 0.0f) || !(c->t_dt_steps > 0.0f) || !(c->t_ratio_steps > 0.0f) ||
          c->df_max_oct * c->t_df_steps + 2.0f >= (float)SH_FP_T_DF_BIAS ||
@@ -177,7 +199,7 @@ double sh_fp_max_hashes_per_s(const sh_fp_config *c)
     const int fan = c->query ? c->q_fanout : c->fanout;
     const int var = c->query ? c->q_max_variants : 1;
     /* Triplet mode: every pair of an anchor's targets, C(fan, 2) hashes per anchor. */
-    const int per = c->hash_mode == SH_FP_TRIPLETS ? (fan > 1 ? fan * (fan - 1) / 2 : 1) : fan;
+    const int per = c->hash_mode != SH_FP_PAIRS ? (fan > 1 ? fan * (fan - 1) / 2 : 1) : fan;
     /* A kept peak is among the ppw strongest of the window centred on it, so any window of
      * rank_half+1 frames holds at most ppw kept peaks... conservatively 2*ppw per full window. */
     const double peaks_per_s = 2.0 * ppw * fps / (2.0 * c->rank_half + 1.0);
@@ -608,6 +630,77 @@ static int emit_triplet(sh_fp *fp, const peak *a, const peak *b, const peak *c3)
     return 0;
 }
 
+/* Narrows the widest of nd dimensions around its centre cell until at most maxv variants. */
+static void narrow_all(int *lo, int *hi, const int *ce, int nd, int maxv)
+{
+    for (;;) {
+        int prod = 1, wi = 0;
+        for (int d = 0; d < nd; d++) {
+            prod *= hi[d] - lo[d] + 1;
+            if (hi[d] - lo[d] > hi[wi] - lo[wi])
+                wi = d;
+        }
+        if (prod <= maxv)
+            return;
+        narrow(&lo[wi], &hi[wi], ce[wi], hi[wi] - lo[wi]);
+    }
+}
+
+/* Emits the hash(es) of one speed-invariant triplet (SH_FP_SPEED; layout in sh_fp.h). */
+static int emit_speed(sh_fp *fp, const peak *a, const peak *b, const peak *c3)
+{
+    const sh_fp_config *c = &fp->c;
+    const int q = c->query;
+    const float tol = q ? c->q_scale_tol : 0.0f, j = q ? c->q_jitter : 0.0f;
+    const float stol = q ? c->q_speed_tol : 0.0f;
+    /* Dimensions: 0 u, 1 coarse fa, 2 df(b), 3 df(c), 4 time ratio dt(b)/dt(c). */
+    int lo[5], hi[5], ce[5];
+    const float lf = a->lf > 0.0f ? a->lf : 0.0f;
+    float tb = b->t - a->t, tc = c3->t - a->t;
+    tb = tb < 0.0f ? 0.0f : tb;
+    tc = tc < 1.0f ? 1.0f : tc;
+    /* u: invariant to speed; a tempo- or pitch-only change by ±tol and ±j frames of time noise
+     * move it. */
+    const float xu = (lf + log2f(tc)) * c->s_u_steps;
+    const float su = log2f(1.0f + tol) * c->s_u_steps;
+    const float ju = log2f(tc / fmaxf(1.0f, tc - j)) * c->s_u_steps;
+    cells(xu - su - ju, xu + su + ju, (1 << SH_FP_S_U_BITS) - 1, &lo[0], &hi[0]);
+    ce[0] = floor_i(xu);
+    const float xf = lf * c->s_f_steps, sf = log2f(1.0f + stol) * c->s_f_steps;
+    cells(xf - sf, xf + sf, (1 << SH_FP_S_F_BITS) - 1, &lo[1], &hi[1]);
+    ce[1] = floor_i(xf);
+    const float dmax = (float)((1 << SH_FP_T_DF_BITS) - 1);
+    const float xb = (b->lf - a->lf) * c->t_df_steps + SH_FP_T_DF_BIAS;
+    const float xc = (c3->lf - a->lf) * c->t_df_steps + SH_FP_T_DF_BIAS;
+    cells(xb - j, xb + j, (int)dmax, &lo[2], &hi[2]);
+    cells(xc - j, xc + j, (int)dmax, &lo[3], &hi[3]);
+    ce[2] = floor_i(xb);
+    ce[3] = floor_i(xc);
+    const float r = fminf(tb / tc, 1.0f) * c->t_ratio_steps;
+    const float r0 = fmaxf(0.0f, tb - j) / (tc + j) * c->t_ratio_steps;
+    const float r1 = fminf(1.0f, (tb + j) / fmaxf(1.0f, tc - j)) * c->t_ratio_steps;
+    cells(fminf(r0, r), fmaxf(r1, r), (1 << SH_FP_T_R_BITS) - 1, &lo[4], &hi[4]);
+    ce[4] = floor_i(r);
+    if (q) {
+        narrow_all(lo, hi, ce, 5, c->q_max_variants);
+    } else {
+        for (int d = 0; d < 5; d++)
+            lo[d] = hi[d] = ce[d] < lo[d] ? lo[d] : ce[d] > hi[d] ? hi[d] : ce[d];
+    }
+    for (int v0 = lo[0]; v0 <= hi[0]; v0++)
+        for (int v1 = lo[1]; v1 <= hi[1]; v1++)
+            for (int v2 = lo[2]; v2 <= hi[2]; v2++)
+                for (int v3 = lo[3]; v3 <= hi[3]; v3++)
+                    for (int v4 = lo[4]; v4 <= hi[4]; v4++) {
+                        const uint32_t h = sh_fp_hash_pack_speed((uint32_t)v0, (uint32_t)v1,
+                                                                 (uint32_t)v2, (uint32_t)v3,
+                                                                 (uint32_t)v4);
+                        if (push_hash(fp, h, a->frame))
+                            return SH_ENOMEM;
+                    }
+    return 0;
+}
+
 /* Hashes kept anchors (pairs or triplets) whose whole target zone is decided (frame + dt_max ≤
  * upto, or all). */
 static int pair(sh_fp *fp, uint64_t upto, int all)
@@ -631,9 +724,10 @@ static int pair(sh_fp *fp, uint64_t upto, int all)
             tg[used++] = b; /* fanout ≤ 64 (config check) */
         }
         /* Triplets: every two targets, in time order (kept peaks are sorted by frame). */
-        for (int x = 0; fp->c.hash_mode == SH_FP_TRIPLETS && x < used; x++)
+        for (int x = 0; fp->c.hash_mode != SH_FP_PAIRS && x < used; x++)
             for (int y = x + 1; y < used; y++)
-                if (emit_triplet(fp, a, tg[x], tg[y]))
+                if ((fp->c.hash_mode == SH_FP_SPEED ? emit_speed : emit_triplet)(fp, a, tg[x],
+                                                                                  tg[y]))
                     return SH_ENOMEM;
         fp->kept.next++;
     }

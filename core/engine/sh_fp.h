@@ -104,6 +104,30 @@ static inline uint32_t sh_fp_hash_dt(uint32_t h)
 /* Hash modes (sh_fp_config.hash_mode). */
 #define SH_FP_PAIRS 0
 #define SH_FP_TRIPLETS 1
+#define SH_FP_SPEED 2
+
+/* Speed-invariant triplet layout (SH_FP_SPEED, fp_version 4; anchor a, targets b then c in time).
+ * A speed change by k (sox `speed`, a resampling: radio, DJ pitch faders, "sped-up" versions)
+ * multiplies every frequency by k and divides every time difference by k, so besides the ratios
+ * (db, dc, r as in SH_FP_TRIPLETS) the product fa * (tc - ta) — cycles of the anchor between a and
+ * c — is invariant: u = log2(fa / fmin_hz) + log2(tc - ta) replaces v3's separate f1 and lt.
+ *   bits 31..24 u   floor(u * s_u_steps)                                                  (8 bits)
+ *   bits 23..19 fc  coarse anchor frequency: floor(log2(fa/fmin_hz) * s_f_steps)          (5 bits)
+ *   bits 18..12 db  ratio b/anchor: floor(log2(fb/fa) * t_df_steps) + 64                  (7 bits)
+ *   bits 11..5  dc  ratio c/anchor: floor(log2(fc/fa) * t_df_steps) + 64                  (7 bits)
+ *   bits  4..0  r   time ratio: floor((tb - ta) / (tc - ta) * t_ratio_steps)              (5 bits)
+ * fc is the only field a speed change moves (log2(1.1) * 4 = 0.55 cells at ±10 %): a query emits
+ * the fc cells of ±q_speed_tol, so one lookup per variant finds the track at any speed in that
+ * range; u moves only under a tempo-only or pitch-only change (±q_scale_tol covered). The matcher
+ * then searches time-scale factors up to ±max_scale (sh_match_config_for). */
+#define SH_FP_S_U_BITS 8
+#define SH_FP_S_F_BITS 5
+static inline uint32_t sh_fp_hash_pack_speed(uint32_t u, uint32_t fc, uint32_t db, uint32_t dc,
+                                             uint32_t r)
+{
+    return (u & 0xffu) << 24 | (fc & 0x1fu) << 19 | (db & 0x7fu) << 12 | (dc & 0x7fu) << 5 |
+           (r & 0x1fu);
+}
 
 /* Triplet layout helpers (see the table above). */
 #define SH_FP_T_DF_BITS 7
@@ -164,25 +188,31 @@ typedef struct sh_fp_config {
     float q_jitter;         /* ± cells of measurement noise covered for df and dt [0.1] */
     int q_max_variants;     /* hard cap on hashes per pair/triplet in query mode [12] */
     /* Hash mode (index-mode tunables; see the layouts above): */
-    int hash_mode;       /* SH_FP_TRIPLETS or SH_FP_PAIRS [SH_FP_TRIPLETS]; set it with
+    int hash_mode;       /* SH_FP_TRIPLETS, SH_FP_PAIRS or SH_FP_SPEED [SH_FP_TRIPLETS]; set it with
                             sh_fp_config_mode() to get the mode's query defaults */
     float t_df_steps;    /* triplets: frequency-ratio cells per octave [32] */
     float t_dt_steps;    /* triplets: cells per octave of the anchor→second-target time [16] */
     float t_ratio_steps; /* triplets: cells of the time ratio dt(b)/dt(c) in [0, 1] [16] */
+    /* SH_FP_SPEED only (t_df_steps and t_ratio_steps are shared with triplets): */
+    float s_u_steps;   /* cells per octave of u = log2(fa/fmin_hz) + log2(tc - ta) [16] */
+    float s_f_steps;   /* coarse anchor frequency cells per octave [4] */
+    float q_speed_tol; /* query: relative speed change (pitch and tempo together) covered [0.12] */
 } sh_fp_config;
 
 /* Fills the defaults (index mode). */
 void sh_fp_config_default(sh_fp_config *c);
 
-/* Selects a hash mode (SH_FP_PAIRS or SH_FP_TRIPLETS) and resets the fields whose defaults depend
- * on it (q_peaks_per_window, q_fanout) to that mode's defaults. */
+/* Selects a hash mode (SH_FP_PAIRS, SH_FP_TRIPLETS or SH_FP_SPEED) and resets the fields whose
+ * defaults depend on it (q_peaks_per_window, q_fanout, q_scale_tol, q_max_variants) to that mode's
+ * defaults. */
 void sh_fp_config_mode(sh_fp_config *c, int mode);
 
 /* Defaults with query = 1. */
 void sh_fp_config_query(sh_fp_config *c);
 
 /* The index-mode config whose hashes `fp_version` identifies: 2 = SH_FP_PAIRS with every other
- * tunable default, 3 = the defaults (SH_FP_TRIPLETS). Set c->query = 1 for a query of that
+ * tunable default, 3 = the defaults (SH_FP_TRIPLETS), 4 = SH_FP_SPEED with every other tunable
+ * default. Set c->query = 1 for a query of that
  * version. The versions a build can make and compare are exactly these. Returns 0, or
  * SH_EUNSUPPORTED for any other version (*c then untouched; message in e). */
 int sh_fp_config_for_version(int fp_version, sh_fp_config *c, sh_err *e);

@@ -17,7 +17,7 @@ typedef struct cell {
 
 typedef struct cand {
     uint32_t track;
-    uint32_t cell;
+    uint32_t cell; /* coarse offset cell (row folded in, see fold) */
     uint32_t coarse;
     sh_match_result r;
 } cand;
@@ -27,6 +27,7 @@ typedef struct cand {
 #define OFF_BIAS ((int64_t)1 << 30)
 #define MAX_REFINE 64
 #define MAX_SLOPES 257
+#define MAX_ROWS 31 /* coarse time-scale rows; cells * MAX_ROWS must fit 32 bits */
 
 struct sh_matcher {
     double frame_s;
@@ -39,6 +40,7 @@ struct sh_matcher {
     size_t histcap;
     vote *sel; /* votes of the refined candidates */
     size_t selcap;
+    int nrows; /* coarse time-scale rows: 2 * J + 1, row j has scale (j - J) * coarse_scale_step */
 };
 
 void sh_match_config_default(sh_match_config *mc)
@@ -52,6 +54,7 @@ void sh_match_config_default(sh_match_config *mc)
     mc->min_confidence = 0.8;
     mc->dup_score = 40;
     mc->max_votes = 1000000;
+    mc->coarse_scale_step = 0.0;
 }
 
 void sh_match_config_for(const sh_fp_config *c, sh_match_config *mc)
@@ -67,6 +70,14 @@ void sh_match_config_for(const sh_fp_config *c, sh_match_config *mc)
         mc->min_score = 12;
         mc->min_confidence = 0.65;
     }
+    /* Speed-invariant hashes find a track at any speed within ±q_speed_tol; the drift of the
+     * offset over a clip (±1 s over 10 s at 10 %) is then found by coarse rows of time-scale
+     * factors 2.5 % apart (±0.2 s drift left over 10 s: inside a candidate's three cells) and the
+     * fine search around the best row. */
+    if (c && c->hash_mode == SH_FP_SPEED) {
+        mc->max_scale = c->q_speed_tol > 0.03f ? c->q_speed_tol + 0.005 : 0.03;
+        mc->coarse_scale_step = 0.025;
+    }
 }
 
 int sh_matcher_configure(sh_matcher *m, const sh_match_config *mc, sh_err *e)
@@ -78,9 +89,15 @@ int sh_matcher_configure(sh_matcher *m, const sh_match_config *mc, sh_err *e)
         !(mc->scale_step > 0.0) || mc->max_scale / mc->scale_step > (MAX_SLOPES - 1) / 2 ||
         mc->refine < 1 || mc->refine > MAX_REFINE || mc->min_score < 1 || mc->dup_score < 1 ||
         !(mc->min_confidence >= 0.0) || mc->min_confidence > 1.0 || mc->max_votes < 1 ||
-        mc->max_votes > ((size_t)1 << 30))
+        mc->max_votes > ((size_t)1 << 30) || !(mc->coarse_scale_step >= 0.0) ||
+        (mc->coarse_scale_step > 0.0 &&
+         (mc->coarse_scale_step < mc->scale_step ||
+          2 * (int)floor(mc->max_scale / mc->coarse_scale_step + 0.5) + 1 > MAX_ROWS)))
         return sh_err_set(e, SH_EINVAL, "sh_matcher_configure: tunable out of range");
     m->mc = *mc;
+    m->nrows =
+        mc->coarse_scale_step > 0.0 ? 2 * (int)floor(mc->max_scale / mc->coarse_scale_step + 0.5) + 1
+                                    : 1;
     return 0;
 }
 
@@ -96,7 +113,12 @@ int sh_matcher_new(const sh_fp_config *c, sh_matcher **out, sh_err *e)
     if (!m)
         return sh_err_set(e, SH_ENOMEM, "sh_matcher_new: out of memory");
     m->frame_s = sh_fp_frame_seconds(c);
-    sh_match_config_for(c, &m->mc);
+    sh_match_config mc;
+    sh_match_config_for(c, &mc);
+    if ((rc = sh_matcher_configure(m, &mc, e)) != 0) {
+        sh_matcher_free(m);
+        return rc;
+    }
     *out = m;
     return 0;
 }
@@ -134,10 +156,32 @@ void sh_matcher_vote(sh_matcher *m, uint32_t track, uint32_t t_db, uint32_t t_qu
 
 /* ---- coarse stage: counts per (track, offset cell) in an open-addressing table ------------- */
 
-static uint32_t coarse_cell(const sh_matcher *m, const vote *v)
+/* Time-scale factor of coarse row j. */
+static double row_scale(const sh_matcher *m, int j)
 {
-    const int64_t off = (int64_t)v->t_db - (int64_t)v->t_q + OFF_BIAS;
-    return (uint32_t)(off / m->mc.coarse_frames) + 1; /* never 0: 0 marks empty slots */
+    return (j - m->nrows / 2) * m->mc.coarse_scale_step;
+}
+
+/* The coarse cell of a vote in row j: offset t_db - (1 + s_j) t_q in cells of coarse_frames, the
+ * row folded in as cell * nrows + j (so cells of one row are nrows apart), never 0 (0 marks empty
+ * slots). */
+static uint32_t coarse_cell(const sh_matcher *m, const vote *v, int j)
+{
+    const double s = row_scale(m, j);
+    const int64_t off = (int64_t)v->t_db - (int64_t)v->t_q -
+                        (int64_t)floor(s * (double)v->t_q + 0.5) + OFF_BIAS;
+    return ((uint32_t)(off / m->mc.coarse_frames) + 1) * (uint32_t)m->nrows + (uint32_t)j;
+}
+
+/* The row of a folded cell, and its unfolded offset cell. */
+static int cell_row(const sh_matcher *m, uint32_t c)
+{
+    return (int)(c % (uint32_t)m->nrows);
+}
+
+static uint32_t cell_off(const sh_matcher *m, uint32_t c)
+{
+    return c / (uint32_t)m->nrows;
 }
 
 static size_t slot_of(uint64_t key, size_t mask)
@@ -163,7 +207,7 @@ static uint32_t tab_count(const sh_matcher *m, uint32_t track, uint32_t c)
 static int count_cells(sh_matcher *m)
 {
     size_t need = 64;
-    while (need < 2 * m->n)
+    while (need < 2 * m->n * (size_t)m->nrows)
         need *= 2;
     if (need > m->tabcap) {
         cell *t = realloc(m->tab, need * sizeof *t);
@@ -175,21 +219,26 @@ static int count_cells(sh_matcher *m)
     /* Keep the table no larger than needed to clear, so small queries stay cheap. */
     m->tabcap = need;
     memset(m->tab, 0, m->tabcap * sizeof *m->tab);
-    for (size_t i = 0; i < m->n; i++) {
-        const uint64_t key = (uint64_t)m->v[i].track << 32 | coarse_cell(m, &m->v[i]);
-        cell *x = tab_find(m, key);
-        x->key = key;
-        x->count++;
-    }
+    for (size_t i = 0; i < m->n; i++)
+        for (int j = 0; j < m->nrows; j++) {
+            const uint64_t key = (uint64_t)m->v[i].track << 32 | coarse_cell(m, &m->v[i], j);
+            cell *x = tab_find(m, key);
+            x->key = key;
+            x->count++;
+        }
     return 0;
 }
 
 /* Inserts (track, cell, score) into the best-first list unless a neighbour cell of the same
- * track is already there with a higher score (then it is the same alignment). */
-static void cand_insert(cand *cs, int *nc, int cap, uint32_t track, uint32_t c, uint32_t score)
+ * track (in any row: at t_q = 0 all rows agree) is already there with a higher score (then it is
+ * the same alignment). */
+static void cand_insert(const sh_matcher *m, cand *cs, int *nc, int cap, uint32_t track,
+                        uint32_t c, uint32_t score)
 {
+    const uint32_t co = cell_off(m, c);
     for (int i = 0; i < *nc; i++) {
-        if (cs[i].track == track && (cs[i].cell > c ? cs[i].cell - c : c - cs[i].cell) <= 2) {
+        const uint32_t io = cell_off(m, cs[i].cell);
+        if (cs[i].track == track && (io > co ? io - co : co - io) <= 2) {
             if (cs[i].coarse >= score)
                 return;
             /* Replace the weaker neighbour: remove it, then insert below. */
@@ -221,9 +270,10 @@ static int coarse_candidates(sh_matcher *m, cand *cs, int *nc)
         if (!x->key)
             continue;
         const uint32_t track = (uint32_t)(x->key >> 32), c = (uint32_t)x->key;
-        const uint32_t s = x->count + tab_count(m, track, c - 1) + tab_count(m, track, c + 1);
+        const uint32_t R = (uint32_t)m->nrows;
+        const uint32_t s = x->count + tab_count(m, track, c - R) + tab_count(m, track, c + R);
         if (s >= (uint32_t)m->mc.min_score)
-            cand_insert(cs, nc, m->mc.refine, track, c, s);
+            cand_insert(m, cs, nc, m->mc.refine, track, c, s);
     }
     return 0;
 }
@@ -255,8 +305,8 @@ static int select_votes(sh_matcher *m, const cand *cs, int nc, size_t *first)
         for (int i = 0; i < nc; i++) {
             if (v->track != cs[i].track)
                 continue;
-            const uint32_t c = coarse_cell(m, v);
-            if (c + 1 >= cs[i].cell && c <= cs[i].cell + 1 && fill[i] < first[i] + cs[i].coarse)
+            const uint32_t c = coarse_cell(m, v, cell_row(m, cs[i].cell)), R = (uint32_t)m->nrows;
+            if (c + R >= cs[i].cell && c <= cs[i].cell + R && fill[i] < first[i] + cs[i].coarse)
                 m->sel[fill[i]++] = *v;
         }
     }
@@ -266,13 +316,23 @@ static int select_votes(sh_matcher *m, const cand *cs, int nc, size_t *first)
 static int refine(sh_matcher *m, cand *cd, const vote *sv, size_t nv)
 {
     const int W = m->mc.coarse_frames, tol = m->mc.tol_frames;
-    const int ns = 2 * (int)floor(m->mc.max_scale / m->mc.scale_step + 1e-9) + 1;
-    /* Raw offsets of this candidate lie in cells [cell-1, cell+1]. */
-    const int64_t lo = ((int64_t)cd->cell - 2) * W - OFF_BIAS;
     uint32_t tq_max = 0;
     for (size_t i = 0; i < nv; i++)
         tq_max = sv[i].t_q > tq_max ? sv[i].t_q : tq_max;
-    const int64_t slack = (int64_t)ceil(m->mc.max_scale * tq_max) + 1;
+    /* Fine scales: all of ±max_scale with one row; with rows, around the candidate's row as far
+     * as rows can tie (a row gathers all votes of an alignment whose drift over the clip stays
+     * within its three cells, ~2 W / tq_max: ±5 % on 10 s, ±10 % on 5 s). */
+    const double sc = row_scale(m, cell_row(m, cd->cell));
+    double hr = m->mc.max_scale;
+    if (m->nrows > 1) {
+        hr = 2.0 * W / (tq_max + 1.0);
+        hr = hr < m->mc.coarse_scale_step ? m->mc.coarse_scale_step : hr;
+        hr = hr > 2.0 * m->mc.max_scale ? 2.0 * m->mc.max_scale : hr;
+    }
+    const int ns = 2 * (int)floor(hr / m->mc.scale_step + 1e-9) + 1;
+    /* Offsets t_db - t_q - round(sc t_q) of this candidate lie in cells [cell-1, cell+1]. */
+    const int64_t lo = ((int64_t)cell_off(m, cd->cell) - 2) * W - OFF_BIAS;
+    const int64_t slack = (int64_t)ceil(hr * tq_max) + 2;
     const int64_t base = lo - slack;
     const size_t span = (size_t)(3 * W + 2 * slack + 2);
     if (span * (size_t)ns > m->histcap) {
@@ -283,10 +343,13 @@ static int refine(sh_matcher *m, cand *cd, const vote *sv, size_t nv)
         m->histcap = span * (size_t)ns;
     }
     memset(m->hist, 0, span * (size_t)ns * sizeof *m->hist);
+    const double smax = m->mc.max_scale + 1e-9;
     for (size_t i = 0; i < nv; i++) {
         const double raw = (double)((int64_t)sv[i].t_db - (int64_t)sv[i].t_q - base);
         for (int j = 0; j < ns; j++) {
-            const double s = (j - ns / 2) * m->mc.scale_step;
+            const double s = sc + (j - ns / 2) * m->mc.scale_step;
+            if (s < -smax || s > smax)
+                continue;
             const int64_t idx = (int64_t)floor(raw - s * sv[i].t_q + 0.5);
             if (idx >= 0 && (size_t)idx < span)
                 m->hist[(size_t)j * span + (size_t)idx]++;
@@ -297,20 +360,22 @@ static int refine(sh_matcher *m, cand *cd, const vote *sv, size_t nv)
     int64_t best_idx = 0;
     for (int j = 0; j < ns; j++) {
         const uint32_t *h = m->hist + (size_t)j * span;
+        const double sj = fabs(sc + (j - ns / 2) * m->mc.scale_step);
+        const double sb = fabs(sc + (best_j - ns / 2) * m->mc.scale_step);
         uint32_t run = 0;
         for (size_t x = 0; x < span; x++) {
             run += h[x];
             if (x >= (size_t)(2 * tol + 1))
                 run -= h[x - (size_t)(2 * tol + 1)];
-            /* On ties the unscaled row (s = 0) wins: most queries are not time-scaled. */
-            if (run > best || (run == best && j == ns / 2 && run > 0)) {
+            /* On ties the scale closest to 1 wins: most queries are not time-scaled. */
+            if (run > best || (run == best && run > 0 && sj < sb - 1e-12)) {
                 best = run;
                 best_j = j;
                 best_idx = (int64_t)x - tol;
             }
         }
     }
-    const double s = (best_j - ns / 2) * m->mc.scale_step;
+    const double s = sc + (best_j - ns / 2) * m->mc.scale_step;
     const double off = (double)(best_idx + base);
     /* Matched span: first to last query time among the aligned votes. */
     uint32_t t0 = UINT32_MAX, t1 = 0;
@@ -381,9 +446,10 @@ int sh_matcher_result(sh_matcher *m, sh_match_result *out, size_t k, size_t *n)
     size_t first[MAX_REFINE];
     if ((rc = select_votes(m, cs, nc, first)))
         return rc;
-    for (int i = 0; i < nc; i++)
+    for (int i = 0; i < nc; i++) {
         if ((rc = refine(m, &cs[i], m->sel + first[i], cs[i].coarse)))
             return rc;
+    }
     qsort(cs, (size_t)nc, sizeof *cs, by_score);
     /* One result per track: the best alignment. */
     int nu = 0;

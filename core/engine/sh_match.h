@@ -5,7 +5,9 @@
  * hash at query time t_query. sh_matcher_result() then ranks candidates:
  *   1. coarse: votes are counted per (track, (t_db - t_query) / coarse_frames); a candidate's
  *      coarse score sums three adjacent cells, so the linear drift of a ±2 % speed change (0.2 s
- *      over 10 s) stays inside it;
+ *      over 10 s) stays inside it; with coarse_scale_step > 0 (speed-invariant hashes) the
+ *      offsets t_db - (1 + s_j) t_query are counted for several rows s_j, so that a ±10 % speed
+ *      change (±1 s of drift over 10 s) still gathers its votes in one row;
  *   2. fine: for the best `refine` coarse candidates, the offset t_db - (1 + s) * t_query is
  *      histogrammed for time-scale factors s in [-max_scale, +max_scale] (steps of scale_step);
  *      score = the most votes within ±tol_frames of one offset over all s;
@@ -48,13 +50,18 @@ typedef struct sh_match_config {
     int dup_score;         /* near-equal tracks both above this are duplicates, not noise [40] */
     size_t max_votes;      /* votes beyond this are dropped (hostile or huge queries); memory is
                               about 44 bytes per vote [1000000; a 10 s query casts ~15k] */
+    double coarse_scale_step; /* 0: one coarse row (offsets t_db - t_q, drift up to ±3 %);
+                                 > 0: coarse rows of time-scale factors this far apart within
+                                 ±max_scale, each vote counted in every row, the fine stage ±
+                                 one step around the best row (at most 31 rows) [0; speed-
+                                 invariant hashes: 0.025 with max_scale q_speed_tol + 0.005] */
 } sh_match_config;
 
 /* Defaults for fingerprints of sh_fp_config_default()'s hash mode (triplets). */
 void sh_match_config_default(sh_match_config *mc);
 
-/* Defaults for fingerprints made with *c's hash mode (min_score and min_confidence differ; NULL =
- * the default). */
+/* Defaults for fingerprints made with *c's hash mode (min_score and min_confidence differ; the
+ * speed mode searches ±(q_speed_tol + 0.005) in coarse rows; NULL = the default). */
 void sh_match_config_for(const sh_fp_config *c, sh_match_config *mc);
 
 typedef struct sh_matcher sh_matcher;
