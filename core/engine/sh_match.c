@@ -15,6 +15,11 @@ typedef struct cell {
     uint32_t count;
 } cell;
 
+typedef struct group {
+    uint32_t track;
+    size_t first, n; /* its votes: byt[first .. first + n) */
+} group;
+
 typedef struct cand {
     uint32_t track;
     uint32_t cell; /* coarse offset cell (row folded in, see fold) */
@@ -40,6 +45,12 @@ struct sh_matcher {
     size_t histcap;
     vote *sel; /* votes of the refined candidates */
     size_t selcap;
+    vote *byt; /* coarse rows: votes of the tracks with enough votes, grouped by track */
+    size_t bytcap;
+    struct group *grp; /* coarse rows: those tracks */
+    size_t grpcap;
+    uint32_t *dense; /* coarse rows: one track's (cell, row) counts */
+    size_t densecap;
     int nrows; /* coarse time-scale rows: 2 * J + 1, row j has scale (j - J) * coarse_scale_step */
 };
 
@@ -137,6 +148,9 @@ void sh_matcher_free(sh_matcher *m)
     free(m->tab);
     free(m->hist);
     free(m->sel);
+    free(m->byt);
+    free(m->grp);
+    free(m->dense);
     free(m);
 }
 
@@ -259,12 +273,121 @@ static void cand_insert(const sh_matcher *m, cand *cs, int *nc, int cap, uint32_
         (*nc)++;
 }
 
+/* ---- coarse stage with time-scale rows: per track, dense (cell, row) counts ----------------- */
+
+/* A track's dense count array holds at most this many (cell, row) counters (16 MiB): 27 h of
+ * offsets with 11 rows, far beyond sh_audio's 3 h duration cap; a longer track is not searched in
+ * rows (its votes are ignored by the coarse stage). */
+#define MAX_DENSE ((size_t)1 << 22)
+
+/* Groups the votes of every track with at least min_score votes into m->byt (one pass to count
+ * per track in the hash table, one to place); m->grp[0 .. *ng) describes the groups. */
+static int group_by_track(sh_matcher *m, size_t *ng)
+{
+    size_t need = 64;
+    while (need < 2 * m->n)
+        need *= 2;
+    if (need > m->tabcap) {
+        cell *t = realloc(m->tab, need * sizeof *t);
+        if (!t)
+            return SH_ENOMEM;
+        m->tab = t;
+    }
+    m->tabcap = need;
+    memset(m->tab, 0, m->tabcap * sizeof *m->tab);
+    for (size_t i = 0; i < m->n; i++) {
+        const uint64_t key = (uint64_t)m->v[i].track + 1; /* 0 marks empty slots */
+        cell *x = tab_find(m, key);
+        x->key = key;
+        x->count++;
+    }
+    size_t n = 0, total = 0;
+    for (size_t i = 0; i < m->tabcap; i++)
+        if (m->tab[i].key && m->tab[i].count >= (uint32_t)m->mc.min_score)
+            n++;
+    if (sh_vec_reserve(&m->grp, &m->grpcap, n, SH_VEC_NOCAP))
+        return SH_ENOMEM;
+    n = 0;
+    for (size_t i = 0; i < m->tabcap; i++) {
+        cell *x = &m->tab[i];
+        if (!x->key)
+            continue;
+        if (x->count < (uint32_t)m->mc.min_score) {
+            x->count = 0;
+            continue;
+        }
+        m->grp[n] = (group){.track = (uint32_t)(x->key - 1), .first = total, .n = 0};
+        total += x->count;
+        x->count = (uint32_t)++n; /* from now on: the group number + 1 */
+    }
+    if (sh_vec_reserve(&m->byt, &m->bytcap, total, SH_VEC_NOCAP))
+        return SH_ENOMEM;
+    for (size_t i = 0; i < m->n; i++) {
+        const uint32_t g = tab_find(m, (uint64_t)m->v[i].track + 1)->count;
+        if (g) {
+            group *gr = &m->grp[g - 1];
+            m->byt[gr->first + gr->n++] = m->v[i];
+        }
+    }
+    *ng = n;
+    return 0;
+}
+
+/* Counts one track's votes in every row and offers its best cells as candidates. */
+static int track_rows(sh_matcher *m, const group *g, cand *cs, int *nc)
+{
+    const vote *v = m->byt + g->first;
+    const uint32_t R = (uint32_t)m->nrows;
+    uint32_t cmin = UINT32_MAX, cmax = 0;
+    for (size_t i = 0; i < g->n; i++)
+        for (int j = 0; j < m->nrows; j += m->nrows - 1) { /* the extreme rows bound the rest */
+            const uint32_t c = coarse_cell(m, &v[i], j) / R;
+            cmin = c < cmin ? c : cmin;
+            cmax = c > cmax ? c : cmax;
+            if (m->nrows == 1)
+                break;
+        }
+    cmin -= 1; /* room for the neighbours of the extreme cells (cells start at 1) */
+    cmax += 1;
+    const size_t ncell = (size_t)(cmax - cmin) + 1;
+    if (ncell * R > MAX_DENSE)
+        return 0;
+    if (sh_vec_reserve(&m->dense, &m->densecap, ncell * R, SH_VEC_NOCAP))
+        return SH_ENOMEM;
+    uint32_t *d = m->dense;
+    memset(d, 0, ncell * R * sizeof *d);
+    for (size_t i = 0; i < g->n; i++)
+        for (int j = 0; j < m->nrows; j++)
+            d[(size_t)(coarse_cell(m, &v[i], j) / R - cmin) * R + (size_t)j]++;
+    for (size_t c = 1; c + 1 < ncell; c++)
+        for (uint32_t j = 0; j < R; j++) {
+            const uint32_t *x = d + c * R + j;
+            if (!*x)
+                continue;
+            const uint32_t sc = x[0] + x[-(ptrdiff_t)R] + x[R];
+            if (sc >= (uint32_t)m->mc.min_score)
+                cand_insert(m, cs, nc, m->mc.refine, g->track, (uint32_t)(cmin + c) * R + j, sc);
+        }
+    return 0;
+}
+
+static int coarse_rows(sh_matcher *m, cand *cs, int *nc)
+{
+    size_t ng = 0;
+    int rc = group_by_track(m, &ng);
+    for (size_t i = 0; !rc && i < ng; i++)
+        rc = track_rows(m, &m->grp[i], cs, nc);
+    return rc;
+}
+
 static int coarse_candidates(sh_matcher *m, cand *cs, int *nc)
 {
+    *nc = 0;
+    if (m->nrows > 1)
+        return coarse_rows(m, cs, nc);
     int rc = count_cells(m);
     if (rc)
         return rc;
-    *nc = 0;
     for (size_t i = 0; i < m->tabcap; i++) {
         const cell *x = &m->tab[i];
         if (!x->key)
