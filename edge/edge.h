@@ -92,7 +92,7 @@ typedef struct ed_metrics {
 } ed_metrics;
 
 /* The fingerprint versions this build makes and compares (sh_fp_config_for_version), ascending. */
-enum { ED_FPV_N = 2 };
+enum { ED_FPV_N = 3 };
 extern const int ed_fpv[ED_FPV_N];
 
 /* One HTTP thread's recognizers: r[i] fingerprints and ranks with version ed_fpv[i]'s query

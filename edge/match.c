@@ -22,7 +22,7 @@
 #include <string.h>
 #include <strings.h>
 
-const int ed_fpv[ED_FPV_N] = {2, 3};
+const int ed_fpv[ED_FPV_N] = {2, 3, 4};
 
 static int fpv_index(int fp_version)
 {

@@ -2,7 +2,8 @@
  * shard holding track A at fp_version 2 and track B at fp_version 3 answers both from audio; the
  * same clips as JSON and binary hashes; a version the node cannot compare (422), the shard filter
  * and its "missing" list, malformed bodies (4xx, the node keeps serving), the hash cap, a track
- * reindexed from version 2 to 3 still matching, and the request counters. */
+ * reindexed from version 2 to 3 still matching, the request counters, and a track reindexed to
+ * the speed-invariant version 4 found from 10 % faster audio. */
 #include "../../edge/edge.h"
 
 #include "sh_qhash.h"
@@ -326,7 +327,7 @@ static void test_versions(void **state)
     assert_int_equal(st, 422);
     assert_non_null(strstr(json_string_value(json_object_get(o, "error")), "fp_version 7"));
     assert_member(o, "fp_versions", "[2,3]");
-    assert_member(o, "supported", "[2,3]");
+    assert_member(o, "supported", "[2,3,4]");
     json_decref(o);
     free(bin);
     const char *j = "{\"fp_version\":1,\"hash_list\":[[1,2]]}";
@@ -584,6 +585,34 @@ static void test_metrics(void **state)
     free(text);
 }
 
+/* fp_version 4 (speed-invariant) travels like the others: track A reindexed to it is found from
+ * audio played 10 % faster (pitch and tempo, linear interpolation), which version 3 misses. */
+static void test_speed_version(void **state)
+{
+    (void)state;
+    put(W, 0, "track-A", 0, 4, 400);
+    const double f = 1.10;
+    const size_t n = (size_t)((double)RATE * CLIP_S / f);
+    float *y = malloc(n * sizeof *y);
+    assert_non_null(y);
+    for (size_t i = 0; i < n; i++) {
+        const double p = (double)i * f;
+        const size_t k = (size_t)p;
+        y[i] = (float)(clip(0)[k] * (1.0 - (p - (double)k)) + clip(0)[k + 1] * (p - (double)k));
+    }
+    size_t len;
+    uint8_t *b = wav(y, n, &len);
+    long st = 0;
+    json_t *o = post("shards=1", "audio/wav", b, len, &st);
+    assert_int_equal(st, 200);
+    assert_string_equal(match_id(o), "track-A");
+    assert_int_equal(match_fpv(o), 4);
+    assert_member(o, "fp_versions", "[3,4]");
+    json_decref(o);
+    free(b);
+    free(y);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -592,6 +621,7 @@ int main(void)
         cmocka_unit_test(test_versions),           cmocka_unit_test(test_shard_filter),
         cmocka_unit_test(test_malformed),          cmocka_unit_test(test_reindexed),
         cmocka_unit_test(test_reindex_churn),      cmocka_unit_test(test_metrics),
+        cmocka_unit_test(test_speed_version),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
     curl_global_cleanup();

@@ -352,6 +352,41 @@ static void test_query_covers_index(void **state)
     (void)state;
     query_covers_index(SH_FP_TRIPLETS);
     query_covers_index(SH_FP_PAIRS);
+    query_covers_index(SH_FP_SPEED);
+}
+
+/* The speed-invariant mode keeps most index hashes findable at ±10 % speed, where the triplets
+ * of fp_version 3 lose most of theirs, and stays about as specific as they are. */
+static void test_speed_mode_invariance(void **state)
+{
+    (void)state;
+    const size_t n = 20 * RATE;
+    float *x = music(n, 11), *z = music(n, 12);
+    double found[2][2], unrelated[2];
+    const int modes[2] = {SH_FP_TRIPLETS, SH_FP_SPEED};
+    for (int mi = 0; mi < 2; mi++) {
+        sh_fp_config ic, qc;
+        sh_fp_config_default(&ic);
+        sh_fp_config_query(&qc);
+        sh_fp_config_mode(&ic, modes[mi]);
+        sh_fp_config_mode(&qc, modes[mi]);
+        hashes a = run(&ic, x, n, 0), u = run(&qc, z, n, 0);
+        for (int k = 0; k < 2; k++) {
+            size_t m;
+            float *y = speed(x, n, k ? 0.90 : 1.10, &m);
+            hashes b = run(&qc, y, m, 0);
+            found[mi][k] = shared_fraction(a, b);
+            free(b.h), free(y);
+        }
+        unrelated[mi] = shared_fraction(a, u);
+        free(a.h), free(u.h);
+    }
+    for (int k = 0; k < 2; k++) {
+        assert_true(found[1][k] > 0.25);
+        assert_true(found[1][k] > 3 * found[0][k]);
+    }
+    assert_true(unrelated[1] < 0.1);
+    free(x), free(z);
 }
 
 typedef struct job {
@@ -432,7 +467,17 @@ static void test_config_checks(void **state)
     c.dt_max = 400; /* would overflow the 8-bit field */
     assert_int_equal(sh_fp_config_check(&c, NULL), SH_EINVAL);
     sh_fp_config_default(&c);
-    c.hash_mode = 2;
+    c.hash_mode = 3;
+    assert_int_equal(sh_fp_config_check(&c, NULL), SH_EINVAL);
+    sh_fp_config_mode(&c, SH_FP_SPEED);
+    assert_int_equal(sh_fp_config_check(&c, NULL), 0);
+    c.s_u_steps = 32.0f; /* would overflow the 8-bit u field */
+    assert_int_equal(sh_fp_config_check(&c, NULL), SH_EINVAL);
+    sh_fp_config_mode(&c, SH_FP_TRIPLETS); /* a speed-only field does not constrain triplets */
+    assert_int_equal(sh_fp_config_check(&c, NULL), 0);
+    sh_fp_config_default(&c);
+    sh_fp_config_mode(&c, SH_FP_SPEED);
+    c.s_f_steps = 8.0f; /* would overflow the 5-bit coarse frequency field */
     assert_int_equal(sh_fp_config_check(&c, NULL), SH_EINVAL);
     sh_fp_config_default(&c);
     c.t_dt_steps = 40.0f; /* would overflow the 7-bit triplet time field */
@@ -462,7 +507,12 @@ static void test_config_for_version(void **state)
     assert_memory_equal(&c, &want, sizeof c);
     assert_int_equal(c.q_fanout, 5);
     sh_fp_config keep = c;
-    const int bad[] = {0, 1, 4, -3, 1000};
+    sh_fp_config c4;
+    assert_int_equal(sh_fp_config_for_version(4, &c4, &e), 0);
+    sh_fp_config_default(&want);
+    sh_fp_config_mode(&want, SH_FP_SPEED);
+    assert_memory_equal(&c4, &want, sizeof c4);
+    const int bad[] = {0, 1, 5, -3, 1000};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         assert_int_equal(sh_fp_config_for_version(bad[i], &c, &e), SH_EUNSUPPORTED);
         assert_non_null(strstr(sh_err_text(&e), "fp_version"));
@@ -492,7 +542,8 @@ int main(void)
         cmocka_unit_test(test_deterministic),      cmocka_unit_test(test_streaming_equals_oneshot),
         cmocka_unit_test(test_reset_reuses),       cmocka_unit_test(test_degenerate_input),
         cmocka_unit_test(test_bounded_count),      cmocka_unit_test(test_layout_roundtrip),
-        cmocka_unit_test(test_query_covers_index), cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_query_covers_index),
+        cmocka_unit_test(test_speed_mode_invariance), cmocka_unit_test(test_threads),
         cmocka_unit_test(test_config_checks),      cmocka_unit_test(test_modes_speed_and_specificity),
         cmocka_unit_test(test_config_for_version),
     };

@@ -78,6 +78,11 @@ static int setup_pairs(void **state)
     return setup_mode(state, SH_FP_PAIRS);
 }
 
+static int setup_speed(void **state)
+{
+    return setup_mode(state, SH_FP_SPEED);
+}
+
 static int teardown(void **state)
 {
     world *w = *state;
@@ -140,12 +145,10 @@ static void test_unknown_audio_no_match(void **state)
     free(z);
 }
 
-/* A 2 % faster excerpt (pitch and tempo, as sox `speed 1.02`) still matches: linear
- * interpolation is enough to make the test signal. */
-static void test_speed_change_matches(void **state)
+/* An excerpt played f times faster (pitch and tempo, as sox `speed f`; linear interpolation is
+ * enough to make the test signal) matches track 11 at 12 s with the scale f. */
+static void speed_matches(world *w, double f)
 {
-    world *w = *state;
-    const double f = 1.02;
     const size_t n = (size_t)(10 * RATE / f), start = 12 * RATE;
     float *y = malloc(n * sizeof *y);
     assert_non_null(y);
@@ -160,6 +163,20 @@ static void test_speed_change_matches(void **state)
     assert_true(fabs(r[0].offset_s - 12.0) < 0.1);
     assert_true(fabs(r[0].scale - f) < 0.011);
     free(y);
+}
+
+/* ±2 %: every mode. */
+static void test_speed_change_matches(void **state)
+{
+    speed_matches(*state, 1.02);
+}
+
+/* ±10 % and ±5 %: the speed-invariant mode only (fp_version 4). */
+static void test_speed_10_percent(void **state)
+{
+    const double f[] = {1.10, 0.90, 1.05, 0.95};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        speed_matches(*state, f[i]);
 }
 
 /* Direct votes: ranking, one result per track, k, scale estimate, reset. */
@@ -344,7 +361,14 @@ int main(void)
         cmocka_unit_test(test_duplicates_and_ties),
         cmocka_unit_test(test_vote_cap_and_config),
     };
+    const struct CMUnitTest speed_tests[] = {
+        cmocka_unit_test(test_excerpt_matches_at_offset),
+        cmocka_unit_test(test_unknown_audio_no_match),
+        cmocka_unit_test(test_speed_change_matches),
+        cmocka_unit_test(test_speed_10_percent),
+    };
     const int a = cmocka_run_group_tests_name("triplets", world_tests, setup_triplets, teardown);
     const int b = cmocka_run_group_tests_name("pairs", world_tests, setup_pairs, teardown);
-    return a | b | cmocka_run_group_tests(tests, NULL, NULL);
+    const int c = cmocka_run_group_tests_name("speed", speed_tests, setup_speed, teardown);
+    return a | b | c | cmocka_run_group_tests(tests, NULL, NULL);
 }
