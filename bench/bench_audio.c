@@ -2,7 +2,7 @@
  *   sndfile   libsndfile alone (sf_readf_float, interleaved float, what any libsndfile user pays)
  *   audio     sh_audio: the same decode + mono downmix + soxr resample to the analysis rate
  *   extract   sh_extract: all of the above + fingerprinting (sh_fp), i.e. the worker's CPU per
- * track Files: the arguments, or every *.ogg in $SOUNDHASH_DATA_DIR/corpus/dev (default
+ * track. `--fp-version N` (first) picks the fingerprint version [3]. Files: the arguments, or every *.ogg in $SOUNDHASH_DATA_DIR/corpus/dev (default
  * ~/.cache/soundhash-data). CPU time of this process (CLOCK_PROCESS_CPUTIME_ID), so other load on a
  * shared machine barely matters. Also prints the peak RSS, to show memory stays bounded.
  */
@@ -75,6 +75,12 @@ static double extract(const char *path, const sh_audio_opts *o, sh_fp *fp, size_
 int main(int argc, char **argv)
 {
     glob_t g = {0};
+    int fpv = 3; /* --fp-version N first: the fingerprint version to extract (sh_fp_config_for_version) */
+    if (argc >= 3 && strcmp(argv[1], "--fp-version") == 0) {
+        fpv = atoi(argv[2]);
+        argv += 2;
+        argc -= 2;
+    }
     char **files = argv + 1;
     size_t nfiles = (size_t)(argc - 1);
     if (argc < 2) {
@@ -94,7 +100,12 @@ int main(int argc, char **argv)
         nfiles = g.gl_pathc;
     }
     sh_fp_config fc;
-    sh_fp_config_default(&fc);
+    sh_err fe = {0};
+    if (sh_fp_config_for_version(fpv, &fc, &fe) != 0) {
+        fprintf(stderr, "bench_audio: %s\n", sh_err_text(&fe));
+        return 2;
+    }
+    printf("fp_version %d\n", fpv);
     sh_audio_opts o;
     sh_audio_opts_default(&o);
     o.rate = fc.rate;

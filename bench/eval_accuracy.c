@@ -436,7 +436,7 @@ int main(int argc, char **argv)
     FILE *df = dump ? fopen(dump, "w") : NULL;
     if (df)
         fprintf(df, "query,cond,len,expected,answer,score,confidence,second,second_score,"
-                    "offset_err,scale,nhash,votes,correct\n");
+                    "offset_err,scale,nhash,votes,correct,duration\n");
     static char conds[MAX_CONDS][64];
     int nconds = 0;
     static int ok[MAX_CONDS][2], tot[MAX_CONDS][2], offok[MAX_CONDS][2];
@@ -489,10 +489,11 @@ int main(int argc, char **argv)
             pos_ok += correct;
         }
         if (df)
-            fprintf(df, "%s,%s,%d,%s,%s,%d,%.3f,%s,%d,%.3f,%.4f,%zu,%zu,%d\n", q->file, q->cond,
-                    q->len_s, q->expected, ans, nr ? res[0].score : 0, nr ? res[0].confidence : 0.0,
-                    nr > 1 ? names[res[1].track] : "NONE", nr > 1 ? res[1].score : 0, oerr,
-                    nr ? res[0].scale : 0.0, nh, rst.votes, correct);
+            fprintf(df, "%s,%s,%d,%s,%s,%d,%.5f,%s,%d,%.3f,%.4f,%zu,%zu,%d,%.2f\n", q->file,
+                    q->cond, q->len_s, q->expected, ans, nr ? res[0].score : 0,
+                    nr ? res[0].confidence : 0.0, nr > 1 ? names[res[1].track] : "NONE",
+                    nr > 1 ? res[1].score : 0, oerr, nr ? res[0].scale : 0.0, nh, rst.votes,
+                    correct, nr ? res[0].duration_s : 0.0);
         free(a.x);
     }
     if (df)
