@@ -1,5 +1,7 @@
 /* process.c — fingerprinting threads: event bytes → decoded event → audio → hashes → blob, then
- * the writer queue. Each thread owns one sh_fp (FFTW plans and buffers are reused across tracks)
+ * the writer queue. Each thread owns one sh_fp per fingerprint version it was asked for (the
+ * event's fp_version, e.g. a reindex to the speed-invariant version 4, else SH_FP_VERSION; FFTW
+ * plans and buffers are reused across tracks)
  * and decodes in bounded chunks (sh_extract), so a thread's memory does not depend on the file
  * length except for the hash list itself (bounded by sh_fp_max_hashes_per_s × the duration cap). */
 #include "worker.h"
@@ -14,9 +16,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Versions 0..FP_VERSIONS-1 can have an extractor (sh_fp_config_for_version says which exist). */
+#define FP_VERSIONS 8
+
 typedef struct fp_ctx {
     wk *w;
-    sh_fp *fp;
+    sh_fp *fp[FP_VERSIONS]; /* by fp_version; fp[SH_FP_VERSION] made at start, others lazily */
     sh_primary *db; /* opened lazily: staleness checks, reindex events that re-read stored audio */
 } fp_ctx;
 
@@ -55,18 +60,46 @@ static int meta_to_json(wk_job *j, sh_err *e)
     return j->meta_json ? 0 : sh_err_set(e, SH_EFORMAT, "metadata is not valid UTF-8 JSON");
 }
 
-/* Streams the whole reader through the extractor and encodes the blob into the job. */
+/* The fingerprint version a job asks for: the event's, or this build's. */
+static int job_fp_version(const wk_job *j)
+{
+    return j->ev.fp_version > 0 ? (int)j->ev.fp_version : SH_FP_VERSION;
+}
+
+/* This thread's extractor for version v, made on first use. SH_EUNSUPPORTED for a version this
+ * build does not make. */
+static int extractor(fp_ctx *c, int v, sh_fp **out, sh_err *e)
+{
+    sh_fp_config fc;
+    if (v < 0 || v >= FP_VERSIONS || sh_fp_config_for_version(v, &fc, NULL) != 0)
+        return sh_err_set(e, SH_EUNSUPPORTED, "fp_version %d requested, this worker makes 2 to 4",
+                          v);
+    if (!c->fp[v]) {
+        int rc = sh_fp_new(&fc, &c->fp[v], e);
+        if (rc)
+            return rc;
+    }
+    *out = c->fp[v];
+    return 0;
+}
+
+/* Streams the whole reader through the extractor of the job's version and encodes the blob into
+ * the job. */
 static int fingerprint(fp_ctx *c, wk_job *j, sh_audio *a, sh_err *e)
 {
-    int rc = sh_extract_audio(a, c->fp, e);
+    sh_fp *fp = NULL;
+    int rc = extractor(c, job_fp_version(j), &fp, e);
+    if (!rc)
+        rc = sh_extract_audio(a, fp, e);
     if (rc)
         return rc;
     size_t n = 0;
-    const sh_hash *h = sh_fp_hashes(c->fp, &n);
+    const sh_hash *h = sh_fp_hashes(fp, &n);
     rc = sh_fpblob_encode(h, n, 0, &j->blob, &j->blob_len, e);
     if (rc)
         return rc;
     j->n_hashes = (uint32_t)n;
+    j->fp_version = job_fp_version(j);
     j->duration_s = sh_audio_decoded_seconds(a);
     return 0;
 }
@@ -106,7 +139,7 @@ static bool known_stale(fp_ctx *c, const wk_job *j)
      * active track still at base_version with older fingerprints. */
     bool stale = reindex ? rc == SH_ENOTFOUND ||
                                (rc == 0 && (t.deleted || t.version != j->ev.base_version ||
-                                            t.fp_version >= SH_FP_VERSION))
+                                            t.fp_version >= job_fp_version(j)))
                          : rc == 0 && t.version >= j->ev.submitted_at_ms;
     sh_track_clear(&t);
     return stale;
@@ -127,9 +160,10 @@ static int prepare(fp_ctx *c, wk_job *j, sh_err *e)
         return 0;
     if (known_stale(c, j))
         return SH_ESTALE;
-    if (j->ev.fp_version != 0 && j->ev.fp_version != SH_FP_VERSION)
-        return sh_err_set(e, SH_EUNSUPPORTED, "fp_version %d requested, this worker makes %d",
-                          (int)j->ev.fp_version, SH_FP_VERSION);
+    sh_fp *fp = NULL;
+    int vrc = extractor(c, job_fp_version(j), &fp, e); /* an unsupported version fails early */
+    if (vrc)
+        return vrc;
     if (!j->meta_json && meta_to_json(j, e))
         return SH_EFORMAT;
     sh_audio *a = NULL;
@@ -216,18 +250,19 @@ void *wk_fp_thread(void *arg)
 {
     fp_ctx c = {.w = arg};
     sh_err e = {0};
-    if (sh_fp_new(&c.w->fpc, &c.fp, &e)) {
+    if (sh_fp_new(&c.w->fpc, &c.fp[SH_FP_VERSION], &e)) {
         /* Cannot happen with a checked config short of OOM; the main thread notices via
          * /health (no progress) — keep draining so shutdown does not hang. */
         SH_ERROR("fp_thread_init_failed", "msg=\"%s\"", sh_err_text(&e));
     }
     for (wk_job *j; (j = next_job(c.w));) {
-        if (!c.fp)
+        if (!c.fp[SH_FP_VERSION])
             wk_job_abandon(c.w, j);
         else
             process_job(&c, j);
     }
-    sh_fp_free(c.fp);
+    for (int v = 0; v < FP_VERSIONS; v++)
+        sh_fp_free(c.fp[v]);
     sh_primary_free(c.db);
     return NULL;
 }

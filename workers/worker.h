@@ -84,6 +84,7 @@ typedef struct wk_job {
     uint8_t *blob;
     size_t blob_len;
     uint32_t n_hashes;
+    int fp_version; /* the version the blob was made with (the event's, else SH_FP_VERSION) */
     double duration_s;
     char sha256_hex[SH_SHA256_HEX_LEN + 1];
     char *meta_json;

@@ -56,7 +56,7 @@ static void fill_write(const wk_job *j, sh_track_write *tw)
     tw->sha256_hex = j->sha256_hex[0] ? j->sha256_hex : NULL;
     tw->source_uri = j->source_uri;
     tw->duration_s = j->duration_s;
-    tw->fp_version = SH_FP_VERSION;
+    tw->fp_version = j->fp_version > 0 ? j->fp_version : SH_FP_VERSION;
     tw->version = j->ev.submitted_at_ms;
     /* A reindex keeps the version of the audio it re-fingerprints (sh_primary.h, issue #4). */
     tw->is_reindex = j->ev.op == SH_OP_REINDEX;

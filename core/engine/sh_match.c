@@ -88,6 +88,10 @@ void sh_match_config_for(const sh_fp_config *c, sh_match_config *mc)
     if (c && c->hash_mode == SH_FP_SPEED) {
         mc->max_scale = c->q_speed_tol > 0.03f ? c->q_speed_tol + 0.005 : 0.03;
         mc->coarse_scale_step = 0.025;
+        /* Speed-invariant hashes are less specific (u merges frequency and time): a wrong track's
+         * best alignment (the noise floor) is rarely 0 (dev negatives: 8-15), so, as for pairs,
+         * the confidence does the work and the floor on the score is the pairs' 12. */
+        mc->min_score = 12;
     }
 }
 

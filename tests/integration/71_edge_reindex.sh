@@ -6,7 +6,8 @@
 # --older-than-fp-version` goes through the worker (the REINDEX event path: the stored audio is
 # re-read and fingerprinted at this build's version) while a client keeps POSTing every clip and
 # reading /v1/shards: every single answer names the right track, a shard holds both fp_versions at
-# some moment, only the new one at the end, and `soundhash verify` passes.
+# some moment, only the new one at the end, and `soundhash verify` passes. SH_REINDEX_TO=4 runs the
+# same with this build's speed-invariant version 4 as the target.
 . "$SH_ROOT/tests/integration/lib.sh"
 . "$SH_ROOT/tests/lib/pg.sh"
 . "$SH_ROOT/tests/lib/worker.sh"
@@ -15,6 +16,9 @@ corpus="$SH_DATA_DIR/corpus/dev"
 [ -d "$corpus" ] || fail "no dev corpus at $corpus (scripts/data/make_corpus.sh builds it)"
 V=$(sed -n 's/^#define SH_FP_VERSION \([0-9][0-9]*\).*/\1/p' "$SH_ROOT/core/engine/sh_fp.h")
 [ "$V" = 3 ] || fail "this test writes pair hashes as fp_version 2 and reindexes to 3, not $V"
+# SH_REINDEX_TO=4: reindex to the speed-invariant version 4 instead (ingest reindex --fp-version 4;
+# the worker fingerprints at the version the event asks for).
+TO=${SH_REINDEX_TO:-$V}
 . "$SH_ROOT/tests/lib/edge.sh"
 ed_setup
 SEED=${SH_SEED:-$(( $(date +%s) % 100000 ))}
@@ -64,11 +68,11 @@ WK_PIDS+=("$CLIENT")
 wait_for 30 test -s "$SH_TMP/client.json.rounds"
 # 12 events at 3/s: the shards change one track at a time for ~4 s
 expect_exit 0 "$SH_BIN" ingest reindex --brokers "$BOOT" --dsn "$SH_DSN" --older-than-fp-version \
-  --rate 3/s --batch 1 --checkpoint "$SH_TMP/reindex.json"
+  --fp-version "$TO" --rate 3/s --batch 1 --checkpoint "$SH_TMP/reindex.json"
 check "12 reindex events published" jq_true '.published == 12 and .outdated == 12' "$SH_TMP/out"
 at_version() { [ "$(pg_sql "SELECT count(*) FROM tracks WHERE status = 'active' AND fp_version = $1")" = "$2" ]; }
-wait_for 60 at_version "$V" 12
-echo "ok: the worker reindexed the 12 tracks to fp_version $V"
+wait_for 60 at_version "$TO" 12
+echo "ok: the worker reindexed the 12 tracks to fp_version $TO"
 wait_for 30 ed_converged "$ED_PORT_E"
 # at least one whole round of the client against the final state, then stop it
 rounds_past() { [ "$(cat "$SH_TMP/client.json.rounds")" -ge "$1" ]; }
@@ -81,15 +85,23 @@ check "during the reindex every answer named the right track ($(jq -r '"\(.answe
 check "... each consulting every shard, and no shard's (epoch, position) ever went back" \
   jq_true '.partial == 0 and .nback == 0' "$SH_TMP/client.json"
 check "/v1/shards showed a shard holding two fp_versions ($(jq .mixed_reads "$SH_TMP/client.json") reads)" \
-  jq_true ".mixed_reads >= 1 and .versions_seen == [2, $V]" "$SH_TMP/client.json"
-check "at the end every shard holds fp_version $V only" test \
-  "$(curl -fsS "127.0.0.1:$ED_PORT_E/v1/shards" | jq -c '[.shards[].fp_versions[]] | unique')" = "[$V]"
+  jq_true ".mixed_reads >= 1 and .versions_seen == [2, $TO]" "$SH_TMP/client.json"
+check "at the end every shard holds fp_version $TO only" test \
+  "$(curl -fsS "127.0.0.1:$ED_PORT_E/v1/shards" | jq -c '[.shards[].fp_versions[]] | unique')" = "[$TO]"
 expect_exit 0 "$SH_BIN" verify --dsn "$SH_DSN" --wait 20 --edge "http://127.0.0.1:$ED_PORT_E"
 check "soundhash verify: 8 shards equal" \
   test "$(jq -rs '[.[] | select(.ok == true)] | length' "$SH_TMP/out")" = 8
 while read -r id clip; do
-  check "after the reindex: $id matches at fp_version $V" test "$(answer "$ED_PORT_E" "$clip")" = "$id"
+  check "after the reindex: $id matches at fp_version $TO" test "$(answer "$ED_PORT_E" "$clip")" = "$id"
 done < "$SH_TMP/clips"
+if [ "$TO" = 4 ]; then
+  # what version 4 is for: the same clips played 10 % faster (pitch and tempo, sox `speed`)
+  while read -r id clip; do
+    sox "$clip" "$SH_TMP/fast-$id.wav" speed 1.10 rate 16000
+    check "after the reindex: $id matches from its clip at speed 1.10" \
+      test "$(answer "$ED_PORT_E" "$SH_TMP/fast-$id.wav")" = "$id"
+  done < "$SH_TMP/clips"
+fi
 
 ed_stop E TERM
 check "the edge exits 0 on SIGTERM (rc $ED_RC)" test "$ED_RC" -eq 0

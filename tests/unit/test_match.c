@@ -274,6 +274,7 @@ static void test_threshold_per_mode(void **state)
         sh_match_config_for(&c, &mc);
         assert_int_equal(mc.min_score, mode == SH_FP_PAIRS ? 12 : 17);
         assert_true(mc.min_confidence == (mode == SH_FP_PAIRS ? 0.65 : 0.8));
+        assert_true(mc.coarse_scale_step == 0.0 && mc.max_scale == 0.03);
         sh_matcher *m = NULL;
         assert_int_equal(sh_matcher_new(&c, &m, NULL), 0);
         for (uint32_t t = 0; t < 14; t++)
@@ -284,6 +285,33 @@ static void test_threshold_per_mode(void **state)
         assert_int_equal(n, mode == SH_FP_PAIRS ? 1 : 0);
         sh_matcher_free(m);
     }
+    /* The speed mode: the pairs' floor, coarse rows over ±12.5 %, and 14 votes of a 10 % faster
+     * alignment (t_db = 1.1 t_q + 100) found with that scale. */
+    sh_fp_config c;
+    sh_fp_config_query(&c);
+    sh_fp_config_mode(&c, SH_FP_SPEED);
+    sh_match_config_for(&c, &mc);
+    assert_int_equal(mc.min_score, 12);
+    assert_true(mc.coarse_scale_step == 0.025 && fabs(mc.max_scale - 0.125) < 1e-6);
+    sh_matcher *m = NULL;
+    assert_int_equal(sh_matcher_new(&c, &m, NULL), 0);
+    for (uint32_t t = 0; t < 14; t++)
+        sh_matcher_vote(m, 5, 100 + (uint32_t)(t * 7 * 1.1 + 0.5), t * 7 * 5);
+    sh_match_result r[2];
+    size_t n = 99;
+    assert_int_equal(sh_matcher_result(m, r, 2, &n), 0);
+    assert_int_equal(n, 0); /* t_q * 5: a 50 % drift, outside ±12.5 % */
+    sh_matcher_reset(m);
+    for (uint32_t t = 0; t < 14; t++)
+        sh_matcher_vote(m, 5, 100 + (uint32_t)(t * 37 * 1.1 + 0.5), t * 37);
+    assert_int_equal(sh_matcher_result(m, r, 2, &n), 0);
+    assert_int_equal(n, 1);
+    assert_true(fabs(r[0].scale - 1.1) < 0.006);
+    assert_true(fabs(r[0].offset_s - 100 * sh_fp_frame_seconds(&c)) < 0.05);
+    /* A config with more rows than the matcher holds is refused. */
+    mc.coarse_scale_step = 0.005;
+    assert_int_equal(sh_matcher_configure(m, &mc, NULL), SH_EINVAL);
+    sh_matcher_free(m);
 }
 
 /* Two tracks with the same strong alignment are duplicates (both reported); two weak near-equal
