@@ -1,6 +1,7 @@
 /* Fuzz target: the fingerprinter and matcher on arbitrary samples. Byte 0 picks the mode (bit 0:
  * index / query), the sample encoding (bit 1: int16, or raw float bits so NaN/Inf/denormals/huge
- * values occur), a chunk size (bits 2..6) and the hash mode (bit 7: triplets / pairs); the rest is samples at the analysis rate. Invariants: chunked feeding gives
+ * values occur), a chunk size (bits 2..6) and the hash mode (bit 7: triplets, else bit 6: pairs /
+ * speed-invariant triplets); the rest is samples at the analysis rate. Invariants: chunked feeding gives
  * exactly the one-shot hashes, hashes are sorted by t and within the per-second bound, and
  * voting them against themselves never fails. */
 #include "sh_fp.h"
@@ -60,7 +61,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     else
         sh_fp_config_default(&c);
     if (mode & 0x80)
-        sh_fp_config_mode(&c, SH_FP_PAIRS);
+        sh_fp_config_mode(&c, (mode & 0x40) ? SH_FP_SPEED : SH_FP_PAIRS);
     const size_t chunk = 1 + (size_t)((mode >> 2) & 0x1f) * 37;
     size_t n1, n2;
     sh_hash *a = extract(&c, x, n, n ? n : 1, &n1), *b = extract(&c, x, n, chunk, &n2);
