@@ -1,7 +1,10 @@
-/* cmd_db.c — `soundhash db start|stop|migrate|status`: the primary's PostgreSQL.
+/* cmd_db.c — `soundhash db start|stop|promote|fence|migrate|status`: the primary's PostgreSQL.
  *
  *   soundhash db start --dir DIR [--port P]   private local cluster (initdb on first use); prints
  *                                            its DSN on stdout and writes DIR/dsn
+ *   soundhash db start --dir DIR --follow DSN a follower of that primary (pg_basebackup, slot)
+ *   soundhash db promote --dir DIR           the follower becomes a primary (takeover)
+ *   soundhash db fence --dir DIR             the replaced old primary refuses soundhash clients
  *   soundhash db stop --dir DIR              stops it (exit 0 also if it was not running)
  *   soundhash db migrate --dsn DSN           applies pending migrations; one JSON line
  *                                            {"schema_version":N,"applied":[versions applied now]}
@@ -12,6 +15,7 @@
  * named in the DSN — never from argv. Exit codes: 0 ok, 1 runtime error, 2 usage error (also a
  * --pg-bin without initdb).
  */
+#include "sh_clock.h"
 #include "sh_cmds.h"
 #include "sh_opt.h"
 #include "sh_pgctl.h"
@@ -33,11 +37,17 @@ typedef struct db_cfg {
     char *password;
     long connect_timeout_s;
     long statement_timeout_ms;
+    char *follow;
+    char *slot;
 } db_cfg;
 
-static const char USAGE[] = "usage: soundhash db <start|stop|migrate|status> [options]\n"
+static const char USAGE[] = "usage: soundhash db <start|stop|promote|fence|migrate|status> "
+                            "[options]\n"
                             "  start --dir DIR [--port P]   create/start a private local cluster\n"
+                            "  start --dir DIR --follow DSN ... as a streaming follower of DSN\n"
                             "  stop --dir DIR               stop it\n"
+                            "  promote --dir DIR            make the follower a primary\n"
+                            "  fence --dir DIR              fence a replaced old primary\n"
                             "  migrate --dsn DSN            create/upgrade the schema\n"
                             "  status --dsn DSN             schema version and counts\n"
                             "`soundhash db <sub> --help` lists each one's options.\n";
@@ -67,7 +77,9 @@ static sh_pgctl_opts db_pgctl_opts(const db_cfg *c)
                        .port = (int)c->port,
                        .bin_dir = c->pg_bin,
                        .run_as = c->run_as,
-                       .timeout_s = (int)c->timeout_s};
+                       .timeout_s = (int)c->timeout_s,
+                       .follow_dsn = c->follow,
+                       .slot = c->slot};
     return o;
 }
 
@@ -97,6 +109,33 @@ static int db_stop(const db_cfg *c)
     return SH_EXIT_OK;
 }
 
+static int db_promote(const db_cfg *c)
+{
+    sh_err e = {0};
+    sh_pgctl_opts o = db_pgctl_opts(c);
+    double t0 = sh_clock_mono_ms();
+    int rc = sh_pgctl_promote(&o, &e);
+    if (rc) {
+        e.code = rc;
+        return db_fail("promote", &e);
+    }
+    printf("{\"promoted\":true,\"ms\":%.0f}\n", sh_clock_mono_ms() - t0);
+    return SH_EXIT_OK;
+}
+
+static int db_fence(const db_cfg *c)
+{
+    sh_err e = {0};
+    sh_pgctl_opts o = db_pgctl_opts(c);
+    int rc = sh_pgctl_fence(&o, &e);
+    if (rc) {
+        e.code = rc;
+        return db_fail("fence", &e);
+    }
+    printf("{\"fenced\":true,\"running\":%s}\n", sh_pgctl_running(&o) ? "true" : "false");
+    return SH_EXIT_OK;
+}
+
 static int db_connect(const db_cfg *c, sh_primary **db, sh_err *e)
 {
     sh_primary_config pc;
@@ -106,6 +145,7 @@ static int db_connect(const db_cfg *c, sh_primary **db, sh_err *e)
     pc.connect_timeout_s = (int)c->connect_timeout_s;
     pc.statement_timeout_ms = (int)c->statement_timeout_ms;
     pc.application_name = "soundhash-db";
+    pc.allow_fenced = 1; /* status must show a fenced server as such */
     int rc = sh_primary_new(&pc, db, e);
     e->code = rc;
     return rc;
@@ -152,6 +192,9 @@ static int db_status(const db_cfg *c)
     const int have = n ? v[n - 1] : 0, known = sh_primary_schema_version();
     if (!rc && have == known)
         rc = sh_primary_counts_get(db, &k, &e);
+    sh_primary_role role;
+    if (!rc)
+        rc = sh_primary_role_get(db, &role, &e);
     sh_primary_free(db);
     if (rc) {
         e.code = rc;
@@ -169,6 +212,16 @@ static int db_status(const db_cfg *c)
                ",\"last_seq\":%" PRId64,
                k.tracks_active, k.tracks_deleted, k.fingerprint_rows, k.hashes, k.changes,
                k.last_seq);
+    printf(",\"role\":\"%s\",\"fenced\":%s,\"read_only\":%s,\"timeline\":%" PRId64,
+           role.follower ? "follower" : "primary", role.fenced ? "true" : "false",
+           role.read_only ? "true" : "false", role.timeline);
+    if (role.follower)
+        printf(",\"replay_lag_bytes\":%" PRId64 ",\"replay_lag_s\":%.3f,\"last_replay_ms\":%" PRId64,
+               role.lag_bytes, role.lag_s, role.replay_ms);
+    else
+        printf(",\"followers\":%" PRId64 ",\"followers_lag_bytes\":%" PRId64
+               ",\"followers_lag_s\":%.3f",
+               role.n_followers, role.followers_lag_bytes, role.followers_lag_s);
     printf("}\n");
     return SH_EXIT_OK;
 }
@@ -185,12 +238,29 @@ typedef struct db_sub {
 } db_sub;
 
 static const db_sub subs[] = {
-    {"start", db_start, false, 0x1f, "--dir DIR [--port P] [--pg-bin DIR]",
+    {"start", db_start, false, 0x7f, "--dir DIR [--port P] [--pg-bin DIR] [--follow DSN]",
      "Starts a private local PostgreSQL cluster for development and tests in DIR (initdb on "
      "first use, wal_level=logical, 127.0.0.1 only) and prints its DSN (also written to DIR/dsn; "
-     "the password is in a passfile the DSN names, never in the DSN).",
+     "the password is in a passfile the DSN names, never in the DSN). With --follow DSN and an "
+     "empty DIR: a follower of that primary instead — pg_basebackup with a replication slot "
+     "(--slot), a hot standby streaming its WAL (read-only; `db status` shows its replay lag, "
+     "`db promote` makes it a primary).",
      "soundhash db start --dir /tmp/sh-pg\n"
-     "soundhash db start --dir /tmp/sh-pg --port 5433 --pg-bin /usr/lib/postgresql/15/bin"},
+     "soundhash db start --dir /tmp/sh-pg --port 5433 --pg-bin /usr/lib/postgresql/15/bin\n"
+     "soundhash db start --dir /tmp/sh-pg-b --follow \"$(cat /tmp/sh-pg/dsn)\""},
+    {"promote", db_promote, false, 0x1d, "--dir DIR",
+     "Promotes the follower in DIR (made by `db start --follow`) to a primary: pg_ctl promote, "
+     "waiting until it accepts writes. Prints {\"promoted\":true,\"ms\":N}. Exit 1 when DIR is not "
+     "a follower (already a primary) or the follower is not running. The takeover procedure "
+     "around it: ops/takeover.sh and ops/RUNBOOK.md.",
+     "soundhash db promote --dir /srv/sh-pg-b"},
+    {"fence", db_fence, false, 0x1d, "--dir DIR",
+     "Fences the cluster in DIR, an old primary a takeover replaced: sets soundhash.fenced = on "
+     "and default_transaction_read_only = on in postgresql.auto.conf (also while it is down, so "
+     "it comes back fenced), reloads and ends client sessions when running. Workers, the "
+     "replicator and the other soundhash clients then refuse to connect to it (they wait as for a "
+     "database that is down); psql gets read-only transactions.",
+     "soundhash db fence --dir /srv/sh-pg-a"},
     {"stop", db_stop, false, 0x1d, "--dir DIR",
      "Stops the private cluster in DIR (fast shutdown); exit 0 also when it was not running "
      "(exit 1 when DIR holds no cluster).",
@@ -256,6 +326,11 @@ int sh_cmd_db(int argc, char **argv)
          "when root: the unprivileged user that runs the server", 0, 0, 0},
         {"timeout", 0, SH_OPT_INT, &c.timeout_s, "60", "seconds to wait for initdb/start/stop", 0,
          1, 3600},
+        {"follow", 0, SH_OPT_STR, &c.follow, NULL,
+         "create DIR as a streaming follower of this primary DSN (role with REPLICATION)", 0, 0,
+         0},
+        {"slot", 0, SH_OPT_STR, &c.slot, "soundhash_follower",
+         "with --follow: the replication slot on the primary", 0, 0, 0},
         {NULL, 0, 0, NULL, NULL, NULL, 0, 0, 0},
     };
     sh_opt dsn_opts[] = {

@@ -7,6 +7,7 @@
 #include "sh_kclient.h"
 #include "sh_log.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,6 +17,27 @@
 #define WAIT_SLICE_MS 250
 
 /* ---- offsets ------------------------------------------------------------------------------- */
+
+/* Records the commit point in the primary (sh_primary_offsets_save): every event below it is
+ * committed there, so after a takeover the group rewinds to what the promoted follower replayed
+ * (`soundhash worker rewind`). Best effort: a row that lags behind Kafka only means a longer
+ * replay, never a lost upload. */
+static void record_offsets(wk *w, const sh_offset_commit *c, size_t n)
+{
+    sh_group_offset v[MAX_COMMITS];
+    if (!w->ctl)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strnlen(c[i].topic, SH_PRIMARY_TOPIC_MAX); /* both Kafka's 249 */
+        memcpy(v[i].topic, c[i].topic, len);
+        v[i].topic[len] = '\0';
+        v[i].partition = c[i].partition;
+        v[i].next_offset = c[i].offset;
+    }
+    sh_err e = {0};
+    if (sh_primary_offsets_save(w->ctl, w->cfg.group, v, n, &e))
+        SH_WARN("offsets_record_failed", "msg=\"%.300s\"", sh_err_text(&e));
+}
 
 static void commit_now(wk *w)
 {
@@ -27,6 +49,7 @@ static void commit_now(wk *w)
     pthread_mutex_unlock(&w->lock);
     if (!n)
         return;
+    record_offsets(w, c, n);
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n);
     for (size_t i = 0; i < n; i++)
         rd_kafka_topic_partition_list_add(l, c[i].topic, c[i].partition)->offset = c[i].offset;
@@ -346,7 +369,6 @@ static void set_paused(wk *w, bool pause, const char *why)
 typedef struct loop_state {
     bool paused;
     double last_commit, last_ping;
-    sh_primary *ctl; /* the main thread's own connection: database health while idle */
 } loop_state;
 
 static void ping_db(wk *w, loop_state *s)
@@ -354,16 +376,16 @@ static void ping_db(wk *w, loop_state *s)
     s->last_ping = sh_clock_mono_s();
     sh_err e = {0};
     int rc = SH_ETRANSIENT;
-    if (!s->ctl) {
+    if (!w->ctl) {
         sh_primary_config pc;
         sh_primary_config_default(&pc);
         pc.dsn = w->cfg.dsn;
         pc.connect_timeout_s = 2;
         pc.application_name = "soundhash-worker-ctl";
-        rc = sh_primary_new(&pc, &s->ctl, &e);
+        rc = sh_primary_new(&pc, &w->ctl, &e);
     }
-    if (s->ctl)
-        rc = sh_primary_ping(s->ctl, &e);
+    if (w->ctl)
+        rc = sh_primary_ping(w->ctl, &e);
     bool was_down = atomic_load(&w->db_down);
     if (rc && !was_down)
         SH_WARN("db_down", "msg=\"%.300s\"", sh_err_text(&e));
@@ -447,13 +469,15 @@ int wk_run(wk *w)
         atomic_store(&w->untracked, true);
         atomic_store(&w->stop_fetch, true);
         atomic_store(&w->abandon, true);
-        sh_primary_free(s.ctl);
+        sh_primary_free(w->ctl);
+        w->ctl = NULL;
         return rc;
     }
     atomic_store(&w->stop_fetch, true);
     housekeeping(w, &s);
     drain(w, &s);
-    sh_primary_free(s.ctl);
+    sh_primary_free(w->ctl);
+    w->ctl = NULL;
     return 0;
 }
 

@@ -237,6 +237,8 @@ static void teardown(wk *w)
 
 int sh_cmd_worker(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "rewind") == 0)
+        return wk_cmd_rewind(argc - 1, argv + 1);
     wk w;
     memset(&w, 0, sizeof w);
     sh_cmd_spec spec;

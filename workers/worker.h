@@ -142,6 +142,8 @@ typedef struct wk {
     wk_fifo live_jobs, reindex_jobs, writes;
     size_t inflight; /* received and not yet done or abandoned */
     sh_offsets *offsets; /* guarded by lock */
+    sh_primary *ctl;     /* the main thread's own connection: database health while idle, and the
+                            committed offsets recorded for a takeover (consume.c) */
 
     pthread_t *fp_threads;
     long n_fp_threads;
@@ -159,6 +161,9 @@ typedef struct wk {
     atomic_bool joined;       /* subscribed: the start-up checks and waits are over */
     sh_stop stop;             /* SIGTERM/SIGINT: installed by sh_cmd_worker, read by wk_run */
 } wk;
+
+/* rewind.c: `soundhash worker rewind` (takeover: the group's offsets back to the recorded ones). */
+int wk_cmd_rewind(int argc, char **argv);
 
 /* queue.c */
 void wk_fifo_push(wk_fifo *q, wk_job *j);

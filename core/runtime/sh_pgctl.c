@@ -250,7 +250,12 @@ static int sh_random_hex(char *out, size_t nbytes)
     return 0;
 }
 
-/* Settings appended to postgresql.conf. wal_level=logical lets the publication be decoded;
+/* Settings appended to postgresql.conf. wal_level=logical lets the publication be decoded (and is
+ * more than the replica level a streaming follower needs); max_wal_senders/max_replication_slots
+ * let followers stream (initdb's pg_hba.conf already allows replication connections from
+ * 127.0.0.1 with scram-sha-256). hot_standby* apply only while this cluster is a follower: the
+ * feedback keeps the primary from vacuuming rows a replicator's read on the follower still needs.
+ * A follower gets this block appended after the primary's copied one, so its own socket wins.
  * fsync and friends stay at their (safe) defaults. */
 static int sh_write_conf(const sh_pgctx *c, sh_err *e)
 {
@@ -270,6 +275,8 @@ static int sh_write_conf(const sh_pgctx *c, sh_err *e)
              "max_wal_senders = 10\n"
              "max_replication_slots = 10\n"
              "max_connections = 100\n"
+             "hot_standby = on\n"
+             "hot_standby_feedback = on\n"
              "logging_collector = off\n",
              use_sock ? sock : "");
     snprintf(conf, sizeof conf, "%s/postgresql.conf", c->data);
@@ -313,6 +320,143 @@ static int sh_initdb(const sh_pgctx *c, sh_err *e)
     if (!rc)
         rc = sh_write_conf(c, e);
     return rc;
+}
+
+static void sh_quote_value(char *out, size_t cap, const char *v);
+
+/* ---- follower (physical streaming standby) ---------------------------------------------------- */
+
+static int sh_is_follower(const sh_pgctx *c)
+{
+    char sig[SH_PG_PATH_MAX + 32];
+    snprintf(sig, sizeof sig, "%s/standby.signal", c->data);
+    return access(sig, F_OK) == 0;
+}
+
+/* Appends `key='value'` (conninfo quoting) to out[cap] at *len. 0 or SH_EINVAL when too long. */
+static int sh_conninfo_add(char *out, size_t cap, size_t *len, const char *key, const char *val)
+{
+    char q[2 * SH_PGCTL_DSN_MAX];
+    sh_quote_value(q, sizeof q, val);
+    int n = snprintf(out + *len, cap - *len, "%s%s=%s", *len ? " " : "", key, q);
+    if (n < 0 || (size_t)n >= cap - *len)
+        return SH_EINVAL;
+    *len += (size_t)n;
+    return 0;
+}
+
+/* The primary's DSN rewritten for replication: every option kept but the secrets, the database
+ * (a physical replication connection has none) and the passfile, which becomes the follower's own
+ * copy — the primary's file is in another region. */
+static int sh_follow_conninfo(const char *dsn, const char *passfile, char *out, size_t cap,
+                              sh_err *e)
+{
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(dsn, &perr);
+    if (!opts) {
+        int rc = sh_err_set(e, SH_EINVAL, "--follow: bad DSN: %s", perr ? perr : "out of memory");
+        PQfreemem(perr);
+        return rc;
+    }
+    size_t len = 0;
+    int rc = 0;
+    out[0] = '\0';
+    for (PQconninfoOption *o = opts; o->keyword && !rc; o++) {
+        if (!o->val || !*o->val || !strcmp(o->keyword, "password") ||
+            !strcmp(o->keyword, "passfile") || !strcmp(o->keyword, "dbname") ||
+            !strcmp(o->keyword, "replication"))
+            continue;
+        rc = sh_conninfo_add(out, cap, &len, o->keyword, o->val);
+    }
+    if (!rc)
+        rc = sh_conninfo_add(out, cap, &len, "passfile", passfile);
+    PQconninfoFree(opts);
+    return rc ? sh_err_set(e, SH_EINVAL, "--follow: DSN too long") : 0;
+}
+
+/* pgpass field: ':' and '\' escaped. */
+static void sh_pgpass_field(char *out, size_t cap, const char *v)
+{
+    size_t o = 0;
+    for (; *v && o + 3 < cap; v++) {
+        if (*v == ':' || *v == '\\')
+            out[o++] = '\\';
+        out[o++] = *v;
+    }
+    out[o] = '\0';
+}
+
+/* Connects to the primary as the DSN says (password from the DSN's passfile, PGPASSWORD or
+ * ~/.pgpass), writes the role and the password it used into DIR/pgpass (the follower is a copy of
+ * the primary: the same role logs in to both) and drops an inactive slot of the same name left by
+ * an earlier, failed attempt. */
+static int sh_follow_prepare(const sh_pgctx *c, const char *dsn, const char *slot, sh_err *e)
+{
+    PGconn *pc = PQconnectdb(dsn);
+    int rc = 0;
+    if (PQstatus(pc) != CONNECTION_OK) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "%s", PQerrorMessage(pc));
+        msg[strcspn(msg, "\n")] = '\0';
+        PQfinish(pc);
+        return sh_err_set(e, SH_EDB, "--follow: cannot connect to the primary: %s", msg);
+    }
+    char user[256], pw[512], line[1024], pgpass[SH_PG_PATH_MAX + 16];
+    sh_pgpass_field(user, sizeof user, PQuser(pc) ? PQuser(pc) : "");
+    sh_pgpass_field(pw, sizeof pw, PQpass(pc) ? PQpass(pc) : "");
+    snprintf(line, sizeof line, "*:*:*:%s:%s\n", user, pw);
+    sh_path(pgpass, sizeof pgpass, c->dir, "pgpass");
+    rc = sh_write_file(pgpass, line, 0600, e);
+    memset(line, 0, sizeof line);
+    memset(pw, 0, sizeof pw);
+    /* walreceiver reads it as the server's user */
+    if (!rc && c->as_other && chown(pgpass, c->uid, c->gid) != 0)
+        rc = sh_err_set(e, SH_EIO, "chown %s: %s", pgpass, strerror(errno));
+    const char *p[1] = {slot};
+    PGresult *r = rc ? NULL
+                     : PQexecParams(pc,
+                                    "SELECT pg_drop_replication_slot(slot_name) FROM "
+                                    "pg_replication_slots WHERE slot_name = $1 AND NOT active",
+                                    1, NULL, p, NULL, NULL, 0);
+    if (r && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0)
+        SH_WARN("db_follow_slot_dropped", "slot=%s reason=%s", SH_Q(slot),
+                SH_Q("an inactive slot of this name was left by an earlier follower"));
+    PQclear(r);
+    PQfinish(pc);
+    return rc;
+}
+
+/* A new follower: pg_basebackup of the primary into DIR/data with a replication slot (the primary
+ * keeps the WAL the follower has not received yet) and -R (standby.signal + primary_conninfo
+ * naming DIR/pgpass), then this cluster's own settings. */
+static int sh_basebackup(const sh_pgctx *c, const sh_pgctl_opts *o, sh_err *e)
+{
+    const char *slot = o->slot && *o->slot ? o->slot : "soundhash_follower";
+    for (const char *s = slot; *s; s++) {
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_') ||
+            s - slot >= 63)
+            return sh_err_set(e, SH_EINVAL, "--slot %s: lower-case letters, digits and _ only, "
+                                            "at most 63", slot);
+    }
+    int rc = sh_follow_prepare(c, o->follow_dsn, slot, e);
+    if (rc)
+        return rc;
+    char conn[2 * SH_PGCTL_DSN_MAX], pgpass[SH_PG_PATH_MAX + 16], logp[SH_PG_PATH_MAX + 16];
+    sh_path(pgpass, sizeof pgpass, c->dir, "pgpass");
+    sh_path(logp, sizeof logp, c->dir, "ctl.log");
+    if ((rc = sh_follow_conninfo(o->follow_dsn, pgpass, conn, sizeof conn, e)))
+        return rc;
+    char *argv[] = {"pg_basebackup", "-D", (char *)c->data, "-d", conn, "-X", "stream", "-R",
+                    "-C", "-S", (char *)slot, "-c", "fast", "-w", NULL};
+    SH_INFO("db_basebackup", "dir=%s slot=%s", SH_Q(c->dir), SH_Q(slot));
+    int st = sh_run(c, argv);
+    if (st != 0) {
+        char tail[300];
+        sh_log_tail(logp, tail, sizeof tail);
+        return sh_err_set(e, SH_EIO, "pg_basebackup failed (status %d; see %s): %s", st, logp,
+                          tail);
+    }
+    return sh_write_conf(c, e);
 }
 
 /* ---- port and DSN ---------------------------------------------------------------------------- */
@@ -448,8 +592,16 @@ int sh_pgctl_start(const sh_pgctl_opts *o, char *dsn, size_t cap, sh_err *e)
     char pf[SH_PG_PATH_MAX + 16], df[SH_PG_PATH_MAX + 16], buf[32];
     sh_path(pf, sizeof pf, c.dir, "port");
     sh_path(df, sizeof df, c.dir, "dsn");
-    if (access(c.pgversion, F_OK) != 0 && (rc = sh_initdb(&c, e)) != 0)
-        return rc;
+    if (access(c.pgversion, F_OK) != 0) {
+        rc = o->follow_dsn && *o->follow_dsn ? sh_basebackup(&c, o, e) : sh_initdb(&c, e);
+        if (rc)
+            return rc;
+    } else if (o->follow_dsn && *o->follow_dsn && !sh_is_follower(&c)) {
+        return sh_err_set(e, SH_EINVAL,
+                          "%s already holds a cluster that is not a follower (a primary, or a "
+                          "promoted follower): --follow only creates a new one; use an empty --dir",
+                          c.dir);
+    }
     int port = -1;
     if (sh_status(&c)) {
         /* Already running: its port is the one we recorded when starting it. */
@@ -502,5 +654,104 @@ int sh_pgctl_stop(const sh_pgctl_opts *o, sh_err *e)
     if (st != 0)
         return sh_err_set(e, SH_EIO, "pg_ctl stop failed (status %d; see %s/ctl.log)", st, c.dir);
     SH_INFO("db_stopped", "dir=%s", SH_Q(c.dir));
+    return 0;
+}
+
+/* ---- promote / fence ------------------------------------------------------------------------- */
+
+int sh_pgctl_promote(const sh_pgctl_opts *o, sh_err *e)
+{
+    sh_pgctx c;
+    int rc = sh_ctx_init(&c, o, 0, e);
+    if (rc)
+        return rc;
+    if (access(c.pgversion, F_OK) != 0)
+        return sh_err_set(e, SH_ENOTFOUND, "%s holds no PostgreSQL cluster", c.dir);
+    if (!sh_is_follower(&c))
+        return sh_err_set(e, SH_EINVAL,
+                          "%s is not a follower (no standby.signal): already a primary, or "
+                          "promoted before", c.dir);
+    if (!sh_status(&c))
+        return sh_err_set(e, SH_EINVAL,
+                          "the follower in %s is not running: start it (soundhash db start --dir "
+                          "%s) and promote again",
+                          c.dir, c.dir);
+    char tmo[16];
+    snprintf(tmo, sizeof tmo, "%d", c.timeout_s);
+    char *argv[] = {"pg_ctl", "promote", "-D", c.data, "-w", "-t", tmo, NULL};
+    int st = sh_run(&c, argv);
+    if (st != 0)
+        return sh_err_set(e, SH_EIO, "pg_ctl promote failed (status %d; see %s/ctl.log)", st,
+                          c.dir);
+    SH_INFO("db_promoted", "dir=%s", SH_Q(c.dir));
+    return 0;
+}
+
+/* Ends every client session of the running server in DIR so that each reconnects and meets the
+ * fence (a session keeps the settings it started with). */
+static int sh_fence_sessions(const sh_pgctx *c, sh_err *e)
+{
+    char pf[SH_PG_PATH_MAX + 16], buf[32], dsn[SH_PGCTL_DSN_MAX];
+    sh_path(pf, sizeof pf, c->dir, "port");
+    if (sh_read_line(pf, buf, sizeof buf) != 0 ||
+        sh_make_dsn(c, (int)strtol(buf, NULL, 10), SH_PG_DB, dsn, sizeof dsn))
+        return sh_err_set(e, SH_EIO, "%s: unreadable", pf);
+    PGconn *pc = PQconnectdb(dsn);
+    int rc = 0;
+    /* the reload is asynchronous: wait until a new session sees the fence (bounded) */
+    for (int i = 0; i < 50 && PQstatus(pc) == CONNECTION_OK; i++) {
+        PGresult *r = PQexec(pc, "SELECT current_setting('soundhash.fenced', true)");
+        int on = PQresultStatus(r) == PGRES_TUPLES_OK && !strcmp(PQgetvalue(r, 0, 0), "on");
+        PQclear(r);
+        if (on)
+            break;
+        PQfinish(pc);
+        usleep(100 * 1000);
+        pc = PQconnectdb(dsn);
+    }
+    if (PQstatus(pc) != CONNECTION_OK) {
+        rc = sh_err_set(e, SH_EDB, "fence: connect: %s", PQerrorMessage(pc));
+    } else {
+        PGresult *r = PQexec(pc, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                 "WHERE backend_type = 'client backend' AND pid <> "
+                                 "pg_backend_pid()");
+        if (PQresultStatus(r) != PGRES_TUPLES_OK)
+            rc = sh_err_set(e, SH_EDB, "fence: end sessions: %s", PQresultErrorMessage(r));
+        PQclear(r);
+    }
+    PQfinish(pc);
+    return rc;
+}
+
+int sh_pgctl_fence(const sh_pgctl_opts *o, sh_err *e)
+{
+    sh_pgctx c;
+    int rc = sh_ctx_init(&c, o, 0, e);
+    if (rc)
+        return rc;
+    if (access(c.pgversion, F_OK) != 0)
+        return sh_err_set(e, SH_ENOTFOUND, "%s holds no PostgreSQL cluster", c.dir);
+    /* postgresql.auto.conf is read last and ALTER SYSTEM keeps unknown lines: the same place an
+     * operator's ALTER SYSTEM SET would put them, and it works while the server is down. */
+    char auto_conf[SH_PG_PATH_MAX + 32];
+    snprintf(auto_conf, sizeof auto_conf, "%s/postgresql.auto.conf", c.data);
+    FILE *f = fopen(auto_conf, "ae");
+    if (!f)
+        return sh_err_set(e, SH_EIO, "%s: %s", auto_conf, strerror(errno));
+    int ok = fputs("# soundhash db fence: a takeover replaced this server (ops/takeover.sh)\n"
+                   "soundhash.fenced = 'on'\n"
+                   "default_transaction_read_only = 'on'\n",
+                   f) >= 0;
+    ok &= fclose(f) == 0;
+    if (!ok)
+        return sh_err_set(e, SH_EIO, "%s: write failed", auto_conf);
+    if (sh_status(&c)) {
+        char *argv[] = {"pg_ctl", "reload", "-D", c.data, NULL};
+        if (sh_run(&c, argv) != 0)
+            return sh_err_set(e, SH_EIO, "pg_ctl reload failed (see %s/ctl.log)", c.dir);
+        if ((rc = sh_fence_sessions(&c, e)) != 0)
+            return rc;
+    }
+    SH_WARN("db_fenced", "dir=%s", SH_Q(c.dir));
     return 0;
 }

@@ -26,6 +26,8 @@ typedef struct sh_pgctl_opts {
     const char *bin_dir;
     const char *run_as; /* only used when root; NULL → "postgres" */
     int timeout_s;      /* bound on initdb/pg_ctl waits; 0 → 60 */
+    const char *follow_dsn; /* non-NULL: create DIR as a follower of this primary (see below) */
+    const char *slot;       /* the follower's replication slot; NULL → "soundhash_follower" */
 } sh_pgctl_opts;
 
 #define SH_PGCTL_DSN_MAX 1024
@@ -36,6 +38,28 @@ typedef struct sh_pgctl_opts {
  * (no PostgreSQL binaries / run_as user), SH_EIO (initdb/pg_ctl failed: message quotes the log),
  * SH_ETIMEOUT, SH_EDB (creating the database failed). */
 int sh_pgctl_start(const sh_pgctl_opts *o, char *dsn, size_t cap, sh_err *e);
+
+/* Followers (physical streaming standbys, ops/takeover.sh). With o->follow_dsn and no cluster in
+ * DIR yet, sh_pgctl_start connects to that primary (its password from the DSN's passfile,
+ * PGPASSWORD or ~/.pgpass; the role must have REPLICATION), copies the role and password into
+ * DIR/pgpass, runs pg_basebackup with a replication slot (o->slot; an inactive slot of the same
+ * name is dropped first) and -R (standby.signal, primary_conninfo naming DIR/pgpass), appends this
+ * cluster's own settings and starts it as a hot standby: read-only, replaying the primary's WAL.
+ * The DSN it returns is the follower's. A DIR that already holds a follower is just started;
+ * one that holds a primary is SH_EINVAL. Errors also: SH_EDB (primary unreachable or refusing),
+ * SH_EIO (pg_basebackup failed: the message quotes its log). */
+
+/* Promotes the follower in DIR to a primary (pg_ctl promote, waits until it accepts writes).
+ * Errors: SH_ENOTFOUND (no cluster), SH_EINVAL (not a follower, or not running), SH_EIO. */
+int sh_pgctl_promote(const sh_pgctl_opts *o, sh_err *e);
+
+/* Fences the cluster in DIR after a takeover replaced it: appends soundhash.fenced = on and
+ * default_transaction_read_only = on to postgresql.auto.conf (works while it is down, so it comes
+ * back fenced); when running, reloads and ends every client session. soundhash's own clients then
+ * refuse to connect to it (sh_primary.h, allow_fenced) and plain SQL clients get read-only
+ * transactions. Undo: remove the two lines (or ALTER SYSTEM RESET both) and reload. Errors:
+ * SH_ENOTFOUND (no cluster), SH_EIO, SH_EDB. */
+int sh_pgctl_fence(const sh_pgctl_opts *o, sh_err *e);
 
 /* Stops the server in DIR (fast shutdown, waits). Returns 0 also when it was not running;
  * SH_ENOTFOUND when DIR holds no cluster; SH_EIO when pg_ctl fails. */

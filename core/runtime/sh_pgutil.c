@@ -12,13 +12,15 @@
 /* SQLSTATE classes worth retrying: 08 connection exception, 40 transaction rollback
  * (serialization failure, deadlock), 53 insufficient resources (too many connections, disk
  * full), 57 operator intervention (admin shutdown, crash shutdown, cannot connect now, query
- * canceled / statement timeout). */
+ * canceled / statement timeout); and 25006 read_only_sql_transaction: a standby or a fenced old
+ * primary (ops/takeover.sh) refuses writes, and a write must wait for the operator to point us at
+ * the new primary rather than dead-letter the event. */
 int sh_pg_sqlstate_transient(const char *st)
 {
     if (!st || strlen(st) != 5)
         return 0;
     return !strncmp(st, "08", 2) || !strncmp(st, "40", 2) || !strncmp(st, "53", 2) ||
-           !strncmp(st, "57", 2);
+           !strncmp(st, "57", 2) || !strcmp(st, "25006");
 }
 
 void sh_pg_trim_copy(char *dst, size_t cap, const char *src)

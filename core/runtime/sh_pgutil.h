@@ -34,7 +34,8 @@
 
 /* ---- errors ---- */
 
-/* 1 when `sqlstate` (5 characters, may be NULL) names a class worth retrying (08, 40, 53, 57). */
+/* 1 when `sqlstate` (5 characters, may be NULL) names a class worth retrying (08, 40, 53, 57)
+ * or is 25006 (a read-only server: a standby or a fenced old primary). */
 int sh_pg_sqlstate_transient(const char *sqlstate);
 
 /* Copies libpq message `src` (NULL → "") into dst[cap] without trailing newlines and spaces. */

@@ -193,12 +193,28 @@ static const char MIGRATION_5[] =
     /* Prune keeps a tombstone while the log still holds its delete; this finds them. */
     "CREATE INDEX change_log_external_id ON change_log (external_id);\n";
 
+static const char MIGRATION_6[] =
+    /* Where each worker group's committed Kafka offsets stood, written by the workers after every
+     * event below next_offset is committed here. A follower that replayed a row therefore holds
+     * every write below it, so after a takeover the group rewinds to the promoted follower's rows
+     * (`soundhash worker rewind`) and replays only what may have been lost (RPO 0 for uploads;
+     * the version check makes the replay harmless). */
+    "CREATE TABLE consumer_offsets (\n"
+    "  group_id    text COLLATE \"C\" NOT NULL,\n"
+    "  topic       text COLLATE \"C\" NOT NULL,\n"
+    "  partition   integer NOT NULL CHECK (partition >= 0),\n"
+    "  next_offset bigint NOT NULL CHECK (next_offset >= 0),\n"
+    "  updated_at  timestamptz NOT NULL DEFAULT now(),\n"
+    "  PRIMARY KEY (group_id, topic, partition)\n"
+    ");\n";
+
 static const sh_migration MIGRATIONS[] = {
     {1, "tracks, fingerprints, change log", MIGRATION_1},
     {2, "versioned write functions", MIGRATION_2},
     {3, "publication soundhash_pub", MIGRATION_3},
     {4, "reindex write function", MIGRATION_4},
     {5, "replication epoch", MIGRATION_5},
+    {6, "worker offsets for takeover replay", MIGRATION_6},
 };
 #define N_MIGRATIONS (sizeof MIGRATIONS / sizeof MIGRATIONS[0])
 
@@ -261,14 +277,28 @@ static int sh_connect(sh_primary *db, sh_err *e)
     char st[24];
     snprintf(st, sizeof st, "%d", db->statement_timeout_ms);
     const char *p[1] = {st};
-    PGresult *r = PQexecParams(c, "SELECT set_config('statement_timeout', $1, false)", 1, NULL, p,
-                               NULL, NULL, 0);
-    int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+    /* The same round trip reads the takeover fence (ops/takeover.sh, `soundhash db fence`): an old
+     * primary that a takeover replaced carries soundhash.fenced = on, and nobody writes to it or
+     * replicates from it by mistake. */
+    PGresult *r = PQexecParams(c,
+                               "SELECT set_config('statement_timeout', $1, false), "
+                               "coalesce(current_setting('soundhash.fenced', true), '')",
+                               1, NULL, p, NULL, NULL, 0);
+    int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    int fenced = ok && !strcmp(PQgetvalue(r, 0, 1), "on");
     PQclear(r);
     if (!ok) {
         int rc = sh_pg_connect_error(c, e);
         PQfinish(c);
         return rc;
+    }
+    if (fenced && !db->allow_fenced) {
+        PQfinish(c);
+        /* Transient: a worker pauses and a replicator retries until pointed at the new primary. */
+        return sh_err_set(e, SH_ETRANSIENT,
+                          "postgres connect: this server is fenced (soundhash.fenced = on): a "
+                          "takeover replaced it; point --dsn at the new primary (ops/RUNBOOK.md, "
+                          "\"Region takeover\")");
     }
     db->conn = c;
     db->listening = 0;
@@ -369,6 +399,7 @@ int sh_primary_new(const sh_primary_config *c, sh_primary **out, sh_err *e)
     pw = NULL;
     db->app_name = strdup(c->application_name ? c->application_name : "soundhash");
     db->connect_timeout_s = c->connect_timeout_s > 0 ? c->connect_timeout_s : 5;
+    db->allow_fenced = c->allow_fenced;
     db->statement_timeout_ms = c->statement_timeout_ms > 0 ? c->statement_timeout_ms : 30000;
     db->dsn_has_timeout = has_timeout;
     if (!db->dsn || !db->app_name || pw_lost) {
@@ -1082,13 +1113,27 @@ int sh_primary_wait_changes(sh_primary *db, int timeout_ms, sh_err *e)
     int rc = sh_ensure(db, e);
     if (rc)
         return rc;
+    const double deadline = sh_clock_mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    if (db->listening < 0 && sh_clock_mono_ms() >= db->listen_retry_ms)
+        db->listening = 0; /* promoted meanwhile? try again */
     if (!db->listening) {
         rc = sh_exec(db, "LISTEN sh_changes", e, "listen");
-        if (rc)
+        if (rc == SH_ETRANSIENT && db->conn && PQstatus(db->conn) == CONNECTION_OK &&
+            strstr(e->msg, "25006")) {
+            /* A hot standby (the follower a replicator may read, ops/takeover.sh) cannot LISTEN:
+             * notifications are a hint, so the caller's timeout becomes a plain poll. */
+            db->listening = -1;
+            db->listen_retry_ms = sh_clock_mono_ms() + 10000;
+        } else if (rc) {
             return rc;
-        db->listening = 1;
+        } else {
+            db->listening = 1;
+        }
     }
-    const double deadline = sh_clock_mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    if (db->listening < 0) {
+        sh_clock_sleep_ms(deadline - sh_clock_mono_ms(), NULL, NULL);
+        return sh_err_set(e, SH_ETIMEOUT, "no change within %d ms (polling a standby)", timeout_ms);
+    }
     for (;;) {
         if (!PQconsumeInput(db->conn))
             return sh_pg_fail(db, NULL, e, "wait for changes");

@@ -71,6 +71,9 @@ typedef struct sh_primary_config {
     int connect_timeout_s;        /* default 5 (0 → default); bounds every (re)connect */
     int statement_timeout_ms;     /* default 30000 (0 → default); server-side per statement */
     const char *application_name; /* default "soundhash" */
+    int allow_fenced;             /* 0 (default): a server fenced by a takeover (`soundhash db fence`,
+                                     soundhash.fenced = on) is refused at connect with
+                                     SH_ETRANSIENT; 1: connect anyway (status tools) */
 } sh_primary_config;
 
 /* Fills the defaults above (dsn = NULL). */
@@ -303,6 +306,50 @@ int sh_primary_shard_sums(sh_primary *db, int nshards, sh_shardsum *sums, int64_
  * replicator's read-only role). Errors: SH_EINVAL, SH_EDB, SH_ETRANSIENT. */
 int sh_primary_prune(sh_primary *db, int64_t upto_seq, int64_t tombstone_age_s, int64_t *changes,
                      int64_t *tombstones, sh_err *e);
+
+/* ---- takeover (sh_primary_takeover.c; ops/takeover.sh) ------------------------------------- */
+
+#define SH_PRIMARY_TOPIC_MAX 249   /* Kafka's limit on topic names */
+#define SH_PRIMARY_OFFSETS_MAX 4096 /* partitions per save/load */
+
+/* A consumer group's committed position in one partition: the next offset to read. */
+typedef struct sh_group_offset {
+    char topic[SH_PRIMARY_TOPIC_MAX + 1];
+    int32_t partition;
+    int64_t next_offset;
+} sh_group_offset;
+
+/* Records, for consumer group `group`, the offsets it commits to Kafka (table consumer_offsets,
+ * migration 6), in one statement. Call it only once every event below each next_offset is
+ * committed in this database: then any server that replayed the row (a follower) holds those
+ * writes too, and the group may safely rewind to the row after a takeover. Topics must be Kafka
+ * names ([a-zA-Z0-9._-], <= 249 bytes). Errors: SH_EINVAL (bad group/topic/partition/offset or
+ * n > SH_PRIMARY_OFFSETS_MAX), SH_ENOMEM, SH_EDB, SH_ETRANSIENT. */
+int sh_primary_offsets_save(sh_primary *db, const char *group, const sh_group_offset *v, size_t n,
+                            sh_err *e);
+
+/* The offsets recorded for `group`, ordered by topic and partition: up to cap into v, count in *n.
+ * Errors: SH_EINVAL, SH_ETOOBIG (more than cap rows), SH_EDB, SH_ETRANSIENT. */
+int sh_primary_offsets_load(sh_primary *db, const char *group, sh_group_offset *v, size_t cap,
+                            size_t *n, sh_err *e);
+
+/* The server's replication role and lag, one statement. */
+typedef struct sh_primary_role {
+    int follower;           /* in recovery: a standby replaying a primary's WAL */
+    int fenced;             /* soundhash.fenced = on (connect with allow_fenced to see it) */
+    int read_only;          /* default_transaction_read_only */
+    int64_t timeline;       /* WAL timeline (a promotion starts a new one) */
+    int64_t lag_bytes;      /* follower: WAL received but not yet replayed */
+    double lag_s;           /* follower: now - last replayed commit while behind, else 0 */
+    int64_t replay_ms;      /* follower: last replayed commit (unix ms), 0: none yet */
+    int64_t n_followers;    /* primary: streaming followers (pg_stat_replication) */
+    int64_t followers_lag_bytes; /* primary: the furthest follower's unreplayed WAL */
+    double followers_lag_s; /* primary: the largest replay_lag (flush here → replayed there) */
+} sh_primary_role;
+
+/* Fills `out`. pg_stat_replication shows lag only to superusers and pg_monitor members (else the
+ * follower fields read 0). Errors: SH_EDB, SH_ETRANSIENT. */
+int sh_primary_role_get(sh_primary *db, sh_primary_role *out, sh_err *e);
 
 /* ---- counts (tests, status, metrics) ------------------------------------------------------- */
 

@@ -16,7 +16,10 @@ struct sh_primary {
     int connect_timeout_s;
     int statement_timeout_ms;
     int dsn_has_timeout; /* the DSN sets connect_timeout itself: keep it */
-    int listening;       /* LISTEN sh_changes issued on this connection */
+    int listening;       /* LISTEN sh_changes issued on this connection; -1: refused (a standby:
+                            poll only, LISTEN retried after a while) */
+    double listen_retry_ms; /* monotonic ms after which a refused LISTEN is tried again */
+    int allow_fenced;    /* connect to a fenced server too (status, fence) */
 };
 
 /* Reconnects if the connection is gone. 0, SH_ETRANSIENT, SH_EDB. */
