@@ -9,6 +9,7 @@
  * names a point below which every write is in the follower, whatever the backlog. */
 #include "worker.h"
 
+#include "sh_clock.h"
 #include "sh_cmds.h"
 #include "sh_kafka.h"
 #include "sh_kclient.h"
@@ -92,6 +93,37 @@ static int64_t rw_replay(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *
     return sum;
 }
 
+static bool group_busy(rd_kafka_resp_err_t err)
+{
+    return err == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID ||
+           err == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION ||
+           err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS;
+}
+
+/* Kafka takes a commit from outside the group only while the group is empty: a worker that was
+ * killed stays a member until its session times out, so a busy group is retried until --timeout. */
+static int rw_commit(rd_kafka_t *rk, const rw_cfg *c, rd_kafka_topic_partition_list_t *l,
+                     sh_err *e)
+{
+    const double end = sh_clock_mono_ms() + (double)c->timeout_s * 1000.0;
+    for (;;) {
+        rd_kafka_resp_err_t err = rd_kafka_commit(rk, l, 0);
+        for (int i = 0; !err && i < l->cnt; i++)
+            err = l->elems[i].err;
+        if (!err)
+            return 0;
+        if (!group_busy(err))
+            return sh_kafka_err_set(e, err, "commit the rewound offsets of group %s", c->group);
+        if (sh_clock_mono_ms() > end)
+            return sh_err_set(e, SH_ETIMEOUT,
+                              "group %s still has members after %ld s: stop its workers, then "
+                              "rewind (Kafka: %s)",
+                              c->group, c->timeout_s, rd_kafka_err2str(err));
+        SH_INFO("rewind_group_busy", "group=%s err=\"%s\"", c->group, rd_kafka_err2str(err));
+        sh_clock_sleep_ms(1000, NULL, NULL);
+    }
+}
+
 static int rw_run(const rw_cfg *c, sh_err *e)
 {
     sh_primary_config pc;
@@ -122,18 +154,8 @@ static int rw_run(const rw_cfg *c, sh_err *e)
     if (rc == 0)
         rc = rw_targets(rk, c, v, n, l, e);
     int64_t replay = rc == 0 ? rw_replay(rk, l, (int)c->timeout_s * 1000) : 0;
-    if (rc == 0) {
-        rd_kafka_resp_err_t err = rd_kafka_commit(rk, l, 0);
-        for (int i = 0; !err && i < l->cnt; i++)
-            err = l->elems[i].err;
-        if (err == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID ||
-            err == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION ||
-            err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS)
-            rc = sh_err_set(e, SH_EINVAL, "group %s still has members: stop its workers, then "
-                                          "rewind (Kafka: %s)", c->group, rd_kafka_err2str(err));
-        else if (err)
-            rc = sh_kafka_err_set(e, err, "commit the rewound offsets of group %s", c->group);
-    }
+    if (rc == 0)
+        rc = rw_commit(rk, c, l, e);
     if (rc == 0) {
         printf("{\"group\":\"%s\",\"partitions\":%d,\"recorded\":%zu,\"events_to_replay\":%" PRId64
                ",\"offsets\":[",
