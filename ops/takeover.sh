@@ -97,7 +97,7 @@ else
 fi
 
 # 5. rewind the group
-REWIND=$("$BIN" worker rewind --brokers "$BROKERS" --dsn "$NEW_DSN" --group "$GROUP") ||
+REWIND=$("$BIN" worker rewind --brokers "$BROKERS" --dsn "$NEW_DSN" --group "$GROUP" --timeout 120) ||
   die rewind "soundhash worker rewind failed"
 log info group_rewound "replay=$(jq -r .events_to_replay <<< "$REWIND")"
 

@@ -28,19 +28,6 @@ typedef struct rw_cfg {
     long timeout_s;
 } rw_cfg;
 
-static int rw_consumer(const rw_cfg *c, rd_kafka_t **rk, sh_err *e)
-{
-    sh_kclient_kv forced[] = {{"group.id", c->group}, {"enable.auto.commit", "false"}};
-    sh_kclient_config kc = {.bootstrap = c->brokers,
-                            .props = &c->props,
-                            .forced = forced,
-                            .n_forced = sizeof forced / sizeof forced[0],
-                            .require_bootstrap = true,
-                            .quiet_until_ready = true,
-                            .what = "rewind consumer"};
-    return sh_kafka_consumer_new(&kc, rk, e);
-}
-
 /* The recorded offset of (topic, partition), or -1. */
 static int64_t recorded(const sh_group_offset *v, size_t n, const char *topic, int32_t p)
 {
@@ -93,35 +80,77 @@ static int64_t rw_replay(rd_kafka_t *rk, const rd_kafka_topic_partition_list_t *
     return sum;
 }
 
-static bool group_busy(rd_kafka_resp_err_t err)
+/* The rewind joins the group as its only member and commits as that member: Kafka accepts
+ * commits from outside a group only while the group is empty (and the mock cluster never), and a
+ * worker that was killed stays a member until its session times out. Joining waits that out, and
+ * getting EVERY partition proves no live worker is left to consume meanwhile. */
+typedef struct rw_join {
+    int assigned; /* partitions assigned to us now */
+} rw_join;
+
+static void rw_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
-    return err == RD_KAFKA_RESP_ERR_UNKNOWN_MEMBER_ID ||
-           err == RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION ||
-           err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS;
+    rw_join *j = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        rd_kafka_assign(rk, parts);
+        rd_kafka_pause_partitions(rk, parts); /* we read nothing: only commit */
+        j->assigned = parts->cnt;
+    } else {
+        rd_kafka_assign(rk, NULL);
+        j->assigned = 0;
+    }
 }
 
-/* Kafka takes a commit from outside the group only while the group is empty: a worker that was
- * killed stays a member until its session times out, so a busy group is retried until --timeout. */
-static int rw_commit(rd_kafka_t *rk, const rw_cfg *c, rd_kafka_topic_partition_list_t *l,
-                     sh_err *e)
+static int rw_consumer(const rw_cfg *c, rw_join *j, rd_kafka_t **rk, sh_err *e)
 {
+    /* eager assignment: the callback above assigns whole generations */
+    sh_kclient_kv forced[] = {{"group.id", c->group},
+                              {"enable.auto.commit", "false"},
+                              {"partition.assignment.strategy", "range"}};
+    sh_kclient_config kc = {.bootstrap = c->brokers,
+                            .props = &c->props,
+                            .forced = forced,
+                            .n_forced = sizeof forced / sizeof forced[0],
+                            .require_bootstrap = true,
+                            .quiet_until_ready = true,
+                            .what = "rewind consumer",
+                            .opaque = j,
+                            .rebalance_cb = rw_rebalance};
+    return sh_kafka_consumer_new(&kc, rk, e);
+}
+
+static int rw_commit(rd_kafka_t *rk, const rw_cfg *c, rw_join *j,
+                     rd_kafka_topic_partition_list_t *l, sh_err *e)
+{
+    rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(2);
+    rd_kafka_topic_partition_list_add(sub, SH_TOPIC_AUDIO_EVENTS, RD_KAFKA_PARTITION_UA);
+    rd_kafka_topic_partition_list_add(sub, SH_TOPIC_AUDIO_REINDEX, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(rk, sub);
+    rd_kafka_topic_partition_list_destroy(sub);
+    if (err)
+        return sh_kafka_err_set(e, err, "join group %s", c->group);
     const double end = sh_clock_mono_ms() + (double)c->timeout_s * 1000.0;
-    for (;;) {
-        rd_kafka_resp_err_t err = rd_kafka_commit(rk, l, 0);
-        for (int i = 0; !err && i < l->cnt; i++)
-            err = l->elems[i].err;
-        if (!err)
-            return 0;
-        if (!group_busy(err))
-            return sh_kafka_err_set(e, err, "commit the rewound offsets of group %s", c->group);
+    double next_note = sh_clock_mono_ms() + 2000;
+    while (j->assigned < l->cnt) {
         if (sh_clock_mono_ms() > end)
             return sh_err_set(e, SH_ETIMEOUT,
-                              "group %s still has members after %ld s: stop its workers, then "
-                              "rewind (Kafka: %s)",
-                              c->group, c->timeout_s, rd_kafka_err2str(err));
-        SH_INFO("rewind_group_busy", "group=%s err=\"%s\"", c->group, rd_kafka_err2str(err));
-        sh_clock_sleep_ms(1000, NULL, NULL);
+                              "group %s: got %d of %d partitions within %ld s: other members are "
+                              "alive; stop every worker of the group, then rewind",
+                              c->group, j->assigned, l->cnt, c->timeout_s);
+        if (sh_clock_mono_ms() > next_note) {
+            SH_INFO("rewind_waiting_for_group", "group=%s assigned=%d of=%d", c->group,
+                    j->assigned, l->cnt);
+            next_note = sh_clock_mono_ms() + 5000;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (m)
+            rd_kafka_message_destroy(m); /* fetched before the pause: not ours to read */
     }
+    err = rd_kafka_commit(rk, l, 0);
+    for (int i = 0; !err && i < l->cnt; i++)
+        err = l->elems[i].err;
+    return err ? sh_kafka_err_set(e, err, "commit the rewound offsets of group %s", c->group) : 0;
 }
 
 static int rw_run(const rw_cfg *c, sh_err *e)
@@ -136,6 +165,7 @@ static int rw_run(const rw_cfg *c, sh_err *e)
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
     sh_group_offset *v = calloc(SH_PRIMARY_OFFSETS_MAX, sizeof *v);
     sh_primary_role role;
+    rw_join join = {0};
     size_t n = 0;
     int rc = !v || !l ? sh_err_set(e, SH_ENOMEM, "out of memory") : 0;
     if (rc == 0)
@@ -148,14 +178,14 @@ static int rw_run(const rw_cfg *c, sh_err *e)
     if (rc == 0)
         rc = sh_primary_offsets_load(db, c->group, v, SH_PRIMARY_OFFSETS_MAX, &n, e);
     if (rc == 0)
-        rc = rw_consumer(c, &rk, e);
+        rc = rw_consumer(c, &join, &rk, e);
     if (rc == 0)
         rc = sh_kafka_wait_ready(rk, c->brokers, (int)c->timeout_s * 1000, e);
     if (rc == 0)
         rc = rw_targets(rk, c, v, n, l, e);
     int64_t replay = rc == 0 ? rw_replay(rk, l, (int)c->timeout_s * 1000) : 0;
     if (rc == 0)
-        rc = rw_commit(rk, c, l, e);
+        rc = rw_commit(rk, c, &join, l, e);
     if (rc == 0) {
         printf("{\"group\":\"%s\",\"partitions\":%d,\"recorded\":%zu,\"events_to_replay\":%" PRId64
                ",\"offsets\":[",
@@ -167,8 +197,10 @@ static int rw_run(const rw_cfg *c, sh_err *e)
         SH_INFO("group_rewound", "group=%s partitions=%d recorded=%zu replay=%" PRId64, c->group,
                 l->cnt, n, replay);
     }
-    if (rk)
+    if (rk) {
+        rd_kafka_consumer_close(rk); /* leaves the group; nothing more is committed */
         rd_kafka_destroy(rk);
+    }
     if (l)
         rd_kafka_topic_partition_list_destroy(l);
     sh_primary_free(db);
