@@ -6,7 +6,7 @@
 #   make test-ops   the ops/ files: alert rules (promtool), dashboard, docker-compose.yml and
 #                   systemd units checked with real parsers and real processes (< 30 s)
 #   make demo       the whole pipeline end to end on a local stack (see README)
-#   make bench      benchmarks, printing figures (make bench-edge / bench-lookup: one section)
+#   make bench      benchmarks, printing figures (make bench-edge / bench-lookup / bench-takeover: one section)
 #   make fuzz       libFuzzer builds (clang) of every fuzz target; FUZZ_SECONDS per target
 #   make format     clang-format every source file
 
@@ -49,7 +49,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 BENCH_BIN:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all deps test test-unit test-fuzz test-integration test-ops demo bench bench-edge bench-lookup fuzz format \
+.PHONY: all deps test test-unit test-fuzz test-integration test-ops demo bench bench-edge bench-lookup bench-takeover fuzz format \
         clean
 .DEFAULT_GOAL := all
 
@@ -130,6 +130,9 @@ bench-edge: all $(BUILD)/bench/bench_edge_tool
 
 bench-lookup: $(BUILD)/bench/bench_lookup
 	@bench/bench_lookup.sh $(BUILD)/bench/bench_lookup
+
+bench-takeover: all
+	@bench/bench_takeover.sh $(BUILD)/soundhash
 
 FUZZ_SECONDS ?= 60
 fuzz: deps

@@ -283,6 +283,19 @@ static void db_usage(FILE *out)
     fputs(USAGE, out);
 }
 
+/* A replication slot name as PostgreSQL accepts it. */
+static bool slot_ok(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 63)
+        return false;
+    for (; *s; s++) {
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_'))
+            return false;
+    }
+    return true;
+}
+
 /* `--pg-bin DIR` must hold initdb: say so now, not as an empty reason from a failed spawn. */
 static int check_pg_bin(const db_cfg *c, const char *cmd, const char *prog)
 {
@@ -362,6 +375,13 @@ int sh_cmd_db(int argc, char **argv)
         code = sh_opt_exit_code(&spec, sh_err_wrap(&e, SH_EUSAGE, "--dsn"), &e);
     if (code < 0 && !sub->dsn)
         code = check_pg_bin(&c, spec.name, sub->run == db_start ? "initdb" : "pg_ctl");
+    if (code < 0 && c.follow && sh_primary_dsn_check(c.follow, &e)) /* before DIR is created */
+        code = sh_opt_exit_code(&spec, sh_err_wrap(&e, SH_EUSAGE, "--follow"), &e);
+    if (code < 0 && c.follow && !slot_ok(c.slot)) {
+        sh_err_set(&e, SH_EUSAGE, "--slot %s: lower-case letters, digits and _ only, 1..63",
+                   c.slot ? c.slot : "");
+        code = sh_opt_exit_code(&spec, SH_EUSAGE, &e);
+    }
     if (code < 0)
         code = sub->run(&c);
     sh_opt_free(&spec);

@@ -232,8 +232,10 @@ int wk_cmd_rewind(int argc, char **argv)
                    "soundhash.audio.reindex, to the ones the workers recorded in the database "
                    "(table consumer_offsets; the oldest retained offset where none was recorded), "
                    "so the uploads the lost primary took after the follower's last replayed commit "
-                   "are consumed again. Every worker of the group must be stopped (Kafka refuses "
-                   "the commit otherwise); a database that is still a follower is refused. Prints "
+                   "are consumed again. Every worker of the group must be stopped: the rewind joins "
+                   "the group and waits (--timeout) until it holds every partition, i.e. until the "
+                   "sessions of killed workers expired. A database that is still a follower is "
+                   "refused. Prints "
                    "one JSON line: group, partitions, recorded, events_to_replay, offsets.",
         .examples = "soundhash worker rewind --brokers 127.0.0.1:9092 --dsn \"$(cat /srv/pg-b/dsn)\"",
         .opts = opts};

@@ -46,7 +46,7 @@ GRANT USAGE ON SCHEMA public TO soundhash_worker, soundhash_replicator, soundhas
 
 -- Start from nothing, so a re-run after an edit takes rights away too.
 REVOKE ALL ON tracks, fingerprints, change_log, change_counter, replication_epoch,
-  schema_migrations FROM soundhash_worker, soundhash_replicator, soundhash_pruner;
+  schema_migrations, consumer_offsets FROM soundhash_worker, soundhash_replicator, soundhash_pruner;
 
 -- Workers. sh_write_track upserts tracks and fingerprints; sh_delete_track keeps the track row as a
 -- tombstone (UPDATE) and deletes its fingerprints; sh_append_change increments change_counter and
@@ -56,6 +56,9 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON fingerprints TO soundhash_worker;
 GRANT INSERT ON change_log TO soundhash_worker;
 GRANT SELECT, UPDATE ON change_counter TO soundhash_worker;
 GRANT SELECT ON schema_migrations TO soundhash_worker;
+-- Workers record their committed Kafka offsets (migration 6); `soundhash worker rewind` reads them
+-- after a takeover, run as this role.
+GRANT SELECT, INSERT, UPDATE ON consumer_offsets TO soundhash_worker;
 
 -- The replicator and the read-only tools.
 GRANT SELECT ON tracks, fingerprints, change_log, change_counter, replication_epoch,

@@ -53,6 +53,13 @@ bogus.prop|ingest publish --brokers 127.0.0.1:1 -X bogus.prop=1 https://h.exampl
 --pg-bin|db start --dir pgdir --pg-bin /nonexistent
 --port|db start --dir pgdir --port 70000
 --dir is required|db stop
+--follow|db start --dir pgdir --follow notadsn
+--slot|db start --dir pgdir --follow host=x --slot Bad-Name
+--dir is required|db promote
+--dir is required|db fence
+--dsn|worker rewind --brokers 127.0.0.1:1 --dsn notadsn
+--brokers is required|worker rewind --dsn host=x
+-X|worker rewind --brokers 127.0.0.1:1 --dsn host=x -X bogus.prop=1
 --dsn|db migrate --dsn notadsn
 --db-password|db status --dsn host=x --db-password pw
 /nonexistent.conf|db status --dsn host=x --config /nonexistent.conf
@@ -116,12 +123,15 @@ broker topics|brokers property timeout create replication
 ingest publish|brokers property timeout delivery-timeout topic tenant meta media-root manifest track-id inline inline-max priority
 ingest delete|brokers property timeout delivery-timeout topic tenant track-id dsn
 ingest reindex|brokers property timeout delivery-timeout dsn tenant older-than-fp-version fp-version list all rate checkpoint batch restart
-db start|dir port pg-bin run-as timeout
+db start|dir port pg-bin run-as timeout follow slot
 db stop|dir pg-bin run-as timeout
+db promote|dir pg-bin run-as timeout
+db fence|dir pg-bin run-as timeout
 db migrate|dsn db-password-file connect-timeout statement-timeout-ms
 db status|dsn db-password-file connect-timeout statement-timeout-ms
 dlq show|brokers property since timeout topic
 dlq tail|brokers property since timeout topic
+worker rewind|brokers dsn group property timeout
 worker|brokers dsn media-root threads group http worker-id property max-inflight batch max-duration max-fetch-bytes http-timeout retry-max-ms shutdown-grace tmp-dir connect-timeout max-retry-time db-wait fetch-deny-private
 replicator|dsn brokers http region topic property batch-ms batch-bytes poll-ms heartbeat-ms lag-threshold-ms connect-timeout zstd-level max-delta-bytes
 replicator snapshot|dsn shard shards out
