@@ -48,6 +48,11 @@ corpus="$SH_DATA_DIR/corpus/dev"
 [ -d "$corpus" ] || fail "no dev corpus at $corpus (scripts/data/make_corpus.sh builds it)"
 
 wk_setup > /dev/null
+pk="rdkafka libpq avro-c sndfile fftw3f soxr libzstd lmdb libmicrohttpd jansson libcurl libcrypto"
+# shellcheck disable=SC2046,SC2086
+cc -std=c17 -D_GNU_SOURCE -O1 -I"$ROOT/core/engine" -I"$ROOT/core/runtime" -I"$ROOT/schemas" \
+  $(pkg-config --cflags $pk) -o "$RT" "$ROOT/tests/integration/helpers/repl_tool.c" \
+  "$(dirname "$SH_BIN")/libsoundhash.a" $(pkg-config --libs $pk) -lm -pthread
 DSN_A=$SH_DSN
 mapfile -t src < <(ls "$corpus"/*.ogg)
 : > "$SH_TMP/clips6"
@@ -72,7 +77,7 @@ ed_start E --shards all --snapshot-source "http://$RP_ADDR" --region secondary
 wk_start w1 --threads 2
 wk_publish "${flacs[@]:0:6}"
 wait_for 120 wk_tracks_active 6
-wait_for 60 ed_converged "$ED_PORT_E"
+wait_for 180 ed_converged "$ED_PORT_E"
 python3 "$ROOT/tests/integration/helpers/edge_client.py" "$ED_PORT_E" "$SH_TMP/clips6" \
   "$SH_TMP/client.stop" "$SH_TMP/client.json" &
 WK_PIDS+=($!)

@@ -12,6 +12,8 @@
 #include "sh_pgctl.h"
 #include "sh_primary.h"
 
+#include <libpq-fe.h>
+
 #include <ftw.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -885,6 +887,154 @@ static void test_prune(void **state)
     assert_int_equal(sh_primary_prune(F.db, -1, 0, NULL, NULL, NULL), SH_EINVAL);
 }
 
+/* ---- takeover (sh_primary_takeover.c) --------------------------------------------------------- */
+
+/* One upload event of a history: upsert (n postings) or delete, at `version`. */
+typedef struct hev {
+    const char *id;
+    int del;
+    int64_t version;
+} hev;
+
+static int apply_ev(const hev *h)
+{
+    return h->del ? sh_primary_delete_track(F.db, h->id, "acme", h->version, NULL, NULL)
+                  : write_n(F.db, h->id, h->version, 4 + (size_t)(h->version % 5), NULL);
+}
+
+/* After a takeover the group re-reads events from the follower's recorded offsets: the follower
+ * holds a prefix of the history (here the first 5 events), and replaying the WHOLE history over it
+ * must give exactly the state of applying it once — newest version wins, deletes stay deleted,
+ * nothing already applied changes or enters the change log again. */
+static void test_replay_after_takeover(void **state)
+{
+    (void)state;
+    static const hev h[] = {
+        {"rp-a", 0, 100}, {"rp-b", 0, 110}, {"rp-a", 0, 120}, {"rp-b", 1, 130}, {"rp-c", 0, 140},
+        /* lost with the old primary: */
+        {"rp-c", 1, 150}, {"rp-a", 0, 160}, {"rp-d", 1, 170}, {"rp-d", 0, 165},
+    };
+    const size_t n = sizeof h / sizeof h[0];
+    for (size_t i = 0; i < 5; i++)
+        assert_int_equal(apply_ev(&h[i]), 0);
+    int64_t seq0 = counts().last_seq;
+    int written = 0;
+    for (size_t i = 0; i < n; i++) { /* the replay, from the first event */
+        int rc = apply_ev(&h[i]);
+        assert_true(rc == 0 || rc == SH_ESTALE);
+        written += rc == 0;
+    }
+    /* only rp-c's delete, rp-a@160 and rp-d's delete apply; rp-d@165 is older than its delete */
+    assert_int_equal(written, 3);
+    assert_int_equal(counts().last_seq, seq0 + 3);
+    sh_track t = get("rp-a");
+    assert_int_equal(t.version, 160);
+    assert_int_equal(t.deleted, 0);
+    assert_int_equal(t.n_hashes, 4 + 160 % 5);
+    sh_track_clear(&t);
+    static const char *const gone[] = {"rp-b", "rp-c", "rp-d"};
+    for (size_t i = 0; i < 3; i++) {
+        t = get(gone[i]);
+        assert_int_equal(t.deleted, 1);
+        assert_null(t.fp_blob);
+        sh_track_clear(&t);
+    }
+    /* replaying once more changes nothing at all */
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(apply_ev(&h[i]), SH_ESTALE);
+    assert_int_equal(counts().last_seq, seq0 + 3);
+}
+
+static void test_offsets_round_trip(void **state)
+{
+    (void)state;
+    sh_group_offset v[3] = {{"soundhash.audio.events", 0, 10},
+                            {"soundhash.audio.events", 3, 7},
+                            {"soundhash.audio.reindex", 1, 0}};
+    assert_int_equal(sh_primary_offsets_save(F.db, "g1", v, 3, NULL), 0);
+    v[0].next_offset = 12; /* a later commit round of partition 0 overwrites */
+    assert_int_equal(sh_primary_offsets_save(F.db, "g1", v, 1, NULL), 0);
+    assert_int_equal(sh_primary_offsets_save(F.db, "g2", &v[1], 1, NULL), 0);
+    sh_group_offset got[4];
+    size_t n = 0;
+    assert_int_equal(sh_primary_offsets_load(F.db, "g1", got, 4, &n, NULL), 0);
+    assert_int_equal(n, 3);
+    assert_string_equal(got[0].topic, "soundhash.audio.events");
+    assert_int_equal(got[0].partition, 0);
+    assert_int_equal(got[0].next_offset, 12);
+    assert_int_equal(got[1].next_offset, 7);
+    assert_string_equal(got[2].topic, "soundhash.audio.reindex");
+    assert_int_equal(sh_primary_offsets_load(F.db, "g2", got, 4, &n, NULL), 0);
+    assert_int_equal(n, 1); /* groups are separate */
+    assert_int_equal(sh_primary_offsets_load(F.db, "g1", got, 2, &n, NULL), SH_ETOOBIG);
+    assert_int_equal(sh_primary_offsets_load(F.db, "nobody", got, 4, &n, NULL), 0);
+    assert_int_equal(n, 0);
+    /* a topic name outside Kafka's alphabet never reaches the array literal */
+    sh_group_offset bad = {"x},{y", 0, 1};
+    assert_int_equal(sh_primary_offsets_save(F.db, "g1", &bad, 1, NULL), SH_EINVAL);
+    sh_group_offset neg = {"t", 0, -1};
+    assert_int_equal(sh_primary_offsets_save(F.db, "g1", &neg, 1, NULL), SH_EINVAL);
+    assert_int_equal(sh_primary_offsets_save(F.db, "", v, 1, NULL), SH_EINVAL);
+    assert_int_equal(sh_primary_offsets_save(F.db, "g1", NULL, 0, NULL), 0);
+}
+
+static void test_role_and_fence(void **state)
+{
+    (void)state;
+    sh_primary_role r;
+    assert_int_equal(sh_primary_role_get(F.db, &r, NULL), 0);
+    assert_int_equal(r.follower, 0);
+    assert_int_equal(r.fenced, 0);
+    assert_true(r.timeline >= 1);
+    assert_int_equal(r.lag_bytes, 0);
+    /* fenced: a new connection is refused (transient, naming the fence) unless allow_fenced */
+    sh_pgctl_opts o = pg_opts();
+    sh_err e = {0};
+    assert_int_equal(sh_pgctl_fence(&o, &e), 0);
+    sh_primary_config c;
+    sh_primary_config_default(&c);
+    c.dsn = F.dsn;
+    sh_primary *db = NULL;
+    assert_int_equal(sh_primary_new(&c, &db, &e), SH_ETRANSIENT);
+    assert_non_null(strstr(e.msg, "fenced"));
+    assert_null(db);
+    c.allow_fenced = 1;
+    assert_int_equal(sh_primary_new(&c, &db, &e), 0);
+    assert_int_equal(sh_primary_role_get(db, &r, NULL), 0);
+    assert_int_equal(r.fenced, 1);
+    assert_int_equal(r.read_only, 1);
+    /* a write on the fenced server: read-only transaction (25006), transient for the worker */
+    sh_track_write tw = make_track("fence-1", "acme", 1, 3);
+    assert_int_equal(sh_primary_write_track(db, &tw, NULL, &e), SH_ETRANSIENT);
+    assert_non_null(strstr(e.msg, "25006"));
+    free((void *)tw.fp_blob);
+    /* a promote of a primary is refused */
+    assert_int_equal(sh_pgctl_promote(&o, &e), SH_EINVAL);
+    /* unfence: the two settings reset (the documented undo), new sessions may write again */
+    sh_primary_free(db);
+    db = NULL;
+    PGconn *pc = PQconnectdb(F.dsn);
+    assert_int_equal(PQstatus(pc), CONNECTION_OK);
+    PGresult *res = PQexec(pc, "SET default_transaction_read_only = off");
+    PQclear(res);
+    res = PQexec(pc, "ALTER SYSTEM RESET soundhash.fenced");
+    assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    res = PQexec(pc, "ALTER SYSTEM RESET default_transaction_read_only");
+    PQclear(res);
+    res = PQexec(pc, "SELECT pg_reload_conf()");
+    PQclear(res);
+    PQfinish(pc);
+    c.allow_fenced = 0;
+    for (int i = 0; i < 50 && sh_primary_new(&c, &db, NULL) != 0; i++)
+        usleep(100 * 1000);
+    assert_non_null(db);
+    sh_primary_free(db);
+    sh_primary_free(F.db); /* its session ended with the fence */
+    F.db = connect_db();
+    assert_int_equal(write_n(F.db, "fence-1", 1, 3, NULL), 0);
+}
+
 static void test_transient_when_server_stops(void **state)
 {
     (void)state;
@@ -926,6 +1076,9 @@ int main(void)
         cmocka_unit_test(test_superseded_by_reindex),
         cmocka_unit_test(test_snapshot_read_consistent),
         cmocka_unit_test(test_prune),
+        cmocka_unit_test(test_replay_after_takeover),
+        cmocka_unit_test(test_offsets_round_trip),
+        cmocka_unit_test(test_role_and_fence),
         cmocka_unit_test(test_transient_when_server_stops),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
