@@ -35,8 +35,10 @@ static void record_offsets(wk *w, const sh_offset_commit *c, size_t n)
         v[i].next_offset = c[i].offset;
     }
     sh_err e = {0};
-    if (sh_primary_offsets_save(w->ctl, w->cfg.group, v, n, &e))
+    int rc = sh_primary_offsets_save(w->ctl, w->cfg.group, v, n, &e);
+    if (rc && !w->offsets_warned) /* once per failure streak: e.g. a role without the grant */
         SH_WARN("offsets_record_failed", "msg=\"%.300s\"", sh_err_text(&e));
+    w->offsets_warned = rc != 0;
 }
 
 static void commit_now(wk *w)

@@ -144,6 +144,7 @@ typedef struct wk {
     sh_offsets *offsets; /* guarded by lock */
     sh_primary *ctl;     /* the main thread's own connection: database health while idle, and the
                             committed offsets recorded for a takeover (consume.c) */
+    bool offsets_warned; /* main thread: the last recording failed and was logged */
 
     pthread_t *fp_threads;
     long n_fp_threads;

@@ -409,6 +409,11 @@ static int sh_follow_prepare(const sh_pgctx *c, const char *dsn, const char *slo
     rc = sh_write_file(pgpass, line, 0600, e);
     memset(line, 0, sizeof line);
     memset(pw, 0, sizeof pw);
+    char rolef[SH_PG_PATH_MAX + 16], rline[300];
+    sh_path(rolef, sizeof rolef, c->dir, "role");
+    snprintf(rline, sizeof rline, "%s\n", PQuser(pc) ? PQuser(pc) : SH_PG_ROLE);
+    if (!rc)
+        rc = sh_write_file(rolef, rline, 0644, e);
     /* walreceiver reads it as the server's user */
     if (!rc && c->as_other && chown(pgpass, c->uid, c->gid) != 0)
         rc = sh_err_set(e, SH_EIO, "chown %s: %s", pgpass, strerror(errno));
@@ -500,11 +505,20 @@ static void sh_quote_value(char *out, size_t cap, const char *v)
 
 static int sh_make_dsn(const sh_pgctx *c, int port, const char *db, char *out, size_t cap)
 {
-    char pgpass[SH_PG_PATH_MAX + 16], q[2 * SH_PG_PATH_MAX + 40];
+    char pgpass[SH_PG_PATH_MAX + 16], q[2 * SH_PG_PATH_MAX + 40], rolef[SH_PG_PATH_MAX + 16];
+    char role[128], qrole[300];
     sh_path(pgpass, sizeof pgpass, c->dir, "pgpass");
     sh_quote_value(q, sizeof q, pgpass);
+    /* a follower logs in with the role it followed the primary as (DIR/role), else ours */
+    sh_path(rolef, sizeof rolef, c->dir, "role");
+    if (sh_read_line(rolef, role, sizeof role) != 0 || !*role)
+        snprintf(role, sizeof role, "%s", SH_PG_ROLE);
+    if (strspn(role, "abcdefghijklmnopqrstuvwxyz0123456789_") == strlen(role))
+        snprintf(qrole, sizeof qrole, "%s", role); /* the usual case: the DSN as it always was */
+    else
+        sh_quote_value(qrole, sizeof qrole, role);
     int n = snprintf(out, cap, "host=127.0.0.1 port=%d dbname=%s user=%s passfile=%s", port, db,
-                     SH_PG_ROLE, q);
+                     qrole, q);
     return n < 0 || (size_t)n >= cap ? SH_EINVAL : 0;
 }
 

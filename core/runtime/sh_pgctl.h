@@ -8,6 +8,7 @@
  *                    initdb): the DSN names it with passfile=, so no secret is ever in argv/DSN
  *   DIR/port         the port last used; DIR/dsn the DSN; DIR/postgres.log the server log;
  *   DIR/ctl.log      output of initdb / pg_ctl
+ *   DIR/role         a follower only: the role it followed the primary as (its DSN logs in as it)
  * Binaries: opts->bin_dir, else env SOUNDHASH_PG_BIN, else the highest /usr/lib/postgresql/N/bin.
  * PostgreSQL refuses to run as root: when the caller is root, initdb/pg_ctl run as opts->run_as
  * (default "postgres"), DIR is chowned to that user, and ancestors of DIR that user cannot
