@@ -392,7 +392,12 @@ static void sh_pgpass_field(char *out, size_t cap, const char *v)
  * an earlier, failed attempt. */
 static int sh_follow_prepare(const sh_pgctx *c, const char *dsn, const char *slot, sh_err *e)
 {
-    PGconn *pc = PQconnectdb(dsn);
+    char tmo[16];
+    snprintf(tmo, sizeof tmo, "%d", c->timeout_s < 30 ? c->timeout_s : 30);
+    /* expand_dbname: "dbname" carries the whole DSN, whose own connect_timeout (if any) overrides
+     * the bound given before it */
+    const char *keys[] = {"connect_timeout", "dbname", NULL}, *vals[] = {tmo, dsn, NULL};
+    PGconn *pc = PQconnectdbParams(keys, vals, 1);
     int rc = 0;
     if (PQstatus(pc) != CONNECTION_OK) {
         char msg[300];
@@ -407,8 +412,8 @@ static int sh_follow_prepare(const sh_pgctx *c, const char *dsn, const char *slo
     snprintf(line, sizeof line, "*:*:*:%s:%s\n", user, pw);
     sh_path(pgpass, sizeof pgpass, c->dir, "pgpass");
     rc = sh_write_file(pgpass, line, 0600, e);
-    memset(line, 0, sizeof line);
-    memset(pw, 0, sizeof pw);
+    explicit_bzero(line, sizeof line);
+    explicit_bzero(pw, sizeof pw);
     char rolef[SH_PG_PATH_MAX + 16], rline[300];
     sh_path(rolef, sizeof rolef, c->dir, "role");
     snprintf(rline, sizeof rline, "%s\n", PQuser(pc) ? PQuser(pc) : SH_PG_ROLE);
