@@ -16,6 +16,7 @@
 #   - every match request of the client during the drill was answered 200 with the right track;
 #   - A restarted is fenced: psql writes fail, a worker pointed at it refuses to start;
 #   - RTO (kill → B accepting writes) within 30 s.
+# The worker on B and the takeover's soundhash commands run the ASan+UBSan build.
 . "$SH_ROOT/tests/integration/lib.sh"
 . "$SH_ROOT/tests/lib/pg.sh"
 . "$SH_ROOT/tests/lib/worker.sh"
@@ -129,7 +130,7 @@ echo "A's postgres SIGKILLed at seq >= $A_LAST; B replayed up to seq $(seq_of "$
 wk_kill w1 KILL
 
 # ---- takeover ---------------------------------------------------------------------------------
-SOUNDHASH_BIN="$SH_BIN" "$SH_ROOT/ops/takeover.sh" --follower-dir "$PGB" --brokers "$BOOT" \
+SOUNDHASH_BIN="$SH_BIN_ASAN" "$SH_ROOT/ops/takeover.sh" --follower-dir "$PGB" --brokers "$BOOT" \
   --old-dir "$SH_PG_DIR" --since-ms "$T_KILL" > "$SH_TMP/takeover.json" 2> "$SH_TMP/takeover.log" || {
   cat "$SH_TMP/takeover.log" >&2; fail "ops/takeover.sh"; }
 cat "$SH_TMP/takeover.json"
@@ -142,7 +143,7 @@ check "the rewind replays events" jq -e '.events_to_replay > 0' "$SH_TMP/takeove
 SH_DSN=$DSN_B
 check "B is the primary now, on a new timeline" \
   jq -e '.role == "primary" and .timeline >= 2 and (.fenced | not)' <("$SH_BIN" db status --dsn "$DSN_B")
-wk_start w2 --threads 2 --worker-id w2-region-b
+wk_start w2 --asan --threads 2 --worker-id w2-region-b
 touch "$SH_TMP/ingest.stop"
 wait "$INGEST"
 check "every publish was acknowledged" test ! -s "$SH_TMP/ingest.fail"
@@ -204,4 +205,8 @@ expect_exit 1 "$SH_BIN" worker --brokers "$BOOT" --dsn "$DSN_A" --media-root "$M
 check "a worker pointed at A refuses to start, naming the fence" grep -q 'fenced' "$SH_TMP/err"
 check "nothing was written to A after it came back" test "$(seq_of "$DSN_A")" = "$A_BACK"
 rp_stop TERM
+wk_kill w2 TERM
+check "the ASan worker on B exits 0 on SIGTERM (rc $WK_RC)" test "$WK_RC" -eq 0
+check "no sanitizer report (worker on B, takeover: promote, fence, rewind)" \
+  bash -c "! grep -q 'ERROR: AddressSanitizer\|runtime error' '$SH_TMP/w2.log' '$SH_TMP/takeover.log'"
 echo "84_takeover: all checks passed"
