@@ -296,6 +296,9 @@ int ed_http_start(ed *x, sh_err *e)
     o.max_body = x->cfg.max_body;
     o.timeout_s = (unsigned)x->cfg.request_timeout_s;
     o.threads = (unsigned)x->cfg.http_threads;
+    if (x->cfg.max_conns > 0) /* else the server's default (an ed set up without options) */
+        o.max_conns = (unsigned)x->cfg.max_conns;
+    o.max_conns_per_ip = (unsigned)x->cfg.max_conns_per_ip;
     o.json_errors = 1;
     /* The registry exists before the shards' families (ed_metrics_init, later): HTTP starts
      * first, and counts its answers there from the first request on. */

@@ -77,8 +77,13 @@ static const sh_opt OPTS[] = {
     {"http-threads", 0, SH_OPT_INT, NULL, "4",
      "HTTP worker threads (one recognizer per fp_version each)", 0, 1,
      64},
-    {"request-timeout", 0, SH_OPT_INT, NULL, "10", "seconds an idle or slow connection lives", 0,
-     1, 600},
+    {"request-timeout", 0, SH_OPT_INT, NULL, "10",
+     "seconds an idle connection lives, and a request's headers or body may take", 0, 1, 600},
+    {"max-conns", 0, SH_OPT_INT, NULL, "1024", "concurrent HTTP connections (more: closed)", 0,
+     1, 16384},
+    {"max-conns-per-ip", 0, SH_OPT_INT, NULL, "256",
+     "concurrent HTTP connections from one client address (0: no limit but --max-conns)", 0, 0,
+     16384},
     {"snapshot-max-bytes", 0, SH_OPT_SIZE, NULL, "16G", "largest snapshot downloaded", 0, 0, 0},
     {"snapshot-timeout", 0, SH_OPT_INT, NULL, "600", "seconds one snapshot download may take", 0,
      1, 86400},
@@ -94,6 +99,7 @@ static void init_opts(ed_config *c, sh_opt *opts, sh_cmd_spec *spec)
                        &c->upstream_token_file, &c->upstream_timeout_ms, &c->kafka_props,
                        &c->lag_threshold_ms, &c->connect_timeout_s, &c->max_body,
                        &c->max_clip_s,       &c->http_threads,  &c->request_timeout_s,
+                       &c->max_conns,        &c->max_conns_per_ip,
                        &c->snapshot_max,     &c->snapshot_timeout_s};
     _Static_assert(sizeof targets / sizeof targets[0] == N_OPTS - 1, "one target per option");
     memcpy(opts, OPTS, sizeof OPTS);

@@ -59,6 +59,8 @@ typedef struct ed_config {
     long max_clip_s;         /* longest clip decoded */
     long http_threads;
     long request_timeout_s;
+    long max_conns;        /* HTTP connections, all clients */
+    long max_conns_per_ip; /* HTTP connections from one address; 0: no limit */
     size_t snapshot_max;     /* bytes of one downloaded snapshot */
     long snapshot_timeout_s;
 } ed_config;

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,15 @@ typedef struct route {
     void *ud;
 } route;
 
+/* One open TCP connection, for the request-header deadline (see conn_reaper). Created and freed
+ * by libmicrohttpd's connection notifications; the list is guarded by sh_http.lock. */
+typedef struct conn_node {
+    struct conn_node *prev, *next;
+    int fd;
+    int in_headers; /* waiting for a request's headers (new, or keep-alive after an answer) */
+    double t0_ms;   /* monotonic time that wait began */
+} conn_node;
+
 struct sh_http {
     sh_http_opts opts;
     route routes[MAX_ROUTES];
@@ -33,6 +43,12 @@ struct sh_http {
     struct MHD_Daemon *daemon;
     int port;
     sh_metric *responses; /* soundhash_http_responses_total, or NULL (opts.metrics unset) */
+    pthread_mutex_t lock; /* conns, stop */
+    pthread_cond_t wake;
+    conn_node *conns;
+    int stop;
+    int reaper_running;
+    pthread_t reaper;
 };
 
 /* Per-request state, created on the first callback of a request, freed on completion. */
@@ -50,6 +66,7 @@ void sh_http_opts_default(sh_http_opts *o)
     o->timeout_s = 10;
     o->threads = 2;
     o->max_conns = 64;
+    o->max_conns_per_ip = 0;
     o->json_errors = 0;
     o->metrics = NULL;
 }
@@ -76,6 +93,8 @@ int sh_http_new(const sh_http_opts *o, sh_http **out, sh_err *e)
         free(h);
         return sh_err_set(e, rc, "http: cannot register soundhash_http_responses_total");
     }
+    pthread_mutex_init(&h->lock, NULL);
+    pthread_cond_init(&h->wake, NULL);
     *out = h;
     return 0;
 }
@@ -192,7 +211,7 @@ static enum MHD_Result queue_text(const sh_http *h, struct MHD_Connection *c, in
 
 /* Exact paths, or a pattern whose last segment is '*': the prefix, then one non-empty segment
  * without '/'. */
-static int path_matches(const char *pattern, const char *url)
+int sh_http_path_matches(const char *pattern, const char *url)
 {
     size_t n = strlen(pattern);
     if (n < 2 || pattern[n - 1] != '*' || pattern[n - 2] != '/')
@@ -205,7 +224,7 @@ static const route *find_route(const sh_http *h, const char *method, const char 
 {
     *path_ok = 0;
     for (size_t i = 0; i < h->nroutes; i++) {
-        if (!path_matches(h->routes[i].path, url))
+        if (!sh_http_path_matches(h->routes[i].path, url))
             continue;
         *path_ok = 1;
         if (strcmp(h->routes[i].method, method) == 0)
@@ -222,7 +241,7 @@ static void count(const sh_http *h, const char *method, const char *url, int sta
         return;
     const char *label = "other";
     for (size_t i = 0; url && i < h->nroutes; i++) {
-        if (path_matches(h->routes[i].path, url)) {
+        if (sh_http_path_matches(h->routes[i].path, url)) {
             label = h->routes[i].path;
             if (method && strcmp(h->routes[i].method, method) == 0)
                 break;
@@ -246,6 +265,152 @@ static int body_append(req_state *st, const char *data, size_t n, size_t max)
     return 0;
 }
 
+/* ---- the request-header deadline ---------------------------------------------------------
+ * libmicrohttpd calls us only once a request's headers are complete, and its connection timeout
+ * counts idle time: a client sending a header byte every few seconds holds a connection (and a
+ * slot of max_conns) forever. So every connection is tracked from its opening
+ * (MHD_OPTION_NOTIFY_CONNECTION), and a reaper thread answers 408 and shuts down the socket of
+ * one still waiting for headers after opts.timeout_s. libmicrohttpd then reads EOF and closes it
+ * itself. It notifies CLOSED before close(fd), and the node leaves the list under h->lock, which
+ * the reaper holds while it writes: the fd it touches is never one already closed and reused. */
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    sh_http *h = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        conn_node *n = ci ? calloc(1, sizeof *n) : NULL;
+        if (!n)
+            return; /* untracked: only the idle timeout applies to it */
+        n->fd = ci->connect_fd;
+        n->in_headers = 1;
+        n->t0_ms = sh_clock_mono_ms();
+        pthread_mutex_lock(&h->lock);
+        n->next = h->conns;
+        if (h->conns)
+            h->conns->prev = n;
+        h->conns = n;
+        pthread_mutex_unlock(&h->lock);
+        *socket_context = n;
+        return;
+    }
+    conn_node *n = *socket_context;
+    if (!n)
+        return;
+    pthread_mutex_lock(&h->lock);
+    if (n->prev)
+        n->prev->next = n->next;
+    else
+        h->conns = n->next;
+    if (n->next)
+        n->next->prev = n->prev;
+    pthread_mutex_unlock(&h->lock);
+    free(n);
+    *socket_context = NULL;
+}
+
+/* Marks connection `c` as waiting for headers (1: from now) or past them (0). */
+static void conn_mark(sh_http *h, struct MHD_Connection *c, int in_headers)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    conn_node *n = ci ? ci->socket_context : NULL;
+    if (!n)
+        return;
+    pthread_mutex_lock(&h->lock);
+    n->in_headers = in_headers;
+    n->t0_ms = sh_clock_mono_ms();
+    pthread_mutex_unlock(&h->lock);
+}
+
+static void cut_slow_headers(sh_http *h, conn_node *n)
+{
+    const char *body = h->opts.json_errors ? "{\"error\":\"request headers too slow\"}\n"
+                                           : "request headers too slow\n";
+    char msg[256];
+    int len = snprintf(msg, sizeof msg,
+                       "HTTP/1.1 408 Request Timeout\r\nContent-Type: %s\r\n"
+                       "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                       h->opts.json_errors ? "application/json" : "text/plain; charset=utf-8",
+                       strlen(body), body);
+    /* Nothing of ours was written on this connection since its last answer: the 408 is whole or
+     * (a full send buffer: the client reads nothing) dropped. */
+    ssize_t w = send(n->fd, msg, (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)w;
+    shutdown(n->fd, SHUT_RDWR);
+    n->in_headers = 0; /* once */
+    SH_WARN("http_headers_too_slow", "elapsed_ms=%.0f limit_s=%u",
+            sh_clock_mono_ms() - n->t0_ms, h->opts.timeout_s);
+    count(h, NULL, NULL, 408);
+}
+
+static void *conn_reaper(void *arg)
+{
+    sh_http *h = arg;
+    pthread_mutex_lock(&h->lock);
+    while (!h->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 250 * 1000000L; /* the deadline holds within a quarter second */
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&h->wake, &h->lock, &ts);
+        const double now = sh_clock_mono_ms(), limit = 1000.0 * h->opts.timeout_s;
+        for (conn_node *n = h->conns; !h->stop && n; n = n->next)
+            if (n->in_headers && now - n->t0_ms > limit)
+                cut_slow_headers(h, n);
+    }
+    pthread_mutex_unlock(&h->lock);
+    return NULL;
+}
+
+/* ---- escapes -------------------------------------------------------------------------------- */
+
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* The byte of the escape at s[i] ('%' and two hex digits), or -1 when s[i] starts none. */
+static int escape_at(const char *s, size_t i, size_t n)
+{
+    if (s[i] != '%' || i + 2 >= n || hexval(s[i + 1]) < 0 || hexval(s[i + 2]) < 0)
+        return -1;
+    return hexval(s[i + 1]) * 16 + hexval(s[i + 2]);
+}
+
+size_t sh_http_unescape(char *s)
+{
+    const size_t n = strlen(s);
+    for (size_t i = 0; i < n; i++) {
+        const int v = escape_at(s, i, n);
+        if (v >= 0 && (v < 0x20 || v == 0x7f))
+            return n; /* left as sent: see sh_http.h */
+    }
+    size_t w = 0;
+    for (size_t r = 0; r < n; r++) {
+        const int v = escape_at(s, r, n);
+        s[w++] = v < 0 ? s[r] : (char)v;
+        r += v < 0 ? 0 : 2;
+    }
+    s[w] = '\0';
+    return w;
+}
+
+static size_t on_unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    (void)cls;
+    (void)c;
+    return sh_http_unescape(s);
+}
+
 /* First callback of a request: reject declared oversize bodies before reading them. */
 static enum MHD_Result on_first(sh_http *h, struct MHD_Connection *c, const char *method,
                                 const char *url, void **con_cls)
@@ -255,6 +420,7 @@ static enum MHD_Result on_first(sh_http *h, struct MHD_Connection *c, const char
         return MHD_NO;
     *con_cls = st;
     st->t0_ms = sh_clock_mono_ms();
+    conn_mark(h, c, 0);
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
         char *end;
@@ -351,9 +517,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)cls;
-    (void)c;
     (void)toe;
+    conn_mark(cls, c, 1); /* keep-alive: the next request's headers are due from now */
     req_state *st = *con_cls;
     if (st) {
         free(st->body);
@@ -379,12 +544,23 @@ int sh_http_start(sh_http *h, const char *addr, sh_err *e)
                                  MHD_OPTION_THREAD_POOL_SIZE, h->opts.threads,
                                  MHD_OPTION_CONNECTION_TIMEOUT, h->opts.timeout_s,
                                  MHD_OPTION_CONNECTION_LIMIT, h->opts.max_conns,
-                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
+                                 MHD_OPTION_PER_IP_CONNECTION_LIMIT, h->opts.max_conns_per_ip,
+                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+                                 MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
+                                 MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, h, MHD_OPTION_END);
     if (!h->daemon)
         return sh_err_set(e, SH_EIO, "http: cannot listen on %s: %s", addr,
                           errno ? strerror(errno) : "libmicrohttpd refused to start");
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
     h->port = di ? di->port : 0;
+    if (h->opts.timeout_s) {
+        if (pthread_create(&h->reaper, NULL, conn_reaper, h) != 0) {
+            MHD_stop_daemon(h->daemon);
+            h->daemon = NULL;
+            return sh_err_set(e, SH_ENOMEM, "http: cannot start the header-deadline thread");
+        }
+        h->reaper_running = 1;
+    }
     SH_INFO("http_listening", "addr=%s port=%d", addr, h->port);
     return 0;
 }
@@ -395,8 +571,17 @@ void sh_http_free(sh_http *h)
 {
     if (!h)
         return;
+    if (h->reaper_running) {
+        pthread_mutex_lock(&h->lock);
+        h->stop = 1;
+        pthread_cond_signal(&h->wake);
+        pthread_mutex_unlock(&h->lock);
+        pthread_join(h->reaper, NULL);
+    }
     if (h->daemon)
         MHD_stop_daemon(h->daemon);
+    pthread_mutex_destroy(&h->lock);
+    pthread_cond_destroy(&h->wake);
     for (size_t i = 0; i < h->nroutes; i++) {
         free(h->routes[i].method);
         free(h->routes[i].path);

@@ -6,8 +6,21 @@
  * answered 413 at once; a larger streamed (chunked) body is read to its end without being stored,
  * then answered 413; the handler is not called. Idle connections are closed after opts.timeout_s,
  * and so is a connection whose request body is still arriving opts.timeout_s after its headers (a
- * client trickling bytes; no answer can be sent before the body's end). Unknown paths get 404, a
- * known path with another method gets 405.
+ * client trickling bytes; no answer can be sent before the body's end). Request headers have a
+ * total deadline too: a connection whose headers are not complete opts.timeout_s after it opened
+ * (or after its previous answer, keep-alive) is answered 408 and closed — libmicrohttpd's own
+ * timeout counts idle time only, so a client sending a header byte every few seconds would hold
+ * its connection forever. Unknown paths get 404, a known path with another method gets 405.
+ *
+ * Percent-escapes in the path and query are decoded, except in a string where one would decode
+ * to a control character (%00 truncating "/v1/match%00x" to "/v1/match", %0a): such a string is
+ * left as sent, so it matches no route and parses as no number.
+ *
+ * Answers libmicrohttpd gives itself, before any callback of ours runs, are small HTML pages and
+ * cannot be replaced in 0.9.75 (the bodies are compile-time constants): 400 for a malformed
+ * request line or header, 431 for headers larger than its per-connection memory pool (32 KiB),
+ * 505 for an HTTP version other than 1.0/1.1, 413 for an over-long URI. Connections past
+ * opts.max_conns or opts.max_conns_per_ip are closed at once without an answer.
  *
  * Nothing here is global; several servers may run in one process.
  */
@@ -28,6 +41,8 @@ typedef struct sh_http_opts {
                            default 10 s (0: none) */
     unsigned threads;   /* worker threads of the pool; default 2 */
     unsigned max_conns; /* concurrent connections; default 64 */
+    unsigned max_conns_per_ip; /* concurrent connections from one client address (the rest are
+                                  closed at once); default 0: no limit but max_conns */
     int json_errors;    /* the server's own 404/405/413/500 answers as {"error": "..."} JSON
                            instead of plain text (an API whose every error is JSON); default 0 */
     sh_metrics *metrics; /* when set, every answer is counted in the counter
@@ -100,6 +115,15 @@ void sh_http_resp_take(sh_http_resp *r, int status, const char *content_type, ch
  * bodies without holding them in memory). Takes ownership of `fd` (closed after sending, or
  * on failure). Returns 0. */
 int sh_http_resp_fd(sh_http_resp *r, int status, const char *content_type, int fd, uint64_t size);
+
+/* The pure parts of request handling, exposed for tests and the fuzz target (fuzz_http). */
+
+/* 1 when `url` is served by the route registered as `pattern` (see sh_http_route), else 0. */
+int sh_http_path_matches(const char *pattern, const char *url);
+
+/* Decodes %XX escapes of the NUL-terminated `s` in place and returns the new length; a string in
+ * which an escape would decode to a control character (< 0x20 or 0x7f) is left unchanged. */
+size_t sh_http_unescape(char *s);
 
 /* Value of query argument `key` (URL-decoded) or NULL; valid during the handler call. */
 const char *sh_http_req_query(const sh_http_req *req, const char *key);

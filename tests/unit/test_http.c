@@ -1,5 +1,6 @@
 /* test_http.c — the HTTP wrapper against real sockets: port 0 binding, routing (200/404/405),
- * bodies and their cap (413, chunked too), a trickled body cut by the time limit, handler failures
+ * bodies and their cap (413, chunked too), trickled bodies and headers cut by the time limit, path
+ * tricks and escapes, handler failures
  * (500), query arguments, bad listen addresses, the per-route answer counter. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -341,6 +342,110 @@ static void test_slow_body(void **state)
     sh_http_free(h);
 }
 
+/* A client trickling its request headers (one byte per 50 ms, never completing them) is never
+ * idle, so libmicrohttpd's timeout would not end it: the header deadline answers a JSON 408 and
+ * closes the connection after timeout_s, while other clients are served meanwhile. */
+static void test_slow_headers(void **state)
+{
+    (void)state;
+    sh_http_opts o;
+    sh_http_opts_default(&o);
+    o.timeout_s = 1;
+    o.json_errors = 1;
+    sh_http *h = NULL;
+    sh_err e = {0};
+    assert_int_equal(sh_http_new(&o, &h, NULL), 0);
+    assert_int_equal(sh_http_route(h, "GET", "/health", on_health, NULL), 0);
+    assert_int_equal(sh_http_start(h, "127.0.0.1:0", &e), 0);
+    int port = sh_http_port(h);
+    int fd = tcp_connect(port);
+    assert_true(fd >= 0);
+    const char head[] = "GET /health HTTP/1.1\r\nHost: t\r\n";
+    assert_int_equal(send(fd, head, sizeof head - 1, MSG_NOSIGNAL), (ssize_t)(sizeof head - 1));
+    const struct timespec gap = {0, 50 * 1000 * 1000};
+    char got[1024] = "";
+    size_t sent = 0, have = 0;
+    int closed = 0;
+    while (sent < 400 && !closed) { /* 20 s of trickle against a 1 s limit */
+        if (send(fd, "X", 1, MSG_NOSIGNAL) != 1)
+            break;
+        sent++;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        while (poll(&p, 1, 0) > 0) {
+            ssize_t n = recv(fd, got + have, sizeof got - 1 - have, MSG_DONTWAIT);
+            if (n <= 0) {
+                closed = 1;
+                break;
+            }
+            have += (size_t)n;
+            got[have] = '\0';
+        }
+        if (sent == 5) {
+            fetched f;
+            assert_int_equal(http_do(port, "/health", NULL, 0, &f), CURLE_OK);
+            assert_int_equal(f.status, 200);
+        }
+        nanosleep(&gap, NULL);
+    }
+    close(fd);
+    assert_true(closed);
+    assert_true(sent < 400);
+    assert_non_null(strstr(got, "HTTP/1.1 408 "));
+    assert_non_null(strstr(got, "\r\n\r\n{\"error\":\"request headers too slow\"}\n"));
+    /* A keep-alive connection is served, then cut the same way if its next request stalls. */
+    fd = tcp_connect(port);
+    assert_true(fd >= 0);
+    const char req[] = "GET /health HTTP/1.1\r\nHost: t\r\n\r\n";
+    assert_int_equal(send(fd, req, sizeof req - 1, MSG_NOSIGNAL), (ssize_t)(sizeof req - 1));
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 5000), 1);
+    have = (size_t)recv(fd, got, sizeof got - 1, 0);
+    got[have] = '\0';
+    assert_non_null(strstr(got, "HTTP/1.1 200 "));
+    assert_int_equal(poll(&p, 1, 5000), 1); /* idle: closed within the limit (+ the reaper's tick) */
+    sh_http_free(h);
+}
+
+/* Escapes: decoded, except where one is a control character (the string stays as sent). */
+static void test_unescape(void **state)
+{
+    (void)state;
+    const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"/v1/match", "/v1/match"},       {"/v1/%6datch", "/v1/match"},
+        {"/v1/%2e%2e/x", "/v1/../x"},     {"/v1/match%00x", "/v1/match%00x"},
+        {"a%0ab", "a%0ab"},               {"a%7Fb", "a%7Fb"},
+        {"%", "%"},                       {"%4", "%4"},
+        {"%zz%41", "%zzA"},               {"%c3%a9", "\xc3\xa9"},
+        {"", ""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char b[64];
+        snprintf(b, sizeof b, "%s", cases[i].in);
+        assert_int_equal(sh_http_unescape(b), strlen(cases[i].out));
+        assert_string_equal(b, cases[i].out);
+    }
+}
+
+/* Path tricks reach no route: %00 no longer truncates the path to a served one. */
+static void test_path_tricks(void **state)
+{
+    fixture *fx = *state;
+    fetched f;
+    const char *paths[] = {"/health%00x", "/health%00", "/%2e%2e/health", "/health/", "//health",
+                           "/health/..", "/HEALTH"};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        assert_int_equal(http_do(fx->port, paths[i], NULL, 0, &f), CURLE_OK);
+        assert_int_equal(f.status, 404);
+    }
+    assert_int_equal(http_do(fx->port, "/health", NULL, 0, &f), CURLE_OK);
+    assert_int_equal(f.status, 200);
+    assert_true(sh_http_path_matches("/v1/snapshots/*", "/v1/snapshots/3"));
+    assert_false(sh_http_path_matches("/v1/snapshots/*", "/v1/snapshots/"));
+    assert_false(sh_http_path_matches("/v1/snapshots/*", "/v1/snapshots/3/x"));
+}
+
 static void test_handler_failure(void **state)
 {
     fixture *fx = *state;
@@ -529,6 +634,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_port_in_use, setup, teardown),
         cmocka_unit_test(test_json_errors),
         cmocka_unit_test(test_slow_body),
+        cmocka_unit_test(test_slow_headers),
+        cmocka_unit_test(test_unescape),
+        cmocka_unit_test_setup_teardown(test_path_tricks, setup, teardown),
         cmocka_unit_test(test_response_counter),
         cmocka_unit_test(test_bad_addresses),
         cmocka_unit_test(test_ipv6_loopback),
