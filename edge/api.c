@@ -79,6 +79,14 @@ int ed_metrics_init(ed *x)
     m->ans_local = sh_metric_series(ans, (const char *[]){"local", NULL});
     m->ans_upstream = sh_metric_series(ans, (const char *[]){"upstream", NULL});
     m->ans_none = sh_metric_series(ans, (const char *[]){"none", NULL});
+    if (sh_metrics_counter(m->reg, "soundhash_edge_rejected_total",
+                           "Delta messages refused and skipped, never applied, by reason: "
+                           "envelope (not a valid IndexDelta), shard (of another shard than its "
+                           "partition, or an op of a track of another shard), payload (truncated, "
+                           "bit-flipped, wrong checksum, sizes past the caps), epoch (older than "
+                           "the shard's).",
+                           (const char *[]){"reason", NULL}, &m->f_rejected))
+        return SH_ENOMEM;
     const char *shard[] = {"shard", NULL};
     if (sh_metrics_gauge(m->reg, "soundhash_edge_shard_position",
                          "Change-log seq the shard has applied.", shard, &m->f_pos) ||

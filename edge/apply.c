@@ -2,7 +2,14 @@
  * in one LMDB transaction (so a SIGKILL at any instant resumes exactly where the shard's data is).
  *
  * Per delta of shard N at (epoch E, position P), read at offset O:
- *   epoch older than E            skipped (a stream the node has already left)
+ *   not a valid IndexDelta, of another shard, or a payload that does not decode (truncated,
+ *   bit-flipped, wrong checksum, sizes past the caps: refused before allocation by the decoders)
+ *                                 rejected: skipped, never applied, counted in
+ *                                 soundhash_edge_rejected_total{reason}, and the edge serves on.
+ *                                 Skipping loses nothing silently: if the message was the real
+ *                                 delta, the next one's prev_sequence is past P, a gap (below)
+ *   epoch older than E            skipped (a stream the node has already left; counted as
+ *                                 rejected, reason epoch)
  *   epoch newer than E            bootstrap (the primary's history restarted)
  *   sequence <= P                 skipped (redelivery, or the tail behind a snapshot)
  *   prev_sequence > P             a gap: bootstrap
@@ -218,15 +225,44 @@ static int bootstrap_waiting(ed *x, bool *reassign, sh_err *e)
     return 0;
 }
 
-/* Applies the ops above the shard's position and the new cursor in one transaction. */
-static int apply_delta(ed *x, ed_shard *sh, const sh_delta_envelope *d, int64_t offset,
-                       sh_err *e)
+/* A delta message refused (see the file comment): skipped, logged and counted by `reason`. */
+static void reject(ed *x, ed_shard *sh, int64_t offset, const char *reason, const sh_err *why)
 {
-    sh_dpay *p = NULL;
+    sh->offset = offset;
+    sh_series_add(sh_metric_series(x->m.f_rejected, (const char *[]){reason, NULL}), 1);
+    SH_WARN("delta_rejected", "shard=%d offset=%" PRId64 " reason=%s code=%s msg=\"%s\"", sh->n,
+            offset, reason, sh_err_name(why ? why->code : 0), why ? sh_err_text(why) : "");
+}
+
+/* The payload's ops, decoded and checked against the shard (every track hashes to it). Returns 0,
+ * or an error with *p NULL: the payload is hostile or corrupt, never a storage failure. */
+static int decode_ops(const ed *x, const ed_shard *sh, const sh_delta_envelope *d, sh_dpay **p,
+                      const char **reason, sh_err *e)
+{
+    *reason = "payload";
     int rc = sh_dpay_decode(d->payload, d->payload_len, (int)d->codec, (size_t)d->raw_size, NULL,
-                            &p, e);
-    if (rc)
-        return rc;
+                            p, e);
+    for (size_t i = 0; rc == 0 && i < sh_dpay_count(*p); i++) {
+        const sh_dop *op = sh_dpay_op(*p, i);
+        if (sh_shard_of(op->track_id, strlen(op->track_id), (uint32_t)x->nshards) !=
+            (uint32_t)sh->n) {
+            *reason = "shard";
+            rc = sh_err_set(e, SH_EFORMAT, "op seq %" PRId64 ": a track of another shard",
+                            op->seq);
+        }
+    }
+    if (rc) {
+        sh_dpay_free(*p);
+        *p = NULL;
+    }
+    return rc;
+}
+
+/* Applies the ops above the shard's position and the new cursor in one transaction. */
+static int apply_delta(ed *x, ed_shard *sh, const sh_delta_envelope *d, const sh_dpay *p,
+                       int64_t offset, sh_err *e)
+{
+    int rc;
     const int64_t pos = atomic_load(&sh->position);
     sh_shard_batch *b = NULL;
     size_t applied = 0, skipped = 0;
@@ -247,7 +283,6 @@ static int apply_delta(ed *x, ed_shard *sh, const sh_delta_envelope *d, int64_t 
         b = NULL;
     }
     sh_shard_batch_abort(b);
-    sh_dpay_free(p);
     if (rc)
         return rc;
     atomic_store(&sh->epoch, d->epoch);
@@ -272,18 +307,23 @@ static int handle_delta(ed *x, ed_shard *sh, const rd_kafka_message_t *m, ed_ver
     *v = ED_DONE;
     sh_delta_envelope d;
     memset(&d, 0, sizeof d);
-    int rc = sh_delta_decode(m->payload, m->len, x->reg, &x->lim, &d, e);
-    if (rc)
-        return sh_err_wrap(e, rc, "shard %d offset %lld: not an index delta", sh->n,
-                           (long long)m->offset);
+    sh_err why = {0};
+    int rc = sh_delta_decode(m->payload, m->len, x->reg, &x->lim, &d, &why);
+    if (rc) {
+        reject(x, sh, m->offset, "envelope", &why);
+        return 0;
+    }
     int64_t epoch = atomic_load(&sh->epoch), pos = atomic_load(&sh->position);
     if (d.shard != sh->n) {
-        rc = sh_err_set(e, SH_EFORMAT, "partition %d offset %lld holds a delta of shard %d",
-                        sh->n, (long long)m->offset, (int)d.shard);
+        sh_err_set(&why, SH_EFORMAT, "partition %d holds a delta of shard %d", sh->n,
+                   (int)d.shard);
+        reject(x, sh, m->offset, "shard", &why);
     } else if (epoch < 0 && d.prev_sequence > 0) {
         *v = ED_NEED_BOOTSTRAP; /* an empty shard and a stream that starts later */
     } else if (epoch >= 0 && d.epoch < epoch) {
-        sh->offset = m->offset;
+        sh_err_set(&why, SH_EFORMAT, "epoch %" PRId64 " is older than the shard's %" PRId64,
+                   d.epoch, epoch);
+        reject(x, sh, m->offset, "epoch", &why);
     } else if (epoch >= 0 && d.epoch > epoch) {
         SH_INFO("epoch_changed", "shard=%d from=%" PRId64 " to=%" PRId64, sh->n, epoch, d.epoch);
         *v = ED_NEED_BOOTSTRAP;
@@ -296,10 +336,18 @@ static int handle_delta(ed *x, ed_shard *sh, const rd_kafka_message_t *m, ed_ver
         sh_series_add(x->m.gaps, 1);
         *v = ED_NEED_BOOTSTRAP;
     } else {
-        rc = apply_delta(x, sh, &d, m->offset, e);
-        if (rc)
-            rc = sh_err_wrap(e, rc, "shard %d: delta (%" PRId64 ", %" PRId64 "] at offset %lld",
-                             sh->n, d.prev_sequence, d.sequence, (long long)m->offset);
+        sh_dpay *p = NULL;
+        const char *reason = NULL;
+        if (decode_ops(x, sh, &d, &p, &reason, &why)) {
+            reject(x, sh, m->offset, reason, &why);
+        } else {
+            rc = apply_delta(x, sh, &d, p, m->offset, e); /* a storage failure: fatal */
+            if (rc)
+                rc = sh_err_wrap(e, rc,
+                                 "shard %d: delta (%" PRId64 ", %" PRId64 "] at offset %lld",
+                                 sh->n, d.prev_sequence, d.sequence, (long long)m->offset);
+        }
+        sh_dpay_free(p);
     }
     if (rc == 0 && *v == ED_NEED_BOOTSTRAP)
         set_floor(sh, d.epoch, d.prev_sequence); /* the snapshot must reach this delta's start */

@@ -91,6 +91,7 @@ typedef struct ed_metrics {
     sh_series *req_audio, *req_json, *req_binary; /* match requests by body kind */
     sh_series *ans_local, *ans_upstream, *ans_none; /* who gave the best answer (hit rate) */
     sh_metric *f_pos, *f_bytes, *f_tracks, *f_requests;
+    sh_metric *f_rejected; /* soundhash_edge_rejected_total{reason}: deltas never applied */
 } ed_metrics;
 
 /* The fingerprint versions this build makes and compares (sh_fp_config_for_version), ascending. */
