@@ -4,6 +4,7 @@
  * Per delta of shard N at (epoch E, position P), read at offset O:
  *   not a valid IndexDelta, of another shard, or a payload that does not decode (truncated,
  *   bit-flipped, wrong checksum, sizes past the caps: refused before allocation by the decoders)
+ *   or holds another number of changes than the envelope's count
  *                                 rejected: skipped, never applied, counted in
  *                                 soundhash_edge_rejected_total{reason}, and the edge serves on.
  *                                 Skipping loses nothing silently: if the message was the real
@@ -242,6 +243,9 @@ static int decode_ops(const ed *x, const ed_shard *sh, const sh_delta_envelope *
     *reason = "payload";
     int rc = sh_dpay_decode(d->payload, d->payload_len, (int)d->codec, (size_t)d->raw_size, NULL,
                             p, e);
+    if (rc == 0 && sh_dpay_count(*p) != (size_t)d->count)
+        rc = sh_err_set(e, SH_EFORMAT, "the envelope counts %d changes, the payload holds %zu",
+                        (int)d->count, sh_dpay_count(*p));
     for (size_t i = 0; rc == 0 && i < sh_dpay_count(*p); i++) {
         const sh_dop *op = sh_dpay_op(*p, i);
         if (sh_shard_of(op->track_id, strlen(op->track_id), (uint32_t)x->nshards) !=
