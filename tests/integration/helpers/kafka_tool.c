@@ -3,6 +3,9 @@
  * workers leave in Kafka.
  *
  *   kafka_tool produce BROKERS TOPIC KEY FILE     one message whose value is FILE's bytes
+ *   kafka_tool produce-to BROKERS TOPIC PART FILE one message, FILE's bytes, to partition PART
+ *   kafka_tool fetch BROKERS TOPIC PART OFFSET FILE   writes the value of the message at OFFSET
+ *                                                 (-1: the last one) of partition PART to FILE
  *   kafka_tool dlq BROKERS N TIMEOUT_S            reads the DLQ topic from the start until N
  *                                                 records were decoded; prints one line each:
  *                                                 track_id|event_id|error_name|source_topic|
@@ -51,7 +54,8 @@ static rd_kafka_t *client(rd_kafka_type_t type, const char *brokers, const char 
     return rk;
 }
 
-static int produce(const char *brokers, const char *topic, const char *key, const char *path)
+static int produce(const char *brokers, const char *topic, const char *key, int part,
+                   const char *path)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
@@ -64,13 +68,48 @@ static int produce(const char *brokers, const char *topic, const char *key, cons
         return 1;
     rd_kafka_resp_err_t err = rd_kafka_producev(
         rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE(buf, n),
-        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+        RD_KAFKA_V_PARTITION(part), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
     if (!err)
         err = rd_kafka_flush(rk, 10000);
     rd_kafka_destroy(rk);
     if (err)
         fprintf(stderr, "kafka_tool produce: %s\n", rd_kafka_err2str(err));
     return err ? 1 : 0;
+}
+
+static int fetch(const char *brokers, const char *topic, int part, long long offset,
+                 const char *path)
+{
+    rd_kafka_t *rk = client(RD_KAFKA_CONSUMER, brokers, "kafka-tool-fetch");
+    if (!rk)
+        return 1;
+    int64_t lo = 0, hi = 0;
+    if (offset < 0 &&
+        rd_kafka_query_watermark_offsets(rk, topic, part, &lo, &hi, 10000) == 0 && hi > lo)
+        offset = hi - 1;
+    int rc = 1;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, part)->offset = offset;
+    if (offset >= 0 && rd_kafka_assign(rk, l) == 0) {
+        for (int i = 0; i < 100 && rc; i++) {
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+            if (m && !m->err && m->offset == offset) {
+                FILE *f = fopen(path, "wb");
+                rc = !f || fwrite(m->payload, 1, m->len, f) != m->len;
+                if (f)
+                    fclose(f);
+            }
+            if (m)
+                rd_kafka_message_destroy(m);
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    if (rc)
+        fprintf(stderr, "kafka_tool fetch: no message at %s/%d offset %lld\n", topic, part,
+                offset);
+    return rc;
 }
 
 static int partitions_of(rd_kafka_t *rk, const char *topic)
@@ -432,7 +471,12 @@ static int delete_groups(const char *brokers, int timeout_s)
 int main(int argc, char **argv)
 {
     if (argc == 6 && !strcmp(argv[1], "produce"))
-        return produce(argv[2], argv[3], argv[4], argv[5]);
+        return produce(argv[2], argv[3], argv[4], RD_KAFKA_PARTITION_UA, argv[5]);
+    if (argc == 6 && !strcmp(argv[1], "produce-to"))
+        return produce(argv[2], argv[3], "hostile", (int)strtol(argv[4], NULL, 10), argv[5]);
+    if (argc == 7 && !strcmp(argv[1], "fetch"))
+        return fetch(argv[2], argv[3], (int)strtol(argv[4], NULL, 10), strtoll(argv[5], NULL, 10),
+                     argv[6]);
     if (argc == 5 && !strcmp(argv[1], "dlq"))
         return dlq(argv[2], (int)strtol(argv[3], NULL, 10), (int)strtol(argv[4], NULL, 10));
     if (argc == 6 && !strcmp(argv[1], "events"))
