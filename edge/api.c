@@ -303,6 +303,7 @@ int ed_http_start(ed *x, sh_err *e)
     sh_http_opts_default(&o);
     o.max_body = x->cfg.max_body;
     o.timeout_s = (unsigned)x->cfg.request_timeout_s;
+    o.header_timeout_s = o.timeout_s;
     o.threads = (unsigned)x->cfg.http_threads;
     if (x->cfg.max_conns > 0) /* else the server's default (an ed set up without options) */
         o.max_conns = (unsigned)x->cfg.max_conns;

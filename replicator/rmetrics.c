@@ -241,7 +241,8 @@ int rp_http_start(rp *r, sh_err *e)
     sh_http_opts o;
     sh_http_opts_default(&o);
     o.max_body = 0; /* no route takes a body */
-    o.timeout_s = 120;
+    o.timeout_s = 120; /* idle: a snapshot is built before its first byte is sent */
+    o.header_timeout_s = 10; /* but headers come at once (a trickle would hold a connection) */
     o.threads = 4; /* a snapshot being built occupies one; /health and /metrics keep the others */
     o.metrics = r->m.reg; /* soundhash_http_responses_total */
     int rc = sh_http_new(&o, &r->http, e);

@@ -33,6 +33,7 @@ typedef struct conn_node {
     struct conn_node *prev, *next;
     int fd;
     int in_headers; /* waiting for a request's headers (new, or keep-alive after an answer) */
+    int answered;   /* a request of this connection was answered */
     double t0_ms;   /* monotonic time that wait began */
 } conn_node;
 
@@ -64,6 +65,7 @@ void sh_http_opts_default(sh_http_opts *o)
 {
     o->max_body = 1u << 20;
     o->timeout_s = 10;
+    o->header_timeout_s = 10;
     o->threads = 2;
     o->max_conns = 64;
     o->max_conns_per_ip = 0;
@@ -270,8 +272,9 @@ static int body_append(req_state *st, const char *data, size_t n, size_t max)
  * counts idle time: a client sending a header byte every few seconds holds a connection (and a
  * slot of max_conns) forever. So every connection is tracked from its opening
  * (MHD_OPTION_NOTIFY_CONNECTION), and a reaper thread answers 408 and shuts down the socket of
- * one still waiting for headers after opts.timeout_s. libmicrohttpd then reads EOF and closes it
- * itself. It notifies CLOSED before close(fd), and the node leaves the list under h->lock, which
+ * one still waiting for headers after opts.header_timeout_s. libmicrohttpd then reads EOF and
+ * closes it itself. A keep-alive connection that has had an answer is closed without a 408: a
+ * client may be sending its next request just then and would read the 408 as its answer. It notifies CLOSED before close(fd), and the node leaves the list under h->lock, which
  * the reaper holds while it writes: the fd it touches is never one already closed and reused. */
 
 static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
@@ -311,7 +314,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
     *socket_context = NULL;
 }
 
-/* Marks connection `c` as waiting for headers (1: from now) or past them (0). */
+/* Marks connection `c` as waiting for headers (1: from now, after an answer) or past them (0). */
 static void conn_mark(sh_http *h, struct MHD_Connection *c, int in_headers)
 {
     const union MHD_ConnectionInfo *ci =
@@ -321,6 +324,7 @@ static void conn_mark(sh_http *h, struct MHD_Connection *c, int in_headers)
         return;
     pthread_mutex_lock(&h->lock);
     n->in_headers = in_headers;
+    n->answered |= in_headers;
     n->t0_ms = sh_clock_mono_ms();
     pthread_mutex_unlock(&h->lock);
 }
@@ -335,15 +339,17 @@ static void cut_slow_headers(sh_http *h, conn_node *n)
                        "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
                        h->opts.json_errors ? "application/json" : "text/plain; charset=utf-8",
                        strlen(body), body);
-    /* Nothing of ours was written on this connection since its last answer: the 408 is whole or
-     * (a full send buffer: the client reads nothing) dropped. */
-    ssize_t w = send(n->fd, msg, (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL);
-    (void)w;
+    /* Nothing was ever written on this connection: the 408 is whole or (a full send buffer: the
+     * client reads nothing) dropped. */
+    if (!n->answered) {
+        ssize_t w = send(n->fd, msg, (size_t)len, MSG_DONTWAIT | MSG_NOSIGNAL);
+        (void)w;
+        SH_WARN("http_headers_too_slow", "elapsed_ms=%.0f limit_s=%u",
+                sh_clock_mono_ms() - n->t0_ms, h->opts.header_timeout_s);
+        count(h, NULL, NULL, 408);
+    }
     shutdown(n->fd, SHUT_RDWR);
     n->in_headers = 0; /* once */
-    SH_WARN("http_headers_too_slow", "elapsed_ms=%.0f limit_s=%u",
-            sh_clock_mono_ms() - n->t0_ms, h->opts.timeout_s);
-    count(h, NULL, NULL, 408);
 }
 
 static void *conn_reaper(void *arg)
@@ -359,7 +365,7 @@ static void *conn_reaper(void *arg)
             ts.tv_nsec -= 1000000000L;
         }
         pthread_cond_timedwait(&h->wake, &h->lock, &ts);
-        const double now = sh_clock_mono_ms(), limit = 1000.0 * h->opts.timeout_s;
+        const double now = sh_clock_mono_ms(), limit = 1000.0 * h->opts.header_timeout_s;
         for (conn_node *n = h->conns; !h->stop && n; n = n->next)
             if (n->in_headers && now - n->t0_ms > limit)
                 cut_slow_headers(h, n);
@@ -553,7 +559,7 @@ int sh_http_start(sh_http *h, const char *addr, sh_err *e)
                           errno ? strerror(errno) : "libmicrohttpd refused to start");
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
     h->port = di ? di->port : 0;
-    if (h->opts.timeout_s) {
+    if (h->opts.header_timeout_s) {
         if (pthread_create(&h->reaper, NULL, conn_reaper, h) != 0) {
             MHD_stop_daemon(h->daemon);
             h->daemon = NULL;

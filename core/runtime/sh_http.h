@@ -7,14 +7,17 @@
  * then answered 413; the handler is not called. Idle connections are closed after opts.timeout_s,
  * and so is a connection whose request body is still arriving opts.timeout_s after its headers (a
  * client trickling bytes; no answer can be sent before the body's end). Request headers have a
- * total deadline too: a connection whose headers are not complete opts.timeout_s after it opened
- * (or after its previous answer, keep-alive) is answered 408 and closed — libmicrohttpd's own
+ * total deadline too: a connection whose headers are not complete opts.header_timeout_s after it
+ * opened (or after its previous answer, keep-alive) is answered 408 and closed — libmicrohttpd's own
  * timeout counts idle time only, so a client sending a header byte every few seconds would hold
  * its connection forever. Unknown paths get 404, a known path with another method gets 405.
  *
  * Percent-escapes in the path and query are decoded, except in a string where one would decode
  * to a control character (%00 truncating "/v1/match%00x" to "/v1/match", %0a): such a string is
- * left as sent, so it matches no route and parses as no number.
+ * left as sent, so it matches no route and parses as no number. A raw NUL byte in the request
+ * line (not an escape) ends the path there: libmicrohttpd hands over C strings, so
+ * "GET /health\0x" is served as GET /health — the request the bytes before the NUL name, with
+ * every check of that route.
  *
  * Answers libmicrohttpd gives itself, before any callback of ours runs, are small HTML pages and
  * cannot be replaced in 0.9.75 (the bodies are compile-time constants): 400 for a malformed
@@ -39,6 +42,8 @@ typedef struct sh_http_opts {
     size_t max_body;    /* request body cap in bytes; default 1 MiB */
     unsigned timeout_s; /* idle connection timeout, and the time a request body may take;
                            default 10 s (0: none) */
+    unsigned header_timeout_s; /* the time a request's headers may take, whatever the client
+                                  sends meanwhile (408, closed); default 10 s (0: none) */
     unsigned threads;   /* worker threads of the pool; default 2 */
     unsigned max_conns; /* concurrent connections; default 64 */
     unsigned max_conns_per_ip; /* concurrent connections from one client address (the rest are

@@ -351,6 +351,7 @@ static void test_slow_headers(void **state)
     sh_http_opts o;
     sh_http_opts_default(&o);
     o.timeout_s = 1;
+    o.header_timeout_s = 1;
     o.json_errors = 1;
     sh_http *h = NULL;
     sh_err e = {0};
