@@ -134,15 +134,22 @@ bench-lookup: $(BUILD)/bench/bench_lookup
 bench-takeover: all
 	@bench/bench_takeover.sh $(BUILD)/soundhash
 
+# libFuzzer builds live in build/libfuzzer (build/fuzz holds the replay builds `make test` runs:
+# a libFuzzer binary there would fuzz forever instead of replaying). Each target runs
+# FUZZ_SECONDS on its corpus; new inputs and crash reproducers (crash-*, leak-*, timeout-*) are
+# written into tests/fuzz/corpus/<target>/, where `make test` replays them.
 FUZZ_SECONDS ?= 60
+FUZZ_DIR := build/libfuzzer
 fuzz: deps
-	@$(MAKE) --no-print-directory $(LIBA) $(CMDA) BUILD=build/fuzz CC=clang \
-	  CFLAGS="-O1 -g -fsanitize=fuzzer-no-link,address,undefined"
+	@$(MAKE) --no-print-directory $(FUZZ_DIR)/libsoundhash.a $(FUZZ_DIR)/libsoundhash-cmd.a \
+	  BUILD=$(FUZZ_DIR) CC=clang \
+	  CFLAGS="-std=c17 -O1 -g -pthread -fsanitize=fuzzer-no-link,address,undefined"
 	@for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
 	  clang $(CPPFLAGS) -O1 -g -fsanitize=fuzzer,address,undefined \
-	    -o build/fuzz/$$n $$f build/fuzz/libsoundhash-cmd.a build/fuzz/libsoundhash.a $(LDLIBS) && \
+	    -o $(FUZZ_DIR)/$$n $$f $(FUZZ_DIR)/libsoundhash-cmd.a $(FUZZ_DIR)/libsoundhash.a $(LDLIBS) && \
 	  mkdir -p tests/fuzz/corpus/$$n && \
-	  build/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -max_len=65536 tests/fuzz/corpus/$$n || exit 1; \
+	  $(FUZZ_DIR)/$$n -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+	    -artifact_prefix=tests/fuzz/corpus/$$n/ tests/fuzz/corpus/$$n || exit 1; \
 	done
 
 format:
