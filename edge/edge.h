@@ -165,6 +165,12 @@ int ed_json_error(sh_http_resp *resp, int status, const char *msg);
 int ed_json_answer(sh_http_resp *resp, int status, json_t *o);
 /* 1 when the request carries the bearer token (or none is configured). */
 int ed_authorised(const ed *x, const sh_http_req *req);
+/* The pure parts of request handling (tests/fuzz/fuzz_http.c): 1 when the Authorization header
+ * value `h` (NULL: absent) is "Bearer <token>" (scheme case-insensitive, spaces after it
+ * skipped), compared in constant time; and the shards= argument "0,3,5" → want[0..nshards)
+ * (errors: SH_EFORMAT, the message for a 400). */
+int ed_bearer_ok(const char *h, const char *token);
+int ed_parse_shards(const char *s, int nshards, unsigned char *want, sh_err *e);
 /* The node's name in answers: --region, else "edge". */
 const char *ed_node_name(const ed *x);
 

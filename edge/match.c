@@ -468,8 +468,7 @@ static enum body_kind body_kind(const sh_http_req *req)
     return BODY_AUDIO;
 }
 
-/* "0,3,5" → want[0..nshards). Errors: SH_EFORMAT (message for a 400). */
-static int parse_shards(const char *s, int nshards, unsigned char *want, sh_err *e)
+int ed_parse_shards(const char *s, int nshards, unsigned char *want, sh_err *e)
 {
     memset(want, 0, (size_t)nshards);
     const char *p = s;
@@ -609,7 +608,7 @@ int ed_on_match(const sh_http_req *req, sh_http_resp *resp, void *ud)
     unsigned char want[SH_SHARDS_MAX];
     const char *shards = sh_http_req_query(req, "shards");
     sh_err e = {0};
-    if (shards && parse_shards(shards, x->nshards, want, &e))
+    if (shards && ed_parse_shards(shards, x->nshards, want, &e))
         return refuse(x, resp, 400, sh_err_text(&e));
     if (req->body_len == 0)
         return refuse(x, resp, 400,
