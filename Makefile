@@ -2,7 +2,7 @@
 #
 #   make            build build/soundhash (installs missing Debian packages first)
 #   make test       unit tests (cmocka), fuzz-corpus replay and integration tests, plain and
-#                   under ASan+UBSan, and test-ops
+#                   under ASan+UBSan (and the threaded paths under TSan), and test-ops
 #   make test-ops   the ops/ files: alert rules (promtool), dashboard, docker-compose.yml and
 #                   systemd units checked with real parsers and real processes (< 30 s)
 #   make demo       the whole pipeline end to end on a local stack (see README)
@@ -26,6 +26,12 @@ ifeq ($(SAN),1)
 CFLAGS   += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS  += -fsanitize=address,undefined
 endif
+# SAN=tsan: ThreadSanitizer (build/tsan/soundhash) for the threaded paths: tests/integration/
+# 89_tsan.sh runs the worker, the edge's HTTP threads and its applier (tests/tsan/).
+ifeq ($(SAN),tsan)
+CFLAGS   += -O1 -fsanitize=thread -fno-omit-frame-pointer
+LDFLAGS  += -fsanitize=thread
+endif
 
 # The shared library: core/engine (audio, fingerprinting, matching, the shard and its formats),
 # core/runtime (errors, logs, options, clocks, kafka/pg/http/metrics helpers) and the Avro schemas
@@ -35,6 +41,9 @@ LIB_SRC  := $(wildcard core/engine/*.c core/runtime/*.c core/*.c schemas/*.c)
 # Components: one folder each; each provides `int sh_cmd_<name>(int argc, char **argv)`.
 CMD_SRC  := $(wildcard cli/cmd_*.c ingest/*.c broker/*.c workers/*.c replicator/*.c edge/*.c)
 MAIN_SRC := cli/main.c
+ifeq ($(SAN),tsan) # librdkafka's C11 threads and locks made visible to TSan (see the file)
+MAIN_SRC += tests/tsan/c11threads.c
+endif
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 BENCH_SRC:= $(wildcard bench/*.c)
@@ -97,6 +106,7 @@ test: deps
 	@$(MAKE) --no-print-directory test-unit test-fuzz BUILD=build/asan SAN=1
 	@$(MAKE) --no-print-directory build/soundhash BUILD=build SAN=0
 	@$(MAKE) --no-print-directory build/asan/soundhash BUILD=build/asan SAN=1
+	@$(MAKE) --no-print-directory build/tsan/soundhash BUILD=build/tsan SAN=tsan
 	@tests/integration/run.sh build/soundhash build/asan/soundhash
 	@$(MAKE) --no-print-directory test-ops
 
@@ -110,6 +120,7 @@ test-integration: deps
 	@ops/kafka.sh fetch > /dev/null
 	@$(MAKE) --no-print-directory build/soundhash BUILD=build SAN=0
 	@$(MAKE) --no-print-directory build/asan/soundhash BUILD=build/asan SAN=1
+	@$(MAKE) --no-print-directory build/tsan/soundhash BUILD=build/tsan SAN=tsan
 	@tests/integration/run.sh build/soundhash build/asan/soundhash
 
 # The operations files (ops/tests/run.sh); its tools come with `ops/install-deps.sh ops`.
