@@ -6,7 +6,8 @@
 #   make test-ops   the ops/ files: alert rules (promtool), dashboard, docker-compose.yml and
 #                   systemd units checked with real parsers and real processes (< 30 s)
 #   make demo       the whole pipeline end to end on a local stack (see README)
-#   make bench      benchmarks, printing figures (make bench-edge / bench-lookup / bench-takeover: one section)
+#   make bench      benchmarks, printing figures (make bench-edge / bench-lookup / bench-takeover: one
+#                   section; make bench-scale: the 10/100/1,000 h curve, not in make bench)
 #   make fuzz       libFuzzer builds (clang) of every fuzz target; FUZZ_SECONDS per target
 #   make format     clang-format every source file
 
@@ -58,7 +59,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 BENCH_BIN:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all deps test test-unit test-fuzz test-integration test-ops demo bench bench-edge bench-lookup bench-takeover fuzz format \
+.PHONY: all deps test test-unit test-fuzz test-integration test-ops demo bench bench-edge bench-lookup bench-takeover bench-scale fuzz format \
         clean
 .DEFAULT_GOAL := all
 
@@ -144,6 +145,10 @@ bench-lookup: $(BUILD)/bench/bench_lookup
 
 bench-takeover: all
 	@bench/bench_takeover.sh $(BUILD)/soundhash
+
+# Recognition at 10, 100 and 1,000 hours (distractors from Debian game music; cached in the data dir)
+bench-scale: $(BUILD)/bench/bench_scale
+	@bench/bench_scale.sh $(BUILD)/bench/bench_scale $(BENCH_SCALE_HOURS)
 
 # libFuzzer builds live in build/libfuzzer (build/fuzz holds the replay builds `make test` runs:
 # a libFuzzer binary there would fuzz forever instead of replaying). Each target runs
