@@ -20,8 +20,8 @@
  *            any pitch shift), 3 both.
  *        V is the smallest count whose total audio reaches H hours. Each variant is fingerprinted
  *        with the index config by the real extractor; a source's variants are cached in one file
- *        (DATA/bench/scale/fp<V>/src/<sha256>.fpv), so gen resumes where it stopped and a new
- *        fingerprint version regenerates. The dev corpus (the indexed tracks the queries are cut
+ *        (DATA/bench/scale/fp<V>/src/<sha256>.fpv), so gen resumes where it stopped, a larger
+ *        --hours only adds the missing variants, and a new fingerprint version regenerates. The dev corpus (the indexed tracks the queries are cut
  *        from) is fingerprinted the same way, variant 0 only, under its manifest file names.
  * build  8 LMDB shards (split by sh_shard_of like the edge's) holding the dev corpus plus the
  *        distractor variants in (variant, source) order up to H hours in all, written in bulk
@@ -264,11 +264,38 @@ static int gen_variant(sh_fp *fp, FILE *f, const float *y, size_t n, int v, int 
                : -1;
 }
 
+/* Copies the `nvar` variant records of the cached file `path` (header skipped) to out. */
+static int copy_variants(const char *path, int nvar, FILE *out)
+{
+    FILE *f = fopen(path, "rb");
+    int rc = f && fseek(f, 8, SEEK_SET) == 0 ? 0 : -1;
+    static const size_t fixed = 4 + sizeof(double) + 4;
+    uint8_t head[16];
+    sh_hash buf[4096];
+    for (int v = 0; v < nvar && !rc; v++) {
+        uint32_t n;
+        rc = fread(head, fixed, 1, f) == 1 && fwrite(head, fixed, 1, out) == 1 ? 0 : -1;
+        memcpy(&n, head + 4 + sizeof(double), 4);
+        while (!rc && n) {
+            const size_t k = n < 4096 ? n : 4096;
+            rc = fread(buf, sizeof *buf, k, f) == k && fwrite(buf, sizeof *buf, k, out) == k ? 0
+                                                                                          : -1;
+            n -= (uint32_t)k;
+        }
+    }
+    if (f)
+        fclose(f);
+    return rc;
+}
+
+/* The source's variants [0, g->nvar) in its cache file; a file holding fewer keeps those and
+ * gets the rest appended (gen --hours 100 then --hours 1000 fingerprints each variant once). */
 static int gen_one(gen_job *g, sh_fp *fp, const source *s)
 {
     char path[PATH_LEN], tmp[PATH_LEN + 8];
     fpv_path(g->c, s, g->dev, path, sizeof path);
-    if (fpv_nvar(path) >= g->nvar)
+    const int have = fpv_nvar(path) < 0 ? 0 : fpv_nvar(path);
+    if (have >= g->nvar)
         return 0;
     float *x;
     size_t n;
@@ -278,14 +305,17 @@ static int gen_one(gen_job *g, sh_fp *fp, const source *s)
     FILE *f = fopen(tmp, "wb");
     const uint32_t hdr[2] = {FPV_MAGIC, (uint32_t)g->nvar};
     int rc = f && fwrite(hdr, sizeof hdr, 1, f) == 1 ? 0 : -1;
+    if (!rc && have)
+        rc = copy_variants(path, have, f);
     long long np = 0;
-    for (int j = 0; !rc && 4 * j < g->nvar; j++) {
+    for (int j = have / 4; !rc && 4 * j < g->nvar; j++) {
         const double fac = factor_of(4 * j);
         size_t m = n;
         float *y = fac == 1 ? x : speed(x, n, g->rate, fac, &m);
         float *t = malloc((m ? m : 1) * sizeof *t);
         for (int c = 0; y && t && !rc && c < 4 && 4 * j + c < g->nvar; c++)
-            rc = gen_variant(fp, f, y, m, 4 * j + c, g->rate, t, &np);
+            if (4 * j + c >= have)
+                rc = gen_variant(fp, f, y, m, 4 * j + c, g->rate, t, &np);
         rc = rc || !y || !t ? -1 : 0;
         free(t);
         if (y != x)
