@@ -5,7 +5,7 @@
  *
  *   bench_scale gen   --data DIR --hours H [--threads N]
  *   bench_scale build --data DIR --hours H
- *   bench_scale query --data DIR --hours H [--queries DIR] [--reps R] [--len S]
+ *   bench_scale query --data DIR --hours H [--queries DIR] [--reps R] [--len S] [--stop N]
  *
  * gen    the distractor fingerprints. Sources: DIR/corpus/distract/manifest.csv
  *        (bench/make_distractors.sh: real music from Debian game packages that share no track with
@@ -32,7 +32,8 @@
  *        answered --reps times: each shard looked up and ranked (sh_recognize_shard, as the edge
  *        does) and the most confident answer kept. Prints votes per query, wall and thread-CPU
  *        p50/p99 per query (all 8 shards), top-1 accuracy of the positives (per condition) and
- *        false matches on the negatives.
+ *        false matches on the negatives. --stop: the shards' stop_postings (sh_shard_opts; 0 =
+ *        the default).
  * Benchmark code: problems go to stderr and the exit status is 1.
  */
 #include "bench_util.h"
@@ -493,14 +494,17 @@ static void shards_path(const ctx *c, double hours, char *buf, size_t cap)
     snprintf(buf, cap, "%s/shards-%gh", c->dir, hours);
 }
 
-static int shards_open(const char *dir, shards *sh)
+static int shards_open(const char *dir, uint32_t stop, shards *sh)
 {
     char path[PATH_LEN];
+    sh_shard_opts o;
+    sh_shard_opts_default(&o);
+    o.stop_postings = stop;
     memset(sh, 0, sizeof *sh);
     for (int k = 0; k < NSHARDS; k++) {
         sh_err e = {0};
         snprintf(path, sizeof path, "%s/shard-%d", dir, k);
-        if (sh_shard_open(path, NULL, &sh->s[k], &e)) {
+        if (sh_shard_open(path, &o, &sh->s[k], &e)) {
             fprintf(stderr, "%s: %s\n", path, sh_err_text(&e));
             return -1;
         }
@@ -538,7 +542,7 @@ static int do_build(const ctx *c, double hours, const char *dir)
 {
     shards sh;
     char path[PATH_LEN + 16];
-    if (mkdirs(dir) || shards_open(dir, &sh))
+    if (mkdirs(dir) || shards_open(dir, 0, &sh))
         return -1;
     const double t0 = sh_clock_mono_s();
     double h = 0;
@@ -707,6 +711,7 @@ static int cmd_query(int argc, char **argv)
     const double hours = strtod(arg(argc, argv, "--hours", "10"), NULL);
     const int reps = (int)strtol(arg(argc, argv, "--reps", "2"), NULL, 10);
     const int len = (int)strtol(arg(argc, argv, "--len", "10"), NULL, 10);
+    const uint32_t stop = (uint32_t)strtoul(arg(argc, argv, "--stop", "0"), NULL, 10);
     char qdef[1200], dir[PATH_LEN];
     snprintf(qdef, sizeof qdef, "%s/q1536/queries/dev", c.data);
     const char *qdir = arg(argc, argv, "--queries", qdef);
@@ -717,7 +722,7 @@ static int cmd_query(int argc, char **argv)
     shards sh;
     sh_recognizer *rz = NULL;
     sh_err e = {0};
-    if (reps < 1 || load_queries(qdir, len, q, &nq, conds, &ncond) || shards_open(dir, &sh) ||
+    if (reps < 1 || load_queries(qdir, len, q, &nq, conds, &ncond) || shards_open(dir, stop, &sh) ||
         sh_recognizer_new(NULL, &rz, &e)) {
         ctx_free(&c);
         return 1;
@@ -752,6 +757,7 @@ static int cmd_query(int argc, char **argv)
                 pos_ok += ok[k];
             }
         }
+        printf("stop_postings %s: ", stop ? arg(argc, argv, "--stop", "") : "default");
         printf("queries %gh (%d s): %d queries x %d, %.0f hashes and %.0f votes per query; wall p50 "
                "%.2f ms p99 %.2f ms | CPU p50 %.2f ms p99 %.2f ms; top-1 %.2f %% (%d/%d), false "
                "matches %d/%d\n",

@@ -24,9 +24,9 @@ while [ $# -gt 0 ]; do
 done
 MIN_S=45; MAX_S=1800
 PKGS=(naev-data freeorion-data hedgewars-data flare-game lincity-ng-data widelands-data
-      freedroidrpg-data supertux-data megaglest-data fillets-ng-data frozen-bubble-data
-      openarena-data trigger-rally-data supertuxkart-data nexuiz-music marsshooter-data
-      pushover-data scorched3d-data dreamchess-data pingus-data)
+      freedroidrpg-data supertux-data megaglest-data fillets-ng-data frozen-bubble-data)
+# (measured: 213 files, 9.85 h. More music for a bigger catalogue, not yet in the figures:
+#  supertuxkart-data, nexuiz-music, marsshooter-data, pushover-data, scorched3d-data.)
 PKGDIR="$ROOT/pkgs"; OUT="$ROOT/corpus/distract"
 mkdir -p "$PKGDIR/debs" "$PKGDIR/x" "$OUT"
 for c in apt-get dpkg soxi sha256sum; do

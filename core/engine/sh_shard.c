@@ -372,6 +372,7 @@ int sh_shard_open(const char *dir, const sh_shard_opts *o, sh_shard **out, sh_er
     s->map_size = o->map_size ? o->map_size : SH_MAP_DEFAULT;
     s->map_max = o->map_size_max ? o->map_size_max : SH_MAP_MAX_DEFAULT;
     s->fp_version = o->fp_version > 0 ? o->fp_version : SH_FP_VERSION;
+    s->stop_postings = o->stop_postings ? o->stop_postings : SH_SHARD_STOP_POSTINGS_DEFAULT;
     int want_fp = o->fp_version < 0 ? -1 : s->fp_version;
     rc = env_open(s, e);
     if (!rc)
@@ -557,6 +558,7 @@ typedef struct lookup_ctx {
     const uint32_t *dead; /* sorted dead track numbers */
     size_t ndead;
     size_t votes;
+    size_t stop; /* hash values with more postings than this cast no vote */
 } lookup_ctx;
 
 static bool is_dead(const lookup_ctx *l, uint32_t track)
@@ -615,7 +617,10 @@ static int vote_range(lookup_ctx *l, uint32_t key, const MDB_val *v, size_t i, s
                 c.i = r.n;
             else if (sh_range_seek(&r, key, &c, h + 1))
                 return vote_corrupt(l, key, e);
-            vote_run(l, &r, x0, c.i, qi, qe);
+            /* The writer never splits a hash's run across ranges (range keys are hash values),
+             * so c.i - x0 is all the postings of h in the shard. */
+            if (c.i - x0 <= l->stop)
+                vote_run(l, &r, x0, c.i, qi, qe);
         }
         qi = qe;
     }
@@ -746,7 +751,7 @@ int sh_shard_lookup_fp(sh_shard *s, int fp_version, const sh_hash *q, size_t n, 
     if (n)
         memcpy(sorted, q, n * sizeof *q);
     sort_query(sorted, sorted + n, n);
-    lookup_ctx l = {.s = s, .m = m, .q = sorted, .nq = n};
+    lookup_ctx l = {.s = s, .m = m, .q = sorted, .nq = n, .stop = s->stop_postings};
     uint32_t *dead = NULL;
     bool refresh = false;
     int rc = lookup_txn(&l, fp_version, &dead, &refresh, e);

@@ -80,7 +80,16 @@ typedef struct sh_shard_opts {
                             existing shard without a posting index of it is refused
                             (SH_EUNSUPPORTED) unless this is -1 (any: the handle takes the shard's
                             first fp_version; edges, stats, delete). */
+    uint32_t stop_postings; /* lookups cast no vote for a hash value that has more postings than
+                            this in the shard: a "stop hash", shared by so many tracks that it
+                            says little about which one a clip is from, while its votes cost the
+                            most (the votes per query grow with the catalogue through them).
+                            0 = SH_SHARD_STOP_POSTINGS_DEFAULT; UINT32_MAX = no cap. */
 } sh_shard_opts;
+
+/* The default cap on postings per hash value voted by a lookup (sh_shard_opts.stop_postings);
+ * measured with bench/bench_scale.sh (README, "Recognition at scale"). */
+#define SH_SHARD_STOP_POSTINGS_DEFAULT 0xffffffffu
 
 void sh_shard_opts_default(sh_shard_opts *o);
 
@@ -193,7 +202,8 @@ int sh_shard_compact(sh_shard *s, sh_err *e);
 /* Votes, into `m`, every stored posting (track, t_db) of fp_version `fp_version` whose hash equals
  * a query hash (at t_query, computed with that fingerprint version): sh_matcher_vote(m, track,
  * t_db, t_query). Postings of deleted tracks and of other fp_versions are never voted (no votes
- * when the shard holds none of fp_version). Does not reset `m`. Runs in one read transaction;
+ * when the shard holds none of fp_version), nor those of a hash value with more postings than the
+ * handle's stop_postings (sh_shard_opts). Does not reset `m`. Runs in one read transaction;
  * safe from many threads at once. `*postings` (may be NULL) gets the number of votes cast.
  * While a catalogue is reindexed a shard holds two fp_versions: fingerprint the query once per
  * version sh_shard_fp_versions() lists, look each up with a matcher of that version's query

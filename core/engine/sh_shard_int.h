@@ -63,6 +63,7 @@ struct sh_shard {
     char *dir;
     size_t map_size, map_max;
     int fp_version;  /* this handle's default (puts without one, sh_shard_lookup) */
+    uint32_t stop_postings; /* lookups skip hash values with more postings (sh_shard_opts) */
     int base_fp;     /* the shard's first fp_version: its index is "post" */
     int format;      /* SH_SHARD_FORMAT or SH_SHARD_FORMAT_V1 (then read_only) */
     bool read_only;

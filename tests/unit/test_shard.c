@@ -863,6 +863,51 @@ static void test_repack(void **state)
     assert_int_equal(sh_shard_repack(path, NULL, 0, NULL, NULL, &e), SH_ENOTFOUND);
 }
 
+/* stop_postings: a hash value with more postings than the cap in the shard casts no vote; one at
+ * the cap still votes; the default (no cap) votes them all. */
+static void test_lookup_stop_postings(void **state)
+{
+    fixture *f = *state;
+    enum { NT = 12, COMMON = 0x00abcdefu, RARE = 0x7fff0001u, OTHER = 0x10000000u };
+    sh_shard_batch *b;
+    sh_err e = {0};
+    char id[NT][16];
+    assert_int_equal(sh_shard_batch_begin(f->s, 0, &b, &e), 0);
+    for (int i = 0; i < NT; i++) {
+        snprintf(id[i], sizeof id[i], "s%d", i);
+        /* every track: the common hash; track 0 also the rare one; tracks 0-4 another (5) */
+        sh_hash h[3] = {{.hash = COMMON, .t = (uint32_t)i}, {.hash = OTHER, .t = 7},
+                        {.hash = RARE, .t = 9}};
+        const size_t n = i == 0 ? 3 : i < 5 ? 2 : 1;
+        sh_shard_track t = {.id = id[i], .version = 1, .duration_s = 5.0};
+        assert_int_equal(sh_shard_batch_put(b, &t, h, n, &e), 0);
+    }
+    assert_int_equal(sh_shard_batch_commit(b, NULL, &e), 0);
+    const sh_hash q[3] = {{.hash = COMMON, .t = 1}, {.hash = OTHER, .t = 2}, {.hash = RARE, .t = 3}};
+    const uint32_t caps[4] = {0, NT, NT - 1, 5}, want[4] = {NT + 5 + 1, NT + 5 + 1, 5 + 1, 5 + 1};
+    for (int c = 0; c < 4; c++) {
+        sh_shard_free(f->s);
+        sh_shard_opts o;
+        sh_shard_opts_default(&o);
+        o.stop_postings = caps[c];
+        assert_int_equal(sh_shard_open(f->dir, &o, &f->s, &e), 0);
+        sh_matcher_reset(f->m);
+        size_t votes = 0;
+        assert_int_equal(sh_shard_lookup(f->s, q, 3, f->m, &votes, &e), 0);
+        assert_int_equal(votes, want[c]);
+    }
+    /* cap 4: the 5-posting hash is a stop hash too; only the rare one votes */
+    sh_shard_free(f->s);
+    sh_shard_opts o;
+    sh_shard_opts_default(&o);
+    o.stop_postings = 4;
+    assert_int_equal(sh_shard_open(f->dir, &o, &f->s, &e), 0);
+    sh_matcher_reset(f->m);
+    size_t votes = 0;
+    assert_int_equal(sh_shard_lookup(f->s, q, 3, f->m, &votes, &e), 0);
+    assert_int_equal(votes, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -875,6 +920,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repack, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lookup_matches_reference, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lookup_stop_postings, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
