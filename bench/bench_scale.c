@@ -24,7 +24,7 @@
  *        --hours only adds the missing variants, and a new fingerprint version regenerates. The dev corpus (the indexed tracks the queries are cut
  *        from) is fingerprinted the same way, variant 0 only, under its manifest file names.
  * build  8 LMDB shards (split by sh_shard_of like the edge's) holding the dev corpus plus the
- *        distractor variants in (variant, source) order up to H hours in all, written in bulk
+ *        distractor variants in (source, variant) order up to H hours in all, written in bulk
  *        batches; cached in DATA/bench/scale/fp<V>/shards-<H>h (with a "built" record of the
  *        build's time and sizes). Prints the build time, postings and index bytes per hour.
  * query  every query of --len seconds (default 10) of the query set (default
@@ -439,7 +439,7 @@ typedef struct want {
 } want;
 
 static int put_file(shards *sh, const ctx *c, const source *s, int dev, want w, double *hours,
-                    size_t *np, int *ntracks)
+                    size_t *np, int *ntracks, double upto)
 {
     char path[PATH_LEN], id[300];
     fpv_path(c, s, dev, path, sizeof path);
@@ -453,7 +453,7 @@ static int put_file(shards *sh, const ctx *c, const source *s, int dev, want w, 
     }
     int rc = 0;
     sh_hash *h = NULL;
-    for (uint32_t i = 0; i < hdr[1] && !rc; i++) {
+    for (uint32_t i = 0; i < hdr[1] && !rc && *hours < upto; i++) {
         uint32_t code, n;
         double dur;
         if (fread(&code, 4, 1, f) != 1 || fread(&dur, sizeof dur, 1, f) != 1 ||
@@ -549,11 +549,11 @@ static int do_build(const ctx *c, double hours, const char *dir)
     size_t np = 0;
     int nt = 0, rc = 0;
     for (int i = 0; i < c->ndev && !rc; i++)
-        rc = put_file(&sh, c, &c->dev[i], 1, (want){0, 1}, &h, &np, &nt);
-    /* (variant, source) order up to the hours asked for */
-    for (int v = 0; v < NVARIANTS && !rc && h < hours; v++)
-        for (int i = 0; i < c->nsrc && !rc && h < hours; i++)
-            rc = put_file(&sh, c, &c->src[i], 0, (want){v, v + 1}, &h, &np, &nt);
+        rc = put_file(&sh, c, &c->dev[i], 1, (want){0, 1}, &h, &np, &nt, 1e9);
+    /* (source, variant) order up to the hours asked for: gen makes a source's variants together,
+     * so a size is buildable as soon as the sources before it are done */
+    for (int i = 0; i < c->nsrc && !rc && h < hours; i++)
+        rc = put_file(&sh, c, &c->src[i], 0, (want){0, NVARIANTS}, &h, &np, &nt, hours);
     for (int k = 0; k < NSHARDS && !rc; k++) {
         sh_err e = {0};
         if (sh.b[k] && (rc = sh_shard_batch_commit(sh.b[k], NULL, &e)))
