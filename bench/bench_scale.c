@@ -6,6 +6,7 @@
  *   bench_scale gen   --data DIR --hours H [--threads N]
  *   bench_scale build --data DIR --hours H
  *   bench_scale query --data DIR --hours H [--queries DIR] [--reps R] [--len S] [--stop N]
+ *                     [--sort once|per-shard]
  *
  * gen    the distractor fingerprints. Sources: DIR/corpus/distract/manifest.csv
  *        (bench/make_distractors.sh: real music from Debian game packages that share no track with
@@ -33,7 +34,9 @@
  *        does) and the most confident answer kept. Prints votes per query, wall and thread-CPU
  *        p50/p99 per query (all 8 shards), top-1 accuracy of the positives (per condition) and
  *        false matches on the negatives. --stop: the shards' stop_postings (sh_shard_opts; 0 =
- *        the default).
+ *        the default). --sort once (default): the query's hashes are sorted once
+ *        (sh_shard_query_sort, inside the timed part) and each shard's lookup uses them as they
+ *        are; per-shard: each lookup sorts its own copy, as the edge does today.
  * Benchmark code: problems go to stderr and the exit status is 1.
  */
 #include "bench_util.h"
@@ -680,17 +683,27 @@ static double thread_cpu_s(void)
 
 /* One query against every shard, as the edge answers it: the most confident answer's id (""
  * for no match) into best. */
-static int answer(sh_recognizer *rz, shards *sh, const query *q, char *best, size_t cap,
-                  size_t *votes)
+static int answer(sh_recognizer *rz, shards *sh, const query *q, sh_hash *scratch, int sort_once,
+                  char *best, size_t cap, size_t *votes)
 {
     double conf = -1;
     best[0] = '\0';
+    const sh_hash *h = q->h;
+    if (sort_once) { /* the hashes as a client sends them, sorted once for the 8 lookups */
+        sh_err e = {0};
+        memcpy(scratch, q->h, q->n * sizeof *scratch);
+        if (sh_shard_query_sort(scratch, q->n, &e)) {
+            fprintf(stderr, "sort: %s\n", sh_err_text(&e));
+            return -1;
+        }
+        h = scratch;
+    }
     for (int k = 0; k < NSHARDS; k++) {
         sh_recognize_answer a[4];
         size_t na = 0;
         sh_recognize_stats st;
         sh_err e = {0};
-        if (sh_recognize_shard(rz, sh->s[k], q->h, q->n, 4, a, &na, &st, &e)) {
+        if (sh_recognize_shard(rz, sh->s[k], h, q->n, 4, a, &na, &st, &e)) {
             fprintf(stderr, "lookup: %s\n", sh_err_text(&e));
             return -1;
         }
@@ -712,6 +725,7 @@ static int cmd_query(int argc, char **argv)
     const int reps = (int)strtol(arg(argc, argv, "--reps", "2"), NULL, 10);
     const int len = (int)strtol(arg(argc, argv, "--len", "10"), NULL, 10);
     const uint32_t stop = (uint32_t)strtoul(arg(argc, argv, "--stop", "0"), NULL, 10);
+    const int sort_once = strcmp(arg(argc, argv, "--sort", "once"), "per-shard") != 0;
     char qdef[1200], dir[PATH_LEN];
     snprintf(qdef, sizeof qdef, "%s/q1536/queries/dev", c.data);
     const char *qdir = arg(argc, argv, "--queries", qdef);
@@ -728,6 +742,14 @@ static int cmd_query(int argc, char **argv)
         return 1;
     }
     double *ms = malloc(2 * sizeof *ms * (size_t)nq * (size_t)reps), *cpu = ms + nq * reps;
+    size_t maxn = 1;
+    for (int i = 0; i < nq; i++)
+        maxn = q[i].n > maxn ? q[i].n : maxn;
+    sh_hash *scratch = malloc(maxn * sizeof *scratch);
+    if (!scratch) {
+        free(ms);
+        ms = NULL;
+    }
     int ok[MAX_CONDS] = {0}, tot[MAX_CONDS] = {0}, n = 0, rc = 0;
     size_t votes = 0, hashes = 0;
     char best[300];
@@ -735,7 +757,7 @@ static int cmd_query(int argc, char **argv)
         for (int i = 0; i < nq && !rc; i++) {
             size_t v = 0;
             const double t0 = sh_clock_mono_s(), c0 = thread_cpu_s();
-            rc = answer(rz, &sh, &q[i], best, sizeof best, &v);
+            rc = answer(rz, &sh, &q[i], scratch, sort_once, best, sizeof best, &v);
             cpu[n] = (thread_cpu_s() - c0) * 1e3;
             ms[n++] = (sh_clock_mono_s() - t0) * 1e3;
             if (r)
@@ -757,7 +779,8 @@ static int cmd_query(int argc, char **argv)
                 pos_ok += ok[k];
             }
         }
-        printf("stop_postings %s: ", stop ? arg(argc, argv, "--stop", "") : "default");
+        printf("stop_postings %s, sort %s: ", stop ? arg(argc, argv, "--stop", "") : "default",
+               sort_once ? "once" : "per shard");
         printf("queries %gh (%d s): %d queries x %d, %.0f hashes and %.0f votes per query; wall p50 "
                "%.2f ms p99 %.2f ms | CPU p50 %.2f ms p99 %.2f ms; top-1 %.2f %% (%d/%d), false "
                "matches %d/%d\n",
@@ -771,6 +794,7 @@ static int cmd_query(int argc, char **argv)
         printf("\n");
     }
     free(ms);
+    free(scratch);
     sh_recognizer_free(rz);
     shards_close(&sh);
     for (int i = 0; i < nq; i++)

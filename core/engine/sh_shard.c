@@ -549,6 +549,31 @@ static void sort_query(sh_hash *q, sh_hash *tmp, size_t n)
         memcpy(q, src, n * sizeof *q);
 }
 
+/* Whether q[0..n) is in cmp_hash_only's order already. */
+static bool query_sorted(const sh_hash *q, size_t n)
+{
+    for (size_t i = 1; i < n; i++)
+        if (q[i - 1].hash > q[i].hash || (q[i - 1].hash == q[i].hash && q[i - 1].t > q[i].t))
+            return false;
+    return true;
+}
+
+int sh_shard_query_sort(sh_hash *q, size_t n, sh_err *e)
+{
+    if (!q && n)
+        return sh_err_set(e, SH_EINVAL, "query sort: NULL argument");
+    if (n < 2 || query_sorted(q, n))
+        return 0;
+    if (n > SIZE_MAX / sizeof(sh_hash))
+        return sh_err_set(e, SH_ETOOBIG, "query sort: %zu hashes", n);
+    sh_hash *tmp = malloc(n * sizeof *tmp);
+    if (!tmp)
+        return sh_err_set(e, SH_ENOMEM, "query sort: out of memory");
+    sort_query(q, tmp, n);
+    free(tmp);
+    return 0;
+}
+
 typedef struct lookup_ctx {
     sh_shard *s;
     MDB_dbi post; /* the posting index of the query's fp_version */
@@ -745,13 +770,14 @@ int sh_shard_lookup_fp(sh_shard *s, int fp_version, const sh_hash *q, size_t n, 
         *postings = 0;
     if (n > SIZE_MAX / (2 * sizeof(sh_hash)))
         return sh_err_set(e, SH_ETOOBIG, "lookup: %zu query hashes", n);
-    sh_hash *sorted = malloc((n ? 2 * n : 1) * sizeof *sorted); /* the hashes, then scratch */
-    if (!sorted)
-        return sh_err_set(e, SH_ENOMEM, "lookup: out of memory");
-    if (n)
+    sh_hash *sorted = NULL; /* a sorted copy, when q is not in lookup order */
+    if (!query_sorted(q, n)) {
+        if (!(sorted = malloc(2 * n * sizeof *sorted))) /* the hashes, then scratch */
+            return sh_err_set(e, SH_ENOMEM, "lookup: out of memory");
         memcpy(sorted, q, n * sizeof *q);
-    sort_query(sorted, sorted + n, n);
-    lookup_ctx l = {.s = s, .m = m, .q = sorted, .nq = n, .stop = s->stop_postings};
+        sort_query(sorted, sorted + n, n);
+    }
+    lookup_ctx l = {.s = s, .m = m, .q = sorted ? sorted : q, .nq = n, .stop = s->stop_postings};
     uint32_t *dead = NULL;
     bool refresh = false;
     int rc = lookup_txn(&l, fp_version, &dead, &refresh, e);

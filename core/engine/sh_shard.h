@@ -212,6 +212,12 @@ int sh_shard_compact(sh_shard *s, sh_err *e);
 int sh_shard_lookup_fp(sh_shard *s, int fp_version, const sh_hash *q, size_t n, sh_matcher *m,
                        size_t *postings, sh_err *e);
 
+/* Sorts q[0..n) into the order a lookup works in (by hash, then t). A lookup given hashes in
+ * that order uses them as they are; otherwise it sorts a copy, every time: a caller looking one
+ * query up in several shards sorts it once here (at 8 shards, 30 % of a lookup's instructions
+ * were these repeated sorts). Errors: SH_ENOMEM. */
+int sh_shard_query_sort(sh_hash *q, size_t n, sh_err *e);
+
 /* sh_shard_lookup_fp() with the handle's fp_version (sh_shard_fp_version()). */
 int sh_shard_lookup(sh_shard *s, const sh_hash *q, size_t n, sh_matcher *m, size_t *postings,
                     sh_err *e);

@@ -300,6 +300,21 @@ static void test_lookup_matches_reference(void **state)
         assert_int_equal(n1, n2);
         assert_true(round > 0 || n1 > 0); /* the live stretch is found */
         assert_memory_equal(r1, r2, n1 * sizeof *r1);
+        /* Sorted once by the caller (sh_shard_query_sort), the lookup uses the hashes as they
+         * are: the same votes and answers. */
+        sh_hash *qs = malloc(NQ * sizeof *qs);
+        memcpy(qs, q, NQ * sizeof *qs);
+        assert_int_equal(sh_shard_query_sort(qs, NQ, &e), 0);
+        for (size_t j = 1; j < NQ; j++)
+            assert_true(qs[j - 1].hash < qs[j].hash ||
+                        (qs[j - 1].hash == qs[j].hash && qs[j - 1].t <= qs[j].t));
+        sh_matcher_reset(f->m);
+        assert_int_equal(sh_shard_lookup(f->s, qs, NQ, f->m, &got, &e), 0);
+        assert_int_equal(got, ref_vote(ref, p, np, q, NQ));
+        assert_int_equal(sh_matcher_result(f->m, r1, 16, &n1), 0);
+        assert_int_equal(n1, n2);
+        assert_memory_equal(r1, r2, n1 * sizeof *r1);
+        free(qs);
     }
     free(q);
     sh_matcher_free(ref);
