@@ -554,6 +554,21 @@ static int failed(ed *x, sh_http_resp *resp, const ed_match *m, const sh_err *e)
     return refuse(x, resp, m->status, sh_err_text(e));
 }
 
+/* A query's hash times (frames from the clip's start; q is in t-order) must lie within
+ * --max-clip-s, like decoded audio: far times would only cost the matcher memory. */
+static int clip_fits(const ed *x, const sh_qhash *q, sh_err *e)
+{
+    sh_fp_config c;
+    if (!q->n || sh_fp_config_for_version(q->fp_version, &c, e))
+        return 1;
+    const double last_s = (double)q->h[q->n - 1].t * sh_fp_frame_seconds(&c);
+    if (last_s <= (double)x->cfg.max_clip_s + 1.0)
+        return 1;
+    sh_err_set(e, SH_EINVAL, "hash times span %.0f s, past the %ld s a clip may last (--max-clip-s)",
+               last_s, x->cfg.max_clip_s);
+    return 0;
+}
+
 /* Client hashes: parsed (capped at max_hashes), version checked, looked up. */
 static int match_hashes(ed *x, ed_slot *slot, const sh_http_req *req, int binary, size_t k,
                         const unsigned char *want, double t0, sh_http_resp *resp)
@@ -568,6 +583,10 @@ static int match_hashes(ed *x, ed_slot *slot, const sh_http_req *req, int binary
         rc = refuse_version(x, resp, q.fp_version);
         sh_qhash_free(&q);
         return rc;
+    }
+    if (!clip_fits(x, &q, &e)) {
+        sh_qhash_free(&q);
+        return refuse(x, resp, 422, sh_err_text(&e));
     }
     ed_match m;
     rc = ed_match_hashes(x, slot, q.fp_version, q.h, q.n, k, want, &m, &e);

@@ -165,6 +165,13 @@ size_t sh_matcher_votes(const sh_matcher *m)
 
 void sh_matcher_vote(sh_matcher *m, uint32_t track, uint32_t t_db, uint32_t t_query)
 {
+    /* refine() sizes its histogram by the scale slack over the query's time span: a query time
+     * past SH_MATCH_TQ_MAX (a hostile client's t) would ask for gigabytes; such votes are not
+     * counted, like votes past max_votes. */
+    if (t_query > SH_MATCH_TQ_MAX) {
+        m->dropped++;
+        return;
+    }
     if (sh_vec_reserve(&m->v, &m->cap, m->n + 1, m->mc.max_votes)) {
         m->dropped++; /* cap reached or out of memory: the query is judged on the votes kept */
         return;

@@ -76,8 +76,13 @@ int sh_matcher_configure(sh_matcher *m, const sh_match_config *mc, sh_err *e);
 /* Forgets all votes; keeps buffers. */
 void sh_matcher_reset(sh_matcher *m);
 
+/* Longest query time a vote may carry, in frames (2^18: 70 min at 16 ms frames). Bounds the
+ * fine stage's histogram (~4 MiB at most) whatever times a client sends. */
+#define SH_MATCH_TQ_MAX (1u << 18)
+
 /* Hot path: one posting (track, t_db) found for a query hash at t_query. Never fails: beyond
- * max_votes votes are counted as dropped and ignored. */
+ * max_votes votes, and votes with t_query > SH_MATCH_TQ_MAX, are counted as dropped and
+ * ignored. */
 void sh_matcher_vote(sh_matcher *m, uint32_t track, uint32_t t_db, uint32_t t_query);
 
 /* Votes so far (including dropped ones). */

@@ -184,7 +184,9 @@ malformed "hashes: a negative t" 400 '{"fp_version":3,"hash_list":[[7,-1]]}' spe
 malformed "hashes: an array, not an object" 400 '[[1,2]]' spec-invalid
 malformed "hashes of fp_version 9" 422 '{"fp_version":9,"hash_list":[[1,2]]}'
 check "... the 422 names the versions held and those compared" \
-  test "$(jq -c '[.fp_versions, .supported]' "$BODY")" = "[[3],[2,3]]"
+  test "$(jq -c '[.fp_versions, .supported]' "$BODY")" = "[[3],[2,3,4]]"
+malformed "hashes: times 4e9 frames in (past --max-clip-s)" 422 '{"fp_version":3,"hash_list":[[7,4000000000],[8,4000000010]]}'
+check "... the 422 names the clip limit" grep -q 'max-clip-s' "$BODY"
 printf 'SHQ1\003\005\000' > "$SH_TMP/trunc.shq"
 bad "binary hashes: truncated" 400 POST /v1/match "${AUTH[@]}" "${SHQ[@]}" --data-binary @"$SH_TMP/trunc.shq"
 printf 'SHQ2\003\000' > "$SH_TMP/magic.shq"

@@ -344,6 +344,37 @@ static void test_duplicates_and_ties(void **state)
     sh_matcher_free(m);
 }
 
+/* A hostile client's far query times cost nothing: votes past SH_MATCH_TQ_MAX are dropped (the
+ * fine stage would size its histogram by them), an alignment just inside still matches. */
+static void test_far_query_times(void **state)
+{
+    (void)state;
+    for (int v = 3; v <= 4; v++) {
+        sh_fp_config c;
+        assert_int_equal(sh_fp_config_for_version(v, &c, NULL), 0);
+        sh_matcher *m = NULL;
+        assert_int_equal(sh_matcher_new(&c, &m, NULL), 0);
+        sh_match_config mc;
+        sh_match_config_for(&c, &mc);
+        assert_int_equal(sh_matcher_configure(m, &mc, NULL), 0);
+        for (uint32_t t = 0; t < 600; t += 5)
+            sh_matcher_vote(m, 1, 1000 + t, 4000000000u + t);
+        assert_int_equal(sh_matcher_votes(m), 120);
+        sh_match_result r[1];
+        size_t n = 9;
+        assert_int_equal(sh_matcher_result(m, r, 1, &n), 0);
+        assert_int_equal(n, 0);
+        sh_matcher_reset(m);
+        const uint32_t t0 = SH_MATCH_TQ_MAX - 600;
+        for (uint32_t t = 0; t <= 600; t += 5)
+            sh_matcher_vote(m, 2, 1000 + t, t0 + t);
+        assert_int_equal(sh_matcher_result(m, r, 1, &n), 0);
+        assert_int_equal(n, 1);
+        assert_int_equal(r[0].track, 2);
+        sh_matcher_free(m);
+    }
+}
+
 /* max_votes caps memory: extra votes are counted and ignored. */
 static void test_vote_cap_and_config(void **state)
 {
@@ -388,6 +419,7 @@ int main(void)
         cmocka_unit_test(test_threshold_per_mode),
         cmocka_unit_test(test_duplicates_and_ties),
         cmocka_unit_test(test_vote_cap_and_config),
+        cmocka_unit_test(test_far_query_times),
     };
     const struct CMUnitTest speed_tests[] = {
         cmocka_unit_test(test_excerpt_matches_at_offset),
