@@ -151,7 +151,7 @@ q = json.load(open(sys.argv[1]))
 open(sys.argv[2], "wb").write(shq1(q, len(q["hash_list"])))  # the clip's hashes
 open(sys.argv[3], "wb").write(shq1(q, int(sys.argv[4])))      # a count over the cap
 PY
-"$PY" "$SH_TMP/shq1.py" "$SH_TMP/hashes.json" "$SH_TMP/hashes.shq" "$SH_TMP/many.shq" 300000
+"$PY" "$SH_TMP/shq1.py" "$SH_TMP/hashes.json" "$SH_TMP/hashes.shq" "$SH_TMP/many.shq" 400000
 JSON=(-H 'Content-Type: application/json')
 SHQ=(-H 'Content-Type: application/vnd.soundhash.hashes')
 send "JSON hashes" POST "$ED" /v1/match "${AUTH[@]}" "${JSON[@]}" --data-binary @"$SH_TMP/hashes.json"
@@ -191,7 +191,7 @@ printf 'SHQ1\003\005\000' > "$SH_TMP/trunc.shq"
 bad "binary hashes: truncated" 400 POST /v1/match "${AUTH[@]}" "${SHQ[@]}" --data-binary @"$SH_TMP/trunc.shq"
 printf 'SHQ2\003\000' > "$SH_TMP/magic.shq"
 bad "binary hashes: a wrong magic" 400 POST /v1/match "${AUTH[@]}" "${SHQ[@]}" --data-binary @"$SH_TMP/magic.shq"
-bad "binary hashes: 300,000 (over the cap of a 60 s clip)" 413 POST /v1/match "${AUTH[@]}" "${SHQ[@]}" --data-binary @"$SH_TMP/many.shq"
+bad "binary hashes: 400,000 (over a 60 s clip's cap, 327,301 at fp_version 4, and the 2 MiB body cap; test_qhash covers the count cap alone)" 413 POST /v1/match "${AUTH[@]}" "${SHQ[@]}" --data-binary @"$SH_TMP/many.shq"
 bad "shards=8 (past the shard count)" 400 POST '/v1/match?shards=8' "${AUTH[@]}" "${JSON[@]}" --data-binary @"$SH_TMP/hashes.json"
 bad "shards=1,,2" 400 POST '/v1/match?shards=1,,2' "${AUTH[@]}" "${JSON[@]}" --data-binary @"$SH_TMP/hashes.json"
 
