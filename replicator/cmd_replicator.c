@@ -202,6 +202,19 @@ static void teardown(rp *r)
     sh_registry_free(r->reg);
 }
 
+/* SOUNDHASH_TEST_KILL_AFTER_ACKS (see rp_config): read once here, logged loudly when set. */
+static void test_hooks(rp_config *c)
+{
+    const char *v = getenv("SOUNDHASH_TEST_KILL_AFTER_ACKS");
+    char *end = NULL;
+    long n = v ? strtol(v, &end, 10) : 0;
+    if (!v || end == v || *end || n <= 0 || n > 1000000)
+        return;
+    c->test_kill_after_acks = n;
+    SH_WARN("test_hook", "SOUNDHASH_TEST_KILL_AFTER_ACKS=%ld: this process will SIGKILL itself "
+            "after %ld acknowledged rounds (fault injection for tests only)", n, n);
+}
+
 static int cmd_run(int argc, char **argv)
 {
     rp r;
@@ -222,6 +235,7 @@ static int cmd_run(int argc, char **argv)
         sh_opt_free(&spec);
         return code;
     }
+    test_hooks(&r.cfg);
     sh_stop stop;
     int rc = sh_stop_install(&stop, SH_STOP_IGNORE_SIGPIPE, &e);
     r.stop = &stop;

@@ -51,6 +51,11 @@ typedef struct rp_config {
     long connect_timeout_s;  /* bounded waits for Kafka and PostgreSQL at start */
     long zstd_level;
     size_t max_delta_bytes;  /* a delta's payload stays under this (one Kafka message) */
+    /* Fault-injection hook for the chaos suite (tests/chaos/storm.sh), inert unless the
+     * environment sets SOUNDHASH_TEST_KILL_AFTER_ACKS=N: the process SIGKILLs itself right after
+     * the N-th round whose deltas Kafka acknowledged, before its position moves — the one instant
+     * a timed kill from outside rarely hits. 0: off. Never an option, never in a config file. */
+    long test_kill_after_acks;
 } rp_config;
 
 /* One shard = one partition of the delta topic. */

@@ -12,6 +12,7 @@
 #include "sh_vec.h"
 
 #include <inttypes.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -487,6 +488,8 @@ static int round_once(rp *r, batch *b, batch *next, bool *idle, sh_err *e)
     }
     if (rc == 0 && o.n)
         rc = wait_acks(r, &o, e);
+    if (rc == 0 && o.n && r->cfg.test_kill_after_acks > 0 && --r->cfg.test_kill_after_acks == 0)
+        raise(SIGKILL); /* the chaos hook: Kafka holds these deltas, the position has not moved */
     if (rc)
         abandon_round(r, &o);
     r->inflight = NULL;
