@@ -9,6 +9,10 @@
 #   make bench      benchmarks, printing figures (make bench-edge / bench-lookup / bench-takeover: one
 #                   section; make bench-scale: the 10/100/1,000 h curve, not in make bench)
 #   make fuzz       libFuzzer builds (clang) of every fuzz target; FUZZ_SECONDS per target
+#   make chaos      a long seeded fault storm on a real Kafka cluster (tests/chaos/storm.sh;
+#                   CHAOS_SECONDS default 600, CHAOS_SEED repeats a run); 88_chaos is a short one
+#   make soak       sustained load for SOAK_MINUTES (default 10): CSV + PNG of throughput, lag
+#                   and RSS in build/soak, RSS flat and lag bounded asserted (tests/chaos/soak.sh)
 #   make format     clang-format every source file
 
 CC       ?= cc
@@ -60,7 +64,7 @@ FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 BENCH_BIN:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all deps test test-unit test-fuzz test-integration test-ops demo bench bench-edge bench-lookup bench-takeover bench-scale fuzz format \
-        clean
+        clean chaos soak
 .DEFAULT_GOAL := all
 
 all: deps
@@ -123,6 +127,18 @@ test-integration: deps
 	@$(MAKE) --no-print-directory build/asan/soundhash BUILD=build/asan SAN=1
 	@$(MAKE) --no-print-directory build/tsan/soundhash BUILD=build/tsan SAN=tsan
 	@tests/integration/run.sh build/soundhash build/asan/soundhash
+
+# The fault storm and the soak (tests/chaos/): long runs of their own, not part of `make test`
+# (88_chaos is the storm's short seeded run there).
+chaos: deps
+	@ops/kafka.sh fetch > /dev/null
+	@$(MAKE) --no-print-directory build/soundhash BUILD=build SAN=0
+	@tests/chaos/run.sh build/soundhash
+
+soak: deps
+	@ops/install-deps.sh soak
+	@$(MAKE) --no-print-directory build/soundhash BUILD=build SAN=0
+	@tests/chaos/soak-run.sh build/soundhash
 
 # The operations files (ops/tests/run.sh); its tools come with `ops/install-deps.sh ops`.
 test-ops:

@@ -6,6 +6,7 @@
 #   ops/install-deps.sh        what `make`, `make test` and `make demo` need
 #   ops/install-deps.sh ops    also what `make test-ops` needs: docker-compose (its `config`
 #                              parser; no Docker engine), systemd-analyze, and promtool
+#   ops/install-deps.sh soak   also gnuplot (gnuplot-nox), which draws `make soak`'s plot
 set -euo pipefail
 
 PKGS=(
@@ -22,6 +23,7 @@ if [ "${1:-}" = ops ]; then
   OPS=1
   PKGS+=(docker-compose systemd)
 fi
+[ "${1:-}" = soak ] && PKGS+=(gnuplot-nox)
 
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"

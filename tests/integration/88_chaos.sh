@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# A short seeded fault storm (tests/chaos/storm.sh; `make chaos` runs a long one): on a real 3-node
+# Kafka cluster, while ~100 track ids of the dev corpus are uploaded, re-uploaded, deleted and
+# reindexed and clients match against two edges, every fault kind strikes once or more (workers,
+# the replicator — also between Kafka's ack and its position —, edges, brokers by SIGKILL /
+# SIGSTOP / restart incl. the controller and partition leaders, a preferred-leader election,
+# PostgreSQL fast and immediate shutdown, retention forcing a snapshot bootstrap). Afterwards
+# nothing acknowledged is lost or duplicated, nothing deleted is anywhere, the edges verify, the
+# DLQ holds exactly the poison events and no match was wrong. SH_SEED / CHAOS_SEED repeats a run.
+set -euo pipefail
+export CHAOS_SEED="${CHAOS_SEED:-${SH_SEED:-$(( $(date +%s) % 100000 ))}}"
+export CHAOS_SECONDS="${CHAOS_SECONDS:-45}" CHAOS_TRACKS="${CHAOS_TRACKS:-80}" CHAOS_FAULT_GAP="${CHAOS_FAULT_GAP:-4}"
+exec bash "$SH_ROOT/tests/chaos/storm.sh"
