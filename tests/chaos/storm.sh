@@ -99,27 +99,32 @@ vnow() {
   w=$(( p + $(now_ms) - w ))
   echo $(( w < n ? w : n ))
 }
+# publish up|poison TAG ITEM...: one `ingest publish` of ITEMs (ID:SRC for up, ID for poison),
+# each logged as sent, then ack (in the output: Kafka acknowledged it) or nak. TAG names the temp
+# files (the loader and the fault loop publish concurrently, never the same ids).
+publish() {
+  local kind="$1" tag="$2" item id; shift 2
+  echo "track_id,uri" > "$C/manifest.$tag.csv"
+  for item in "$@"; do
+    if [ "$kind" = up ]; then echo "${item%%:*},pool/s${item#*:}.ogg"
+    else echo "$item,poison/$item.ogg"; fi
+  done >> "$C/manifest.$tag.csv"
+  for item in "$@"; do echo "sent $kind ${item%%:*} ${item#*:}"; done >> "$C/ops.log"
+  "$SH_BIN" ingest publish --brokers "$BOOT" --media-root "$MEDIA" --manifest "$C/manifest.$tag.csv" \
+    --timeout 20 > "$C/pub.$tag.out" 2>> "$C/pub.err" || true
+  for item in "$@"; do
+    id=${item%%:*}
+    if grep -q "\"track_id\":\"$id\"" "$C/pub.$tag.out"; then echo "ack $kind $id ${item#*:}"
+    else echo "nak $kind $id ${item#*:}"; fi
+  done >> "$C/ops.log"
+}
 run_ops() {
   local t kind rest
   while read -r t kind rest; do
     [ -e "$C/stop" ] && break
     while [ "$(vnow)" -lt "$t" ]; do sleep 0.1; done
     case "$kind" in
-      up|poison)
-        echo "track_id,uri" > "$C/manifest.csv"
-        local item id src
-        for item in $rest; do
-          if [ "$kind" = up ]; then id=${item%%:*}; src=${item#*:}; echo "$id,pool/s$src.ogg"
-          else echo "$item,poison/$item.ogg"; fi
-        done >> "$C/manifest.csv"
-        for item in $rest; do echo "sent $kind ${item%%:*} ${item#*:}"; done >> "$C/ops.log"
-        "$SH_BIN" ingest publish --brokers "$BOOT" --media-root "$MEDIA" --manifest "$C/manifest.csv" \
-          --timeout 20 > "$C/pub.out" 2>> "$C/pub.err" || true
-        for item in $rest; do
-          id=${item%%:*}
-          if grep -q "\"track_id\":\"$id\"" "$C/pub.out"; then echo "ack $kind $id ${item#*:}"
-          else echo "nak $kind $id ${item#*:}"; fi
-        done >> "$C/ops.log" ;;
+      up|poison) publish "$kind" run $rest ;;
       del)
         local args=() id
         for id in $rest; do args+=(--track-id "$id"); echo "sent del $id -"; done >> "$C/ops.log"
@@ -199,7 +204,17 @@ fault() { # KIND ARG: runs one fault to its end (the component restarted)
     replicator_ack)
       rp_stop TERM
       SOUNDHASH_TEST_KILL_AFTER_ACKS=$arg rp_up
-      set +e; timeout 60 tail --pid="$RP_PID" -f /dev/null; wait "$RP_PID"; local rc=$?; set -e
+      # rounds are acknowledged only while the primary changes: if the load is quiet, upload a
+      # track of this fault's own (hook-N ids: checked like every other upload)
+      local end=$(( $(date +%s) + 180 ))
+      while kill -0 "$RP_PID" 2> /dev/null && [ "$(date +%s)" -lt "$end" ]; do
+        timeout 5 tail --pid="$RP_PID" -f /dev/null || true
+        kill -0 "$RP_PID" 2> /dev/null || break
+        HOOK_N=$(( ${HOOK_N:-0} + 1 ))
+        publish up hook "hook-$(printf %04d "$HOOK_N"):$(( HOOK_N % NSRC ))"
+      done
+      kill -0 "$RP_PID" 2> /dev/null && { kill -9 "$RP_PID"; fail "the replicator's ack hook did not fire in 180 s"; }
+      set +e; wait "$RP_PID"; local rc=$?; set -e
       [ "$rc" -eq 137 ] || fail "the replicator's ack hook did not fire (exit $rc)"
       log "replicator killed itself after $arg acknowledged rounds, before moving its position"
       rp_up ;;
