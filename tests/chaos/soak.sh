@@ -6,9 +6,9 @@
 # assertions: after the warm-up (SOAK_WARMUP_S, default 20 % of the run) every process's RSS is
 # flat (least-squares slope times the remaining time under SOAK_RSS_GROWTH_MB, default 16 MB,
 # and under 10 % of its mean; anonymous RSS, see sample.py; tests/chaos/soak_report.py; the mock
-# broker, which keeps every message in memory, is reported, not judged), the lag stays bounded (replicator under SOAK_MAX_SEQ_LAG changes
-# behind the primary, default 400; edge lag under SOAK_MAX_EDGE_LAG_S, default 30 s), and the
-# run ends converged (`soundhash verify`). Uploads: SOAK_UPLOAD_RATE per second (default 1),
+# broker, which keeps every message in memory, is reported, not judged), the lag stays bounded
+# (replicator under SOAK_MAX_SEQ_LAG changes behind the primary, default 400; edge lag under
+# SOAK_MAX_EDGE_LAG_S, default 30 s), and the run ends converged (`soundhash verify`). Uploads: SOAK_UPLOAD_RATE per second (default 1),
 # re-uploads of the dev corpus under SOAK_TRACKS rotating ids (default 150, each re-upload another
 # source) with a delete every 10th; matching: SOAK_MATCH_RATE requests per second (default 4).
 # Output in SOAK_OUT (default build/soak): soak.csv, soak.png, summary.txt.
