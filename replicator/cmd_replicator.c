@@ -160,6 +160,25 @@ static int http_first(rp *r, sh_err *e)
     return rc;
 }
 
+/* The delta topic's tails, read at start by a fresh consumer. Right after a broker restart or a
+ * leader election its metadata may not know a partition yet ("Local: Unknown partition", found by
+ * the fault storm) or a leader may be missing: transient, so retried with backoff until
+ * --connect-timeout, as recover() does later. Positions that cannot be right (SH_EINVAL,
+ * SH_EFORMAT) are final. */
+static int positions_first(rp *r, sh_err *e)
+{
+    int64_t end = (int64_t)sh_clock_mono_ms() + (int64_t)r->cfg.connect_timeout_s * 1000;
+    for (int attempt = 0;; attempt++) {
+        int rc = rp_positions_load(r, (int)r->cfg.connect_timeout_s * 1000, e);
+        if (rc == 0 || rc == SH_EINVAL || rc == SH_EFORMAT || rc == SH_ENOMEM ||
+            (int64_t)sh_clock_mono_ms() >= end)
+            return rc;
+        SH_WARN("positions_retry", "code=%s msg=%s", sh_err_name(rc), SH_Q(sh_err_text(e)));
+        if (sh_clock_sleep_ms(sh_backoff_ms(200, 5000, attempt), sh_stop_requested_fn, r->stop))
+            return SH_ECANCELED;
+    }
+}
+
 static int start(rp *r, sh_err *e)
 {
     int64_t epoch = 0;
@@ -182,7 +201,7 @@ static int start(rp *r, sh_err *e)
     if (rc == 0 && rp_metrics_shards(r))
         rc = sh_err_set(e, SH_ENOMEM, "metrics registry");
     if (rc == 0)
-        rc = rp_positions_load(r, (int)r->cfg.connect_timeout_s * 1000, e);
+        rc = positions_first(r, e);
     atomic_store(&r->db_ok, rc == 0);
     atomic_store(&r->kafka_ok, rc == 0);
     atomic_store(&r->started, rc == 0);
