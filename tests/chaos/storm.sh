@@ -73,7 +73,14 @@ log "cluster up: $BOOT"
 DT=soundhash.index.deltas
 RP_HTTP=127.0.0.1:$(free_port)
 EPORT_eA=$(free_port); EPORT_eB=$(free_port)
-rp_up() { rp_start rp --http "$RP_HTTP" --region primary "$@"; }
+rp_up() { # (re)starts the replicator on its fixed port; as rp_start (tests/lib/edge.sh), but a
+  # start right after PostgreSQL or a broker came back may take minutes on a loaded machine
+  "$SH_BIN" replicator --brokers "$BOOT" --dsn "$SH_DSN" --http "$RP_HTTP" --region primary \
+    --heartbeat-ms 200 "$@" > /dev/null 2> "$SH_TMP/rp.log" &
+  RP_PID=$!
+  WK_PIDS+=("$RP_PID")
+  wait_for 180 grep -q 'event=replicator_started' "$SH_TMP/rp.log"
+}
 ed_up() { # ed_up NAME: (re)starts an edge on its fixed port
   local p="EPORT_$1"
   ed_start "$1" --shards all --listen "127.0.0.1:${!p}" --snapshot-source "http://$RP_HTTP" --region "$1"
