@@ -7,7 +7,9 @@
 # PostgreSQL fast and immediate shutdown, retention forcing a snapshot bootstrap). Afterwards
 # nothing acknowledged is lost or duplicated, nothing deleted is anywhere, the edges verify, the
 # DLQ holds exactly the poison events and no match was wrong. SH_SEED / CHAOS_SEED repeats a run.
+# make test runs seed 11 (every fault kind strikes): a CI run is reproducible; `make chaos` draws
+# a new seed each time to find new schedules.
 set -euo pipefail
-export CHAOS_SEED="${CHAOS_SEED:-${SH_SEED:-$(( $(date +%s) % 100000 ))}}"
+export CHAOS_SEED="${CHAOS_SEED:-${SH_SEED:-11}}"
 export CHAOS_SECONDS="${CHAOS_SECONDS:-45}" CHAOS_TRACKS="${CHAOS_TRACKS:-80}" CHAOS_FAULT_GAP="${CHAOS_FAULT_GAP:-4}"
 exec bash "$SH_ROOT/tests/chaos/storm.sh"
