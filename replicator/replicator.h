@@ -102,6 +102,10 @@ typedef struct rp {
     _Atomic int64_t primary_seq;
     _Atomic int64_t oldest_pending_ms; /* commit time of the oldest unpublished change, 0: none */
     _Atomic bool db_ok, kafka_ok;
+    /* Monotonic ms at which the round's deltas were handed to librdkafka, 0 while none wait for
+     * an ack: /health reports Kafka "blocked" once this is older than RP_ACK_BLOCKED_MS (acks=all
+     * with too few in-sync replicas, no leader: librdkafka retries silently meanwhile). */
+    _Atomic int64_t acks_since_ms;
     _Atomic bool started; /* start-up checks and waits are over */
     sh_stop *stop; /* owned by the command (sh_signal.h) */
     /* The round being published, for the delivery-report callback (run.c). */
@@ -110,6 +114,10 @@ typedef struct rp {
     size_t n_inflight;
     _Atomic bool snapshot_busy; /* one snapshot at a time (rmetrics.c) */
 } rp;
+
+/* Deltas unacknowledged this long make /health say "kafka":"blocked" (acks on a healthy cluster
+ * take milliseconds; a leader election after a broker crash a few seconds). */
+#define RP_ACK_BLOCKED_MS 5000
 
 /* run.c */
 int rp_run(rp *r, sh_err *e);

@@ -129,8 +129,21 @@ static int on_metrics(const sh_http_req *req, sh_http_resp *resp, void *ud)
     return 0;
 }
 
-/* Healthy = the primary and Kafka answer and the oldest unpublished change is younger than the
- * lag threshold. */
+/* What /health says of Kafka: "down" after a failed round (until the producer is rebuilt and the
+ * positions re-read), "blocked" while a round's deltas wait longer than RP_ACK_BLOCKED_MS for
+ * their acks (the producer retries silently: too few in-sync replicas, no leader), else "ok". */
+static const char *kafka_state(rp *r)
+{
+    if (!atomic_load(&r->kafka_ok))
+        return "down";
+    int64_t since = atomic_load(&r->acks_since_ms);
+    if (since && (int64_t)sh_clock_mono_ms() - since > RP_ACK_BLOCKED_MS)
+        return "blocked";
+    return "ok";
+}
+
+/* Healthy = the primary answers, Kafka acknowledges ("ok") and the oldest unpublished change is
+ * younger than the lag threshold. */
 static int on_health(const sh_http_req *req, sh_http_resp *resp, void *ud)
 {
     (void)req;
@@ -139,18 +152,19 @@ static int on_health(const sh_http_req *req, sh_http_resp *resp, void *ud)
         const char *b = "{\"status\":\"starting\"}\n";
         return sh_http_resp_set(resp, 503, "application/json", b, strlen(b));
     }
-    bool db = atomic_load(&r->db_ok), kafka = atomic_load(&r->kafka_ok);
+    bool db = atomic_load(&r->db_ok);
+    const char *kafka = kafka_state(r);
     int64_t oldest = atomic_load(&r->oldest_pending_ms);
     int64_t lag_ms = oldest ? sh_clock_wall_ms() - oldest : 0;
     if (lag_ms < 0)
         lag_ms = 0;
-    bool ok = db && kafka && lag_ms <= r->cfg.lag_threshold_ms;
+    bool ok = db && !strcmp(kafka, "ok") && lag_ms <= r->cfg.lag_threshold_ms;
     char body[512];
     int n = snprintf(body, sizeof body,
                      "{\"status\":\"%s\",\"db\":\"%s\",\"kafka\":\"%s\",\"lag_ms\":%" PRId64
                      ",\"lag_threshold_ms\":%ld,\"epoch\":%" PRId64 ",\"primary_seq\":%" PRId64
                      ",\"shards\":%d}\n",
-                     ok ? "ok" : "unhealthy", db ? "ok" : "down", kafka ? "ok" : "down", lag_ms,
+                     ok ? "ok" : "unhealthy", db ? "ok" : "down", kafka, lag_ms,
                      r->cfg.lag_threshold_ms, (int64_t)atomic_load(&r->epoch), atomic_load(&r->primary_seq), r->nshards);
     return sh_http_resp_set(resp, ok ? 200 : 503, "application/json", body, (size_t)n);
 }

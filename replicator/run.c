@@ -478,8 +478,10 @@ static int round_once(rp *r, batch *b, batch *next, bool *idle, sh_err *e)
     if (rc == 0)
         rc = seal_all(r, acc, end, mono_ms(), &o, e);
     int64_t t0 = mono_ms();
-    if (rc == 0 && o.n)
+    if (rc == 0 && o.n) {
+        atomic_store(&r->acks_since_ms, t0 > 0 ? t0 : 1);
         rc = produce(r, &o, e);
+    }
     if (rc == 0 && b->n_lists && !b->caught_up) {
         sh_err ne = {0};
         if (batch_read(r, end, next, &ne)) {
@@ -492,6 +494,7 @@ static int round_once(rp *r, batch *b, batch *next, bool *idle, sh_err *e)
         raise(SIGKILL); /* the chaos hook: Kafka holds these deltas, the position has not moved */
     if (rc)
         abandon_round(r, &o);
+    atomic_store(&r->acks_since_ms, 0);
     r->inflight = NULL;
     r->n_inflight = 0;
     if (rc == 0) {

@@ -6,9 +6,12 @@
 # a delta partition is SIGKILLed — leadership moves, an upload published while it is down is
 # stored, every delta the replicator had acknowledged is in the topic (reading it like a subscriber
 # rebuilds each shard equal to the primary, no gap), the edge converges and `soundhash verify`
-# passes. The broker restarts, rejoins every ISR, and the stream goes on without a gap. Then two of
+# passes. Poison uploads are published just before and while that broker is dead, and it leads a
+# partition of the DLQ too: the workers' dead-letter producer rides the leader change, and every
+# poison event reaches the DLQ (at least once: each event id present, duplicates counted and
+# printed) while no valid upload is lost. The broker restarts, rejoins every ISR, and the stream goes on without a gap. Then two of
 # the three brokers stop (acks=all, min.insync.replicas 2): the replicator acknowledges nothing,
-# keeps running and reports it on /health (503, lag); the brokers return and every change written
+# keeps running and reports it on /health (503, "kafka":"blocked" or "down", lag); the brokers return and every change written
 # meanwhile is published, no gap, the edge verifies.
 . "$SH_ROOT/tests/integration/lib.sh"
 . "$SH_ROOT/tests/lib/pg.sh"
@@ -73,24 +76,49 @@ verify_edge() { # verify_edge NAME: soundhash verify passes on the edge, all 8 s
 wait_for 60 ed_converged "$ED_PORT_E"
 echo "ok: the edge equals the primary (2 real tracks)"
 
-# ---- SIGKILL the leader of a delta partition while the replicator publishes ----------------------
-leader=$("$KT" replicas "$BOOT" soundhash.index.deltas | awk '$1 == 0 {print $2}')
-check "delta partition 0 has a leader (node $leader)" test "${leader:-0}" -ge 1
+# ---- SIGKILL the leader of a delta partition and a DLQ partition while both are produced to ----
+# the node to kill leads a partition of each topic (leaders are spread: 8 delta partitions and 3
+# DLQ partitions over 3 nodes)
+leads() { "$KT" replicas "$BOOT" "$1" | awk -v n="$2" '$2 == n {c++} END {print c + 0}'; }
+leader=""
+for n in 1 2 3; do
+  if [ "$(leads soundhash.audio.dlq "$n")" -gt 0 ] && [ "$(leads soundhash.index.deltas "$n")" -gt 0 ]; then
+    leader=$n; break
+  fi
+done
+check "a node leads a DLQ partition and a delta partition (node ${leader:-none})" test -n "$leader"
+echo "node $leader leads DLQ partitions [$("$KT" replicas "$BOOT" soundhash.audio.dlq | awk -v n="$leader" '$2 == n {printf " %s", $1}') ]" \
+     "and delta partitions [$("$KT" replicas "$BOOT" soundhash.index.deltas | awk -v n="$leader" '$2 == n {printf " %s", $1}') ]"
+# poison uploads (not audio: SH_EDECODE), 12 published just before the kill, 12 while the node is
+# dead; their track ids spread them over every DLQ partition
+POISON=24
+for i in $(seq -w 1 "$POISON"); do head -c 20000 /dev/urandom > "$MEDIA/poison-$i.ogg"; done
+poison() { for i in $(seq -w "$1" "$2"); do echo "$MEDIA/poison-$i.ogg"; done; }
 "$RT" write "$SH_DSN" 600 "$SEED" 2 > "$SH_TMP/write.out" &
 WRITER=$!
 base=$(metric soundhash_replicator_last_seq)
 published_more() { [ "$(metric soundhash_replicator_last_seq)" -ge $(( base + 100 )) ]; }
 wait_for 30 published_more
 check "the writers still write when the broker dies" kill -0 "$WRITER"
+mapfile -t batch < <(poison 1 12)
+wk_publish "${batch[@]}"
+cp "$SH_TMP/publish.out" "$SH_TMP/poison-published.jsonl"
 "$SH_ROOT/ops/kafka.sh" node-stop --dir "$KAFKA_DIR" --node "$leader" --kill
-echo "node $leader SIGKILLed with the replicator at seq $(metric soundhash_replicator_last_seq) (run started at $base)"
-new_leader() { # partition 0 led by another node, the dead one out of its ISR
-  "$KT" replicas "$BOOT" soundhash.index.deltas |
-    awk -v d="$leader" '$1 == 0 { split($4, i, ","); ok = ($2 >= 0 && $2 != d); for (k in i) if (i[k] == d) ok = 0 }
-                        END { exit !ok }'
+echo "node $leader SIGKILLed with the replicator at seq $(metric soundhash_replicator_last_seq) (run started at $base)," \
+     "$(grep -c '"code":"SH_EDECODE"' <("$SH_BIN" dlq show --brokers "$BOOT" --timeout 5 2> /dev/null) || true) dead letters of poison events before it"
+mapfile -t batch < <(poison 13 24)
+wk_publish "${batch[@]}"
+cat "$SH_TMP/publish.out" >> "$SH_TMP/poison-published.jsonl"
+check "$POISON poison events published (with event ids)" \
+  test "$(jq -r '.event_id' "$SH_TMP/poison-published.jsonl" | sort -u | grep -c .)" -eq "$POISON"
+new_leader() { # every partition of TOPIC led by a live node, the dead one out of every ISR
+  "$KT" replicas "$BOOT" "$1" |
+    awk -v d="$leader" '{ split($4, i, ","); if ($2 < 0 || $2 == d) bad++; for (k in i) if (i[k] == d) bad++ }
+                        END { exit bad > 0 }'
 }
-wait_for 30 new_leader
-echo "ok: partition 0 is led by node $("$KT" replicas "$BOOT" soundhash.index.deltas | awk '$1 == 0 {print $2}') without node $leader"
+wait_for 60 new_leader soundhash.index.deltas
+wait_for 60 new_leader soundhash.audio.dlq
+echo "ok: every delta and DLQ partition is led without node $leader"
 wk_publish "${files[2]}"
 wk_expect_counts "${files[@]}"
 late=$(basename "${files[2]}" .ogg)
@@ -99,6 +127,29 @@ track_active() { [ "$(pg_sql "SELECT status FROM tracks WHERE external_id = '$1'
 wait_for 120 track_active "$late"
 wk_check_tracks
 echo "ok: an upload published while a broker is down is stored"
+# every poison event in the DLQ: at least once (the producer is idempotent, but a worker that
+# retries a send whose ack was lost with the leader writes the record again)
+dlq_poison() { "$SH_BIN" dlq show --brokers "$BOOT" --timeout 10 2> /dev/null |
+                 jq -r 'select(.track_id != null and (.track_id | startswith("poison-"))) | .event_id'; }
+all_poison_dead_lettered() {
+  dlq_poison > "$SH_TMP/dlq-poison.txt" || return 1
+  [ "$(sort -u "$SH_TMP/dlq-poison.txt" | grep -c .)" -ge "$POISON" ]
+}
+wait_for 120 all_poison_dead_lettered
+missing=$(comm -23 <(jq -r .event_id "$SH_TMP/poison-published.jsonl" | sort -u) <(sort -u "$SH_TMP/dlq-poison.txt"))
+check "every poison event id published is in the DLQ (missing: ${missing:-none})" test -z "$missing"
+dups=$(( $(grep -c . "$SH_TMP/dlq-poison.txt") - $(sort -u "$SH_TMP/dlq-poison.txt" | grep -c .) ))
+echo "DLQ: $POISON poison events, $(grep -c . "$SH_TMP/dlq-poison.txt") dead letters ($dups duplicate(s): at-least-once)"
+"$SH_BIN" dlq show --brokers "$BOOT" --timeout 10 2> /dev/null |
+  jq -r 'select(.track_id != null and (.track_id | startswith("poison-"))) | "\(.partition)"' | sort | uniq -c |
+  awk '{printf "  DLQ partition %s: %s dead letters\n", $2, $1}'
+check "dead letters name the decode failure" \
+  test "$("$SH_BIN" dlq show --brokers "$BOOT" --timeout 10 2> /dev/null | jq -r 'select(.track_id != null and (.track_id | startswith("poison-"))) | .code' | sort -u)" = SH_EDECODE
+check "no poison upload stored" test "$(pg_sql "SELECT count(*) FROM tracks WHERE external_id LIKE 'poison-%'")" = 0
+check "no valid upload lost: all 3 real tracks active" \
+  test "$(pg_sql "SELECT count(*) FROM tracks WHERE status = 'active' AND external_id IN ('$(basename "${files[0]}" .ogg)', '$(basename "${files[1]}" .ogg)', '$late')")" = 3
+wait_for 60 wk_all_committed soundhash-workers
+echo "ok: the worker's offsets reach the end of the events topic (past every poison event)"
 wait "$WRITER" || fail "writers failed"
 cat "$SH_TMP/write.out"
 wait_for 60 caught_up
@@ -129,17 +180,30 @@ verify_edge "broker restarted"
 base=$(metric soundhash_replicator_last_seq)
 for n in 1 2; do "$SH_ROOT/ops/kafka.sh" node-stop --dir "$KAFKA_DIR" --node "$n"; done
 "$RT" write "$SH_DSN" 60 "$((SEED + 2))" 2 > /dev/null || fail "the primary takes writes with Kafka down"
-rp_unhealthy() { [ "$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$RP_PORT/health")" = 503 ]; }
-wait_for 60 rp_unhealthy
-curl -s "127.0.0.1:$RP_PORT/health" > "$SH_TMP/rp-health.json"
+# /health: 503, lag, and Kafka not "ok": "blocked" while deltas wait for acks longer than 5 s,
+# "down" between a failed round and the rebuilt producer
+rp_blocked() {
+  local code
+  code=$(curl -s -o "$SH_TMP/rp-health.json" -w '%{http_code}' "127.0.0.1:$RP_PORT/health")
+  [ "$code" = 503 ] && jq -e '.kafka == "blocked"' "$SH_TMP/rp-health.json" > /dev/null
+}
+wait_for 60 rp_blocked
 echo "replicator /health with two brokers down: $(cat "$SH_TMP/rp-health.json")"
-check "two brokers down: nothing acknowledged past seq $base, the replicator's /health is 503 and reports lag" \
+check "two brokers down: nothing acknowledged past seq $base, /health is 503, kafka blocked, lag reported" \
   bash -c "[ \"\$(curl -fsS 127.0.0.1:$RP_PORT/metrics | awk '\$1 == \"soundhash_replicator_last_seq\" {print \$2}')\" = '$base' ] &&
-           jq -e '.lag_ms > 0' '$SH_TMP/rp-health.json' > /dev/null"
+           jq -e '.lag_ms > 0 and .status == \"unhealthy\"' '$SH_TMP/rp-health.json' > /dev/null"
+kafka_states=$(for _ in 1 2 3 4 5 6 7 8 9 10; do curl -s "127.0.0.1:$RP_PORT/health" | jq -r .kafka; sleep 1; done | sort | uniq -c | xargs)
+echo "kafka field over 10 s with two brokers down: $kafka_states"
+# (a new round after a failed one is "ok" for its first 5 s: most samples must not be)
+check "while the brokers are down /health mostly says so (not ok in >= 5 of 10 samples)" \
+  test "$(grep -o '[0-9]* ok' <<< "$kafka_states" | cut -d' ' -f1 || echo 0)" -le 5
 check "the replicator keeps running (blocks, does not exit)" kill -0 "$RP_PID"
 for n in 1 2; do "$SH_ROOT/ops/kafka.sh" node-start --dir "$KAFKA_DIR" --node "$n"; done
 wait_for 120 caught_up
 echo "ok: the brokers are back and the replicator published everything written meanwhile"
+rp_healthy() { curl -fsS "127.0.0.1:$RP_PORT/health" | jq -e '.status == "ok" and .kafka == "ok"'; }
+wait_for 60 rp_healthy
+echo "ok: /health is 200 with kafka ok again"
 "$RT" reconstruct "$BOOT" "$SH_DSN" soundhash.index.deltas 60 > "$SH_TMP/recon3" 2> "$SH_TMP/recon3.err" || {
   cat "$SH_TMP/recon3" "$SH_TMP/recon3.err" >&2; fail "after two brokers were down"; }
 check "after two brokers were down: 8 shards equal the primary, no gap" \
