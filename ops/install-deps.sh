@@ -15,7 +15,7 @@ PKGS=(
   libsoxr-dev libmicrohttpd-dev libjansson-dev libcmocka-dev libcurl4-openssl-dev libssl-dev
   postgresql postgresql-client sox libsox-fmt-mp3 opus-tools curl ca-certificates jq python3
   python3-yaml python3-jsonschema
-  bsdutils iproute2
+  bsdutils iproute2 iptables
   openjdk-17-jre-headless maven
 )
 OPS=0

@@ -105,7 +105,7 @@ wk_publish "${batch[@]}"
 cp "$SH_TMP/publish.out" "$SH_TMP/poison-published.jsonl"
 "$SH_ROOT/ops/kafka.sh" node-stop --dir "$KAFKA_DIR" --node "$leader" --kill
 echo "node $leader SIGKILLed with the replicator at seq $(metric soundhash_replicator_last_seq) (run started at $base)," \
-     "$(grep -c '"code":"SH_EDECODE"' <("$SH_BIN" dlq show --brokers "$BOOT" --timeout 5 2> /dev/null) || true) dead letters of poison events before it"
+     "$("$SH_BIN" dlq show --brokers "$BOOT" --timeout 5 2> /dev/null | grep -c '"track_id":"poison-' || true) of the first 12 poison events dead-lettered just after it"
 mapfile -t batch < <(poison 13 24)
 wk_publish "${batch[@]}"
 cat "$SH_TMP/publish.out" >> "$SH_TMP/poison-published.jsonl"

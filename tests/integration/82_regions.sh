@@ -4,11 +4,14 @@
 # (edge-eu 0-3, edge-ap 4-7, --upstream to the region) each in its own namespace (`ip netns`),
 # joined by veth pairs on a bridge. Every byte between a namespace and the primary region crosses
 # a delay relay (tests/integration/helpers/netproxy.py: this kernel has no netem qdisc): 20 ms
-# one way to the region, 40 ms to edge-eu, 90 ms to edge-ap. Asserts:
+# one way to the region, 40 ms to edge-eu, 90 ms to edge-ap. Packet loss is real: iptables'
+# `statistic` match drops LOSS_PCT % of the packets each namespace receives on its veth and of those
+# the primary region receives from each namespace (the kernel's TCP retransmits them). Asserts:
 #   - all three bootstrap across the link and converge with the primary (`soundhash verify` run
 #     from the primary region against their namespace addresses);
-#   - under ingest, commit (primary) -> applied (edge) lag p99 stays within 1 s on every node
-#     (the edges' soundhash_edge_apply_lag_seconds histogram);
+#   - under ingest, with that delay and loss, commit (primary) -> applied (edge) lag p99 stays
+#     within 1 s on every node (the edges' soundhash_edge_apply_lag_seconds histogram), and packets
+#     were really dropped on every link (iptables counters, TCP retransmits in each namespace);
 #   - edge-ap cut off (its veth down: a real partition) keeps answering matches from its shards
 #     while uploads and a delete go on; the others converge; after the link heals edge-ap
 #     converges too (verify passes) and the deleted track is gone from it;
@@ -21,6 +24,7 @@
 corpus="$SH_DATA_DIR/corpus/dev"
 [ -d "$corpus" ] || fail "no dev corpus at $corpus (scripts/data/make_corpus.sh builds it)"
 command -v ip > /dev/null || fail "ip (iproute2) not installed (ops/install-deps.sh installs it)"
+command -v iptables > /dev/null || fail "iptables not installed (ops/install-deps.sh installs it)"
 [ "$(id -u)" = 0 ] || fail "network namespaces need root"
 
 # ---- names unique to this run; cleanup of everything, also on failure ----------------------------
@@ -31,6 +35,10 @@ NODES=(region eu ap)
 declare -A IP=([region]="$NET.2" [eu]="$NET.3" [ap]="$NET.4")
 declare -A DELAY=([region]=20 [eu]=40 [ap]=90)
 declare -A SHARDS=([region]=all [eu]=0-3 [ap]=4-7)
+LOSS_PCT=${SH_REGION_LOSS_PCT:-2}   # % of packets dropped in each direction of every link
+LOSS_P=$(awk -v p="$LOSS_PCT" 'BEGIN { printf "%.4f", p / 100 }')
+# drops what the primary region receives from namespace $1 (its bridge address is ours alone)
+root_loss_rule() { echo INPUT -i "$BR" -s "${IP[$1]}" -m statistic --mode random --probability "$LOSS_P" -j DROP; }
 KAFKA_DIR="$SH_TMP/kafka"
 net_cleanup() {
   for n in "${NODES[@]}"; do
@@ -39,6 +47,8 @@ net_cleanup() {
     ip link del "$TAG-v$n" 2> /dev/null || true
   done
   ip link del "$BR" 2> /dev/null || true
+  # shellcheck disable=SC2046
+  for n in "${NODES[@]}"; do while iptables -D $(root_loss_rule "$n") 2> /dev/null; do :; done; done
   [ -d "$KAFKA_DIR" ] && "$SH_ROOT/ops/kafka.sh" stop --dir "$KAFKA_DIR" --kill > /dev/null 2>&1 || true
   wk_cleanup
 }
@@ -75,6 +85,9 @@ for n in "${NODES[@]}"; do
   ip -n "$ns" addr add "${IP[$n]}/24" dev eth0
   ip -n "$ns" link set eth0 up
   ip -n "$ns" link set lo up
+  ip netns exec "$ns" iptables -A INPUT -i eth0 -m statistic --mode random --probability "$LOSS_P" -j DROP
+  # shellcheck disable=SC2046
+  iptables -A $(root_loss_rule "$n")
   # Inside the namespace the primary region's services answer at the addresses they advertise
   # (127.0.0.1:port), through a relay that adds this link's one-way delay.
   maps=() ; for p in "${PORTS[@]}"; do maps+=("127.0.0.1:$p=$NET.1:$p"); done
@@ -118,10 +131,26 @@ lag_p99_ms() { # lag_p99_ms NODE: p99 (upper bucket bound, ms) of soundhash_edge
       n++; les[n] = le; c[n] = $2 }
     END { total = c[n]; for (i = 1; i <= n; i++) if (c[i] >= 0.99 * total) { print (les[i] == "+Inf" ? 1e9 : les[i] * 1000); exit } }'
 }
+lag_p50_ms() {
+  curl -fsS "$(node_url "$1")/metrics" | awk '
+    /^soundhash_edge_apply_lag_seconds_bucket/ { match($0, /le="[^"]*"/); le = substr($0, RSTART + 4, RLENGTH - 5)
+      n++; les[n] = le; c[n] = $2 }
+    END { total = c[n]; for (i = 1; i <= n; i++) if (c[i] >= 0.5 * total) { print (les[i] == "+Inf" ? 1e9 : les[i] * 1000); exit } }'
+}
+drops() { # drops NODE: packets dropped so far on NODE's link, into the namespace and out of it
+  local in out
+  in=$(ip netns exec "$TAG-$1" iptables -L INPUT -v -n -x | awk '$3 == "DROP" {s += $1} END {print s + 0}')
+  out=$(iptables -L INPUT -v -n -x | awk -v ip="${IP[$1]}" '$3 == "DROP" && $6 == "'"$BR"'" && $8 == ip {s += $1} END {print s + 0}')
+  echo "$in $out"
+}
+retrans() { ip netns exec "$TAG-$1" awk '$1 == "Tcp:" && !h { for (i = 1; i <= NF; i++) f[$i] = i; h = 1; next }
+                                         $1 == "Tcp:" { print $f["RetransSegs"] }' /proc/net/snmp; }
 for n in "${NODES[@]}"; do
-  p99=$(lag_p99_ms "$n")
-  echo "commit -> applied lag p99 on $n (one-way delay ${DELAY[$n]} ms): <= $p99 ms"
-  check "lag p99 on $n within 1 s" awk -v v="$p99" 'BEGIN { exit !(v <= 1000) }'
+  p99=$(lag_p99_ms "$n"); p50=$(lag_p50_ms "$n"); read -r din dout < <(drops "$n")
+  echo "commit -> applied lag on $n (one-way delay ${DELAY[$n]} ms, loss $LOSS_PCT % each way): p50 <= $p50 ms, p99 <= $p99 ms;" \
+       "packets dropped: $din into the namespace, $dout out of it; TCP segments retransmitted in it: $(retrans "$n")"
+  check "packets were dropped both ways on $n's link" test "$din" -gt 0 -a "$dout" -gt 0
+  check "lag p99 on $n within 1 s under delay and loss" awk -v v="$p99" 'BEGIN { exit !(v <= 1000) }'
 done
 check "edge-ap's lag reflects its 90 ms link (p50 bucket above 90 ms)" bash -c "
   curl -fsS '$(node_url ap)/metrics' | awk '/^soundhash_edge_apply_lag_seconds_bucket/ {
@@ -176,3 +205,4 @@ net_cleanup
 trap - EXIT
 check "no namespace of this run is left" bash -c "! ip netns list | grep -q '^$TAG-'"
 check "no bridge or veth of this run is left" bash -c "! ip link show | grep -q '$TAG'"
+check "no loss rule of this run is left" bash -c "! iptables -S INPUT | grep -q -- '-i $BR '"

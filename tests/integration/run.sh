@@ -3,10 +3,13 @@
 #   SH_BIN        the optimised binary          SH_BIN_ASAN  the ASan+UBSan binary
 #   SH_TMP        a fresh temp dir per test     SH_ROOT      the repository root
 #   SH_DATA_DIR   cache of generated/fetched test audio (scripts/data)
-#   SH_KAFKA_BOOT with SH_TEST_KAFKA=real: the bootstrap list of one real 3-node Kafka cluster
-#                 (ops/kafka.sh) shared by the run; the pipeline tests (tests/lib/worker.sh's
-#                 wk_setup) run on it, each on freshly created topics. Default (mock): each test
-#                 starts its own `soundhash broker`.
+#   SH_KAFKA_BOOT the bootstrap list of one real 3-node Apache Kafka cluster (ops/kafka.sh, KRaft,
+#                 replication factor 3, min.insync.replicas 2) shared by the run; the pipeline
+#                 tests (those whose setup is a plain `wk_setup`: workers, replicator, edge, status)
+#                 run on it, each on freshly created topics. SH_TEST_KAFKA=mock (the quick option)
+#                 runs them on their own `soundhash broker` (librdkafka's mock cluster) instead.
+#                 Tests that need only the protocol or inject faults only the mock has stay on
+#                 the mock either way (WK_KAFKA=mock or ed_setup).
 # A test passes when it exits 0; it prints what it checked. Summary: "N passed, N failed".
 set -u
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -18,7 +21,7 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 # kafka_start: the run's shared cluster, started before the first test that uses it: one whose
 # line says just `wk_setup` (WK_KAFKA=mock|real wk_setup picks the mock or a private cluster).
-uses_shared_kafka() { [ "${SH_TEST_KAFKA:-mock}" = real ] && grep -qx ' *wk_setup' "$1"; }
+uses_shared_kafka() { [ "${SH_TEST_KAFKA:-real}" = real ] && grep -qx ' *wk_setup' "$1"; }
 kafka_start() {
   KAFKA_RUN_DIR=$(mktemp -d /tmp/sh-it-kafka.XXXXXX)
   trap '"$ROOT/ops/kafka.sh" stop --kill --dir "$KAFKA_RUN_DIR" 2> /dev/null; rm -rf "$KAFKA_RUN_DIR"' EXIT

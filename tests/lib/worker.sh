@@ -1,11 +1,12 @@
 # Sourceable helpers for the worker integration tests (after lib.sh and pg.sh).
 #
-#   wk_setup                 builds the kafka_tool helper, starts `soundhash broker` (with
-#                            WK_KAFKA=real: a real Kafka cluster of WK_KAFKA_NODES nodes, default 3,
-#                            by ops/kafka.sh in $SH_TMP/kafka; with SH_KAFKA_BOOT set by run.sh:
-#                            the run's shared real cluster, its topics and groups deleted and the
-#                            topics created afresh, unless WK_KAFKA=mock), migrates the database; sets BOOT (bootstrap
-#                            list) and KT (the helper)
+#   wk_setup                 builds the kafka_tool helper; Kafka: with SH_KAFKA_BOOT set by run.sh
+#                            (the default), the run's shared real cluster, its topics and groups
+#                            deleted and the topics created afresh; with WK_KAFKA=real a private
+#                            real cluster of WK_KAFKA_NODES nodes (default 3) by ops/kafka.sh in
+#                            $SH_TMP/kafka; with WK_KAFKA=mock or no SH_KAFKA_BOOT
+#                            (SH_TEST_KAFKA=mock) `soundhash broker`. Migrates the database; sets
+#                            BOOT (bootstrap list) and KT (the helper)
 #   wk_start NAME ARGS...    starts a worker in the background (log: $SH_TMP/NAME.log, pid in
 #                            WK_PID_<NAME>, http port in WK_PORT_<NAME> once listening)
 #   wk_kill NAME [SIG]       signals a worker (default TERM) and waits for it; sets WK_RC
