@@ -76,7 +76,7 @@ PORTS=("${BOOT##*:}" "$RP_PORT")
 maps_root=() ; for p in "${PORTS[@]}"; do maps_root+=("$NET.1:$p=127.0.0.1:$p"); done
 python3 "$SH_ROOT/tests/integration/helpers/netproxy.py" "${maps_root[@]}" > "$SH_TMP/relay-root.out" 2>&1 &
 WK_PIDS+=("$!")
-wait_for 10 grep -q ready "$SH_TMP/relay-root.out"
+wait_for 60 grep -q ready "$SH_TMP/relay-root.out"
 for n in "${NODES[@]}"; do
   ns="$TAG-$n"
   ip netns add "$ns"
@@ -94,7 +94,7 @@ for n in "${NODES[@]}"; do
   ip netns exec "$ns" python3 "$SH_ROOT/tests/integration/helpers/netproxy.py" \
     --delay-ms "${DELAY[$n]}" "${maps[@]}" > "$SH_TMP/relay-$n.out" 2>&1 &
   WK_PIDS+=("$!")
-  wait_for 10 grep -q ready "$SH_TMP/relay-$n.out"
+  wait_for 60 grep -q ready "$SH_TMP/relay-$n.out"
 done
 
 node_url() { echo "http://${IP[$1]}:8080"; }
@@ -105,14 +105,14 @@ start_node() { # start_node NAME [ARGS...]
     --snapshot-source "http://127.0.0.1:$RP_PORT" --lag-threshold-ms 3000 "$@" \
     > /dev/null 2> "$SH_TMP/edge-$n.log" &
   WK_PIDS+=("$!")
-  wait_for 30 grep -q 'event=http_listening' "$SH_TMP/edge-$n.log"
+  wait_for 60 grep -q 'event=http_listening' "$SH_TMP/edge-$n.log"
 }
 start_node region
 start_node eu --upstream "$(node_url region)"
 start_node ap --upstream "$(node_url region)"
 EDGES=(); for n in "${NODES[@]}"; do EDGES+=(--edge "$(node_url "$n")"); done
 for n in "${NODES[@]}"; do
-  wait_for 20 curl -fsS --max-time 2 "$(node_url "$n")/health"   # across the bridge
+  wait_for 60 curl -fsS --max-time 2 "$(node_url "$n")/health"   # across the bridge
 done
 
 # the delay is real: a request from here to edge-ap's namespace is direct, but the edge's own reads
