@@ -129,13 +129,13 @@ lag_p99_ms() { # lag_p99_ms NODE: p99 (upper bucket bound, ms) of soundhash_edge
   curl -fsS "$(node_url "$1")/metrics" | awk '
     /^soundhash_edge_apply_lag_seconds_bucket/ { match($0, /le="[^"]*"/); le = substr($0, RSTART + 4, RLENGTH - 5)
       n++; les[n] = le; c[n] = $2 }
-    END { total = c[n]; for (i = 1; i <= n; i++) if (c[i] >= 0.99 * total) { print (les[i] == "+Inf" ? 1e9 : les[i] * 1000); exit } }'
+    END { total = c[n]; for (i = 1; i <= n; i++) if (c[i] >= 0.99 * total) { printf "%.0f\n", (les[i] == "+Inf" ? 1e9 : les[i] * 1000); exit } }'
 }
 lag_p50_ms() {
   curl -fsS "$(node_url "$1")/metrics" | awk '
     /^soundhash_edge_apply_lag_seconds_bucket/ { match($0, /le="[^"]*"/); le = substr($0, RSTART + 4, RLENGTH - 5)
       n++; les[n] = le; c[n] = $2 }
-    END { total = c[n]; for (i = 1; i <= n; i++) if (c[i] >= 0.5 * total) { print (les[i] == "+Inf" ? 1e9 : les[i] * 1000); exit } }'
+    END { total = c[n]; for (i = 1; i <= n; i++) if (c[i] >= 0.5 * total) { printf "%.0f\n", (les[i] == "+Inf" ? 1e9 : les[i] * 1000); exit } }'
 }
 drops() { # drops NODE: packets dropped so far on NODE's link, into the namespace and out of it
   local in out
