@@ -362,7 +362,7 @@ EOF
 python3 "$SH_TMP/fake_edge.py" "$SH_TMP/fake-shards.json" "$SH_TMP/fake.port" &
 FAKE_PID=$!
 WK_PIDS+=("$FAKE_PID")
-wait_for 10 test -s "$SH_TMP/fake.port"
+wait_for 60 test -s "$SH_TMP/fake.port"   # python start-up: seconds on a loaded machine
 expect_exit 1 "$SH_BIN_ASAN" verify --dsn "$SH_DSN" --wait 20 --edge "http://127.0.0.1:$ED_PORT_A" \
   --edge "http://127.0.0.1:$(cat "$SH_TMP/fake.port")"
 check "verify exits 1 naming shard 5 of the wrong edge, the other 7 shards ok" \
