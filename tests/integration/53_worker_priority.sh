@@ -38,7 +38,7 @@ s.serve_forever()
 PY
 python3 "$SH_TMP/server.py" "$WEB" "$SH_TMP/web.port" &
 WK_PIDS+=("$!")
-wait_for 10 test -s "$SH_TMP/web.port"
+wait_for 60 test -s "$SH_TMP/web.port"   # python start-up: seconds on a loaded machine
 URL="http://127.0.0.1:$(cat "$SH_TMP/web.port")"
 
 wk_start w1 --threads 4

@@ -186,7 +186,7 @@ s.serve_forever()
 PY
 python3 "$SH_TMP/starting.py" > "$SH_TMP/starting.port" &
 STARTING_PID=$!
-wait_for 10 test -s "$SH_TMP/starting.port"
+wait_for 60 test -s "$SH_TMP/starting.port"   # python start-up: seconds on a loaded machine
 t0=$(date +%s%N)
 expect_exit 1 timeout 30 "$SH_BIN" verify --dsn "$SH_DSN" --wait 2 \
   --edge "http://127.0.0.1:$(cat "$SH_TMP/starting.port")"

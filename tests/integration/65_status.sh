@@ -88,7 +88,7 @@ s.serve_forever()
 PY
 python3 "$SH_TMP/hostile.py" > "$SH_TMP/hostile.port" &
 HOSTILE=$!
-wait_for 10 test -s "$SH_TMP/hostile.port"
+wait_for 60 test -s "$SH_TMP/hostile.port"   # python start-up: seconds on a loaded machine
 expect_exit 1 "$SH_BIN_ASAN" status --node "http://127.0.0.1:$(cat "$SH_TMP/hostile.port")" --json
 kill "$HOSTILE" 2> /dev/null || true
 check "a hostile node's /v1/shards: every entry malformed, the node not ok, no sanitizer report" \
