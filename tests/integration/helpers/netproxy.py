@@ -4,7 +4,8 @@
 This machine's kernel has no netem qdisc (`tc qdisc add ... netem` says "unknown qdisc"), so the
 latency between namespace-separated regions is added here, in user space: every byte read on one
 side is written to the other DELAY ms later, in order, in both directions (RTT = 2 x DELAY).
-Partitions are real: the tests take the namespace's veth down.
+Partitions are real: the tests take the namespace's veth down; so is packet loss (82_regions.sh
+drops packets with iptables' `statistic` match, and the kernel's TCP retransmits them).
 
   netproxy.py --delay-ms 40 LISTEN_HOST:PORT=TARGET_HOST:PORT [...]
 
