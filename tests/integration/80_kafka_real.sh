@@ -101,7 +101,10 @@ published_more() { [ "$(metric soundhash_replicator_last_seq)" -ge $(( base + 10
 wait_for 30 published_more
 # the broker must die mid-publish: the writers still write, or (on a loaded machine the writers can
 # finish before the replicator got far) the replicator still has a backlog to publish
-backlog() { echo $(( $(pg_sql 'SELECT last_seq FROM change_counter') - $(metric soundhash_replicator_last_seq) )); }
+backlog() { # committed minus published, read in that order (so never over-estimated; 0 when caught up)
+  local b=$(( $(pg_sql 'SELECT last_seq FROM change_counter') - $(metric soundhash_replicator_last_seq) ))
+  echo $(( b < 0 ? 0 : b ))
+}
 mid_publish() { kill -0 "$WRITER" 2> /dev/null || [ "$(backlog)" -ge 50 ]; }
 check "the writers still write or the replicator has >= 50 changes left to publish (backlog $(backlog))" mid_publish
 mapfile -t batch < <(poison 1 12)
