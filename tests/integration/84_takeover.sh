@@ -38,6 +38,15 @@ cc -std=c17 -D_GNU_SOURCE -O1 -I"$SH_ROOT/core/engine" -I"$SH_ROOT/core/runtime"
   $(pkg-config --cflags $pk) -o "$RT" "$SH_ROOT/tests/integration/helpers/repl_tool.c" \
   "$(dirname "$SH_BIN")/libsoundhash.a" $(pkg-config --libs $pk) -lm -pthread || fail "cannot build repl_tool"
 DSN_A=$SH_DSN
+# The least-privilege roles (ops/sql/roles.sql): the takeover's steps after the promotion log in as
+# the worker and replicator roles, not as the follower's DIR/dsn (passwords in a passfile).
+psql "$DSN_A" -X -q -v ON_ERROR_STOP=1 -f "$SH_ROOT/ops/sql/roles.sql" > /dev/null || fail "ops/sql/roles.sql"
+W_PW="wpw-$(openssl rand -hex 12)" R_PW="rpw-$(openssl rand -hex 12)"
+psql "$DSN_A" -X -q -v ON_ERROR_STOP=1 > /dev/null <<EOF
+ALTER ROLE soundhash_worker PASSWORD '$W_PW';
+ALTER ROLE soundhash_replicator PASSWORD '$R_PW';
+EOF
+(umask 077; printf '*:*:*:soundhash_worker:%s\n*:*:*:soundhash_replicator:%s\n' "$W_PW" "$R_PW" > "$SH_TMP/roles.pgpass")
 now_ms() { date +%s%3N; }
 seq_of() { psql "$1" -X -Atq -c 'SELECT last_seq FROM change_counter' 2> /dev/null; }
 
@@ -130,7 +139,16 @@ echo "A's postgres SIGKILLed at seq >= $A_LAST; B replayed up to seq $(seq_of "$
 wk_kill w1 KILL
 
 # ---- takeover ---------------------------------------------------------------------------------
+B_BASE="host=127.0.0.1 port=$(cat "$PGB/port") dbname=soundhash connect_timeout=5"
+export PGPASSFILE="$SH_TMP/roles.pgpass"
+expect_exit 1 "$SH_ROOT/ops/takeover.sh" --follower-dir "$PGB" --brokers "$BOOT" --old-dir "$SH_PG_DIR" \
+  --worker-dsn "$B_BASE user=soundhash_nobody"
+check "a login that does not work fails the takeover before anything changed (preflight)" \
+  bash -c "grep -q 'step=preflight' '$SH_TMP/err' && test \"\$(psql '$DSN_B' -X -Atq -c 'SELECT pg_is_in_recovery()')\" = t &&
+    ! grep -qs 'soundhash.fenced' '$SH_PG_DIR/data/postgresql.auto.conf'"
 SOUNDHASH_BIN="$SH_BIN_ASAN" "$SH_ROOT/ops/takeover.sh" --follower-dir "$PGB" --brokers "$BOOT" \
+  --worker-dsn "$B_BASE user=soundhash_worker" --admin-dsn "$B_BASE user=soundhash_worker" \
+  --replicator-dsn "$B_BASE user=soundhash_replicator" \
   --old-dir "$SH_PG_DIR" --since-ms "$T_KILL" > "$SH_TMP/takeover.json" 2> "$SH_TMP/takeover.log" || {
   cat "$SH_TMP/takeover.log" >&2; fail "ops/takeover.sh"; }
 cat "$SH_TMP/takeover.json"
