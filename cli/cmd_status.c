@@ -462,7 +462,8 @@ int sh_cmd_status(int argc, char **argv)
         {"property", 'X', SH_OPT_LIST, &c.props, NULL,
          "librdkafka property key=value (repeatable)", 0, 0, 0},
         {"dsn", 0, SH_OPT_STR, &c.dsn, NULL,
-         "primary PostgreSQL connection string (password: env SOUNDHASH_DB_PASSWORD)", 0, 0, 0},
+         "primary PostgreSQL connection string (password: env SOUNDHASH_DB_PASSWORD)", SH_OPT_DSN,
+         0, 0},
         {"node", 0, SH_OPT_LIST, &c.nodes, NULL,
          "a worker, replicator or edge HTTP base URL (repeatable; bearer token: env "
          "SOUNDHASH_API_TOKEN)",

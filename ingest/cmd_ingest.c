@@ -305,7 +305,7 @@ static int cmd_delete(int argc, char **argv)
          0},
         {"dsn", 0, SH_OPT_STR, &dsn, NULL,
          "primary PostgreSQL: warn about ids it does not hold (advice only: without it, or when "
-         "it cannot be reached, the ids go out unchecked)", 0, 0, 0},
+         "it cannot be reached, the ids go out unchecked)", SH_OPT_DSN, 0, 0},
         {0},
     };
     sh_cmd_spec spec = {.name = "ingest delete",

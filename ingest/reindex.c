@@ -578,7 +578,7 @@ int ingest_cmd_reindex(int argc, char **argv)
          "seconds librdkafka retries one event", 0, 0, 0},
         {"dsn", 0, SH_OPT_STR, &c.dsn, NULL,
          "primary PostgreSQL (libpq DSN; password via SOUNDHASH_DB_PASSWORD or a passfile)",
-         SH_OPT_REQUIRED, 0, 0},
+         SH_OPT_REQUIRED | SH_OPT_DSN, 0, 0},
         {"tenant", 0, SH_OPT_STR, &c.tenant, NULL,
          "only this tenant's tracks (combinable with --older-than-fp-version)", 0, 0, 0},
         {"older-than-fp-version", 0, SH_OPT_BOOL, &c.older, "false",

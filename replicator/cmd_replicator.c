@@ -35,7 +35,7 @@ static const char *const SUMMARY =
 static const sh_opt RUN_OPTS[] = {
     {"dsn", 0, SH_OPT_STR, NULL, NULL,
      "primary PostgreSQL connection string (password: env SOUNDHASH_DB_PASSWORD)",
-     SH_OPT_REQUIRED, 0, 0},
+     SH_OPT_REQUIRED | SH_OPT_DSN, 0, 0},
     {"brokers", 'b', SH_OPT_STR, NULL, NULL, "Kafka bootstrap servers host:port,...",
      SH_OPT_REQUIRED, 0, 0},
     {"http", 0, SH_OPT_STR, NULL, "", "serve /health, /metrics, /v1/snapshots on HOST:PORT", 0,
@@ -294,7 +294,7 @@ static int cmd_snapshot(int argc, char **argv)
     memset(&c, 0, sizeof c);
     sh_opt opts[] = {
         {"dsn", 0, SH_OPT_STR, &c.dsn, NULL, "primary PostgreSQL connection string",
-         SH_OPT_REQUIRED, 0, 0},
+         SH_OPT_REQUIRED | SH_OPT_DSN, 0, 0},
         {"shard", 0, SH_OPT_INT, &c.shard, NULL, "shard number", SH_OPT_REQUIRED, 0,
          SH_SHARDS_MAX - 1},
         {"shards", 0, SH_OPT_INT, &c.shards, "8",
@@ -395,7 +395,7 @@ static int cmd_prune(int argc, char **argv)
     sh_opt opts[] = {
         {"dsn", 0, SH_OPT_STR, &c.dsn, NULL,
          "primary connection string of a role that may DELETE from change_log and tracks",
-         SH_OPT_REQUIRED, 0, 0},
+         SH_OPT_REQUIRED | SH_OPT_DSN, 0, 0},
         {"brokers", 'b', SH_OPT_STR, &c.brokers, NULL, "Kafka bootstrap servers",
          SH_OPT_REQUIRED, 0, 0},
         {"topic", 0, SH_OPT_STR, &c.topic, SH_TOPIC_INDEX_DELTAS, "index-delta topic", 0, 0, 0},

@@ -258,7 +258,7 @@ int sh_cmd_verify(int argc, char **argv)
     sh_opt opts[] = {
         {"dsn", 0, SH_OPT_STR, &c.dsn, NULL,
          "primary PostgreSQL connection string (password: env SOUNDHASH_DB_PASSWORD)",
-         SH_OPT_REQUIRED, 0, 0},
+         SH_OPT_REQUIRED | SH_OPT_DSN, 0, 0},
         {"edge", 0, SH_OPT_LIST, &c.edges, NULL,
          "edge base URL, e.g. http://10.0.0.5:8080 (repeatable; bearer token: env "
          "SOUNDHASH_API_TOKEN)",

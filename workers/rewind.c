@@ -216,7 +216,7 @@ int wk_cmd_rewind(int argc, char **argv)
         {"brokers", 'b', SH_OPT_STR, &c.brokers, NULL, "Kafka bootstrap servers host:port,...",
          SH_OPT_REQUIRED, 0, 0},
         {"dsn", 0, SH_OPT_STR, &c.dsn, NULL, "the NEW primary (the promoted follower)",
-         SH_OPT_REQUIRED, 0, 0},
+         SH_OPT_REQUIRED | SH_OPT_DSN, 0, 0},
         {"group", 'g', SH_OPT_STR, &c.group, "soundhash-workers", "the workers' consumer group", 0,
          0, 0},
         {"property", 'X', SH_OPT_LIST, &c.props, NULL, "librdkafka property key=value", 0, 0, 0},

@@ -34,7 +34,7 @@ static const sh_opt OPTS[] = {
      SH_OPT_REQUIRED, 0, 0},
     {"dsn", 0, SH_OPT_STR, NULL, NULL,
      "primary PostgreSQL connection string (password: env SOUNDHASH_DB_PASSWORD)",
-     SH_OPT_REQUIRED, 0, 0},
+     SH_OPT_REQUIRED | SH_OPT_DSN, 0, 0},
     {"media-root", 0, SH_OPT_STR, NULL, NULL, "directory file:// audio must lie under",
      SH_OPT_REQUIRED, 0, 0},
     {"threads", 't', SH_OPT_INT, NULL, "2", "fingerprinting threads", 0, 1, 64},

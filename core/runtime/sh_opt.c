@@ -390,9 +390,9 @@ static void warn_dsn_secret(const sh_opt *o, const char *v, const char *src)
                      "instead"));
         return;
     }
-    if (o->type != SH_OPT_STR || strcmp(o->name, "dsn") || !sh_dsn_has_password(v))
+    if (o->type != SH_OPT_STR || !(o->flags & SH_OPT_DSN) || !sh_dsn_has_password(v))
         return;
-    SH_WARN("secret_on_command_line", "option=--dsn source=%s msg=%s", SH_Q(src),
+    SH_WARN("secret_on_command_line", "option=--%s source=%s msg=%s", o->name, SH_Q(src),
             SH_Q("the DSN holds a password, visible to every user in the process list and kept "
                  "in shell history; pass it with SOUNDHASH_DB_PASSWORD or "
                  "SOUNDHASH_DB_PASSWORD_FILE (--db-password-file F), PGPASSFILE or the DSN's "
@@ -756,7 +756,7 @@ void sh_opt_print(const sh_cmd_spec *spec, void *out)
         switch (o->type) {
         case SH_OPT_STR: {
             const char *s = *(char *const *)o->target;
-            if (s && !strcmp(o->name, "dsn")) {
+            if (s && (o->flags & SH_OPT_DSN)) {
                 char red[SH_OPT_LINE_MAX];
                 sh_dsn_redact(s, s, red, sizeof red);
                 fprintf(f, "%s = %s\n", o->name, red);

@@ -40,6 +40,8 @@ typedef enum sh_opt_type {
 enum {
     SH_OPT_SECRET = 1u << 0,   /* env or file only; masked in --print-config */
     SH_OPT_REQUIRED = 1u << 1, /* parse fails with SH_EUSAGE when absent */
+    SH_OPT_DSN = 1u << 2,      /* a libpq DSN (STR): its password is masked in --print-config and
+                                * warned about when it comes from argv or a config file */
 };
 
 /* A growable list of owned strings. */

@@ -300,7 +300,7 @@ static void test_dsn_password_warns(void **state)
     (void)state;
     char *dsn = NULL;
     sh_opt opts[] = {
-        {"dsn", 0, SH_OPT_STR, &dsn, NULL, "libpq DSN", 0, 0, 0},
+        {"dsn", 0, SH_OPT_STR, &dsn, NULL, "libpq DSN", SH_OPT_DSN, 0, 0},
         {NULL, 0, 0, NULL, NULL, NULL, 0, 0, 0},
     };
     sh_cmd_spec s = {.name = "test", .opts = opts};
@@ -331,6 +331,51 @@ static void test_dsn_password_warns(void **state)
     assert_non_null(strstr(buf, "level=warn event=secret_on_command_line option=--dsn"));
     assert_non_null(strstr(buf, "SOUNDHASH_DB_PASSWORD"));
     assert_null(strstr(buf, "hunter2")); /* the warning never repeats the secret */
+}
+
+/* Every option marked SH_OPT_DSN (not only one named "dsn", e.g. db start --follow) is warned
+ * about and masked in --print-config; an unmarked string option is printed as given. */
+static void test_dsn_option_flag(void **state)
+{
+    (void)state;
+    char *follow = NULL, *other = NULL;
+    sh_opt opts[] = {
+        {"follow", 0, SH_OPT_STR, &follow, NULL, "primary DSN", SH_OPT_DSN, 0, 0},
+        {"label", 0, SH_OPT_STR, &other, NULL, "free text", 0, 0, 0},
+        {NULL, 0, 0, NULL, NULL, NULL, 0, 0, 0},
+    };
+    sh_cmd_spec s = {.name = "test", .opts = opts};
+    char path[] = "/tmp/sh-opt-log-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    int saved = dup(STDERR_FILENO);
+    assert_true(dup2(fd, STDERR_FILENO) >= 0);
+    sh_err e;
+    char *argv[] = {"test", "--follow", "host=a user=f password=hunter2", "--label",
+                    "password=visible", NULL};
+    int rc = sh_opt_parse(&s, 5, argv, &e);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    char buf[2048] = {0};
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    close(fd);
+    unlink(path);
+    assert_int_equal(rc, SH_OK);
+    assert_true(n > 0);
+    assert_non_null(strstr(buf, "event=secret_on_command_line option=--follow"));
+    assert_null(strstr(buf, "option=--label"));
+    assert_null(strstr(buf, "hunter2"));
+    char *out = NULL;
+    size_t outn = 0;
+    FILE *mf = open_memstream(&out, &outn);
+    assert_non_null(mf);
+    sh_opt_print(&s, mf);
+    fclose(mf);
+    assert_null(strstr(out, "hunter2"));
+    assert_non_null(strstr(out, "follow = host=a user=f password="));
+    assert_non_null(strstr(out, "label = password=visible"));
+    free(out);
+    sh_opt_free(&s);
 }
 
 static void test_meta_pairs(void **state)
@@ -403,6 +448,7 @@ int main(void)
         cmocka_unit_test_setup(test_log_one_line, setup),
         cmocka_unit_test_setup(test_dsn_password, setup),
         cmocka_unit_test_setup(test_dsn_password_warns, setup),
+        cmocka_unit_test_setup(test_dsn_option_flag, setup),
         cmocka_unit_test(test_dsn_redact),
         cmocka_unit_test(test_kafka_secret_props),
         cmocka_unit_test_setup(test_meta_pairs, setup),
