@@ -348,8 +348,8 @@ static int sh_conninfo_add(char *out, size_t cap, size_t *len, const char *key, 
 /* The primary's DSN rewritten for replication: every option kept but the secrets, the database
  * (a physical replication connection has none) and the passfile, which becomes the follower's own
  * copy — the primary's file is in another region. */
-static int sh_follow_conninfo(const char *dsn, const char *passfile, char *out, size_t cap,
-                              sh_err *e)
+int sh_pgctl_follow_conninfo(const char *dsn, const char *passfile, char *out, size_t cap,
+                             sh_err *e)
 {
     char *perr = NULL;
     PQconninfoOption *opts = PQconninfoParse(dsn, &perr);
@@ -362,10 +362,20 @@ static int sh_follow_conninfo(const char *dsn, const char *passfile, char *out, 
     int rc = 0;
     out[0] = '\0';
     for (PQconninfoOption *o = opts; o->keyword && !rc; o++) {
-        if (!o->val || !*o->val || !strcmp(o->keyword, "password") ||
-            !strcmp(o->keyword, "passfile") || !strcmp(o->keyword, "dbname") ||
-            !strcmp(o->keyword, "replication"))
+        if (!o->val || !*o->val || !strcmp(o->keyword, "passfile") ||
+            !strcmp(o->keyword, "dbname") || !strcmp(o->keyword, "replication"))
             continue;
+        /* every secret libpq knows (dispchar '*': password, sslpassword, ...) stays out of
+         * pg_basebackup's argv (readable by every local user) and of primary_conninfo: the
+         * password goes through the passfile; an encrypted SSL key cannot be used here */
+        if (o->dispchar && o->dispchar[0] == '*') {
+            if (strcmp(o->keyword, "password"))
+                SH_WARN("follow_secret_dropped", "keyword=%s msg=%s", o->keyword,
+                        SH_Q("a secret other than the password is not passed to pg_basebackup "
+                             "(its argv is visible to every local user); use an unencrypted "
+                             "key file readable only by the server's user"));
+            continue;
+        }
         rc = sh_conninfo_add(out, cap, &len, o->keyword, o->val);
     }
     if (!rc)
@@ -454,7 +464,7 @@ static int sh_basebackup(const sh_pgctx *c, const sh_pgctl_opts *o, sh_err *e)
     char conn[2 * SH_PGCTL_DSN_MAX], pgpass[SH_PG_PATH_MAX + 16], logp[SH_PG_PATH_MAX + 16];
     sh_path(pgpass, sizeof pgpass, c->dir, "pgpass");
     sh_path(logp, sizeof logp, c->dir, "ctl.log");
-    if ((rc = sh_follow_conninfo(o->follow_dsn, pgpass, conn, sizeof conn, e)))
+    if ((rc = sh_pgctl_follow_conninfo(o->follow_dsn, pgpass, conn, sizeof conn, e)))
         return rc;
     char *argv[] = {"pg_basebackup", "-D", (char *)c->data, "-d", conn, "-X", "stream", "-R",
                     "-C", "-S", (char *)slot, "-c", "fast", "-w", NULL};

@@ -50,6 +50,12 @@ int sh_pgctl_start(const sh_pgctl_opts *o, char *dsn, size_t cap, sh_err *e);
  * one that holds a primary is SH_EINVAL. Errors also: SH_EDB (primary unreachable or refusing),
  * SH_EIO (pg_basebackup failed: the message quotes its log). */
 
+/* The conninfo pg_basebackup gets for --follow DSN `dsn`: every keyword of it except dbname,
+ * replication, passfile and every secret (libpq's dispchar '*': password, sslpassword, ...), plus
+ * passfile=`passfile`. Errors: SH_EINVAL (bad DSN: the message is libpq's; too long for cap). */
+int sh_pgctl_follow_conninfo(const char *dsn, const char *passfile, char *out, size_t cap,
+                             sh_err *e);
+
 /* Promotes the follower in DIR to a primary (pg_ctl promote, waits until it accepts writes).
  * Errors: SH_ENOTFOUND (no cluster), SH_EINVAL (not a follower, or not running), SH_EIO. */
 int sh_pgctl_promote(const sh_pgctl_opts *o, sh_err *e);
