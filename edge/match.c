@@ -394,8 +394,11 @@ int ed_match_hashes(ed *x, ed_slot *slot, int fp_version, const sh_hash *h, size
     if (vi < 0) {
         memset(out, 0, sizeof *out);
         out->status = 422;
-        return sh_err_set(e, SH_EUNSUPPORTED, "fp_version %d: this node compares %d and %d",
-                          fp_version, ed_fpv[0], ed_fpv[1]);
+        char list[ED_FPV_N * 12] = "";
+        for (int i = 0, len = 0; i < ED_FPV_N && len < (int)sizeof list; i++)
+            len += snprintf(list + len, sizeof list - (size_t)len, "%s%d", i ? ", " : "", ed_fpv[i]);
+        return sh_err_set(e, SH_EUNSUPPORTED, "fp_version %d: this node compares %s", fp_version,
+                          list);
     }
     query q = {.x = x, .slot = slot, .fixed = fp_version, .k = k};
     q.h[vi] = h;

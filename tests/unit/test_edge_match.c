@@ -330,6 +330,12 @@ static void test_versions(void **state)
     assert_member(o, "supported", "[2,3,4]");
     json_decref(o);
     free(bin);
+    /* the library call's message names every version the node compares, not two of them */
+    ed_match m;
+    sh_err e;
+    assert_int_equal(ed_match_hashes(&W->x, NULL, 7, h, 2, 1, NULL, &m, &e), SH_EUNSUPPORTED);
+    assert_int_equal(m.status, 422);
+    assert_non_null(strstr(e.msg, "this node compares 2, 3, 4"));
     const char *j = "{\"fp_version\":1,\"hash_list\":[[1,2]]}";
     o = post(NULL, "application/json", j, strlen(j), &st);
     assert_int_equal(st, 422);
