@@ -78,62 +78,117 @@ typedef struct dl {
     size_t len, cap;
     bool too_big, io_error;
     bool deny_private;          /* --fetch-deny-private */
-    char refused[INET6_ADDRSTRLEN]; /* the address refused, "" when none */
+    char refused[INET6_ADDRSTRLEN]; /* the last address refused since the last connection, or "" */
+    int opened;                 /* public sockets opened since the last connection was made */
 } dl;
 
 /* True for an IPv4 address (host byte order) that is not a public unicast one: "this network",
- * private, CGNAT, loopback, link-local (cloud metadata services), multicast, reserved, broadcast. */
+ * private, CGNAT, loopback, link-local (cloud metadata services), IETF protocol assignments,
+ * documentation, benchmarking, multicast, reserved, broadcast. */
 static bool v4_private(uint32_t a)
 {
     static const struct {
         uint32_t net, mask;
-    } nets[] = {{0x00000000u, 0xff000000u}, {0x0a000000u, 0xff000000u},
-                {0x64400000u, 0xffc00000u}, {0x7f000000u, 0xff000000u},
-                {0xa9fe0000u, 0xffff0000u}, {0xac100000u, 0xfff00000u},
-                {0xc0a80000u, 0xffff0000u}, {0xe0000000u, 0xe0000000u}};
+    } nets[] = {{0x00000000u, 0xff000000u}, {0x0a000000u, 0xff000000u},  /* 0/8, 10/8 */
+                {0x64400000u, 0xffc00000u}, {0x7f000000u, 0xff000000u},  /* 100.64/10, 127/8 */
+                {0xa9fe0000u, 0xffff0000u}, {0xac100000u, 0xfff00000u},  /* 169.254/16, 172.16/12 */
+                {0xc0000000u, 0xffffff00u}, {0xc0000200u, 0xffffff00u},  /* 192.0.0/24, 192.0.2/24 */
+                {0xc0a80000u, 0xffff0000u}, {0xc6120000u, 0xfffe0000u},  /* 192.168/16, 198.18/15 */
+                {0xc6336400u, 0xffffff00u}, {0xcb007100u, 0xffffff00u},  /* 198.51.100/24, 203.0.113/24 */
+                {0xe0000000u, 0xe0000000u}};                             /* 224/3 */
     for (size_t i = 0; i < sizeof nets / sizeof nets[0]; i++)
         if ((a & nets[i].mask) == nets[i].net)
             return true;
     return false;
 }
 
-/* The same for IPv6: unspecified, loopback, link-local, unique-local, multicast, and IPv4-mapped
- * or -compatible forms of a private IPv4 address. */
+static uint32_t v4_at(const uint8_t *b)
+{
+    return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
+/* The same for IPv6: unspecified, loopback, link-local, site-local, unique-local, multicast,
+ * documentation, and every form that wraps an IPv4 address (mapped, compatible, NAT64, 6to4): the
+ * IPv4 inside decides, a NAT64 or 6to4 gateway would forward to it. */
 static bool v6_private(const struct in6_addr *a)
 {
     const uint8_t *b = a->s6_addr;
     static const uint8_t zero10[10] = {0};
+    static const uint8_t nat64[12] = {0, 0x64, 0xff, 0x9b};
     if (!memcmp(b, zero10, 10) && ((b[10] == 0xff && b[11] == 0xff) || (!b[10] && !b[11])))
-        return v4_private((uint32_t)b[12] << 24 | (uint32_t)b[13] << 16 | (uint32_t)b[14] << 8 |
-                          b[15]); /* ::ffff:a.b.c.d, ::a.b.c.d, :: and ::1 */
-    return (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) || (b[0] & 0xfe) == 0xfc || b[0] == 0xff;
+        return v4_private(v4_at(b + 12)); /* ::ffff:a.b.c.d, ::a.b.c.d, :: and ::1 */
+    if (!memcmp(b, nat64, 12))
+        return v4_private(v4_at(b + 12)); /* 64:ff9b::a.b.c.d (RFC 6052) */
+    if (b[0] == 0 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b)
+        return true; /* 64:ff9b:1::/48 local-use NAT64 (RFC 8215) and the rest of 64:ff9b::/32 */
+    if (b[0] == 0x20 && b[1] == 0x02)
+        return v4_private(v4_at(b + 2)); /* 2002:aabb:ccdd::/48 (6to4) */
+    if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8)
+        return true; /* 2001:db8::/32 documentation */
+    return b[0] == 0xfe /* fe80::/10 link-local, fec0::/10 site-local (and the rest of fe00::/8) */
+           || (b[0] & 0xfe) == 0xfc || b[0] == 0xff;
+}
+
+bool wk_fetch_addr_private(int family, const void *raw)
+{
+    if (family == AF_INET) {
+        struct in_addr in;
+        memcpy(&in, raw, sizeof in);
+        return v4_private(ntohl(in.s_addr));
+    }
+    if (family == AF_INET6) {
+        struct in6_addr in6;
+        memcpy(&in6, raw, sizeof in6);
+        return v6_private(&in6);
+    }
+    return true;
 }
 
 /* libcurl asks this for every connection it makes (the first, redirects, retries), with the
  * address it resolved: checking here, not the URL's host name, also stops DNS answers that point
- * inside. A refused address fails the transfer (CURLE_COULDNT_CONNECT) and is remembered. */
+ * inside. A refused address gets no socket (libcurl tries the host's next address, if any) and is
+ * remembered until a connection is made (on_connected). */
 static curl_socket_t open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
 {
     dl *d = ud;
     if (purpose == CURLSOCKTYPE_IPCXN && d->deny_private) {
-        bool priv = false;
         const void *raw = NULL;
-        if (a->family == AF_INET) {
-            const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)&a->addr;
-            priv = v4_private(ntohl(in->sin_addr.s_addr));
-            raw = &in->sin_addr;
-        } else if (a->family == AF_INET6) {
-            const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)&a->addr;
-            priv = v6_private(&in6->sin6_addr);
-            raw = &in6->sin6_addr;
-        }
-        if (priv || !raw) {
+        if (a->family == AF_INET)
+            raw = &((const struct sockaddr_in *)(const void *)&a->addr)->sin_addr;
+        else if (a->family == AF_INET6)
+            raw = &((const struct sockaddr_in6 *)(const void *)&a->addr)->sin6_addr;
+        if (!raw || wk_fetch_addr_private(a->family, raw)) {
             if (!raw || !inet_ntop(a->family, raw, d->refused, sizeof d->refused))
                 snprintf(d->refused, sizeof d->refused, "family %d", a->family);
             return CURL_SOCKET_BAD;
         }
+        d->opened++;
     }
     return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+/* Called once a connection is up, before each request goes out, with the address actually
+ * connected to: a private address refused on the way (a host with a private and a public one) does
+ * not fail a transfer that goes to a public one. The connected address is checked again. */
+static int on_connected(void *ud, char *conn_primary_ip, char *conn_local_ip, int conn_primary_port,
+                        int conn_local_port)
+{
+    (void)conn_local_ip;
+    (void)conn_primary_port;
+    (void)conn_local_port;
+    dl *d = ud;
+    if (!d->deny_private)
+        return CURL_PREREQFUNC_OK;
+    unsigned char raw[sizeof(struct in6_addr)];
+    int fam = strchr(conn_primary_ip, ':') ? AF_INET6 : AF_INET;
+    if (inet_pton(fam, conn_primary_ip, raw) != 1 || wk_fetch_addr_private(fam, raw)) {
+        snprintf(d->refused, sizeof d->refused, "%s", conn_primary_ip);
+        d->opened = 0;
+        return CURL_PREREQFUNC_ABORT;
+    }
+    d->refused[0] = '\0';
+    d->opened = 0;
+    return CURL_PREREQFUNC_OK;
 }
 
 static size_t on_body(char *p, size_t sz, size_t n, void *ud)
@@ -177,7 +232,8 @@ static int tmp_fd(const char *dir, sh_err *e)
  * retry; other 4xx and oversize bodies are not. */
 static int http_result(CURLcode cc, long status, const dl *d, const char *url, sh_err *e)
 {
-    if (d->refused[0])
+    /* refused and no public address tried since: the only way in was a private one */
+    if (d->refused[0] && cc != CURLE_OK && !d->opened)
         return sh_err_set(e, SH_EHTTP,
                           "GET %s: refused to connect to %s, not a public address "
                           "(--fetch-deny-private)", url, d->refused);
@@ -206,10 +262,12 @@ static int download(const wk *w, const char *url, int fd, bool *local, sh_err *e
     CURL *c = curl_easy_init();
     if (!c)
         return sh_err_set(e, SH_ENOMEM, "curl_easy_init failed");
-    dl d = {fd, 0, w->cfg.max_fetch_bytes, false, false, w->cfg.fetch_deny_private, ""};
+    dl d = {fd, 0, w->cfg.max_fetch_bytes, false, false, w->cfg.fetch_deny_private, "", 0};
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, open_socket);
     curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, &d);
+    curl_easy_setopt(c, CURLOPT_PREREQFUNCTION, on_connected);
+    curl_easy_setopt(c, CURLOPT_PREREQDATA, &d);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
