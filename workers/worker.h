@@ -184,7 +184,7 @@ int wk_fetch_open(wk *w, wk_job *j, sh_primary *db, sh_audio **out, sh_err *e);
 void wk_fetch_global_init(void);
 /* fetch.c: true when `raw` (a struct in_addr for AF_INET, in6_addr for AF_INET6, network byte
  * order) is not a public unicast address, the --fetch-deny-private classifier: private, CGNAT,
- * loopback, link-local, benchmarking, documentation, IETF protocol, multicast, reserved; for IPv6
+ * loopback, link-local, benchmarking, IETF protocol, multicast, reserved; for IPv6
  * also site-local, unique-local and every form wrapping an IPv4 address (mapped, compatible,
  * NAT64 64:ff9b::/96, 6to4 2002::/16) whose IPv4 is not public. Other families: true. */
 bool wk_fetch_addr_private(int family, const void *raw);
