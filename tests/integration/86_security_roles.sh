@@ -92,7 +92,8 @@ W_PORT=$(sed -n 's/.*event=http_listening.* port=\([0-9]*\).*/\1/p' "$SH_TMP/w.l
 wk_publish "$MEDIA/a.wav" "$MEDIA/b.flac" "$MEDIA/c.wav"
 wait_for 120 wk_tracks_active 3
 "$SH_BIN" ingest delete --brokers "$BOOT" --track-id c > /dev/null 2>&1
-wait_for 60 test "$(pg_sql "SELECT status FROM tracks WHERE external_id = 'c'")" = deleted
+c_deleted() { [ "$(pg_sql "SELECT status FROM tracks WHERE external_id = 'c'")" = deleted ]; }
+wait_for 60 c_deleted # a function: wait_for re-runs it (a "$(...)" argument is evaluated once)
 check "the worker (soundhash_worker) wrote 2 tracks and a tombstone, 4 changes" \
   test "$(pg_sql "SELECT count(*) FROM change_log")" = 4
 check "the worker's connections are soundhash_worker's" \
