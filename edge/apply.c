@@ -40,7 +40,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { ED_BOOTSTRAP_RETRY_MS = 3000, ED_CURSOR_MAX = 128 };
+/* ED_REASSIGN_GAP_MS: the least time between two assign() calls (see ed_run). */
+enum { ED_BOOTSTRAP_RETRY_MS = 3000, ED_REASSIGN_GAP_MS = 1000, ED_CURSOR_MAX = 128 };
 #define ED_CURSOR_KEY "edge"
 
 int ed_cursor_parse(const char *v, size_t len, int64_t *epoch, int64_t *pos, int64_t *offset,
@@ -448,11 +449,23 @@ int ed_run(ed *x, sh_err *e)
     bool reassign = true;
     int rc = bootstrap_waiting(x, &reassign, e);
     double next_retry = sh_clock_mono_ms() + ED_BOOTSTRAP_RETRY_MS, next_gauges = 0;
+    double next_assign = 0;
     if (rc == 0)
         atomic_store(&x->started, true);
     while (rc == 0 && !sh_stop_requested(x->stop)) {
-        if (reassign) {
+        /* librdkafka 2.0.2 aborts the process (rdkafka_assignment.c:872, assertion rktp_started)
+         * when assign() comes while the partitions an earlier assign() removed still await their
+         * fetchers' stop replies: the second removal stops them a second time, and the second
+         * reply finds them stopped (librdkafka issue #5573). Failed bootstraps asked for
+         * re-assigns back to back (offsets lost to retention while the snapshot source is down:
+         * an out-of-range error per partition, each a re-assign, and the removed assignment's
+         * queued errors come again). So re-assigns are spaced: a stop reply takes milliseconds,
+         * and a waiting shard takes nothing meanwhile (on_message). A new consumer per re-assign
+         * was tried: destroying one that had just reported an out-of-range partition hung now and
+         * then in 2.0.2 (tests/integration/75_edge_bootstrap_retry.sh). */
+        if (reassign && sh_clock_mono_ms() >= next_assign) {
             reassign = false;
+            next_assign = sh_clock_mono_ms() + ED_REASSIGN_GAP_MS;
             if ((rc = assign_all(x, e)))
                 break;
         }
