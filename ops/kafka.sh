@@ -234,7 +234,10 @@ cmd_start() {
   for i in $(seq 1 "$n"); do write_config "$i" "$n" "$voters" "${p[i]}" "${c[i]}"; done
 
   # One cluster id for all; formatting writes each node's meta.properties and the bootstrap metadata.
-  local cid; cid=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+  # (An id starting with '-' is valid to Kafka but the tool's argument parser reads it as an
+  # option: "--cluster-id: expected one argument", one start in 64. Draw again.)
+  local cid=-
+  while [ "${cid:0:1}" = - ]; do cid=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '='); done
   local fpids=()
   for i in $(seq 1 "$n"); do
     java_cmd 128m
