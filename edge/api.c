@@ -5,6 +5,7 @@
 
 #include "sh_clock.h"
 #include "sh_log.h"
+#include "sh_token.h"
 
 #include <inttypes.h>
 #include <jansson.h>
@@ -155,18 +156,7 @@ int ed_json_answer(sh_http_resp *resp, int status, json_t *o)
 
 int ed_bearer_ok(const char *h, const char *token)
 {
-    /* The scheme is case-insensitive (RFC 9110 11.1): "bearer T" is the same credential. */
-    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
-        return 0;
-    h += 7;
-    while (*h == ' ')
-        h++;
-    /* Constant time in the credential's bytes: every byte of the token is compared. */
-    size_t a = strlen(h), b = strlen(token);
-    unsigned char diff = (unsigned char)(a != b);
-    for (size_t i = 0; i < b; i++)
-        diff |= (unsigned char)(token[i] ^ (i < a ? h[i] : 0));
-    return diff == 0;
+    return sh_token_bearer_ok(h, token);
 }
 
 int ed_authorised(const ed *x, const sh_http_req *req)

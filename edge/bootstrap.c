@@ -12,6 +12,7 @@
  * .staging and .old directories are removed first.
  */
 #include "edge.h"
+#include "sh_token.h"
 
 #include "sh_log.h"
 #include "sh_snap.h"
@@ -105,8 +106,26 @@ static int download(const ed *x, int n, int fd, sh_err *e)
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(c, CURLOPT_XFERINFODATA, &d);
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    struct curl_slist *hdr = NULL;
+    if (x->snap_token) {
+        /* The replicator's /v1/snapshots hands out the whole shard: it asks for a token. */
+        char auth[SH_TOKEN_MAX + 32];
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", x->snap_token);
+        hdr = curl_slist_append(NULL, auth);
+        if (!hdr) {
+            curl_easy_cleanup(c);
+            return sh_err_set(e, SH_ENOMEM, "out of memory");
+        }
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
+    }
     CURLcode cc = curl_easy_perform(c);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_cleanup(c);
+    curl_slist_free_all(hdr);
+    if (cc == CURLE_HTTP_RETURNED_ERROR && status == 401)
+        return sh_err_set(e, SH_EHTTP, "%s: 401: the snapshot source wants a bearer token "
+                          "(--snapshot-token-file or SOUNDHASH_SNAPSHOT_TOKEN)", url);
     if (d.err == SH_ETOOBIG || cc == CURLE_FILESIZE_EXCEEDED)
         return sh_err_set(e, SH_ETOOBIG, "%s: over --snapshot-max-bytes %zu", url,
                           x->cfg.snapshot_max);

@@ -9,6 +9,7 @@
 #include "sh_kafka.h"
 #include "sh_log.h"
 #include "sh_shardmap.h"
+#include "sh_token.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -19,7 +20,6 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 
-enum { ED_TOKEN_MAX = 4096 };
 
 static const char *const SUMMARY =
     "Keeps local LMDB shards (format 2, DIR/shard-N) exact from the replicator's index deltas "
@@ -87,6 +87,9 @@ static const sh_opt OPTS[] = {
     {"snapshot-max-bytes", 0, SH_OPT_SIZE, NULL, "16G", "largest snapshot downloaded", 0, 0, 0},
     {"snapshot-timeout", 0, SH_OPT_INT, NULL, "600", "seconds one snapshot download may take", 0,
      1, 86400},
+    {"snapshot-token-file", 0, SH_OPT_STR, NULL, "",
+     "file holding the bearer token sent to a --snapshot-source URL (else env "
+     "SOUNDHASH_SNAPSHOT_TOKEN)", 0, 0, 0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0, 0},
 };
 #define N_OPTS (sizeof OPTS / sizeof OPTS[0])
@@ -100,7 +103,7 @@ static void init_opts(ed_config *c, sh_opt *opts, sh_cmd_spec *spec)
                        &c->lag_threshold_ms, &c->connect_timeout_s, &c->max_body,
                        &c->max_clip_s,       &c->http_threads,  &c->request_timeout_s,
                        &c->max_conns,        &c->max_conns_per_ip,
-                       &c->snapshot_max,     &c->snapshot_timeout_s};
+                       &c->snapshot_max,     &c->snapshot_timeout_s, &c->snapshot_token_file};
     _Static_assert(sizeof targets / sizeof targets[0] == N_OPTS - 1, "one target per option");
     memcpy(opts, OPTS, sizeof OPTS);
     for (size_t i = 0; i < N_OPTS - 1; i++)
@@ -156,6 +159,12 @@ static int parse_shards(const char *spec, unsigned char *marks, bool *all, sh_er
     return 0;
 }
 
+/* An http:// or https:// URL (--snapshot-source may also be a directory). */
+static int is_url(const char *s)
+{
+    return !strncmp(s, "http://", 7) || !strncmp(s, "https://", 8);
+}
+
 static int check_config(const ed_config *c, unsigned char *marks, bool *all, sh_err *e)
 {
     int rc = parse_shards(c->shards, marks, all, e);
@@ -177,54 +186,22 @@ static int check_config(const ed_config *c, unsigned char *marks, bool *all, sh_
                           c->upstream);
     if (!c->upstream[0] && c->upstream_token_file[0])
         return sh_err_set(e, SH_EUSAGE, "--upstream-token-file: needs --upstream");
+    if (!is_url(c->snapshot_source) && c->snapshot_token_file[0])
+        return sh_err_set(e, SH_EUSAGE, "--snapshot-token-file: needs a --snapshot-source URL");
     return sh_kafka_props_check(c->brokers, &c->kafka_props, e);
 }
 
-/* A bearer token into *out: the file's first line (flag `flag`), else the environment variable
- * `env`; *out stays NULL when neither is set. */
-static int read_token(const char *file, const char *flag, const char *env, char **out, sh_err *e)
-{
-    if (file[0]) {
-        FILE *f = fopen(file, "r");
-        if (!f)
-            return sh_err_set(e, SH_EUSAGE, "%s %s: %s", flag, file, strerror(errno));
-        char buf[ED_TOKEN_MAX];
-        size_t n = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        buf[n] = '\0';
-        buf[strcspn(buf, "\r\n")] = '\0';
-        if (!buf[0])
-            return sh_err_set(e, SH_EUSAGE, "%s %s: empty", flag, file);
-        *out = strdup(buf);
-    } else {
-        const char *t = getenv(env);
-        if (!t || !t[0])
-            return 0;
-        if (strlen(t) >= ED_TOKEN_MAX)
-            return sh_err_set(e, SH_EUSAGE, "%s: over %d bytes", env, ED_TOKEN_MAX);
-        *out = strdup(t);
-    }
-    if (!*out)
-        return sh_err_set(e, SH_ENOMEM, "out of memory");
-    /* The token goes into an HTTP header: a control character would inject header lines. */
-    for (const char *p = *out; p && *p; p++)
-        if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7f) {
-            free(*out);
-            *out = NULL;
-            return sh_err_set(e, SH_EUSAGE, "%s: the token holds a control character",
-                              file[0] ? flag : env);
-        }
-    return 0;
-}
-
-/* The API's bearer token, and the one sent to --upstream. */
+/* The API's bearer token, the one sent to --upstream and the one sent to the snapshot source. */
 static int load_tokens(ed *x, sh_err *e)
 {
-    int rc = read_token(x->cfg.token_file, "--api-token-file", "SOUNDHASH_API_TOKEN", &x->token,
-                        e);
+    int rc = sh_token_load(x->cfg.token_file, "--api-token-file", "SOUNDHASH_API_TOKEN",
+                           &x->token, e);
     if (rc == 0 && x->cfg.upstream[0])
-        rc = read_token(x->cfg.upstream_token_file, "--upstream-token-file",
-                        "SOUNDHASH_UPSTREAM_TOKEN", &x->up_token, e);
+        rc = sh_token_load(x->cfg.upstream_token_file, "--upstream-token-file",
+                           "SOUNDHASH_UPSTREAM_TOKEN", &x->up_token, e);
+    if (rc == 0 && is_url(x->cfg.snapshot_source))
+        rc = sh_token_load(x->cfg.snapshot_token_file, "--snapshot-token-file",
+                           "SOUNDHASH_SNAPSHOT_TOKEN", &x->snap_token, e);
     return rc;
 }
 
@@ -347,6 +324,7 @@ static void teardown(ed *x)
     free(x->token);
     ed_upstream_free(x->up);
     free(x->up_token);
+    free(x->snap_token);
 }
 
 int sh_cmd_edge(int argc, char **argv)
@@ -370,6 +348,7 @@ int sh_cmd_edge(int argc, char **argv)
     if (code >= 0) {
         free(x.token);
         free(x.up_token);
+        free(x.snap_token);
         sh_opt_free(&spec);
         return code;
     }

@@ -51,6 +51,7 @@ typedef struct ed_config {
     char *token_file;
     char *upstream;            /* "" = none */
     char *upstream_token_file;
+    char *snapshot_token_file; /* bearer token sent to a --snapshot-source URL */
     long upstream_timeout_ms;
     sh_strlist kafka_props;
     long lag_threshold_ms;   /* /ready fails when a shard's last delta is older */
@@ -108,6 +109,7 @@ typedef struct ed {
     ed_config cfg;
     char *token;       /* bearer token for the /v1/ routes, or NULL */
     char *up_token;    /* bearer token sent to --upstream, or NULL */
+    char *snap_token;  /* bearer token sent to the snapshot source, or NULL */
     ed_upstream *up;   /* the --upstream client, or NULL */
     char origin[ED_UP_ORIGIN_LEN + 1]; /* this process's random id (X-SoundHash-Origin) */
     int nshards;       /* partitions of the topic */

@@ -14,6 +14,7 @@
 #include "sh_log.h"
 #include "sh_shardmap.h"
 #include "sh_signal.h"
+#include "sh_token.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -60,6 +61,9 @@ static const sh_opt RUN_OPTS[] = {
     {"zstd-level", 0, SH_OPT_INT, NULL, "3", "zstd level of the payloads", 0, 1, 19},
     {"max-delta-bytes", 0, SH_OPT_SIZE, NULL, "900K",
      "a delta's payload stays under this; keep it below the topic's max.message.bytes", 0, 0, 0},
+    {"api-token-file", 0, SH_OPT_STR, NULL, "",
+     "file holding the bearer token /v1/snapshots asks for (else env SOUNDHASH_SNAPSHOT_TOKEN; "
+     "none: open)", 0, 0, 0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0, 0},
 };
 #define N_RUN_OPTS (sizeof RUN_OPTS / sizeof RUN_OPTS[0])
@@ -70,7 +74,7 @@ static void init_run_opts(rp_config *c, sh_opt *opts, sh_cmd_spec *spec)
                        &c->region,       &c->topic,         &c->kafka_props,
                        &c->batch_ms,     &c->batch_bytes,   &c->poll_ms,
                        &c->heartbeat_ms, &c->lag_threshold_ms, &c->connect_timeout_s,
-                       &c->zstd_level,   &c->max_delta_bytes};
+                       &c->zstd_level,   &c->max_delta_bytes, &c->token_file};
     _Static_assert(sizeof targets / sizeof targets[0] == N_RUN_OPTS - 1, "one target per option");
     memcpy(opts, RUN_OPTS, sizeof RUN_OPTS);
     for (size_t i = 0; i < N_RUN_OPTS - 1; i++)
@@ -219,6 +223,7 @@ static void teardown(rp *r)
     rp_metrics_free(r);
     free(r->shards);
     sh_registry_free(r->reg);
+    free(r->token);
 }
 
 /* SOUNDHASH_TEST_KILL_AFTER_ACKS (see rp_config): read once here, logged loudly when set. */
@@ -248,7 +253,9 @@ static int cmd_run(int argc, char **argv)
         sh_err_set(&e, SH_EUSAGE, "unexpected argument '%s'", spec.args.v[0]);
         code = sh_opt_exit_code(&spec, SH_EUSAGE, &e);
     }
-    if (code < 0 && check_config(&r.cfg, &e))
+    if (code < 0 && (check_config(&r.cfg, &e) ||
+                     sh_token_load(r.cfg.token_file, "--api-token-file",
+                                   "SOUNDHASH_SNAPSHOT_TOKEN", &r.token, &e)))
         code = sh_opt_exit_code(&spec, SH_EUSAGE, &e);
     if (code >= 0) {
         sh_opt_free(&spec);

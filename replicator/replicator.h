@@ -51,6 +51,7 @@ typedef struct rp_config {
     long connect_timeout_s;  /* bounded waits for Kafka and PostgreSQL at start */
     long zstd_level;
     size_t max_delta_bytes;  /* a delta's payload stays under this (one Kafka message) */
+    char *token_file;        /* bearer token for /v1/snapshots (else env SOUNDHASH_SNAPSHOT_TOKEN) */
     /* Fault-injection hook for the chaos suite (tests/chaos/storm.sh), inert unless the
      * environment sets SOUNDHASH_TEST_KILL_AFTER_ACKS=N: the process SIGKILLs itself right after
      * the N-th round whose deltas Kafka acknowledged, before its position moves — the one instant
@@ -113,6 +114,7 @@ typedef struct rp {
     struct pending *inflight;
     size_t n_inflight;
     _Atomic bool snapshot_busy; /* one snapshot at a time (rmetrics.c) */
+    char *token; /* bearer token /v1/snapshots asks for, or NULL (open) */
 } rp;
 
 /* Deltas unacknowledged this long make /health say "kafka":"blocked" (acks on a healthy cluster

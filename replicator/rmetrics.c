@@ -4,6 +4,7 @@
 
 #include "sh_clock.h"
 #include "sh_log.h"
+#include "sh_token.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -197,6 +198,9 @@ static int parse_shard(const rp *r, const char *path, int *shard)
 static int on_snapshot(const sh_http_req *req, sh_http_resp *resp, void *ud)
 {
     rp *r = ud;
+    /* A snapshot is the whole shard: with a token configured, only its holders get one. */
+    if (r->token && !sh_token_bearer_ok(sh_http_req_header(req, "Authorization"), r->token))
+        return json_error(resp, 401, "missing or wrong bearer token");
     if (!atomic_load(&r->started))
         return json_error(resp, 503, "starting");
     int shard = 0;

@@ -71,6 +71,7 @@ unknown subcommand|dlq frobnicate
 -X|replicator --brokers 127.0.0.1:1 --dsn host=x -X bogus.prop=1
 --http|replicator --brokers 127.0.0.1:1 --dsn host=x --http notanaddr
 --batch-ms|replicator --brokers 127.0.0.1:1 --dsn host=x --batch-ms 0
+--api-token-file|replicator --brokers 127.0.0.1:1 --dsn host=x --api-token-file /nonexistent
 --shard|replicator snapshot --dsn host=x --shard 9 --shards 8 --out snap
 --tombstone-days|replicator prune --dsn host=x --brokers 127.0.0.1:1 --tombstone-days -1
 --listen is required|edge --brokers 127.0.0.1:1 --data ed --shards 0-3
@@ -82,6 +83,7 @@ unknown subcommand|dlq frobnicate
 --upstream-token-file|edge --brokers 127.0.0.1:1 --data ed --shards 0 --listen :0 --upstream-token-file /x
 --upstream-token-file|edge --brokers 127.0.0.1:1 --data ed --shards 0 --listen :0 --upstream http://x:1 --upstream-token-file /nonexistent
 --upstream-timeout-ms|edge --brokers 127.0.0.1:1 --data ed --shards 0 --listen :0 --upstream-timeout-ms 0
+--snapshot-token-file|edge --brokers 127.0.0.1:1 --data ed --shards 0 --listen :0 --snapshot-token-file /x
 --dsn|verify --dsn notadsn --edge http://127.0.0.1:1
 --edge|verify --dsn host=x --edge notaurl
 --edge|verify --dsn host=x
@@ -133,10 +135,10 @@ dlq show|brokers property since timeout topic
 dlq tail|brokers property since timeout topic
 worker rewind|brokers dsn group property timeout
 worker|brokers dsn media-root threads group http worker-id property max-inflight batch max-duration max-fetch-bytes http-timeout retry-max-ms shutdown-grace tmp-dir connect-timeout max-retry-time db-wait fetch-deny-private
-replicator|dsn brokers http region topic property batch-ms batch-bytes poll-ms heartbeat-ms lag-threshold-ms connect-timeout zstd-level max-delta-bytes
+replicator|dsn brokers http region topic property batch-ms batch-bytes poll-ms heartbeat-ms lag-threshold-ms connect-timeout zstd-level max-delta-bytes api-token-file
 replicator snapshot|dsn shard shards out
 replicator prune|dsn brokers topic property tombstone-days
-edge|brokers data shards listen region snapshot-source topic api-token-file upstream upstream-token-file upstream-timeout-ms property lag-threshold-ms connect-timeout max-body max-clip-s http-threads request-timeout max-conns max-conns-per-ip snapshot-max-bytes snapshot-timeout
+edge|brokers data shards listen region snapshot-source topic api-token-file upstream upstream-token-file upstream-timeout-ms property lag-threshold-ms connect-timeout max-body max-clip-s http-threads request-timeout max-conns max-conns-per-ip snapshot-max-bytes snapshot-timeout snapshot-token-file
 verify|dsn edge wait shards
 status|brokers property dsn node group json timeout-ms
 T
