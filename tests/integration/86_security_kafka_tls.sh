@@ -10,22 +10,14 @@
 # password.
 . "$SH_ROOT/tests/integration/lib.sh"
 . "$SH_ROOT/tests/lib/pg.sh"
+. "$SH_ROOT/tests/lib/pki.sh"
 . "$SH_ROOT/tests/lib/worker.sh"
 . "$SH_ROOT/tests/lib/edge.sh"
 WK_KAFKA=real WK_KAFKA_NODES=1 wk_setup
 
 # ---- a CA, the broker's certificate, an unrelated CA ----------------------------------------------
 PKI="$SH_TMP/pki"
-mkdir -p "$PKI"
-ossl() { openssl "$@" 2>> "$PKI/openssl.log" || { cat "$PKI/openssl.log" >&2; fail "openssl $1"; }; }
-ossl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=soundhash kafka test CA" \
-  -keyout "$PKI/ca.key" -out "$PKI/ca.crt"
-ossl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=soundhash kafka test CA" \
-  -keyout "$PKI/wrong-ca.key" -out "$PKI/wrong-ca.crt"
-ossl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$PKI/broker.key" -out "$PKI/broker.csr"
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' > "$PKI/broker.ext"
-ossl x509 -req -in "$PKI/broker.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
-  -days 2 -extfile "$PKI/broker.ext" -out "$PKI/broker.crt"
+pki_make "$PKI" broker "DNS:localhost,IP:127.0.0.1"
 # PEM keystore: the PKCS#8 key, then the certificate
 cat "$PKI/broker.key" "$PKI/broker.crt" > "$PKI/broker.pem"
 grep -q 'BEGIN PRIVATE KEY' "$PKI/broker.pem" || fail "openssl did not write a PKCS#8 key"

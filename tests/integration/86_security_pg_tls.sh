@@ -8,21 +8,13 @@
 # checks it), and a plaintext connection.
 . "$SH_ROOT/tests/integration/lib.sh"
 . "$SH_ROOT/tests/lib/pg.sh"
+. "$SH_ROOT/tests/lib/pki.sh"
 . "$SH_ROOT/tests/lib/worker.sh"
 WK_KAFKA=mock wk_setup
 
 # ---- a CA, a server certificate for "localhost", and an unrelated CA ------------------------------
 PKI="$SH_TMP/pki"
-mkdir -p "$PKI"
-ossl() { openssl "$@" 2>> "$PKI/openssl.log" || { cat "$PKI/openssl.log" >&2; fail "openssl $1"; }; }
-ossl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=soundhash test CA" \
-  -keyout "$PKI/ca.key" -out "$PKI/ca.crt"
-ossl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=soundhash test CA" \
-  -keyout "$PKI/wrong-ca.key" -out "$PKI/wrong-ca.crt"
-ossl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$PKI/server.key" -out "$PKI/server.csr"
-printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n' > "$PKI/server.ext"
-ossl x509 -req -in "$PKI/server.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
-  -days 2 -extfile "$PKI/server.ext" -out "$PKI/server.crt"
+pki_make "$PKI" server "DNS:localhost"
 
 # ---- the server: ssl=on, plaintext TCP refused ---------------------------------------------------
 DATA="$SH_PG_DIR/data"
