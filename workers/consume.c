@@ -15,6 +15,7 @@
 #define PING_EVERY_S 1.0
 #define MAX_COMMITS 256
 #define WAIT_SLICE_MS 250
+#define OFFSETS_RETRY_MS 10000.0
 
 /* ---- offsets ------------------------------------------------------------------------------- */
 
@@ -25,7 +26,10 @@
 static void record_offsets(wk *w, const sh_offset_commit *c, size_t n)
 {
     sh_group_offset v[MAX_COMMITS];
-    if (!w->ctl)
+    /* After a failure the next try waits OFFSETS_RETRY_MS: a database that does not answer holds
+     * each try for the connect timeout, and this runs on the consumer loop. */
+    double now = sh_clock_mono_ms();
+    if (!w->ctl || now < w->offsets_retry_ms)
         return;
     for (size_t i = 0; i < n; i++) {
         size_t len = strnlen(c[i].topic, SH_PRIMARY_TOPIC_MAX); /* both Kafka's 249 */
@@ -39,6 +43,7 @@ static void record_offsets(wk *w, const sh_offset_commit *c, size_t n)
     if (rc && !w->offsets_warned) /* once per failure streak: e.g. a role without the grant */
         SH_WARN("offsets_record_failed", "msg=\"%.300s\"", sh_err_text(&e));
     w->offsets_warned = rc != 0;
+    w->offsets_retry_ms = rc ? sh_clock_mono_ms() + OFFSETS_RETRY_MS : 0;
 }
 
 static void commit_now(wk *w)

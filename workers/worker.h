@@ -145,6 +145,7 @@ typedef struct wk {
     sh_primary *ctl;     /* the main thread's own connection: database health while idle, and the
                             committed offsets recorded for a takeover (consume.c) */
     bool offsets_warned; /* main thread: the last recording failed and was logged */
+    double offsets_retry_ms; /* main thread: no recording before this monotonic time */
 
     pthread_t *fp_threads;
     long n_fp_threads;
