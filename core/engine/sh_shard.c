@@ -155,6 +155,15 @@ static int open_dbis(sh_shard *s, MDB_txn *txn, unsigned flags)
     return rc;
 }
 
+int sh_shard_format_put(const sh_shard *s, MDB_txn *txn, int format)
+{
+    MDB_val k = mval("format", 6), d;
+    char fmt[64];
+    int fl = snprintf(fmt, sizeof fmt, "%s %d", SH_SHARD_MAGIC, format);
+    d = mval(fmt, (size_t)fl);
+    return mdb_put(txn, s->meta, &k, &d, 0);
+}
+
 static int init_new(sh_shard *s, MDB_txn *txn, sh_err *e)
 {
     s->format = SH_SHARD_FORMAT;
@@ -172,12 +181,8 @@ static int init_new(sh_shard *s, MDB_txn *txn, sh_err *e)
         s->nposts = 1;
         rc = sh_shard_meta_put_u64(txn, s->meta, fk, 0);
     }
-    MDB_val k = mval("format", 6), d;
-    char fmt[64];
-    int fl = snprintf(fmt, sizeof fmt, "%s %d", SH_SHARD_MAGIC, SH_SHARD_FORMAT);
-    d = mval(fmt, (size_t)fl);
     if (!rc)
-        rc = mdb_put(txn, s->meta, &k, &d, 0);
+        rc = sh_shard_format_put(s, txn, SH_SHARD_FORMAT);
     if (!rc)
         rc = sh_shard_meta_put_u64(txn, s->meta, "fp_version", (uint64_t)s->fp_version);
     return rc ? sh_shard_lmdb_err(e, rc, "initialising shard") : 0;
@@ -194,11 +199,18 @@ static int check_format(sh_shard *s, MDB_txn *txn, sh_err *e)
         return sh_err_set(e, SH_EFORMAT, "%s: not a SoundHash shard (no format record)", s->dir);
     if (rc)
         return sh_shard_lmdb_err(e, rc, s->dir);
-    char want[64], v1[64];
+    char want[64], v2[64], v1[64];
     int wl = snprintf(want, sizeof want, "%s %d", SH_SHARD_MAGIC, SH_SHARD_FORMAT);
+    int v2l = snprintf(v2, sizeof v2, "%s %d", SH_SHARD_MAGIC, SH_SHARD_FORMAT_V2);
     int vl = snprintf(v1, sizeof v1, "%s %d", SH_SHARD_MAGIC, SH_SHARD_FORMAT_V1);
     if (d.mv_size == (size_t)wl && !memcmp(d.mv_data, want, (size_t)wl)) {
         s->format = SH_SHARD_FORMAT;
+        return 0;
+    }
+    /* Format 2 differs only in its range blobs having no skip table: read and written as it is
+     * (so a build before format 3 still reads it), converted by sh_shard_compact(). */
+    if (d.mv_size == (size_t)v2l && !memcmp(d.mv_data, v2, (size_t)v2l)) {
+        s->format = SH_SHARD_FORMAT_V2;
         return 0;
     }
     if (d.mv_size == (size_t)vl && !memcmp(d.mv_data, v1, (size_t)vl)) {
@@ -211,7 +223,8 @@ static int check_format(sh_shard *s, MDB_txn *txn, sh_err *e)
                           "the index into a new directory to write to it",
                           s->dir);
     }
-    return sh_err_set(e, SH_EUNSUPPORTED, "%s: shard format '%.*s', this build reads '%s'", s->dir,
+    return sh_err_set(e, SH_EUNSUPPORTED, "%s: shard format '%.*s', this build reads '%s' and "
+                      "formats 1 and 2", s->dir,
                       (int)(d.mv_size < 64 ? d.mv_size : 64), (char *)d.mv_data, want);
 }
 

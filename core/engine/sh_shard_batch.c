@@ -626,7 +626,7 @@ int sh_shard_write_ranges(apply_ctx *a, uint32_t key, const sh_posting *p, size_
         int rc = ensure_blob(a, sh_range_bound(n));
         if (rc)
             return rc;
-        len = sh_range_encode(p, n, a->blob);
+        len = sh_range_encode(p, n, a->skip_shift, a->blob);
         if (len <= SH_RANGE_BLOB_MAX || one_hash)
             return put_range(a, key, len, append);
     }
@@ -735,7 +735,7 @@ static int vacuum_index(apply_ctx *a, uint32_t *pos, bool bounded, size_t *left,
             MDB_val kk = mval(&key, 4);
             if (n) {
                 rc = ensure_blob(a, sh_range_bound(n));
-                size_t len = rc ? 0 : sh_range_encode(a->work, n, a->blob);
+                size_t len = rc ? 0 : sh_range_encode(a->work, n, a->skip_shift, a->blob);
                 MDB_val nv = mval(a->blob, len);
                 if (!rc)
                     rc = mdb_put(a->txn, a->post, &kk, &nv, 0);
@@ -889,7 +889,9 @@ int sh_shard_write_txn(sh_shard *s, const char *what, int (*body)(apply_ctx *a, 
     int rc = 0;
     for (int attempt = 0; attempt < SH_RETRIES_MAX; attempt++) {
         sh_err local = {0};
-        apply_ctx a = {.s = s, .e = &local};
+        apply_ctx a = {.s = s,
+                       .e = &local,
+                       .skip_shift = s->format >= SH_SHARD_FORMAT ? SH_RANGE_SKIP_SHIFT : 0};
         rc = mdb_txn_begin(s->env, NULL, 0, &a.txn);
         if (rc == MDB_MAP_RESIZED) {
             pthread_rwlock_wrlock(&s->map_lock);

@@ -28,7 +28,8 @@
 
 #define SH_SHARD_MAGIC "soundhash-shard"
 enum {
-    SH_SHARD_FORMAT = 2,
+    SH_SHARD_FORMAT = 3,    /* range blobs may carry a skip table (sh_shard_range.h) */
+    SH_SHARD_FORMAT_V2 = 2, /* read-write, plain range blobs only (sh_shard.h) */
     SH_SHARD_FORMAT_V1 = 1, /* read-only: one fp_version, no seqs, no checksum (sh_shard.h) */
     /* A range blob is split when it grows past this; pieces are cut at ~3/4 of it so that the
      * next few inserts do not split again. Kept well under LMDB's inline node limit (~2 KB for
@@ -65,7 +66,8 @@ struct sh_shard {
     int fp_version;  /* this handle's default (puts without one, sh_shard_lookup) */
     uint32_t stop_postings; /* lookups skip hash values with more postings (sh_shard_opts) */
     int base_fp;     /* the shard's first fp_version: its index is "post" */
-    int format;      /* SH_SHARD_FORMAT or SH_SHARD_FORMAT_V1 (then read_only) */
+    int format;      /* SH_SHARD_FORMAT, SH_SHARD_FORMAT_V2 or SH_SHARD_FORMAT_V1 (then
+                        read_only) */
     bool read_only;
     bool no_create;
     /* Growing the map is only allowed with no transaction active in this process: readers hold
@@ -147,6 +149,8 @@ typedef struct apply_ctx {
     uint8_t *blob, *pad;
     size_t capwork, capblob;
     sh_shard_commit_stats st;
+    unsigned skip_shift; /* range blobs written: sh_range_encode's skip_shift (format 3: a skip
+                            table; format 2: none, so that older builds still read the shard) */
     sh_err *e;
 } apply_ctx;
 
@@ -161,6 +165,9 @@ static inline MDB_val mval(const void *p, size_t n)
 
 /* Translates LMDB code `rc` at the boundary into an SH_E* code with "what: ..." in `e`. */
 int sh_shard_lmdb_err(sh_err *e, int rc, const char *what);
+
+/* Writes the format record ("soundhash-shard N") of `format`. LMDB codes. */
+int sh_shard_format_put(const sh_shard *s, MDB_txn *txn, int format);
 
 /* The meta table's counters (absent keys read as 0; next_track as 1). LMDB codes. */
 int sh_shard_counters_load(const sh_shard *s, MDB_txn *txn, shard_counters *c);

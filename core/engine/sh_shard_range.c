@@ -2,9 +2,10 @@
 
 #include "sh_varint.h"
 
+#include <stdbool.h>
 #include <string.h>
 
-enum { SH_RANGE_HDR_MAX = 3 * SH_VARINT_MAX + 3 + SH_VARINT_MAX };
+enum { SH_RANGE_HDR_MAX = 3 * SH_VARINT_MAX + 3 + SH_VARINT_MAX + 3 };
 
 /* ---- bit writer (LSB first) ------------------------------------------------------------------ */
 
@@ -71,10 +72,27 @@ static unsigned best_k(const sh_posting *p, size_t n, uint64_t *cost)
 
 size_t sh_range_bound(size_t n)
 {
-    return SH_RANGE_HDR_MAX + (n * (SH_RICE_MAXBITS + 64) + 7) / 8 + 8;
+    /* the columns, then at most one 64-bit skip entry per posting */
+    return SH_RANGE_HDR_MAX + (n * (SH_RICE_MAXBITS + 64) + 7) / 8 + 8 + n * 8;
 }
 
-size_t sh_range_encode(const sh_posting *p, size_t n, uint8_t *buf)
+/* The skip table: an entry for every posting j·2^shift (j ≥ 1): its hash minus the first, and
+ * the bit offset where the next code starts — the sum of the code lengths before it. */
+static void put_skip(bitw *w, const sh_posting *p, size_t n, unsigned k, unsigned shift,
+                     unsigned wsh, unsigned wso)
+{
+    uint64_t off = 0;
+    for (size_t i = 1; i < n; i++) {
+        off += rice_cost(p[i].hash - p[i - 1].hash, k);
+        if (!(i & (((size_t)1 << shift) - 1))) {
+            bw_put(w, p[i].hash - p[0].hash, wsh);
+            bw_put(w, off, wso);
+        }
+    }
+    bw_flush(w);
+}
+
+size_t sh_range_encode(const sh_posting *p, size_t n, unsigned skip_shift, uint8_t *buf)
 {
     uint32_t tmin = UINT32_MAX, tmax = 0, timax = 0;
     for (size_t i = 0; i < n; i++) {
@@ -85,13 +103,26 @@ size_t sh_range_encode(const sh_posting *p, size_t n, uint8_t *buf)
     uint64_t hbits;
     unsigned k = best_k(p, n, &hbits);
     unsigned wtr = bits_for(tmax - tmin), wt = bits_for(timax);
+    /* hbits < 2^26 (n ≤ 2^20 codes of ≤ 56 bits), so offsets fit the u32 of off[] */
+    const unsigned shift = skip_shift && n > ((size_t)1 << skip_shift) ? skip_shift : 0;
     size_t len = sh_varint_put(buf, n);
     len += sh_varint_put(buf + len, p[0].hash);
-    buf[len++] = (uint8_t)k;
+    buf[len++] = (uint8_t)(k | (shift ? SH_RANGE_SKIP : 0));
     buf[len++] = (uint8_t)wtr;
     buf[len++] = (uint8_t)wt;
     len += sh_varint_put(buf + len, tmin);
     len += sh_varint_put(buf + len, hbits);
+    if (shift) {
+        const size_t m = (n - 1) >> shift;
+        const unsigned wsh = bits_for(p[m << shift].hash - p[0].hash);
+        const unsigned wso = bits_for((uint32_t)hbits); /* hbits < 2^26: n ≤ 2^20 codes ≤ 56 bits */
+        buf[len++] = (uint8_t)shift;
+        buf[len++] = (uint8_t)wsh;
+        buf[len++] = (uint8_t)wso;
+        bitw sw = {.p = buf + len};
+        put_skip(&sw, p, n, k, shift, wsh, wso);
+        len = (size_t)(sw.p - buf);
+    }
     bitw w = {.p = buf + len};
     for (size_t i = 1; i < n; i++) {
         uint32_t d = p[i].hash - p[i - 1].hash, q = d >> k;
@@ -150,6 +181,8 @@ int sh_range_open(const uint8_t *buf, size_t len, uint32_t key, uint8_t *scratch
     p += 3;
     if (sh_varint_get(&p, end, &tmin) || sh_varint_get(&p, end, &hbits))
         return -1;
+    const bool skip = k & SH_RANGE_SKIP;
+    k &= ~SH_RANGE_SKIP;
     if (n < 1 || n > SH_RANGE_MAX_POSTINGS || first > key || k > 31 || wtr > 32 || wt > 32 ||
         tmin > UINT32_MAX)
         return -1;
@@ -160,6 +193,27 @@ int sh_range_open(const uint8_t *buf, size_t len, uint32_t key, uint8_t *scratch
     /* n-1 Rice codes take k+1 .. SH_RICE_MAXBITS bits each. */
     if (hbits < (n - 1) * (k + 1) || hbits > (n - 1) * (uint64_t)SH_RICE_MAXBITS)
         return -1;
+    unsigned shift = 0, wsh = 0, wso = 0;
+    size_t nskip = 0;
+    const uint8_t *skipp = NULL;
+    if (skip) {
+        if (end - p < 3)
+            return -1;
+        shift = p[0];
+        wsh = p[1];
+        wso = p[2];
+        p += 3;
+        /* The encoder writes a table only when it has an entry, each field ≤ 32 bits. */
+        if (shift < 1 || shift > SH_RANGE_SKIP_SHIFT_MAX || n <= (1ull << shift) || wsh > 32 ||
+            wso > 32)
+            return -1;
+        nskip = (size_t)((n - 1) >> shift);
+        const uint64_t sbytes = (nskip * (uint64_t)(wsh + wso) + 7) / 8;
+        if ((uint64_t)(end - p) < sbytes)
+            return -1;
+        skipp = p;
+        p += sbytes;
+    }
     uint64_t total = hbits + n * (uint64_t)(wtr + wt);
     size_t hdr = (size_t)(p - buf);
     if ((uint64_t)(len - hdr) != (total + 7) / 8)
@@ -177,8 +231,41 @@ int sh_range_open(const uint8_t *buf, size_t len, uint32_t key, uint8_t *scratch
                     .bits = p,
                     .nbytes = nbytes,
                     .tail = scratch,
-                    .tail_from = from};
+                    .tail_from = from,
+                    .skip_shift = shift,
+                    .w_sh = wsh,
+                    .w_so = wso,
+                    .nskip = nskip,
+                    .skip = skipp,
+                    .skip_avail = skipp ? (size_t)(end - skipp) : 0};
     return 0;
+}
+
+/* nbits (≤ 32) at bit `off` of the skip table; reads stay inside the blob (the table and the
+ * bit stream after it: skip_avail bytes). */
+static uint32_t skip_bits(const sh_range *r, uint64_t off, unsigned nbits)
+{
+    const uint64_t b = off >> 3;
+    uint64_t v = 0;
+    if (b + 8 <= r->skip_avail) {
+        v = load64(r->skip + b);
+    } else {
+        for (uint64_t i = 0; i < 8 && b + i < r->skip_avail; i++)
+            v |= (uint64_t)r->skip[b + i] << (8 * i);
+    }
+    v >>= off & 7;
+    return (uint32_t)(v & ((1ull << nbits) - 1));
+}
+
+/* Entry j (1..nskip): posting j·2^s's hash minus the first, and the offset after its code. */
+static uint32_t skip_hash(const sh_range *r, size_t j)
+{
+    return skip_bits(r, (uint64_t)(j - 1) * (r->w_sh + r->w_so), r->w_sh);
+}
+
+static uint64_t skip_off(const sh_range *r, size_t j)
+{
+    return skip_bits(r, (uint64_t)(j - 1) * (r->w_sh + r->w_so) + r->w_sh, r->w_so);
 }
 
 /* Decodes the Rice code at c->off (posting c->i + 1's delta) into c: one 64-bit load sees a whole
@@ -227,6 +314,27 @@ int sh_range_seek(const sh_range *r, uint32_t key, sh_range_cursor *c, uint32_t 
     uint64_t off = c->off, h = c->hash;
     const uint64_t end = r->hash_bits, kmask = (1ull << r->k) - 1;
     const unsigned k = r->k;
+    if (r->nskip && h < target) {
+        /* The last entry ahead of c whose hash is below target: every posting before it is below
+         * target too, so the first posting ≥ target lies after it. */
+        size_t lo = (i >> r->skip_shift) + 1, hi = r->nskip + 1;
+        const size_t from = lo;
+        while (lo < hi) {
+            const size_t mid = lo + (hi - lo) / 2;
+            if ((uint64_t)r->first_hash + skip_hash(r, mid) < target)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo > from) {
+            const size_t j = lo - 1;
+            off = skip_off(r, j);
+            if (off > end)
+                return -1;
+            i = j << r->skip_shift;
+            h = (uint64_t)r->first_hash + skip_hash(r, j);
+        }
+    }
     /* Fast path while ≥ 57 bits of the column remain: the load is in place and whole, and a
      * code (escapes included: 24 + 32 bits) cannot run past the column. */
     const size_t last = r->n - 1;
@@ -283,10 +391,16 @@ int sh_range_hashes(const sh_range *r, uint32_t key, uint32_t *hashes)
     sh_range_cursor c;
     sh_range_cursor_init(r, &c);
     hashes[0] = c.hash;
+    const size_t smask = r->nskip ? ((size_t)1 << r->skip_shift) - 1 : 0;
     while (c.i + 1 < r->n) {
         if (rice_step(r, key, &c))
             return -1;
         hashes[c.i] = c.hash;
+        if (r->nskip && !(c.i & smask)) {
+            const size_t j = c.i >> r->skip_shift;
+            if ((uint64_t)r->first_hash + skip_hash(r, j) != c.hash || skip_off(r, j) != c.off)
+                return -1;
+        }
     }
     return c.off == r->hash_bits ? 0 : -1;
 }

@@ -62,6 +62,12 @@ static int compact_body(apply_ctx *a, void *unused)
         rc = sh_shard_dead_load(a->s, a->txn, &a->dead);
     if (!rc)
         rc = sh_shard_fp_scan(a->s, a->txn, fps, NULL, &nfp);
+    /* Every range is rewritten here: a format 2 shard becomes format 3 (skip tables) in the same
+     * transaction. Readers of this build read both kinds of blob meanwhile. */
+    if (!rc && a->s->format == SH_SHARD_FORMAT_V2) {
+        a->skip_shift = SH_RANGE_SKIP_SHIFT;
+        rc = sh_shard_format_put(a->s, a->txn, SH_SHARD_FORMAT);
+    }
     for (size_t i = 0; i < nfp && !rc; i++) {
         rc = sh_shard_post_open(a, fps[i], false, &a->post);
         if (!rc)
@@ -79,7 +85,14 @@ int sh_shard_compact(sh_shard *s, sh_err *e)
 {
     if (!s || s->read_only)
         return sh_err_set(e, SH_EINVAL, "shard compact: shard not writable");
-    return sh_shard_write_txn(s, "compact", compact_body, NULL, NULL, NULL, e);
+    int rc = sh_shard_write_txn(s, "compact", compact_body, NULL, NULL, NULL, e);
+    if (!rc) { /* writers read it under write_lock; readers only ever test for format 1 */
+        pthread_mutex_lock(&s->write_lock);
+        if (s->format == SH_SHARD_FORMAT_V2)
+            s->format = SH_SHARD_FORMAT;
+        pthread_mutex_unlock(&s->write_lock);
+    }
+    return rc;
 }
 
 /* ---- snapshot: a compacted copy of the environment ---------------------------------------------

@@ -1,7 +1,8 @@
 /* Fuzz target: the shard's range blob decoder (sh_shard_range) on arbitrary bytes, as read from a
  * possibly corrupted data.mdb. The first 4 bytes are the range key. Accepted blobs must decode to
  * hashes ≤ key in order and re-encode losslessly; a lookup's partial decode (sh_range_seek) must
- * stay in bounds on any blob and, on a valid one, land where the full decode says. The blob is
+ * stay in bounds on any blob (a skip table's entries included) and, on a valid one (every skip
+ * entry checked by the full decode), land where the full decode says. The blob is
  * given to the codec in a buffer of exactly its size (it is read in place). */
 #include "sh_shard_range.h"
 
@@ -53,7 +54,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uint8_t *buf = malloc(sh_range_bound(r.n));
         uint8_t *pad2 = buf ? malloc(sh_range_bound(r.n) + 8) : NULL;
         if (pad2) {
-            size_t len = sh_range_encode(p, r.n, buf);
+            size_t len = sh_range_encode(p, r.n, r.skip_shift, buf);
             sh_range r2;
             if (sh_range_open(buf, len, key, pad2, &r2) != 0 || r2.n != r.n ||
                 sh_range_hashes(&r2, key, hs) != 0)

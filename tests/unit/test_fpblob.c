@@ -146,11 +146,37 @@ static int cmp_posting(const void *x, const void *y)
     return p->t < q->t ? -1 : p->t > q->t;
 }
 
-static void range_round_trip(sh_posting *p, size_t n)
+/* Seeks in r (decoded whole into hs) land on the first posting ≥ the target, from a fresh cursor
+ * and from one moved forward target by target, whatever the skip table lets them jump. */
+static void range_seeks(const sh_range *r, uint32_t key, const uint32_t *hs)
+{
+    sh_range_cursor run;
+    sh_range_cursor_init(r, &run);
+    for (size_t i = 0; i < r->n; i++) {
+        const uint32_t targets[3] = {hs[i] ? hs[i] - 1 : 0, hs[i], hs[i] + (hs[i] < key)};
+        for (int t = 0; t < 3; t++) {
+            size_t want = 0;
+            while (want < r->n && hs[want] < targets[t])
+                want++;
+            sh_range_cursor c;
+            sh_range_cursor_init(r, &c);
+            assert_int_equal(sh_range_seek(r, key, &c, targets[t]), 0);
+            assert_int_equal(c.i, want);
+            if (want < r->n)
+                assert_int_equal(c.hash, hs[want]);
+            if (targets[t] >= run.hash && run.i < r->n) {
+                assert_int_equal(sh_range_seek(r, key, &run, targets[t]), 0);
+                assert_int_equal(run.i, want);
+            }
+        }
+    }
+}
+
+static void range_round_trip_skip(sh_posting *p, size_t n, unsigned skip)
 {
     qsort(p, n, sizeof *p, cmp_posting);
     uint8_t *buf = malloc(sh_range_bound(n));
-    size_t len = sh_range_encode(p, n, buf);
+    size_t len = sh_range_encode(p, n, skip, buf);
     assert_true(len <= sh_range_bound(n));
     uint8_t *pad = malloc(len + 8);
     sh_range r;
@@ -161,6 +187,9 @@ static void range_round_trip(sh_posting *p, size_t n)
     sh_posting *out = malloc(n * sizeof *out);
     assert_int_equal(sh_range_decode(&r, key, hs, out), 0);
     assert_memory_equal(out, p, n * sizeof *p);
+    /* a skip table exactly when asked for and there is an entry to write */
+    assert_int_equal(r.nskip, skip && n > (1u << skip) ? (n - 1) >> skip : 0);
+    range_seeks(&r, key, hs);
     /* A key below the largest hash is a corrupt range. */
     if (key > 0 && n > 1 && p[0].hash < key) {
         assert_int_equal(sh_range_open(buf, len, key - 1, pad, &r) == 0 &&
@@ -186,6 +215,56 @@ static void range_round_trip(sh_posting *p, size_t n)
     free(out);
     free(hs);
     free(pad);
+    free(buf);
+}
+
+/* Every blob both ways: plain (format 2), an entry every 2 and every 16 postings (format 3). */
+static void range_round_trip(sh_posting *p, size_t n)
+{
+    range_round_trip_skip(p, n, 0);
+    range_round_trip_skip(p, n, 1);
+    range_round_trip_skip(p, n, SH_RANGE_SKIP_SHIFT);
+}
+
+/* A skip entry that disagrees with the codes makes the blob fail a full decode (what a write
+ * does before rewriting it), so a blob that decodes never misleads a seek; a seek through a wrong
+ * entry stays in bounds. */
+static void test_range_skip_checked(void **state)
+{
+    (void)state;
+    enum { N = 200 };
+    sh_posting p[N];
+    for (size_t i = 0; i < N; i++)
+        p[i] = (sh_posting){.hash = 5000 + 37 * (uint32_t)i, .track = 3, .t = (uint32_t)i};
+    uint8_t *buf = malloc(sh_range_bound(N)), pad[64];
+    const size_t len = sh_range_encode(p, N, SH_RANGE_SKIP_SHIFT, buf);
+    uint8_t *plain = malloc(sh_range_bound(N));
+    const size_t plain_len = sh_range_encode(p, N, 0, plain);
+    /* 12 entries of 13 + 13 bits and 3 bytes of widths: ~5 % of this blob */
+    assert_true(len > plain_len && len <= plain_len + 3 + (12 * 26 + 7) / 8);
+    uint32_t hs[N];
+    sh_range r;
+    const uint32_t key = p[N - 1].hash;
+    assert_int_equal(sh_range_open(buf, len, key, pad, &r), 0);
+    assert_int_equal(sh_range_hashes(&r, key, hs), 0);
+    const size_t at = (size_t)(r.skip - buf);
+    for (size_t b = at; b < at + (r.nskip * (r.w_sh + r.w_so) + 7) / 8; b++) {
+        for (unsigned bit = 0; bit < 8; bit++) {
+            buf[b] ^= (uint8_t)(1u << bit);
+            if (sh_range_open(buf, len, key, pad, &r) == 0) {
+                /* the last byte's padding bits are not part of any entry */
+                const int padding = b * 8 + bit >= at * 8 + r.nskip * (r.w_sh + r.w_so);
+                assert_int_equal(sh_range_hashes(&r, key, hs) == 0, padding);
+                sh_range_cursor c;
+                sh_range_cursor_init(&r, &c);
+                for (uint32_t t = 5000; t <= key && c.i < r.n; t += 500)
+                    if (sh_range_seek(&r, key, &c, t) || c.hash > key)
+                        break;
+            }
+            buf[b] ^= (uint8_t)(1u << bit);
+        }
+    }
+    free(plain);
     free(buf);
 }
 
@@ -216,6 +295,7 @@ int main(void)
         cmocka_unit_test(test_caps),
         cmocka_unit_test(test_hostile),
         cmocka_unit_test(test_range_codec),
+        cmocka_unit_test(test_range_skip_checked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

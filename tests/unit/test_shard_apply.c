@@ -2,6 +2,7 @@
  * (sh_shard_batch_apply), two fingerprint versions in one shard through a reindex (real
  * fingerprints of synth.h audio: SH_FP_PAIRS hashes as fp_version 2, triplets as 3), the
  * incremental checksum against sh_shardsum computed from scratch, format-1 shards (read-only),
+ * format-2 shards (plain range blobs: read, written as they are, converted by compact),
  * aborted batches and a writer killed at a random instant. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +13,7 @@
 
 #include "sh_match.h"
 #include "sh_shard.h"
+#include "sh_shard_range.h"
 #include "sh_shardsum.h"
 #include "synth.h"
 
@@ -694,6 +696,142 @@ static void test_format1(void **state)
     free(h2);
 }
 
+/* ---- format 2 ------------------------------------------------------------------------------- */
+
+/* The (closed) shard in dir: sets its format record to `rec` when not NULL, and counts the blobs
+ * of its first posting index with a skip table and without (those of more than 16 postings). */
+static void inspect_v2(const char *dir, const char *rec, size_t *skip, size_t *plain_big)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi meta, post;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 32), 0);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0644), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    assert_int_equal(mdb_dbi_open(txn, "post", MDB_INTEGERKEY, &post), 0);
+    MDB_val k = {.mv_size = 6, .mv_data = "format"}, v;
+    if (rec) {
+        v = (MDB_val){.mv_size = strlen(rec), .mv_data = (void *)rec};
+        assert_int_equal(mdb_put(txn, meta, &k, &v, 0), 0);
+    }
+    *skip = *plain_big = 0;
+    MDB_cursor *c;
+    assert_int_equal(mdb_cursor_open(txn, post, &c), 0);
+    for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        uint32_t key;
+        uint8_t pad[16];
+        sh_range r;
+        memcpy(&key, k.mv_data, 4);
+        assert_int_equal(sh_range_open(v.mv_data, v.mv_size, key, pad, &r), 0);
+        *skip += r.nskip > 0;
+        *plain_big += !r.nskip && r.n > (1u << SH_RANGE_SKIP_SHIFT);
+    }
+    mdb_cursor_close(c);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+static void lookup_all(sh_shard *s, sh_matcher *m, sh_hash *const *q, size_t nq, size_t n,
+                       size_t *votes, sh_match_result (*res)[4], size_t *nres)
+{
+    for (size_t i = 0; i < nq; i++) {
+        sh_matcher_reset(m);
+        assert_int_equal(sh_shard_lookup(s, q[i], n, m, &votes[i], NULL), 0);
+        assert_int_equal(sh_matcher_result(m, res[i], 4, &nres[i]), 0);
+    }
+}
+
+/* A format-2 shard (plain range blobs, what builds before format 3 wrote) opens read-write, keeps
+ * writing plain blobs (so such a build can still read it), answers like a format-3 shard; compact
+ * converts it (skip tables, format record 3) without changing an answer. */
+static void test_format2(void **state)
+{
+    fixture *f = *state;
+    enum { NT = 6, NP = 3000, NQ = 4 };
+    size_t skip = 0, plain = 0;
+    sh_shard_free(f->s);
+    f->s = NULL;
+    inspect_v2(f->dir, "soundhash-shard 2", &skip, &plain);
+    assert_int_equal(sh_shard_open(f->dir, NULL, &f->s, NULL), 0);
+    sh_shard_batch *b;
+    sh_err e = {0};
+    for (int round = 0; round < 2; round++) { /* the second merges into existing blobs */
+        assert_int_equal(sh_shard_batch_begin(f->s, 0, &b, &e), 0);
+        for (int i = 0; i < NT / 2; i++) {
+            char id[16];
+            snprintf(id, sizeof id, "t%d", round * NT / 2 + i);
+            sh_hash *h = rand_hashes((uint32_t)(round * NT / 2 + i), NP);
+            sh_shard_track t = {.id = id, .version = 1, .duration_s = 10.0};
+            assert_int_equal(sh_shard_batch_put(b, &t, h, NP, &e), 0);
+            free(h);
+        }
+        assert_int_equal(sh_shard_batch_commit(b, NULL, &e), 0);
+    }
+    sh_hash *q[NQ];
+    for (size_t i = 0; i < NQ; i++) { /* a stretch of track i (shifted), and random hashes */
+        q[i] = rand_hashes((uint32_t)i, NP);
+        for (size_t j = 0; j < NP; j++)
+            q[i][j] = j % 3 ? (sh_hash){q[i][j].hash, q[i][j].t + 50}
+                            : (sh_hash){(uint32_t)(j * 2654435761u), (uint32_t)j};
+    }
+    sh_fp_config qc;
+    sh_fp_config_query(&qc);
+    sh_matcher *m;
+    assert_int_equal(sh_matcher_new(&qc, &m, &e), 0);
+    size_t v2[NQ], v3[NQ], n2[NQ], n3[NQ];
+    sh_match_result r2[NQ][4], r3[NQ][4];
+    lookup_all(f->s, m, q, NQ, NP, v2, r2, n2);
+    sh_shard_free(f->s);
+    f->s = NULL;
+    inspect_v2(f->dir, NULL, &skip, &plain);
+    assert_int_equal(skip, 0);
+    assert_true(plain > 10);
+
+    assert_int_equal(sh_shard_open(f->dir, NULL, &f->s, NULL), 0);
+    assert_int_equal(sh_shard_compact(f->s, &e), 0);
+    lookup_all(f->s, m, q, NQ, NP, v3, r3, n3);
+    for (size_t i = 0; i < NQ; i++) {
+        assert_true(v2[i] >= NP * 2 / 3);
+        assert_int_equal(v3[i], v2[i]);
+        assert_int_equal(n3[i], n2[i]);
+        assert_memory_equal(r3[i], r2[i], n2[i] * sizeof r2[i][0]);
+    }
+    sh_shard_free(f->s);
+    f->s = NULL;
+    inspect_v2(f->dir, NULL, &skip, &plain);
+    assert_true(skip > 10);
+    assert_int_equal(plain, 0);
+    /* Reopened, it is format 3 (a build before it refuses the format record instead of meeting a
+     * blob it cannot read); everything still answers. */
+    assert_int_equal(sh_shard_open(f->dir, NULL, &f->s, NULL), 0);
+    lookup_all(f->s, m, q, NQ, NP, v3, r3, n3);
+    for (size_t i = 0; i < NQ; i++)
+        assert_int_equal(v3[i], v2[i]);
+    sh_shard_free(f->s);
+    f->s = NULL;
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi meta;
+    assert_int_equal(mdb_env_create(&env), 0);
+    assert_int_equal(mdb_env_set_maxdbs(env, 32), 0);
+    assert_int_equal(mdb_env_open(env, f->dir, MDB_RDONLY, 0644), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    MDB_val k = {.mv_size = 6, .mv_data = "format"}, v;
+    assert_int_equal(mdb_get(txn, meta, &k, &v), 0);
+    assert_int_equal(v.mv_size, 17);
+    assert_memory_equal(v.mv_data, "soundhash-shard 3", 17);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    assert_int_equal(sh_shard_open(f->dir, NULL, &f->s, NULL), 0);
+    sh_matcher_free(m);
+    for (size_t i = 0; i < NQ; i++)
+        free(q[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -702,6 +840,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_checksum_incremental, setup, teardown),
         cmocka_unit_test_setup_teardown(test_abort_and_kill, setup, teardown),
         cmocka_unit_test_setup_teardown(test_format1, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_format2, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
