@@ -243,7 +243,7 @@ int sh_range_open(const uint8_t *buf, size_t len, uint32_t key, uint8_t *scratch
 
 /* nbits (≤ 32) at bit `off` of the skip table; reads stay inside the blob (the table and the
  * bit stream after it: skip_avail bytes). */
-static uint32_t skip_bits(const sh_range *r, uint64_t off, unsigned nbits)
+static inline uint32_t skip_bits(const sh_range *r, uint64_t off, unsigned nbits)
 {
     const uint64_t b = off >> 3;
     uint64_t v = 0;
@@ -258,12 +258,12 @@ static uint32_t skip_bits(const sh_range *r, uint64_t off, unsigned nbits)
 }
 
 /* Entry j (1..nskip): posting j·2^s's hash minus the first, and the offset after its code. */
-static uint32_t skip_hash(const sh_range *r, size_t j)
+static inline uint32_t skip_hash(const sh_range *r, size_t j)
 {
     return skip_bits(r, (uint64_t)(j - 1) * (r->w_sh + r->w_so), r->w_sh);
 }
 
-static uint64_t skip_off(const sh_range *r, size_t j)
+static inline uint64_t skip_off(const sh_range *r, size_t j)
 {
     return skip_bits(r, (uint64_t)(j - 1) * (r->w_sh + r->w_so) + r->w_sh, r->w_so);
 }
@@ -316,17 +316,17 @@ int sh_range_seek(const sh_range *r, uint32_t key, sh_range_cursor *c, uint32_t 
     const unsigned k = r->k;
     if (r->nskip && h < target) {
         /* The last entry ahead of c whose hash is below target: every posting before it is below
-         * target too, so the first posting ≥ target lies after it. */
+         * target too, so the first posting ≥ target lies after it. Looked for only when the next
+         * entry is below target: consecutive query hashes mostly land in the same block. */
         size_t lo = (i >> r->skip_shift) + 1, hi = r->nskip + 1;
-        const size_t from = lo;
-        while (lo < hi) {
-            const size_t mid = lo + (hi - lo) / 2;
-            if ((uint64_t)r->first_hash + skip_hash(r, mid) < target)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        if (lo > from) {
+        if (lo < hi && (uint64_t)r->first_hash + skip_hash(r, lo) < target) {
+            for (lo++; lo < hi;) {
+                const size_t mid = lo + (hi - lo) / 2;
+                if ((uint64_t)r->first_hash + skip_hash(r, mid) < target)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
             const size_t j = lo - 1;
             off = skip_off(r, j);
             if (off > end)
