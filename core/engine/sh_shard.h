@@ -2,12 +2,14 @@
  * `soundhash index` / `match` commands keep. One LMDB environment (a directory holding data.mdb and
  * lock.mdb): readers never block the writer (MVCC), every change is one ACID transaction.
  *
- * Layout (format 2; named LMDB databases):
+ * Layout (format 3; named LMDB databases):
  *   post    postings of the shard's first fp_version, as "range blobs": key u32 K
  *           (MDB_INTEGERKEY) holds every posting whose hash is in (previous key, K], sorted by
  *           (hash, track, t), bit-packed: Rice-coded hash deltas, then fixed-width track and t
- *           columns. Blobs stay under ~1 KB (split when they grow) so a lookup decodes a few
- *           hundred postings and a write rewrites one small node.
+ *           columns, with a skip table (the hash and code offset of every 16th posting) so a
+ *           lookup's probe decodes fewer than 16 codes, not the blob up to its hash
+ *           (sh_shard_range.h). Blobs stay under ~1 KB (split when they grow) so a write
+ *           rewrites one small node.
  *   post.vN the same for each further fp_version N (at most SH_SHARD_FP_VERSIONS_MAX per shard):
  *           one posting index per fingerprint version, so during a catalogue reindex a shard
  *           holds tracks of two versions and a query of version N only meets version-N postings.
@@ -34,6 +36,12 @@
  *   - replicated (an edge applying index deltas and snapshot chunks): sh_shard_batch_apply(),
  *     ordered by the op's change-log seq, the apply key; the edge puts its (epoch, position) for
  *     the shard in the same batch with sh_shard_batch_set_cursor().
+ *
+ * Format 2 (range blobs without skip tables) opens read-write and answers the same; its writes
+ * keep writing plain blobs, so a build from before format 3 can still open it. sh_shard_compact()
+ * (and so sh_shard_repack(), `soundhash index compact`) converts it: every range is rewritten with
+ * a skip table and the format record becomes 3 in the same transaction. A build from before
+ * format 3 refuses a format-3 shard (SH_EUNSUPPORTED) rather than meeting blobs it cannot read.
  *
  * Format 1 (before the apply key and several fp_versions: 12-byte ids values, no checksum, one
  * posting index) is read, read-only, as a single-version shard: lookups, info, stats and cursors
@@ -192,7 +200,8 @@ int sh_shard_get_cursor(sh_shard *s, const char *key, void *buf, size_t cap, siz
 int sh_shard_vacuum(sh_shard *s, sh_err *e);
 
 /* Rewrites the posting table densely: drops dead postings and repacks the range blobs in key order
- * so LMDB pages are full (incremental commits leave them ~2/3 full). The freed pages stay in the
+ * so LMDB pages are full (incremental commits leave them ~2/3 full); a format-2 shard becomes
+ * format 3 (skip tables) in the same transaction. The freed pages stay in the
  * file for reuse; sh_shard_snapshot() afterwards gives a file of the compacted size. One
  * transaction holding every posting in memory (12 bytes each). Errors: SH_ETOOBIG (over 64 M
  * postings or over LMDB's per-transaction page limit), SH_EFORMAT, SH_ELMDB. */

@@ -15,8 +15,8 @@
  * Hash deltas of a dense index are small and Rice codes them within ~1.5 bits of their entropy;
  * the fixed-width columns give O(1) access to posting i once its hash matched. The skip table lets
  * a seek start at most 2^s - 1 codes before the posting it looks for instead of at the first:
- * in a big index a query's hashes are sparse among the postings (at 1,000 h a 10 s query meets
- * one posting in ~15 ranges), so without it each probe decoded half a blob on average.
+ * in a big index a query's hashes are sparser than the blobs (100 h in 8 shards: ~12.4k ranges
+ * per shard against ~7k query hashes), so without it each probe decoded about half a blob.
  * Blobs without SH_RANGE_SKIP (shard format 2, and any blob of at most 2^s postings) read as
  * before; a full decode checks every skip entry against the codes, so a blob that decodes whole
  * never misleads a seek.
