@@ -123,6 +123,8 @@ static const knob knobs[] = {
     {"min_confidence", 'd', 1, offsetof(sh_match_config, min_confidence)},
     {"dup_score", 'i', 1, offsetof(sh_match_config, dup_score)},
     {"coarse_scale_step", 'd', 1, offsetof(sh_match_config, coarse_scale_step)},
+    {"min_landmarks", 'i', 1, offsetof(sh_match_config, min_landmarks)},
+    {"min_spread", 'i', 1, offsetof(sh_match_config, min_spread)},
 };
 
 static int set_knob(const char *kv, sh_fp_config *fc, sh_fp_config *qc, sh_match_config *mc)
@@ -436,7 +438,7 @@ int main(int argc, char **argv)
     FILE *df = dump ? fopen(dump, "w") : NULL;
     if (df)
         fprintf(df, "query,cond,len,expected,answer,score,confidence,second,second_score,"
-                    "offset_err,scale,nhash,votes,correct,duration\n");
+                    "offset_err,scale,nhash,votes,correct,duration,landmarks,second_landmarks,spread\n");
     static char conds[MAX_CONDS][64];
     int nconds = 0;
     static int ok[MAX_CONDS][2], tot[MAX_CONDS][2], offok[MAX_CONDS][2];
@@ -489,11 +491,12 @@ int main(int argc, char **argv)
             pos_ok += correct;
         }
         if (df)
-            fprintf(df, "%s,%s,%d,%s,%s,%d,%.5f,%s,%d,%.3f,%.4f,%zu,%zu,%d,%.2f\n", q->file,
+            fprintf(df, "%s,%s,%d,%s,%s,%d,%.5f,%s,%d,%.3f,%.4f,%zu,%zu,%d,%.2f,%d,%d,%d\n", q->file,
                     q->cond, q->len_s, q->expected, ans, nr ? res[0].score : 0,
                     nr ? res[0].confidence : 0.0, nr > 1 ? names[res[1].track] : "NONE",
                     nr > 1 ? res[1].score : 0, oerr, nr ? res[0].scale : 0.0, nh, rst.votes,
-                    correct, nr ? res[0].duration_s : 0.0);
+                    correct, nr ? res[0].duration_s : 0.0, nr ? res[0].landmarks : 0,
+                    nr > 1 ? res[1].landmarks : 0, nr ? res[0].spread : 0);
         free(a.x);
     }
     if (df)

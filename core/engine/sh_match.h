@@ -11,10 +11,15 @@
  *   2. fine: for the best `refine` coarse candidates, the offset t_db - (1 + s) * t_query is
  *      histogrammed for time-scale factors s in [-max_scale, +max_scale] (steps of scale_step);
  *      score = the most votes within ±tol_frames of one offset over all s;
- *   3. no-match threshold: a candidate is reported only when score ≥ min_score and its confidence
- *      is ≥ min_confidence. The confidence is a calibrated probability that the answer is right,
- *      a function of z = score - 1.5 * (best score of any other track: the noise floor of this
- *      very query), fitted on the dev query sets: 1 / (1 + exp(-0.58 (z - 4.9))). Another track
+ *   3. no-match threshold: a candidate is reported only when its confidence is ≥ min_confidence.
+ *      The confidence is a calibrated probability that the answer is right, the larger of
+ *      (votes) for score ≥ min_score, a function of z = score - 1.5 * (best score of any other
+ *      track: the noise floor of this very query), fitted on the dev query sets:
+ *      1 / (1 + exp(-0.58 (z - 4.9))); (landmarks) for a candidate with ≥ min_landmarks
+ *      landmarks (distinct query frames among its aligned votes) in ≥ min_spread half-second
+ *      stretches, 1 / (1 + exp(-(zl - 2.6))) with zl = landmarks - 1.5 * (the best other track's
+ *      landmarks): weak matches of noisy clips spread over the clip, bursts of similar music
+ *      do not (triplets only; measured in the README, issue 13). Another track
  *      scoring within 20 % while both score ≥ dup_score is taken for a duplicate of the same
  *      audio (both are reported), not for noise.
  * One matcher per thread; sh_matcher_reset() between queries keeps its buffers.
@@ -33,6 +38,8 @@ typedef struct sh_match_result {
     double offset_s;   /* where the query starts within the track (negative if it starts before) */
     double duration_s; /* span of the query covered by aligned votes */
     int score;         /* aligned votes */
+    int landmarks;     /* distinct query frames among the aligned votes (≤ score) */
+    int spread;        /* 0.5 s stretches of the query holding aligned votes */
     double confidence; /* 0..1; reported results have confidence ≥ min_confidence */
     double scale;      /* estimated time-scale factor (1.02 = query plays 2 % fast) */
 } sh_match_result;
@@ -55,6 +62,10 @@ typedef struct sh_match_config {
                                  ±max_scale, each vote counted in every row, the fine stage ±
                                  one step around the best row (at most 31 rows) [0; speed-
                                  invariant hashes: 0.025 with max_scale q_speed_tol + 0.005] */
+    int min_landmarks;     /* landmark path of the confidence (see 3. above): a candidate with at
+                              least this many landmarks in min_spread stretches is judged by
+                              landmarks too; 0 = off [4 triplets; 0 pairs and speed] */
+    int min_spread;        /* 0.5 s stretches of the clip those landmarks must cover [4] */
 } sh_match_config;
 
 /* Defaults for fingerprints of sh_fp_config_default()'s hash mode (triplets). */

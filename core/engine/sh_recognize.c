@@ -139,6 +139,8 @@ static int rank(sh_recognizer *r, sh_shard *s, size_t k, sh_recognize_answer *ou
             .offset_s = res[i].offset_s,
             .duration_s = res[i].duration_s,
             .score = res[i].score,
+            .landmarks = res[i].landmarks,
+            .spread = res[i].spread,
             .confidence = res[i].confidence,
             .scale = res[i].scale,
         };

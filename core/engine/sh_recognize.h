@@ -46,6 +46,8 @@ typedef struct sh_recognize_answer {
     double offset_s;       /* where the clip starts within the track (negative: before it) */
     double duration_s;     /* span of the clip covered by aligned votes */
     int score;             /* aligned votes */
+    int landmarks;         /* distinct clip frames among the aligned votes (see sh_match.h) */
+    int spread;            /* 0.5 s stretches of the clip holding aligned votes */
     double confidence;     /* 0..1, calibrated probability that the answer is right */
     double scale;          /* time-scale of the clip against the track (1.02: 2 % fast) */
 } sh_recognize_answer;

@@ -314,6 +314,71 @@ static void test_threshold_per_mode(void **state)
     sh_matcher_free(m);
 }
 
+/* Votes of one alignment (t_db = 100 + t_q) at query frames t[0 .. n), `per` votes per frame. */
+static void vote_frames(sh_matcher *m, uint32_t track, const uint32_t *t, int n, int per)
+{
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < per; k++)
+            sh_matcher_vote(m, track, 100 + t[i], t[i]);
+}
+
+/* The landmark path (triplets): 8 votes from 8 frames spread over 2.3 s are below the score
+ * floor (17) but pass by landmarks; 18 votes from 3 frames within 0.3 s (a burst, as similar
+ * music produces) pass the score floor but are not reported; another track with as many
+ * landmarks is noise; min_landmarks = 0 restores the votes-only rule. */
+static void test_landmark_path(void **state)
+{
+    (void)state;
+    sh_fp_config c;
+    sh_fp_config_query(&c);
+    sh_match_config mc;
+    sh_match_config_for(&c, &mc);
+    assert_int_equal(mc.min_landmarks, 4);
+    assert_int_equal(mc.min_spread, 4);
+    sh_matcher *m = NULL;
+    assert_int_equal(sh_matcher_new(&c, &m, NULL), 0);
+    const uint32_t spread[8] = {0, 20, 40, 60, 80, 100, 120, 140}; /* 5 half-second stretches */
+    const uint32_t burst[3] = {0, 6, 12};
+    sh_match_result r[2];
+    size_t n = 99;
+    vote_frames(m, 5, spread, 8, 1);
+    assert_int_equal(sh_matcher_result(m, r, 2, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(r[0].track, 5);
+    assert_int_equal(r[0].score, 8);
+    assert_int_equal(r[0].landmarks, 8);
+    assert_int_equal(r[0].spread, 5);
+    assert_true(r[0].confidence > 0.99); /* zl = 8: 1 / (1 + e^-5.4) */
+    /* The same evidence for another track: neither stands out. */
+    vote_frames(m, 9, spread, 8, 1);
+    assert_int_equal(sh_matcher_result(m, r, 2, &n), 0);
+    assert_int_equal(n, 0);
+    sh_matcher_reset(m);
+    vote_frames(m, 5, burst, 3, 6);
+    assert_int_equal(sh_matcher_result(m, r, 2, &n), 0);
+    assert_int_equal(n, 0);
+    /* Votes only: the burst's 18 votes pass, the spread 8 do not. */
+    mc.min_landmarks = 0;
+    assert_int_equal(sh_matcher_configure(m, &mc, NULL), 0);
+    assert_int_equal(sh_matcher_result(m, r, 2, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(r[0].score, 18);
+    assert_int_equal(r[0].landmarks, 3);
+    sh_matcher_reset(m);
+    vote_frames(m, 5, spread, 8, 1);
+    assert_int_equal(sh_matcher_result(m, r, 2, &n), 0);
+    assert_int_equal(n, 0);
+    mc.min_spread = -1;
+    assert_int_equal(sh_matcher_configure(m, &mc, NULL), SH_EINVAL);
+    sh_matcher_free(m);
+    /* Pairs and speed-invariant hashes: the path is off (measured with triplets only). */
+    for (int mode = 0; mode <= SH_FP_SPEED; mode += SH_FP_SPEED) {
+        sh_fp_config_mode(&c, mode);
+        sh_match_config_for(&c, &mc);
+        assert_int_equal(mc.min_landmarks, 0);
+    }
+}
+
 /* Two tracks with the same strong alignment are duplicates (both reported); two weak near-equal
  * alignments are noise (neither is). */
 static void test_duplicates_and_ties(void **state)
@@ -417,6 +482,7 @@ int main(void)
         cmocka_unit_test(test_votes_ranking),
         cmocka_unit_test(test_threshold),
         cmocka_unit_test(test_threshold_per_mode),
+        cmocka_unit_test(test_landmark_path),
         cmocka_unit_test(test_duplicates_and_ties),
         cmocka_unit_test(test_vote_cap_and_config),
         cmocka_unit_test(test_far_query_times),
