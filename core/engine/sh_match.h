@@ -51,7 +51,7 @@ typedef struct sh_match_config {
     double max_scale;      /* largest |s| searched [0.03] */
     double scale_step;     /* step of s [0.005] */
     int refine;            /* coarse candidates refined [8] */
-    int min_score;         /* absolute floor on aligned votes [17 triplets, 12 pairs and speed] */
+    int min_score;         /* votes path: floor on aligned votes [17 triplets, 12 pairs and speed] */
     double min_confidence; /* no-match threshold on the confidence [0.8 triplets, i.e. z ≥ 7.3;
                               0.65 pairs, i.e. z ≥ 6] */
     int dup_score;         /* near-equal tracks both above this are duplicates, not noise [40] */
