@@ -22,7 +22,7 @@
 
 
 static const char *const SUMMARY =
-    "Keeps local LMDB shards (format 2, DIR/shard-N) exact from the replicator's index deltas "
+    "Keeps local LMDB shards (format 3, DIR/shard-N) exact from the replicator's index deltas "
     "(topic soundhash.index.deltas, partition = shard; partitions assigned by the node itself, no "
     "consumer group) and answers POST /v1/match with an audio clip as the body, or the clip's hashes "
     "(the JSON of `soundhash fingerprint --hashes --query`, or the binary "

@@ -25,7 +25,8 @@
  *           the index needs no per-track posting list (which would cost ~50 % more space).
  *   cursor  opaque key -> opaque value: the applied position of each delta source (e.g. a Kafka
  *           partition -> epoch/sequence), written in the same transaction as the changes.
- *   meta    format magic/version ("soundhash-shard 2"), the first fp_version, counters, the
+ *   meta    format magic/version ("soundhash-shard 3"; 2 is read and written as
+ *           it is, see sh_shard_compact), the first fp_version, counters, the
  *           live-track count per fp_version ("tracks.vN": also the list of posting indexes), and
  *           the checksum (sh_shardsum: sum, tracks, postings) of the live tracks, updated in the
  *           transaction of every commit.

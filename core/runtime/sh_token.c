@@ -16,7 +16,13 @@ static int from_file(const char *file, const char *flag, char **out, sh_err *e)
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
     buf[n] = '\0';
-    buf[strcspn(buf, "\r\n")] = '\0';
+    size_t line = 0;
+    while (line < n && buf[line] != '\r' && buf[line] != '\n')
+        line++;
+    /* A NUL would silently cut the token short of what the operator wrote. */
+    if (memchr(buf, '\0', line))
+        return sh_err_set(e, SH_EUSAGE, "%s %s: the token holds a NUL byte", flag, file);
+    buf[line] = '\0';
     if (!buf[0])
         return sh_err_set(e, SH_EUSAGE, "%s %s: empty", flag, file);
     if (strlen(buf) >= SH_TOKEN_MAX)
@@ -43,14 +49,20 @@ int sh_token_load(const char *file, const char *flag, const char *env, char **ou
     }
     if (rc)
         return rc;
-    /* The token goes into an HTTP header: a control character would inject header lines. */
-    for (const char *p = *out; *p; p++)
-        if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7f) {
-            free(*out);
-            *out = NULL;
-            return sh_err_set(e, SH_EUSAGE, "%s: the token holds a control character",
-                              file && file[0] ? flag : env);
-        }
+    /* The token goes into an HTTP header: a control character would inject header lines, and
+     * a space at either end never matches (servers trim the header, "Bearer  t" skips it). */
+    const char *why = NULL;
+    for (const char *p = *out; *p && !why; p++)
+        if ((unsigned char)*p < 0x20 || (unsigned char)*p == 0x7f)
+            why = "holds a control character";
+    size_t len = strlen(*out);
+    if (!why && ((*out)[0] == ' ' || (*out)[len - 1] == ' '))
+        why = "starts or ends with a space";
+    if (why) {
+        free(*out);
+        *out = NULL;
+        return sh_err_set(e, SH_EUSAGE, "%s: the token %s", file && file[0] ? flag : env, why);
+    }
     return 0;
 }
 

@@ -11,9 +11,9 @@
 
 /* Loads a token into *out (malloc'ed, caller frees): the first line of `file` when file is
  * non-empty (`flag` names it in errors), else the environment variable `env`. *out stays NULL
- * when neither is set. A token travels in an HTTP header, so a control character is refused.
- * Errors: SH_EUSAGE (unreadable or empty file, over SH_TOKEN_MAX - 1 bytes, control
- * character), SH_ENOMEM. */
+ * when neither is set. A token travels in an HTTP header, so a control character, a NUL and a
+ * space at either end are refused. Errors: SH_EUSAGE (unreadable or empty file, over
+ * SH_TOKEN_MAX - 1 bytes, those characters), SH_ENOMEM. */
 int sh_token_load(const char *file, const char *flag, const char *env, char **out, sh_err *e);
 
 /* 1 when the "Authorization" header value `h` (NULL: absent) is "Bearer <token>" (scheme

@@ -52,6 +52,17 @@ static void test_file_errors(void **state)
     assert_non_null(strstr(sh_err_text(&e), "control character"));
     assert_null(t);
     unlink(p);
+    p = write_tmp("ab\0cd\n", 6);
+    assert_int_equal(sh_token_load(p, "--tf", NULL, &t, &e), SH_EUSAGE);
+    assert_non_null(strstr(sh_err_text(&e), "NUL"));
+    unlink(p);
+    p = write_tmp(" secret\n", 8);
+    assert_int_equal(sh_token_load(p, "--tf", NULL, &t, &e), SH_EUSAGE);
+    assert_non_null(strstr(sh_err_text(&e), "space"));
+    unlink(p);
+    p = write_tmp("secret \n", 8);
+    assert_int_equal(sh_token_load(p, "--tf", NULL, &t, &e), SH_EUSAGE);
+    unlink(p);
     /* over the cap: refused, not silently cut to a shorter (different) token */
     char *big = malloc(SH_TOKEN_MAX + 10);
     memset(big, 'a', SH_TOKEN_MAX + 10);
