@@ -19,34 +19,62 @@
 
 /* ---- offsets ------------------------------------------------------------------------------- */
 
-/* Records the commit point in the primary (sh_primary_offsets_save): every event below it is
- * committed there, so after a takeover the group rewinds to what the promoted follower replayed
- * (`soundhash worker rewind`). Best effort: a row that lags behind Kafka only means a longer
- * replay, never a lost upload. */
-static void record_offsets(wk *w, const sh_offset_commit *c, size_t n)
+/* Adds the commit points c[0..n) to the unrecorded set (the later offset of a partition wins).
+ * The set holds at most MAX_COMMITS partitions; what does not fit waits for a later commit. */
+static void unrec_merge(wk *w, const sh_offset_commit *c, size_t n)
 {
-    sh_group_offset v[MAX_COMMITS];
-    /* After a failure the next try waits OFFSETS_RETRY_MS: a database that does not answer holds
-     * each try for the connect timeout, and this runs on the consumer loop. */
-    double now = sh_clock_mono_ms();
-    if (!w->ctl || now < w->offsets_retry_ms)
-        return;
+    if (!w->offsets_unrec) {
+        w->offsets_unrec = calloc(MAX_COMMITS, sizeof *w->offsets_unrec);
+        if (!w->offsets_unrec)
+            return; /* best effort (see record_offsets) */
+    }
     for (size_t i = 0; i < n; i++) {
         size_t len = strnlen(c[i].topic, SH_PRIMARY_TOPIC_MAX); /* both Kafka's 249 */
-        memcpy(v[i].topic, c[i].topic, len);
-        v[i].topic[len] = '\0';
-        v[i].partition = c[i].partition;
-        v[i].next_offset = c[i].offset;
+        size_t j = 0;
+        while (j < w->n_offsets_unrec &&
+               (w->offsets_unrec[j].partition != c[i].partition ||
+                strncmp(w->offsets_unrec[j].topic, c[i].topic, len + 1) != 0))
+            j++;
+        if (j == w->n_offsets_unrec) {
+            if (j == MAX_COMMITS)
+                continue;
+            w->n_offsets_unrec++;
+            memcpy(w->offsets_unrec[j].topic, c[i].topic, len);
+            w->offsets_unrec[j].topic[len] = '\0';
+            w->offsets_unrec[j].partition = c[i].partition;
+            w->offsets_unrec[j].next_offset = c[i].offset;
+        } else if (c[i].offset > w->offsets_unrec[j].next_offset) {
+            w->offsets_unrec[j].next_offset = c[i].offset;
+        }
     }
+}
+
+/* Records the commit points in the primary (sh_primary_offsets_save): every event below them is
+ * committed there, so after a takeover the group rewinds to what the promoted follower replayed
+ * (`soundhash worker rewind`). Best effort: a row that lags behind Kafka only means a longer
+ * replay, never a lost upload. After a failure the next try waits OFFSETS_RETRY_MS (a database
+ * that does not answer holds each try for the connect timeout, and this runs on the consumer
+ * loop) unless `force` (a revoke, the end of a drain); what is not recorded is kept and recorded
+ * with the next try. */
+static void record_offsets(wk *w, const sh_offset_commit *c, size_t n, bool force)
+{
+    if (!w->ctl)
+        return;
+    unrec_merge(w, c, n);
+    if (!w->n_offsets_unrec || (!force && sh_clock_mono_ms() < w->offsets_retry_ms))
+        return;
     sh_err e = {0};
-    int rc = sh_primary_offsets_save(w->ctl, w->cfg.group, v, n, &e);
+    int rc = sh_primary_offsets_save(w->ctl, w->cfg.group, w->offsets_unrec, w->n_offsets_unrec,
+                                     &e);
     if (rc && !w->offsets_warned) /* once per failure streak: e.g. a role without the grant */
         SH_WARN("offsets_record_failed", "msg=\"%.300s\"", sh_err_text(&e));
     w->offsets_warned = rc != 0;
     w->offsets_retry_ms = rc ? sh_clock_mono_ms() + OFFSETS_RETRY_MS : 0;
+    if (rc == 0)
+        w->n_offsets_unrec = 0;
 }
 
-static void commit_now(wk *w)
+static void commit_now(wk *w, bool force)
 {
     if (atomic_load(&w->untracked))
         return; /* a finished later offset would commit past the untracked event */
@@ -54,9 +82,11 @@ static void commit_now(wk *w)
     pthread_mutex_lock(&w->lock);
     size_t n = sh_offsets_collect(w->offsets, c, MAX_COMMITS);
     pthread_mutex_unlock(&w->lock);
-    if (!n)
+    if (!n) {
+        record_offsets(w, NULL, 0, force); /* what an earlier try left unrecorded */
         return;
-    record_offsets(w, c, n);
+    }
+    record_offsets(w, c, n, force);
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)n);
     for (size_t i = 0; i < n; i++)
         rd_kafka_topic_partition_list_add(l, c[i].topic, c[i].partition)->offset = c[i].offset;
@@ -120,7 +150,7 @@ static void on_assign(wk *w, rd_kafka_topic_partition_list_t *parts, bool paused
 static void on_revoke(wk *w, rd_kafka_topic_partition_list_t *parts)
 {
     /* Commit what is finished while we still own it; unfinished events go to the next owner. */
-    commit_now(w);
+    commit_now(w, true);
     pthread_mutex_lock(&w->lock);
     for (int i = 0; i < parts->cnt; i++)
         sh_offsets_reset(w->offsets, parts->elems[i].topic, parts->elems[i].partition);
@@ -423,7 +453,7 @@ static void housekeeping(wk *w, loop_state *s)
         s->paused = false;
     }
     if (now - s->last_commit >= COMMIT_EVERY_S) {
-        commit_now(w);
+        commit_now(w, false);
         s->last_commit = now;
     }
 }
@@ -452,7 +482,7 @@ static void drain(wk *w, loop_state *s)
             rd_kafka_message_destroy(m); /* fetched before the pause: not ours to start now */
         housekeeping(w, s);
     }
-    commit_now(w);
+    commit_now(w, true);
 }
 
 int wk_run(wk *w)

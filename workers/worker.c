@@ -227,6 +227,7 @@ static void teardown(wk *w)
     wk_lag_free(w);
     wk_dlq_free(w);
     sh_offsets_free(w->offsets);
+    free(w->offsets_unrec);
     wk_metrics_free(&w->m);
     sh_media_free(w->media);
     sh_registry_free(w->reg);

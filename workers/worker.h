@@ -146,6 +146,10 @@ typedef struct wk {
                             committed offsets recorded for a takeover (consume.c) */
     bool offsets_warned; /* main thread: the last recording failed and was logged */
     double offsets_retry_ms; /* main thread: no recording before this monotonic time */
+    /* main thread: commit points not recorded yet (a failed or skipped recording), recorded with
+     * the next one so that a partition that goes idle meanwhile is not left behind */
+    struct sh_group_offset *offsets_unrec;
+    size_t n_offsets_unrec;
 
     pthread_t *fp_threads;
     long n_fp_threads;
