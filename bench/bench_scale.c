@@ -19,11 +19,15 @@
  *          c = 0 as is, 1 time-reversed, 2 spectrum-inverted (every odd sample negated: a
  *            frequency f becomes 4 kHz - f, which maps frequency ratios to other ratios, unlike
  *            any pitch shift), 3 both.
- *        V is the smallest count whose total audio reaches H hours. Each variant is fingerprinted
- *        with the index config by the real extractor; a source's variants are cached in one file
- *        (DATA/bench/scale/fp<V>/src/<sha256>.fpv), so gen resumes where it stopped, a larger
- *        --hours only adds the missing variants, and a new fingerprint version regenerates. The dev corpus (the indexed tracks the queries are cut
- *        from) is fingerprinted the same way, variant 0 only, under its manifest file names.
+ *        Every source gets all 44 variants; gen takes the sources in manifest order until their
+ *        variants reach H hours (the build's (source, variant) order), so a size's index does not
+ *        depend on the largest size asked for nor on sources appended to the manifest. Each
+ *        variant is fingerprinted with the index config by the real extractor; a source's variants
+ *        are cached in one file (DATA/bench/scale/fp<V>/src/<sha256>.fpv, written once: a finished
+ *        file is never rewritten), so gen resumes where it stopped, a larger --hours only adds
+ *        sources, and a new fingerprint version regenerates. The dev corpus (the indexed tracks
+ *        the queries are cut from) is fingerprinted the same way, variant 0 only, under its
+ *        manifest file names.
  * build  8 LMDB shards (split by sh_shard_of like the edge's) holding the dev corpus plus the
  *        distractor variants in (source, variant) order up to H hours in all, written in bulk
  *        batches; cached in DATA/bench/scale/fp<V>/shards-<H>h (with a "built" record of the
@@ -184,17 +188,23 @@ static void ctx_free(ctx *c)
     free(c->dev);
 }
 
-/* Variants needed so that the sources' variants reach `hours` of audio. */
-static int variants_for(const ctx *c, double hours)
+/* Hours of audio in all NVARIANTS variants of one hour of source. */
+static double variant_hours(void)
 {
-    double base = 0, tot = 0;
+    double tot = 0;
+    for (int v = 0; v < NVARIANTS; v++)
+        tot += 1 / factor_of(v);
+    return tot;
+}
+
+/* Sources (a manifest prefix) whose variants reach `hours` of audio; -1 when all do not. */
+static int sources_for(const ctx *c, double hours)
+{
+    const double per = variant_hours();
+    double tot = 0;
     for (int i = 0; i < c->nsrc; i++)
-        base += c->src[i].dur / 3600;
-    for (int v = 0; v < NVARIANTS; v++) {
-        tot += base / factor_of(v);
-        if (tot >= hours)
-            return v + 1;
-    }
+        if ((tot += c->src[i].dur / 3600 * per) >= hours)
+            return i + 1;
     return -1;
 }
 
@@ -209,6 +219,7 @@ typedef struct gen_job {
     atomic_int next;
     atomic_int failed;
     atomic_llong postings;
+    atomic_llong audio_ms; /* audio fingerprinted by this run */
     int rate;
 } gen_job;
 
@@ -248,7 +259,7 @@ static float *speed(const float *x, size_t n, int rate, double f, size_t *m)
 
 /* Writes one variant (transform c of y[0..n)) into f. */
 static int gen_variant(sh_fp *fp, FILE *f, const float *y, size_t n, int v, int rate, float *tmp,
-                       long long *np)
+                       long long *np, double *secs)
 {
     const int c = v % 4;
     for (size_t i = 0; i < n; i++) {
@@ -262,6 +273,7 @@ static int gen_variant(sh_fp *fp, FILE *f, const float *y, size_t n, int v, int 
     const uint32_t code = (uint32_t)v, cnt = (uint32_t)nh;
     const double dur = (double)n / rate;
     *np += (long long)nh;
+    *secs += dur;
     return fwrite(&code, 4, 1, f) == 1 && fwrite(&dur, sizeof dur, 1, f) == 1 &&
                    fwrite(&cnt, 4, 1, f) == 1 && fwrite(h, sizeof *h, nh, f) == nh
                ? 0
@@ -312,6 +324,7 @@ static int gen_one(gen_job *g, sh_fp *fp, const source *s)
     if (!rc && have)
         rc = copy_variants(path, have, f);
     long long np = 0;
+    double secs = 0;
     for (int j = have / 4; !rc && 4 * j < g->nvar; j++) {
         const double fac = factor_of(4 * j);
         size_t m = n;
@@ -319,7 +332,7 @@ static int gen_one(gen_job *g, sh_fp *fp, const source *s)
         float *t = malloc((m ? m : 1) * sizeof *t);
         for (int c = 0; y && t && !rc && c < 4 && 4 * j + c < g->nvar; c++)
             if (4 * j + c >= have)
-                rc = gen_variant(fp, f, y, m, 4 * j + c, g->rate, t, &np);
+                rc = gen_variant(fp, f, y, m, 4 * j + c, g->rate, t, &np, &secs);
         rc = rc || !y || !t ? -1 : 0;
         free(t);
         if (y != x)
@@ -333,6 +346,7 @@ static int gen_one(gen_job *g, sh_fp *fp, const source *s)
     if (rc)
         fprintf(stderr, "%s: could not generate %s\n", s->path, path);
     atomic_fetch_add(&g->postings, np);
+    atomic_fetch_add(&g->audio_ms, (long long)(secs * 1000));
     return rc;
 }
 
@@ -355,7 +369,9 @@ static void *gen_thread(void *ud)
     return NULL;
 }
 
-static int gen_run(const ctx *c, const source *s, int n, int nvar, int dev, int threads)
+/* Adds the audio hours fingerprinted to *done. */
+static int gen_run(const ctx *c, const source *s, int n, int nvar, int dev, int threads,
+                   double *done)
 {
     sh_fp_config fc;
     sh_fp_config_default(&fc);
@@ -363,12 +379,14 @@ static int gen_run(const ctx *c, const source *s, int n, int nvar, int dev, int 
     atomic_init(&g.next, 0);
     atomic_init(&g.failed, 0);
     atomic_init(&g.postings, 0);
+    atomic_init(&g.audio_ms, 0);
     pthread_t th[16];
     int nt = threads < 1 ? 1 : threads > 16 ? 16 : threads;
     for (int i = 0; i < nt; i++)
         pthread_create(&th[i], NULL, gen_thread, &g);
     for (int i = 0; i < nt; i++)
         pthread_join(th[i], NULL);
+    *done += (double)atomic_load(&g.audio_ms) / 3.6e6;
     return atomic_load(&g.failed) ? -1 : 0;
 }
 
@@ -379,14 +397,16 @@ static int cmd_gen(int argc, char **argv)
         return 1;
     const double hours = strtod(arg(argc, argv, "--hours", "1000"), NULL);
     const int threads = (int)strtol(arg(argc, argv, "--threads", "2"), NULL, 10);
-    const int nvar = variants_for(&c, hours);
+    const int nsrc = sources_for(&c, hours);
     char d[PATH_LEN];
-    double base = 0;
-    for (int i = 0; i < c.nsrc; i++)
+    double base = 0, used = 0;
+    for (int i = 0; i < c.nsrc; i++) {
         base += c.src[i].dur / 3600;
-    if (nvar < 0) {
-        fprintf(stderr, "%.1f h of sources cannot reach %.0f h with %d variants\n", base, hours,
-                NVARIANTS);
+        used += i < nsrc ? c.src[i].dur / 3600 : 0;
+    }
+    if (nsrc < 0) {
+        fprintf(stderr, "%.1f h of sources cannot reach %.0f h with %d variants (%.1f h needed)\n",
+                base, hours, NVARIANTS, hours / variant_hours());
         ctx_free(&c);
         return 1;
     }
@@ -397,13 +417,19 @@ static int cmd_gen(int argc, char **argv)
     const double t0 = sh_clock_mono_s();
     struct timespec c0;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
-    rc = rc || gen_run(&c, c.dev, c.ndev, 1, 1, threads) || gen_run(&c, c.src, c.nsrc, nvar, 0, threads);
+    double g_hours_done = 0;
+    rc = rc || gen_run(&c, c.dev, c.ndev, 1, 1, threads, &g_hours_done) ||
+         gen_run(&c, c.src, nsrc, NVARIANTS, 0, threads, &g_hours_done);
     struct timespec c1;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
-    printf("distractors: %d sources (%.1f h of real music), %d variants each (speed 1.2^-%d..1.2^%d, "
-           "reversed, inverted): fingerprints cached in %s (this run: %.0f s wall, %.0f s CPU)\n",
-           c.nsrc, base, nvar, ((nvar - 1) / 4 + 1) / 2, ((nvar - 1) / 4 + 1) / 2, c.dir, sh_clock_mono_s() - t0,
-           (double)(c1.tv_sec - c0.tv_sec) + (c1.tv_nsec - c0.tv_nsec) / 1e9);
+    const double wall = sh_clock_mono_s() - t0,
+                 cpu = (double)(c1.tv_sec - c0.tv_sec) + (c1.tv_nsec - c0.tv_nsec) / 1e9;
+    printf("distractors: the first %d of %d sources (%.2f of %.1f h of real music), %d variants "
+           "each (speed 1.2^-5..1.2^5, reversed, inverted) = %.0f h: fingerprints cached in %s "
+           "(this run: %.0f s wall, %.0f s CPU, %.0f audio hours fingerprinted = %.0f x real "
+           "time per CPU second)\n",
+           nsrc, c.nsrc, used, base, NVARIANTS, used * variant_hours(), c.dir, wall, cpu,
+           g_hours_done, cpu > 0 ? g_hours_done * 3600 / cpu : 0);
     ctx_free(&c);
     return rc ? 1 : 0;
 }

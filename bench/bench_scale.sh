@@ -8,8 +8,8 @@
 #
 # Steps (each cached under $SOUNDHASH_DATA_DIR, so only the first run pays for it):
 #   1. bench/make_distractors.sh: the source music (corpus/distract/manifest.csv)
-#   2. bench_scale gen --hours MAX: the distractor fingerprints (sources x speed/reversal/
-#      inversion variants, see bench_scale.c), bench/scale/fp<V>/src
+#   2. bench_scale gen --hours MAX: the distractor fingerprints (the first sources in manifest
+#      order x 44 speed/reversal/inversion variants, see bench_scale.c), bench/scale/fp<V>/src
 #   3. per size: bench_scale build (8 LMDB shards, bench/scale/fp<V>/shards-<H>h) and query
 # Knobs: SH_BENCH_SCALE_THREADS (gen threads, 2), SH_BENCH_SCALE_REPS (query passes, 2),
 # SH_BENCH_SCALE_QUERIES (query set dir; default DATA/q1536/queries/dev, else DATA/queries/dev),
