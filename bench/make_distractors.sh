@@ -24,18 +24,23 @@ while [ $# -gt 0 ]; do
 done
 MIN_S=45; MAX_S=1800
 PKGS=(naev-data freeorion-data hedgewars-data flare-game lincity-ng-data widelands-data
-      freedroidrpg-data supertux-data megaglest-data fillets-ng-data frozen-bubble-data)
-# (measured: 213 files, 9.85 h. More music for a bigger catalogue, not yet in the figures:
-#  supertuxkart-data, nexuiz-music, marsshooter-data, pushover-data, scorched3d-data.)
+      freedroidrpg-data supertux-data megaglest-data fillets-ng-data frozen-bubble-data
+      supertuxkart-data nexuiz-music marsshooter-data pushover-data scorched3d-data
+      freecol singularity-music openclonk-data xmoto-data zaz-data 0ad-data redeclipse-data)
 PKGDIR="$ROOT/pkgs"; OUT="$ROOT/corpus/distract"
 mkdir -p "$PKGDIR/debs" "$PKGDIR/x" "$OUT"
-for c in apt-get dpkg soxi sha256sum; do
+for c in apt-get dpkg soxi sha256sum unzip; do
   command -v "$c" > /dev/null || { echo "missing $c" >&2; exit 1; }
 done
 
 man="$OUT/manifest.csv.tmp"
 echo "track_id,path,package,duration_s,sha256" > "$man"
-declare -A seen=()
+declare -A seen=() probed=()
+# Probe cache (path, size, mtime -> duration, sha256): a rerun with packages added only opens the
+# new files (soxi and sha256sum over thousands of files take half an hour on a loaded machine)
+PROBE="$PKGDIR/probe.tsv"
+touch "$PROBE"
+while IFS=$'\t' read -r k v; do probed[$k]=$v; done < "$PROBE"
 for pkg in "${PKGS[@]}"; do
   deb=$(ls "$PKGDIR/debs/${pkg}_"*.deb 2> /dev/null | head -n1 || true)
   if [ -z "$deb" ]; then
@@ -45,11 +50,27 @@ for pkg in "${PKGS[@]}"; do
   fi
   x="$PKGDIR/x/$pkg"
   [ -f "$x/.unpacked" ] || { rm -rf "$x"; mkdir -p "$x"; dpkg -x "$deb" "$x"; touch "$x/.unpacked"; }
+  # Some games ship their music inside zip archives (nexuiz .pk3, 0ad public.zip): only
+  # the audio members are extracted, next to the archive
+  while IFS= read -r z; do
+    [ -f "$z.d/.unpacked" ] && continue
+    rm -rf "$z.d"
+    unzip -qo "$z" '*.ogg' '*.OGG' '*.flac' '*.wav' '*.mp3' -d "$z.d" > /dev/null 2>&1 || true
+    mkdir -p "$z.d" && touch "$z.d/.unpacked"
+  done < <(find "$x" -type f \( -iname '*.pk3' -o -iname '*.zip' \) -size +1M | LC_ALL=C sort)
   n=0
   while IFS= read -r f; do
-    d=$(soxi -D "$f" 2> /dev/null) || continue
-    awk -v d="$d" -v a=$MIN_S -v b=$MAX_S 'BEGIN { exit !(d >= a && d <= b) }' || continue
-    sum=$(sha256sum < "$f" | cut -c1-64)
+    key="$f|$(stat -c %s.%Y "$f")"
+    if [ -z "${probed[$key]:-}" ]; then
+      d=$(soxi -D "$f" 2> /dev/null) || d=-1
+      sum=-
+      awk -v d="$d" -v a=$MIN_S -v b=$MAX_S 'BEGIN { exit !(d >= a && d <= b) }' &&
+        sum=$(sha256sum < "$f" | cut -c1-64)
+      probed[$key]="$d $sum"
+      printf '%s\t%s\n' "$key" "$d $sum" >> "$PROBE"
+    fi
+    read -r d sum <<< "${probed[$key]}"
+    [ "$sum" != - ] || continue
     [ -z "${seen[$sum]:-}" ] || continue
     seen[$sum]=1
     rel="${f#"$x"/}"
