@@ -26,6 +26,9 @@ earlier than its time): t_s  kind  arg
     broker_restart    node:I       clean stop (SIGTERM), start
     elect             -            preferred-leader election on the project's topics
     pg_fast / pg_immediate  S      stop PostgreSQL (-m fast / immediate) for S seconds, start
+    net_partition     S            edge eB's namespace cut off (its veth down) for S s, then up
+    net_loss          PCT:S        PCT % of the packets dropped each way on eB's link for S s
+    net_delay         MS:S         eB's link delay raised to MS ms one way for S s, then back
 The first faults go through every kind once (in a seeded order), then kinds are drawn at random.
 """
 import argparse
@@ -54,6 +57,12 @@ def fault_arg(rng, kind):
         return "node:%d" % rng.randint(1, 3)
     if kind in ("pg_fast", "pg_immediate"):
         return "%.1f" % rng.uniform(1.0, 4.0)
+    if kind == "net_partition":
+        return "%.1f" % rng.uniform(3.0, 10.0)
+    if kind == "net_loss":
+        return "%d:%.1f" % (rng.randint(15, 40), rng.uniform(5.0, 12.0))
+    if kind == "net_delay":
+        return "%d:%.1f" % (rng.choice([150, 250, 400, 600]), rng.uniform(5.0, 12.0))
     return "-"
 
 

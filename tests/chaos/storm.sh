@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tests/chaos/storm.sh — the seeded fault storm (issue 11): the whole pipeline on a real 3-node
 # Kafka cluster (ops/kafka.sh), a private PostgreSQL, two workers, the replicator and two
-# all-shards edges, while tracks of the dev corpus are uploaded, re-uploaded, deleted and
+# all-shards edges — eB a region of its own in a network namespace (tests/chaos/netns.sh) —, while tracks of the dev corpus are uploaded, re-uploaded, deleted and
 # reindexed and clients keep matching against the edges; faults are injected at seeded points
 # (tests/chaos/plan.py: the schedule derives from the seed alone; the seed is printed). Then:
 # every acknowledged upload is in the primary once at its newest version, nothing deleted is
@@ -13,17 +13,35 @@
 #   CHAOS_SEED      the seed (default: from the clock)      CHAOS_SECONDS  load time (default 60)
 #   CHAOS_TRACKS    track ids (default 100)                 CHAOS_FAULT_GAP mean s between faults (8)
 #   CHAOS_KINDS     fault kinds (default: all, see plan.py) CHAOS_MATCH_RATE requests/s (default 4)
+#   CHAOS_NET       1: eB in its namespace and the net_* faults (needs root, ip, iptables); 0: eB
+#                   here, no net_* faults; default: 1 when those are there, else 0 with a message
 . "$SH_ROOT/tests/integration/lib.sh"
 . "$SH_ROOT/tests/lib/pg.sh"
 . "$SH_ROOT/tests/lib/worker.sh"
 . "$SH_ROOT/tests/lib/edge.sh"
 . "$SH_ROOT/tests/chaos/lib.sh"
+. "$SH_ROOT/tests/chaos/netns.sh"
 
 SEED=${CHAOS_SEED:-$(( $(date +%s) % 100000 ))}
 SECONDS_LOAD=${CHAOS_SECONDS:-60}
 NTRACKS=${CHAOS_TRACKS:-100}
-KINDS=${CHAOS_KINDS:-worker_kill,replicator_kill,replicator_ack,edge_kill,retention,broker_kill,broker_stop,broker_restart,elect,pg_fast,pg_immediate}
+KINDS=${CHAOS_KINDS:-worker_kill,replicator_kill,replicator_ack,edge_kill,retention,broker_kill,broker_stop,broker_restart,elect,pg_fast,pg_immediate,net_partition,net_loss,net_delay}
 echo "storm: seed $SEED (CHAOS_SEED=$SEED repeats this schedule), ${SECONDS_LOAD} s of load, $NTRACKS track ids"
+# the network faults need a namespace for eB: without root (or the tools) they are left out
+NET=${CHAOS_NET:-auto} no_net=""
+[ "$(id -u)" = 0 ] || no_net="not root"
+command -v ip > /dev/null || no_net="no ip (iproute2; ops/install-deps.sh installs it)"
+command -v iptables > /dev/null || no_net="no iptables (ops/install-deps.sh installs it)"
+if [ "$NET" = 0 ] || [ -n "$no_net" ]; then
+  [ "$NET" = 1 ] && fail "CHAOS_NET=1, but $no_net"
+  NET=0
+  KINDS=$(tr ',' '\n' <<< "$KINDS" | grep -v '^net_' | paste -sd, -)
+  echo "storm: SKIPPED the network faults (${no_net:-CHAOS_NET=0}): edge eB runs in this namespace, no net_* faults"
+else
+  NET=1
+  [[ ",$KINDS," == *,net_* ]] || echo "storm: edge eB in a namespace of its own; no net_* fault among CHAOS_KINDS"
+fi
+[ -n "$KINDS" ] || fail "no fault kinds left"
 
 corpus="$SH_DATA_DIR/corpus/dev"
 [ -d "$corpus" ] || fail "no dev corpus at $corpus (scripts/data/make_corpus.sh builds it)"
@@ -33,6 +51,7 @@ BG_PIDS=()
 storm_cleanup() {
   touch "$C/stop" 2> /dev/null || true
   for p in "${BG_PIDS[@]}"; do kill "$p" 2> /dev/null || true; done
+  [ "$NET" = 1 ] && ns_cleanup || true
   # a broker left SIGSTOPped still dies by SIGKILL in wk_cleanup (ops/kafka.sh stop --kill)
   wk_cleanup
 }
@@ -73,6 +92,14 @@ log "cluster up: $BOOT"
 DT=soundhash.index.deltas
 RP_HTTP=127.0.0.1:$(free_port)
 EPORT_eA=$(free_port); EPORT_eB=$(free_port)
+# where the edges answer: eA here; eB in its namespace (reached across its link) when NET=1
+EADDR_eA=127.0.0.1:$EPORT_eA; EADDR_eB=127.0.0.1:$EPORT_eB
+if [ "$NET" = 1 ]; then
+  # eB needs every broker (at the address each advertises) and the replicator's HTTP
+  ns_setup $(tr ',' '\n' < "$KAFKA_DIR/bootstrap" | sed 's/.*://') "${RP_HTTP#*:}"
+  EADDR_eB=$NS_IP:$EPORT_eB
+  log "edge eB's namespace $NS_NS at $NS_IP, $NS_BASE_DELAY ms one way to the primary region"
+fi
 rp_up() { # (re)starts the replicator on its fixed port; as rp_start (tests/lib/edge.sh), but a
   # start right after PostgreSQL or a broker came back may take minutes on a loaded machine
   "$SH_BIN" replicator --brokers "$BOOT" --dsn "$SH_DSN" --http "$RP_HTTP" --region primary \
@@ -81,9 +108,21 @@ rp_up() { # (re)starts the replicator on its fixed port; as rp_start (tests/lib/
   WK_PIDS+=("$RP_PID")
   wait_for 180 grep -q 'event=replicator_started' "$SH_TMP/rp.log"
 }
-ed_up() { # ed_up NAME: (re)starts an edge on its fixed port
+ed_up() { # ed_up NAME: (re)starts an edge on its fixed port (eB in its namespace when NET=1)
   local p="EPORT_$1"
-  ed_start "$1" --shards all --listen "127.0.0.1:${!p}" --snapshot-source "http://$RP_HTTP" --region "$1"
+  if [ "$NET" = 1 ] && [ "$1" = eB ]; then
+    # as ed_start (tests/lib/edge.sh), run in the namespace: `ip netns exec` execs the edge, so
+    # $! is the edge's pid (ed_stop signals it)
+    [ -f "$SH_TMP/eB.log" ] && mv "$SH_TMP/eB.log" "$SH_TMP/eB.log.$(date +%s%N)"
+    ip netns exec "$NS_NS" "$SH_BIN" edge --brokers "$BOOT" --listen "0.0.0.0:$EPORT_eB" --data "$SH_TMP/data-eB" \
+      --lag-threshold-ms 3000 --shards all --snapshot-source "http://$RP_HTTP" --region eB \
+      > /dev/null 2> "$SH_TMP/eB.log" &
+    ED_PID_eB=$!
+    WK_PIDS+=("$ED_PID_eB")
+    wait_for 30 grep -q 'event=http_listening' "$SH_TMP/eB.log"
+  else
+    ed_start "$1" --shards all --listen "127.0.0.1:${!p}" --snapshot-source "http://$RP_HTTP" --region "$1"
+  fi
 }
 wk_start w1 --threads 2 --worker-id chaos-w1
 wk_start w2 --threads 2 --worker-id chaos-w2
@@ -155,7 +194,7 @@ first_fault=$(awk 'NR == 1 { printf "%d", $1 * 1000 }' "$C/faults.plan")
 vclock_set 0 "${first_fault:-999999999}" "$(now_ms)"
 run_ops &
 BG_PIDS+=($!); LOAD_PID=$!
-python3 "$SH_ROOT/tests/chaos/matcher.py" --edges "http://127.0.0.1:$EPORT_eA,http://127.0.0.1:$EPORT_eB" \
+python3 "$SH_ROOT/tests/chaos/matcher.py" --edges "http://$EADDR_eA,http://$EADDR_eB" \
   --queries "$C/q" --out "$C/match.log" --stop "$C/stop" --seed "$SEED" --rate "${CHAOS_MATCH_RATE:-4}" &
 BG_PIDS+=($!); MATCH_PID=$!
 
@@ -181,7 +220,6 @@ worker_restart() { # NAME: after SIGKILL
   sleep 1
   wk_start "$1" --threads 2 --worker-id "chaos-$1"
 }
-edge_positions() { curl -fsS "127.0.0.1:$1/v1/shards" | jq -r '.shards[] | "\(.shard) \(.position)"'; }
 pg_bin() { ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1; }
 pg_down() { # MODE: pg_ctl stop as the server's owner
   local owner; owner=$(stat -c %U "$SH_PG_DIR/data")
@@ -232,7 +270,6 @@ fault() { # KIND ARG: runs one fault to its end (the component restarted)
       local pidv="ED_PID_$arg"
       ed_stop "$arg" KILL; log "edge $arg SIGKILLed"; sleep 0.5; ed_up "$arg" ;;
     retention)
-      local portv="EPORT_$arg" boots_before
       ed_stop "$arg" KILL
       "$KT" watermarks "$BOOT" "$DT" > "$C/wm.before"
       "$KT" topic-config "$BOOT" "$DT" segment.ms=200 retention.ms=2500 || fail "topic-config"
@@ -251,10 +288,10 @@ fault() { # KIND ARG: runs one fault to its end (the component restarted)
       "$KT" topic-config "$BOOT" "$DT" retention.ms=604800000 || fail "topic-config"
       log "Kafka dropped every delta edge $arg had not read; retention back to 7 days"
       ed_up "$arg"
-      local eport="EPORT_$arg"
-      bootstrapped() { [ "$(ed_metric soundhash_edge_bootstraps_total "${!eport}")" -ge 1 ] 2> /dev/null; }
+      local eaddr="EADDR_$arg"
+      bootstrapped() { [ "$(ed_metric soundhash_edge_bootstraps_total "${!eaddr}")" -ge 1 ] 2> /dev/null; }
       wait_for 120 bootstrapped
-      log "edge $arg bootstrapped from snapshots ($(ed_metric soundhash_edge_bootstraps_total "${!eport}") shards)" ;;
+      log "edge $arg bootstrapped from snapshots ($(ed_metric soundhash_edge_bootstraps_total "${!eaddr}") shards)" ;;
     broker_kill)
       n=$(resolve_node "$arg")
       "$SH_ROOT/ops/kafka.sh" node-stop --dir "$KAFKA_DIR" --node "$n" --kill 2> /dev/null
@@ -290,6 +327,15 @@ fault() { # KIND ARG: runs one fault to its end (the component restarted)
     pg_fast|pg_immediate)
       pg_down "${kind#pg_}"; log "PostgreSQL stopped (-m ${kind#pg_}) for $arg s"
       sleep "$arg"; pg_up; log "PostgreSQL restarted" ;;
+    net_partition)
+      log "edge eB's link down (partition) for $arg s"
+      ns_partition "$arg"; log "edge eB's link up" ;;
+    net_loss)
+      log "${arg%%:*} % of the packets dropped each way on eB's link for ${arg#*:} s"
+      ns_loss "${arg%%:*}" "${arg#*:}" ;;
+    net_delay)
+      log "eB's link delayed ${arg%%:*} ms one way for ${arg#*:} s"
+      ns_delay "${arg%%:*}" "${arg#*:}"; log "eB's link back to $NS_BASE_DELAY ms" ;;
     *) fail "unknown fault $kind" ;;
   esac
   count_fault "$kind"
@@ -318,7 +364,7 @@ rp_caught_up() { [ "$(ed_metric soundhash_replicator_last_seq "${RP_HTTP#*:}")" 
 converged() {
   wk_all_committed soundhash-workers soundhash.audio.events &&
     wk_all_committed soundhash-workers soundhash.audio.reindex && rp_caught_up &&
-    ed_converged "$EPORT_eA" && ed_converged "$EPORT_eB"
+    ed_converged "$EADDR_eA" && ed_converged "$EADDR_eB"
 }
 wait_for 300 converged
 CONVERGE_MS=$(( $(now_ms) - LAST_FAULT ))
@@ -326,8 +372,8 @@ log "converged $CONVERGE_MS ms after the last fault"
 touch "$C/stop"; wait "$MATCH_PID" || true
 
 # ---- the checks ---------------------------------------------------------------------------------
-expect_exit 0 "$SH_BIN" verify --dsn "$SH_DSN" --wait 60 --edge "http://127.0.0.1:$EPORT_eA" \
-  --edge "http://127.0.0.1:$EPORT_eB"
+expect_exit 0 "$SH_BIN" verify --dsn "$SH_DSN" --wait 60 --edge "http://$EADDR_eA" \
+  --edge "http://$EADDR_eB"
 check "soundhash verify: both edges, every shard equals the primary" \
   test "$(jq -rs '"\([.[] | select(.ok == true)] | length) \(.[-1].mismatched)"' "$SH_TMP/out")" = "16 0"
 
@@ -410,9 +456,9 @@ check "no answer other than 200, 503 or a restarting edge" \
 
 # nothing deleted is anywhere: no edge offers a deleted track among 10 candidates for any source
 pg_sql "SELECT external_id FROM tracks WHERE status = 'deleted' ORDER BY 1" > "$C/deleted"
-for e in "$EPORT_eA" "$EPORT_eB"; do
+for e in "$EADDR_eA" "$EADDR_eB"; do
   for q in "$C"/q/*.json; do
-    curl -fsS -H 'Content-Type: application/json' --data-binary @"$q" "127.0.0.1:$e/v1/match?top=10" |
+    curl -fsS -H 'Content-Type: application/json' --data-binary @"$q" "$e/v1/match?top=10" |
       jq -r '.candidates[]?.track_id, (.match.track_id // empty)'
   done
 done | sort -u > "$C/answered"
@@ -434,8 +480,10 @@ nsent=$(grep -c '^sent' "$C/ops.log"); nack=$(grep -c '^ack' "$C/ops.log"); nnak
   printf '  %-28s %s\n' "dead letters" "$(wc -l < "$C/dlq.uniq") distinct poison ids ($dlq_dups duplicates)"
   printf '  %-28s %s\n' "match requests" "$requests ($outcomes)"
   printf '  %-28s %s\n' "wrong answers" "$wrong"
-  printf '  %-28s %s\n' "edge bootstraps (eA, eB)" "$(ed_metric soundhash_edge_bootstraps_total "$EPORT_eA"), $(ed_metric soundhash_edge_bootstraps_total "$EPORT_eB") (since their last start)"
+  printf '  %-28s %s\n' "edge bootstraps (eA, eB)" "$(ed_metric soundhash_edge_bootstraps_total "$EADDR_eA"), $(ed_metric soundhash_edge_bootstraps_total "$EADDR_eB") (since their last start)"
+  [ "$NET" = 1 ] && printf '  %-28s %s\n' "eB's link ($NS_BASE_DELAY ms)" "partitioned $NS_PART_S s in all, $NS_DROPPED packets dropped by the loss faults, delay raised up to $NS_DELAY_MAX ms"
   printf '  %-28s %s\n' "converged after last fault" "$(awk -v m="$CONVERGE_MS" 'BEGIN { printf "%.1f s", m / 1000 }')"
 } | tee "$C/table.txt"
 [ -n "${CHAOS_TABLE:-}" ] && cp "$C/table.txt" "$CHAOS_TABLE"
 kill "$RP_PID" 2> /dev/null || true
+if [ "$NET" = 1 ]; then ns_cleanup; ns_check_gone; fi

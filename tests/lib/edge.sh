@@ -10,6 +10,7 @@
 #   ed_stop NAME SIG         signals an edge and waits for it; sets ED_RC
 #   ed_converged PORT        every shard the edge holds is loaded and has the primary's checksum
 #   ed_metric NAME PORT      one sample of the edge's /metrics
+#                            (PORT: an edge on 127.0.0.1, or HOST:PORT, e.g. one in a namespace)
 #   free_port                a TCP port nobody listens on now
 : "${SH_BIN:?}" "${SH_TMP:?}" "${SH_ROOT:?}"
 RT="$SH_TMP/repl_tool"
@@ -60,8 +61,9 @@ ed_stop() {
   set +e; wait "${!pidvar}"; ED_RC=$?; set -e
 }
 
+ed_addr() { if [[ "$1" == *:* ]]; then echo "$1"; else echo "127.0.0.1:$1"; fi; }
 ed_converged() {
-  curl -fsS "127.0.0.1:$1/v1/shards" > "$SH_TMP/conv-shards.json" || return 1
+  curl -fsS "$(ed_addr "$1")/v1/shards" > "$SH_TMP/conv-shards.json" || return 1
   # a shard waiting for its snapshot must not pass for an empty shard of the primary
   jq -e 'all(.shards[]; .loaded and .position >= 0)' "$SH_TMP/conv-shards.json" > /dev/null || return 1
   "$RT" sums "$SH_DSN" "$(jq .nshards "$SH_TMP/conv-shards.json")" > "$SH_TMP/conv-sums.json" || return 1
@@ -72,7 +74,7 @@ ed_converged() {
   [ -n "$got" ] && [ "$got" = "$want" ]
 }
 
-ed_metric() { curl -fsS "127.0.0.1:$2/metrics" | awk -v n="$1" '$1 == n {print $2}'; }
+ed_metric() { curl -fsS "$(ed_addr "$2")/metrics" | awk -v n="$1" '$1 == n {print $2}'; }
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
