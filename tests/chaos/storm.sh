@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # tests/chaos/storm.sh — the seeded fault storm (issue 11): the whole pipeline on a real 3-node
 # Kafka cluster (ops/kafka.sh), a private PostgreSQL, two workers, the replicator and two
-# all-shards edges — eB a region of its own in a network namespace (tests/chaos/netns.sh) —, while tracks of the dev corpus are uploaded, re-uploaded, deleted and
-# reindexed and clients keep matching against the edges; faults are injected at seeded points
+# all-shards edges — eB a region of its own in a network namespace (tests/chaos/netns.sh) —,
+# while tracks of the dev corpus are uploaded, re-uploaded, deleted and reindexed and clients
+# keep matching against the edges; faults (on eB's link too) are injected at seeded points
 # (tests/chaos/plan.py: the schedule derives from the seed alone; the seed is printed). Then:
 # every acknowledged upload is in the primary once at its newest version, nothing deleted is
 # anywhere, both edges verify, the DLQ holds exactly the poison events, no match was wrong; and
