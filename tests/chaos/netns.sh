@@ -18,6 +18,7 @@
 #   ns_cleanup           kills what runs in the namespace, deletes it, the veth, the bridge and
 #                        the loss rules here; idempotent (the EXIT trap calls it, also on failure)
 #   ns_check_gone        asserts nothing of this run's network is left
+# CHAOS_NET_DELAY_MS sets the link's delay outside the delay faults (NS_BASE_DELAY, default 20).
 # The kernel has no netem qdisc (netproxy.py says so), hence the relay for delay and iptables for
 # loss; a partition is real: the veth is down.
 NS_TAG="sc$(( $$ % 10000 ))"
@@ -28,10 +29,11 @@ NS_BASE_DELAY=${CHAOS_NET_DELAY_MS:-20}
 NS_DROPPED=0; NS_PART_S=0; NS_DELAY_MAX=0
 # a /24 no interface here uses (82_regions.sh draws from 10.64-127.x; this from 10.192-223.x)
 ns_pick_net() {
-  local i a b
+  local i a b used
+  used=$(ip -4 addr show)  # read once: `ip | grep -q` under pipefail can fail on a match (SIGPIPE)
   for i in $(seq 0 63); do
     a=$(( 192 + ($$ + i) % 32 )); b=$(( ($$ / 32 + i) % 250 + 1 ))
-    ip -4 addr show | grep -q "inet 10\.$a\.$b\." || { echo "10.$a.$b"; return 0; }
+    grep -q "inet 10\.$a\.$b\." <<< "$used" || { echo "10.$a.$b"; return 0; }
   done
   return 1
 }
