@@ -81,12 +81,16 @@ int ed_metrics_init(ed *x)
     m->ans_upstream = sh_metric_series(ans, (const char *[]){"upstream", NULL});
     m->ans_none = sh_metric_series(ans, (const char *[]){"none", NULL});
     if (sh_metrics_counter(m->reg, "soundhash_edge_rejected_total",
-                           "Delta messages refused and skipped, never applied, by reason: "
-                           "envelope (not a valid IndexDelta), shard (of another shard than its "
-                           "partition, or an op of a track of another shard), payload (truncated, "
-                           "bit-flipped, wrong checksum, sizes past the caps), epoch (older than "
-                           "the shard's).",
-                           (const char *[]){"reason", NULL}, &m->f_rejected))
+                           "Inputs refused, never applied, by input and reason. input=delta "
+                           "(the message skipped): envelope (not a valid IndexDelta), shard (of "
+                           "another shard than its partition, or an op of a track of another "
+                           "shard), payload (truncated, bit-flipped, wrong checksum, sizes past "
+                           "the caps), epoch (older than the shard's), unconfirmed (a newer epoch "
+                           "or a gap the snapshot source contradicted for "
+                           "--snapshot-confirm-timeout). input=snapshot (the bootstrap fails and "
+                           "is retried): format, checksum, size, shard, stale (older than the "
+                           "shard or the delta that asked for it).",
+                           (const char *[]){"input", "reason", NULL}, &m->f_rejected))
         return SH_ENOMEM;
     const char *shard[] = {"shard", NULL};
     if (sh_metrics_gauge(m->reg, "soundhash_edge_shard_position",
@@ -110,6 +114,11 @@ int ed_metrics_init(ed *x)
         !m->ans_upstream || !m->ans_none)
         return SH_ENOMEM;
     return 0;
+}
+
+void ed_count_rejected(ed *x, const char *input, const char *reason)
+{
+    sh_series_add(sh_metric_series(x->m.f_rejected, (const char *[]){input, reason, NULL}), 1);
 }
 
 void ed_metrics_free(ed *x)

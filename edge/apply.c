@@ -14,6 +14,10 @@
  *   epoch newer than E            bootstrap (the primary's history restarted)
  *   sequence <= P                 skipped (redelivery, or the tail behind a snapshot)
  *   prev_sequence > P             a gap: bootstrap
+ * A bootstrap a delta asked for must reach the delta's (epoch, prev_sequence): that is the delta's
+ * claim. When the snapshot source keeps answering with valid snapshots older than the claim for
+ * --snapshot-confirm-timeout, the delta is rejected (reason unconfirmed) and the shard resumes
+ * after it (claim_unconfirmed): an unsigned delta alone cannot stop a shard.
  *   otherwise                     ops with seq > P applied, cursor (E, sequence, O) in the same
  *                                 transaction
  * An empty shard (no cursor) bootstraps when a snapshot source is configured; without one it
@@ -24,6 +28,8 @@
  * shard's (epoch, position), nor one short of the (epoch, prev_sequence) of the delta that asked
  * for it (a stale snapshot file, a replicator not yet in the new epoch): swapped in, it would move
  * the shard back in time, and the newer deltas, then the same bootstrap again, would loop.
+ * Snapshots refused for their bytes or their header count in soundhash_edge_rejected_total
+ * {input="snapshot"} (ed_bootstrap names the reason), and in the bootstrap failures.
  */
 #include "edge.h"
 
@@ -96,6 +102,8 @@ static int open_one(ed_shard *sh, sh_err *e)
     int64_t ep = 0, pos = 0, off = -1, cr = 0;
     rc = sh_shard_get_cursor(sh->s, ED_CURSOR_KEY, v, sizeof v, &len, e);
     sh->floor_epoch = sh->floor_seq = -1;
+    sh->claim_offset = -1;
+    sh->claim_contradicted = false;
     if (rc == SH_ENOTFOUND) {
         sh->need_bootstrap = true; /* empty (or never finished a bootstrap) */
         sh->offset = -1;
@@ -176,27 +184,70 @@ static void set_floor(ed_shard *sh, int64_t epoch, int64_t seq)
     sh->floor_seq = seq;
 }
 
+/* A delta message refused (see the file comment): skipped, logged and counted by `reason`. */
+static void reject(ed *x, ed_shard *sh, int64_t offset, const char *reason, const sh_err *why)
+{
+    sh->offset = offset;
+    ed_count_rejected(x, "delta", reason);
+    SH_WARN("delta_rejected", "shard=%d offset=%" PRId64 " reason=%s code=%s msg=\"%s\"", sh->n,
+            offset, reason, sh_err_name(why ? why->code : 0), why ? sh_err_text(why) : "");
+}
+
+/* The claim of the delta at sh->claim_offset — its (epoch, prev_sequence), which the bootstrap it
+ * asked for must reach — contradicted by the snapshot source: a valid snapshot, older (SH_ESTALE).
+ * Nothing but the delta says that epoch or sequence exists, and deltas are not signed: a forged
+ * or corrupt one would keep the shard waiting (taking no deltas) forever. Once the source has
+ * contradicted it for --snapshot-confirm-timeout, the delta is rejected (reason unconfirmed) and
+ * the shard resumes after it with what it holds (untouched: the snapshot was refused from its
+ * header). A real delta rejected so (a source lagging longer than that) loses nothing: the next
+ * delta of that epoch, at the latest the next heartbeat, asks again. Returns true when rejected
+ * (the caller re-assigns). A source that cannot be reached confirms nothing and contradicts
+ * nothing: the shard waits for it. */
+static bool claim_unconfirmed(ed *x, ed_shard *sh, const sh_err *why)
+{
+    if (sh->claim_offset < 0)
+        return false;
+    const double now = sh_clock_mono_ms();
+    if (!sh->claim_contradicted) {
+        sh->claim_contradicted = true;
+        sh->claim_since_ms = now;
+    }
+    if (now - sh->claim_since_ms < (double)x->cfg.snapshot_confirm_s * 1000.0)
+        return false;
+    reject(x, sh, sh->claim_offset, "unconfirmed", why);
+    sh->need_bootstrap = false;
+    sh->claim_offset = -1;
+    sh->claim_contradicted = false;
+    sh->floor_epoch = sh->floor_seq = -1;
+    return true;
+}
+
 /* Bootstraps a shard; on failure the shard waits (need_bootstrap) and the loop retries. Returns
- * 1 when the shard was replaced (the caller re-assigns), 0 when it still waits, or a fatal code
- * (the swap itself failed). */
+ * 1 when the shard was replaced or the delta that asked was rejected (the caller re-assigns), 0
+ * when it still waits, or a fatal code (the swap itself failed). */
 static int try_bootstrap(ed *x, ed_shard *sh, sh_err *e)
 {
     sh->need_bootstrap = true;
     sh->offset = -1;
     sh_err be = {0};
+    const char *rejected = NULL;
     const double t0 = sh_clock_mono_ms();
-    int rc = ed_bootstrap(x, sh, &be);
+    int rc = ed_bootstrap(x, sh, &rejected, &be);
     if (rc == SH_EINTERNAL) {
         *e = be;
         return rc;
     }
     if (rc) {
         sh_series_add(x->m.errors, 1);
-        SH_WARN("bootstrap_failed", "shard=%d code=%s msg=\"%s\"", sh->n, sh_err_name(rc),
-                sh_err_text(&be));
-        return 0;
+        if (rejected)
+            ed_count_rejected(x, "snapshot", rejected);
+        SH_WARN("bootstrap_failed", "shard=%d code=%s rejected=%s msg=\"%s\"", sh->n,
+                sh_err_name(rc), rejected ? rejected : "no", sh_err_text(&be));
+        return rc == SH_ESTALE && claim_unconfirmed(x, sh, &be) ? 1 : 0;
     }
     sh->need_bootstrap = false;
+    sh->claim_offset = -1;
+    sh->claim_contradicted = false;
     sh_series_add(x->m.bootstraps, 1);
     ed_shard_gauges(x, sh);
     SH_INFO("bootstrapped", "shard=%d epoch=%" PRId64 " position=%" PRId64 " ms=%.0f", sh->n,
@@ -227,16 +278,24 @@ static int bootstrap_waiting(ed *x, bool *reassign, sh_err *e)
     return 0;
 }
 
-/* A delta message refused (see the file comment): skipped, logged and counted by `reason`. */
-static void reject(ed *x, ed_shard *sh, int64_t offset, const char *reason, const sh_err *why)
+int ed_op_check(const sh_dop *op, sh_err *e)
 {
-    sh->offset = offset;
-    sh_series_add(sh_metric_series(x->m.f_rejected, (const char *[]){reason, NULL}), 1);
-    SH_WARN("delta_rejected", "shard=%d offset=%" PRId64 " reason=%s code=%s msg=\"%s\"", sh->n,
-            offset, reason, sh_err_name(why ? why->code : 0), why ? sh_err_text(why) : "");
+    int rc = sh_track_id_check(op->track_id, strlen(op->track_id), e);
+    if (rc)
+        return sh_err_wrap(e, SH_EFORMAT, "op seq %" PRId64, op->seq);
+    if (op->metadata && op->metadata[0]) {
+        json_error_t je;
+        json_t *j = json_loads(op->metadata, JSON_DECODE_ANY, &je);
+        if (!j)
+            return sh_err_set(e, SH_EFORMAT, "op seq %" PRId64 ": metadata is not UTF-8 JSON: %s",
+                              op->seq, je.text);
+        json_decref(j);
+    }
+    return 0;
 }
 
-/* The payload's ops, decoded and checked against the shard (every track hashes to it). Returns 0,
+/* The payload's ops, decoded and checked against the shard (every track hashes to it) and
+ * ed_op_check. Returns 0,
  * or an error with *p NULL: the payload is hostile or corrupt, never a storage failure. */
 static int decode_ops(const ed *x, const ed_shard *sh, const sh_delta_envelope *d, sh_dpay **p,
                       const char **reason, sh_err *e)
@@ -255,6 +314,8 @@ static int decode_ops(const ed *x, const ed_shard *sh, const sh_delta_envelope *
             rc = sh_err_set(e, SH_EFORMAT, "op seq %" PRId64 ": a track of another shard",
                             op->seq);
         }
+        if (rc == 0)
+            rc = ed_op_check(op, e); /* what the answers carry: strict JSON */
     }
     if (rc) {
         sh_dpay_free(*p);
@@ -354,8 +415,11 @@ static int handle_delta(ed *x, ed_shard *sh, const rd_kafka_message_t *m, ed_ver
         }
         sh_dpay_free(p);
     }
-    if (rc == 0 && *v == ED_NEED_BOOTSTRAP)
+    if (rc == 0 && *v == ED_NEED_BOOTSTRAP) {
         set_floor(sh, d.epoch, d.prev_sequence); /* the snapshot must reach this delta's start */
+        sh->claim_offset = m->offset;            /* ...or the delta is rejected (claim_unconfirmed) */
+        sh->claim_contradicted = false;
+    }
     sh_delta_clear(&d);
     return rc;
 }
@@ -372,6 +436,7 @@ static int on_message(ed *x, const rd_kafka_message_t *m, bool *reassign, sh_err
         sh_series_add(x->m.gaps, 1);
         *reassign = true;
         set_floor(sh, -1, -1); /* what the shard holds */
+        sh->claim_offset = -1;  /* no delta asked: nothing to reject */
         int rc = try_bootstrap(x, sh, e); /* the partition restarts from its beginning */
         return rc < 0 ? rc : 0;
     }

@@ -81,8 +81,9 @@ static size_t on_data(char *p, size_t sz, size_t n, void *ud)
     return len;
 }
 
-/* Downloads {url}/v1/snapshots/{n} into fd. */
-static int download(const ed *x, int n, int fd, sh_err *e)
+/* Downloads {url}/v1/snapshots/{n} into fd. A body over --snapshot-max-bytes is a refused
+ * snapshot (*rejected = "size"); every other failure is the source's. */
+static int download(const ed *x, int n, int fd, const char **rejected, sh_err *e)
 {
     char url[4200];
     const char *base = x->cfg.snapshot_source;
@@ -126,9 +127,11 @@ static int download(const ed *x, int n, int fd, sh_err *e)
     if (cc == CURLE_HTTP_RETURNED_ERROR && status == 401)
         return sh_err_set(e, SH_EHTTP, "%s: 401: the snapshot source wants a bearer token "
                           "(--snapshot-token-file or SOUNDHASH_SNAPSHOT_TOKEN)", url);
-    if (d.err == SH_ETOOBIG || cc == CURLE_FILESIZE_EXCEEDED)
+    if (d.err == SH_ETOOBIG || cc == CURLE_FILESIZE_EXCEEDED) {
+        *rejected = "size";
         return sh_err_set(e, SH_ETOOBIG, "%s: over --snapshot-max-bytes %zu", url,
                           x->cfg.snapshot_max);
+    }
     if (cc == CURLE_ABORTED_BY_CALLBACK)
         return sh_err_set(e, SH_ECANCELED, "%s: stopped", url);
     if (cc != CURLE_OK)
@@ -141,7 +144,8 @@ static int download(const ed *x, int n, int fd, sh_err *e)
 }
 
 /* The snapshot's stream, as a readable fd positioned at its start. */
-static int snapshot_fd(const ed *x, const ed_shard *sh, int *fd, sh_err *e)
+static int snapshot_fd(const ed *x, const ed_shard *sh, int *fd, const char **rejected,
+                       sh_err *e)
 {
     const char *src = x->cfg.snapshot_source;
     char p[4200];
@@ -151,7 +155,7 @@ static int snapshot_fd(const ed *x, const ed_shard *sh, int *fd, sh_err *e)
         if (*fd < 0)
             return sh_err_set(e, SH_EIO, "%s: %s", p, strerror(errno));
         unlink(p); /* gone with the process, whatever happens */
-        int rc = download(x, sh->n, *fd, e);
+        int rc = download(x, sh->n, *fd, rejected, e);
         if (rc) {
             close(*fd);
             *fd = -1;
@@ -163,40 +167,89 @@ static int snapshot_fd(const ed *x, const ed_shard *sh, int *fd, sh_err *e)
     return *fd < 0 ? sh_err_set(e, SH_ENOTFOUND, "%s: %s", p, strerror(errno)) : 0;
 }
 
+/* The reason label of a reader's error: the snapshot's bytes are at fault (format, checksum,
+ * size), or NULL: the failure is not the snapshot's (reading the file, memory). */
+static const char *reader_reason(int rc)
+{
+    switch (rc) {
+    case SH_EFORMAT:
+    case SH_EUNSUPPORTED:
+    case SH_EZSTD:
+        return "format";
+    case SH_ECHECKSUM:
+        return "checksum";
+    case SH_ETOOBIG:
+        return "size";
+    default:
+        return NULL;
+    }
+}
+
+/* One verified chunk into the staging shard, in one transaction. */
+static int apply_chunk(sh_shard *s, const sh_dpay *chunk, sh_err *e)
+{
+    sh_shard_batch *b = NULL;
+    int rc = sh_shard_batch_begin(s, 0, &b, e);
+    for (size_t i = 0; rc == 0 && i < sh_dpay_count(chunk); i++)
+        rc = sh_shard_batch_apply(b, sh_dpay_op(chunk, i), e);
+    if (rc == 0)
+        return sh_shard_batch_commit(b, NULL, e);
+    sh_shard_batch_abort(b);
+    return rc;
+}
+
+/* The header's checks against the shard (before anything is applied; see ed_bootstrap in
+ * edge.h). */
+static int check_header(const ed *x, const ed_shard *sh, const sh_snap_info *info,
+                        const char **rejected, sh_err *e)
+{
+    if ((int)info->shard != sh->n || (int)info->nshards != x->nshards) {
+        *rejected = "shard";
+        return sh_err_set(e, SH_EFORMAT, "snapshot of shard %u of %u, not %d of %d", info->shard,
+                          info->nshards, sh->n, x->nshards);
+    }
+    if (info->epoch < sh->floor_epoch ||
+        (info->epoch == sh->floor_epoch && info->seq < sh->floor_seq)) {
+        *rejected = "stale";
+        return sh_err_set(e, SH_ESTALE,
+                          "snapshot of shard %d at (epoch %" PRId64 ", seq %" PRId64 ") is older "
+                          "than the shard needs (epoch %" PRId64 ", seq %" PRId64 "): the shard "
+                          "is kept, retrying",
+                          sh->n, info->epoch, info->seq, sh->floor_epoch, sh->floor_seq);
+    }
+    return 0;
+}
+
 /* Applies the whole verified stream into a new shard at `dir`. */
 static int apply_snapshot(const ed *x, const ed_shard *sh, int fd, const char *dir,
-                          sh_snap_info *info_out, sh_err *e)
+                          sh_snap_info *info_out, const char **rejected, sh_err *e)
 {
     sh_snap_reader *r = NULL;
     int rc = sh_snap_reader_new(sh_snap_fd_read, &fd, NULL, &r, e);
+    if (rc)
+        *rejected = reader_reason(rc);
     const sh_snap_info *info = rc == 0 ? sh_snap_reader_info(r) : NULL;
-    if (rc == 0 && ((int)info->shard != sh->n || (int)info->nshards != x->nshards))
-        rc = sh_err_set(e, SH_EFORMAT, "snapshot of shard %u of %u, not %d of %d", info->shard,
-                        info->nshards, sh->n, x->nshards);
-    /* Checked on the header, before anything is applied (see ed_bootstrap in edge.h). */
-    if (rc == 0 && (info->epoch < sh->floor_epoch ||
-                    (info->epoch == sh->floor_epoch && info->seq < sh->floor_seq)))
-        rc = sh_err_set(e, SH_ESTALE,
-                        "snapshot of shard %d at (epoch %" PRId64 ", seq %" PRId64 ") is older "
-                        "than the shard needs (epoch %" PRId64 ", seq %" PRId64 "): the shard is "
-                        "kept, retrying",
-                        sh->n, info->epoch, info->seq, sh->floor_epoch, sh->floor_seq);
+    if (rc == 0)
+        rc = check_header(x, sh, info, rejected, e);
     sh_shard *s = NULL;
     sh_shard_opts so;
     sh_shard_opts_default(&so);
     so.fp_version = -1;
     if (rc == 0)
         rc = sh_shard_open(dir, &so, &s, e);
-    const sh_dpay *chunk = NULL;
-    while (rc == 0 && (rc = sh_snap_reader_next(r, &chunk, e)) == 1) {
-        sh_shard_batch *b = NULL;
-        rc = sh_shard_batch_begin(s, 0, &b, e);
+    while (rc == 0) {
+        const sh_dpay *chunk = NULL;
+        rc = sh_snap_reader_next(r, &chunk, e);
+        if (rc < 0)
+            *rejected = reader_reason(rc); /* the reader's verdict on the stream's bytes */
+        if (rc != 1)
+            break; /* 0: the trailer verified */
+        rc = 0;
         for (size_t i = 0; rc == 0 && i < sh_dpay_count(chunk); i++)
-            rc = sh_shard_batch_apply(b, sh_dpay_op(chunk, i), e);
+            if ((rc = ed_op_check(sh_dpay_op(chunk, i), e)))
+                *rejected = "format";
         if (rc == 0)
-            rc = sh_shard_batch_commit(b, NULL, e);
-        else
-            sh_shard_batch_abort(b);
+            rc = apply_chunk(s, chunk, e); /* a storage failure: not the snapshot's */
     }
     /* rc == 0: the trailer verified; only now does the shard get its position. */
     sh_shard_batch *b = NULL;
@@ -248,8 +301,12 @@ static int swap_in(ed_shard *sh, const char *staging, const sh_snap_info *info, 
     return rc;
 }
 
-int ed_bootstrap(ed *x, ed_shard *sh, sh_err *e)
+int ed_bootstrap(ed *x, ed_shard *sh, const char **rejected, sh_err *e)
 {
+    const char *why = NULL;
+    if (!rejected)
+        rejected = &why;
+    *rejected = NULL;
     if (!x->cfg.snapshot_source[0])
         return sh_err_set(e, SH_ENOTFOUND, "shard %d needs a snapshot and no --snapshot-source "
                           "is set", sh->n);
@@ -258,11 +315,11 @@ int ed_bootstrap(ed *x, ed_shard *sh, sh_err *e)
     int rc = ed_rm_shard_dir(staging, e);
     int fd = -1;
     if (rc == 0)
-        rc = snapshot_fd(x, sh, &fd, e);
+        rc = snapshot_fd(x, sh, &fd, rejected, e);
     sh_snap_info info;
     memset(&info, 0, sizeof info);
     if (rc == 0)
-        rc = apply_snapshot(x, sh, fd, staging, &info, e);
+        rc = apply_snapshot(x, sh, fd, staging, &info, rejected, e);
     if (fd >= 0)
         close(fd);
     if (rc) {

@@ -90,6 +90,9 @@ static const sh_opt OPTS[] = {
     {"snapshot-token-file", 0, SH_OPT_STR, NULL, "",
      "file holding the bearer token sent to a --snapshot-source URL (else env "
      "SOUNDHASH_SNAPSHOT_TOKEN)", 0, 0, 0},
+    {"snapshot-confirm-timeout", 0, SH_OPT_INT, NULL, "30",
+     "seconds the snapshot source may answer older than a delta's newer epoch or gap before that "
+     "delta is rejected and the shard resumes after it", 0, 0, 86400},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0, 0},
 };
 #define N_OPTS (sizeof OPTS / sizeof OPTS[0])
@@ -103,7 +106,8 @@ static void init_opts(ed_config *c, sh_opt *opts, sh_cmd_spec *spec)
                        &c->lag_threshold_ms, &c->connect_timeout_s, &c->max_body,
                        &c->max_clip_s,       &c->http_threads,  &c->request_timeout_s,
                        &c->max_conns,        &c->max_conns_per_ip,
-                       &c->snapshot_max,     &c->snapshot_timeout_s, &c->snapshot_token_file};
+                       &c->snapshot_max,     &c->snapshot_timeout_s, &c->snapshot_token_file,
+                       &c->snapshot_confirm_s};
     _Static_assert(sizeof targets / sizeof targets[0] == N_OPTS - 1, "one target per option");
     memcpy(opts, OPTS, sizeof OPTS);
     for (size_t i = 0; i < N_OPTS - 1; i++)

@@ -64,6 +64,8 @@ typedef struct ed_config {
     long max_conns_per_ip; /* HTTP connections from one address; 0: no limit */
     size_t snapshot_max;     /* bytes of one downloaded snapshot */
     long snapshot_timeout_s;
+    long snapshot_confirm_s; /* a delta's newer epoch or gap the source contradicts this long:
+                                the delta is rejected (apply.c) */
 } ed_config;
 
 /* One held shard. `lock` guards `s` (the handle) against the bootstrap's swap. The atomics are
@@ -82,6 +84,11 @@ typedef struct ed_shard {
     _Atomic bool need_bootstrap;
     int64_t floor_epoch;       /* applier only: the oldest snapshot (epoch, seq) the pending */
     int64_t floor_seq;         /* bootstrap may take (ed_bootstrap); -1 -1: any */
+    int64_t claim_offset;      /* applier only: Kafka offset of the delta that asked for the
+                                  pending bootstrap (a newer epoch, a gap; apply.c's
+                                  claim_unconfirmed); -1: none */
+    bool claim_contradicted;   /* the snapshot source has answered older than that delta's claim, */
+    double claim_since_ms;     /* first at this monotonic time */
     sh_series *m_position, *m_bytes, *m_tracks;
 } ed_shard;
 
@@ -92,7 +99,7 @@ typedef struct ed_metrics {
     sh_series *req_audio, *req_json, *req_binary; /* match requests by body kind */
     sh_series *ans_local, *ans_upstream, *ans_none; /* who gave the best answer (hit rate) */
     sh_metric *f_pos, *f_bytes, *f_tracks, *f_requests;
-    sh_metric *f_rejected; /* soundhash_edge_rejected_total{reason}: deltas never applied */
+    sh_metric *f_rejected; /* soundhash_edge_rejected_total{input,reason}: never applied */
 } ed_metrics;
 
 /* The fingerprint versions this build makes and compares (sh_fp_config_for_version), ascending. */
@@ -143,11 +150,23 @@ void ed_shards_close(ed *x);
  * download or file (SH_ENOTFOUND, SH_EHTTP, SH_ETIMEOUT, SH_ETOOBIG, SH_ECANCELED on a stop), of
  * the snapshot (SH_EFORMAT, SH_ECHECKSUM, ...) and the shard, SH_ESTALE (the snapshot's (epoch,
  * seq) is below sh->floor_*: taking it would move the shard back, or leave it short of the
- * delta that asked for it); the live shard is then untouched.
+ * delta that asked for it); the live shard is then untouched. When the snapshot's own bytes were
+ * refused, *rejected (may be NULL) names why, the reason label of soundhash_edge_rejected_total:
+ * "format" (not a snapshot, truncated, bit-flipped compressed data, an op that does not belong,
+ * totals that disagree), "checksum" (the header's, a chunk's or the stream's), "size" (a declared
+ * size past the reader's caps, or a body past --snapshot-max-bytes), "shard" (of another shard or
+ * shard count) or "stale" (SH_ESTALE); otherwise (no source, a download or storage failure) NULL.
  * SH_EINTERNAL: the swap failed half-way (the shard has no handle: the process must stop). */
-int ed_bootstrap(ed *x, ed_shard *sh, sh_err *e);
+int ed_bootstrap(ed *x, ed_shard *sh, const char **rejected, sh_err *e);
 /* Removes a shard directory (flat: data.mdb, lock.mdb); a missing one is fine. */
 int ed_rm_shard_dir(const char *dir, sh_err *e);
+/* The text an op brings into the answers: its track id keeps the events' contract
+ * (sh_track_id_check: valid UTF-8, no control characters, 1..256 bytes) and its metadata, when
+ * not empty, is UTF-8 JSON. The payload codec checks neither, and a delta or snapshot that breaks
+ * them (only a forged or corrupt one: ingest and the workers refuse such events) would make every
+ * answer naming the track fail. 0 or SH_EFORMAT (apply.c: the delta is rejected, reason payload;
+ * bootstrap.c: the snapshot, reason format). */
+int ed_op_check(const sh_dop *op, sh_err *e);
 /* Parses a cursor value; 0 or SH_EFORMAT. */
 int ed_cursor_parse(const char *v, size_t len, int64_t *epoch, int64_t *pos, int64_t *offset,
                     int64_t *created_ms);
@@ -159,6 +178,9 @@ int ed_cursor_put(sh_shard_batch *b, int64_t epoch, int64_t pos, int64_t offset,
 int ed_metrics_init(ed *x);
 void ed_metrics_free(ed *x);
 int ed_http_start(ed *x, sh_err *e);
+/* Counts one refused input in soundhash_edge_rejected_total: input "delta" or "snapshot", reason
+ * as listed there (apply.c, ed_bootstrap). */
+void ed_count_rejected(ed *x, const char *input, const char *reason);
 /* Refreshes the per-shard gauges (size, tracks, position). */
 void ed_shard_gauges(ed *x, ed_shard *sh);
 /* Answers `status` with {"error": msg}. Returns 0 or SH_ENOMEM. */
