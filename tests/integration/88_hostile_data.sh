@@ -8,16 +8,23 @@
 # anyway (crafted bytes on the topic) is dead-lettered by the worker with the reason.
 # (b) Hostile index deltas on the delta topic (a truncated message, garbage, a bit-flipped payload,
 # a huge declared raw size, a count the payload does not hold, a delta of another shard, a delta whose ops are tracks of another
-# shard): the edge rejects each — counted in soundhash_edge_rejected_total{reason} — never applies
-# one (positions unchanged, checksums still the primary's), keeps answering, and applies the next
-# real delta.
+# shard): the edge rejects each — counted in soundhash_edge_rejected_total{input="delta",reason} —
+# never applies one (positions unchanged, checksums still the primary's), keeps answering, and
+# applies the next real delta. Two deltas that claim what the snapshot source does not confirm (a
+# newer epoch; a gap far past the log) ask for a bootstrap whose snapshot is refused as stale, and
+# are rejected as unconfirmed after --snapshot-confirm-timeout: the shard does not stall.
+# (c) Hostile snapshots (truncated, not a snapshot, a bit-flipped header, a wrong stream checksum,
+# a chunk declaring 2^40 raw bytes, another shard's): a second edge bootstrapping from a directory
+# refuses each — counted in soundhash_edge_rejected_total{input="snapshot",reason} — applies
+# none (its shard stays unloaded), and takes the intact snapshot once it is there.
+# Runs on the shared real Kafka cluster (a plain wk_setup), or the mock with SH_TEST_KAFKA=mock.
 . "$SH_ROOT/tests/integration/lib.sh"
 . "$SH_ROOT/tests/lib/pg.sh"
 . "$SH_ROOT/tests/lib/worker.sh"
 
 corpus="$SH_DATA_DIR/corpus/dev"
 [ -d "$corpus" ] || fail "no dev corpus at $corpus (scripts/data/make_corpus.sh builds it)"
-WK_KAFKA=mock wk_setup   # hostile payloads: the protocol is enough (on the shared real cluster its first publish timed out: not investigated yet)
+wk_setup
 pk="rdkafka libpq avro-c sndfile fftw3f soxr libzstd lmdb libmicrohttpd jansson libcurl libcrypto"
 RT="$SH_TMP/repl_tool"
 # shellcheck disable=SC2046
@@ -52,13 +59,20 @@ bad_publish "control character" --track-id $'bad\x1b[2Jid' "$(m 2)"
 bad_publish "not valid UTF-8" --track-id ok-id --meta $'k=\xc3\x28' "$(m 2)"
 
 # ...and the same bytes crafted onto the topic: a template event for track "tmpl-XXXX" (sent to a
-# scratch topic), its id's bytes replaced in place (same length: the Avro framing holds)
-"$SH_BIN" ingest publish --brokers "$BOOT" --media-root "$MEDIA" --topic hostile.scratch \
+# scratch topic of one partition, its id's bytes replaced in place (same length: the Avro framing
+# holds). A real cluster does not auto-create topics: it is created first, and deleted after; the
+# mock creates it on the first produce (and answers no CreateTopics request).
+SCRATCH=soundhash-test.hostile-scratch
+real_kafka() { [ -z "${BROKER_PID:-}" ]; }
+if real_kafka; then "$KT" create-topic "$BOOT" "$SCRATCH" 1 || fail "create the scratch topic"; fi
+"$SH_BIN" ingest publish --brokers "$BOOT" --media-root "$MEDIA" --topic "$SCRATCH" \
   --track-id tmpl-XXXX --meta k=tmpl-YYYY "$(m 2)" > /dev/null 2> "$SH_TMP/tmpl.err" \
   || { cat "$SH_TMP/tmpl.err" >&2; fail "template publish"; }
-"$KT" fetch "$BOOT" hostile.scratch 0 -1 "$SH_TMP/tmpl.avro" 2> /dev/null ||
-  for p in 1 2 3 4 5 6 7; do "$KT" fetch "$BOOT" hostile.scratch "$p" -1 "$SH_TMP/tmpl.avro" 2> /dev/null && break; done
+# (the mock's auto-created topic may have several partitions)
+"$KT" fetch "$BOOT" "$SCRATCH" 0 -1 "$SH_TMP/tmpl.avro" 2> /dev/null ||
+  for p in 1 2 3 4 5 6 7; do "$KT" fetch "$BOOT" "$SCRATCH" "$p" -1 "$SH_TMP/tmpl.avro" 2> /dev/null && break; done
 [ -s "$SH_TMP/tmpl.avro" ] || fail "cannot read the template event back"
+if real_kafka; then "$KT" delete-topic "$BOOT" "$SCRATCH" || fail "delete the scratch topic"; fi
 python3 - "$SH_TMP" <<'PY'
 import sys
 d = sys.argv[1]
@@ -82,7 +96,8 @@ check "id 1 stored byte for byte" test "$(pg_sql "SELECT count(*) FROM tracks WH
 check "the tracks table survived its id" test "$(pg_sql "SELECT count(*) FROM tracks WHERE external_id = \$\$$ID2\$\$")" = 1
 
 rp_start rp
-ed_start e1 --asan --shards all --snapshot-source "http://127.0.0.1:$RP_PORT" --request-timeout 5
+ed_start e1 --asan --shards all --snapshot-source "http://127.0.0.1:$RP_PORT" --request-timeout 5 \
+  --snapshot-confirm-timeout 4
 EP=$ED_PORT_e1
 wait_for 90 ed_converged "$EP"
 
@@ -114,8 +129,10 @@ print("answers: exact ids and metadata, strict JSON")
 PY
 
 # ---- (b) hostile deltas --------------------------------------------------------------------------
-metric() { curl -fsS "127.0.0.1:$EP/metrics" | awk -v n="$1" '$1 == n {s += $2} END {print s + 0}'; }
-rej() { metric "soundhash_edge_rejected_total{reason=\"$1\"}"; }
+metric() { # metric NAME [PORT]: the sum of NAME's samples (0 when absent)
+  curl -fsS "127.0.0.1:${2:-$EP}/metrics" | awk -v n="$1" '$1 == n {s += $2} END {print s + 0}'; }
+rej() { metric "soundhash_edge_rejected_total{input=\"delta\",reason=\"$1\"}" "${2:-$EP}"; }
+snaprej() { metric "soundhash_edge_rejected_total{input=\"snapshot\",reason=\"$1\"}" "${2:-$EP}"; }
 positions() { curl -fsS "127.0.0.1:$EP/v1/shards" | jq -c '[.shards[] | [.shard, .epoch, .position]]'; }
 before=$(positions)
 # the two shards that hold a track, each with its last real delta
@@ -162,6 +179,9 @@ out = {
   # shard B's partition: a delta of shard A, and one claiming B whose ops are A's tracks
   "othershard": b,
   "foreignops": build([B, epoch, posB + 1000, posB, count, fpv, codec, raw], payload),
+  # sound, but claiming what the snapshot source will not confirm
+  "newepoch": build([shard, epoch + 5, seq + 1000, seq, count, fpv, codec, raw], payload),
+  "gapclaim": build([shard, epoch, seq + 100000, seq + 99000, count, fpv, codec, raw], payload),
 }
 for k, v in out.items():
     open(f"{d}/hd-{k}.avro", "wb").write(v)
@@ -183,13 +203,91 @@ check "still serving" curl -fsS -o /dev/null "127.0.0.1:$EP/health"
 check "shards still the primary's" ed_converged "$EP"
 grep -q 'event=delta_rejected.*reason=payload' "$SH_TMP/e1.log" || fail "rejections are logged"
 
+# A newer epoch, and a gap 99,000 changes past the log: each asks for a bootstrap, the replicator's
+# snapshot is older than the claim (refused: stale), and once it has said so for 4 s the delta is
+# rejected and the shard resumes after it. Without that, the shard would wait for ever.
+for k in newepoch gapclaim; do "$KT" produce-to "$BOOT" soundhash.index.deltas "$A" "$SH_TMP/hd-$k.avro"; done
+unconfirmed_both() { [ "$(rej unconfirmed)" -ge 2 ]; }
+wait_for 120 unconfirmed_both || { grep -E 'delta_rejected|bootstrap|epoch_changed|gap' "$SH_TMP/e1.log" | cut -c1-300 >&2;
+  fail "2 unconfirmed claims rejected (unconfirmed=$(rej unconfirmed) stale=$(snaprej stale))"; }
+check "the claims: rejected as unconfirmed, nothing else" test "$(rej unconfirmed)" = 2
+check "the replicator's snapshots refused as stale (at least once per claim)" test "$(snaprej stale)" -ge 2
+grep -q 'event=bootstrap_failed.*code=SH_ESTALE rejected=stale' "$SH_TMP/e1.log" || fail "stale snapshots are logged"
+check "nothing applied: positions unchanged" test "$(positions)" = "$before"
+check "shards loaded, still the primary's" ed_converged "$EP"
+
 # the next real delta is applied (the rejected ones left no mark)
 wk_publish --track-id after-hostile "$(m 3)"
 wait_for 120 wk_tracks_active 3
 wait_for 60 ed_converged "$EP"
 match_clip "$(m 3)" "$SH_TMP/a3.json"
 check "a track after the hostile deltas matches" test "$(jq -r .match.track_id "$SH_TMP/a3.json")" = after-hostile
+
+# ---- (c) hostile snapshots ------------------------------------------------------------------------
+# A second edge holding shard A bootstraps from a directory; shard-A.snap is each bad snapshot in
+# turn (renamed in place), then the intact one.
+SNAPS="$SH_TMP/snaps"
+mkdir -p "$SNAPS"
+curl -fsS -o "$SH_TMP/good.snap" "127.0.0.1:$RP_PORT/v1/snapshots/$A" || fail "snapshot of shard $A"
+curl -fsS -o "$SH_TMP/other.snap" "127.0.0.1:$RP_PORT/v1/snapshots/$B" || fail "snapshot of shard $B"
+python3 - "$SH_TMP" <<'PY'
+# sh_snap.h: "SHSN", version, flags, varints shard, nshards, epoch, seq, nfp and nfp versions, an
+# 8-byte header sum; chunks ('C', varint raw size, varint length, payload); 'E', totals, 8-byte sum.
+import sys
+d = sys.argv[1]
+b = open(d + "/good.snap", "rb").read()
+i = 6
+for _ in range(4):
+    while b[i] & 0x80: i += 1
+    i += 1
+nfp = b[i]; i += 1
+for _ in range(nfp):
+    while b[i] & 0x80: i += 1
+    i += 1
+c0 = i + 8
+assert b[:4] == b"SHSN" and b[c0:c0 + 1] == b"C", "a snapshot with a chunk"
+def flip(at, x): return b[:at] + bytes([b[at] ^ x]) + b[at + 1:]
+out = {
+  "trunc": b[: len(b) // 2],
+  "magic": flip(0, 0x20),
+  "hdrflip": flip(8, 0x01),      # the epoch: the header's sum no longer matches
+  "sum": flip(len(b) - 1, 0x01), # the stream's sum
+  "huge": b[:c0 + 1] + bytes([0x80] * 5 + [0x20]) + b[c0 + 2:],  # a chunk of 2^40 raw bytes
+}
+for k, v in out.items():
+    open(f"{d}/bad-{k}.snap", "wb").write(v)
+PY
+cp "$SH_TMP/other.snap" "$SH_TMP/bad-other.snap"
+put_snap() { cp "$1" "$SNAPS/.next" && mv "$SNAPS/.next" "$SNAPS/shard-$A.snap"; }
+put_snap "$SH_TMP/bad-trunc.snap"
+ed_start e2 --asan --shards "$A" --snapshot-source "$SNAPS" --snapshot-confirm-timeout 2
+E2=$ED_PORT_e2
+e2_unloaded() { curl -fsS "127.0.0.1:$E2/v1/shards" | jq -e '.shards[0] | (.loaded | not) and .position == -1' > /dev/null; }
+# Each file is refused twice before the next: the attempt in flight when it was renamed in may have
+# opened the previous one; the one after it read this one.
+for kr in trunc:format magic:format hdrflip:checksum sum:checksum huge:size other:shard; do
+  k=${kr%%:*} r=${kr#*:}
+  put_snap "$SH_TMP/bad-$k.snap"
+  n0=$(snaprej "$r" "$E2")
+  refused() { [ "$(snaprej "$r" "$E2")" -ge $((n0 + 2)) ]; }
+  wait_for 60 refused || { grep -E 'bootstrap' "$SH_TMP/e2.log" | tail -n 5 | cut -c1-300 >&2; fail "snapshot $k refused as $r"; }
+  check "snapshot $k: refused ($r), nothing applied" e2_unloaded
+done
+for r in format checksum size shard; do echo "e2 rejected snapshots: $r=$(snaprej $r "$E2")"; done
+check "refused snapshots are bootstrap failures too" \
+  test "$(metric soundhash_edge_bootstrap_failures_total "$E2")" -ge 12
+check "the edge still serves while its shard waits" curl -fsS -o /dev/null "127.0.0.1:$E2/health"
+put_snap "$SH_TMP/good.snap"
+# its partition holds the hostile deltas of (b): rejected again, the two claims after 2 s each
+wait_for 120 ed_converged "$E2"
+check "e2 bootstrapped once" test "$(metric soundhash_edge_bootstraps_total "$E2")" = 1
+check "e2 rejected the two claims of (b) too" test "$(rej unconfirmed "$E2")" = 2
+ed_stop e2 TERM
+check "e2 exits 0" test "$ED_RC" = 0
+
 ed_stop e1 TERM
 check "the edge exits 0" test "$ED_RC" = 0
-if grep -q 'ERROR: AddressSanitizer\|runtime error:' "$SH_TMP/e1.log"; then fail "sanitizer report in the edge's log"; fi
+for l in e1 e2; do
+  if grep -q 'ERROR: AddressSanitizer\|runtime error:' "$SH_TMP/$l.log"; then fail "sanitizer report in $l's log"; fi
+done
 echo "OK 88_hostile_data"

@@ -24,6 +24,10 @@
  *   kafka_tool replicas BROKERS TOPIC             prints "partition leader replicas isr" per
  *                                                 partition (ids comma-separated, leader -1 when
  *                                                 none), as the brokers' metadata says now
+ *   kafka_tool create-topic BROKERS TOPIC PARTS   creates TOPIC (replication: the broker default;
+ *                                                 one that exists is fine): a scratch topic on a
+ *                                                 cluster that does not auto-create topics
+ *   kafka_tool delete-topic BROKERS TOPIC         deletes TOPIC (a missing one is fine)
  *   kafka_tool reset BROKERS TIMEOUT_S            deletes the project's topics (those that exist),
  *                                                 waits until the metadata lists none of them, then
  *                                                 deletes every consumer group (retrying one that
@@ -468,6 +472,70 @@ static int delete_groups(const char *brokers, int timeout_s)
     return rc;
 }
 
+/* The outcome of a CreateTopics or DeleteTopics request for one topic: 0, or 1 (printed), with
+ * `ok` an error code that counts as success (the topic already there, or already gone). */
+static int topic_admin_result(rd_kafka_event_t *ev, const char *what, rd_kafka_resp_err_t ok)
+{
+    if (!ev || rd_kafka_event_error(ev)) {
+        fprintf(stderr, "kafka_tool %s: %s\n", what,
+                ev ? rd_kafka_event_error_string(ev) : "no answer");
+        return 1;
+    }
+    size_t nr = 0;
+    const rd_kafka_topic_result_t **tr =
+        rd_kafka_event_type(ev) == RD_KAFKA_EVENT_CREATETOPICS_RESULT
+            ? rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &nr)
+            : rd_kafka_DeleteTopics_result_topics(rd_kafka_event_DeleteTopics_result(ev), &nr);
+    rd_kafka_resp_err_t e = nr == 1 ? rd_kafka_topic_result_error(tr[0]) : RD_KAFKA_RESP_ERR__FAIL;
+    if (e && e != ok) {
+        fprintf(stderr, "kafka_tool %s: %s\n", what, rd_kafka_err2str(e));
+        return 1;
+    }
+    return 0;
+}
+
+static int create_topic(const char *brokers, const char *topic, int parts)
+{
+    char err[256];
+    rd_kafka_t *rk = client(RD_KAFKA_PRODUCER, brokers, NULL);
+    if (!rk)
+        return 1;
+    rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(topic, parts, -1, err, sizeof err);
+    int rc = 1;
+    if (nt) {
+        rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+        rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
+        rc = topic_admin_result(ev, "create-topic", RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS);
+        if (ev)
+            rd_kafka_event_destroy(ev);
+        rd_kafka_queue_destroy(q);
+        rd_kafka_NewTopic_destroy(nt);
+    } else {
+        fprintf(stderr, "kafka_tool create-topic: %s\n", err);
+    }
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
+static int delete_topic(const char *brokers, const char *topic)
+{
+    rd_kafka_t *rk = client(RD_KAFKA_PRODUCER, brokers, NULL);
+    if (!rk)
+        return 1;
+    rd_kafka_DeleteTopic_t *dt = rd_kafka_DeleteTopic_new(topic);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_DeleteTopics(rk, &dt, 1, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
+    int rc = topic_admin_result(ev, "delete-topic", RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART);
+    if (ev)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_DeleteTopic_destroy(dt);
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 6 && !strcmp(argv[1], "produce"))
@@ -492,6 +560,10 @@ int main(int argc, char **argv)
         return topic_config(argv[2], argv[3], argv + 4, argc - 4);
     if (argc == 4 && !strcmp(argv[1], "replicas"))
         return replicas(argv[2], argv[3]);
+    if (argc == 5 && !strcmp(argv[1], "create-topic"))
+        return create_topic(argv[2], argv[3], (int)strtol(argv[4], NULL, 10));
+    if (argc == 4 && !strcmp(argv[1], "delete-topic"))
+        return delete_topic(argv[2], argv[3]);
     if (argc == 4 && !strcmp(argv[1], "reset")) {
         int timeout_s = (int)strtol(argv[3], NULL, 10);
         return delete_topics(argv[2], timeout_s) || delete_groups(argv[2], timeout_s);
