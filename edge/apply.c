@@ -6,7 +6,9 @@
  *   bit-flipped, wrong checksum, sizes past the caps: refused before allocation by the decoders)
  *   or holds another number of changes than the envelope's count
  *                                 rejected: skipped, never applied, counted in
- *                                 soundhash_edge_rejected_total{reason}, and the edge serves on.
+ *                                 soundhash_edge_rejected_total{input="delta",reason}, and the
+ *                                 edge serves on (a track id or metadata the answers could not
+ *                                 carry as strict JSON too: ed_op_check).
  *                                 Skipping loses nothing silently: if the message was the real
  *                                 delta, the next one's prev_sequence is past P, a gap (below)
  *   epoch older than E            skipped (a stream the node has already left; counted as
@@ -14,12 +16,12 @@
  *   epoch newer than E            bootstrap (the primary's history restarted)
  *   sequence <= P                 skipped (redelivery, or the tail behind a snapshot)
  *   prev_sequence > P             a gap: bootstrap
+ *   otherwise                     ops with seq > P applied, cursor (E, sequence, O) in the same
+ *                                 transaction
  * A bootstrap a delta asked for must reach the delta's (epoch, prev_sequence): that is the delta's
  * claim. When the snapshot source keeps answering with valid snapshots older than the claim for
  * --snapshot-confirm-timeout, the delta is rejected (reason unconfirmed) and the shard resumes
  * after it (claim_unconfirmed): an unsigned delta alone cannot stop a shard.
- *   otherwise                     ops with seq > P applied, cursor (E, sequence, O) in the same
- *                                 transaction
  * An empty shard (no cursor) bootstraps when a snapshot source is configured; without one it
  * reads the partition from the beginning and accepts a stream that starts at seq 0 (a topic that
  * holds its whole history), any other start being a gap. An offset Kafka no longer holds
