@@ -23,7 +23,7 @@ PKGS     := rdkafka libpq avro-c sndfile fftw3f soxr libzstd lmdb libmicrohttpd 
             libcrypto
 CPPFLAGS += -D_GNU_SOURCE -Icore/engine -Icore/runtime -Icore -Ischemas
 CFLAGS   ?= -O2 -g
-CFLAGS   += -std=c17 -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wvla -fno-common -pthread
+CFLAGS   += -std=c17 -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wvla -fno-common -pthread -fopenmp-simd
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 CPPFLAGS += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 

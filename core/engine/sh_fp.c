@@ -3,6 +3,7 @@
 #include "sh_vec.h"
 
 #include <fftw3.h>
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -774,16 +775,14 @@ int sh_fp_feed(sh_fp *fp, const float *x, size_t n, sh_err *e)
         size_t take = N - fp->npend;
         if (take > n)
             take = n;
+        /* NaN/Inf would poison a whole frame; absurd magnitudes would overflow the power.
+         * Selects, not branches, so the loop is vectorised (omp simd: -fopenmp-simd). */
+        float *dst = fp->pend + fp->npend;
+#pragma omp simd
         for (size_t i = 0; i < take; i++) {
-            float v = x[i];
-            /* NaN/Inf would poison a whole frame; absurd magnitudes would overflow the power. */
-            if (!isfinite(v))
-                v = 0.0f;
-            else if (v > 1e4f)
-                v = 1e4f;
-            else if (v < -1e4f)
-                v = -1e4f;
-            fp->pend[fp->npend + i] = v;
+            float v = fabsf(x[i]) <= FLT_MAX ? x[i] : 0.0f;
+            v = v > 1e4f ? 1e4f : v;
+            dst[i] = v < -1e4f ? -1e4f : v;
         }
         fp->npend += take;
         x += take;
