@@ -355,6 +355,21 @@ static void test_downmix_passthrough(void **state)
     assert_true(d.x[0] == 0.25f && d.x[1] == 0.0f && d.x[7] == 3.0f && d.x[4] == 16.0f);
     free(d.x);
     free(buf);
+
+    /* The same through the stereo and the any-channel-count downmix loops (both channels, or all
+     * three, carry the value: the mean is the value, or NaN/Inf). */
+    for (int ch = 2; ch <= 3; ch++) {
+        buf = encode(SF_FORMAT_WAV | SF_FORMAT_FLOAT, 8000, ch, 0.5, gen_nonfinite, &len);
+        d = decode_mem(buf, len, &o, 4096);
+        assert_int_equal(d.rc, 0);
+        assert_int_equal(d.n, 4000);
+        for (size_t i = 0; i < d.n; i++)
+            assert_true(isfinite(d.x[i]) && fabsf(d.x[i]) <= 16.0f);
+        assert_true(d.x[0] == 0.25f && d.x[1] == 0.0f && d.x[2] == 0.0f && d.x[3] == 0.0f);
+        assert_true(d.x[4] == 16.0f && d.x[5] == -16.0f && d.x[6] == -0.5f && d.x[7] == 3.0f);
+        free(d.x);
+        free(buf);
+    }
 }
 
 /* The output must not depend on how the caller sizes its reads (hashes must be reproducible). */
