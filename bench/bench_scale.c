@@ -6,7 +6,7 @@
  *   bench_scale gen   --data DIR --hours H [--threads N]
  *   bench_scale build --data DIR --hours H
  *   bench_scale query --data DIR --hours H [--queries DIR] [--reps R] [--len S] [--stop N]
- *                     [--sort once|per-shard]
+ *                     [--sort once|per-shard] [--threads N]
  *
  * gen    the distractor fingerprints. Sources: DIR/corpus/distract/manifest.csv
  *        (bench/make_distractors.sh: real music from Debian game packages that share no track with
@@ -40,12 +40,16 @@
  *        false matches on the negatives. --stop: the shards' stop_postings (sh_shard_opts; 0 =
  *        the default). --sort once (default): the query's hashes are sorted once
  *        (sh_shard_query_sort, inside the timed part) and each shard's lookup uses them as they
- *        are; per-shard: each lookup sorts its own copy, as the edge does today.
+ *        are; per-shard: each lookup sorts its own copy, as the edge did before 8a0daf2.
+ *        --threads N (1..8, default 1): the 8 shards are looked up on N threads (the caller and
+ *        N - 1 of an sh_pool, a recognizer each), as an edge with match_threads N does. CPU is
+ *        the whole process's (every lane), wall the query's latency.
  * Benchmark code: problems go to stderr and the exit status is 1.
  */
 #include "bench_util.h"
 #include "sh_clock.h"
 #include "sh_fp.h"
+#include "sh_pool.h"
 #include "sh_recognize.h"
 #include "sh_shard.h"
 #include "sh_shardmap.h"
@@ -658,7 +662,29 @@ typedef struct query {
     int cond;
 } query;
 
-static int load_queries(const char *qdir, int len, query *q, int *nq, char conds[][48], int *ncond)
+/* The recognizers' config: the defaults, query-mode tunables changed by --q-fanout N,
+ * --q-ppw N (q_peaks_per_window), --q-variants N (q_max_variants), --q-scale-tol X, --q-jitter X
+ * (to measure their cost and accuracy at scale without a rebuild). */
+static void query_config(int argc, char **argv, sh_recognize_config *rc)
+{
+    sh_recognize_config_default(rc);
+    sh_fp_config *f = &rc->fp;
+    f->q_fanout = (int)strtol(arg(argc, argv, "--q-fanout", ""), NULL, 10);
+    f->q_peaks_per_window = (int)strtol(arg(argc, argv, "--q-ppw", ""), NULL, 10);
+    f->q_max_variants = (int)strtol(arg(argc, argv, "--q-variants", ""), NULL, 10);
+    f->q_scale_tol = strtof(arg(argc, argv, "--q-scale-tol", "-1"), NULL);
+    f->q_jitter = strtof(arg(argc, argv, "--q-jitter", "-1"), NULL);
+    sh_fp_config d;
+    sh_fp_config_query(&d);
+    f->q_fanout = f->q_fanout > 0 ? f->q_fanout : d.q_fanout;
+    f->q_peaks_per_window = f->q_peaks_per_window > 0 ? f->q_peaks_per_window : d.q_peaks_per_window;
+    f->q_max_variants = f->q_max_variants > 0 ? f->q_max_variants : d.q_max_variants;
+    f->q_scale_tol = f->q_scale_tol >= 0 ? f->q_scale_tol : d.q_scale_tol;
+    f->q_jitter = f->q_jitter >= 0 ? f->q_jitter : d.q_jitter;
+}
+
+static int load_queries(const char *qdir, int len, const sh_recognize_config *rc, query *q,
+                        int *nq, char conds[][48], int *ncond)
 {
     char path[PATH_LEN], line[LINE_LEN];
     snprintf(path, sizeof path, "%s/ground_truth.csv", qdir);
@@ -669,7 +695,7 @@ static int load_queries(const char *qdir, int len, query *q, int *nq, char conds
     }
     sh_recognizer *rz = NULL;
     sh_err e = {0};
-    if (sh_recognizer_new(NULL, &rz, &e)) {
+    if (sh_recognizer_new(rc, &rz, &e)) {
         fprintf(stderr, "%s\n", sh_err_text(&e));
         fclose(f);
         return -1;
@@ -707,17 +733,52 @@ static int load_queries(const char *qdir, int len, query *q, int *nq, char conds
     return *nq ? 0 : -1;
 }
 
-static double thread_cpu_s(void)
+/* CPU of the whole process (every lane's thread; the pool's idle threads cost nothing). */
+static double process_cpu_s(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* One query against every shard, as the edge answers it: the most confident answer's id (""
- * for no match) into best. */
-static int answer(sh_recognizer *rz, shards *sh, const query *q, sh_hash *scratch, int sort_once,
-                  char *best, size_t cap, size_t *votes)
+/* One query's lookups: shard k's best answer (confidence, id) and votes, filled by lane `lane`'s
+ * recognizer; a lane's answer strings are copied before its next shard. */
+typedef struct shard_job {
+    sh_recognizer **rz; /* one per lane */
+    shards *sh;
+    const sh_hash *h;
+    size_t n;
+    double conf[NSHARDS];
+    char id[NSHARDS][300];
+    size_t votes[NSHARDS];
+    int failed;
+} shard_job;
+
+static void answer_shard(void *ud, size_t k, int lane)
+{
+    shard_job *j = ud;
+    sh_recognize_answer a[4];
+    size_t na = 0;
+    sh_recognize_stats st;
+    sh_err e = {0};
+    j->conf[k] = -1;
+    j->id[k][0] = '\0';
+    if (sh_recognize_shard(j->rz[lane], j->sh->s[k], j->h, j->n, 4, a, &na, &st, &e)) {
+        fprintf(stderr, "lookup: %s\n", sh_err_text(&e));
+        j->failed = 1;
+        return;
+    }
+    j->votes[k] = st.votes;
+    if (na) {
+        j->conf[k] = a[0].confidence;
+        snprintf(j->id[k], sizeof j->id[k], "%s", a[0].id);
+    }
+}
+
+/* One query against every shard, as the edge answers it (the shards on up to `lanes` threads of
+ * the pool): the most confident answer's id ("" for no match) into best. */
+static int answer(sh_recognizer **rz, sh_pool *pool, int lanes, shards *sh, const query *q,
+                  sh_hash *scratch, int sort_once, char *best, size_t cap, size_t *votes)
 {
     double conf = -1;
     best[0] = '\0';
@@ -731,19 +792,16 @@ static int answer(sh_recognizer *rz, shards *sh, const query *q, sh_hash *scratc
         }
         h = scratch;
     }
-    for (int k = 0; k < NSHARDS; k++) {
-        sh_recognize_answer a[4];
-        size_t na = 0;
-        sh_recognize_stats st;
-        sh_err e = {0};
-        if (sh_recognize_shard(rz, sh->s[k], h, q->n, 4, a, &na, &st, &e)) {
-            fprintf(stderr, "lookup: %s\n", sh_err_text(&e));
-            return -1;
-        }
-        *votes += st.votes;
-        if (na && a[0].confidence > conf) {
-            conf = a[0].confidence;
-            snprintf(best, cap, "%s", a[0].id);
+    static shard_job j;
+    j = (shard_job){.rz = rz, .sh = sh, .h = h, .n = q->n};
+    sh_pool_run(pool, NSHARDS, lanes, answer_shard, &j);
+    if (j.failed)
+        return -1;
+    for (int k = 0; k < NSHARDS; k++) { /* shard order: the same answer whatever the lanes */
+        *votes += j.votes[k];
+        if (j.conf[k] > conf) {
+            conf = j.conf[k];
+            snprintf(best, cap, "%s", j.id[k]);
         }
     }
     return 0;
@@ -759,6 +817,7 @@ static int cmd_query(int argc, char **argv)
     const int len = (int)strtol(arg(argc, argv, "--len", "10"), NULL, 10);
     const uint32_t stop = (uint32_t)strtoul(arg(argc, argv, "--stop", "0"), NULL, 10);
     const int sort_once = strcmp(arg(argc, argv, "--sort", "once"), "per-shard") != 0;
+    const int lanes = (int)strtol(arg(argc, argv, "--threads", "1"), NULL, 10);
     char qdef[1200], dir[PATH_LEN];
     snprintf(qdef, sizeof qdef, "%s/q1536/queries/dev", c.data);
     const char *qdir = arg(argc, argv, "--queries", qdef);
@@ -767,13 +826,25 @@ static int cmd_query(int argc, char **argv)
     static char conds[MAX_CONDS][48];
     int nq = 0, ncond = 0;
     shards sh;
-    sh_recognizer *rz = NULL;
+    sh_recognizer *rz[NSHARDS] = {NULL};
+    sh_pool *pool = NULL;
     sh_err e = {0};
-    if (reps < 1 || load_queries(qdir, len, q, &nq, conds, &ncond) || shards_open(dir, stop, &sh) ||
-        sh_recognizer_new(NULL, &rz, &e)) {
+    sh_recognize_config rcfg;
+    query_config(argc, argv, &rcfg);
+    if (reps < 1 || lanes < 1 || lanes > NSHARDS ||
+        load_queries(qdir, len, &rcfg, q, &nq, conds, &ncond) ||
+        shards_open(dir, stop, &sh) || sh_pool_new(lanes - 1, &pool, &e)) {
+        if (e.code)
+            fprintf(stderr, "%s\n", sh_err_text(&e));
         ctx_free(&c);
         return 1;
     }
+    for (int i = 0; i < lanes; i++)
+        if (sh_recognizer_new(&rcfg, &rz[i], &e)) {
+            fprintf(stderr, "%s\n", sh_err_text(&e));
+            ctx_free(&c);
+            return 1;
+        }
     double *ms = malloc(2 * sizeof *ms * (size_t)nq * (size_t)reps), *cpu = ms + nq * reps;
     size_t maxn = 1;
     for (int i = 0; i < nq; i++)
@@ -789,9 +860,9 @@ static int cmd_query(int argc, char **argv)
     for (int r = 0; r < reps && !rc && ms; r++)
         for (int i = 0; i < nq && !rc; i++) {
             size_t v = 0;
-            const double t0 = sh_clock_mono_s(), c0 = thread_cpu_s();
-            rc = answer(rz, &sh, &q[i], scratch, sort_once, best, sizeof best, &v);
-            cpu[n] = (thread_cpu_s() - c0) * 1e3;
+            const double t0 = sh_clock_mono_s(), c0 = process_cpu_s();
+            rc = answer(rz, pool, lanes, &sh, &q[i], scratch, sort_once, best, sizeof best, &v);
+            cpu[n] = (process_cpu_s() - c0) * 1e3;
             ms[n++] = (sh_clock_mono_s() - t0) * 1e3;
             if (r)
                 continue;
@@ -812,8 +883,9 @@ static int cmd_query(int argc, char **argv)
                 pos_ok += ok[k];
             }
         }
-        printf("stop_postings %s, sort %s: ", stop ? arg(argc, argv, "--stop", "") : "default",
-               sort_once ? "once" : "per shard");
+        printf("stop_postings %s, sort %s, %d thread(s): ",
+               stop ? arg(argc, argv, "--stop", "") : "default", sort_once ? "once" : "per shard",
+               lanes);
         printf("queries %gh (%d s): %d queries x %d, %.0f hashes and %.0f votes per query; wall p50 "
                "%.2f ms p99 %.2f ms | CPU p50 %.2f ms p99 %.2f ms; top-1 %.2f %% (%d/%d), false "
                "matches %d/%d\n",
@@ -828,7 +900,9 @@ static int cmd_query(int argc, char **argv)
     }
     free(ms);
     free(scratch);
-    sh_recognizer_free(rz);
+    for (int i = 0; i < lanes; i++)
+        sh_recognizer_free(rz[i]);
+    sh_pool_free(pool);
     shards_close(&sh);
     for (int i = 0; i < nq; i++)
         free(q[i].h);
