@@ -77,6 +77,9 @@ static const sh_opt OPTS[] = {
     {"http-threads", 0, SH_OPT_INT, NULL, "4",
      "HTTP worker threads (one recognizer per fp_version each)", 0, 1,
      64},
+    {"match-threads", 0, SH_OPT_INT, NULL, "2",
+     "threads one match request looks its shards up on: the HTTP thread and helpers from one "
+     "pool shared by all requests (1: no helpers)", 0, 1, 16},
     {"request-timeout", 0, SH_OPT_INT, NULL, "10",
      "seconds an idle connection lives, and a request's headers or body may take", 0, 1, 600},
     {"max-conns", 0, SH_OPT_INT, NULL, "1024", "concurrent HTTP connections (more: closed)", 0,
@@ -104,7 +107,8 @@ static void init_opts(ed_config *c, sh_opt *opts, sh_cmd_spec *spec)
                        &c->topic,            &c->token_file,    &c->upstream,
                        &c->upstream_token_file, &c->upstream_timeout_ms, &c->kafka_props,
                        &c->lag_threshold_ms, &c->connect_timeout_s, &c->max_body,
-                       &c->max_clip_s,       &c->http_threads,  &c->request_timeout_s,
+                       &c->max_clip_s,       &c->http_threads,  &c->match_threads,
+                       &c->request_timeout_s,
                        &c->max_conns,        &c->max_conns_per_ip,
                        &c->snapshot_max,     &c->snapshot_timeout_s, &c->snapshot_token_file,
                        &c->snapshot_confirm_s};

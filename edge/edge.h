@@ -27,6 +27,7 @@
 #include "sh_http.h"
 #include "sh_metrics.h"
 #include "sh_opt.h"
+#include "sh_pool.h"
 #include "sh_recognize.h"
 #include "sh_schema.h"
 #include "sh_shard.h"
@@ -59,6 +60,9 @@ typedef struct ed_config {
     size_t max_body;         /* POST /v1/match body cap */
     long max_clip_s;         /* longest clip decoded */
     long http_threads;
+    long match_threads;    /* threads one match request looks its shards up on (1: the HTTP
+                              thread alone; <1 counts as 1); the helpers are one pool shared by
+                              every request */
     long request_timeout_s;
     long max_conns;        /* HTTP connections, all clients */
     long max_conns_per_ip; /* HTTP connections from one address; 0: no limit */
@@ -106,10 +110,15 @@ typedef struct ed_metrics {
 enum { ED_FPV_N = 3 };
 extern const int ed_fpv[ED_FPV_N];
 
-/* One HTTP thread's recognizers: r[i] fingerprints and ranks with version ed_fpv[i]'s query
- * config. A request holds a slot for its whole lookup. */
+/* Lanes of one match request at most (ed_config.match_threads is clamped to it). */
+enum { ED_LANES_MAX = 16 };
+
+/* One HTTP thread's recognizers: r[l][i] fingerprints and ranks with version ed_fpv[i]'s query
+ * config on lane l (lane 0: the HTTP thread, which also fingerprints audio; lanes 1..: the match
+ * pool's threads while they work for this request). A request holds a slot for its whole
+ * lookup. */
 typedef struct ed_slot {
-    sh_recognizer *r[ED_FPV_N];
+    sh_recognizer *r[ED_LANES_MAX][ED_FPV_N];
 } ed_slot;
 
 typedef struct ed {
@@ -132,6 +141,8 @@ typedef struct ed {
     ed_slot *slots;
     ed_slot **pool; /* the free ones: pool[0..nfree) */
     size_t npool, nfree;
+    int lanes;            /* lanes per request: match_threads clamped to 1..ED_LANES_MAX */
+    sh_pool *match_pool;  /* lanes - 1 helper threads, shared by every request */
     size_t max_hashes; /* hashes one request may submit: max_clip_s × the densest query config */
     _Atomic bool opened;  /* shards open, metrics ready: the API answers */
     _Atomic bool started; /* Kafka reached, waiting shards bootstrapped (or retrying) */
@@ -201,7 +212,8 @@ const char *ed_node_name(const ed *x);
 /* match.c — the lookup behind POST /v1/match, for the handler and for callers that merge answers
  * from elsewhere (an upstream). */
 
-/* Creates cfg.http_threads slots and sets max_hashes. Errors: those of sh_recognizer_new. */
+/* Creates cfg.http_threads slots of `lanes` recognizer sets each, the match pool (lanes - 1
+ * threads) and sets max_hashes. Errors: those of sh_recognizer_new and sh_pool_new. */
 int ed_slots_new(ed *x, sh_err *e);
 /* Frees the slots (all must have been given back); accepts a never-created pool. */
 void ed_slots_free(ed *x);

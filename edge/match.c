@@ -50,16 +50,23 @@ int ed_slots_new(ed *x, sh_err *e)
 {
     pthread_mutex_init(&x->pool_lock, NULL);
     x->npool = (size_t)x->cfg.http_threads; /* from here on ed_slots_free() cleans up */
+    x->lanes = x->cfg.match_threads < 1              ? 1
+               : x->cfg.match_threads > ED_LANES_MAX ? ED_LANES_MAX
+                                                     : (int)x->cfg.match_threads;
     x->slots = calloc(x->npool, sizeof *x->slots);
     x->pool = calloc(x->npool, sizeof *x->pool);
     if (!x->slots || !x->pool)
         return sh_err_set(e, SH_ENOMEM, "out of memory");
+    int r = sh_pool_new(x->lanes - 1, &x->match_pool, e);
+    if (r)
+        return r;
     double per_s = 0;
     for (int v = 0; v < ED_FPV_N; v++) {
         sh_recognize_config rc;
-        int r = recognize_config(ed_fpv[v], x->cfg.max_clip_s, &rc, e);
+        r = recognize_config(ed_fpv[v], x->cfg.max_clip_s, &rc, e);
         for (size_t i = 0; r == 0 && i < x->npool; i++)
-            r = sh_recognizer_new(&rc, &x->slots[i].r[v], e);
+            for (int l = 0; r == 0 && l < x->lanes; l++)
+                r = sh_recognizer_new(&rc, &x->slots[i].r[l][v], e);
         if (r)
             return r;
         if (sh_fp_max_hashes_per_s(&rc.fp) > per_s)
@@ -74,8 +81,11 @@ int ed_slots_new(ed *x, sh_err *e)
 void ed_slots_free(ed *x)
 {
     for (size_t i = 0; x->slots && i < x->npool; i++)
-        for (int v = 0; v < ED_FPV_N; v++)
-            sh_recognizer_free(x->slots[i].r[v]);
+        for (int l = 0; l < ED_LANES_MAX; l++)
+            for (int v = 0; v < ED_FPV_N; v++)
+                sh_recognizer_free(x->slots[i].r[l][v]);
+    sh_pool_free(x->match_pool);
+    x->match_pool = NULL;
     free(x->slots);
     free(x->pool);
     if (x->npool)
@@ -109,6 +119,17 @@ typedef struct cand {
     int score;
 } cand;
 
+/* What one shard's lookups found (written by the lane that looked it up, read after every lane
+ * is done). */
+typedef struct part {
+    cand *c;
+    size_t nc, capc;
+    json_t *consulted; /* the shard's entry of "shards"; NULL: not consulted */
+    unsigned used;     /* versions looked up (bit vi) */
+    int rc;
+    sh_err e;
+} part;
+
 /* A request's lookup state. Audio queries fill h/n per version on first need. */
 typedef struct query {
     ed *x;
@@ -116,47 +137,75 @@ typedef struct query {
     const void *audio; /* NULL: client hashes, version `fixed` */
     size_t audio_len;
     int fixed;
+    /* Guards the per-version fields below, which any lane may fill on first need. */
+    pthread_mutex_t lock;
     const sh_hash *h[ED_FPV_N]; /* in t-order, as made or sent: what an upstream is sent */
     size_t n[ED_FPV_N];
     sh_hash *sorted[ED_FPV_N]; /* h in lookup order, made on first need (owned) */
     int made[ED_FPV_N]; /* h/n are valid */
-    int used[ED_FPV_N]; /* looked up somewhere */
+    int status; /* of the last error */
     size_t k;
+    /* the shards looked up: part[i] is held shard sel[i] */
+    part *part;
+    size_t *sel;
+    size_t nsel;
+    /* after the lookups: every part's candidates */
     cand *c;
     size_t nc, capc;
-    int status; /* of the last error */
 } query;
 
-/* The hashes of version index vi, fingerprinting the audio if not done yet. */
-static int hashes_of(query *q, int vi, sh_err *e)
+/* The hashes of version index vi, fingerprinting the audio if not done yet (with lane 0's
+ * recognizer: only the hashes are taken from it, never its matcher). Under q->lock. */
+static int hashes_of_locked(query *q, int vi, sh_err *e)
 {
     if (q->made[vi])
         return 0;
     if (!q->audio) /* client hashes come in one version only */
         return sh_err_set(e, SH_EINTERNAL, "no hashes of fp_version %d", ed_fpv[vi]);
-    int rc = sh_recognize_clip_mem(q->slot->r[vi], q->audio, q->audio_len, e);
+    int rc = sh_recognize_clip_mem(q->slot->r[0][vi], q->audio, q->audio_len, e);
     if (rc) {
         q->status = rc == SH_ETOOLONG ? 413 : rc == SH_ENOMEM ? 500 : 422;
         return sh_err_wrap(e, rc, "audio");
     }
-    q->h[vi] = sh_recognize_hashes(q->slot->r[vi], &q->n[vi]);
+    q->h[vi] = sh_recognize_hashes(q->slot->r[0][vi], &q->n[vi]);
     q->made[vi] = 1;
     return 0;
+}
+
+static int hashes_of(query *q, int vi, sh_err *e)
+{
+    pthread_mutex_lock(&q->lock);
+    int rc = hashes_of_locked(q, vi, e);
+    pthread_mutex_unlock(&q->lock);
+    return rc;
 }
 
 /* The hashes of version vi in lookup order (sh_shard_query_sort), sorted once per request for
  * every shard's lookup: given unsorted hashes each shard's lookup sorted its own copy (at 8
  * shards a third of a query's instructions). q->h stays as it was: the upstream is sent the
- * hashes in t-order, which clip_fits and the far side's checks assume. */
-static int sorted_of(query *q, int vi, sh_err *e)
+ * hashes in t-order, which clip_fits and the far side's checks assume. Made on first need by
+ * whichever lane needs them first; *out is then read-only for every lane. */
+static int sorted_of(query *q, int vi, const sh_hash **out, size_t *n, sh_err *e)
 {
-    if (q->sorted[vi] || !q->n[vi])
-        return 0;
-    q->sorted[vi] = malloc(q->n[vi] * sizeof *q->sorted[vi]);
-    if (!q->sorted[vi])
-        return sh_err_set(e, SH_ENOMEM, "out of memory");
-    memcpy(q->sorted[vi], q->h[vi], q->n[vi] * sizeof *q->sorted[vi]);
-    return sh_shard_query_sort(q->sorted[vi], q->n[vi], e);
+    pthread_mutex_lock(&q->lock);
+    int rc = hashes_of_locked(q, vi, e);
+    if (rc == 0 && !q->sorted[vi] && q->n[vi]) {
+        q->sorted[vi] = malloc(q->n[vi] * sizeof *q->sorted[vi]);
+        if (!q->sorted[vi])
+            rc = sh_err_set(e, SH_ENOMEM, "out of memory");
+        else {
+            memcpy(q->sorted[vi], q->h[vi], q->n[vi] * sizeof *q->sorted[vi]);
+            rc = sh_shard_query_sort(q->sorted[vi], q->n[vi], e);
+            if (rc) {
+                free(q->sorted[vi]);
+                q->sorted[vi] = NULL;
+            }
+        }
+    }
+    *out = q->sorted[vi] ? q->sorted[vi] : q->h[vi];
+    *n = q->n[vi];
+    pthread_mutex_unlock(&q->lock);
+    return rc;
 }
 
 static json_t *answer_json(const ed *x, const sh_recognize_answer *a, int shard, int fpv)
@@ -168,26 +217,24 @@ static json_t *answer_json(const ed *x, const sh_recognize_answer *a, int shard,
                      "shard", shard, "fp_version", fpv, "metadata", meta ? meta : json_null());
 }
 
-/* Looks version vi up in one shard (its read lock held), adding the answers to q->c. */
-static int lookup(query *q, ed_shard *sh, int vi, sh_err *e)
+/* Looks version vi up in one shard (its read lock held) on `lane`, adding the answers to p. */
+static int lookup(query *q, part *p, int lane, ed_shard *sh, int vi, sh_err *e)
 {
-    int rc = hashes_of(q, vi, e);
     sh_recognize_answer a[SH_RECOGNIZE_TOP_MAX];
-    size_t na = 0;
+    size_t na = 0, n = 0;
+    const sh_hash *h = NULL;
+    int rc = sorted_of(q, vi, &h, &n, e);
     if (rc == 0)
-        rc = sorted_of(q, vi, e);
-    if (rc == 0)
-        rc = sh_recognize_shard_fp(q->slot->r[vi], sh->s, ed_fpv[vi],
-                                   q->sorted[vi] ? q->sorted[vi] : q->h[vi], q->n[vi], q->k, a,
-                                   &na, NULL, e);
-    q->used[vi] |= rc == 0;
-    if (rc == 0 && sh_vec_reserve(&q->c, &q->capc, q->nc + na, SH_VEC_NOCAP))
+        rc = sh_recognize_shard_fp(q->slot->r[lane][vi], sh->s, ed_fpv[vi], h, n, q->k, a, &na,
+                                   NULL, e);
+    p->used |= rc == 0 ? 1u << vi : 0u;
+    if (rc == 0 && sh_vec_reserve(&p->c, &p->capc, p->nc + na, SH_VEC_NOCAP))
         rc = sh_err_set(e, SH_ENOMEM, "out of memory");
     for (size_t i = 0; rc == 0 && i < na; i++) {
         json_t *j = answer_json(q->x, &a[i], sh->n, ed_fpv[vi]);
         if (!j)
             return sh_err_set(e, SH_ENOMEM, "out of memory");
-        q->c[q->nc++] = (cand){j, json_string_value(json_object_get(j, "track_id")),
+        p->c[p->nc++] = (cand){j, json_string_value(json_object_get(j, "track_id")),
                                a[i].confidence, a[i].score};
     }
     return rc;
@@ -208,7 +255,7 @@ static int versions_mask(sh_shard *s, unsigned *mask, sh_err *e)
 
 /* Every version the shard holds, read again after each round of lookups until no new one shows:
  * at most ED_FPV_N rounds do work. */
-static int lookup_all_versions(query *q, ed_shard *sh, sh_err *e)
+static int lookup_all_versions(query *q, part *p, int lane, ed_shard *sh, sh_err *e)
 {
     unsigned done = 0, have = 0;
     for (int round = 0; round <= ED_FPV_N; round++) {
@@ -219,7 +266,7 @@ static int lookup_all_versions(query *q, ed_shard *sh, sh_err *e)
         if (!fresh)
             return 0;
         for (int vi = 0; vi < ED_FPV_N; vi++)
-            if ((fresh >> vi & 1u) && (rc = lookup(q, sh, vi, e)) != 0)
+            if ((fresh >> vi & 1u) && (rc = lookup(q, p, lane, sh, vi, e)) != 0)
                 return rc;
         done |= fresh;
     }
@@ -235,17 +282,26 @@ static json_t *consulted_json(const ed_shard *sh)
 
 /* One shard, under its read lock. A shard waiting for a bootstrap still answers from what it
  * holds (its position says how old that is); only a shard never loaded is left out. */
-static int lookup_shard(query *q, ed_shard *sh, json_t *consulted, sh_err *e)
+static int lookup_shard(query *q, part *p, int lane, ed_shard *sh, sh_err *e)
 {
     pthread_rwlock_rdlock(&sh->lock);
     int rc = 0;
     if (sh->s && atomic_load(&sh->position) >= 0) {
-        rc = q->audio ? lookup_all_versions(q, sh, e) : lookup(q, sh, fpv_index(q->fixed), e);
-        if (rc == 0 && json_array_append_new(consulted, consulted_json(sh)) != 0)
+        rc = q->audio ? lookup_all_versions(q, p, lane, sh, e)
+                      : lookup(q, p, lane, sh, fpv_index(q->fixed), e);
+        if (rc == 0 && !(p->consulted = consulted_json(sh)))
             rc = sh_err_set(e, SH_ENOMEM, "out of memory");
     }
     pthread_rwlock_unlock(&sh->lock);
     return rc;
+}
+
+/* sh_pool item i: the i-th selected shard, on `lane`. */
+static void shard_item(void *ud, size_t i, int lane)
+{
+    query *q = ud;
+    part *p = &q->part[i];
+    p->rc = lookup_shard(q, p, lane, &q->x->held[q->sel[i]], &p->e);
 }
 
 static int selected(const ed *x, const unsigned char *want, const ed_shard *sh)
@@ -328,8 +384,17 @@ static void query_free(query *q)
     for (size_t i = 0; i < q->nc; i++)
         json_decref(q->c[i].j);
     free(q->c);
+    for (size_t i = 0; q->part && i < q->nsel; i++) {
+        for (size_t j = 0; j < q->part[i].nc; j++)
+            json_decref(q->part[i].c[j].j);
+        free(q->part[i].c);
+        json_decref(q->part[i].consulted);
+    }
+    free(q->part);
+    free(q->sel);
     for (int vi = 0; vi < ED_FPV_N; vi++)
         free(q->sorted[vi]);
+    pthread_mutex_destroy(&q->lock);
 }
 
 void ed_match_free(ed_match *m)
@@ -361,22 +426,57 @@ static json_t *missing_json(const ed *x, const unsigned char *want)
     return a;
 }
 
+/* Looks the selected shards up on the request's lanes, then gathers the parts in shard order
+ * (the same answer, "shards" list and first error whatever the lanes): the candidates into q->c,
+ * the consulted shards into `consulted`, the versions used into *used. */
+static int lookup_selected(query *q, const unsigned char *want, json_t *consulted,
+                           unsigned *used, sh_err *e)
+{
+    q->sel = malloc((q->x->nheld ? q->x->nheld : 1) * sizeof *q->sel);
+    q->part = calloc(q->x->nheld ? q->x->nheld : 1, sizeof *q->part);
+    if (!q->sel || !q->part)
+        return sh_err_set(e, SH_ENOMEM, "out of memory");
+    for (size_t i = 0; i < q->x->nheld; i++)
+        if (selected(q->x, want, &q->x->held[i]))
+            q->sel[q->nsel++] = i;
+    sh_pool_run(q->x->match_pool, q->nsel, q->x->lanes, shard_item, q);
+    for (size_t i = 0; i < q->nsel; i++) {
+        part *p = &q->part[i];
+        if (p->rc) {
+            *e = p->e;
+            return p->rc;
+        }
+        *used |= p->used;
+        if (sh_vec_reserve(&q->c, &q->capc, q->nc + p->nc, SH_VEC_NOCAP))
+            return sh_err_set(e, SH_ENOMEM, "out of memory");
+        if (p->nc) /* memcpy from NULL is undefined, even of 0 bytes */
+            memcpy(q->c + q->nc, p->c, p->nc * sizeof *p->c);
+        q->nc += p->nc;
+        p->nc = 0; /* now q->c's */
+        if (p->consulted && json_array_append(consulted, p->consulted) != 0)
+            return sh_err_set(e, SH_ENOMEM, "out of memory");
+    }
+    return 0;
+}
+
 static int run(query *q, const unsigned char *want, ed_match *out, sh_err *e)
 {
     memset(out, 0, sizeof *out);
     out->status = 500;
     q->status = 500;
+    pthread_mutex_init(&q->lock, NULL);
     if (q->k < 1 || q->k > SH_RECOGNIZE_TOP_MAX) {
         out->status = 400;
+        query_free(q);
         return sh_err_set(e, SH_EINVAL, "top: 1..%d", SH_RECOGNIZE_TOP_MAX);
     }
     int rc = q->audio ? prefetch(q, want, e) : 0;
     json_t *consulted = json_array();
     if (rc == 0 && !consulted)
         rc = sh_err_set(e, SH_ENOMEM, "out of memory");
-    for (size_t i = 0; rc == 0 && i < q->x->nheld; i++)
-        if (selected(q->x, want, &q->x->held[i]))
-            rc = lookup_shard(q, &q->x->held[i], consulted, e);
+    unsigned used = 0;
+    if (rc == 0)
+        rc = lookup_selected(q, want, consulted, &used, e);
     if (rc) {
         out->status = q->status;
         json_decref(consulted);
@@ -387,14 +487,11 @@ static int run(query *q, const unsigned char *want, ed_match *out, sh_err *e)
     out->shards = consulted;
     out->missing = missing_json(q->x, want);
     out->fp_versions = json_array();
-    int any = 0;
-    for (int vi = 0; vi < ED_FPV_N; vi++)
-        any |= q->used[vi];
     for (int vi = 0; vi < ED_FPV_N; vi++) {
         /* Client hashes name their version even when no shard could be consulted. */
-        if (q->used[vi] || (!q->audio && ed_fpv[vi] == q->fixed))
+        if ((used >> vi & 1u) || (!q->audio && ed_fpv[vi] == q->fixed))
             json_array_append_new(out->fp_versions, json_integer(ed_fpv[vi]));
-        if (q->made[vi] && (q->used[vi] || !any))
+        if (q->made[vi] && ((used >> vi & 1u) || !used))
             out->hashes += q->n[vi];
         if (q->made[vi] && q->n[vi]) /* every fingerprint made, for an upstream */
             out->sent[out->nsent++] = (ed_up_query){ed_fpv[vi], q->h[vi], q->n[vi]};

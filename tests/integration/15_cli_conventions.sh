@@ -138,7 +138,7 @@ worker|brokers dsn media-root threads group http worker-id property max-inflight
 replicator|dsn brokers http region topic property batch-ms batch-bytes poll-ms heartbeat-ms lag-threshold-ms connect-timeout zstd-level max-delta-bytes api-token-file
 replicator snapshot|dsn shard shards out
 replicator prune|dsn brokers topic property tombstone-days
-edge|brokers data shards listen region snapshot-source topic api-token-file upstream upstream-token-file upstream-timeout-ms property lag-threshold-ms connect-timeout max-body max-clip-s http-threads request-timeout max-conns max-conns-per-ip snapshot-max-bytes snapshot-timeout snapshot-token-file snapshot-confirm-timeout
+edge|brokers data shards listen region snapshot-source topic api-token-file upstream upstream-token-file upstream-timeout-ms property lag-threshold-ms connect-timeout max-body max-clip-s http-threads match-threads request-timeout max-conns max-conns-per-ip snapshot-max-bytes snapshot-timeout snapshot-token-file snapshot-confirm-timeout
 verify|dsn edge wait shards
 status|brokers property dsn node group json timeout-ms
 T

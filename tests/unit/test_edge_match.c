@@ -645,6 +645,76 @@ static void test_speed_version(void **state)
     free(y);
 }
 
+/* One request's answers for the three clips as audio (answers and consulted shards, JSON text). */
+static void answers_of(char *out[3][2])
+{
+    size_t answered = 0;
+    for (int m = 0; m < 3; m++) {
+        size_t len;
+        uint8_t *b = wav(clip(m), (size_t)RATE * CLIP_S, &len);
+        ed_slot *slot = ed_slot_take(&W->x);
+        assert_non_null(slot);
+        ed_match r;
+        sh_err e = {0};
+        assert_int_equal(ed_match_audio(&W->x, slot, b, len, 3, NULL, &r, &e), 0);
+        ed_slot_give(&W->x, slot);
+        answered += json_array_size(r.answers) >= 1; /* earlier tests moved some tracks */
+        out[m][0] = json_dumps(r.answers, JSON_COMPACT | JSON_SORT_KEYS);
+        out[m][1] = json_dumps(r.shards, JSON_COMPACT | JSON_SORT_KEYS);
+        ed_match_free(&r);
+        free(b);
+    }
+    assert_true(answered >= 2);
+}
+
+/* --match-threads: a request's shards looked up on several lanes answer exactly as one after the
+ * other (same answers, same consulted shards in shard order), also over HTTP. */
+static void test_match_threads(void **state)
+{
+    (void)state;
+    ed *x = &W->x;
+    char *serial[3][2], *par[3][2];
+    assert_int_equal(x->lanes, 1);
+    answers_of(serial);
+    sh_err e = {0};
+    ed_slots_free(x);
+    x->cfg.match_threads = 3;
+    assert_int_equal(ed_slots_new(x, &e), 0);
+    assert_int_equal(x->lanes, 3);
+    assert_int_equal(sh_pool_threads(x->match_pool), 2);
+    for (int rep = 0; rep < 3; rep++) {
+        answers_of(par);
+        for (int m = 0; m < 3; m++)
+            for (int i = 0; i < 2; i++) {
+                assert_string_equal(par[m][i], serial[m][i]);
+                free(par[m][i]);
+            }
+    }
+    size_t len;
+    uint8_t *b = wav(clip(2), (size_t)RATE * CLIP_S, &len);
+    long st = 0;
+    json_t *o = post("top=3", "audio/wav", b, len, &st);
+    assert_int_equal(st, 200);
+    char *ans = json_dumps(json_object_get(o, "candidates"), JSON_COMPACT | JSON_SORT_KEYS);
+    assert_non_null(ans);
+    assert_string_equal(ans, serial[2][0]); /* top=3 as in answers_of */
+    free(ans);
+    assert_int_equal(json_array_size(json_object_get(o, "shards")), 2);
+    json_decref(o);
+    free(b);
+    ed_slots_free(x); /* back to one lane for the other tests */
+    x->cfg.match_threads = 99; /* clamped */
+    assert_int_equal(ed_slots_new(x, &e), 0);
+    assert_int_equal(x->lanes, ED_LANES_MAX);
+    ed_slots_free(x);
+    x->cfg.match_threads = 0;
+    assert_int_equal(ed_slots_new(x, &e), 0);
+    assert_int_equal(x->lanes, 1);
+    for (int m = 0; m < 3; m++)
+        for (int i = 0; i < 2; i++)
+            free(serial[m][i]);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -653,7 +723,7 @@ int main(void)
         cmocka_unit_test(test_versions),           cmocka_unit_test(test_shard_filter),
         cmocka_unit_test(test_malformed),          cmocka_unit_test(test_reindexed),
         cmocka_unit_test(test_reindex_churn),      cmocka_unit_test(test_metrics),
-        cmocka_unit_test(test_speed_version),
+        cmocka_unit_test(test_speed_version),      cmocka_unit_test(test_match_threads),
     };
     int rc = cmocka_run_group_tests(tests, setup, teardown);
     curl_global_cleanup();
