@@ -7,6 +7,8 @@
  *   bench_scale build --data DIR --hours H
  *   bench_scale query --data DIR --hours H [--queries DIR] [--reps R] [--len S] [--stop N]
  *                     [--sort once|per-shard] [--threads N]
+ *                     [--verbose 1] [--q-fanout N --q-ppw N --q-variants N --q-scale-tol X
+ *                     --q-jitter X]
  *
  * gen    the distractor fingerprints. Sources: DIR/corpus/distract/manifest.csv
  *        (bench/make_distractors.sh: real music from Debian game packages that share no track with
@@ -658,6 +660,7 @@ static int cmd_build(int argc, char **argv)
 typedef struct query {
     sh_hash *h;
     size_t n;
+    char file[256];
     char expected[256];
     int cond;
 } query;
@@ -719,6 +722,7 @@ static int load_queries(const char *qdir, int len, const sh_recognize_config *rc
         memcpy(x->h, h, nh * sizeof *h);
         x->n = nh;
         snprintf(x->expected, sizeof x->expected, "%s", fl[1]);
+        snprintf(x->file, sizeof x->file, "%s", fl[0]);
         const char *cond = strcmp(fl[1], "NONE") ? fl[4] : "negative";
         int ci = 0;
         while (ci < *ncond && strcmp(conds[ci], cond))
@@ -750,6 +754,7 @@ typedef struct shard_job {
     size_t n;
     double conf[NSHARDS];
     char id[NSHARDS][300];
+    sh_recognize_answer best[NSHARDS]; /* strings not valid: id[] holds the id */
     size_t votes[NSHARDS];
     int failed;
 } shard_job;
@@ -770,6 +775,7 @@ static void answer_shard(void *ud, size_t k, int lane)
     }
     j->votes[k] = st.votes;
     if (na) {
+        j->best[k] = a[0];
         j->conf[k] = a[0].confidence;
         snprintf(j->id[k], sizeof j->id[k], "%s", a[0].id);
     }
@@ -778,7 +784,8 @@ static void answer_shard(void *ud, size_t k, int lane)
 /* One query against every shard, as the edge answers it (the shards on up to `lanes` threads of
  * the pool): the most confident answer's id ("" for no match) into best. */
 static int answer(sh_recognizer **rz, sh_pool *pool, int lanes, shards *sh, const query *q,
-                  sh_hash *scratch, int sort_once, char *best, size_t cap, size_t *votes)
+                  sh_hash *scratch, int sort_once, char *best, size_t cap, size_t *votes,
+                  int verbose)
 {
     double conf = -1;
     best[0] = '\0';
@@ -797,12 +804,22 @@ static int answer(sh_recognizer **rz, sh_pool *pool, int lanes, shards *sh, cons
     sh_pool_run(pool, NSHARDS, lanes, answer_shard, &j);
     if (j.failed)
         return -1;
+    int bk = -1;
     for (int k = 0; k < NSHARDS; k++) { /* shard order: the same answer whatever the lanes */
         *votes += j.votes[k];
         if (j.conf[k] > conf) {
             conf = j.conf[k];
+            bk = k;
             snprintf(best, cap, "%s", j.id[k]);
         }
+    }
+    /* --verbose: every wrong answer (a false match, or a positive answered by another track) */
+    if (verbose && bk >= 0 && strcmp(best, q->expected)) {
+        const sh_recognize_answer *a = &j.best[bk];
+        printf("  wrong: %s (expected %s) -> %s shard %d score %d landmarks %d spread %d "
+               "confidence %.3f scale %.3f offset %.1f s\n",
+               q->file, q->expected, best, bk, a->score, a->landmarks, a->spread, a->confidence,
+               a->scale, a->offset_s);
     }
     return 0;
 }
@@ -818,6 +835,7 @@ static int cmd_query(int argc, char **argv)
     const uint32_t stop = (uint32_t)strtoul(arg(argc, argv, "--stop", "0"), NULL, 10);
     const int sort_once = strcmp(arg(argc, argv, "--sort", "once"), "per-shard") != 0;
     const int lanes = (int)strtol(arg(argc, argv, "--threads", "1"), NULL, 10);
+    const int verbose = !strcmp(arg(argc, argv, "--verbose", "0"), "1");
     char qdef[1200], dir[PATH_LEN];
     snprintf(qdef, sizeof qdef, "%s/q1536/queries/dev", c.data);
     const char *qdir = arg(argc, argv, "--queries", qdef);
@@ -861,7 +879,8 @@ static int cmd_query(int argc, char **argv)
         for (int i = 0; i < nq && !rc; i++) {
             size_t v = 0;
             const double t0 = sh_clock_mono_s(), c0 = process_cpu_s();
-            rc = answer(rz, pool, lanes, &sh, &q[i], scratch, sort_once, best, sizeof best, &v);
+            rc = answer(rz, pool, lanes, &sh, &q[i], scratch, sort_once, best, sizeof best, &v,
+                        verbose && r == 0);
             cpu[n] = (process_cpu_s() - c0) * 1e3;
             ms[n++] = (sh_clock_mono_s() - t0) * 1e3;
             if (r)

@@ -53,6 +53,11 @@ struct sh_matcher {
     size_t densecap;
     uint32_t *tqs; /* fine stage: query times of one candidate's aligned votes */
     size_t tqcap;
+    uint32_t *tgrp; /* dense grouping: group number + 1 of track tmin + i (0: too few votes) */
+    size_t tgrpcap;
+    uint32_t tmin, tspan; /* tspan 0: the groups are numbered in the hash table instead */
+    uint32_t *cells; /* one row: one track's coarse cells, then its distinct cells and counts */
+    size_t cellscap;
     uint32_t spread_frames; /* frames of one stretch counted by spread (0.5 s) */
     int nrows; /* coarse time-scale rows: 2 * J + 1, row j has scale (j - J) * coarse_scale_step */
 };
@@ -167,6 +172,8 @@ void sh_matcher_free(sh_matcher *m)
     free(m->grp);
     free(m->dense);
     free(m->tqs);
+    free(m->tgrp);
+    free(m->cells);
     free(m);
 }
 
@@ -244,37 +251,6 @@ static cell *tab_find(const sh_matcher *m, uint64_t key)
             return &m->tab[i];
 }
 
-static uint32_t tab_count(const sh_matcher *m, uint32_t track, uint32_t c)
-{
-    const cell *x = tab_find(m, (uint64_t)track << 32 | c);
-    return x->key ? x->count : 0;
-}
-
-static int count_cells(sh_matcher *m)
-{
-    size_t need = 64;
-    while (need < 2 * m->n * (size_t)m->nrows)
-        need *= 2;
-    if (need > m->tabcap) {
-        cell *t = realloc(m->tab, need * sizeof *t);
-        if (!t)
-            return SH_ENOMEM;
-        m->tab = t;
-        m->tabcap = need;
-    }
-    /* Keep the table no larger than needed to clear, so small queries stay cheap. */
-    m->tabcap = need;
-    memset(m->tab, 0, m->tabcap * sizeof *m->tab);
-    for (size_t i = 0; i < m->n; i++)
-        for (int j = 0; j < m->nrows; j++) {
-            const uint64_t key = (uint64_t)m->v[i].track << 32 | coarse_cell(m, &m->v[i], j);
-            cell *x = tab_find(m, key);
-            x->key = key;
-            x->count++;
-        }
-    return 0;
-}
-
 /* Inserts (track, cell, score) into the best-first list unless a neighbour cell of the same
  * track (in any row: at t_q = 0 all rows agree) is already there with a higher score (then it is
  * the same alignment). */
@@ -312,9 +288,11 @@ static void cand_insert(const sh_matcher *m, cand *cs, int *nc, int cap, uint32_
  * rows (its votes are ignored by the coarse stage). */
 #define MAX_DENSE ((size_t)1 << 22)
 
-/* Groups the votes of every track with at least min_score votes into m->byt (one pass to count
- * per track in the hash table, one to place); m->grp[0 .. *ng) describes the groups. */
-static int group_by_track(sh_matcher *m, size_t *ng)
+/* Groups the votes of every track with at least coarse_floor votes into m->byt, each group in vote
+ * order (one pass to count per track in the hash table, one to place); m->grp[0 .. *ng) describes
+ * the groups and the table's count of track + 1 becomes its group number + 1. For track numbers
+ * too sparse for group_dense. */
+static int group_hashed(sh_matcher *m, size_t *ng)
 {
     size_t need = 64;
     while (need < 2 * m->n)
@@ -326,6 +304,7 @@ static int group_by_track(sh_matcher *m, size_t *ng)
         m->tab = t;
     }
     m->tabcap = need;
+    m->tspan = 0;
     memset(m->tab, 0, m->tabcap * sizeof *m->tab);
     for (size_t i = 0; i < m->n; i++) {
         const uint64_t key = (uint64_t)m->v[i].track + 1; /* 0 marks empty slots */
@@ -362,6 +341,145 @@ static int group_by_track(sh_matcher *m, size_t *ng)
         }
     }
     *ng = n;
+    return 0;
+}
+
+/* Track numbers spanning at most 4 per vote plus this many values are grouped in a direct array
+ * (a shard numbers its tracks from 1; at 1,000 h ~2.2k per shard against ~19k votes). */
+#define DENSE_SPAN_SLACK 65536u
+
+/* group_hashed()'s groups by a counting sort over track numbers: two sequential passes over the
+ * votes and a small counter array instead of a hash table probed twice per vote (at 1,000 h a
+ * query casts ~150k votes, mostly random collisions: their grouping was half the ranking).
+ * Groups in ascending track order. Returns 1 (nothing done) when the track numbers are too
+ * sparse for it. */
+static int group_dense(sh_matcher *m, size_t *ng)
+{
+    uint32_t lo = UINT32_MAX, hi = 0;
+    for (size_t i = 0; i < m->n; i++) {
+        lo = m->v[i].track < lo ? m->v[i].track : lo;
+        hi = m->v[i].track > hi ? m->v[i].track : hi;
+    }
+    const size_t span = (size_t)(hi - lo) + 1;
+    if (span > 4 * m->n + DENSE_SPAN_SLACK)
+        return 1;
+    if (sh_vec_reserve(&m->tgrp, &m->tgrpcap, span, SH_VEC_NOCAP))
+        return SH_ENOMEM;
+    uint32_t *cnt = m->tgrp;
+    memset(cnt, 0, span * sizeof *cnt);
+    for (size_t i = 0; i < m->n; i++)
+        cnt[m->v[i].track - lo]++;
+    const uint32_t floor_votes = coarse_floor(&m->mc);
+    size_t n = 0, total = 0;
+    for (size_t t = 0; t < span; t++)
+        n += cnt[t] >= floor_votes;
+    if (sh_vec_reserve(&m->grp, &m->grpcap, n, SH_VEC_NOCAP))
+        return SH_ENOMEM;
+    n = 0;
+    for (size_t t = 0; t < span; t++) {
+        if (cnt[t] < floor_votes) {
+            cnt[t] = 0;
+            continue;
+        }
+        m->grp[n] = (group){.track = lo + (uint32_t)t, .first = total, .n = 0};
+        total += cnt[t];
+        cnt[t] = (uint32_t)++n; /* from now on: the group number + 1 */
+    }
+    if (sh_vec_reserve(&m->byt, &m->bytcap, total, SH_VEC_NOCAP))
+        return SH_ENOMEM;
+    for (size_t i = 0; i < m->n; i++) {
+        const uint32_t g = cnt[m->v[i].track - lo];
+        if (g) {
+            group *gr = &m->grp[g - 1];
+            m->byt[gr->first + gr->n++] = m->v[i];
+        }
+    }
+    m->tmin = lo;
+    m->tspan = (uint32_t)span;
+    *ng = n;
+    return 0;
+}
+
+static int group_by_track(sh_matcher *m, size_t *ng)
+{
+    const int rc = group_dense(m, ng);
+    return rc == 1 ? group_hashed(m, ng) : rc;
+}
+
+/* The group of `track` (NULL: fewer than coarse_floor votes), after group_by_track(). */
+static const group *group_of(const sh_matcher *m, uint32_t track)
+{
+    uint32_t g = 0;
+    if (m->tspan)
+        g = track >= m->tmin && track - m->tmin < m->tspan ? m->tgrp[track - m->tmin] : 0;
+    else
+        g = tab_find(m, (uint64_t)track + 1)->count;
+    return g ? &m->grp[g - 1] : NULL;
+}
+
+static void sort_u32(uint32_t *x, uint32_t *tmp, size_t n);
+
+/* One row, a track with many votes: counts per cell in a dense array over its cells' range. */
+static int track_cells_dense(sh_matcher *m, const group *g, const uint32_t *c, cand *cs, int *nc)
+{
+    uint32_t cmin = UINT32_MAX, cmax = 0;
+    for (size_t i = 0; i < g->n; i++) {
+        cmin = c[i] < cmin ? c[i] : cmin;
+        cmax = c[i] > cmax ? c[i] : cmax;
+    }
+    cmin -= 1; /* room for the neighbours of the extreme cells (cells start at 1) */
+    cmax += 1;
+    const size_t ncell = (size_t)(cmax - cmin) + 1;
+    if (ncell > MAX_DENSE || ncell > 4 * g->n) /* spread out: sorting is cheaper */
+        return 1;
+    if (sh_vec_reserve(&m->dense, &m->densecap, ncell, SH_VEC_NOCAP))
+        return SH_ENOMEM;
+    uint32_t *d = m->dense;
+    memset(d, 0, ncell * sizeof *d);
+    for (size_t i = 0; i < g->n; i++)
+        d[c[i] - cmin]++;
+    for (size_t x = 1; x + 1 < ncell; x++) {
+        if (!d[x])
+            continue;
+        const uint32_t s = d[x - 1] + d[x] + d[x + 1];
+        if (s >= coarse_floor(&m->mc))
+            cand_insert(m, cs, nc, m->mc.refine, g->track, cmin + (uint32_t)x, s);
+    }
+    return 0;
+}
+
+/* One row: counts one track's votes per coarse cell and offers every cell whose three-cell sum
+ * reaches the floor as a candidate, in ascending cell order: most tracks of a big index hold a
+ * handful of random votes (sorted, then run-length), a few many (a dense array of their cells). */
+static int track_cells(sh_matcher *m, const group *g, cand *cs, int *nc)
+{
+    if (sh_vec_reserve(&m->cells, &m->cellscap, 2 * g->n, SH_VEC_NOCAP))
+        return SH_ENOMEM;
+    uint32_t *c = m->cells, *k = m->cells + g->n;
+    const vote *v = m->byt + g->first;
+    for (size_t i = 0; i < g->n; i++)
+        c[i] = coarse_cell(m, &v[i], 0);
+    if (g->n > 32) {
+        const int rc = track_cells_dense(m, g, c, cs, nc);
+        if (rc != 1)
+            return rc;
+    }
+    sort_u32(c, k, g->n);
+    size_t nd = 0; /* distinct cells c[0..nd), their counts k[0..nd) */
+    for (size_t i = 0; i < g->n; i++) {
+        if (nd && c[nd - 1] == c[i]) {
+            k[nd - 1]++;
+            continue;
+        }
+        c[nd] = c[i];
+        k[nd++] = 1;
+    }
+    for (size_t j = 0; j < nd; j++) {
+        const uint32_t s = k[j] + (j > 0 && c[j - 1] + 1 == c[j] ? k[j - 1] : 0) +
+                           (j + 1 < nd && c[j] + 1 == c[j + 1] ? k[j + 1] : 0);
+        if (s >= coarse_floor(&m->mc))
+            cand_insert(m, cs, nc, m->mc.refine, g->track, c[j], s);
+    }
     return 0;
 }
 
@@ -403,41 +521,23 @@ static int track_rows(sh_matcher *m, const group *g, cand *cs, int *nc)
     return 0;
 }
 
-static int coarse_rows(sh_matcher *m, cand *cs, int *nc)
-{
-    size_t ng = 0;
-    int rc = group_by_track(m, &ng);
-    for (size_t i = 0; !rc && i < ng; i++)
-        rc = track_rows(m, &m->grp[i], cs, nc);
-    return rc;
-}
-
+/* Every track with enough votes offers its best cells: in rows (time-scale factors) or, with one
+ * row, per cell. */
 static int coarse_candidates(sh_matcher *m, cand *cs, int *nc)
 {
     *nc = 0;
-    if (m->nrows > 1)
-        return coarse_rows(m, cs, nc);
-    int rc = count_cells(m);
-    if (rc)
-        return rc;
-    for (size_t i = 0; i < m->tabcap; i++) {
-        const cell *x = &m->tab[i];
-        if (!x->key)
-            continue;
-        const uint32_t track = (uint32_t)(x->key >> 32), c = (uint32_t)x->key;
-        const uint32_t R = (uint32_t)m->nrows;
-        const uint32_t s = x->count + tab_count(m, track, c - R) + tab_count(m, track, c + R);
-        if (s >= coarse_floor(&m->mc))
-            cand_insert(m, cs, nc, m->mc.refine, track, c, s);
-    }
-    return 0;
+    size_t ng = 0;
+    int rc = group_by_track(m, &ng);
+    for (size_t i = 0; !rc && i < ng; i++)
+        rc = m->nrows > 1 ? track_rows(m, &m->grp[i], cs, nc) : track_cells(m, &m->grp[i], cs, nc);
+    return rc;
 }
 
 /* ---- fine stage: offset histogram per time-scale factor -------------------------------------- */
 
-/* Copies every vote of every candidate (its track, coarse cells cell-1..cell+1) into one buffer in
- * a single pass over all votes; candidate i owns sel[first[i] .. first[i] + cs[i].coarse). The
- * coarse score is exactly that vote count, so the slices are sized before the pass. */
+/* Copies every vote of every candidate (its track, coarse cells cell-1..cell+1) into one buffer,
+ * from its track's group (in vote order); candidate i owns sel[first[i] .. first[i] + cs[i].coarse).
+ * The coarse score is exactly that vote count, so the slices are sized before the pass. */
 static int select_votes(sh_matcher *m, const cand *cs, int nc, size_t *first)
 {
     size_t total = 0;
@@ -452,17 +552,15 @@ static int select_votes(sh_matcher *m, const cand *cs, int nc, size_t *first)
         m->sel = s;
         m->selcap = total;
     }
-    size_t fill[MAX_REFINE];
-    for (int i = 0; i < nc; i++)
-        fill[i] = first[i];
-    for (size_t j = 0; j < m->n; j++) {
-        const vote *v = &m->v[j];
-        for (int i = 0; i < nc; i++) {
-            if (v->track != cs[i].track)
-                continue;
-            const uint32_t c = coarse_cell(m, v, cell_row(m, cs[i].cell)), R = (uint32_t)m->nrows;
-            if (c + R >= cs[i].cell && c <= cs[i].cell + R && fill[i] < first[i] + cs[i].coarse)
-                m->sel[fill[i]++] = *v;
+    const uint32_t R = (uint32_t)m->nrows;
+    for (int i = 0; i < nc; i++) {
+        const group *g = group_of(m, cs[i].track);
+        size_t fill = first[i];
+        for (size_t j = 0; g && j < g->n && fill < first[i] + cs[i].coarse; j++) {
+            const vote *v = &m->byt[g->first + j];
+            const uint32_t c = coarse_cell(m, v, cell_row(m, cs[i].cell));
+            if (c + R >= cs[i].cell && c <= cs[i].cell + R)
+                m->sel[fill++] = *v;
         }
     }
     return 0;
@@ -472,6 +570,45 @@ static int cmp_u32(const void *a, const void *b)
 {
     const uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
     return x < y ? -1 : x > y;
+}
+
+/* Sorts x[0..n) ascending (tmp: n scratch entries). Most tracks of a big index hold a handful of
+ * (random) votes: insertion sort; more: an LSD radix sort a byte at a time, skipping bytes every
+ * value shares. */
+static void sort_u32(uint32_t *x, uint32_t *tmp, size_t n)
+{
+    if (n > 32) {
+        size_t cnt[4][256] = {{0}};
+        for (size_t i = 0; i < n; i++)
+            for (int b = 0; b < 4; b++)
+                cnt[b][(x[i] >> (8 * b)) & 255]++;
+        uint32_t *src = x, *dst = tmp;
+        for (int b = 0; b < 4; b++) {
+            if (cnt[b][(x[0] >> (8 * b)) & 255] == n)
+                continue;
+            size_t sum = 0;
+            for (int d = 0; d < 256; d++) {
+                const size_t c = cnt[b][d];
+                cnt[b][d] = sum;
+                sum += c;
+            }
+            for (size_t i = 0; i < n; i++)
+                dst[cnt[b][(src[i] >> (8 * b)) & 255]++] = src[i];
+            uint32_t *t = src;
+            src = dst;
+            dst = t;
+        }
+        if (src != x)
+            memcpy(x, src, n * sizeof *x);
+        return;
+    }
+    for (size_t i = 1; i < n; i++) {
+        const uint32_t y = x[i];
+        size_t j = i;
+        for (; j > 0 && x[j - 1] > y; j--)
+            x[j] = x[j - 1];
+        x[j] = y;
+    }
 }
 
 /* Distinct values of t[0 .. n) (sorted in place); *blocks: distinct values of t / block. */

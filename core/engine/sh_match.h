@@ -3,7 +3,9 @@
  * A store (LMDB shard, in-memory index) looks up every hash of a QUERY-mode fingerprint
  * (sh_fp_config_query) and calls sh_matcher_vote() for every posting (track, t_db) that shares the
  * hash at query time t_query. sh_matcher_result() then ranks candidates:
- *   1. coarse: votes are counted per (track, (t_db - t_query) / coarse_frames); a candidate's
+ *   1. coarse: votes are grouped by track (a counting sort over a shard's dense track numbers;
+ *      tracks with fewer votes than a candidate needs are dropped there) and counted per
+ *      (track, (t_db - t_query) / coarse_frames); a candidate's
  *      coarse score sums three adjacent cells, so the linear drift of a ±2 % speed change (0.2 s
  *      over 10 s) stays inside it; with coarse_scale_step > 0 (speed-invariant hashes) the
  *      offsets t_db - (1 + s_j) t_query are counted for several rows s_j, so that a ±10 % speed

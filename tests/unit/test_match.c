@@ -471,6 +471,76 @@ static void test_vote_cap_and_config(void **state)
     sh_memindex_free(NULL);
 }
 
+/* Casts the same votes into m, track numbers mapped by `sparse` (0: as they are; else t * sparse +
+ * 7, far too spread for the matcher's direct track array, so it groups in its hash table), then
+ * returns the results with the track numbers mapped back. */
+static size_t grouped_results(const sh_fp_config *c, uint32_t sparse, sh_match_result *r)
+{
+    sh_matcher *m = NULL;
+    assert_int_equal(sh_matcher_new(c, &m, NULL), 0);
+    sh_match_config mc;
+    sh_match_config_for(c, &mc);
+    mc.min_confidence = 0.0;
+    assert_int_equal(sh_matcher_configure(m, &mc, NULL), 0);
+    uint64_t s = 11;
+#define TRK(t) ((t) * (sparse ? sparse : 1) + (sparse ? 7 : 0))
+    for (uint32_t t = 0; t < 600; t++) {
+        sh_matcher_vote(m, TRK(1234u), 3000 + t, t); /* 600 aligned: a dense run of cells */
+        if (t % 15 == 0)
+            sh_matcher_vote(m, TRK(77u), 900 + t, t); /* 40 aligned ... */
+        if (t % 6 == 0) /* ... among 100 spread over 10^6 frames: sorted, not counted densely */
+            sh_matcher_vote(m, TRK(77u), (uint32_t)(synth_rand(&s) % 1000000), t);
+        if (t % 50 == 0)
+            sh_matcher_vote(m, TRK(2500u), 100 + t, t); /* 12 aligned: the short-group path */
+    }
+    for (int i = 0; i < 6000; i++) /* noise over 3000 tracks, ~2 votes each */
+        sh_matcher_vote(m, TRK(1 + (uint32_t)(synth_rand(&s) % 3000)),
+                        (uint32_t)(synth_rand(&s) % 20000), (uint32_t)(synth_rand(&s) % 600));
+#undef TRK
+    size_t n = 0;
+    assert_int_equal(sh_matcher_result(m, r, 8, &n), 0);
+    for (size_t i = 0; i < n; i++)
+        r[i].track = sparse ? (r[i].track - 7) / sparse : r[i].track;
+    sh_matcher_free(m);
+    return n;
+}
+
+/* The coarse stage groups votes by track in a direct array when track numbers are dense (a
+ * shard's), else in a hash table: both give the same answers, for one row and for rows
+ * (speed-invariant hashes), and find the planted alignments. */
+static void test_grouping_paths(void **state)
+{
+    (void)state;
+    const int modes[] = {SH_FP_TRIPLETS, SH_FP_PAIRS, SH_FP_SPEED};
+    for (int mi = 0; mi < 3; mi++) {
+        sh_fp_config c;
+        sh_fp_config_query(&c);
+        sh_fp_config_mode(&c, modes[mi]);
+        c.query = 1;
+        sh_match_result a[8], b[8];
+        const size_t na = grouped_results(&c, 0, a), nb = grouped_results(&c, 100003, b);
+        assert_int_equal(na, nb);
+        assert_true(na >= 3);
+        for (size_t i = 0; i < na; i++) {
+            assert_int_equal(a[i].track, b[i].track);
+            assert_int_equal(a[i].score, b[i].score);
+            assert_int_equal(a[i].landmarks, b[i].landmarks);
+            assert_int_equal(a[i].spread, b[i].spread);
+            assert_true(a[i].offset_s == b[i].offset_s && a[i].scale == b[i].scale);
+            assert_true(a[i].confidence == b[i].confidence);
+        }
+        assert_int_equal(a[0].track, 1234);
+        assert_true(a[0].score >= 600);
+        assert_true(fabs(a[0].offset_s - 3000 * sh_fp_frame_seconds(&c)) < 0.02);
+        int found77 = 0, found2500 = 0;
+        for (size_t i = 0; i < na; i++) {
+            found77 |= a[i].track == 77 && a[i].score >= 40;
+            found2500 |= a[i].track == 2500 && a[i].score >= 12;
+        }
+        assert_true(found77 && found2500);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest world_tests[] = {
@@ -486,6 +556,7 @@ int main(void)
         cmocka_unit_test(test_duplicates_and_ties),
         cmocka_unit_test(test_vote_cap_and_config),
         cmocka_unit_test(test_far_query_times),
+        cmocka_unit_test(test_grouping_paths),
     };
     const struct CMUnitTest speed_tests[] = {
         cmocka_unit_test(test_excerpt_matches_at_offset),
