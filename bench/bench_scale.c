@@ -7,7 +7,7 @@
  *   bench_scale build --data DIR --hours H
  *   bench_scale query --data DIR --hours H [--queries DIR] [--reps R] [--len S] [--stop N]
  *                     [--sort once|per-shard] [--threads N]
- *                     [--verbose 1] [--q-fanout N --q-ppw N --q-variants N --q-scale-tol X
+ *                     [--verbose 1] [--dump FILE] [--q-fanout N --q-ppw N --q-variants N --q-scale-tol X
  *                     --q-jitter X]
  *
  * gen    the distractor fingerprints. Sources: DIR/corpus/distract/manifest.csv
@@ -756,6 +756,10 @@ typedef struct shard_job {
     char id[NSHARDS][300];
     sh_recognize_answer best[NSHARDS]; /* strings not valid: id[] holds the id */
     size_t votes[NSHARDS];
+    double min_conf; /* an answer counts from this confidence on (--dump ranks everything) */
+    FILE *dump;      /* --dump: every shard's candidates, one line each */
+    const query *q;
+    pthread_mutex_t dump_lock;
     int failed;
 } shard_job;
 
@@ -774,7 +778,15 @@ static void answer_shard(void *ud, size_t k, int lane)
         return;
     }
     j->votes[k] = st.votes;
-    if (na) {
+    if (j->dump) {
+        pthread_mutex_lock(&j->dump_lock);
+        for (size_t i = 0; i < na; i++)
+            fprintf(j->dump, "%s,%s,%zu,%zu,%s,%d,%d,%d,%.4f,%.4f,%zu\n", j->q->file,
+                    j->q->expected, k, i, a[i].id, a[i].score, a[i].landmarks, a[i].spread,
+                    a[i].confidence, a[i].scale, st.votes);
+        pthread_mutex_unlock(&j->dump_lock);
+    }
+    if (na && a[0].confidence >= j->min_conf) {
         j->best[k] = a[0];
         j->conf[k] = a[0].confidence;
         snprintf(j->id[k], sizeof j->id[k], "%s", a[0].id);
@@ -785,7 +797,7 @@ static void answer_shard(void *ud, size_t k, int lane)
  * the pool): the most confident answer's id ("" for no match) into best. */
 static int answer(sh_recognizer **rz, sh_pool *pool, int lanes, shards *sh, const query *q,
                   sh_hash *scratch, int sort_once, char *best, size_t cap, size_t *votes,
-                  int verbose)
+                  int verbose, double min_conf, FILE *dump)
 {
     double conf = -1;
     best[0] = '\0';
@@ -800,8 +812,11 @@ static int answer(sh_recognizer **rz, sh_pool *pool, int lanes, shards *sh, cons
         h = scratch;
     }
     static shard_job j;
-    j = (shard_job){.rz = rz, .sh = sh, .h = h, .n = q->n};
+    j = (shard_job){.rz = rz, .sh = sh, .h = h, .n = q->n, .min_conf = min_conf, .dump = dump,
+                    .q = q};
+    pthread_mutex_init(&j.dump_lock, NULL);
     sh_pool_run(pool, NSHARDS, lanes, answer_shard, &j);
+    pthread_mutex_destroy(&j.dump_lock);
     if (j.failed)
         return -1;
     int bk = -1;
@@ -849,6 +864,18 @@ static int cmd_query(int argc, char **argv)
     sh_err e = {0};
     sh_recognize_config rcfg;
     query_config(argc, argv, &rcfg);
+    const double min_conf = rcfg.match.min_confidence;
+    FILE *dump = NULL;
+    if (strcmp(arg(argc, argv, "--dump", ""), "")) { /* every candidate: rank everything */
+        rcfg.match.min_confidence = 0.0;
+        if (!(dump = fopen(arg(argc, argv, "--dump", ""), "w"))) {
+            fprintf(stderr, "cannot write %s\n", arg(argc, argv, "--dump", ""));
+            ctx_free(&c);
+            return 1;
+        }
+        fprintf(dump, "query,expected,shard,rank,id,score,landmarks,spread,confidence,scale,"
+                      "shard_votes\n");
+    }
     if (reps < 1 || lanes < 1 || lanes > NSHARDS ||
         load_queries(qdir, len, &rcfg, q, &nq, conds, &ncond) ||
         shards_open(dir, stop, &sh) || sh_pool_new(lanes - 1, &pool, &e)) {
@@ -863,7 +890,9 @@ static int cmd_query(int argc, char **argv)
             ctx_free(&c);
             return 1;
         }
-    double *ms = malloc(2 * sizeof *ms * (size_t)nq * (size_t)reps), *cpu = ms + nq * reps;
+    double *ms = malloc((2 * (size_t)reps + 1) * sizeof *ms * (size_t)nq), *cpu = ms + nq * reps;
+    double *vq = cpu + nq * reps; /* votes of each query (first pass) */
+    double cond_cpu[MAX_CONDS] = {0}, cond_votes[MAX_CONDS] = {0};
     size_t maxn = 1;
     for (int i = 0; i < nq; i++)
         maxn = q[i].n > maxn ? q[i].n : maxn;
@@ -880,11 +909,14 @@ static int cmd_query(int argc, char **argv)
             size_t v = 0;
             const double t0 = sh_clock_mono_s(), c0 = process_cpu_s();
             rc = answer(rz, pool, lanes, &sh, &q[i], scratch, sort_once, best, sizeof best, &v,
-                        verbose && r == 0);
+                        verbose && r == 0, min_conf, r == 0 ? dump : NULL);
             cpu[n] = (process_cpu_s() - c0) * 1e3;
+            cond_cpu[q[i].cond] += cpu[n];
             ms[n++] = (sh_clock_mono_s() - t0) * 1e3;
             if (r)
                 continue;
+            vq[i] = (double)v;
+            cond_votes[q[i].cond] += (double)v;
             votes += v;
             hashes += q[i].n;
             tot[q[i].cond]++;
@@ -915,8 +947,18 @@ static int cmd_query(int argc, char **argv)
         for (int k = 0; k < ncond; k++)
             if (strcmp(conds[k], "negative"))
                 printf(" %s %.0f%%", conds[k], 100.0 * ok[k] / (tot[k] ? tot[k] : 1));
-        printf("\n");
+        printf("\n  votes per query: p50 %.0f p99 %.0f\n", bench_pct(vq, nq, 0.5),
+               bench_pct(vq, nq, 0.99));
+        if (verbose) {
+            printf("  mean CPU ms / votes per condition:");
+            for (int k = 0; k < ncond; k++)
+                printf(" %s %.2f/%.0f", conds[k], cond_cpu[k] / (tot[k] ? tot[k] : 1) / reps,
+                       cond_votes[k] / (tot[k] ? tot[k] : 1));
+            printf("\n");
+        }
     }
+    if (dump)
+        fclose(dump);
     free(ms);
     free(scratch);
     for (int i = 0; i < lanes; i++)
