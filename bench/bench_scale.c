@@ -7,7 +7,7 @@
  *   bench_scale build --data DIR --hours H
  *   bench_scale query --data DIR --hours H [--queries DIR] [--reps R] [--len S] [--stop N]
  *                     [--sort once|per-shard] [--threads N]
- *                     [--verbose 1] [--dump FILE] [--q-fanout N --q-ppw N --q-variants N --q-scale-tol X
+ *                     [--verbose 1] [--dump FILE] [--judge all|shard] [--q-fanout N --q-ppw N --q-variants N --q-scale-tol X
  *                     --q-jitter X]
  *
  * gen    the distractor fingerprints. Sources: DIR/corpus/distract/manifest.csv
@@ -43,6 +43,8 @@
  *        the default). --sort once (default): the query's hashes are sorted once
  *        (sh_shard_query_sort, inside the timed part) and each shard's lookup uses them as they
  *        are; per-shard: each lookup sorts its own copy, as the edge did before 8a0daf2.
+ *        --judge all (default): every shard's answers judged against the other shards' candidates
+ *        too (sh_recognize_judge, as the edge does); shard: each shard's answers as it ranked them.
  *        --threads N (1..8, default 1): the 8 shards are looked up on N threads (the caller and
  *        N - 1 of an sh_pool, a recognizer each), as an edge with match_threads N does. CPU is
  *        the whole process's (every lane), wall the query's latency.
@@ -752,52 +754,36 @@ typedef struct shard_job {
     shards *sh;
     const sh_hash *h;
     size_t n;
-    double conf[NSHARDS];
-    char id[NSHARDS][300];
-    sh_recognize_answer best[NSHARDS]; /* strings not valid: id[] holds the id */
-    size_t votes[NSHARDS];
-    double min_conf; /* an answer counts from this confidence on (--dump ranks everything) */
-    FILE *dump;      /* --dump: every shard's candidates, one line each */
+    sh_recognize_answer a[NSHARDS][4]; /* strings not valid: id[][] holds the ids */
+    size_t na[NSHARDS];
+    char id[NSHARDS][4][300];
+    sh_recognize_stats st[NSHARDS];
     const query *q;
-    pthread_mutex_t dump_lock;
     int failed;
 } shard_job;
 
 static void answer_shard(void *ud, size_t k, int lane)
 {
     shard_job *j = ud;
-    sh_recognize_answer a[4];
-    size_t na = 0;
-    sh_recognize_stats st;
+    sh_recognize_answer *a = j->a[k];
+    sh_recognize_stats *st = &j->st[k];
     sh_err e = {0};
-    j->conf[k] = -1;
-    j->id[k][0] = '\0';
-    if (sh_recognize_shard(j->rz[lane], j->sh->s[k], j->h, j->n, 4, a, &na, &st, &e)) {
+    j->na[k] = 0;
+    if (sh_recognize_shard(j->rz[lane], j->sh->s[k], j->h, j->n, 4, a, &j->na[k], st, &e)) {
         fprintf(stderr, "lookup: %s\n", sh_err_text(&e));
         j->failed = 1;
         return;
     }
-    j->votes[k] = st.votes;
-    if (j->dump) {
-        pthread_mutex_lock(&j->dump_lock);
-        for (size_t i = 0; i < na; i++)
-            fprintf(j->dump, "%s,%s,%zu,%zu,%s,%d,%d,%d,%.4f,%.4f,%zu\n", j->q->file,
-                    j->q->expected, k, i, a[i].id, a[i].score, a[i].landmarks, a[i].spread,
-                    a[i].confidence, a[i].scale, st.votes);
-        pthread_mutex_unlock(&j->dump_lock);
-    }
-    if (na && a[0].confidence >= j->min_conf) {
-        j->best[k] = a[0];
-        j->conf[k] = a[0].confidence;
-        snprintf(j->id[k], sizeof j->id[k], "%s", a[0].id);
-    }
+    for (size_t i = 0; i < j->na[k]; i++)
+        snprintf(j->id[k][i], sizeof j->id[k][i], "%s", a[i].id);
 }
 
 /* One query against every shard, as the edge answers it (the shards on up to `lanes` threads of
  * the pool): the most confident answer's id ("" for no match) into best. */
 static int answer(sh_recognizer **rz, sh_pool *pool, int lanes, shards *sh, const query *q,
                   sh_hash *scratch, int sort_once, char *best, size_t cap, size_t *votes,
-                  int verbose, double min_conf, FILE *dump)
+                  int verbose, double min_conf, FILE *dump, const sh_recognize_config *rcfg,
+                  int judge_all)
 {
     double conf = -1;
     best[0] = '\0';
@@ -812,25 +798,41 @@ static int answer(sh_recognizer **rz, sh_pool *pool, int lanes, shards *sh, cons
         h = scratch;
     }
     static shard_job j;
-    j = (shard_job){.rz = rz, .sh = sh, .h = h, .n = q->n, .min_conf = min_conf, .dump = dump,
-                    .q = q};
-    pthread_mutex_init(&j.dump_lock, NULL);
+    j = (shard_job){.rz = rz, .sh = sh, .h = h, .n = q->n, .q = q};
     sh_pool_run(pool, NSHARDS, lanes, answer_shard, &j);
-    pthread_mutex_destroy(&j.dump_lock);
     if (j.failed)
         return -1;
-    int bk = -1;
-    for (int k = 0; k < NSHARDS; k++) { /* shard order: the same answer whatever the lanes */
-        *votes += j.votes[k];
-        if (j.conf[k] > conf) {
-            conf = j.conf[k];
-            bk = k;
-            snprintf(best, cap, "%s", j.id[k]);
+    /* every shard's answers, judged against the other shards' candidates (--judge all) */
+    sh_recognize_answer all[NSHARDS * 4];
+    size_t from[NSHARDS * 4], slot[NSHARDS * 4], na = 0;
+    for (int k = 0; k < NSHARDS; k++) {
+        *votes += j.st[k].votes;
+        for (size_t i = 0; i < j.na[k]; i++) {
+            from[na] = (size_t)k;
+            slot[na] = i;
+            all[na++] = j.a[k][i];
         }
     }
-    /* --verbose: every wrong answer (a false match, or a positive answered by another track) */
+    if (judge_all)
+        sh_recognize_judge(rcfg, all, na, from, j.st, NSHARDS);
+    if (dump)
+        for (size_t i = 0; i < na; i++)
+            fprintf(dump, "%s,%s,%zu,%zu,%s,%d,%d,%d,%.4f,%.4f,%zu,%d,%d\n", q->file,
+                    q->expected, from[i], slot[i], j.id[from[i]][slot[i]], all[i].score,
+                    all[i].landmarks, all[i].spread, all[i].confidence, all[i].scale,
+                    j.st[from[i]].votes, all[i].noise, all[i].noise_landmarks);
+    int bk = -1;
+    size_t bi = 0;
+    for (size_t i = 0; i < na; i++) /* shard order: the same answer whatever the lanes */
+        if (all[i].confidence >= min_conf && all[i].confidence > conf) {
+            conf = all[i].confidence;
+            bk = (int)from[i];
+            bi = i;
+            snprintf(best, cap, "%s", j.id[from[i]][slot[i]]);
+        }
+/* --verbose: every wrong answer (a false match, or a positive answered by another track) */
     if (verbose && bk >= 0 && strcmp(best, q->expected)) {
-        const sh_recognize_answer *a = &j.best[bk];
+        const sh_recognize_answer *a = &all[bi];
         printf("  wrong: %s (expected %s) -> %s shard %d score %d landmarks %d spread %d "
                "confidence %.3f scale %.3f offset %.1f s\n",
                q->file, q->expected, best, bk, a->score, a->landmarks, a->spread, a->confidence,
@@ -851,6 +853,7 @@ static int cmd_query(int argc, char **argv)
     const int sort_once = strcmp(arg(argc, argv, "--sort", "once"), "per-shard") != 0;
     const int lanes = (int)strtol(arg(argc, argv, "--threads", "1"), NULL, 10);
     const int verbose = !strcmp(arg(argc, argv, "--verbose", "0"), "1");
+    const int judge_all = strcmp(arg(argc, argv, "--judge", "all"), "shard") != 0;
     char qdef[1200], dir[PATH_LEN];
     snprintf(qdef, sizeof qdef, "%s/q1536/queries/dev", c.data);
     const char *qdir = arg(argc, argv, "--queries", qdef);
@@ -874,7 +877,7 @@ static int cmd_query(int argc, char **argv)
             return 1;
         }
         fprintf(dump, "query,expected,shard,rank,id,score,landmarks,spread,confidence,scale,"
-                      "shard_votes\n");
+                      "shard_votes,noise,noise_landmarks\n");
     }
     if (reps < 1 || lanes < 1 || lanes > NSHARDS ||
         load_queries(qdir, len, &rcfg, q, &nq, conds, &ncond) ||
@@ -909,7 +912,7 @@ static int cmd_query(int argc, char **argv)
             size_t v = 0;
             const double t0 = sh_clock_mono_s(), c0 = process_cpu_s();
             rc = answer(rz, pool, lanes, &sh, &q[i], scratch, sort_once, best, sizeof best, &v,
-                        verbose && r == 0, min_conf, r == 0 ? dump : NULL);
+                        verbose && r == 0, min_conf, r == 0 ? dump : NULL, &rcfg, judge_all);
             cpu[n] = (process_cpu_s() - c0) * 1e3;
             cond_cpu[q[i].cond] += cpu[n];
             ms[n++] = (sh_clock_mono_s() - t0) * 1e3;
@@ -934,9 +937,9 @@ static int cmd_query(int argc, char **argv)
                 pos_ok += ok[k];
             }
         }
-        printf("stop_postings %s, sort %s, %d thread(s): ",
+        printf("stop_postings %s, sort %s, %d thread(s), judged %s: ",
                stop ? arg(argc, argv, "--stop", "") : "default", sort_once ? "once" : "per shard",
-               lanes);
+               lanes, judge_all ? "across shards" : "per shard");
         printf("queries %gh (%d s): %d queries x %d, %.0f hashes and %.0f votes per query; wall p50 "
                "%.2f ms p99 %.2f ms | CPU p50 %.2f ms p99 %.2f ms; top-1 %.2f %% (%d/%d), false "
                "matches %d/%d\n",

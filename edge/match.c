@@ -117,6 +117,9 @@ typedef struct cand {
     const char *id; /* the track id inside j */
     double confidence;
     int score;
+    int vi;                /* the version looked up */
+    sh_recognize_answer a; /* its figures (strings not kept: see j) */
+    size_t part;           /* q->part index of its shard (set when gathered) */
 } cand;
 
 /* What one shard's lookups found (written by the lane that looked it up, read after every lane
@@ -126,6 +129,7 @@ typedef struct part {
     size_t nc, capc;
     json_t *consulted; /* the shard's entry of "shards"; NULL: not consulted */
     unsigned used;     /* versions looked up (bit vi) */
+    sh_recognize_stats st[ED_FPV_N]; /* of each version's lookup */
     int rc;
     sh_err e;
 } part;
@@ -226,7 +230,7 @@ static int lookup(query *q, part *p, int lane, ed_shard *sh, int vi, sh_err *e)
     int rc = sorted_of(q, vi, &h, &n, e);
     if (rc == 0)
         rc = sh_recognize_shard_fp(q->slot->r[lane][vi], sh->s, ed_fpv[vi], h, n, q->k, a, &na,
-                                   NULL, e);
+                                   &p->st[vi], e);
     p->used |= rc == 0 ? 1u << vi : 0u;
     if (rc == 0 && sh_vec_reserve(&p->c, &p->capc, p->nc + na, SH_VEC_NOCAP))
         rc = sh_err_set(e, SH_ENOMEM, "out of memory");
@@ -235,7 +239,7 @@ static int lookup(query *q, part *p, int lane, ed_shard *sh, int vi, sh_err *e)
         if (!j)
             return sh_err_set(e, SH_ENOMEM, "out of memory");
         p->c[p->nc++] = (cand){j, json_string_value(json_object_get(j, "track_id")),
-                               a[i].confidence, a[i].score};
+                               a[i].confidence, a[i].score, vi, a[i], 0};
     }
     return rc;
 }
@@ -449,14 +453,76 @@ static int lookup_selected(query *q, const unsigned char *want, json_t *consulte
         *used |= p->used;
         if (sh_vec_reserve(&q->c, &q->capc, q->nc + p->nc, SH_VEC_NOCAP))
             return sh_err_set(e, SH_ENOMEM, "out of memory");
-        if (p->nc) /* memcpy from NULL is undefined, even of 0 bytes */
-            memcpy(q->c + q->nc, p->c, p->nc * sizeof *p->c);
-        q->nc += p->nc;
+        for (size_t j = 0; j < p->nc; j++) {
+            q->c[q->nc] = p->c[j];
+            q->c[q->nc++].part = i;
+        }
         p->nc = 0; /* now q->c's */
         if (p->consulted && json_array_append(consulted, p->consulted) != 0)
             return sh_err_set(e, SH_ENOMEM, "out of memory");
     }
     return 0;
+}
+
+/* Every version's answers judged against the other shards' lookups of that version
+ * (sh_recognize_judge: one shard's candidates are a thin sample of the noise floor; README,
+ * "Recognition at scale"); answers that fall below the threshold are dropped, the others' JSON
+ * confidence updated. After lookup_selected. */
+static int judge(query *q, sh_err *e)
+{
+    const size_t nc = q->nc ? q->nc : 1, np = q->nsel ? q->nsel : 1;
+    sh_recognize_answer *a = malloc(nc * sizeof *a);
+    size_t *from = malloc(nc * sizeof *from), *idx = malloc(nc * sizeof *idx);
+    size_t *lookup_of = malloc(np * sizeof *lookup_of); /* part -> its index among vi's lookups */
+    sh_recognize_stats *st = malloc(np * sizeof *st);
+    int rc = !a || !from || !idx || !lookup_of || !st ? sh_err_set(e, SH_ENOMEM, "out of memory")
+                                                      : 0;
+    for (int vi = 0; rc == 0 && vi < ED_FPV_N; vi++) {
+        size_t nst = 0, na = 0;
+        for (size_t i = 0; i < q->nsel; i++)
+            if (q->part[i].used >> vi & 1u) {
+                lookup_of[i] = nst;
+                st[nst++] = q->part[i].st[vi];
+            }
+        for (size_t i = 0; nst > 1 && i < q->nc; i++)
+            if (q->c[i].vi == vi) {
+                from[na] = lookup_of[q->c[i].part];
+                idx[na] = i;
+                a[na++] = q->c[i].a;
+            }
+        if (na == 0)
+            continue;
+        sh_recognize_config rcfg;
+        if ((rc = recognize_config(ed_fpv[vi], q->x->cfg.max_clip_s, &rcfg, e)) != 0)
+            break;
+        sh_recognize_judge(&rcfg, a, na, from, st, nst);
+        for (size_t i = 0; rc == 0 && i < na; i++) {
+            cand *c = &q->c[idx[i]];
+            c->a.confidence = a[i].confidence;
+            if (!sh_recognize_is_answer(&rcfg, &a[i]))
+                c->confidence = -1; /* dropped below */
+            else if (a[i].confidence != c->confidence) {
+                c->confidence = a[i].confidence;
+                if (json_object_set_new(c->j, "confidence", json_real(a[i].confidence)))
+                    rc = sh_err_set(e, SH_ENOMEM, "out of memory");
+            }
+        }
+    }
+    size_t m = 0;
+    for (size_t i = 0; i < q->nc; i++) {
+        if (q->c[i].confidence < 0) {
+            json_decref(q->c[i].j);
+            continue;
+        }
+        q->c[m++] = q->c[i];
+    }
+    q->nc = m;
+    free(a);
+    free(from);
+    free(idx);
+    free(lookup_of);
+    free(st);
+    return rc;
 }
 
 static int run(query *q, const unsigned char *want, ed_match *out, sh_err *e)
@@ -477,6 +543,8 @@ static int run(query *q, const unsigned char *want, ed_match *out, sh_err *e)
     unsigned used = 0;
     if (rc == 0)
         rc = lookup_selected(q, want, consulted, &used, e);
+    if (rc == 0)
+        rc = judge(q, e);
     if (rc) {
         out->status = q->status;
         json_decref(consulted);

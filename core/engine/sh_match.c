@@ -3,6 +3,7 @@
 #include "sh_vec.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -60,6 +61,7 @@ struct sh_matcher {
     size_t cellscap;
     uint32_t spread_frames; /* frames of one stretch counted by spread (0.5 s) */
     int nrows; /* coarse time-scale rows: 2 * J + 1, row j has scale (j - J) * coarse_scale_step */
+    int top_score, top_landmarks; /* of the last sh_matcher_result()'s candidates */
 };
 
 void sh_match_config_default(sh_match_config *mc)
@@ -735,21 +737,22 @@ static int refine(sh_matcher *m, cand *cd, const vote *sv, size_t nv)
  *    On the dev sets no never-indexed clip had zl > 2 with spread >= 4 (README, issue 13). */
 #define BURST_LANDMARKS 7
 
-static double confidence(const sh_match_config *mc, const cand *c, int noise, int noise_lm)
+static double confidence(const sh_match_config *mc, const sh_match_result *r, int noise,
+                         int noise_lm)
 {
     double p = 0.0;
     /* A burst (votes from fewer than BURST_LANDMARKS frames inside fewer than min_spread
      * stretches) is what similar music produces: a never-indexed noisy 10 s clip scored 17 votes
      * from 6 frames within 1.4 s (dev); such a candidate is judged by landmarks alone. */
-    const int burst = mc->min_landmarks > 0 && c->r.spread < mc->min_spread &&
-                      c->r.landmarks < BURST_LANDMARKS;
-    if (c->r.score >= mc->min_score && !burst) {
-        const double z = (double)c->r.score - 1.5 * noise;
+    const int burst = mc->min_landmarks > 0 && r->spread < mc->min_spread &&
+                      r->landmarks < BURST_LANDMARKS;
+    if (r->score >= mc->min_score && !burst) {
+        const double z = (double)r->score - 1.5 * noise;
         p = 1.0 / (1.0 + exp(-0.58 * (z - 4.9)));
     }
-    if (mc->min_landmarks > 0 && c->r.landmarks >= mc->min_landmarks &&
-        c->r.spread >= mc->min_spread) {
-        const double zl = (double)c->r.landmarks - 1.5 * noise_lm;
+    if (mc->min_landmarks > 0 && r->landmarks >= mc->min_landmarks &&
+        r->spread >= mc->min_spread) {
+        const double zl = (double)r->landmarks - 1.5 * noise_lm;
         const double pl = 1.0 / (1.0 + exp(-(zl - 2.6)));
         p = pl > p ? pl : p;
     }
@@ -759,6 +762,12 @@ static double confidence(const sh_match_config *mc, const cand *c, int noise, in
 /* The noise floor of candidate i: the best other track (its score and, separately, its
  * landmarks; the score only among candidates ≥ min_score), except near-equal strong candidates, which are the same audio indexed twice
  * (duplicates in a catalogue), not noise. */
+/* Near-equal strong scores: the same audio indexed twice (duplicates in a catalogue), not noise. */
+static bool is_duplicate(const sh_match_config *mc, int s, int o)
+{
+    return s >= mc->dup_score && o >= mc->dup_score && 5 * o >= 4 * s && 5 * s >= 4 * o;
+}
+
 static int noise_floor(const sh_match_config *mc, const cand *cs, int nu, int i, int *noise_lm)
 {
     const int s = cs[i].r.score;
@@ -766,8 +775,7 @@ static int noise_floor(const sh_match_config *mc, const cand *cs, int nu, int i,
     *noise_lm = 0;
     for (int j = 0; j < nu; j++) {
         const int o = cs[j].r.score;
-        if (j == i ||
-            (s >= mc->dup_score && o >= mc->dup_score && 5 * o >= 4 * s && 5 * s >= 4 * o))
+        if (j == i || is_duplicate(mc, s, o))
             continue;
         /* The votes path keeps its calibration: candidates below min_score were never in it. */
         if (o >= mc->min_score)
@@ -790,6 +798,7 @@ int sh_matcher_result(sh_matcher *m, sh_match_result *out, size_t k, size_t *n)
     if (!m || !n || (!out && k))
         return SH_EINVAL;
     *n = 0;
+    m->top_score = m->top_landmarks = 0;
     if (m->n == 0 || k == 0)
         return 0;
     cand cs[MAX_REFINE];
@@ -814,13 +823,41 @@ int sh_matcher_result(sh_matcher *m, sh_match_result *out, size_t k, size_t *n)
         if (!dup)
             cs[nu++] = cs[i];
     }
+    m->top_score = m->top_landmarks = 0;
+    for (int i = 0; i < nu; i++) {
+        m->top_score = cs[i].r.score > m->top_score ? cs[i].r.score : m->top_score;
+        m->top_landmarks =
+            cs[i].r.landmarks > m->top_landmarks ? cs[i].r.landmarks : m->top_landmarks;
+    }
     for (int i = 0; i < nu && *n < k; i++) {
         int noise_lm = 0;
         const int noise = noise_floor(&m->mc, cs, nu, i, &noise_lm);
-        cs[i].r.confidence = confidence(&m->mc, &cs[i], noise, noise_lm);
+        cs[i].r.noise = noise;
+        cs[i].r.noise_landmarks = noise_lm;
+        cs[i].r.confidence = confidence(&m->mc, &cs[i].r, noise, noise_lm);
         if (cs[i].r.confidence >= m->mc.min_confidence &&
             (cs[i].r.confidence > 0.0 || m->mc.min_confidence == 0.0))
             out[(*n)++] = cs[i].r;
     }
     return 0;
+}
+
+void sh_matcher_top(const sh_matcher *m, int *score, int *landmarks)
+{
+    *score = m ? m->top_score : 0;
+    *landmarks = m ? m->top_landmarks : 0;
+}
+
+double sh_match_confidence_against(const sh_match_config *mc, const sh_match_result *r,
+                                   const int *other_score, const int *other_landmarks, size_t n)
+{
+    int noise = r->noise, noise_lm = r->noise_landmarks;
+    for (size_t i = 0; i < n; i++) {
+        if (is_duplicate(mc, r->score, other_score[i]))
+            continue; /* that lookup's best is the same audio indexed twice */
+        if (other_score[i] >= mc->min_score && other_score[i] > noise)
+            noise = other_score[i];
+        noise_lm = other_landmarks[i] > noise_lm ? other_landmarks[i] : noise_lm;
+    }
+    return confidence(mc, r, noise, noise_lm);
 }

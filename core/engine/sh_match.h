@@ -44,6 +44,9 @@ typedef struct sh_match_result {
     int spread;        /* 0.5 s stretches of the query holding aligned votes */
     double confidence; /* 0..1; reported results have confidence ≥ min_confidence */
     double scale;      /* estimated time-scale factor (1.02 = query plays 2 % fast) */
+    int noise;           /* the noise floor the confidence was judged against: the best other
+                            track's score (counted from min_score on; 0: none) ... */
+    int noise_landmarks; /* ... and the most landmarks of another track */
 } sh_match_result;
 
 /* Tunables of the matcher; sh_match_config_default() gives the values in brackets. */
@@ -104,6 +107,22 @@ size_t sh_matcher_votes(const sh_matcher *m);
 /* Best candidates above the no-match threshold, best first, at most one per track; *n ≤ k
  * (0 = no match). Does not consume the votes. Errors: SH_EINVAL (NULL), SH_ENOMEM. */
 int sh_matcher_result(sh_matcher *m, sh_match_result *out, size_t k, size_t *n);
+
+/* The best score and the most landmarks among every candidate the last sh_matcher_result()
+ * ranked, reported or not (0 0 when none; m NULL: 0 0): what this lookup offers as the noise
+ * floor of another lookup of the same query (see sh_match_confidence_against). */
+void sh_matcher_top(const sh_matcher *m, int *score, int *landmarks);
+
+/* The confidence of r (a result of sh_matcher_result) when n other lookups of the same query —
+ * the catalogue's other shards — found candidates as strong as other_score[i] with
+ * other_landmarks[i] (their sh_matcher_top): the noise floor is then the largest of r's own and
+ * theirs, leaving out a lookup whose best is a near-equal strong score (a duplicate of the same
+ * audio, as within one lookup). One index judges a clip against the best other track of the whole
+ * catalogue; one shard's candidates are a thin sample of the random alignments, which grow with
+ * the catalogue (a never-indexed clip matched a distractor at 100 h with 9 landmarks against its
+ * shard's 3, README "Recognition at scale"). Never above r->confidence. */
+double sh_match_confidence_against(const sh_match_config *mc, const sh_match_result *r,
+                                   const int *other_score, const int *other_landmarks, size_t n);
 
 /* Frees the matcher; accepts NULL. */
 void sh_matcher_free(sh_matcher *m);

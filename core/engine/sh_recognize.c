@@ -143,6 +143,8 @@ static int rank(sh_recognizer *r, sh_shard *s, size_t k, sh_recognize_answer *ou
             .spread = res[i].spread,
             .confidence = res[i].confidence,
             .scale = res[i].scale,
+            .noise = res[i].noise,
+            .noise_landmarks = res[i].noise_landmarks,
         };
     }
     /* Only now that the strings stopped moving. */
@@ -178,6 +180,7 @@ static int recognize(sh_recognizer *r, sh_shard *s, int fpv, const sh_memindex *
     got.votes = sh_matcher_votes(r->m);
     if (!rc)
         rc = rank(r, s, k, out, nout, e);
+    sh_matcher_top(r->m, &got.top_score, &got.top_landmarks);
     got.lookup_ms = t1 - t0;
     got.rank_ms = sh_clock_mono_ms() - t1;
     if (st)
@@ -209,4 +212,43 @@ int sh_recognize_memindex(sh_recognizer *r, const sh_memindex *mi, const sh_hash
     if (!mi)
         return sh_err_set(e, SH_EINVAL, "recognize: NULL index");
     return recognize(r, NULL, 0, mi, h, n, k, out, nout, st, e);
+}
+
+void sh_recognize_judge(const sh_recognize_config *c, sh_recognize_answer *a, size_t na,
+                        const size_t *from, const sh_recognize_stats *st, size_t nst)
+{
+    sh_recognize_config def;
+    if (!c) {
+        sh_recognize_config_default(&def);
+        c = &def;
+    }
+    enum { OTHERS_MAX = 256 };
+    int os[OTHERS_MAX], ol[OTHERS_MAX];
+    for (size_t i = 0; i < na; i++) {
+        size_t no = 0;
+        for (size_t t = 0; t < nst && no < OTHERS_MAX; t++)
+            if (t != from[i]) {
+                os[no] = st[t].top_score;
+                ol[no++] = st[t].top_landmarks;
+            }
+        const sh_match_result r = {.score = a[i].score,
+                                   .landmarks = a[i].landmarks,
+                                   .spread = a[i].spread,
+                                   .confidence = a[i].confidence,
+                                   .noise = a[i].noise,
+                                   .noise_landmarks = a[i].noise_landmarks};
+        const double p = sh_match_confidence_against(&c->match, &r, os, ol, no);
+        a[i].confidence = p < a[i].confidence ? p : a[i].confidence;
+    }
+}
+
+int sh_recognize_is_answer(const sh_recognize_config *c, const sh_recognize_answer *a)
+{
+    sh_recognize_config def;
+    if (!c) {
+        sh_recognize_config_default(&def);
+        c = &def;
+    }
+    return a->confidence >= c->match.min_confidence &&
+           (a->confidence > 0.0 || c->match.min_confidence == 0.0);
 }

@@ -50,6 +50,8 @@ typedef struct sh_recognize_answer {
     int spread;            /* 0.5 s stretches of the clip holding aligned votes */
     double confidence;     /* 0..1, calibrated probability that the answer is right */
     double scale;          /* time-scale of the clip against the track (1.02: 2 % fast) */
+    int noise;             /* the noise floor the confidence was judged against (sh_match.h) */
+    int noise_landmarks;
 } sh_recognize_answer;
 /* The strings of answers point into the recognizer: valid until its next query or its free. */
 
@@ -59,6 +61,8 @@ typedef struct sh_recognize_stats {
     size_t votes;     /* votes cast into the matcher (including any dropped past max_votes) */
     double lookup_ms; /* store lookup (wall clock, monotonic) */
     double rank_ms;   /* ranking and, for a shard, reading the answers' track records */
+    int top_score;     /* the best score and the most landmarks among every candidate ranked, */
+    int top_landmarks; /* reported or not (sh_matcher_top): for sh_recognize_judge() */
 } sh_recognize_stats;
 
 typedef struct sh_recognizer sh_recognizer;
@@ -97,5 +101,17 @@ int sh_recognize_shard_fp(sh_recognizer *r, sh_shard *s, int fp_version, const s
 int sh_recognize_memindex(sh_recognizer *r, const sh_memindex *mi, const sh_hash *h, size_t n,
                           size_t k, sh_recognize_answer *out, size_t *nout,
                           sh_recognize_stats *st, sh_err *e);
+
+/* One query looked up in several shards (the lookups st[0..nst) of the same hashes, e.g. the 8
+ * shards of an edge): judges each answer a[i], which came from lookup from[i] (< nst), against
+ * the other lookups' best candidates too (sh_match_confidence_against), as one index of the whole
+ * catalogue would, lowering a[i].confidence where they raise its noise floor. An answer whose
+ * confidence falls below the config's min_confidence (sh_recognize_is_answer) is no answer any
+ * more: the caller drops it. `c`: the recognizers' config (NULL = defaults). */
+void sh_recognize_judge(const sh_recognize_config *c, sh_recognize_answer *a, size_t na,
+                        const size_t *from, const sh_recognize_stats *st, size_t nst);
+
+/* Whether a's confidence passes the no-match threshold of config c (NULL = defaults). */
+int sh_recognize_is_answer(const sh_recognize_config *c, const sh_recognize_answer *a);
 
 #endif

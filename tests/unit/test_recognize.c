@@ -249,6 +249,74 @@ static void test_errors(void **state)
     sh_recognizer_free(NULL);
 }
 
+/* An answer as one shard's lookup judged it: its confidence against its own shard's noise. */
+static sh_recognize_answer judged(const sh_recognize_config *c, int score, int landmarks,
+                                  int spread, int noise, int noise_lm)
+{
+    const sh_match_result r = {.score = score,
+                               .landmarks = landmarks,
+                               .spread = spread,
+                               .noise = noise,
+                               .noise_landmarks = noise_lm};
+    return (sh_recognize_answer){.score = score,
+                                 .landmarks = landmarks,
+                                 .spread = spread,
+                                 .noise = noise,
+                                 .noise_landmarks = noise_lm,
+                                 .confidence = sh_match_confidence_against(&c->match, &r, NULL,
+                                                                           NULL, 0)};
+}
+
+/* Answers of several shards' lookups judged against each other (the false match of the 100 h
+ * benchmark: 14 votes, 9 landmarks in 8 stretches against its shard's 3 landmarks passes alone
+ * and not against another shard's 6); strong answers stay; a near-equal strong score elsewhere
+ * is a duplicate, not noise; an answer's own lookup is not its noise. */
+static void test_judge_across_shards(void **state)
+{
+    (void)state;
+    sh_recognize_config c;
+    sh_recognize_config_default(&c);
+    sh_recognize_answer a[3] = {judged(&c, 14, 9, 8, 0, 3), judged(&c, 345, 78, 20, 0, 2),
+                                judged(&c, 100, 40, 20, 0, 2)};
+    assert_true(sh_recognize_is_answer(&c, &a[0]));
+    assert_true(a[0].confidence < 0.9);
+    assert_true(sh_recognize_is_answer(&c, &a[1]) && sh_recognize_is_answer(&c, &a[2]));
+    const double c1 = a[1].confidence, c2 = a[2].confidence;
+    const size_t from[3] = {0, 1, 2};
+    sh_recognize_stats st[4] = {{.top_score = 14, .top_landmarks = 9},
+                                {.top_score = 345, .top_landmarks = 78},
+                                {.top_score = 100, .top_landmarks = 40},
+                                {.top_score = 6, .top_landmarks = 6}};
+    /* Without the noisy 4th shard, a[0] is judged against 345 and 100 (not duplicates of 14). */
+    sh_recognize_answer b[3];
+    memcpy(b, a, sizeof b);
+    sh_recognize_judge(&c, b, 3, from, st, 4);
+    assert_false(sh_recognize_is_answer(&c, &b[0]));
+    /* a[1] against 100/40 and 6/6 and 14/9: its 78 landmarks stand out. */
+    assert_true(sh_recognize_is_answer(&c, &b[1]));
+    /* a[2] against 345/78 (not a duplicate: 100 is not within 20 %): lowered below the bar. */
+    assert_true(b[2].confidence < c2);
+    assert_false(sh_recognize_is_answer(&c, &b[2]));
+    /* Only a weak shard beside each: a[0] falls, a[1] and a[2] keep their confidence. */
+    const size_t from1[3] = {0, 0, 0};
+    sh_recognize_stats st1[2] = {{.top_score = 345, .top_landmarks = 78}, /* their own shard */
+                                 {.top_score = 6, .top_landmarks = 6}};
+    memcpy(b, a, sizeof b);
+    sh_recognize_judge(NULL, b, 3, from1, st1, 2);
+    assert_false(sh_recognize_is_answer(NULL, &b[0]));
+    assert_true(b[1].confidence == c1 && b[2].confidence == c2);
+    /* A duplicate elsewhere (95 against 100, both strong) is not noise. */
+    sh_recognize_stats st2[2] = {{.top_score = 100, .top_landmarks = 40},
+                                 {.top_score = 95, .top_landmarks = 39}};
+    memcpy(b, a, sizeof b);
+    sh_recognize_judge(&c, b + 2, 1, from1, st2, 2);
+    assert_true(b[2].confidence == c2);
+    /* No other lookup: nothing changes. */
+    memcpy(b, a, sizeof b);
+    sh_recognize_judge(&c, b, 3, from1, st2, 1);
+    assert_memory_equal(a, b, sizeof b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -257,6 +325,7 @@ int main(void)
         cmocka_unit_test(test_memindex_answer),
         cmocka_unit_test(test_clip_mem_and_duration_cap),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_judge_across_shards),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
