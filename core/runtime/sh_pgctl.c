@@ -567,10 +567,35 @@ static int sh_create_db(const sh_pgctx *c, int port, sh_err *e)
 
 /* ---- start / stop ---------------------------------------------------------------------------- */
 
+/* 1 when the postmaster named in DATA/postmaster.pid is a zombie: SIGKILLed but not yet reaped.
+ * pg_ctl status asks kill(pid, 0), which a zombie passes; a takeover that kills the old primary
+ * where nothing reaps orphans quickly (some container inits) then took it for a running server
+ * and failed to connect to it (84_takeover, fence). */
+static int sh_postmaster_zombie(const sh_pgctx *c)
+{
+    char pf[SH_PG_PATH_MAX + 32], line[32], st[64];
+    snprintf(pf, sizeof pf, "%s/postmaster.pid", c->data);
+    if (sh_read_line(pf, line, sizeof line) != 0)
+        return 0;
+    long pid = strtol(line, NULL, 10);
+    if (pid <= 0)
+        return 0;
+    snprintf(st, sizeof st, "/proc/%ld/stat", pid);
+    FILE *f = fopen(st, "re");
+    if (!f)
+        return 0; /* gone, or no /proc: pg_ctl's answer stands */
+    char buf[512];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *r = strrchr(buf, ')'); /* "pid (comm) S ...": comm may hold spaces */
+    return r && r[1] == ' ' && (r[2] == 'Z' || r[2] == 'X');
+}
+
 static int sh_status(const sh_pgctx *c)
 {
     char *argv[] = {"pg_ctl", "status", "-D", (char *)c->data, NULL};
-    return sh_run(c, argv) == 0;
+    return sh_run(c, argv) == 0 && !sh_postmaster_zombie(c);
 }
 
 int sh_pgctl_running(const sh_pgctl_opts *o)
