@@ -80,7 +80,7 @@ done < "$C/ops.plan"
 # KafkaAdmin.java compiled once, while the cluster starts (a JVM per call is slow enough)
 javac -nowarn -d "$C/kadmin" -cp "$KLIB/*" "$SH_ROOT/tests/chaos/KafkaAdmin.java" 2> "$C/javac.err" &
 JAVAC_PID=$!
-SOUNDHASH_KAFKA_PROPS="log.retention.check.interval.ms=1000 log.segment.delete.delay.ms=0" \
+SOUNDHASH_KAFKA_PROPS="log.retention.check.interval.ms=1000 log.segment.delete.delay.ms=0 log.initial.task.delay.ms=0" \
   WK_KAFKA=real WK_KAFKA_NODES=3 wk_setup
 pk="rdkafka libpq avro-c sndfile fftw3f soxr libzstd lmdb libmicrohttpd jansson libcurl libcrypto"
 # shellcheck disable=SC2046
