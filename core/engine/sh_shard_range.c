@@ -306,6 +306,17 @@ void sh_range_cursor_init(const sh_range *r, sh_range_cursor *c)
     *c = (sh_range_cursor){.i = 0, .off = 0, .hash = r->first_hash};
 }
 
+/* The skip entry a seek starts from must lie ahead of the cursor (i, off, h) within what the
+ * codes in between can take: each code is k+1 .. SH_RICE_MAXBITS bits, hashes never go down, and
+ * the codes after it still need k+1 bits each. Returns whether (pj, hj, offj) passes. */
+static inline bool skip_entry_fits(const sh_range *r, size_t i, uint64_t off, uint64_t h,
+                                   size_t pj, uint64_t hj, uint64_t offj)
+{
+    const uint64_t codes = pj - i, min = r->k + 1ull;
+    return hj >= h && offj >= off + codes * min && offj - off <= codes * SH_RICE_MAXBITS &&
+           offj <= r->hash_bits - (r->n - 1 - pj) * min;
+}
+
 int sh_range_seek(const sh_range *r, uint32_t key, sh_range_cursor *c, uint32_t target)
 {
     /* rice_step's loop with the state in registers. Hashes only grow (64-bit sum: no wrap), so
@@ -314,31 +325,49 @@ int sh_range_seek(const sh_range *r, uint32_t key, sh_range_cursor *c, uint32_t 
     uint64_t off = c->off, h = c->hash;
     const uint64_t end = r->hash_bits, kmask = (1ull << r->k) - 1;
     const unsigned k = r->k;
+    /* The next skip entry ahead (number e, posting e·2^s, hash he ≥ target): the decoding below
+     * stops there at the latest and must arrive exactly at it; none: e = 0, stop at the end. */
+    size_t e = 0, stop = r->n - 1;
+    uint64_t he = 0;
     if (r->nskip && h < target) {
         /* The last entry ahead of c whose hash is below target: every posting before it is below
          * target too, so the first posting ≥ target lies after it. Looked for only when the next
          * entry is below target: consecutive query hashes mostly land in the same block. */
         size_t lo = (i >> r->skip_shift) + 1, hi = r->nskip + 1;
-        if (lo < hi && (uint64_t)r->first_hash + skip_hash(r, lo) < target) {
-            for (lo++; lo < hi;) {
-                const size_t mid = lo + (hi - lo) / 2;
-                if ((uint64_t)r->first_hash + skip_hash(r, mid) < target)
-                    lo = mid + 1;
-                else
-                    hi = mid;
+        if (lo < hi) {
+            uint64_t hlo = (uint64_t)r->first_hash + skip_hash(r, lo), hhi = 0;
+            if (hlo < target) {
+                uint64_t hj = hlo; /* the hash of entry lo - 1 once lo moves */
+                for (lo++; lo < hi;) {
+                    const size_t mid = lo + (hi - lo) / 2;
+                    const uint64_t hm = (uint64_t)r->first_hash + skip_hash(r, mid);
+                    if (hm < target) {
+                        lo = mid + 1;
+                        hj = hm;
+                    } else {
+                        hi = mid;
+                        hhi = hm;
+                    }
+                }
+                const size_t j = lo - 1, pj = j << r->skip_shift;
+                const uint64_t offj = skip_off(r, j);
+                if (!skip_entry_fits(r, i, off, h, pj, hj, offj))
+                    return -1;
+                i = pj;
+                off = offj;
+                h = hj;
+                hlo = hhi; /* entry lo's, when lo ≤ nskip */
             }
-            const size_t j = lo - 1;
-            off = skip_off(r, j);
-            if (off > end)
-                return -1;
-            i = j << r->skip_shift;
-            h = (uint64_t)r->first_hash + skip_hash(r, j);
+            if (lo <= r->nskip) {
+                e = lo;
+                he = hlo;
+                stop = e << r->skip_shift;
+            }
         }
     }
     /* Fast path while ≥ 57 bits of the column remain: the load is in place and whole, and a
      * code (escapes included: 24 + 32 bits) cannot run past the column. */
-    const size_t last = r->n - 1;
-    while (i < last && h < target && off + 57 <= end) {
+    while (i < stop && h < target && off + 57 <= end) {
         const uint64_t w = load64(r->bits + (off >> 3)) >> (off & 7);
         const unsigned z = w ? (unsigned)__builtin_ctzll(w) : 64;
         if (__builtin_expect(z < SH_RICE_QESC, 1)) {
@@ -351,6 +380,8 @@ int sh_range_seek(const sh_range *r, uint32_t key, sh_range_cursor *c, uint32_t 
         i++;
     }
     while (i < r->n && h < target) {
+        if (e && i == stop)
+            break; /* at the next entry: checked below */
         if (i + 1 == r->n) {
             /* Past the last posting: the column must end exactly here. */
             if (off != end)
@@ -380,7 +411,12 @@ int sh_range_seek(const sh_range *r, uint32_t key, sh_range_cursor *c, uint32_t 
         }
         i++;
     }
-    if (h > key)
+    /* Short of the next entry the hashes stay at or below its hash; at it, the codes must have
+     * led exactly to its hash and offset (a damaged entry we started from, or this one, shows). */
+    if (e && (i < stop ? h > he : h != he || off != skip_off(r, e)))
+        return -1;
+    /* At the last posting every code is read: the column must end here. */
+    if (h > key || (i + 1 == r->n && off != end))
         return -1;
     *c = (sh_range_cursor){.i = i, .off = off, .hash = (uint32_t)h};
     return 0;

@@ -19,7 +19,7 @@
  * per shard against ~7k query hashes), so without it each probe decoded about half a blob.
  * Blobs without SH_RANGE_SKIP (shard format 2, and any blob of at most 2^s postings) read as
  * before; a full decode checks every skip entry against the codes, so a blob that decodes whole
- * never misleads a seek.
+ * never misleads a seek. A seek checks the entries it uses (sh_range_seek).
  */
 #ifndef SH_SHARD_RANGE_H
 #define SH_SHARD_RANGE_H
@@ -96,9 +96,14 @@ void sh_range_cursor_init(const sh_range *r, sh_range_cursor *c);
 /* Moves c forward to the first posting whose hash is ≥ target (c->i == r->n: none), decoding only
  * the codes on the way — from the last skip entry below target when the blob has a skip table
  * (so a seek decodes fewer than 2^skip_shift codes), else from c. Validates what it decodes
- * (order, bounds, key; the column's exact length once c passes the last posting), so a damaged
- * tail that no seek reaches goes unnoticed; a damaged skip entry can mislead a seek but never
- * makes it read outside the blob. Returns 0 or -1 (malformed). */
+ * (order, bounds, key; the column's exact length once c reaches the last posting), so a damaged
+ * tail that no seek reaches goes unnoticed. Skip entries: the one a seek starts from must lie
+ * where the codes between c and it, and after it, can put it (ahead of c, k+1 .. 56 bits per
+ * code); the decoding stops at the next entry at the latest and must meet it exactly (hash and
+ * offset), and short of it stays at or below its hash. So a damaged entry is reported by the seeks
+ * that decode from it to the next one; one that stops inside the block trusts the entry's low
+ * bits (within the checks above), as every seek trusts the track and time columns: LMDB pages
+ * carry no checksum. Never reads outside the blob. Returns 0 or -1 (malformed). */
 int sh_range_seek(const sh_range *r, uint32_t key, sh_range_cursor *c, uint32_t target);
 
 /* Track and time of posting i (< r->n); valid after sh_range_open() succeeded

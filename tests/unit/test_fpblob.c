@@ -268,6 +268,121 @@ static void test_range_skip_checked(void **state)
     free(buf);
 }
 
+/* Bit access to skip entry j (1..nskip) of r's table (in the caller's buffer): field 0 its hash
+ * (minus the first), 1 the code offset after it. */
+static uint64_t skip_field_pos(const sh_range *r, size_t j, int field)
+{
+    return (uint64_t)(j - 1) * (r->w_sh + r->w_so) + (field ? r->w_sh : 0);
+}
+
+static uint64_t skip_get(const sh_range *r, size_t j, int field)
+{
+    const uint64_t at = skip_field_pos(r, j, field);
+    const unsigned w = field ? r->w_so : r->w_sh;
+    uint64_t v = 0;
+    for (unsigned b = 0; b < w; b++)
+        v |= (uint64_t)((r->skip[(at + b) / 8] >> ((at + b) % 8)) & 1) << b;
+    return v;
+}
+
+static void skip_put(const sh_range *r, size_t j, int field, uint64_t v)
+{
+    const uint64_t at = skip_field_pos(r, j, field);
+    uint8_t *t = (uint8_t *)r->skip; /* the test's own buffer */
+    for (unsigned b = 0; b < (field ? r->w_so : r->w_sh); b++) {
+        const uint8_t m = (uint8_t)(1u << ((at + b) % 8));
+        t[(at + b) / 8] = (uint8_t)((t[(at + b) / 8] & ~m) | (((v >> b) & 1) ? m : 0));
+    }
+}
+
+enum { SEEK_RIGHT, SEEK_FAILED, SEEK_WRONG };
+
+/* A seek for t from a fresh cursor against the truth hs[0..n). */
+static int seek_outcome(const sh_range *r, uint32_t key, const uint32_t *hs, size_t n, uint32_t t)
+{
+    sh_range_cursor c;
+    sh_range_cursor_init(r, &c);
+    if (sh_range_seek(r, key, &c, t))
+        return SEEK_FAILED;
+    assert_true(c.i <= r->n && (c.i == r->n || (c.hash >= t && c.hash <= key)));
+    size_t want = 0;
+    while (want < n && hs[want] < t)
+        want++;
+    return c.i == want && (want == n || c.hash == hs[want]) ? SEEK_RIGHT : SEEK_WRONG;
+}
+
+/* A damaged skip entry (its hash or its code offset) is detected by a seek that uses it
+ * (sh_range_seek returns -1, the lookup reports the blob corrupted) rather than giving wrong
+ * postings: at once when it points where the codes cannot be (past the column, before the codes
+ * ahead of the cursor, more bits than the codes can take), and whenever the seek decodes from it up
+ * to the next entry, which must then be met exactly. Every single-bit error of every entry but the
+ * last is detected by that seek (the last one's only by the column's exact end: a code offset off
+ * by a bit inside a unary run re-synchronises, so there a seek can still go wrong), and none makes
+ * a seek read outside the blob or return a hash above the key. */
+static void test_range_skip_seek_detects(void **state)
+{
+    (void)state;
+    enum { N = 16 * 24 + 5 };
+    sh_posting p[N];
+    uint32_t h = 100000;
+    for (size_t i = 0; i < N; i++) {
+        h += rnd() % 7 == 0 ? 0 : rnd() % 400; /* a dense index: small gaps, some repeats */
+        p[i] = (sh_posting){.hash = h, .track = rnd() % 900, .t = rnd() % 30000};
+    }
+    qsort(p, N, sizeof *p, cmp_posting);
+    uint32_t hs[N];
+    for (size_t i = 0; i < N; i++)
+        hs[i] = p[i].hash;
+    const uint32_t key = hs[N - 1];
+    uint8_t *buf = malloc(sh_range_bound(N)), *pad = malloc(sh_range_bound(N) + 8);
+    const size_t len = sh_range_encode(p, N, SH_RANGE_SKIP_SHIFT, buf);
+    sh_range r;
+    assert_int_equal(sh_range_open(buf, len, key, pad, &r), 0);
+    assert_int_equal(r.nskip, 24);
+    const size_t step = (size_t)1 << r.skip_shift;
+    for (size_t j = 1; j <= r.nskip; j++) {
+        /* the seek that starts from entry j and decodes up to the next entry: its target is the
+         * next entry's posting's hash (when no posting before it has that hash) */
+        const size_t next = (j + 1) * step;
+        const uint32_t through = j < r.nskip ? hs[next] : key;
+        const int verifies = j < r.nskip && hs[next - 1] < hs[next];
+        const uint32_t inside = hs[j * step] + 1; /* a target just past the entry's posting */
+        const uint64_t hash0 = skip_get(&r, j, 0), off0 = skip_get(&r, j, 1);
+        assert_int_equal(hs[j * step] - hs[0], hash0);
+        assert_int_equal(seek_outcome(&r, key, hs, N, inside), SEEK_RIGHT);
+        if (verifies)
+            assert_int_equal(seek_outcome(&r, key, hs, N, through), SEEK_RIGHT);
+        /* Offsets where the codes cannot be: caught by any seek that jumps to the entry. */
+        const uint64_t bad_off[] = {r.hash_bits + 1, 0, (j * step) * (r.k + 1ull) - 1,
+                                    off0 + 57 * step * (r.nskip + 1)};
+        for (size_t b = 0; b < sizeof bad_off / sizeof *bad_off; b++) {
+            if (bad_off[b] >> r.w_so)
+                continue; /* does not fit the field */
+            skip_put(&r, j, 1, bad_off[b]);
+            assert_int_equal(seek_outcome(&r, key, hs, N, inside), SEEK_FAILED);
+            skip_put(&r, j, 1, off0);
+        }
+        /* Every single-bit error in the entry: never out of bounds, and caught by the seek that
+         * decodes from the entry up to the next one. */
+        for (int field = 0; field < 2; field++) {
+            const unsigned w = field ? r.w_so : r.w_sh;
+            const uint64_t v0 = field ? off0 : hash0;
+            for (unsigned bit = 0; bit < w; bit++) {
+                skip_put(&r, j, field, v0 ^ (1ull << bit));
+                for (size_t x = 0; x < N; x++) {
+                    (void)seek_outcome(&r, key, hs, N, hs[x]);
+                    (void)seek_outcome(&r, key, hs, N, hs[x] + 1);
+                }
+                if (verifies)
+                    assert_int_equal(seek_outcome(&r, key, hs, N, through), SEEK_FAILED);
+                skip_put(&r, j, field, v0);
+            }
+        }
+    }
+    free(pad);
+    free(buf);
+}
+
 static void test_range_codec(void **state)
 {
     (void)state;
@@ -296,6 +411,7 @@ int main(void)
         cmocka_unit_test(test_hostile),
         cmocka_unit_test(test_range_codec),
         cmocka_unit_test(test_range_skip_checked),
+        cmocka_unit_test(test_range_skip_seek_detects),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
