@@ -341,7 +341,8 @@ static int env_open(sh_shard *s, sh_err *e)
     int rc = mdb_env_create(&s->env);
     if (rc)
         return sh_shard_lmdb_err(e, rc, s->dir);
-    rc = mdb_env_set_maxdbs(s->env, 6 + SH_SHARD_FP_VERSIONS_MAX);
+    /* ids, tracks, dead, cursor, meta, the posting indexes, a rewrite's scratch table, a spare */
+    rc = mdb_env_set_maxdbs(s->env, 7 + SH_SHARD_FP_VERSIONS_MAX);
     if (!rc)
         rc = mdb_env_set_mapsize(s->env, s->map_size);
     /* NOTLS: read transactions are not tied to threads (the edge serves from a pool). */

@@ -9,7 +9,8 @@
  *           columns, with a skip table (the hash and code offset of every 16th posting) so a
  *           lookup's probe decodes fewer than 16 codes, not the blob up to its hash
  *           (sh_shard_range.h). Blobs stay under ~1 KB (split when they grow) so a write
- *           rewrites one small node.
+ *           rewrites one small node; a batch with as many new postings as the index has ranges
+ *           rewrites the whole index in key order instead, so that its pages stay full.
  *   post.vN the same for each further fp_version N (at most SH_SHARD_FP_VERSIONS_MAX per shard):
  *           one posting index per fingerprint version, so during a catalogue reindex a shard
  *           holds tracks of two versions and a query of version N only meets version-N postings.
@@ -204,8 +205,9 @@ int sh_shard_vacuum(sh_shard *s, sh_err *e);
  * so LMDB pages are full (incremental commits leave them ~2/3 full); a format-2 shard becomes
  * format 3 (skip tables) in the same transaction. The freed pages stay in the
  * file for reuse; sh_shard_snapshot() afterwards gives a file of the compacted size. One
- * transaction holding every posting in memory (12 bytes each). Errors: SH_ETOOBIG (over 64 M
- * postings or over LMDB's per-transaction page limit), SH_EFORMAT, SH_ELMDB. */
+ * transaction, streaming: each index is written into a scratch table and back (the map needs room
+ * for about two more copies of the largest index). Errors: SH_ETOOBIG (the map's size limit or
+ * LMDB's per-transaction page limit), SH_EFORMAT, SH_ELMDB. */
 int sh_shard_compact(sh_shard *s, sh_err *e);
 
 /* ---- reading ------------------------------------------------------------------------------- */

@@ -27,6 +27,9 @@
  */
 
 #define SH_SHARD_MAGIC "soundhash-shard"
+/* The scratch table a big batch or a compaction rewrites a posting index into; it exists only
+ * inside that write transaction (sh_shard_rewrite_index). */
+#define SH_SHARD_REWRITE_DB "post.rewrite"
 enum {
     SH_SHARD_FORMAT = 3,    /* range blobs may carry a skip table (sh_shard_range.h) */
     SH_SHARD_FORMAT_V2 = 2, /* read-write, plain range blobs only (sh_shard.h) */
@@ -39,7 +42,6 @@ enum {
     /* Ranges the incremental vacuum visits per commit while dead postings remain. */
     SH_VACUUM_RANGES_MIN = 64,
     SH_BATCH_POSTINGS_DEFAULT = 16 << 20,
-    SH_COMPACT_POSTINGS_MAX = 64 << 20, /* 768 MB of postings in memory */
     SH_RETRIES_MAX = 40,
 };
 
@@ -238,6 +240,12 @@ int sh_shard_load_range(apply_ctx *a, uint32_t key, const MDB_val *v, size_t *n,
 /* Writes sorted postings p[0..n) as ranges ending at `key` (see sh_shard_batch.c); `append` when
  * every key written is past the last existing key. */
 int sh_shard_write_ranges(apply_ctx *a, uint32_t key, const sh_posting *p, size_t n, bool append);
+
+/* Rewrites the posting index a->post in key order with the pending postings a->pend[0..npend)
+ * merged in (none: a compaction) and every dead posting dropped: appended to a scratch table,
+ * then appended back, so that its leaf pages are full. LMDB codes or SH_E* codes (message in
+ * a->e). */
+int sh_shard_rewrite_index(apply_ctx *a);
 
 /* Runs `body` in one write transaction and commits it, holding the handle's write lock; retries
  * when the map must grow or was grown by another process. Returns an SH_E* code with `e` set.

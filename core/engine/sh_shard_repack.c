@@ -1,6 +1,6 @@
 /* sh_shard_repack.c — giving space back: compact (every range rewritten in key order in one
- * transaction), snapshot (a compacted copy of the environment) and repack (that copy swapped in for
- * the file while no other process has it open). */
+ * transaction, sh_shard_rewrite_index), snapshot (a compacted copy of the environment) and repack
+ * (that copy swapped in for the file while no other process has it open). */
 #include "sh_shard_int.h"
 
 #include "sh_log.h"
@@ -18,40 +18,8 @@
 /* ---- compact: every range rewritten in key order -----------------------------------------------
  */
 
-/* Reads every range of the index a->post (dropping dead postings), empties it and rewrites it in
- * key order with MDB_APPEND, which fills pages completely. */
-static int compact_index(apply_ctx *a)
-{
-    MDB_cursor *c;
-    int rc = mdb_cursor_open(a->txn, a->post, &c);
-    if (rc)
-        return rc;
-    size_t n = 0;
-    MDB_val k, v;
-    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); !rc; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        uint32_t key;
-        size_t dropped;
-        if (k.mv_size != 4) {
-            rc = MDB_CORRUPTED;
-            break;
-        }
-        memcpy(&key, k.mv_data, 4);
-        if (a->c.postings + a->c.dead_postings > SH_COMPACT_POSTINGS_MAX) {
-            rc = sh_err_set(a->e, SH_ETOOBIG, "%s: too large to compact in memory", a->s->dir);
-            break;
-        }
-        if ((rc = sh_shard_load_range(a, key, &v, &n, &dropped)))
-            break;
-    }
-    mdb_cursor_close(c);
-    if (rc != MDB_NOTFOUND)
-        return rc;
-    if ((rc = mdb_drop(a->txn, a->post, 0)))
-        return rc;
-    return n ? sh_shard_write_ranges(a, UINT32_MAX, a->work, n, true) : 0;
-}
-
-/* Every fp_version's index, one after the other (one index's postings in memory at a time). */
+/* Every fp_version's index, one after the other, rewritten in key order (sh_shard_rewrite_index
+ * with no new postings: dead postings dropped, blobs re-cut, leaf pages full). */
 static int compact_body(apply_ctx *a, void *unused)
 {
     (void)unused;
@@ -71,7 +39,7 @@ static int compact_body(apply_ctx *a, void *unused)
     for (size_t i = 0; i < nfp && !rc; i++) {
         rc = sh_shard_post_open(a, fps[i], false, &a->post);
         if (!rc)
-            rc = compact_index(a);
+            rc = sh_shard_rewrite_index(a);
     }
     if (rc)
         return rc;

@@ -554,58 +554,62 @@ static void test_failed_commit_no_trace(void **state)
     assert_int_equal(votes_for(f, 1, 100), 100);
 }
 
-/* A small map grows on demand; many tracks exercise range splits, the incremental path and
- * lookups, checked against exact expected vote counts. Then reopen. */
+/* A small map grows on demand; many tracks exercise range splits, the incremental path (tracks
+ * much smaller than the index: merged range by range) and lookups, checked against exact
+ * expected vote counts. Then reopen. */
 static void test_growth_reopen_vacuum(void **state)
 {
     fixture *f = *state;
+    enum { NB = 200, NI = 10, NL = NB + NI, NP = 3000 };
     sh_shard_opts o = reopen(f, 256 << 10, 0);
     sh_shard_batch *b;
     sh_err e = {0};
     sh_shard_commit_stats cs;
-    /* Bulk: 40 tracks in one batch (append path). */
+    /* Bulk: NB tracks in one batch (append path). */
     assert_int_equal(sh_shard_batch_begin(f->s, 0, &b, &e), 0);
-    for (uint32_t i = 0; i < 40; i++) {
+    for (uint32_t i = 0; i < NB; i++) {
         char id[16];
         snprintf(id, sizeof id, "bulk%u", i);
-        sh_hash *h = track_hashes(1000 + i, 3000);
+        sh_hash *h = track_hashes(1000 + i, NP);
         sh_shard_track t = {.id = id, .version = 1, .duration_s = 60};
-        assert_int_equal(sh_shard_batch_put(b, &t, h, 3000, &e), 0);
+        assert_int_equal(sh_shard_batch_put(b, &t, h, NP, &e), 0);
         free(h);
     }
     assert_int_equal(sh_shard_batch_commit(b, &cs, &e), 0);
     assert_true(cs.resizes > 0);
-    /* Incremental: one track per batch (merge into existing ranges). */
-    for (uint32_t i = 0; i < 10; i++) {
-        char id[16];
-        snprintf(id, sizeof id, "inc%u", i);
-        put_track(f->s, id, 1, 2000 + i, 3000, &cs);
-    }
     sh_shard_stats st;
     get_stats(f, &st);
-    assert_int_equal(st.tracks, 50);
-    assert_int_equal(st.postings, 150000);
-    assert_true(st.ranges > 64);
-    uint32_t live[50];
-    for (uint32_t i = 0; i < 50; i++)
-        live[i] = i < 40 ? 1000 + i : 2000 + (i - 40);
-    const uint32_t probes[] = {1000, 1013, 1026, 1039, 2000, 2005, 2009, 5555};
+    assert_true(st.ranges > NP); /* so one track is merged range by range, not rewritten */
+    /* Incremental: one track per batch (merge into existing ranges). */
+    for (uint32_t i = 0; i < NI; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "inc%u", i);
+        put_track(f->s, id, 1, 2000 + i, NP, &cs);
+        assert_true(cs.ranges_written < NP); /* the ranges it falls in, not the whole index */
+    }
+    get_stats(f, &st);
+    assert_int_equal(st.tracks, NL);
+    assert_int_equal(st.postings, NL * NP);
+    uint32_t live[NL];
+    for (uint32_t i = 0; i < NL; i++)
+        live[i] = i < NB ? 1000 + i : 2000 + (i - NB);
+    const uint32_t probes[] = {1000, 1013, 1126, 1199, 2000, 2005, 2009, 5555};
     size_t want[8];
     for (size_t i = 0; i < 8; i++) {
-        want[i] = expected_votes(probes[i], live, 50, 3000);
-        assert_true(probes[i] == 5555 ? want[i] < 10 : want[i] >= 3000);
-        assert_int_equal(votes_for(f, probes[i], 3000), want[i]);
+        want[i] = expected_votes(probes[i], live, NL, NP);
+        assert_true(probes[i] == 5555 ? want[i] < 10 : want[i] >= NP);
+        assert_int_equal(votes_for(f, probes[i], NP), want[i]);
     }
 
     /* Compaction repacks the incrementally grown table: fewer pages in use, same answers. */
     assert_int_equal(sh_shard_compact(f->s, &e), 0);
     sh_shard_stats cst;
     get_stats(f, &cst);
-    assert_int_equal(cst.postings, 150000);
-    assert_int_equal(cst.tracks, 50);
+    assert_int_equal(cst.postings, NL * NP);
+    assert_int_equal(cst.tracks, NL);
     assert_true(cst.used_bytes < st.used_bytes);
     for (size_t i = 0; i < 8; i++)
-        assert_int_equal(votes_for(f, probes[i], 3000), want[i]);
+        assert_int_equal(votes_for(f, probes[i], NP), want[i]);
 
     /* Delete 20 tracks in one batch: the bounded sweep leaves dead postings; vacuum removes. */
     assert_int_equal(sh_shard_batch_begin(f->s, 0, &b, &e), 0);
@@ -617,24 +621,24 @@ static void test_growth_reopen_vacuum(void **state)
     assert_int_equal(sh_shard_batch_commit(b, &cs, &e), 0);
     assert_int_equal(cs.deletes, 20);
     get_stats(f, &st);
-    assert_int_equal(st.tracks, 30);
-    assert_int_equal(st.postings, 90000);
-    assert_true(st.dead_postings > 0 && st.dead_postings <= 60000);
+    assert_int_equal(st.tracks, NL - 20);
+    assert_int_equal(st.postings, (NL - 20) * NP);
+    assert_true(st.dead_postings > 0 && st.dead_postings <= 20 * NP);
     /* Dead postings are never voted: only collisions with live tracks remain. */
-    assert_int_equal(votes_for(f, 1000, 3000), expected_votes(1000, live + 20, 30, 3000));
+    assert_int_equal(votes_for(f, 1000, NP), expected_votes(1000, live + 20, NL - 20, NP));
     assert_int_equal(sh_shard_vacuum(f->s, &e), 0);
     get_stats(f, &st);
     assert_int_equal(st.dead_postings, 0);
-    assert_int_equal(st.postings, 90000);
+    assert_int_equal(st.postings, (NL - 20) * NP);
 
     /* Reopen: everything persisted. */
     sh_shard_free(f->s);
     o.read_only = true;
     assert_int_equal(sh_shard_open(f->dir, &o, &f->s, &e), 0);
     get_stats(f, &st);
-    assert_int_equal(st.tracks, 30);
-    assert_int_equal(votes_for(f, 1039, 3000), expected_votes(1039, live + 20, 30, 3000));
-    assert_int_equal(votes_for(f, 2009, 3000), expected_votes(2009, live + 20, 30, 3000));
+    assert_int_equal(st.tracks, NL - 20);
+    assert_int_equal(votes_for(f, 1039, NP), expected_votes(1039, live + 20, NL - 20, NP));
+    assert_int_equal(votes_for(f, 2009, NP), expected_votes(2009, live + 20, NL - 20, NP));
     assert_int_equal(sh_shard_batch_begin(f->s, 0, &b, &e), SH_EINVAL); /* read-only */
 
     /* Snapshot: a compacted copy opens and answers the same. */
@@ -646,9 +650,135 @@ static void test_growth_reopen_vacuum(void **state)
     assert_int_equal(sh_shard_open(snap, &o, &s2, &e), 0);
     sh_shard_stats st2;
     assert_int_equal(sh_shard_stats_get(s2, &st2, &e), 0);
-    assert_int_equal(st2.postings, 90000);
+    assert_int_equal(st2.postings, (NL - 20) * NP);
     assert_true(st2.file_bytes <= st.file_bytes);
     sh_shard_free(s2);
+}
+
+/* Hashes of track `seed` (track_hashes) moved into the low half of the hash space (or = 1), the
+ * high half (2) or left as they are (0). */
+static sh_hash *half_hashes(uint32_t seed, size_t n, int half)
+{
+    sh_hash *h = track_hashes(seed, n);
+    for (size_t i = 0; i < n; i++)
+        h[i].hash = half == 1 ? h[i].hash >> 1 : half == 2 ? h[i].hash | 0x80000000u : h[i].hash;
+    return h;
+}
+
+typedef struct half_track {
+    uint32_t seed;
+    int half;
+} half_track;
+
+/* Brute force: postings of the tracks t[0..nt) (np each) sharing a hash with the query q. */
+static size_t half_votes(const half_track *t, size_t nt, size_t np, const sh_hash *q, size_t nq)
+{
+    size_t votes = 0;
+    for (size_t i = 0; i < nt; i++) {
+        sh_hash *h = half_hashes(t[i].seed, np, t[i].half);
+        for (size_t j = 0; j < nq; j++)
+            for (size_t x = 0; x < np; x++)
+                votes += h[x].hash == q[j].hash;
+        free(h);
+    }
+    return votes;
+}
+
+static void put_half_tracks(sh_shard *s, const half_track *t, size_t nt, size_t np,
+                            sh_shard_commit_stats *cs)
+{
+    sh_shard_batch *b;
+    sh_err e = {0};
+    assert_int_equal(sh_shard_batch_begin(s, 0, &b, &e), 0);
+    for (size_t i = 0; i < nt; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "s%u.%d", t[i].seed, t[i].half);
+        sh_hash *h = half_hashes(t[i].seed, np, t[i].half);
+        sh_shard_track tr = {.id = id, .version = 1, .duration_s = 60};
+        assert_int_equal(sh_shard_batch_put(b, &tr, h, np, &e), 0);
+        free(h);
+    }
+    assert_int_equal(sh_shard_batch_commit(b, cs, &e), 0);
+}
+
+/* A batch with at least as many new postings as the index has ranges is merged by rewriting the
+ * index in key order (sh_shard_rewrite_index): its pages end up as full as those of the same
+ * tracks written in one batch (merged range by range, leaf pages split in the middle: ~1.5x the
+ * bytes), every dead posting is dropped on the way, new hashes past the last range are placed, and
+ * lookups cast exactly the votes of a brute-force count. */
+static void test_big_batch_rewrite(void **state)
+{
+    fixture *f = *state;
+    enum { N1 = 40, N2 = 40, NP = 3000 };
+    half_track t[N1 + N2 + 1];
+    for (uint32_t i = 0; i < N1; i++) /* low half: the last ranges are the high track's */
+        t[i] = (half_track){.seed = 3000 + i, .half = 1};
+    t[N1] = (half_track){.seed = 4000, .half = 2};
+    for (uint32_t i = 0; i < N2; i++) /* everywhere: half of them past the last range */
+        t[N1 + 1 + i] = (half_track){.seed = 5000 + i, .half = 0};
+    sh_shard_commit_stats cs;
+    sh_err e = {0};
+    put_half_tracks(f->s, t, N1 + 1, NP, &cs);
+    /* Delete the high track and vacuum (the index then ends below 2^31), then 2 others whose
+     * postings the bounded sweep of their commit leaves in place. */
+    sh_shard_batch *b;
+    assert_int_equal(sh_shard_batch_begin(f->s, 0, &b, &e), 0);
+    assert_int_equal(sh_shard_batch_delete(b, "s4000.2", SH_SHARD_VERSION_NEXT, &e), 0);
+    assert_int_equal(sh_shard_batch_commit(b, &cs, &e), 0);
+    assert_int_equal(sh_shard_vacuum(f->s, &e), 0);
+    assert_int_equal(sh_shard_batch_begin(f->s, 0, &b, &e), 0);
+    assert_int_equal(sh_shard_batch_delete(b, "s3001.1", SH_SHARD_VERSION_NEXT, &e), 0);
+    assert_int_equal(sh_shard_batch_delete(b, "s3002.1", SH_SHARD_VERSION_NEXT, &e), 0);
+    assert_int_equal(sh_shard_batch_commit(b, &cs, &e), 0);
+    sh_shard_stats st;
+    get_stats(f, &st);
+    assert_true(st.dead_postings > 0);
+    assert_true(st.ranges <= N2 * NP); /* the next batch rewrites */
+    half_track live[N1 + N2];
+    size_t nlive = 0;
+    for (size_t i = 0; i < N1 + N2 + 1; i++)
+        if (i != 1 && i != 2 && i != N1)
+            live[nlive++] = t[i];
+
+    put_half_tracks(f->s, t + N1 + 1, N2, NP, &cs);
+    assert_true(cs.ranges_written >= st.ranges); /* every range written again */
+    sh_shard_stats rw;
+    get_stats(f, &rw);
+    assert_int_equal(rw.tracks, nlive);
+    assert_int_equal(rw.postings, nlive * NP);
+    assert_int_equal(rw.dead_postings, 0);
+
+    /* The same live tracks in one batch, in a shard of their own. */
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/one", f->dir);
+    sh_shard *one;
+    assert_int_equal(sh_shard_open(dir, NULL, &one, &e), 0);
+    put_half_tracks(one, live, nlive, NP, NULL);
+    sh_shard_stats os;
+    assert_int_equal(sh_shard_stats_get(one, &os, &e), 0);
+    assert_int_equal(os.postings, rw.postings);
+    assert_true(rw.used_bytes * 100 <= os.used_bytes * 102);
+    assert_true(rw.ranges * 100 <= os.ranges * 102 && os.ranges * 100 <= rw.ranges * 102);
+
+    /* Votes: stretches of live tracks (low, everywhere), of a deleted one, random hashes. */
+    const uint32_t probes[][2] = {{3000, 1}, {3030, 1}, {5000, 0}, {5039, 0}, {4000, 2}, {3001, 1},
+                                  {7777, 0}};
+    for (size_t i = 0; i < sizeof probes / sizeof *probes; i++) {
+        sh_hash *q = half_hashes(probes[i][0], NP, (int)probes[i][1]);
+        const size_t want = half_votes(live, nlive, NP, q + 500, 400);
+        size_t got = 0, got1 = 0;
+        sh_matcher_reset(f->m);
+        assert_int_equal(sh_shard_lookup(f->s, q + 500, 400, f->m, &got, &e), 0);
+        assert_int_equal(got, want);
+        sh_matcher_reset(f->m);
+        assert_int_equal(sh_shard_lookup(one, q + 500, 400, f->m, &got1, &e), 0);
+        assert_int_equal(got1, want);
+        assert_true(probes[i][0] == 4000 || probes[i][0] == 3001 || probes[i][0] == 7777
+                        ? want < 10
+                        : want >= 400);
+        free(q);
+    }
+    sh_shard_free(one);
 }
 
 /* Readers never block the writer and always see a consistent snapshot, also while the writer
@@ -931,6 +1061,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failed_commit_no_trace, setup, teardown),
         cmocka_unit_test_setup_teardown(test_map_grown_by_other_process, setup, teardown),
         cmocka_unit_test_setup_teardown(test_growth_reopen_vacuum, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_big_batch_rewrite, setup, teardown),
         cmocka_unit_test_setup_teardown(test_readers_during_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repack, setup, teardown),
