@@ -6,6 +6,9 @@
  *
  * usage: shard_layout SHARD_DIR...   (each a shard directory holding data.mdb; the totals over
  *                                     all of them are printed last)
+ *        shard_layout --same A B      (whether shards A and B hold the same postings, posting by
+ *                                     posting in (hash, track, t) order, whatever their blobs:
+ *                                     then every lookup casts the same votes in both)
  * Benchmark code: problems go to stderr and the exit status is 1.
  */
 #include "sh_shard_range.h"
@@ -191,8 +194,107 @@ static void print(const char *what, const layout *l)
     printf("\n");
 }
 
+/* ---- --same: the postings of two shards, compared one by one ---------------------------------- */
+
+typedef struct stream {
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_cursor *c;
+    sh_posting *p;
+    uint32_t *hs;
+    size_t n, at, cap;
+    int started, done;
+} stream;
+
+static int stream_open(stream *s, const char *dir)
+{
+    MDB_dbi dbi;
+    memset(s, 0, sizeof *s);
+    int rc = mdb_env_create(&s->env);
+    if (!rc)
+        rc = mdb_env_set_maxdbs(s->env, 64);
+    if (!rc)
+        rc = mdb_env_open(s->env, dir, MDB_RDONLY, 0644);
+    if (!rc)
+        rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &s->txn);
+    if (!rc)
+        rc = mdb_dbi_open(s->txn, "post", 0, &dbi);
+    if (!rc)
+        rc = mdb_cursor_open(s->txn, dbi, &s->c);
+    if (rc)
+        fprintf(stderr, "%s: %s\n", dir, mdb_strerror(rc));
+    return rc;
+}
+
+/* The next posting into *p; 0, 1 at the end, -1 on an error. */
+static int stream_next(stream *s, sh_posting *p)
+{
+    while (s->at == s->n) {
+        MDB_val k, v;
+        uint32_t key;
+        uint8_t pad[16];
+        sh_range r;
+        if (s->done || mdb_cursor_get(s->c, &k, &v, s->started ? MDB_NEXT : MDB_FIRST)) {
+            s->done = 1;
+            return 1;
+        }
+        s->started = 1;
+        memcpy(&key, k.mv_data, 4);
+        if (k.mv_size != 4 || sh_range_open(v.mv_data, v.mv_size, key, pad, &r))
+            return -1;
+        if (r.n > s->cap) {
+            s->cap = r.n;
+            s->p = realloc(s->p, r.n * sizeof *s->p);
+            s->hs = realloc(s->hs, r.n * sizeof *s->hs);
+            if (!s->p || !s->hs)
+                return -1;
+        }
+        if (sh_range_decode(&r, key, s->hs, s->p))
+            return -1;
+        s->n = r.n;
+        s->at = 0;
+    }
+    *p = s->p[s->at++];
+    return 0;
+}
+
+static void stream_close(stream *s)
+{
+    mdb_cursor_close(s->c);
+    mdb_txn_abort(s->txn);
+    mdb_env_close(s->env);
+    free(s->p);
+    free(s->hs);
+}
+
+static int same(const char *a, const char *b)
+{
+    stream x, y;
+    if (stream_open(&x, a) || stream_open(&y, b))
+        return 1;
+    uint64_t n = 0;
+    int rx, ry;
+    sh_posting p, q;
+    for (;; n++) {
+        rx = stream_next(&x, &p);
+        ry = stream_next(&y, &q);
+        if (rx || ry || p.hash != q.hash || p.track != q.track || p.t != q.t)
+            break;
+    }
+    stream_close(&x);
+    stream_close(&y);
+    if (rx == 1 && ry == 1) {
+        printf("same: %llu postings\n", (unsigned long long)n);
+        return 0;
+    }
+    printf("differ at posting %llu\n", (unsigned long long)n);
+    return 1;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 4 && !strcmp(argv[1], "--same"))
+        return same(argv[2], argv[3]);
     if (argc < 2) {
         fprintf(stderr, "usage: shard_layout SHARD_DIR...\n");
         return 1;

@@ -171,15 +171,55 @@ static uint32_t get_bits(const sh_range *r, uint64_t off, unsigned nbits)
     return (uint32_t)(v & ((1ull << nbits) - 1));
 }
 
+/* sh_varint_get, unrolled for the header's varints of up to 5 bytes (every lookup parses a
+ * header: the generic loop was ~1/3 of sh_range_open); longer or near the end: the loop. */
+static inline int hdr_varint(const uint8_t **pp, const uint8_t *end, uint64_t *v)
+{
+    const uint8_t *p = *pp;
+    if (end - p >= 5) {
+        uint64_t r = p[0];
+        if (r < 0x80) {
+            *pp = p + 1;
+            *v = r;
+            return 0;
+        }
+        r = (r & 0x7f) | (uint64_t)(p[1] & 0x7f) << 7;
+        if (p[1] < 0x80) {
+            *pp = p + 2;
+            *v = r;
+            return 0;
+        }
+        r |= (uint64_t)(p[2] & 0x7f) << 14;
+        if (p[2] < 0x80) {
+            *pp = p + 3;
+            *v = r;
+            return 0;
+        }
+        r |= (uint64_t)(p[3] & 0x7f) << 21;
+        if (p[3] < 0x80) {
+            *pp = p + 4;
+            *v = r;
+            return 0;
+        }
+        r |= (uint64_t)(p[4] & 0x7f) << 28;
+        if (p[4] < 0x80) {
+            *pp = p + 5;
+            *v = r;
+            return 0;
+        }
+    }
+    return sh_varint_get(pp, end, v);
+}
+
 int sh_range_open(const uint8_t *buf, size_t len, uint32_t key, uint8_t *scratch, sh_range *r)
 {
     const uint8_t *p = buf, *end = buf + len;
     uint64_t n, first, tmin, hbits;
-    if (sh_varint_get(&p, end, &n) || sh_varint_get(&p, end, &first) || end - p < 3)
+    if (hdr_varint(&p, end, &n) || hdr_varint(&p, end, &first) || end - p < 3)
         return -1;
     unsigned k = p[0], wtr = p[1], wt = p[2];
     p += 3;
-    if (sh_varint_get(&p, end, &tmin) || sh_varint_get(&p, end, &hbits))
+    if (hdr_varint(&p, end, &tmin) || hdr_varint(&p, end, &hbits))
         return -1;
     const bool skip = k & SH_RANGE_SKIP;
     k &= ~SH_RANGE_SKIP;
@@ -219,8 +259,13 @@ int sh_range_open(const uint8_t *buf, size_t len, uint32_t key, uint8_t *scratch
     if ((uint64_t)(len - hdr) != (total + 7) / 8)
         return -1;
     const size_t nbytes = len - hdr, from = nbytes > 8 ? nbytes - 8 : 0;
-    memcpy(scratch, p + from, nbytes - from);
-    memset(scratch + (nbytes - from), 0, 8);
+    if (nbytes > 8) { /* the usual case, in two fixed-size moves */
+        memcpy(scratch, p + from, 8);
+        memset(scratch + 8, 0, 8);
+    } else {
+        memcpy(scratch, p + from, nbytes - from);
+        memset(scratch + (nbytes - from), 0, 8);
+    }
     *r = (sh_range){.n = (size_t)n,
                     .first_hash = (uint32_t)first,
                     .k = k,
@@ -306,65 +351,17 @@ void sh_range_cursor_init(const sh_range *r, sh_range_cursor *c)
     *c = (sh_range_cursor){.i = 0, .off = 0, .hash = r->first_hash};
 }
 
-/* The skip entry a seek starts from must lie ahead of the cursor (i, off, h) within what the
- * codes in between can take: each code is k+1 .. SH_RICE_MAXBITS bits, hashes never go down, and
- * the codes after it still need k+1 bits each. Returns whether (pj, hj, offj) passes. */
-static inline bool skip_entry_fits(const sh_range *r, size_t i, uint64_t off, uint64_t h,
-                                   size_t pj, uint64_t hj, uint64_t offj)
+/* Decodes from posting *pi (hash *ph, next code at *poff) until a hash ≥ target, posting `stop`
+ * (≤ n - 1) or past the last posting (*pi = n, the column's exact end checked). rice_step's loop
+ * with the state in registers. Returns 0 or -1 (a code runs past the column). */
+static inline __attribute__((always_inline)) int decode_until(const sh_range *r, size_t *pi,
+                                                              uint64_t *poff, uint64_t *ph,
+                               size_t stop, uint32_t target)
 {
-    const uint64_t codes = pj - i, min = r->k + 1ull;
-    return hj >= h && offj >= off + codes * min && offj - off <= codes * SH_RICE_MAXBITS &&
-           offj <= r->hash_bits - (r->n - 1 - pj) * min;
-}
-
-int sh_range_seek(const sh_range *r, uint32_t key, sh_range_cursor *c, uint32_t target)
-{
-    /* rice_step's loop with the state in registers. Hashes only grow (64-bit sum: no wrap), so
-     * checking the key once at the end fails exactly the seeks that passed it on the way. */
-    size_t i = c->i;
-    uint64_t off = c->off, h = c->hash;
+    size_t i = *pi;
+    uint64_t off = *poff, h = *ph;
     const uint64_t end = r->hash_bits, kmask = (1ull << r->k) - 1;
     const unsigned k = r->k;
-    /* The next skip entry ahead (number e, posting e·2^s, hash he ≥ target): the decoding below
-     * stops there at the latest and must arrive exactly at it; none: e = 0, stop at the end. */
-    size_t e = 0, stop = r->n - 1;
-    uint64_t he = 0;
-    if (r->nskip && h < target) {
-        /* The last entry ahead of c whose hash is below target: every posting before it is below
-         * target too, so the first posting ≥ target lies after it. Looked for only when the next
-         * entry is below target: consecutive query hashes mostly land in the same block. */
-        size_t lo = (i >> r->skip_shift) + 1, hi = r->nskip + 1;
-        if (lo < hi) {
-            uint64_t hlo = (uint64_t)r->first_hash + skip_hash(r, lo), hhi = 0;
-            if (hlo < target) {
-                uint64_t hj = hlo; /* the hash of entry lo - 1 once lo moves */
-                for (lo++; lo < hi;) {
-                    const size_t mid = lo + (hi - lo) / 2;
-                    const uint64_t hm = (uint64_t)r->first_hash + skip_hash(r, mid);
-                    if (hm < target) {
-                        lo = mid + 1;
-                        hj = hm;
-                    } else {
-                        hi = mid;
-                        hhi = hm;
-                    }
-                }
-                const size_t j = lo - 1, pj = j << r->skip_shift;
-                const uint64_t offj = skip_off(r, j);
-                if (!skip_entry_fits(r, i, off, h, pj, hj, offj))
-                    return -1;
-                i = pj;
-                off = offj;
-                h = hj;
-                hlo = hhi; /* entry lo's, when lo ≤ nskip */
-            }
-            if (lo <= r->nskip) {
-                e = lo;
-                he = hlo;
-                stop = e << r->skip_shift;
-            }
-        }
-    }
     /* Fast path while ≥ 57 bits of the column remain: the load is in place and whole, and a
      * code (escapes included: 24 + 32 bits) cannot run past the column. */
     while (i < stop && h < target && off + 57 <= end) {
@@ -380,8 +377,6 @@ int sh_range_seek(const sh_range *r, uint32_t key, sh_range_cursor *c, uint32_t 
         i++;
     }
     while (i < r->n && h < target) {
-        if (e && i == stop)
-            break; /* at the next entry: checked below */
         if (i + 1 == r->n) {
             /* Past the last posting: the column must end exactly here. */
             if (off != end)
@@ -389,6 +384,8 @@ int sh_range_seek(const sh_range *r, uint32_t key, sh_range_cursor *c, uint32_t 
             i = r->n;
             break;
         }
+        if (i == stop)
+            break;
         const uint64_t left = end - off;
         uint64_t w = rload(r, off >> 3) >> (off & 7);
         if (left < 57) {
@@ -411,12 +408,69 @@ int sh_range_seek(const sh_range *r, uint32_t key, sh_range_cursor *c, uint32_t 
         }
         i++;
     }
-    /* Short of the next entry the hashes stay at or below its hash; at it, the codes must have
-     * led exactly to its hash and offset (a damaged entry we started from, or this one, shows). */
-    if (e && (i < stop ? h > he : h != he || off != skip_off(r, e)))
+    *pi = i;
+    *poff = off;
+    *ph = h;
+    return 0;
+}
+
+/* The part of a seek that starts from skip entry j (ahead of the cursor c; he: the hash of entry
+ * j + 1, when j < nskip). The entry must lie where the codes can put it: its hash not below c's,
+ * its offset at least k+1 bits per code after c's, and room for k+1 bits per code after it. The
+ * decoding then stops at entry j + 1 at the latest, and must meet it exactly there (hash and
+ * offset) or stay at or below its hash short of it; from the last entry, the column must end
+ * exactly at the last posting. So a damaged entry shows in the seeks that decode from it to the
+ * next one, whatever their target. */
+static __attribute__((noinline)) int seek_from_entry(const sh_range *r, uint32_t key,
+                                                     sh_range_cursor *c, uint32_t target,
+                           size_t j, uint64_t he)
+{
+    const size_t pj = j << r->skip_shift;
+    const uint64_t min = r->k + 1ull, offj = skip_off(r, j);
+    uint64_t h = (uint64_t)r->first_hash + skip_hash(r, j), off = offj;
+    if (h < c->hash || offj < c->off + (pj - c->i) * min ||
+        offj > r->hash_bits - (r->n - 1 - pj) * min)
         return -1;
-    /* At the last posting every code is read: the column must end here. */
-    if (h > key || (i + 1 == r->n && off != end))
+    const bool last = j == r->nskip;
+    const size_t stop = last ? r->n - 1 : (j + 1) << r->skip_shift;
+    size_t i = pj;
+    if (decode_until(r, &i, &off, &h, stop, target) || h > key)
+        return -1;
+    if (last ? i + 1 == r->n && off != r->hash_bits
+             : i < stop ? h > he : h != he || off != skip_off(r, j + 1))
+        return -1;
+    *c = (sh_range_cursor){.i = i, .off = off, .hash = (uint32_t)h};
+    return 0;
+}
+
+int sh_range_seek(const sh_range *r, uint32_t key, sh_range_cursor *c, uint32_t target)
+{
+    if (r->nskip && c->hash < target) {
+        /* The last entry ahead of c whose hash is below target: every posting before it is below
+         * target too, so the first posting ≥ target lies after it. Looked for only when the next
+         * entry is below target: consecutive query hashes mostly land in the same block. */
+        size_t lo = (c->i >> r->skip_shift) + 1, hi = r->nskip + 1;
+        if (lo < hi && (uint64_t)r->first_hash + skip_hash(r, lo) < target) {
+            uint64_t hhi = 0; /* entry hi's hash once hi moved */
+            for (lo++; lo < hi;) {
+                const size_t mid = lo + (hi - lo) / 2;
+                const uint64_t hm = (uint64_t)r->first_hash + skip_hash(r, mid);
+                if (hm < target) {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                    hhi = hm;
+                }
+            }
+            return seek_from_entry(r, key, c, target, lo - 1, hhi);
+        }
+    }
+    /* From c, which lies in the block of the first posting ≥ target (or in a blob without a
+     * table). Hashes only grow (64-bit sum: no wrap), so checking the key once at the end fails
+     * exactly the seeks that passed it on the way. */
+    size_t i = c->i;
+    uint64_t off = c->off, h = c->hash;
+    if (decode_until(r, &i, &off, &h, r->n - 1, target) || h > key)
         return -1;
     *c = (sh_range_cursor){.i = i, .off = off, .hash = (uint32_t)h};
     return 0;

@@ -96,14 +96,16 @@ void sh_range_cursor_init(const sh_range *r, sh_range_cursor *c);
 /* Moves c forward to the first posting whose hash is ≥ target (c->i == r->n: none), decoding only
  * the codes on the way — from the last skip entry below target when the blob has a skip table
  * (so a seek decodes fewer than 2^skip_shift codes), else from c. Validates what it decodes
- * (order, bounds, key; the column's exact length once c reaches the last posting), so a damaged
- * tail that no seek reaches goes unnoticed. Skip entries: the one a seek starts from must lie
- * where the codes between c and it, and after it, can put it (ahead of c, k+1 .. 56 bits per
- * code); the decoding stops at the next entry at the latest and must meet it exactly (hash and
- * offset), and short of it stays at or below its hash. So a damaged entry is reported by the seeks
- * that decode from it to the next one; one that stops inside the block trusts the entry's low
- * bits (within the checks above), as every seek trusts the track and time columns: LMDB pages
- * carry no checksum. Never reads outside the blob. Returns 0 or -1 (malformed). */
+ * (order, bounds, key; the column's exact length once c passes the last posting), so a damaged
+ * tail that no seek reaches goes unnoticed. A seek that starts from a skip entry checks it: the
+ * entry must lie where the codes can put it (hash not below c's, offset at least k+1 bits per
+ * code after c's and leaving k+1 bits per code after it), and the decoding stops at the next entry
+ * at the latest and must meet it exactly (hash and offset) or stay at or below its hash short of
+ * it; from the last entry, the column must end exactly at the last posting. So a damaged entry is
+ * reported (-1) by the seeks that decode from it to the next one, whatever their target (a lookup
+ * then reports the blob corrupted); one that stops inside the block trusts the entry within those
+ * bounds, as every seek trusts the track and time columns (LMDB pages carry no checksum). Never
+ * reads outside the blob. Returns 0 or -1 (malformed). */
 int sh_range_seek(const sh_range *r, uint32_t key, sh_range_cursor *c, uint32_t target);
 
 /* Track and time of posting i (< r->n); valid after sh_range_open() succeeded
