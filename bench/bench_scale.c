@@ -33,7 +33,9 @@
  * build  8 LMDB shards (split by sh_shard_of like the edge's) holding the dev corpus plus the
  *        distractor variants in (source, variant) order up to H hours in all, written in bulk
  *        batches; cached in DATA/bench/scale/fp<V>/shards-<H>h (with a "built" record of the
- *        build's time and sizes). Prints the build time, postings and index bytes per hour.
+ *        build's time and sizes). Prints the build time, postings and index bytes per hour (the
+ *        LMDB pages in use; the files also hold free pages, reused by later writes and left out
+ *        by a snapshot or `soundhash index compact`, which repacks the file).
  * query  every query of --len seconds (default 10) of the query set (default
  *        DATA/q1536/queries/dev) fingerprinted once with the recognizer's query config, then
  *        answered --reps times: each shard looked up and ranked (sh_recognize_shard, as the edge
@@ -563,10 +565,12 @@ static void shards_close(shards *sh)
     }
 }
 
-/* Bytes in use and postings over the 8 shards. */
-static int shards_stats(shards *sh, uint64_t *used, uint64_t *postings, uint64_t *ranges)
+/* Bytes in use (the files also hold LMDB's free pages: `file`), postings and ranges over the 8
+ * shards. */
+static int shards_stats(shards *sh, uint64_t *used, uint64_t *file, uint64_t *postings,
+                        uint64_t *ranges)
 {
-    *used = *postings = *ranges = 0;
+    *used = *file = *postings = *ranges = 0;
     for (int k = 0; k < NSHARDS; k++) {
         sh_shard_stats st;
         sh_err e = {0};
@@ -575,6 +579,7 @@ static int shards_stats(shards *sh, uint64_t *used, uint64_t *postings, uint64_t
             return -1;
         }
         *used += st.used_bytes;
+        *file += st.file_bytes;
         *postings += st.postings;
         *ranges += st.ranges;
     }
@@ -605,8 +610,8 @@ static int do_build(const ctx *c, double hours, const char *dir)
         sh.b[k] = NULL;
     }
     const double secs = sh_clock_mono_s() - t0;
-    uint64_t used = 0, posts = 0, ranges = 0;
-    rc = rc || h < hours * 0.99 || shards_stats(&sh, &used, &posts, &ranges);
+    uint64_t used = 0, file = 0, posts = 0, ranges = 0;
+    rc = rc || h < hours * 0.99 || shards_stats(&sh, &used, &file, &posts, &ranges);
     if (h < hours * 0.99)
         fprintf(stderr, "only %.1f h of fingerprints cached: run gen --hours %g\n", h, hours);
     shards_close(&sh);
@@ -616,9 +621,11 @@ static int do_build(const ctx *c, double hours, const char *dir)
     FILE *f = fopen(path, "w");
     if (!f)
         return -1;
-    fprintf(f, "hours=%.2f tracks=%d postings=%llu used_bytes=%llu ranges=%llu build_s=%.1f\n", h,
-            nt, (unsigned long long)posts, (unsigned long long)used, (unsigned long long)ranges,
-            secs);
+    fprintf(f,
+            "hours=%.2f tracks=%d postings=%llu used_bytes=%llu ranges=%llu build_s=%.1f "
+            "file_bytes=%llu\n",
+            h, nt, (unsigned long long)posts, (unsigned long long)used, (unsigned long long)ranges,
+            secs, (unsigned long long)file);
     return fclose(f) ? -1 : 0;
 }
 
@@ -645,14 +652,23 @@ static int cmd_build(int argc, char **argv)
         fclose(f);
     }
     double h = 0, bs = 0;
-    unsigned long long posts = 0, used = 0, ranges = 0;
+    unsigned long long posts = 0, used = 0, ranges = 0, file = 0;
     int nt = 0;
-    if (!rc && sscanf(line, "hours=%lf tracks=%d postings=%llu used_bytes=%llu ranges=%llu build_s=%lf",
-                      &h, &nt, &posts, &used, &ranges, &bs) == 6)
+    /* file_bytes: records written since the shards' rewrite of big batches (older ones lack it) */
+    const int got = rc ? 0
+                       : sscanf(line,
+                                "hours=%lf tracks=%d postings=%llu used_bytes=%llu ranges=%llu "
+                                "build_s=%lf file_bytes=%llu",
+                                &h, &nt, &posts, &used, &ranges, &bs, &file);
+    char files[64] = "";
+    if (got == 7)
+        snprintf(files, sizeof files, "; files %.0f MB with LMDB's free pages", file / 1e6);
+    if (got >= 6)
         printf("index %gh: %d tracks, %.1f h, %.1f M postings, %.0f MB in use = %.3f MB per audio "
-               "hour (%.2f B/posting), %llu range blobs; built in %.0f s (%.1f s per audio hour) %s\n",
-               hours, nt, h, posts / 1e6, used / 1e6, used / 1e6 / h, (double)used / posts, ranges,
-               bs, bs / h, dir);
+               "hour (%.2f B/posting%s), %llu range blobs; built in %.0f s (%.1f s per audio "
+               "hour) %s\n",
+               hours, nt, h, posts / 1e6, used / 1e6, used / 1e6 / h, (double)used / posts, files,
+               ranges, bs, bs / h, dir);
     ctx_free(&c);
     return rc ? 1 : 0;
 }
